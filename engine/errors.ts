@@ -1,0 +1,109 @@
+/**
+ * Every error lamstore raises on purpose is a `LamstoreError` with a stable `code`.
+ *
+ * Callers (the CLI above all) switch on `error.code`, never on `instanceof`: two copies of the
+ * package in one process would make `instanceof` lie. The message names the file (or relation)
+ * and the problem in one line; the underlying error, when there is one, is kept as `cause`.
+ * The table of codes is in engine/README.md; keep the two in step.
+ */
+
+export const ErrorCode = {
+  /** An argument is malformed: wrong type, out of range, empty name, bad size. */
+  BAD_ARGUMENT: 'BAD_ARGUMENT',
+  /** A sync handler or storage manager was registered after the preload phase. */
+  REGISTRATION_CLOSED: 'REGISTRATION_CLOSED',
+  /** A sync or metadata write failed earlier; the engine refuses writes until reopened. */
+  ENGINE_FAILED: 'ENGINE_FAILED',
+  /** The engine (or a handle of it) was used after close(). */
+  ENGINE_CLOSED: 'ENGINE_CLOSED',
+  /** Another engine (this process or another) holds the data directory lock. */
+  DATADIR_LOCKED: 'DATADIR_LOCKED',
+  /** Another writer holds the volume's lock. */
+  VOLUME_LOCKED: 'VOLUME_LOCKED',
+  /** The volume's superblocks or catalog cannot be trusted. */
+  VOLUME_CORRUPT: 'VOLUME_CORRUPT',
+  /** No free extent is large enough for the requested growth. */
+  VOLUME_FULL: 'VOLUME_FULL',
+  /** A page read from disk failed its checksum. */
+  CHECKSUM_MISMATCH: 'CHECKSUM_MISMATCH',
+  /** A block number at or past the fork's end. */
+  BLOCK_OUT_OF_RANGE: 'BLOCK_OUT_OF_RANGE',
+  /** A relation fork that was never created (or was dropped). */
+  RELATION_NOT_FOUND: 'RELATION_NOT_FOUND',
+  /** A storage manager or sync handler name that nothing registered. */
+  UNKNOWN_STORAGE: 'UNKNOWN_STORAGE',
+  /** A file operation failed; `cause` holds the Node error (its code is in `errno`). */
+  IO_ERROR: 'IO_ERROR',
+  /** The sync ledger found a write that a completed checkpoint should have covered. */
+  SYNC_LEDGER: 'SYNC_LEDGER',
+  /** A checkpoint failed; `cause` holds why. Waiters of a merged request all get it. */
+  CHECKPOINT_FAILED: 'CHECKPOINT_FAILED',
+  /** A bounded operation (shutdown checkpoint) ran out of time. */
+  TIMEOUT: 'TIMEOUT',
+  /** An SLRU or data-directory file does not have the shape it must have. */
+  DATA_CORRUPT: 'DATA_CORRUPT',
+} as const;
+
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export interface LamstoreErrorOptions {
+  cause?: unknown;
+  /** The file the error is about, when there is one. */
+  path?: string;
+  /** For IO_ERROR: the Node error code (EIO, ENOSPC, ...) and the syscall. */
+  errno?: string;
+  syscall?: string;
+}
+
+export class LamstoreError extends Error {
+  override readonly name = 'LamstoreError';
+  readonly code: ErrorCode;
+  readonly path: string | undefined;
+  readonly errno: string | undefined;
+  readonly syscall: string | undefined;
+
+  constructor(code: ErrorCode, message: string, options: LamstoreErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.path = options.path;
+    this.errno = options.errno;
+    this.syscall = options.syscall;
+  }
+}
+
+/** True for a LamstoreError of the given code (works across package copies). */
+export function isLamstoreError(err: unknown, code?: ErrorCode): err is LamstoreError {
+  if (typeof err !== 'object' || err === null) return false;
+  const e = err as { name?: unknown; code?: unknown };
+  if (e.name !== 'LamstoreError') return false;
+  return code === undefined || e.code === code;
+}
+
+/** The Node error code of an fs error (`ENOENT`, `EIO`, ...), or undefined. */
+export function errnoOf(err: unknown): string | undefined {
+  if (typeof err !== 'object' || err === null) return undefined;
+  const e = err as { code?: unknown; errno?: unknown; name?: unknown };
+  if (e.name === 'LamstoreError') return typeof e.errno === 'string' ? e.errno : undefined;
+  return typeof e.code === 'string' ? e.code : undefined;
+}
+
+/**
+ * Wrap a failed file operation: `IO_ERROR` naming the syscall, the file and the errno. A
+ * LamstoreError passes through unchanged so that wrapping twice never hides the first code.
+ */
+export function ioError(syscall: string, path: string, cause: unknown): LamstoreError {
+  if (isLamstoreError(cause)) return cause;
+  const errno = errnoOf(cause) ?? 'EUNKNOWN';
+  const detail = cause instanceof Error ? cause.message : String(cause);
+  return new LamstoreError(ErrorCode.IO_ERROR, `${path}: ${syscall} failed: ${errno} (${detail})`, {
+    cause,
+    path,
+    errno,
+    syscall,
+  });
+}
+
+/** Programmer errors: a broken invariant, never bad input. Kept on in production. */
+export function assert(condition: unknown, message: string): asserts condition {
+  if (!condition) throw new Error(`lamstore assertion failed: ${message}`);
+}

@@ -1,0 +1,25 @@
+/**
+ * lamstore's public API (the `lamstore` package export). Also the extension API: volume/
+ * imports only from here, as an outside extension would.
+ */
+export { Engine, checkBlockSize, BLOCK_SIZE_DEFAULT, SHARED_BUFFERS_DEFAULT, REL_SEG_BLOCKS_DEFAULT, MAX_OPEN_FILES_DEFAULT } from './engine.js';
+export type { EngineOptions, Extension, PreloadContext } from './engine.js';
+export { LamstoreError, ErrorCode, isLamstoreError, errnoOf, ioError, assert } from './errors.js';
+export type { LamstoreErrorOptions } from './errors.js';
+export type { FileIO, FileHandle, OpenOptions, FileStat, LockMode, IoKind } from './io/file-io.js';
+export { IO_KINDS, fsError } from './io/file-io.js';
+export { RealIO } from './io/real-io.js';
+export { CountingIO, zeroCounts, diffCounts } from './io/counting-io.js';
+export type { IoCounts } from './io/counting-io.js';
+export { SimDisk, CRASH_MODES, prng } from './io/sim-disk.js';
+export type { CrashMode, FaultSpec, FaultCode, CrashOptions } from './io/sim-disk.js';
+export { systemClock, ManualClock } from './clock.js';
+export type { Clock } from './clock.js';
+export { ForkNumber, FORKS, FORK_NAMES, checkLocator, checkFork, checkBlock, describeFork, locatorKey, isUint32, INVALID_BLOCK_NUMBER, DEFAULTTABLESPACE_OID, GLOBALTABLESPACE_OID } from './relfile.js';
+export type { RelFileLocator } from './relfile.js';
+export { SyncHandlerId, SyncRequestType, BUILTIN_HANDLER_NAMES } from './sync/registry.js';
+export type { SyncOps, SyncHandlerInfo } from './sync/registry.js';
+export { encodeFileTag, decodeFileTag, fileTagKey, checkFileTag, FILE_TAG_BYTES } from './sync/file-tag.js';
+export type { FileTag } from './sync/file-tag.js';
+export type { StorageManager, StorageManagerFactory, SmgrContext, Persistence } from './smgr/smgr.js';
+export type { CheckpointStats } from '../checkpointer/checkpointer.js';

@@ -1,0 +1,113 @@
+/**
+ * FileIO: the one door to the disk. Every engine, checkpointer, volume and CLI file access goes
+ * through it, so that a test can swap the real disk for SimDisk (power loss, faults) and a
+ * counting wrapper can tell how many fsyncs a checkpoint made.
+ *
+ * Contract every implementation keeps:
+ *  C1 Errors look like Node's: an Error with `code` ('ENOENT', 'EIO', 'ENOSPC', 'EAGAIN', ...),
+ *     `syscall` and `path`. FileIO never wraps them; the engine does (errors.ts `ioError`).
+ *  C2 `pwrite`/`pwritev` write the whole buffer or throw: a short write is retried inside the
+ *     implementation, and a write that makes no progress is an error, never a silent truncation.
+ *  C3 `pread` returns the bytes read; fewer than asked means end of file, never an error.
+ *  C4 Durability: written data is durable only after `fsync` or `fdatasync` of that file
+ *     returns (both also persist the file size the data needs). A new, renamed or removed name
+ *     is durable only after `fsyncDir` of the directory that holds it.
+ *  C5 `flock` never blocks: a conflicting lock fails at once with EAGAIN (EWOULDBLOCK).
+ *  C6 Paths are absolute. `mkdir` creates missing parents; it does not make them durable.
+ */
+
+/** An open file. Opaque: only the implementation that returned it may use it. */
+export interface FileHandle {
+  readonly path: string;
+}
+
+export interface OpenOptions {
+  /** Create the file when it does not exist. @default false */
+  create?: boolean;
+  /** With `create`: fail with EEXIST when the file exists. @default false */
+  exclusive?: boolean;
+  /** Open for reading only; writes through the handle fail with EBADF. @default false */
+  readOnly?: boolean;
+}
+
+export type FileKind = 'file' | 'directory' | 'other';
+
+export interface FileStat {
+  kind: FileKind;
+  sizeBytes: number;
+}
+
+export type LockMode = 'exclusive' | 'shared' | 'unlock';
+
+/** The kinds of call a FileIO counts and a fault can target. */
+export const IO_KINDS = [
+  'open',
+  'close',
+  'pread',
+  'pwrite',
+  'fsync',
+  'fdatasync',
+  'ftruncate',
+  'size',
+  'unlink',
+  'rename',
+  'mkdir',
+  'fsyncDir',
+  'stat',
+  'readdir',
+  'flock',
+] as const;
+export type IoKind = (typeof IO_KINDS)[number];
+
+export interface FileIO {
+  open(path: string, options?: OpenOptions): Promise<FileHandle>;
+  close(handle: FileHandle): Promise<void>;
+  pread(handle: FileHandle, buffer: Uint8Array, offsetBytes: number): Promise<number>;
+  pwrite(handle: FileHandle, buffer: Uint8Array, offsetBytes: number): Promise<void>;
+  /** One vectored write of `buffers` laid end to end from `offsetBytes` (counted as one pwrite). */
+  pwritev(handle: FileHandle, buffers: readonly Uint8Array[], offsetBytes: number): Promise<void>;
+  fsync(handle: FileHandle): Promise<void>;
+  fdatasync(handle: FileHandle): Promise<void>;
+  ftruncate(handle: FileHandle, lengthBytes: number): Promise<void>;
+  size(handle: FileHandle): Promise<number>;
+  unlink(path: string): Promise<void>;
+  rename(fromPath: string, toPath: string): Promise<void>;
+  mkdir(path: string): Promise<void>;
+  fsyncDir(path: string): Promise<void>;
+  /** null when nothing is at `path`. */
+  stat(path: string): Promise<FileStat | null>;
+  readdir(path: string): Promise<string[]>;
+  flock(handle: FileHandle, mode: LockMode): Promise<void>;
+}
+
+/** Build an error shaped like Node's fs errors (contract C1). */
+export function fsError(code: string, syscall: string, path: string, message?: string): NodeJS.ErrnoException {
+  const err = new Error(`${code}: ${message ?? 'operation failed'}, ${syscall} '${path}'`) as NodeJS.ErrnoException;
+  err.code = code;
+  err.syscall = syscall;
+  err.path = path;
+  const errnos: Record<string, number> = {
+    ENOENT: -2,
+    EIO: -5,
+    EBADF: -9,
+    EAGAIN: -11,
+    EACCES: -13,
+    EEXIST: -17,
+    ENOTDIR: -20,
+    EISDIR: -21,
+    EINVAL: -22,
+    ENOSPC: -28,
+    EROFS: -30,
+    ENOTEMPTY: -39,
+    EDQUOT: -122,
+  };
+  err.errno = errnos[code] ?? -1;
+  return err;
+}
+
+/** Total length of a list of buffers. */
+export function totalLength(buffers: readonly Uint8Array[]): number {
+  let n = 0;
+  for (const b of buffers) n += b.length;
+  return n;
+}

@@ -1,0 +1,45 @@
+/**
+ * The md sync handler (id 0): mdsyncfiletag, mdunlinkfiletag, mdfiletagmatches.
+ *
+ * `syncFileTag` opens the segment by name, fsyncs and closes it. A missing file reaches the sync
+ * phase as ENOENT, which is how a dropped relation's stale request is recognised (behaviour 18).
+ * When the md storage manager has the segment open already, `openSegment` lends its handle.
+ */
+import type { FileIO, FileHandle } from '../io/file-io.js';
+import type { FileTag } from '../sync/file-tag.js';
+import type { SyncOps } from '../sync/registry.js';
+import { relPath } from './paths.js';
+
+export interface MdSyncOptions {
+  io: FileIO;
+  dataDir: string;
+  /** A handle the storage manager already holds for this segment, if any (not to be closed). */
+  openSegment?: (tag: FileTag) => FileHandle | undefined;
+}
+
+export function mdSyncOps(options: MdSyncOptions): SyncOps {
+  const { io, dataDir } = options;
+  const pathOf = (tag: FileTag) => relPath(dataDir, tag.rlocator, tag.forkNum, tag.segno);
+  return {
+    name: 'md',
+    async syncFileTag(tag) {
+      const held = options.openSegment?.(tag);
+      if (held) return io.fsync(held);
+      const h = await io.open(pathOf(tag));
+      try {
+        await io.fsync(h);
+      } finally {
+        await io.close(h);
+      }
+    },
+    async unlinkFileTag(tag) {
+      // Only tombstones (main fork, segment 0) are ever unlinked after a checkpoint.
+      await io.unlink(relPath(dataDir, tag.rlocator, 0, 0));
+    },
+    fileTagMatches(filter, candidate) {
+      // Only DROP DATABASE filters: every file of that database, in any tablespace.
+      return filter.rlocator.dbOid === candidate.rlocator.dbOid;
+    },
+    describeTag: pathOf,
+  };
+}

@@ -1,0 +1,75 @@
+/**
+ * The storage manager interface (PostgreSQL's f_smgr) and what a storage manager gets from the
+ * engine. `md` is built in; extensions add theirs by name through the preload context.
+ *
+ * Contract for implementations:
+ *  - Pages are `blockSize` bytes. A storage manager moves bytes; it does not compute or verify
+ *    page checksums (the buffer pool does, on every write and every read from disk).
+ *  - Every write or extend that dirties a file registers a SYNC request for it (through
+ *    `ctx.registerSyncRequest`), unless the relation is unlogged. If the queue refuses the
+ *    request, the storage manager syncs the file itself at once and counts it with
+ *    `ctx.countBackendFsync()`; a failure of that sync goes to `ctx.reportSyncFailure`.
+ *  - Errors are LamstoreErrors: RELATION_NOT_FOUND for a fork never created, BLOCK_OUT_OF_RANGE
+ *    for a block past the end, IO_ERROR (errno kept) for a failed file operation.
+ *  - `unlink` runs after the fact (a drop is already decided): it should not fail on a missing
+ *    file, and what it removes later (after a checkpoint) it removes through UNLINK requests.
+ *  - `checkpointBegin`/`checkpointEnd` (optional) bracket each checkpoint, so a storage manager
+ *    can group its work per checkpoint (the volume's sync epoch) and release space the durable
+ *    state no longer references.
+ */
+import type { FileIO } from '../io/file-io.js';
+import type { Clock } from '../clock.js';
+import type { FileTag } from '../sync/file-tag.js';
+import type { SyncRequestType } from '../sync/registry.js';
+import type { ForkNumber, RelFileLocator } from '../relfile.js';
+
+export type Persistence = 'permanent' | 'unlogged';
+
+export interface StorageManager {
+  readonly name: string;
+  create(rel: RelFileLocator, fork: ForkNumber, persistence?: Persistence): Promise<void>;
+  exists(rel: RelFileLocator, fork: ForkNumber): Promise<boolean>;
+  /** Add block `blockNum` (= current nblocks) with the given bytes. */
+  extend(rel: RelFileLocator, fork: ForkNumber, blockNum: number, page: Uint8Array, persistence?: Persistence): Promise<void>;
+  /** Read one block into `into` (blockSize bytes). */
+  read(rel: RelFileLocator, fork: ForkNumber, blockNum: number, into: Uint8Array): Promise<void>;
+  write(rel: RelFileLocator, fork: ForkNumber, blockNum: number, page: Uint8Array, persistence?: Persistence): Promise<void>;
+  /** Write consecutive blocks starting at `blockNum`: one vectored write per contiguous file range. */
+  writev(rel: RelFileLocator, fork: ForkNumber, blockNum: number, pages: readonly Uint8Array[], persistence?: Persistence): Promise<void>;
+  nblocks(rel: RelFileLocator, fork: ForkNumber): Promise<number>;
+  truncate(rel: RelFileLocator, fork: ForkNumber, nblocks: number, persistence?: Persistence): Promise<void>;
+  /** Drop the fork (or every fork when `fork` is undefined). */
+  unlink(rel: RelFileLocator, fork?: ForkNumber, persistence?: Persistence): Promise<void>;
+  /** Make the fork durable now, without waiting for a checkpoint. */
+  immediateSync(rel: RelFileLocator, fork: ForkNumber): Promise<void>;
+  /** Register sync requests for everything of the fork (after writes made with skipFsync). */
+  registerSync(rel: RelFileLocator, fork: ForkNumber): Promise<void>;
+  checkpointBegin?(): Promise<void> | void;
+  checkpointEnd?(completed: boolean): Promise<void> | void;
+  /** Release files and locks at engine close. */
+  close?(): Promise<void>;
+}
+
+/** What the engine hands a storage manager factory. */
+export interface SmgrContext {
+  readonly io: FileIO;
+  readonly dataDir: string;
+  readonly blockSize: number;
+  readonly clock: Clock;
+  /** Engine option `relSegBlocks` (md's segment size in blocks). */
+  readonly relSegBlocks: number;
+  /** Engine option `maxOpenFiles`. */
+  readonly maxOpenFiles: number;
+  /**
+   * RegisterSyncRequest: queue a request for the checkpointer. For SYNC with
+   * `retryOnError` false it may return false (queue full): sync the file yourself. Other types
+   * retry every 10 ms until accepted.
+   */
+  registerSyncRequest(tag: FileTag, type: SyncRequestType, retryOnError: boolean): Promise<boolean>;
+  /** Count a file the storage manager synced itself because the queue was full. */
+  countBackendFsync(): void;
+  /** A sync this storage manager made itself failed: the engine enters the failed state. */
+  reportSyncFailure(err: unknown): never;
+}
+
+export type StorageManagerFactory = (ctx: SmgrContext) => StorageManager | Promise<StorageManager>;

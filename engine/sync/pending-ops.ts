@@ -1,0 +1,279 @@
+/**
+ * Pending operations: the checkpointer-side half of PostgreSQL's sync.c.
+ *
+ * State (owned by the checkpointer; nothing else touches it):
+ *  - `pendingOps`: FileTag key -> { tag, cycle, canceled }. A hash so that many requests for one
+ *    file merge into one sync.
+ *  - `pendingUnlinks`: files to remove after a checkpoint, in arrival order. A list: duplicates
+ *    are not expected and are not merged (behaviour 28).
+ *  - `syncCycle`: advanced once per processSyncRequests; `checkpointCycle`: once per
+ *    preCheckpoint. Both are uint16 and wrap, as in PostgreSQL.
+ *
+ * Invariants:
+ *  P1 Every entry visited by a sync phase has cycle == syncCycle - 1 (mod 2^16): it was created
+ *     before the phase began. Entries created during the phase carry syncCycle and wait for the
+ *     next one (behaviour 9).
+ *  P2 A re-request of an existing, un-canceled entry never changes its cycle: the oldest request
+ *     wins (behaviour 11).
+ *  P3 A canceled entry is never synced; it is removed when the phase reaches it.
+ *  P4 After a sync phase that did not finish (a handler threw), the next phase first makes every
+ *     survivor eligible, so no entry is ever skipped as "new" by a wrapped counter (behaviour 21).
+ *
+ * `absorb` is the checkpointer's AbsorbSyncRequests: it drains the request queue into
+ * `remember`. It is passed in because the queue lives in checkpointer/.
+ */
+import { ErrorCode, LamstoreError, assert, errnoOf } from '../errors.js';
+import type { FileTag } from './file-tag.js';
+import { describeTag, fileTagKey } from './file-tag.js';
+import type { SyncHandlerRegistry, SyncOps } from './registry.js';
+import { SyncRequestType } from './registry.js';
+import type { Clock } from '../clock.js';
+
+/** PostgreSQL's FSYNCS_PER_ABSORB and UNLINKS_PER_ABSORB: keep the queue from overflowing
+ *  during a long sync or unlink phase. */
+export const FSYNCS_PER_ABSORB = 10;
+export const UNLINKS_PER_ABSORB = 10;
+
+const CYCLE_MOD = 0x1_0000;
+
+interface PendingFsync {
+  tag: FileTag;
+  cycle: number;
+  canceled: boolean;
+}
+
+interface PendingUnlink {
+  tag: FileTag;
+  cycle: number;
+  canceled: boolean;
+}
+
+export interface SyncPhaseStats {
+  /** Files synced successfully (PostgreSQL's ckpt_sync_rels). */
+  syncFiles: number;
+  longestSyncUs: number;
+  totalSyncUs: number;
+  /** Sync callbacks called, by handler name (canceled and fsync-off entries are not). */
+  tagsDispatched: Record<string, number>;
+}
+
+export interface ProcessSyncOptions {
+  absorb: () => void;
+  /** PostgreSQL's `fsync` GUC: off consumes eligible entries without calling handlers. */
+  enableFsync: boolean;
+  clock: Clock;
+  /** A line per successful sync ("checkpoint sync: number=N file=PATH time=T ms"). */
+  onSyncFile?: (line: string) => void;
+}
+
+export interface PostCheckpointOptions {
+  absorb: () => void;
+  onWarning?: (line: string) => void;
+}
+
+/** Round microseconds up to whole milliseconds, as LogCheckpointEnd does (behaviour 23). */
+export function usToMsRoundedUp(us: number): number {
+  return Math.floor((Math.ceil(us) + 999) / 1000);
+}
+
+export class PendingOps {
+  readonly #registry: SyncHandlerRegistry;
+  readonly #pending = new Map<string, PendingFsync>();
+  #unlinks: PendingUnlink[] = [];
+  #syncCycle = 0;
+  #checkpointCycle = 0;
+  #syncInProgress = false;
+
+  constructor(registry: SyncHandlerRegistry) {
+    this.#registry = registry;
+  }
+
+  get pendingCount(): number {
+    return this.#pending.size;
+  }
+
+  get pendingUnlinkCount(): number {
+    return this.#unlinks.length;
+  }
+
+  /** A snapshot for tests: pending tags with their cycle and canceled flag. */
+  snapshot(): { tag: FileTag; cycle: number; canceled: boolean }[] {
+    return [...this.#pending.values()].map((e) => ({ tag: e.tag, cycle: e.cycle, canceled: e.canceled }));
+  }
+
+  get syncCycle(): number {
+    return this.#syncCycle;
+  }
+
+  get checkpointCycle(): number {
+    return this.#checkpointCycle;
+  }
+
+  /** RememberSyncRequest: apply one absorbed request. */
+  remember(tag: FileTag, type: SyncRequestType): void {
+    switch (type) {
+      case SyncRequestType.SYNC: {
+        const key = fileTagKey(tag);
+        const e = this.#pending.get(key);
+        // New or canceled: (re)initialise with the current cycle. Otherwise leave it (P2).
+        if (!e || e.canceled) this.#pending.set(key, { tag, cycle: this.#syncCycle, canceled: false });
+        return;
+      }
+      case SyncRequestType.FORGET: {
+        const e = this.#pending.get(fileTagKey(tag));
+        if (e) e.canceled = true;
+        return;
+      }
+      case SyncRequestType.FILTER: {
+        const ops = this.#registry.ops(tag.handler);
+        const matches = ops.fileTagMatches;
+        if (!matches) return;
+        for (const e of this.#pending.values()) {
+          if (e.tag.handler === tag.handler && matches.call(ops, tag, e.tag)) e.canceled = true;
+        }
+        for (const u of this.#unlinks) {
+          if (u.tag.handler === tag.handler && matches.call(ops, tag, u.tag)) u.canceled = true;
+        }
+        return;
+      }
+      case SyncRequestType.UNLINK: {
+        this.#unlinks.push({ tag, cycle: this.#checkpointCycle, canceled: false });
+        return;
+      }
+      default:
+        throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `unknown sync request type ${String(type)}`);
+    }
+  }
+
+  /** SyncPreCheckpoint: absorb, then start a new checkpoint cycle for unlinks (behaviour 24). */
+  preCheckpoint(absorb: () => void): void {
+    absorb();
+    this.#checkpointCycle = (this.#checkpointCycle + 1) % CYCLE_MOD;
+  }
+
+  /**
+   * ProcessSyncRequests: sync every entry that existed when the phase began. Throws on a sync
+   * failure (the caller enters the failed state); entries not yet visited stay for the next
+   * phase (P4).
+   */
+  async processSyncRequests(options: ProcessSyncOptions): Promise<SyncPhaseStats> {
+    const { absorb, enableFsync, clock } = options;
+    const stats: SyncPhaseStats = { syncFiles: 0, longestSyncUs: 0, totalSyncUs: 0, tagsDispatched: {} };
+
+    // Pull in everything queued so far, including requests of writes that raced BufferSync.
+    absorb();
+
+    // P4. Do not merge this loop into the main one: it must touch every entry before any is
+    // skipped as new, or a counter that wrapped after repeated failures could hide one.
+    if (this.#syncInProgress) {
+      for (const e of this.#pending.values()) e.cycle = this.#syncCycle;
+    }
+
+    this.#syncCycle = (this.#syncCycle + 1) % CYCLE_MOD;
+    this.#syncInProgress = true;
+
+    let absorbCounter = FSYNCS_PER_ABSORB;
+    // Map iteration visits entries added during the loop; they carry the new cycle and are
+    // skipped (P1), exactly as dynahash's "may or may not be visited".
+    for (const [key, e] of this.#pending) {
+      if (e.cycle === this.#syncCycle) continue;
+      assert((e.cycle + 1) % CYCLE_MOD === this.#syncCycle, `pending entry ${describeTag(e.tag)} is exactly one sync cycle old`);
+
+      if (enableFsync) {
+        if (--absorbCounter <= 0) {
+          absorb();
+          absorbCounter = FSYNCS_PER_ABSORB;
+        }
+        const ops = this.#registry.ops(e.tag.handler);
+        for (let failures = 0; !e.canceled; ) {
+          const started = clock.now();
+          try {
+            stats.tagsDispatched[ops.name] = (stats.tagsDispatched[ops.name] ?? 0) + (failures === 0 ? 1 : 0);
+            await ops.syncFileTag(e.tag);
+          } catch (err) {
+            // ENOENT once: the file may have been dropped with its FORGET still in the queue.
+            // Absorb and look again; a second miss, or any other error, is fatal.
+            if (errnoOf(err) === 'ENOENT' && failures === 0) {
+              failures++;
+              absorb();
+              absorbCounter = FSYNCS_PER_ABSORB;
+              continue;
+            }
+            throw syncFailure(ops, e.tag, err);
+          }
+          const us = (clock.now() - started) * 1000;
+          stats.syncFiles++;
+          stats.totalSyncUs += us;
+          if (us > stats.longestSyncUs) stats.longestSyncUs = us;
+          options.onSyncFile?.(`checkpoint sync: number=${stats.syncFiles} file=${describe(ops, e.tag)} time=${(us / 1000).toFixed(3)} ms`);
+          break;
+        }
+      }
+      // Synced, canceled, or fsync off: the entry is done (P3). While the callback ran, a
+      // FORGET then SYNC may have replaced it with a new entry of the current cycle: keep that.
+      const current = this.#pending.get(key);
+      assert(current !== undefined, 'pendingOps corrupted');
+      if (current === e) this.#pending.delete(key);
+    }
+
+    this.#syncInProgress = false;
+    return stats;
+  }
+
+  /**
+   * SyncPostCheckpoint: remove the files whose UNLINK was absorbed before this checkpoint's
+   * preCheckpoint. Stops at the first entry of the current cycle: the list is in arrival order.
+   */
+  async postCheckpoint(options: PostCheckpointOptions): Promise<number> {
+    let unlinked = 0;
+    let absorbCounter = UNLINKS_PER_ABSORB;
+    let i = 0;
+    for (; i < this.#unlinks.length; i++) {
+      const u = this.#unlinks[i]!;
+      if (u.canceled) continue;
+      if (u.cycle === this.#checkpointCycle) break;
+      const ops = this.#registry.ops(u.tag.handler);
+      assert(ops.unlinkFileTag, `sync handler "${ops.name}" received an UNLINK request but has no unlinkFileTag`);
+      try {
+        await ops.unlinkFileTag.call(ops, u.tag);
+        unlinked++;
+      } catch (err) {
+        // Past the point of no return: the checkpoint is complete. ENOENT is normal (something
+        // removed it first); anything else is a warning, and the entry is not retried.
+        if (errnoOf(err) !== 'ENOENT') {
+          options.onWarning?.(`could not remove file "${describe(ops, u.tag)}": ${err instanceof Error ? err.message : String(err)}`);
+        }
+      }
+      u.canceled = true;
+      if (--absorbCounter <= 0) {
+        options.absorb();
+        absorbCounter = UNLINKS_PER_ABSORB;
+      }
+    }
+    this.#unlinks = this.#unlinks.slice(i);
+    return unlinked;
+  }
+
+  /** For invariant checks in tests: every entry is at most one cycle old. */
+  checkInvariants(): void {
+    for (const e of this.#pending.values()) {
+      const age = (this.#syncCycle - e.cycle + CYCLE_MOD) % CYCLE_MOD;
+      assert(age === 0 || age === 1 || this.#syncInProgress, `entry ${describeTag(e.tag)} is ${age} cycles old`);
+    }
+  }
+}
+
+function describe(ops: SyncOps, tag: FileTag): string {
+  return ops.describeTag ? ops.describeTag(tag) : `${ops.name}:${describeTag(tag)}`;
+}
+
+function syncFailure(ops: SyncOps, tag: FileTag, err: unknown): LamstoreError {
+  const errno = errnoOf(err);
+  const detail = err instanceof Error ? err.message : String(err);
+  return new LamstoreError(ErrorCode.IO_ERROR, `could not fsync file "${describe(ops, tag)}": ${errno ?? 'error'} (${detail})`, {
+    cause: err,
+    errno,
+    syscall: 'fsync',
+    path: describe(ops, tag),
+  });
+}
