@@ -23,3 +23,5 @@ export { encodeFileTag, decodeFileTag, fileTagKey, checkFileTag, FILE_TAG_BYTES 
 export type { FileTag } from './sync/file-tag.js';
 export type { StorageManager, StorageManagerFactory, SmgrContext, Persistence } from './smgr/smgr.js';
 export type { CheckpointStats } from '../checkpointer/checkpointer.js';
+export { crc32c } from './checksum.js';
+export { setPageChecksum, verifyPageChecksum, computePageChecksum, PAGE_CHECKSUM_OFFSET } from './page.js';
