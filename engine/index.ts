@@ -21,7 +21,7 @@ export { SyncHandlerId, SyncRequestType, BUILTIN_HANDLER_NAMES } from './sync/re
 export type { SyncOps, SyncHandlerInfo } from './sync/registry.js';
 export { encodeFileTag, decodeFileTag, fileTagKey, checkFileTag, FILE_TAG_BYTES } from './sync/file-tag.js';
 export type { FileTag } from './sync/file-tag.js';
-export type { StorageManager, StorageManagerFactory, SmgrContext, Persistence } from './smgr/smgr.js';
+export type { StorageManager, StorageManagerFactory, SmgrContext, Persistence, BatchWrite } from './smgr/smgr.js';
 export type { CheckpointStats } from '../checkpointer/checkpointer.js';
 export { crc32c } from './checksum.js';
 export { setPageChecksum, verifyPageChecksum, computePageChecksum, PAGE_CHECKSUM_OFFSET } from './page.js';

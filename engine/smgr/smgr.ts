@@ -25,6 +25,14 @@ import type { ForkNumber, RelFileLocator } from '../relfile.js';
 
 export type Persistence = 'permanent' | 'unlogged';
 
+export interface BatchWrite {
+  rel: RelFileLocator;
+  fork: ForkNumber;
+  blockNum: number;
+  page: Uint8Array;
+  persistence?: Persistence;
+}
+
 export interface StorageManager {
   readonly name: string;
   create(rel: RelFileLocator, fork: ForkNumber, persistence?: Persistence): Promise<void>;
@@ -44,6 +52,18 @@ export interface StorageManager {
   immediateSync(rel: RelFileLocator, fork: ForkNumber): Promise<void>;
   /** Register sync requests for everything of the fork (after writes made with skipFsync). */
   registerSync(rel: RelFileLocator, fork: ForkNumber): Promise<void>;
+  /**
+   * Optional: where a block sits in the storage's own address space (the volume offset in
+   * blocks). When present, BufferSync writes this storage's dirty pages in that order through
+   * `writeBatch`, so pages adjacent on disk coalesce even across relation forks.
+   */
+  physicalBlock?(rel: RelFileLocator, fork: ForkNumber, blockNum: number): number;
+  /**
+   * Optional, with `physicalBlock`: write blocks of any forks, given sorted by physicalBlock;
+   * adjacent ones become one vectored write. Registers the sync requests as `write` would.
+   * Returns the number of ranges (vectored writes) issued.
+   */
+  writeBatch?(items: readonly BatchWrite[]): Promise<number>;
   checkpointBegin?(): Promise<void> | void;
   checkpointEnd?(completed: boolean): Promise<void> | void;
   /** Release files and locks at engine close. */
