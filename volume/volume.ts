@@ -329,6 +329,10 @@ export async function createVolumeFile(io: FileIO, rawPath: string, create: Volu
   let step = 'flock';
   try {
     await io.flock(handle, 'exclusive');
+    // Set the size first so the zero-fill below overwrites in place instead of appending
+    // (cheaper for SimDisk's in-memory image; the same blocks end up written on a real disk).
+    step = 'ftruncate';
+    await io.ftruncate(handle, sizeBytes);
     step = 'write';
     const chunk = new Uint8Array(Math.min(ZERO_CHUNK_BYTES, sizeBytes));
     for (let done = 0; done < sizeBytes; ) {
