@@ -416,7 +416,7 @@ async function openHandle(io: FileIO, path: string, readOnly: boolean): Promise<
   } catch (err) {
     await io.close(handle).catch(() => {});
     if (errnoOf(err) === 'EAGAIN') {
-      throw new LamstoreError(ErrorCode.VOLUME_LOCKED, `${path}: volume is locked by another ${readOnly ? 'writer' : 'user'} (flock ${readOnly ? 'shared' : 'exclusive'} refused)`, { path, cause: err, errno: 'EAGAIN' });
+      throw new LamstoreError(ErrorCode.VOLUME_LOCKED, `${path}: volume is locked by another process or handle (${readOnly ? 'shared' : 'exclusive'} flock refused)`, { path, cause: err, errno: 'EAGAIN' });
     }
     throw ioError('flock', path, err);
   }
