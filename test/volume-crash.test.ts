@@ -233,7 +233,7 @@ describe('volume crash safety', () => {
       await step();
       const batch = images;
       images = [];
-      const hook = disk.onCall;
+      const hook: typeof disk.onCall = disk.onCall;
       for (const img of batch) await verify(img);
       disk.onCall = hook;
     }
