@@ -31,7 +31,7 @@ import { PendingOps } from './sync/pending-ops.js';
 import { mdSyncOps } from './md/sync-ops.js';
 import { SLRU_DIRS, slruSyncOps } from './slru/names.js';
 import type { SmgrContext, StorageManager, StorageManagerFactory } from './smgr/smgr.js';
-import { Checkpointer, CheckpointFlags, type CheckpointStats } from '../checkpointer/checkpointer.js';
+import { Checkpointer, CheckpointFlags, CHECKPOINT_TIMEOUT_MS_DEFAULT, COMPLETION_TARGET_DEFAULT, type CheckpointStats } from '../checkpointer/checkpointer.js';
 import { defaultSyncQueueSize } from '../checkpointer/request-queue.js';
 
 export interface EngineOptions {
@@ -92,6 +92,14 @@ function intOption(name: string, value: unknown, dflt: number, min: number, max:
   if (value === undefined) return dflt;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
     throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `option ${name} must be an integer in ${min}..${max}, got ${String(value)}`);
+  }
+  return value;
+}
+
+function numberOption(name: string, value: unknown, dflt: number, min: number, max: number): number {
+  if (value === undefined) return dflt;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max) {
+    throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `option ${name} must be a number in ${min}..${max}, got ${String(value)}`);
   }
   return value;
 }
@@ -157,11 +165,15 @@ export class Engine {
         storageEnd: async (completed) => {
           for (const s of this.#smgrs.values()) await s.checkpointEnd?.(completed);
         },
+        runAsCheckpointer: (fn) => this.#inCheckpointer.run(true, fn),
       },
       clock: this.clock,
       queueSize,
       keyOf: (r) => `${r.type}:${fileTagKey(r.tag)}`,
       enableFsync: options.fsync !== false,
+      checkpointTimeoutMs: intOption('checkpointTimeoutMs', options.checkpointTimeoutMs, CHECKPOINT_TIMEOUT_MS_DEFAULT, 1, 86_400_000),
+      maxDirtyBytes: options.maxDirtyBytes === undefined ? undefined : intOption('maxDirtyBytes', options.maxDirtyBytes, 0, 0, Number.MAX_SAFE_INTEGER),
+      completionTarget: numberOption('completionTarget', options.completionTarget, COMPLETION_TARGET_DEFAULT, 0, 1),
       onLog: options.onLog,
     });
   }
@@ -185,6 +197,7 @@ export class Engine {
     await engine.#lockDataDir();
     try {
       await engine.#preload(options.preload ?? []);
+      engine.#checkpointer.startTimer();
     } catch (err) {
       await engine.#releaseAll();
       throw err;
@@ -295,6 +308,7 @@ export class Engine {
       this.#pending.remember(tag, type);
       return true;
     }
+    this.#checkpointer.noteActivity();
     for (;;) {
       if (this.#checkpointer.queue.forward({ type, tag })) return true;
       if (!retryOnError) return false;
@@ -312,7 +326,7 @@ export class Engine {
     this.#checkOpen();
     this.#checkNotFailed();
     const flags = CheckpointFlags.FORCE | (options.fast === false ? 0 : CheckpointFlags.FAST);
-    return this.#inCheckpointer.run(true, () => this.#checkpointer.request(flags));
+    return this.#checkpointer.request(flags);
   }
 
   // ------------------------------------------------------------------ state
@@ -356,9 +370,10 @@ export class Engine {
   async close(): Promise<void> {
     if (this.#closed) return;
     let error: unknown;
+    this.#checkpointer.stop();
     try {
       if (!this.#failure) {
-        await this.#inCheckpointer.run(true, () => this.#checkpointer.request(CheckpointFlags.SHUTDOWN | CheckpointFlags.FAST | CheckpointFlags.FORCE));
+        await this.#checkpointer.request(CheckpointFlags.SHUTDOWN | CheckpointFlags.FAST | CheckpointFlags.FORCE);
       }
     } catch (err) {
       error = err;
