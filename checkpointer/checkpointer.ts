@@ -78,6 +78,10 @@ export interface CheckpointParticipants {
   ioCounts(): { fsync: number; fdatasync: number; fsyncDir: number; bytesWritten: number };
   /** A sync phase failure: the engine enters its failed state (unless it retries). */
   onSyncFailure(err: unknown): void;
+  /** Sync ledger: start an epoch at checkpoint start ... */
+  beginVerifyEpoch?(): number;
+  /** ... and, after the sync phase, throw if a write from before it is still unsynced. */
+  verifySynced?(epoch: number): void;
   /** Run `fn` as the checkpointer (its own sync requests bypass the queue, behaviour 30). */
   runAsCheckpointer<T>(fn: () => Promise<T>): Promise<T>;
 }
@@ -301,6 +305,7 @@ export class Checkpointer<R> {
     this.lastStartMs = startMs;
     const ioBefore = p.ioCounts();
     const activityAtStart = this.#activity;
+    const ledgerEpoch = p.beginVerifyEpoch?.();
 
     sync.preCheckpoint(this.absorb);
 
@@ -342,6 +347,7 @@ export class Checkpointer<R> {
         throw err;
       }
       const syncEnd = clock.now();
+      if (ledgerEpoch !== undefined && this.#o.enableFsync) p.verifySynced?.(ledgerEpoch);
       completed = true;
       await p.storageEnd?.(true);
 

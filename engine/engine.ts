@@ -21,6 +21,7 @@ import { ErrorCode, LamstoreError, errnoOf, ioError } from './errors.js';
 import type { FileHandle, FileIO } from './io/file-io.js';
 import { CountingIO, type IoCounts } from './io/counting-io.js';
 import { RealIO } from './io/real-io.js';
+import { SyncLedgerIO } from './io/sync-ledger.js';
 import type { Clock } from './clock.js';
 import { systemClock } from './clock.js';
 import type { FileTag } from './sync/file-tag.js';
@@ -59,6 +60,11 @@ export interface EngineOptions {
   clock?: Clock;
   /** Receives log lines (checkpoint complete, warnings). Silent by default. */
   onLog?: (line: string) => void;
+  /**
+   * The sync ledger: fail a checkpoint (SYNC_LEDGER) that leaves a write from before its start
+   * unsynced. @default true when the environment sets LAMSTORE_VERIFY_SYNC=1 (the test suite does)
+   */
+  verifySync?: boolean;
 }
 
 /** What an extension's init receives during preload. */
@@ -123,6 +129,8 @@ export class Engine {
   readonly maxOpenFiles: number;
   readonly io: CountingIO;
   readonly clock: Clock;
+  /** The sync ledger, when `verifySync` is on. */
+  readonly ledger: SyncLedgerIO | null;
   readonly #options: EngineOptions;
   readonly #registry: SyncHandlerRegistry;
   readonly #pending: PendingOps;
@@ -135,7 +143,8 @@ export class Engine {
   #failure: LamstoreError | null = null;
   #closed = false;
 
-  private constructor(options: EngineOptions, io: CountingIO, registry: SyncHandlerRegistry) {
+  private constructor(options: EngineOptions, io: CountingIO, registry: SyncHandlerRegistry, ledger: SyncLedgerIO | null) {
+    this.ledger = ledger;
     this.#options = options;
     this.dataDir = resolve(options.dataDir);
     this.blockSize = checkBlockSize(options.blockSize);
@@ -166,6 +175,8 @@ export class Engine {
           for (const s of this.#smgrs.values()) await s.checkpointEnd?.(completed);
         },
         runAsCheckpointer: (fn) => this.#inCheckpointer.run(true, fn),
+        beginVerifyEpoch: ledger ? () => ledger.beginEpoch() : undefined,
+        verifySynced: ledger ? (epoch) => ledger.verify(epoch) : undefined,
       },
       clock: this.clock,
       queueSize,
@@ -183,7 +194,10 @@ export class Engine {
     if (typeof options.dataDir !== 'string' || options.dataDir.length === 0) {
       throw new LamstoreError(ErrorCode.BAD_ARGUMENT, 'option dataDir must be a non-empty path');
     }
-    const io = new CountingIO(options.io ?? new RealIO());
+    const base = options.io ?? new RealIO();
+    const verifySync = (options.verifySync ?? process.env.LAMSTORE_VERIFY_SYNC === '1') && options.fsync !== false;
+    const ledger = verifySync ? new SyncLedgerIO(base) : null;
+    const io = new CountingIO(ledger ?? base);
     const dataDir = resolve(options.dataDir);
     // The five built-ins first, so they hold ids 0..4 whatever the extensions do (R1).
     const registry = new SyncHandlerRegistry([
@@ -193,7 +207,7 @@ export class Engine {
       slruSyncOps('multixact_offset', io, dataDir, SLRU_DIRS[SyncHandlerId.MULTIXACT_OFFSET]!),
       slruSyncOps('multixact_member', io, dataDir, SLRU_DIRS[SyncHandlerId.MULTIXACT_MEMBER]!),
     ]);
-    const engine = new Engine(options, io, registry);
+    const engine = new Engine(options, io, registry, ledger);
     await engine.#lockDataDir();
     try {
       await engine.#preload(options.preload ?? []);
