@@ -73,6 +73,8 @@ export interface PreloadContext {
   readonly dataDir: string;
   readonly blockSize: number;
   readonly clock: Clock;
+  /** The last engine stopped uncleanly: make your files durable before trusting them. */
+  readonly uncleanStart: boolean;
   /** Register a sync handler; returns its id (5, 6, ... in order). Only during preload. */
   registerSyncHandler(ops: SyncOps): number;
   /** Register a storage manager by name. Only during preload. */
@@ -93,6 +95,20 @@ export const MAX_OPEN_FILES_DEFAULT = 256;
 export const SYNC_REQUEST_RETRY_MS = 10;
 
 const LOCK_FILE = 'lamstore.lock';
+/**
+ * Present while an engine has the data directory open; removed (durably) by a clean close.
+ * Finding it at open means the last engine stopped uncleanly.
+ */
+const RUNNING_FILE = 'lamstore.running';
+
+export interface OpenStats {
+  /** The previous engine did not close cleanly (crash, kill, failed shutdown checkpoint). */
+  uncleanStop: boolean;
+  /** Startup sync after an unclean stop: files fsynced, directories fsynced, time taken. */
+  startupSyncFiles: number;
+  startupSyncDirs: number;
+  startupSyncMs: number;
+}
 
 function intOption(name: string, value: unknown, dflt: number, min: number, max: number): number {
   if (value === undefined) return dflt;
@@ -140,6 +156,8 @@ export class Engine {
   /** Set while the checkpointer itself runs: its requests go straight to pendingOps. */
   readonly #inCheckpointer = new AsyncLocalStorage<boolean>();
   #lockHandle: FileHandle | null = null;
+  /** What opening found and did. */
+  readonly openStats: OpenStats = { uncleanStop: false, startupSyncFiles: 0, startupSyncDirs: 0, startupSyncMs: 0 };
   #failure: LamstoreError | null = null;
   #closed = false;
 
@@ -210,6 +228,7 @@ export class Engine {
     const engine = new Engine(options, io, registry, ledger);
     await engine.#lockDataDir();
     try {
+      await engine.#markRunning();
       await engine.#preload(options.preload ?? []);
       engine.#checkpointer.startTimer();
     } catch (err) {
@@ -246,6 +265,54 @@ export class Engine {
     }
   }
 
+  /**
+   * Detect an unclean stop and, after one, make everything already in the data directory's
+   * files durable before anything is built on it: a page that survived a process crash only in
+   * the OS page cache must not vanish in a later power loss after new checkpoints counted on it
+   * (PostgreSQL's SyncDataDirectory at crash-recovery start). Then mark the directory running.
+   */
+  async #markRunning(): Promise<void> {
+    const marker = join(this.dataDir, RUNNING_FILE);
+    try {
+      const unclean = (await this.io.stat(marker)) !== null;
+      this.openStats.uncleanStop = unclean;
+      if (unclean) {
+        const started = this.clock.now();
+        await this.#syncTree(this.dataDir);
+        this.openStats.startupSyncMs = this.clock.now() - started;
+        this.#options.onLog?.(
+          `startup sync after an unclean stop: ${this.openStats.startupSyncFiles} files, ${this.openStats.startupSyncDirs} directories in ${(this.openStats.startupSyncMs / 1000).toFixed(3)} s`,
+        );
+      } else {
+        const h = await this.io.open(marker, { create: true });
+        await this.io.close(h);
+        await this.io.fsyncDir(this.dataDir);
+      }
+    } catch (err) {
+      throw ioError('startup sync', marker, err);
+    }
+  }
+
+  async #syncTree(dir: string): Promise<void> {
+    for (const name of await this.io.readdir(dir)) {
+      if (name === LOCK_FILE || name === RUNNING_FILE) continue;
+      const path = join(dir, name);
+      const st = await this.io.stat(path);
+      if (st?.kind === 'directory') await this.#syncTree(path);
+      else if (st?.kind === 'file') {
+        const h = await this.io.open(path, { readOnly: true });
+        try {
+          await this.io.fsync(h);
+        } finally {
+          await this.io.close(h);
+        }
+        this.openStats.startupSyncFiles++;
+      }
+    }
+    await this.io.fsyncDir(dir);
+    this.openStats.startupSyncDirs++;
+  }
+
   async #preload(extensions: readonly Extension[]): Promise<void> {
     let open = true;
     const ctx: PreloadContext = {
@@ -253,6 +320,7 @@ export class Engine {
       dataDir: this.dataDir,
       blockSize: this.blockSize,
       clock: this.clock,
+      uncleanStart: this.openStats.uncleanStop,
       registerSyncHandler: (ops) => this.#registry.register(ops),
       registerStorageManager: (name, factory) => {
         if (!open) throw new LamstoreError(ErrorCode.REGISTRATION_CLOSED, `cannot register storage manager "${name}": registration is only allowed during preload`);
@@ -394,6 +462,15 @@ export class Engine {
     }
     await this.#checkpointer.idle();
     this.#closed = true;
+    // Clean only if the shutdown checkpoint made everything durable.
+    if (!error && !this.#failure) {
+      try {
+        await this.io.unlink(join(this.dataDir, RUNNING_FILE));
+        await this.io.fsyncDir(this.dataDir);
+      } catch (err) {
+        error = ioError('unlink', join(this.dataDir, RUNNING_FILE), err);
+      }
+    }
     await this.#releaseAll();
     if (error) throw error;
   }

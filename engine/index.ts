@@ -3,7 +3,7 @@
  * imports only from here, as an outside extension would.
  */
 export { Engine, checkBlockSize, BLOCK_SIZE_DEFAULT, SHARED_BUFFERS_DEFAULT, REL_SEG_BLOCKS_DEFAULT, MAX_OPEN_FILES_DEFAULT } from './engine.js';
-export type { EngineOptions, Extension, PreloadContext } from './engine.js';
+export type { EngineOptions, Extension, PreloadContext, OpenStats } from './engine.js';
 export { LamstoreError, ErrorCode, isLamstoreError, errnoOf, ioError, assert } from './errors.js';
 export type { LamstoreErrorOptions } from './errors.js';
 export type { FileIO, FileHandle, OpenOptions, FileStat, LockMode, IoKind } from './io/file-io.js';

@@ -410,6 +410,18 @@ export class SimDisk implements FileIO {
     sh.inode.lockShared.delete(sh);
   }
 
+  /**
+   * The process that had this disk open died (kill -9): every handle is closed and every lock
+   * released, but nothing is lost: unsynced writes stay in the "page cache", still pending.
+   */
+  processCrash(): void {
+    for (const h of this.#openHandles) {
+      h.closed = true;
+      this.#unlock(h);
+    }
+    this.#openHandles.clear();
+  }
+
   // ---------------------------------------------------------------- inspection for tests
 
   /** Current bytes of a file (what reads see), or null. */
