@@ -26,6 +26,9 @@
  *     no storage-end "completed", no unlinks.
  *  K4 Triggers: explicit request, checkpointTimeoutMs since the last checkpoint started (timed
  *     checkpoints are evenly spaced), dirty bytes above maxDirtyBytes, shutdown.
+ *  K5 A bounded shutdown (setDeadline) never hangs past its bound in the write phase: once the
+ *     deadline passes, the running checkpoint stops writing and fails with TIMEOUT at its next
+ *     range or phase boundary. A single hung fsync cannot be interrupted from user space.
  */
 import { ABSORB_BATCH_SIZE, SyncRequestQueue } from './request-queue.js';
 
@@ -168,6 +171,9 @@ export class Checkpointer<R> {
   #activity = 0;
   #activityAtLastCheckpoint = 0;
   #stopped = false;
+  /** Bounded shutdown: past this clock time, checkpoints stop writing and fail (K5). */
+  #deadlineMs = Infinity;
+  #deadlineBoundMs = 0;
   #timerRunning = false;
   #absorbScheduled = false;
   /** Times the half-full queue woke the checkpointer (behaviour 33). */
@@ -249,6 +255,20 @@ export class Checkpointer<R> {
     this.#stopped = true;
   }
 
+  /** Bound every checkpoint running or started from now on to `boundMs` from now (K5). */
+  setDeadline(boundMs: number): void {
+    this.#deadlineBoundMs = boundMs;
+    this.#deadlineMs = this.#o.clock.now() + boundMs;
+  }
+
+  #checkDeadline(what: string): void {
+    if (this.#o.clock.now() <= this.#deadlineMs) return;
+    const left = this.#o.participants.dirtyPageCount?.() ?? 0;
+    throw Object.assign(new Error(`shutdown checkpoint did not finish within ${this.#deadlineBoundMs} ms (stopped ${what}, ${left} pages left unwritten); the data directory is left unclean`), {
+      code: 'TIMEOUT',
+    });
+  }
+
   #background(flags: number): void {
     this.request(flags).catch((err: unknown) => {
       this.#o.onLog?.(`checkpoint failed: ${err instanceof Error ? err.message : String(err)}`);
@@ -319,7 +339,21 @@ export class Checkpointer<R> {
 
     let sleptMs = 0;
     const fast = (flags & (CheckpointFlags.FAST | CheckpointFlags.SHUTDOWN)) !== 0;
+    const bounded = this.#deadlineMs !== Infinity;
+    const bytesAtStart = ioBefore.bytesWritten;
+    let lastReportMs = startMs;
     const pace = async (progress: number): Promise<void> => {
+      if (bounded) {
+        // K5, with progress a person can read while waiting for a stop.
+        const now = clock.now();
+        if (now - lastReportMs >= 1000) {
+          lastReportMs = now;
+          const bytes = p.ioCounts().bytesWritten - bytesAtStart;
+          const rate = bytes / Math.max(1e-3, (now - startMs) / 1000);
+          this.#o.onLog?.(`shutdown checkpoint: ${p.dirtyPageCount?.() ?? 0} pages left, ${(progress * 100).toFixed(0)}% written, ${(rate / 1048576).toFixed(1)} MiB/s`);
+        }
+        this.#checkDeadline('in the write phase');
+      }
       // K2. CheckpointWriteDelay: nap while ahead of schedule, absorbing as we go.
       if (fast) return;
       while (!this.#fastWaiting() && !this.#stopped) {
@@ -337,6 +371,7 @@ export class Checkpointer<R> {
       const writeStart = clock.now();
       const bs = p.bufferSync ? await p.bufferSync(pace) : { buffersWritten: 0, bytesWritten: 0, rangesWritten: 0 };
       await p.checkpointSlrus?.();
+      if (bounded) this.#checkDeadline('before the sync phase');
 
       const syncStart = clock.now();
       let syncStats: SyncPhaseStatsLike;

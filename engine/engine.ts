@@ -448,17 +448,22 @@ export class Engine {
     return this.io.counts();
   }
 
-  /** Shutdown checkpoint (unless failed), then release files and locks. */
-  async close(): Promise<void> {
+  /**
+   * Shutdown checkpoint (unless failed), then release files and locks. With `timeoutMs`, a
+   * shutdown checkpoint still writing past the bound stops, the data directory is left unclean
+   * (the next open runs the startup sync) and close rejects with TIMEOUT; progress goes to onLog.
+   */
+  async close(options: { timeoutMs?: number } = {}): Promise<void> {
     if (this.#closed) return;
     let error: unknown;
     this.#checkpointer.stop();
+    if (options.timeoutMs !== undefined) this.#checkpointer.setDeadline(intOption('timeoutMs', options.timeoutMs, 0, 0, 86_400_000));
     try {
       if (!this.#failure) {
         await this.#checkpointer.request(CheckpointFlags.SHUTDOWN | CheckpointFlags.FAST | CheckpointFlags.FORCE);
       }
     } catch (err) {
-      error = err;
+      error = errnoOf(err) === 'TIMEOUT' ? new LamstoreError(ErrorCode.TIMEOUT, `${this.dataDir}: ${(err as Error).message}`, { cause: err }) : err;
     }
     await this.#checkpointer.idle();
     this.#closed = true;

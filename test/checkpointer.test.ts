@@ -21,7 +21,7 @@ interface Harness {
   writeRanges: number;
 }
 
-function harness(options: { timeoutMs?: number; maxDirtyBytes?: number; syncFails?: boolean; writeRanges?: number } = {}): Harness {
+function harness(options: { timeoutMs?: number; maxDirtyBytes?: number; syncFails?: boolean; writeRanges?: number; msPerRange?: number; onLog?: (l: string) => void } = {}): Harness {
   const clock = new ManualClock(0);
   const phases: string[] = [];
   const remembered: string[] = [];
@@ -48,7 +48,11 @@ function harness(options: { timeoutMs?: number; maxDirtyBytes?: number; syncFail
     bufferSync: async (pace) => {
       phases.push('buffers');
       const ranges = options.writeRanges ?? 1;
-      for (let i = 1; i <= ranges; i++) await pace(i / ranges);
+      for (let i = 1; i <= ranges; i++) {
+        if (options.msPerRange) await clock.advance(options.msPerRange);
+        dirty.n = Math.max(0, dirty.n - 1);
+        await pace(i / ranges);
+      }
       dirty.n = 0;
       return { buffersWritten: ranges, bytesWritten: ranges * 8192, rangesWritten: ranges };
     },
@@ -70,6 +74,7 @@ function harness(options: { timeoutMs?: number; maxDirtyBytes?: number; syncFail
     enableFsync: true,
     checkpointTimeoutMs: options.timeoutMs ?? 10_000,
     maxDirtyBytes: options.maxDirtyBytes,
+    onLog: options.onLog,
   });
   Object.assign(h, { clock, phases, remembered, failures, dirty });
   return h;
@@ -317,5 +322,19 @@ describe('checkpointer through the engine', () => {
     expect(again.failed).toBe(false);
     await again.checkpoint();
     await again.close();
+  });
+
+  it('bounded shutdown: past the deadline the write phase stops with TIMEOUT, reporting progress on the way (issue 11 part 4)', async () => {
+    const lines: string[] = [];
+    // 100 ranges of 100 ms each would take 10 s; the bound is 2.5 s.
+    const h = harness({ writeRanges: 100, msPerRange: 100, onLog: (l) => lines.push(l) });
+    h.dirty.n = 100;
+    h.cp.setDeadline(2500);
+    const err = await h.cp.request(CheckpointFlags.SHUTDOWN | CheckpointFlags.FAST | CheckpointFlags.FORCE).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'TIMEOUT' });
+    expect((err as Error).message).toMatch(/within 2500 ms .* pages left unwritten/);
+    expect(h.phases).not.toContain('sync'); // stopped writing; nothing claimed durable
+    expect(h.clock.now()).toBeLessThanOrEqual(2600);
+    expect(lines.filter((l) => /^shutdown checkpoint: \d+ pages left, \d+% written, [\d.]+ MiB\/s$/.test(l)).length).toBeGreaterThanOrEqual(2);
   });
 });
