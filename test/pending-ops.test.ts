@@ -939,6 +939,31 @@ describe('pending ops: invariants', () => {
     }
   });
 
+  it('behaviour 8 (the sync part): handler NONE (-1) is never a valid dispatch index; requests for it are refused', async () => {
+    const { engine } = await openEngine();
+    try {
+      const none: FileTag = { handler: SyncHandlerId.NONE, forkNum: 0, rlocator: { spcOid: 0, dbOid: 0, relNumber: 0 }, segno: 1 };
+      for (const type of [SYNC, UNLINK, FORGET, FILTER]) await expect(engine.registerSyncRequest(none, type)).rejects.toMatchObject({ code: 'BAD_ARGUMENT' });
+      await expect(engine.registerSyncRequest({ ...none, handler: 99 }, SYNC)).rejects.toMatchObject({ code: 'BAD_ARGUMENT' });
+      expect((await engine.checkpoint()).syncFiles).toBe(0);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('an UNLINK for a handler without unlinkFileTag is refused up front and cannot break later checkpoints', async () => {
+    const { engine } = await openEngine();
+    try {
+      const clog: FileTag = { handler: SyncHandlerId.CLOG, forkNum: 0, rlocator: { spcOid: 0, dbOid: 0, relNumber: 0 }, segno: 1 };
+      await expect(engine.registerSyncRequest(clog, UNLINK)).rejects.toMatchObject({ code: 'BAD_ARGUMENT' });
+      await engine.checkpoint();
+      await engine.checkpoint();
+      expect(engine.failed).toBe(false);
+    } finally {
+      await engine.close();
+    }
+  });
+
   it('an unknown request type is BAD_ARGUMENT', () => {
     const t = new Harness();
     expect(() => t.remember(testTag(t.a, 1), 7 as SyncRequestType)).toThrow(expect.objectContaining({ code: 'BAD_ARGUMENT' }));

@@ -213,6 +213,14 @@ describe('CountingIO', () => {
     expect(disk.openHandleCount).toBe(0);
   });
 
+  it('closing a handle twice does not count it closed twice', async () => {
+    const io = new CountingIO(new SimDisk());
+    const h = await io.open('/f', { create: true });
+    await io.close(h);
+    await expect(io.close(h)).rejects.toMatchObject({ code: 'EBADF' });
+    expect(io.counts()).toMatchObject({ close: 2, openHandles: 0, openHandlesMax: 1 });
+  });
+
   it('counts over RealIO too', async () => {
     const io = new CountingIO(new RealIO());
     const path = join(await tempDir(), 'f');

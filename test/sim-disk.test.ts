@@ -568,3 +568,61 @@ describe('SimDisk flock and handles', () => {
     expect(await disk.size(h)).toBe(100);
   });
 });
+
+describe('SimDisk edge cases', () => {
+  it('rename of a name onto itself changes nothing; onto a directory is EISDIR', async () => {
+    const { disk } = await diskWithFile(filled(512, 1));
+    await disk.rename('/d/f', '/d/f');
+    expect(disk.listFiles()).toEqual(['/d/f']);
+    expect(disk.pendingCount).toBe(0);
+    await disk.mkdir('/d/sub');
+    await rejectsWith(disk.rename('/d/f', '/d/sub'), 'EISDIR');
+    expect(disk.listFiles()).toEqual(['/d/f']);
+  });
+
+  it('rename over an existing file replaces it; a crash before fsyncDir brings the old one back', async () => {
+    const disk = new SimDisk();
+    for (const [name, byte] of [['/old', 1], ['/new', 2]] as const) {
+      const h = await disk.open(name, { create: true });
+      await disk.pwrite(h, filled(512, byte), 0);
+      await disk.fsync(h);
+      await disk.close(h);
+    }
+    await disk.fsyncDir('/');
+    await disk.rename('/new', '/old');
+    expect(sectorBytes(disk.readFileNow('/old')!)).toEqual([2]);
+    expect(disk.listFiles()).toEqual(['/old']);
+    const back = disk.crash('drop');
+    expect(back.listFiles()).toEqual(['/new', '/old']);
+    expect(sectorBytes(back.readFileNow('/old')!)).toEqual([1]);
+    await disk.fsyncDir('/');
+    expect(sectorBytes(disk.crash('drop').readFileNow('/old')!)).toEqual([2]);
+  });
+
+  it("'torn' with tornTarget 'random' tears one pending write, of either file", async () => {
+    const disk = new SimDisk();
+    const hs: FileHandle[] = [];
+    for (const name of ['/a', '/b']) {
+      const h = await disk.open(name, { create: true });
+      await disk.pwrite(h, filled(4 * SECTOR, 0xaa), 0);
+      await disk.fsync(h);
+      hs.push(h);
+    }
+    await disk.fsyncDir('/');
+    await disk.pwrite(hs[0]!, filled(4 * SECTOR, 1), 0);
+    await disk.pwrite(hs[1]!, filled(4 * SECTOR, 2), 0);
+    const touched = new Set<string>();
+    for (let seed = 1; seed <= 60; seed++) {
+      const d = disk.crash('torn', seed, { tornTarget: 'random' });
+      const a = sectorBytes(d.readFileNow('/a')!);
+      const b = sectorBytes(d.readFileNow('/b')!);
+      expect(a.every((x) => x === 0xaa || x === 1) && b.every((x) => x === 0xaa || x === 2), `seed ${seed}`).toBe(true);
+      const aNew = a.some((x) => x === 1);
+      const bNew = b.some((x) => x === 2);
+      expect(aNew && bNew, `seed ${seed}: only one write is torn`).toBe(false);
+      if (aNew) touched.add('a');
+      if (bNew) touched.add('b');
+    }
+    expect([...touched].sort()).toEqual(['a', 'b']);
+  });
+});

@@ -353,6 +353,9 @@ export class SimDisk implements FileIO {
     const entry = fromDir.entries.get(baseOf(from));
     if (!entry) throw fsError('ENOENT', 'rename', from, 'no such file');
     if (entry.kind === 'dir') throw fsError('EINVAL', 'rename', from, 'SimDisk renames files only');
+    if (toDir.entries.get(baseOf(to))?.kind === 'dir') throw fsError('EISDIR', 'rename', to, 'target is a directory');
+    // rename(2) of a name onto itself does nothing (and must not remove the name).
+    if (from === to) return;
     this.#link(toDir, baseOf(to), entry);
     this.#link(fromDir, baseOf(from), null);
   }
