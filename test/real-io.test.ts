@@ -60,6 +60,17 @@ describe('RealIO', () => {
     await io.close(h);
   });
 
+  it('a zero-length write past the end does not change the size (SimDisk does the same)', async () => {
+    const io = new RealIO();
+    const path = join(await tempDir(), 'f');
+    const h = await io.open(path, { create: true });
+    await io.pwrite(h, bytes(100, 1), 0);
+    await io.pwrite(h, new Uint8Array(0), 4096);
+    await io.pwritev(h, [], 8192);
+    expect(await io.size(h)).toBe(100);
+    await io.close(h);
+  });
+
   it('pread is short at end of file and 0 past it', async () => {
     const io = new RealIO();
     const path = join(await tempDir(), 'f');

@@ -570,6 +570,14 @@ describe('SimDisk flock and handles', () => {
 });
 
 describe('SimDisk edge cases', () => {
+  it('a zero-length write changes nothing, not even the size, as on a real file system', async () => {
+    const { disk, h } = await diskWithFile(filled(100, 1));
+    await disk.pwrite(h, new Uint8Array(0), 4096);
+    await disk.pwritev(h, [], 8192);
+    expect(await disk.size(h)).toBe(100);
+    expect(disk.pendingCount).toBe(0);
+  });
+
   it('rename of a name onto itself changes nothing; onto a directory is EISDIR', async () => {
     const { disk } = await diskWithFile(filled(512, 1));
     await disk.rename('/d/f', '/d/f');

@@ -287,6 +287,8 @@ export class SimDisk implements FileIO {
     const sh = this.#handle(h, 'write');
     this.#maybeFail('pwrite', sh.path, 'write');
     if (sh.readOnly) throw fsError('EBADF', 'write', sh.path, 'opened read-only');
+    // A write of nothing changes nothing, not even the size (pwrite(2) past the end included).
+    if (totalLength(buffers) === 0) return;
     const bytes = new Uint8Array(totalLength(buffers));
     let at = 0;
     for (const b of buffers) {
