@@ -381,6 +381,11 @@ export class Engine {
     if (type !== SyncRequestType.SYNC && type !== SyncRequestType.UNLINK && type !== SyncRequestType.FORGET && type !== SyncRequestType.FILTER) {
       throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `unknown sync request type ${String(type)}`);
     }
+    // Refused here, not at absorb time: an UNLINK nobody can execute would otherwise fail every
+    // later post-checkpoint step (sync.c would call a NULL pointer).
+    if (type === SyncRequestType.UNLINK && !this.#registry.ops(t.handler).unlinkFileTag) {
+      throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `sync handler "${this.#registry.ops(t.handler).name}" (id ${t.handler}) has no unlinkFileTag: it cannot take UNLINK requests`);
+    }
     return this.#register(t, type, true);
   }
 

@@ -18,7 +18,9 @@
  *    The disk it was called on is left untouched, so a harness can take a crash image at any
  *    call index and carry on. Everything on the new disk is durable.
  *  - `injectFault` fails the n-th call of a kind (counted from the injection) with EIO, ENOSPC,
- *    EDQUOT or EROFS, once or persistently. A failing call has no effect. In `fsyncgate` mode a
+ *    EDQUOT or EROFS, once or persistently. Each fault counts only the calls that match it
+ *    (kind, and `pathIncludes` when given), whatever other faults do. A failing call has no
+ *    effect, except close, which releases the handle as close(2) does. In `fsyncgate` mode a
  *    failing fsync/fdatasync also forgets that file's pending writes (they can never become
  *    durable, though reads still see them) and the next sync of the file succeeds: the Linux
  *    behaviour that made PostgreSQL PANIC on fsync failure.
@@ -186,18 +188,17 @@ export class SimDisk implements FileIO {
   #enter(kind: IoKind, path: string): ActiveFault | null {
     this.callCount++;
     this.onCall?.(this.callCount, kind, path);
-    for (let i = 0; i < this.#faults.length; i++) {
-      const f = this.#faults[i]!;
+    // Every matching fault counts this call, even when an earlier one fires: each fault's nth
+    // is counted from its own injection, whatever other faults do.
+    let firing: ActiveFault | null = null;
+    for (const f of this.#faults) {
       if (f.kind !== kind) continue;
       if (f.pathIncludes !== undefined && !path.includes(f.pathIncludes)) continue;
-      if (f.remaining > 0) {
-        f.remaining--;
-        continue;
-      }
-      if (!f.persistent) this.#faults.splice(i, 1);
-      return f;
+      if (f.remaining > 0) f.remaining--;
+      else firing ??= f;
     }
-    return null;
+    if (firing && !firing.persistent) this.#faults.splice(this.#faults.indexOf(firing), 1);
+    return firing;
   }
 
   #maybeFail(kind: IoKind, path: string, syscall: string = kind): void {
@@ -260,10 +261,12 @@ export class SimDisk implements FileIO {
 
   async close(h: FileHandle): Promise<void> {
     const sh = this.#handle(h, 'close');
-    this.#enter('close', sh.path);
+    const f = this.#enter('close', sh.path);
+    // As with close(2), the handle is released even when close reports an error.
     sh.closed = true;
     this.#openHandles.delete(sh);
     this.#unlock(sh);
+    if (f) throw fsError(f.code, 'close', sh.path, 'injected fault');
   }
 
   async pread(h: FileHandle, buffer: Uint8Array, offsetBytes: number): Promise<number> {
@@ -284,6 +287,8 @@ export class SimDisk implements FileIO {
     const sh = this.#handle(h, 'write');
     this.#maybeFail('pwrite', sh.path, 'write');
     if (sh.readOnly) throw fsError('EBADF', 'write', sh.path, 'opened read-only');
+    // A write of nothing changes nothing, not even the size (pwrite(2) past the end included).
+    if (totalLength(buffers) === 0) return;
     const bytes = new Uint8Array(totalLength(buffers));
     let at = 0;
     for (const b of buffers) {
@@ -350,6 +355,9 @@ export class SimDisk implements FileIO {
     const entry = fromDir.entries.get(baseOf(from));
     if (!entry) throw fsError('ENOENT', 'rename', from, 'no such file');
     if (entry.kind === 'dir') throw fsError('EINVAL', 'rename', from, 'SimDisk renames files only');
+    if (toDir.entries.get(baseOf(to))?.kind === 'dir') throw fsError('EISDIR', 'rename', to, 'target is a directory');
+    // rename(2) of a name onto itself does nothing (and must not remove the name).
+    if (from === to) return;
     this.#link(toDir, baseOf(to), entry);
     this.#link(fromDir, baseOf(from), null);
   }
@@ -357,12 +365,20 @@ export class SimDisk implements FileIO {
   async mkdir(rawPath: string): Promise<void> {
     const path = normalize(rawPath);
     this.#maybeFail('mkdir', path);
-    if (path === '/') return;
-    const existing = this.#lookup(path);
-    if (existing?.kind === 'dir') return;
-    if (existing) throw fsError('EEXIST', 'mkdir', path, 'a file has that name');
+    // Check the whole chain first so that a failing call has no effect.
+    for (let p = path; p !== '/'; p = parentOf(p)) {
+      const existing = this.#lookup(p);
+      if (existing?.kind === 'dir') break;
+      if (existing) throw fsError(p === path ? 'EEXIST' : 'ENOTDIR', 'mkdir', path, `a file has the name ${p}`);
+    }
+    this.#mkdirs(path);
+  }
+
+  /** Create `path` and its missing parents (one FileIO call, however many levels). */
+  #mkdirs(path: string): void {
+    if (path === '/' || this.#lookup(path)?.kind === 'dir') return;
     const parent = parentOf(path);
-    if (!this.#dirs.has(parent)) await this.mkdir(parent);
+    this.#mkdirs(parent);
     this.#dirs.set(path, { path, entries: new Map(), durable: new Map(), pending: [] });
     this.#link(this.#dirs.get(parent)!, baseOf(path), { kind: 'dir', path });
   }
@@ -536,7 +552,8 @@ export class SimDisk implements FileIO {
     const rebuild = (ino: Inode): Inode => {
       let out = rebuilt.get(ino);
       if (out) return out;
-      let bytes = ino.durable;
+      // A copy: applyData writes in place when it can, and this disk must stay untouched.
+      let bytes: Uint8Array = ino.durable.slice();
       for (const op of ino.pending) {
         if (special && special.op === op) {
           bytes = mode === 'torn' ? tornApply(bytes, op, sector, rand) : garbageApply(bytes, op, sector, rand);
