@@ -395,7 +395,7 @@ export class Checkpointer<R> {
         syncMs: syncEnd - syncStart,
         syncFiles: syncStats.syncFiles,
         longestSyncMs: msRoundedUp(syncStats.longestSyncUs),
-        averageSyncMs: syncStats.syncFiles === 0 ? 0 : msRoundedUp(syncStats.totalSyncUs / syncStats.syncFiles),
+        averageSyncMs: syncStats.syncFiles === 0 ? 0 : msRoundedUp(Math.floor(syncStats.totalSyncUs / syncStats.syncFiles)),
         tagsDispatched: syncStats.tagsDispatched,
         rangesWritten: bs.rangesWritten,
         unlinks,
