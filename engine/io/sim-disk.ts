@@ -163,6 +163,15 @@ export class SimDisk implements FileIO {
   callCount = 0;
   /** Called before every FileIO call with its 1-based index; a crash harness hooks here. */
   onCall: ((index: number, kind: IoKind, path: string) => void) | undefined;
+  /**
+   * Awaited before every FileIO call, with the index that call will get. A crash harness uses
+   * it to take crash images and verify them (on other disks) while the workload waits.
+   */
+  beforeCall: ((nextIndex: number, kind: IoKind, path: string) => void | Promise<void>) | undefined;
+
+  async #gate(kind: IoKind, path: string): Promise<void> {
+    if (this.beforeCall) await this.beforeCall(this.callCount + 1, kind, path);
+  }
 
   constructor() {
     this.#dirs.set('/', { path: '/', entries: new Map(), durable: new Map(), pending: [] });
@@ -236,6 +245,7 @@ export class SimDisk implements FileIO {
 
   async open(rawPath: string, options: OpenOptions = {}): Promise<FileHandle> {
     const path = normalize(rawPath);
+    await this.#gate('open', path);
     this.#maybeFail('open', path);
     const dir = this.#dir(parentOf(path), 'open');
     let entry = dir.entries.get(baseOf(path));
@@ -261,6 +271,7 @@ export class SimDisk implements FileIO {
 
   async close(h: FileHandle): Promise<void> {
     const sh = this.#handle(h, 'close');
+    await this.#gate('close', sh.path);
     const f = this.#enter('close', sh.path);
     // As with close(2), the handle is released even when close reports an error.
     sh.closed = true;
@@ -271,6 +282,7 @@ export class SimDisk implements FileIO {
 
   async pread(h: FileHandle, buffer: Uint8Array, offsetBytes: number): Promise<number> {
     const sh = this.#handle(h, 'read');
+    await this.#gate('pread', sh.path);
     this.#maybeFail('pread', sh.path, 'read');
     const data = sh.inode.data;
     if (offsetBytes >= data.length) return 0;
@@ -285,6 +297,7 @@ export class SimDisk implements FileIO {
 
   async pwritev(h: FileHandle, buffers: readonly Uint8Array[], offsetBytes: number): Promise<void> {
     const sh = this.#handle(h, 'write');
+    await this.#gate('pwrite', sh.path);
     this.#maybeFail('pwrite', sh.path, 'write');
     if (sh.readOnly) throw fsError('EBADF', 'write', sh.path, 'opened read-only');
     // A write of nothing changes nothing, not even the size (pwrite(2) past the end included).
@@ -314,15 +327,18 @@ export class SimDisk implements FileIO {
   }
 
   async fsync(h: FileHandle): Promise<void> {
+    await this.#gate('fsync', h.path);
     this.#sync(h, 'fsync');
   }
 
   async fdatasync(h: FileHandle): Promise<void> {
+    await this.#gate('fdatasync', h.path);
     this.#sync(h, 'fdatasync');
   }
 
   async ftruncate(h: FileHandle, lengthBytes: number): Promise<void> {
     const sh = this.#handle(h, 'ftruncate');
+    await this.#gate('ftruncate', sh.path);
     this.#maybeFail('ftruncate', sh.path);
     if (sh.readOnly) throw fsError('EBADF', 'ftruncate', sh.path, 'opened read-only');
     const op: TruncateOp = { seq: this.#seq++, kind: 'truncate', length: lengthBytes };
@@ -332,12 +348,14 @@ export class SimDisk implements FileIO {
 
   async size(h: FileHandle): Promise<number> {
     const sh = this.#handle(h, 'fstat');
+    await this.#gate('size', sh.path);
     this.#maybeFail('size', sh.path, 'fstat');
     return sh.inode.data.length;
   }
 
   async unlink(rawPath: string): Promise<void> {
     const path = normalize(rawPath);
+    await this.#gate('unlink', path);
     this.#maybeFail('unlink', path);
     const dir = this.#dir(parentOf(path), 'unlink');
     const entry = dir.entries.get(baseOf(path));
@@ -349,6 +367,7 @@ export class SimDisk implements FileIO {
   async rename(rawFrom: string, rawTo: string): Promise<void> {
     const from = normalize(rawFrom);
     const to = normalize(rawTo);
+    await this.#gate('rename', from);
     this.#maybeFail('rename', from);
     const fromDir = this.#dir(parentOf(from), 'rename');
     const toDir = this.#dir(parentOf(to), 'rename');
@@ -364,6 +383,7 @@ export class SimDisk implements FileIO {
 
   async mkdir(rawPath: string): Promise<void> {
     const path = normalize(rawPath);
+    await this.#gate('mkdir', path);
     this.#maybeFail('mkdir', path);
     // Check the whole chain first so that a failing call has no effect.
     for (let p = path; p !== '/'; p = parentOf(p)) {
@@ -385,6 +405,7 @@ export class SimDisk implements FileIO {
 
   async fsyncDir(rawPath: string): Promise<void> {
     const path = normalize(rawPath);
+    await this.#gate('fsyncDir', path);
     this.#maybeFail('fsyncDir', path, 'fsync');
     const dir = this.#dir(path, 'fsync');
     dir.durable = new Map(dir.entries);
@@ -393,6 +414,7 @@ export class SimDisk implements FileIO {
 
   async stat(rawPath: string): Promise<FileStat | null> {
     const path = normalize(rawPath);
+    await this.#gate('stat', path);
     this.#maybeFail('stat', path);
     const e = this.#lookup(path);
     if (!e) return null;
@@ -402,12 +424,14 @@ export class SimDisk implements FileIO {
 
   async readdir(rawPath: string): Promise<string[]> {
     const path = normalize(rawPath);
+    await this.#gate('readdir', path);
     this.#maybeFail('readdir', path, 'scandir');
     return [...this.#dir(path, 'scandir').entries.keys()].sort();
   }
 
   async flock(h: FileHandle, mode: LockMode): Promise<void> {
     const sh = this.#handle(h, 'flock');
+    await this.#gate('flock', sh.path);
     this.#maybeFail('flock', sh.path);
     const ino = sh.inode;
     if (mode === 'unlock') return this.#unlock(sh);
