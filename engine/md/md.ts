@@ -333,7 +333,10 @@ export class MdStorageManager implements StorageManager {
    * the sync phase recognises (behaviour 18).
    */
   async syncSegment(tag: FileTag): Promise<void> {
-    await this.#syncPath(this.#segPath(tag.rlocator, tag.forkNum, tag.segno));
+    const path = this.#segPath(tag.rlocator, tag.forkNum, tag.segno);
+    await this.#syncPath(path);
+    // A tombstone is about to be unlinked by this checkpoint: do not keep its fd cached.
+    if (tag.forkNum === 0 && tag.segno === 0 && this.#tombstones.has(locatorKey(tag.rlocator))) await this.#forget(path);
   }
 
   // ------------------------------------------------------------------ sizes
@@ -393,6 +396,8 @@ export class MdStorageManager implements StorageManager {
           `${describeFork(loc, fork)} was dropped and its file is removed only at the next checkpoint; create it again after that checkpoint`,
         );
       }
+      // The checkpoint's sync of the tombstone may have cached a handle of the removed file.
+      await this.#forget(this.#segPath(loc, 0, 0));
       this.#tombstones.delete(lk);
     }
     await this.#ensureDir(loc);
