@@ -84,11 +84,6 @@ const IO_NONE = 0;
 const IO_READ = 1;
 const IO_WRITE = 2;
 
-/** Optional md extension of the smgr interface: blocks a vectored write may cover from here. */
-interface MaxCombine {
-  maxCombine?(rel: RelFileLocator, fork: ForkNumber, blockNum: number): number;
-}
-
 export function forkBufferKey(storage: string, rel: RelFileLocator, fork: number): string {
   return `${storage}|${rel.spcOid}/${rel.dbOid}/${rel.relNumber}/${fork}`;
 }
@@ -515,7 +510,7 @@ export class BufferPool {
 
   /** File-ordered BufferSync for a storage manager without physical order (md). */
   async #syncSorted(
-    smgr: StorageManager & MaxCombine,
+    smgr: StorageManager,
     items: SyncItem[],
     slots: Uint8Array,
     result: BufferSyncResult,
