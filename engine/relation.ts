@@ -11,7 +11,7 @@
  *     (ENGINE_CLOSED) and not failed (ENGINE_FAILED); exists, read and nblocks need it open.
  *  R3 Reads and writes go through the buffer pool; `read` returns a copy the caller may keep.
  *     Bytes 8-11 of a page belong to the engine (the checksum): what a caller puts there is
- *     replaced when the page is written, and `read` returns the checksum there.
+ *     replaced by the page's checksum on write and extend, and `read` returns the checksum there.
  *  R4 extend, truncate and drop of one fork are serialised by a per-fork lock (PostgreSQL's
  *     relation extension lock), so two extends never pick the same block number.
  *  R5 truncate and drop discard the affected buffers (dirty ones too) before the storage
@@ -162,12 +162,15 @@ export class Relation {
     const p = this.#checkPage(page);
     this.#host.checkWritable();
     const pool = this.#host.pool;
+    // Checksum in place now, so a hit returns the same bytes a read from disk would (R3).
+    const copy = p.slice();
+    setPageChecksum(copy, b);
     for (;;) {
       const epoch = pool.epoch(this.storage, this.locator, f);
       const nb = await this.#smgr.nblocks(this.locator, f);
       if (b >= nb) throw this.#outOfRange(f, b, nb);
       this.#host.checkWritable();
-      const ok = await pool.write(this.#tag(f, b), p, () => pool.epoch(this.storage, this.locator, f) === epoch);
+      const ok = await pool.write(this.#tag(f, b), copy, () => pool.epoch(this.storage, this.locator, f) === epoch);
       if (ok) return;
       // Truncated or dropped meanwhile: look at nblocks again.
     }

@@ -202,3 +202,26 @@ describe('relation API', () => {
     });
   });
 });
+
+describe('relation API: page bytes 8-11', () => {
+  it('read returns the checksum in bytes 8-11, the same from a buffer hit and from disk', async () => {
+    const { verifyPageChecksum } = await import('../engine/page.js');
+    const dataDir = await tempDir();
+    let engine = await Engine.open({ dataDir, sharedBuffers: 16 });
+    const p = new Uint8Array(BS).fill(7);
+    const rel = engine.relation(REL);
+    await rel.create(ForkNumber.MAIN);
+    await rel.extend(ForkNumber.MAIN);
+    await rel.write(ForkNumber.MAIN, 0, p);
+    const hit = await rel.read(ForkNumber.MAIN, 0);
+    expect(verifyPageChecksum(hit, 0)).toBe(true);
+    expect(p[8]).toBe(7); // the caller's page is not touched
+    await engine.close();
+    engine = await Engine.open({ dataDir, sharedBuffers: 16 });
+    try {
+      expect(Buffer.from(await engine.relation(REL).read(ForkNumber.MAIN, 0)).equals(Buffer.from(hit))).toBe(true);
+    } finally {
+      await engine.close();
+    }
+  });
+});
