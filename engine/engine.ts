@@ -32,6 +32,11 @@ import { PendingOps } from './sync/pending-ops.js';
 import { mdSyncOps } from './md/sync-ops.js';
 import { SLRU_DIRS, slruSyncOps } from './slru/names.js';
 import type { SmgrContext, StorageManager, StorageManagerFactory } from './smgr/smgr.js';
+import { MD_NAME, MdStorageManager } from './md/md.js';
+import { BufferPool } from './buffer/buffer-pool.js';
+import { KeyedMutex, Relation, type RelationHost, type RelationOptions } from './relation.js';
+import { checkLocator } from './relfile.js';
+import type { RelFileLocator } from './relfile.js';
 import { Checkpointer, CheckpointFlags, CHECKPOINT_TIMEOUT_MS_DEFAULT, COMPLETION_TARGET_DEFAULT, type CheckpointStats } from '../checkpointer/checkpointer.js';
 import { defaultSyncQueueSize } from '../checkpointer/request-queue.js';
 
@@ -155,6 +160,9 @@ export class Engine {
   readonly #smgrs = new Map<string, StorageManager>();
   /** Set while the checkpointer itself runs: its requests go straight to pendingOps. */
   readonly #inCheckpointer = new AsyncLocalStorage<boolean>();
+  readonly #pool: BufferPool;
+  readonly #relationLocks = new KeyedMutex();
+  #relationHost: RelationHost | null = null;
   #lockHandle: FileHandle | null = null;
   /** What opening found and did. */
   readonly openStats: OpenStats = { uncleanStop: false, startupSyncFiles: 0, startupSyncDirs: 0, startupSyncMs: 0 };
@@ -173,6 +181,7 @@ export class Engine {
     this.clock = options.clock ?? systemClock;
     this.#registry = registry;
     this.#pending = new PendingOps(registry);
+    this.#pool = new BufferPool({ nBuffers: this.sharedBuffers, blockSize: this.blockSize, smgr: (name) => this.storageManager(name) });
     const queueSize = intOption('syncQueueSize', options.syncQueueSize, defaultSyncQueueSize(this.sharedBuffers), 1, 10_000_000);
     this.#checkpointer = new Checkpointer<QueuedRequest>({
       sync: {
@@ -183,6 +192,8 @@ export class Engine {
       },
       participants: {
         ioCounts: () => this.io.counts(),
+        bufferSync: (pace) => this.#pool.bufferSync(pace),
+        bufferCount: () => this.sharedBuffers,
         onSyncFailure: (err) => {
           if (!options.dataSyncRetry) this.#enterFailedState(err);
         },
@@ -218,8 +229,18 @@ export class Engine {
     const io = new CountingIO(ledger ?? base);
     const dataDir = resolve(options.dataDir);
     // The five built-ins first, so they hold ids 0..4 whatever the extensions do (R1).
+    // md syncs its tags itself (fd cache, directory durability: md.ts M6); it exists once the
+    // engine does, before any checkpoint can run.
+    let md: MdStorageManager | null = null;
     const registry = new SyncHandlerRegistry([
-      mdSyncOps({ io, dataDir }),
+      mdSyncOps({
+        io,
+        dataDir,
+        syncSegment: (tag) => {
+          if (!md) throw new LamstoreError(ErrorCode.ENGINE_CLOSED, `${dataDir}: md storage manager is not open`);
+          return md.syncSegment(tag);
+        },
+      }),
       slruSyncOps('clog', io, dataDir, SLRU_DIRS[SyncHandlerId.CLOG]!),
       slruSyncOps('commit_ts', io, dataDir, SLRU_DIRS[SyncHandlerId.COMMIT_TS]!),
       slruSyncOps('multixact_offset', io, dataDir, SLRU_DIRS[SyncHandlerId.MULTIXACT_OFFSET]!),
@@ -229,6 +250,9 @@ export class Engine {
     await engine.#lockDataDir();
     try {
       await engine.#markRunning();
+      // md is built in: created before preload, so extensions see it registered.
+      md = new MdStorageManager(engine.#smgrContext());
+      engine.#smgrs.set(MD_NAME, md);
       await engine.#preload(options.preload ?? []);
       engine.#checkpointer.startTimer();
     } catch (err) {
@@ -326,7 +350,7 @@ export class Engine {
         if (!open) throw new LamstoreError(ErrorCode.REGISTRATION_CLOSED, `cannot register storage manager "${name}": registration is only allowed during preload`);
         if (typeof name !== 'string' || name.length === 0) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, 'storage manager name must be a non-empty string');
         if (typeof factory !== 'function') throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `storage manager "${name}" needs a factory function`);
-        if (this.#smgrFactories.has(name)) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `a storage manager named "${name}" is already registered`);
+        if (this.#smgrFactories.has(name) || this.#smgrs.has(name)) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `a storage manager named "${name}" is already registered`);
         this.#smgrFactories.set(name, factory);
       },
     };
@@ -447,6 +471,41 @@ export class Engine {
     const s = this.#smgrs.get(name);
     if (!s) throw new LamstoreError(ErrorCode.UNKNOWN_STORAGE, `no storage manager named "${name}" (registered: ${[...this.#smgrs.keys()].join(', ') || 'none'})`);
     return s;
+  }
+
+  // ------------------------------------------------------------------ relations
+
+  /**
+   * A handle on a relation's storage (no I/O): `{ storage = 'md', persistence = 'permanent' }`.
+   * Unknown storage names throw UNKNOWN_STORAGE; a bad locator, BAD_ARGUMENT.
+   */
+  relation(locator: RelFileLocator, options: RelationOptions = {}): Relation {
+    this.#checkOpen();
+    const loc = checkLocator(locator);
+    if (typeof options !== 'object' || options === null) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, 'relation options must be an object { storage, persistence }');
+    const storage = options.storage ?? MD_NAME;
+    if (typeof storage !== 'string' || storage.length === 0) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `option storage must be a storage manager name, got ${String(storage)}`);
+    const persistence = options.persistence ?? 'permanent';
+    if (persistence !== 'permanent' && persistence !== 'unlogged') {
+      throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `option persistence must be 'permanent' or 'unlogged', got ${String(persistence)}`);
+    }
+    this.#relationHost ??= {
+      blockSize: this.blockSize,
+      pool: this.#pool,
+      smgr: (name) => this.storageManager(name),
+      checkOpen: () => this.#checkOpen(),
+      checkWritable: () => {
+        this.#checkOpen();
+        this.#checkNotFailed();
+      },
+      withLock: (key, fn) => this.#relationLocks.run(key, fn),
+    };
+    return new Relation(this.#relationHost, loc, { storage, persistence });
+  }
+
+  /** The buffer pool (tests and the bench read its statistics and invariants). */
+  get bufferPool(): BufferPool {
+    return this.#pool;
   }
 
   ioCounts(): IoCounts {
