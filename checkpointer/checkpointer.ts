@@ -1,10 +1,11 @@
 /**
- * The checkpointer: owns the sync request queue, absorbs it, and runs checkpoints in
- * PostgreSQL's order (CreateCheckPoint / CheckPointGuts):
+ * The checkpointer: owns the sync request queue, absorbs it, decides when to checkpoint, and
+ * runs checkpoints in PostgreSQL's order (CreateCheckPoint / CheckPointGuts):
  *
- *   1. pre-checkpoint   absorb the queue, advance the checkpoint cycle (SyncPreCheckpoint)
+ *   1. pre-checkpoint   absorb the queue, advance the checkpoint cycle (SyncPreCheckpoint);
+ *                       a timed checkpoint with nothing written since the last one stops here
  *   2. storage begin    storage managers open their per-checkpoint epoch
- *   3. BufferSync       dirty buffers of checkpoint start, sorted, coalesced   [write timer]
+ *   3. BufferSync       buffers dirty at this moment, sorted, coalesced, paced  [write timer]
  *   4. SLRU checkpoint  every dirty SLRU page written
  *   5. sync phase       pending ops dispatched to their handlers (ProcessSyncRequests) [sync timer]
  *   6. storage end      storage managers learn the checkpoint completed (space reuse)
@@ -13,10 +14,21 @@
  * It imports nothing from engine/: the interfaces below are what it needs, and
  * engine/engine.ts satisfies them.
  *
- * Concurrency: one checkpoint runs at a time. A request made while one runs is served by the
- * next one (its writes may have missed the running one); requests made before that next one
- * starts merge into it (flags OR-ed, behaviour 42). Every waiter of a failed checkpoint gets
- * its error.
+ * Invariants:
+ *  K1 One checkpoint runs at a time. A request made while one runs is served by the next one
+ *     (its writes may have missed the running one); requests made before that next one starts
+ *     merge into it with their flags OR-ed (behaviour 42). Every waiter of a failed checkpoint
+ *     gets its error.
+ *  K2 A FAST checkpoint never sleeps. A spread one sleeps in SPREAD_NAP_MS steps while its
+ *     progress x completionTarget is ahead of the elapsed fraction of checkpointTimeoutMs
+ *     (behaviour 41), and stops sleeping as soon as a FAST request waits behind it.
+ *  K3 A sync phase failure is reported to the engine (failed state) before anything else runs:
+ *     no storage-end "completed", no unlinks.
+ *  K4 Triggers: explicit request, checkpointTimeoutMs since the last checkpoint started (timed
+ *     checkpoints are evenly spaced), dirty bytes above maxDirtyBytes, shutdown.
+ *  K5 A bounded shutdown (setDeadline) never hangs past its bound in the write phase: once the
+ *     deadline passes, the running checkpoint stops writing and fails with TIMEOUT at its next
+ *     range or phase boundary. A single hung fsync cannot be interrupted from user space.
  */
 import { ABSORB_BATCH_SIZE, SyncRequestQueue } from './request-queue.js';
 
@@ -25,6 +37,11 @@ export interface SyncPhaseStatsLike {
   longestSyncUs: number;
   totalSyncUs: number;
   tagsDispatched: Record<string, number>;
+}
+
+export interface CheckpointClock {
+  now(): number;
+  sleep(ms: number, options?: { background?: boolean }): Promise<void>;
 }
 
 /** engine/sync's PendingOps, as the checkpointer sees it. */
@@ -55,18 +72,21 @@ export interface CheckpointParticipants {
   bufferSync?(pace: (progress: number) => Promise<void>): Promise<BufferSyncResult>;
   /** Total buffers (for "wrote N buffers (P%)"). */
   bufferCount?(): number;
+  /** Pages changed in memory and not yet written (buffers and SLRU pages). */
+  dirtyPageCount?(): number;
   checkpointSlrus?(): Promise<void>;
   storageBegin?(): Promise<void>;
   storageEnd?(completed: boolean): Promise<void>;
-  /** Raised I/O counters; the statistics are their difference across the checkpoint. */
-  ioCounts(): { fsync: number; fdatasync: number; fsyncDir: number; bytesWritten: number; pwrite: number };
+  /** Raw I/O counters; the statistics are their difference across the checkpoint. */
+  ioCounts(): { fsync: number; fdatasync: number; fsyncDir: number; bytesWritten: number };
   /** A sync phase failure: the engine enters its failed state (unless it retries). */
   onSyncFailure(err: unknown): void;
-}
-
-export interface CheckpointClock {
-  now(): number;
-  sleep(ms: number): Promise<void>;
+  /** Sync ledger: start an epoch at checkpoint start ... */
+  beginVerifyEpoch?(): number;
+  /** ... and, after the sync phase, throw if a write from before it is still unsynced. */
+  verifySynced?(epoch: number): void;
+  /** Run `fn` as the checkpointer (its own sync requests bypass the queue, behaviour 30). */
+  runAsCheckpointer<T>(fn: () => Promise<T>): Promise<T>;
 }
 
 export const CheckpointFlags = {
@@ -84,21 +104,24 @@ export interface CheckpointStats {
   totalMs: number;
   /** Files synced successfully in the sync phase. */
   syncFiles: number;
+  /** Rounded up to whole milliseconds from microseconds (behaviour 23). */
   longestSyncMs: number;
   averageSyncMs: number;
   tagsDispatched: Record<string, number>;
-  /** Every fsync / fdatasync the checkpoint made: data, metadata, directories, SLRUs. */
+  /** Every fsync (files and directories) / fdatasync the checkpoint made. */
   fsyncCalls: number;
   fdatasyncCalls: number;
   bytesWritten: number;
   rangesWritten: number;
   unlinks: number;
-  /** Files storage managers synced themselves because the queue was full (since the last checkpoint). */
+  /** Files storage managers synced themselves because the queue was full, since the last checkpoint. */
   backendFsyncs: number;
   /** Queue compactions since the last checkpoint. */
   queueCompactions: number;
-  /** True when a time-triggered checkpoint found nothing to do and skipped its work. */
+  /** A timed checkpoint that found nothing written since the last one and did no work. */
   skipped: boolean;
+  /** Milliseconds slept pacing a spread checkpoint. */
+  sleptMs: number;
   flags: number;
 }
 
@@ -109,8 +132,19 @@ export interface CheckpointerOptions<R> {
   queueSize: number;
   keyOf: (request: R) => string;
   enableFsync: boolean;
+  /** @default 300000 (PostgreSQL's checkpoint_timeout) */
+  checkpointTimeoutMs?: number;
+  /** Dirty bytes that trigger a checkpoint; undefined: never. */
+  maxDirtyBytes?: number;
+  /** @default 0.9 */
+  completionTarget?: number;
   onLog?: (line: string) => void;
 }
+
+export const CHECKPOINT_TIMEOUT_MS_DEFAULT = 300_000;
+export const COMPLETION_TARGET_DEFAULT = 0.9;
+/** CheckpointWriteDelay's nap: short enough to absorb requests often, long enough to matter. */
+export const SPREAD_NAP_MS = 100;
 
 interface PendingRequest {
   flags: number;
@@ -120,25 +154,44 @@ interface PendingRequest {
 }
 
 /** µs -> whole ms, rounded up (LogCheckpointEnd, behaviour 23). */
-function msUp(us: number): number {
+export function msRoundedUp(us: number): number {
   return Math.floor((Math.ceil(us) + 999) / 1000);
 }
 
 export class Checkpointer<R> {
   readonly queue: SyncRequestQueue<R>;
   readonly #o: CheckpointerOptions<R>;
+  readonly timeoutMs: number;
+  readonly completionTarget: number;
   #running: Promise<void> | null = null;
   #next: PendingRequest | null = null;
   #backendFsyncs = 0;
   #compactionsSeen = 0;
-  /** Number of checkpoints completed. */
+  /** Requests queued or pages dirtied by backends: "WAL written" for the idle skip. */
+  #activity = 0;
+  #activityAtLastCheckpoint = 0;
+  #stopped = false;
+  /** Bounded shutdown: past this clock time, checkpoints stop writing and fail (K5). */
+  #deadlineMs = Infinity;
+  #deadlineBoundMs = 0;
+  #timerRunning = false;
+  #absorbScheduled = false;
+  /** Times the half-full queue woke the checkpointer (behaviour 33). */
+  wakeups = 0;
+  /** Checkpoints completed (skipped ones included) and failed. */
   completed = 0;
-  /** Time the last checkpoint started (for timed triggers). */
+  failed = 0;
+  /** When the last checkpoint started: timed checkpoints are spaced from here. */
   lastStartMs: number;
 
   constructor(options: CheckpointerOptions<R>) {
     this.#o = options;
+    this.timeoutMs = options.checkpointTimeoutMs ?? CHECKPOINT_TIMEOUT_MS_DEFAULT;
+    this.completionTarget = options.completionTarget ?? COMPLETION_TARGET_DEFAULT;
+    if (!(this.timeoutMs > 0)) throw new RangeError(`checkpointTimeoutMs must be positive, got ${this.timeoutMs}`);
+    if (!(this.completionTarget >= 0 && this.completionTarget <= 1)) throw new RangeError(`completionTarget must be in 0..1, got ${this.completionTarget}`);
     this.queue = new SyncRequestQueue<R>(options.queueSize, options.keyOf);
+    this.queue.onHalfFull = () => this.#wake();
     this.lastStartMs = options.clock.now();
   }
 
@@ -147,15 +200,82 @@ export class Checkpointer<R> {
     this.queue.drain((r) => this.#o.sync.remember(r), ABSORB_BATCH_SIZE);
   };
 
+  /** The queue reached half full: absorb soon, as the woken checkpointer would. */
+  #wake(): void {
+    this.wakeups++;
+    if (this.#absorbScheduled) return;
+    this.#absorbScheduled = true;
+    setImmediate(() => {
+      this.#absorbScheduled = false;
+      if (!this.#stopped) this.absorb();
+    });
+  }
+
   countBackendFsync(): void {
     this.#backendFsyncs++;
+  }
+
+  /** A backend wrote something (queued a request, dirtied a page): not idle any more. */
+  noteActivity(): void {
+    this.#activity++;
+  }
+
+  /** Trigger: dirty bytes above maxDirtyBytes request a checkpoint (in the background). */
+  noteDirtyBytes(dirtyBytes: number): void {
+    const max = this.#o.maxDirtyBytes;
+    if (max === undefined || dirtyBytes <= max || this.#stopped) return;
+    if (this.#next || this.#running) return; // one is coming; it will take these pages
+    this.#background(CheckpointFlags.CAUSE_DIRTY);
   }
 
   get running(): boolean {
     return this.#running !== null;
   }
 
-  /** Request a checkpoint and wait for the one that serves it. */
+  /** Start the timer that requests a checkpoint every checkpointTimeoutMs (K4). */
+  startTimer(): void {
+    if (this.#timerRunning) return;
+    this.#timerRunning = true;
+    void (async () => {
+      while (!this.#stopped) {
+        const due = this.lastStartMs + this.timeoutMs;
+        const now = this.#o.clock.now();
+        if (now >= due) {
+          // Wait for it so that lastStartMs has moved before the next round.
+          await this.request(CheckpointFlags.CAUSE_TIME).catch(() => {});
+        } else {
+          await this.#o.clock.sleep(due - now, { background: true });
+        }
+      }
+    })();
+  }
+
+  /** Stop timers and background triggers; a running checkpoint finishes. */
+  stop(): void {
+    this.#stopped = true;
+  }
+
+  /** Bound every checkpoint running or started from now on to `boundMs` from now (K5). */
+  setDeadline(boundMs: number): void {
+    this.#deadlineBoundMs = boundMs;
+    this.#deadlineMs = this.#o.clock.now() + boundMs;
+  }
+
+  #checkDeadline(what: string): void {
+    if (this.#o.clock.now() <= this.#deadlineMs) return;
+    const left = this.#o.participants.dirtyPageCount?.() ?? 0;
+    throw Object.assign(new Error(`shutdown checkpoint did not finish within ${this.#deadlineBoundMs} ms (stopped ${what}, ${left} pages left unwritten); the data directory is left unclean`), {
+      code: 'TIMEOUT',
+    });
+  }
+
+  #background(flags: number): void {
+    this.request(flags).catch((err: unknown) => {
+      this.#o.onLog?.(`checkpoint failed: ${err instanceof Error ? err.message : String(err)}`);
+    });
+  }
+
+  /** Request a checkpoint and wait for the one that serves it (K1). */
   request(flags: number): Promise<CheckpointStats> {
     if (!this.#next) {
       let resolve!: (s: CheckpointStats) => void;
@@ -178,8 +298,9 @@ export class Checkpointer<R> {
     this.#next = null;
     this.#running = (async () => {
       try {
-        req.resolve(await this.#run(req.flags));
+        req.resolve(await this.#o.participants.runAsCheckpointer(() => this.#run(req.flags)));
       } catch (err) {
+        this.failed++;
         req.reject(err);
       } finally {
         this.#running = null;
@@ -193,32 +314,71 @@ export class Checkpointer<R> {
     while (this.#running) await this.#running;
   }
 
+  /** A FAST request waits behind the running checkpoint: stop pacing. */
+  #fastWaiting(): boolean {
+    return this.#next !== null && (this.#next.flags & (CheckpointFlags.FAST | CheckpointFlags.SHUTDOWN)) !== 0;
+  }
+
   async #run(flags: number): Promise<CheckpointStats> {
     const { sync, participants: p, clock } = this.#o;
     const startMs = clock.now();
     this.lastStartMs = startMs;
     const ioBefore = p.ioCounts();
+    const activityAtStart = this.#activity;
+    const ledgerEpoch = p.beginVerifyEpoch?.();
 
     sync.preCheckpoint(this.absorb);
+
+    // The idle skip: only a checkpoint that nobody forced, with nothing written since the last
+    // one (behaviour 29). It still did the pre-checkpoint absorb and cycle bump above.
+    const forced = (flags & (CheckpointFlags.FORCE | CheckpointFlags.SHUTDOWN | CheckpointFlags.CAUSE_DIRTY)) !== 0;
+    if (!forced && this.#activity === this.#activityAtLastCheckpoint && (p.dirtyPageCount?.() ?? 0) === 0) {
+      this.completed++;
+      return this.#stats(flags, startMs, ioBefore, { skipped: true });
+    }
+
+    let sleptMs = 0;
+    const fast = (flags & (CheckpointFlags.FAST | CheckpointFlags.SHUTDOWN)) !== 0;
+    const bounded = this.#deadlineMs !== Infinity;
+    const bytesAtStart = ioBefore.bytesWritten;
+    let lastReportMs = startMs;
+    const pace = async (progress: number): Promise<void> => {
+      if (bounded) {
+        // K5, with progress a person can read while waiting for a stop.
+        const now = clock.now();
+        if (now - lastReportMs >= 1000) {
+          lastReportMs = now;
+          const bytes = p.ioCounts().bytesWritten - bytesAtStart;
+          const rate = bytes / Math.max(1e-3, (now - startMs) / 1000);
+          this.#o.onLog?.(`shutdown checkpoint: ${p.dirtyPageCount?.() ?? 0} pages left, ${(progress * 100).toFixed(0)}% written, ${(rate / 1048576).toFixed(1)} MiB/s`);
+        }
+        this.#checkDeadline('in the write phase');
+      }
+      // K2. CheckpointWriteDelay: nap while ahead of schedule, absorbing as we go.
+      if (fast) return;
+      while (!this.#fastWaiting() && !this.#stopped) {
+        const elapsed = (clock.now() - startMs) / this.timeoutMs;
+        if (progress * this.completionTarget <= elapsed) break;
+        this.absorb();
+        await clock.sleep(SPREAD_NAP_MS);
+        sleptMs += SPREAD_NAP_MS;
+      }
+    };
 
     let completed = false;
     await p.storageBegin?.();
     try {
       const writeStart = clock.now();
-      const bs = p.bufferSync ? await p.bufferSync(async () => {}) : { buffersWritten: 0, bytesWritten: 0, rangesWritten: 0 };
+      const bs = p.bufferSync ? await p.bufferSync(pace) : { buffersWritten: 0, bytesWritten: 0, rangesWritten: 0 };
       await p.checkpointSlrus?.();
+      if (bounded) this.#checkDeadline('before the sync phase');
 
       const syncStart = clock.now();
       let syncStats: SyncPhaseStatsLike;
       try {
-        syncStats = await sync.processSyncRequests({
-          absorb: this.absorb,
-          enableFsync: this.#o.enableFsync,
-          clock,
-          onSyncFile: this.#o.onLog,
-        });
+        syncStats = await sync.processSyncRequests({ absorb: this.absorb, enableFsync: this.#o.enableFsync, clock, onSyncFile: this.#o.onLog });
       } catch (err) {
-        p.onSyncFailure(err);
+        p.onSyncFailure(err); // K3
         throw err;
       }
       const syncEnd = clock.now();
@@ -226,35 +386,56 @@ export class Checkpointer<R> {
       await p.storageEnd?.(true);
 
       const unlinks = await sync.postCheckpoint({ absorb: this.absorb, onWarning: this.#o.onLog });
-      const endMs = clock.now();
-      const ioAfter = p.ioCounts();
-      const stats: CheckpointStats = {
+      // The sync ledger looks after the unlinks: a dropped relation's tombstone was truncated
+      // without a sync (PostgreSQL does not sync it either) and is gone now.
+      if (ledgerEpoch !== undefined && this.#o.enableFsync) p.verifySynced?.(ledgerEpoch);
+      this.#activityAtLastCheckpoint = activityAtStart;
+      this.completed++;
+      const stats = this.#stats(flags, startMs, ioBefore, {
         buffersWritten: bs.buffersWritten,
         writeMs: syncStart - writeStart,
         syncMs: syncEnd - syncStart,
-        totalMs: endMs - startMs,
         syncFiles: syncStats.syncFiles,
-        longestSyncMs: msUp(syncStats.longestSyncUs),
-        averageSyncMs: syncStats.syncFiles === 0 ? 0 : msUp(syncStats.totalSyncUs / syncStats.syncFiles),
+        longestSyncMs: msRoundedUp(syncStats.longestSyncUs),
+        averageSyncMs: syncStats.syncFiles === 0 ? 0 : msRoundedUp(Math.floor(syncStats.totalSyncUs / syncStats.syncFiles)),
         tagsDispatched: syncStats.tagsDispatched,
-        fsyncCalls: ioAfter.fsync - ioBefore.fsync + (ioAfter.fsyncDir - ioBefore.fsyncDir),
-        fdatasyncCalls: ioAfter.fdatasync - ioBefore.fdatasync,
-        bytesWritten: ioAfter.bytesWritten - ioBefore.bytesWritten,
         rangesWritten: bs.rangesWritten,
         unlinks,
-        backendFsyncs: this.#backendFsyncs,
-        queueCompactions: this.queue.stats.compactions - this.#compactionsSeen,
-        skipped: false,
-        flags,
-      };
-      this.#backendFsyncs = 0;
-      this.#compactionsSeen = this.queue.stats.compactions;
-      this.completed++;
+        sleptMs,
+      });
       this.#o.onLog?.(formatCheckpointLine(stats, p.bufferCount?.() ?? 0));
       return stats;
     } finally {
       if (!completed) await p.storageEnd?.(false);
     }
+  }
+
+  #stats(flags: number, startMs: number, ioBefore: ReturnType<CheckpointParticipants['ioCounts']>, part: Partial<CheckpointStats>): CheckpointStats {
+    const ioAfter = this.#o.participants.ioCounts();
+    const stats: CheckpointStats = {
+      buffersWritten: 0,
+      writeMs: 0,
+      syncMs: 0,
+      totalMs: this.#o.clock.now() - startMs,
+      syncFiles: 0,
+      longestSyncMs: 0,
+      averageSyncMs: 0,
+      tagsDispatched: {},
+      fsyncCalls: ioAfter.fsync - ioBefore.fsync + (ioAfter.fsyncDir - ioBefore.fsyncDir),
+      fdatasyncCalls: ioAfter.fdatasync - ioBefore.fdatasync,
+      bytesWritten: ioAfter.bytesWritten - ioBefore.bytesWritten,
+      rangesWritten: 0,
+      unlinks: 0,
+      backendFsyncs: this.#backendFsyncs,
+      queueCompactions: this.queue.stats.compactions - this.#compactionsSeen,
+      skipped: false,
+      sleptMs: 0,
+      flags,
+      ...part,
+    };
+    this.#backendFsyncs = 0;
+    this.#compactionsSeen = this.queue.stats.compactions;
+    return stats;
   }
 }
 

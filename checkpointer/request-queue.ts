@@ -101,6 +101,18 @@ export class SyncRequestQueue<R> {
     return out;
   }
 
+  /** Q1 and the ring's shape: slots outside [head, head + length) hold nothing. Called from tests. */
+  checkInvariants(): void {
+    const fail = (what: string): never => {
+      throw new Error(`lamstore assertion failed: sync request queue: ${what}`);
+    };
+    if (!(this.#length >= 0 && this.#length <= this.capacity)) fail(`length ${this.#length} outside 0..${this.capacity}`);
+    if (!(this.#head >= 0 && this.#head < this.capacity)) fail(`head ${this.#head} outside the ring`);
+    for (let i = this.#length; i < this.capacity; i++) {
+      if (this.#ring[(this.#head + i) % this.capacity] !== undefined) fail(`free slot ${(this.#head + i) % this.capacity} holds a request`);
+    }
+  }
+
   /** AbsorbSyncRequests: drain in batches of at most ABSORB_BATCH_SIZE until empty. */
   drain(apply: (request: R) => void, batchSize = ABSORB_BATCH_SIZE): number {
     let total = 0;

@@ -5,13 +5,20 @@
 export interface Clock {
   /** Milliseconds, monotonic, with sub-millisecond precision. */
   now(): number;
-  /** Resolve after `ms` milliseconds of this clock. */
-  sleep(ms: number): Promise<void>;
+  /**
+   * Resolve after `ms` milliseconds of this clock. A `background` sleep does not keep the
+   * process alive (the checkpointer's timer uses it, so an engine never blocks exit).
+   */
+  sleep(ms: number, options?: { background?: boolean }): Promise<void>;
 }
 
 export const systemClock: Clock = {
   now: () => performance.now(),
-  sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+  sleep: (ms, options) =>
+    new Promise((resolve) => {
+      const t = setTimeout(resolve, ms);
+      if (options?.background) t.unref();
+    }),
 };
 
 /**

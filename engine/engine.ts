@@ -21,6 +21,7 @@ import { ErrorCode, LamstoreError, errnoOf, ioError } from './errors.js';
 import type { FileHandle, FileIO } from './io/file-io.js';
 import { CountingIO, type IoCounts } from './io/counting-io.js';
 import { RealIO } from './io/real-io.js';
+import { SyncLedgerIO } from './io/sync-ledger.js';
 import type { Clock } from './clock.js';
 import { systemClock } from './clock.js';
 import type { FileTag } from './sync/file-tag.js';
@@ -31,7 +32,12 @@ import { PendingOps } from './sync/pending-ops.js';
 import { mdSyncOps } from './md/sync-ops.js';
 import { SLRU_DIRS, slruSyncOps } from './slru/names.js';
 import type { SmgrContext, StorageManager, StorageManagerFactory } from './smgr/smgr.js';
-import { Checkpointer, CheckpointFlags, type CheckpointStats } from '../checkpointer/checkpointer.js';
+import { MD_NAME, MdStorageManager } from './md/md.js';
+import { BufferPool } from './buffer/buffer-pool.js';
+import { KeyedMutex, Relation, type RelationHost, type RelationOptions } from './relation.js';
+import { checkLocator } from './relfile.js';
+import type { RelFileLocator } from './relfile.js';
+import { Checkpointer, CheckpointFlags, CHECKPOINT_TIMEOUT_MS_DEFAULT, COMPLETION_TARGET_DEFAULT, type CheckpointStats } from '../checkpointer/checkpointer.js';
 import { defaultSyncQueueSize } from '../checkpointer/request-queue.js';
 
 export interface EngineOptions {
@@ -59,6 +65,11 @@ export interface EngineOptions {
   clock?: Clock;
   /** Receives log lines (checkpoint complete, warnings). Silent by default. */
   onLog?: (line: string) => void;
+  /**
+   * The sync ledger: fail a checkpoint (SYNC_LEDGER) that leaves a write from before its start
+   * unsynced. @default true when the environment sets LAMSTORE_VERIFY_SYNC=1 (the test suite does)
+   */
+  verifySync?: boolean;
 }
 
 /** What an extension's init receives during preload. */
@@ -67,6 +78,8 @@ export interface PreloadContext {
   readonly dataDir: string;
   readonly blockSize: number;
   readonly clock: Clock;
+  /** The last engine stopped uncleanly: make your files durable before trusting them. */
+  readonly uncleanStart: boolean;
   /** Register a sync handler; returns its id (5, 6, ... in order). Only during preload. */
   registerSyncHandler(ops: SyncOps): number;
   /** Register a storage manager by name. Only during preload. */
@@ -87,11 +100,33 @@ export const MAX_OPEN_FILES_DEFAULT = 256;
 export const SYNC_REQUEST_RETRY_MS = 10;
 
 const LOCK_FILE = 'lamstore.lock';
+/**
+ * Present while an engine has the data directory open; removed (durably) by a clean close.
+ * Finding it at open means the last engine stopped uncleanly.
+ */
+const RUNNING_FILE = 'lamstore.running';
+
+export interface OpenStats {
+  /** The previous engine did not close cleanly (crash, kill, failed shutdown checkpoint). */
+  uncleanStop: boolean;
+  /** Startup sync after an unclean stop: files fsynced, directories fsynced, time taken. */
+  startupSyncFiles: number;
+  startupSyncDirs: number;
+  startupSyncMs: number;
+}
 
 function intOption(name: string, value: unknown, dflt: number, min: number, max: number): number {
   if (value === undefined) return dflt;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
     throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `option ${name} must be an integer in ${min}..${max}, got ${String(value)}`);
+  }
+  return value;
+}
+
+function numberOption(name: string, value: unknown, dflt: number, min: number, max: number): number {
+  if (value === undefined) return dflt;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max) {
+    throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `option ${name} must be a number in ${min}..${max}, got ${String(value)}`);
   }
   return value;
 }
@@ -115,6 +150,8 @@ export class Engine {
   readonly maxOpenFiles: number;
   readonly io: CountingIO;
   readonly clock: Clock;
+  /** The sync ledger, when `verifySync` is on. */
+  readonly ledger: SyncLedgerIO | null;
   readonly #options: EngineOptions;
   readonly #registry: SyncHandlerRegistry;
   readonly #pending: PendingOps;
@@ -123,11 +160,17 @@ export class Engine {
   readonly #smgrs = new Map<string, StorageManager>();
   /** Set while the checkpointer itself runs: its requests go straight to pendingOps. */
   readonly #inCheckpointer = new AsyncLocalStorage<boolean>();
+  readonly #pool: BufferPool;
+  readonly #relationLocks = new KeyedMutex();
+  #relationHost: RelationHost | null = null;
   #lockHandle: FileHandle | null = null;
+  /** What opening found and did. */
+  readonly openStats: OpenStats = { uncleanStop: false, startupSyncFiles: 0, startupSyncDirs: 0, startupSyncMs: 0 };
   #failure: LamstoreError | null = null;
   #closed = false;
 
-  private constructor(options: EngineOptions, io: CountingIO, registry: SyncHandlerRegistry) {
+  private constructor(options: EngineOptions, io: CountingIO, registry: SyncHandlerRegistry, ledger: SyncLedgerIO | null) {
+    this.ledger = ledger;
     this.#options = options;
     this.dataDir = resolve(options.dataDir);
     this.blockSize = checkBlockSize(options.blockSize);
@@ -138,6 +181,7 @@ export class Engine {
     this.clock = options.clock ?? systemClock;
     this.#registry = registry;
     this.#pending = new PendingOps(registry);
+    this.#pool = new BufferPool({ nBuffers: this.sharedBuffers, blockSize: this.blockSize, smgr: (name) => this.storageManager(name) });
     const queueSize = intOption('syncQueueSize', options.syncQueueSize, defaultSyncQueueSize(this.sharedBuffers), 1, 10_000_000);
     this.#checkpointer = new Checkpointer<QueuedRequest>({
       sync: {
@@ -148,6 +192,8 @@ export class Engine {
       },
       participants: {
         ioCounts: () => this.io.counts(),
+        bufferSync: (pace) => this.#pool.bufferSync(pace),
+        bufferCount: () => this.sharedBuffers,
         onSyncFailure: (err) => {
           if (!options.dataSyncRetry) this.#enterFailedState(err);
         },
@@ -157,11 +203,17 @@ export class Engine {
         storageEnd: async (completed) => {
           for (const s of this.#smgrs.values()) await s.checkpointEnd?.(completed);
         },
+        runAsCheckpointer: (fn) => this.#inCheckpointer.run(true, fn),
+        beginVerifyEpoch: ledger ? () => ledger.beginEpoch() : undefined,
+        verifySynced: ledger ? (epoch) => ledger.verify(epoch) : undefined,
       },
       clock: this.clock,
       queueSize,
       keyOf: (r) => `${r.type}:${fileTagKey(r.tag)}`,
       enableFsync: options.fsync !== false,
+      checkpointTimeoutMs: intOption('checkpointTimeoutMs', options.checkpointTimeoutMs, CHECKPOINT_TIMEOUT_MS_DEFAULT, 1, 86_400_000),
+      maxDirtyBytes: options.maxDirtyBytes === undefined ? undefined : intOption('maxDirtyBytes', options.maxDirtyBytes, 0, 0, Number.MAX_SAFE_INTEGER),
+      completionTarget: numberOption('completionTarget', options.completionTarget, COMPLETION_TARGET_DEFAULT, 0, 1),
       onLog: options.onLog,
     });
   }
@@ -171,20 +223,38 @@ export class Engine {
     if (typeof options.dataDir !== 'string' || options.dataDir.length === 0) {
       throw new LamstoreError(ErrorCode.BAD_ARGUMENT, 'option dataDir must be a non-empty path');
     }
-    const io = new CountingIO(options.io ?? new RealIO());
+    const base = options.io ?? new RealIO();
+    const verifySync = (options.verifySync ?? process.env.LAMSTORE_VERIFY_SYNC === '1') && options.fsync !== false;
+    const ledger = verifySync ? new SyncLedgerIO(base) : null;
+    const io = new CountingIO(ledger ?? base);
     const dataDir = resolve(options.dataDir);
     // The five built-ins first, so they hold ids 0..4 whatever the extensions do (R1).
+    // md syncs its tags itself (fd cache, directory durability: md.ts M6); it exists once the
+    // engine does, before any checkpoint can run.
+    let md: MdStorageManager | null = null;
     const registry = new SyncHandlerRegistry([
-      mdSyncOps({ io, dataDir }),
+      mdSyncOps({
+        io,
+        dataDir,
+        syncSegment: (tag) => {
+          if (!md) throw new LamstoreError(ErrorCode.ENGINE_CLOSED, `${dataDir}: md storage manager is not open`);
+          return md.syncSegment(tag);
+        },
+      }),
       slruSyncOps('clog', io, dataDir, SLRU_DIRS[SyncHandlerId.CLOG]!),
       slruSyncOps('commit_ts', io, dataDir, SLRU_DIRS[SyncHandlerId.COMMIT_TS]!),
       slruSyncOps('multixact_offset', io, dataDir, SLRU_DIRS[SyncHandlerId.MULTIXACT_OFFSET]!),
       slruSyncOps('multixact_member', io, dataDir, SLRU_DIRS[SyncHandlerId.MULTIXACT_MEMBER]!),
     ]);
-    const engine = new Engine(options, io, registry);
+    const engine = new Engine(options, io, registry, ledger);
     await engine.#lockDataDir();
     try {
+      await engine.#markRunning();
+      // md is built in: created before preload, so extensions see it registered.
+      md = new MdStorageManager(engine.#smgrContext());
+      engine.#smgrs.set(MD_NAME, md);
       await engine.#preload(options.preload ?? []);
+      engine.#checkpointer.startTimer();
     } catch (err) {
       await engine.#releaseAll();
       throw err;
@@ -219,6 +289,54 @@ export class Engine {
     }
   }
 
+  /**
+   * Detect an unclean stop and, after one, make everything already in the data directory's
+   * files durable before anything is built on it: a page that survived a process crash only in
+   * the OS page cache must not vanish in a later power loss after new checkpoints counted on it
+   * (PostgreSQL's SyncDataDirectory at crash-recovery start). Then mark the directory running.
+   */
+  async #markRunning(): Promise<void> {
+    const marker = join(this.dataDir, RUNNING_FILE);
+    try {
+      const unclean = (await this.io.stat(marker)) !== null;
+      this.openStats.uncleanStop = unclean;
+      if (unclean) {
+        const started = this.clock.now();
+        await this.#syncTree(this.dataDir);
+        this.openStats.startupSyncMs = this.clock.now() - started;
+        this.#options.onLog?.(
+          `startup sync after an unclean stop: ${this.openStats.startupSyncFiles} files, ${this.openStats.startupSyncDirs} directories in ${(this.openStats.startupSyncMs / 1000).toFixed(3)} s`,
+        );
+      } else {
+        const h = await this.io.open(marker, { create: true });
+        await this.io.close(h);
+        await this.io.fsyncDir(this.dataDir);
+      }
+    } catch (err) {
+      throw ioError('startup sync', marker, err);
+    }
+  }
+
+  async #syncTree(dir: string): Promise<void> {
+    for (const name of await this.io.readdir(dir)) {
+      if (name === LOCK_FILE || name === RUNNING_FILE) continue;
+      const path = join(dir, name);
+      const st = await this.io.stat(path);
+      if (st?.kind === 'directory') await this.#syncTree(path);
+      else if (st?.kind === 'file') {
+        const h = await this.io.open(path, { readOnly: true });
+        try {
+          await this.io.fsync(h);
+        } finally {
+          await this.io.close(h);
+        }
+        this.openStats.startupSyncFiles++;
+      }
+    }
+    await this.io.fsyncDir(dir);
+    this.openStats.startupSyncDirs++;
+  }
+
   async #preload(extensions: readonly Extension[]): Promise<void> {
     let open = true;
     const ctx: PreloadContext = {
@@ -226,12 +344,13 @@ export class Engine {
       dataDir: this.dataDir,
       blockSize: this.blockSize,
       clock: this.clock,
+      uncleanStart: this.openStats.uncleanStop,
       registerSyncHandler: (ops) => this.#registry.register(ops),
       registerStorageManager: (name, factory) => {
         if (!open) throw new LamstoreError(ErrorCode.REGISTRATION_CLOSED, `cannot register storage manager "${name}": registration is only allowed during preload`);
         if (typeof name !== 'string' || name.length === 0) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, 'storage manager name must be a non-empty string');
         if (typeof factory !== 'function') throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `storage manager "${name}" needs a factory function`);
-        if (this.#smgrFactories.has(name)) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `a storage manager named "${name}" is already registered`);
+        if (this.#smgrFactories.has(name) || this.#smgrs.has(name)) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `a storage manager named "${name}" is already registered`);
         this.#smgrFactories.set(name, factory);
       },
     };
@@ -286,6 +405,11 @@ export class Engine {
     if (type !== SyncRequestType.SYNC && type !== SyncRequestType.UNLINK && type !== SyncRequestType.FORGET && type !== SyncRequestType.FILTER) {
       throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `unknown sync request type ${String(type)}`);
     }
+    // Refused here, not at absorb time: an UNLINK nobody can execute would otherwise fail every
+    // later post-checkpoint step (sync.c would call a NULL pointer).
+    if (type === SyncRequestType.UNLINK && !this.#registry.ops(t.handler).unlinkFileTag) {
+      throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `sync handler "${this.#registry.ops(t.handler).name}" (id ${t.handler}) has no unlinkFileTag: it cannot take UNLINK requests`);
+    }
     return this.#register(t, type, true);
   }
 
@@ -295,6 +419,7 @@ export class Engine {
       this.#pending.remember(tag, type);
       return true;
     }
+    this.#checkpointer.noteActivity();
     for (;;) {
       if (this.#checkpointer.queue.forward({ type, tag })) return true;
       if (!retryOnError) return false;
@@ -312,7 +437,7 @@ export class Engine {
     this.#checkOpen();
     this.#checkNotFailed();
     const flags = CheckpointFlags.FORCE | (options.fast === false ? 0 : CheckpointFlags.FAST);
-    return this.#inCheckpointer.run(true, () => this.#checkpointer.request(flags));
+    return this.#checkpointer.request(flags);
   }
 
   // ------------------------------------------------------------------ state
@@ -348,23 +473,73 @@ export class Engine {
     return s;
   }
 
+  // ------------------------------------------------------------------ relations
+
+  /**
+   * A handle on a relation's storage (no I/O): `{ storage = 'md', persistence = 'permanent' }`.
+   * Unknown storage names throw UNKNOWN_STORAGE; a bad locator, BAD_ARGUMENT.
+   */
+  relation(locator: RelFileLocator, options: RelationOptions = {}): Relation {
+    this.#checkOpen();
+    const loc = checkLocator(locator);
+    if (typeof options !== 'object' || options === null) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, 'relation options must be an object { storage, persistence }');
+    const storage = options.storage ?? MD_NAME;
+    if (typeof storage !== 'string' || storage.length === 0) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `option storage must be a storage manager name, got ${String(storage)}`);
+    const persistence = options.persistence ?? 'permanent';
+    if (persistence !== 'permanent' && persistence !== 'unlogged') {
+      throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `option persistence must be 'permanent' or 'unlogged', got ${String(persistence)}`);
+    }
+    this.#relationHost ??= {
+      blockSize: this.blockSize,
+      pool: this.#pool,
+      smgr: (name) => this.storageManager(name),
+      checkOpen: () => this.#checkOpen(),
+      checkWritable: () => {
+        this.#checkOpen();
+        this.#checkNotFailed();
+      },
+      withLock: (key, fn) => this.#relationLocks.run(key, fn),
+    };
+    return new Relation(this.#relationHost, loc, { storage, persistence });
+  }
+
+  /** The buffer pool (tests and the bench read its statistics and invariants). */
+  get bufferPool(): BufferPool {
+    return this.#pool;
+  }
+
   ioCounts(): IoCounts {
     return this.io.counts();
   }
 
-  /** Shutdown checkpoint (unless failed), then release files and locks. */
-  async close(): Promise<void> {
+  /**
+   * Shutdown checkpoint (unless failed), then release files and locks. With `timeoutMs`, a
+   * shutdown checkpoint still writing past the bound stops, the data directory is left unclean
+   * (the next open runs the startup sync) and close rejects with TIMEOUT; progress goes to onLog.
+   */
+  async close(options: { timeoutMs?: number } = {}): Promise<void> {
     if (this.#closed) return;
     let error: unknown;
+    this.#checkpointer.stop();
+    if (options.timeoutMs !== undefined) this.#checkpointer.setDeadline(intOption('timeoutMs', options.timeoutMs, 0, 0, 86_400_000));
     try {
       if (!this.#failure) {
-        await this.#inCheckpointer.run(true, () => this.#checkpointer.request(CheckpointFlags.SHUTDOWN | CheckpointFlags.FAST | CheckpointFlags.FORCE));
+        await this.#checkpointer.request(CheckpointFlags.SHUTDOWN | CheckpointFlags.FAST | CheckpointFlags.FORCE);
       }
     } catch (err) {
-      error = err;
+      error = errnoOf(err) === 'TIMEOUT' ? new LamstoreError(ErrorCode.TIMEOUT, `${this.dataDir}: ${(err as Error).message}`, { cause: err }) : err;
     }
     await this.#checkpointer.idle();
     this.#closed = true;
+    // Clean only if the shutdown checkpoint made everything durable.
+    if (!error && !this.#failure) {
+      try {
+        await this.io.unlink(join(this.dataDir, RUNNING_FILE));
+        await this.io.fsyncDir(this.dataDir);
+      } catch (err) {
+        error = ioError('unlink', join(this.dataDir, RUNNING_FILE), err);
+      }
+    }
     await this.#releaseAll();
     if (error) throw error;
   }

@@ -3,7 +3,7 @@
  * imports only from here, as an outside extension would.
  */
 export { Engine, checkBlockSize, BLOCK_SIZE_DEFAULT, SHARED_BUFFERS_DEFAULT, REL_SEG_BLOCKS_DEFAULT, MAX_OPEN_FILES_DEFAULT } from './engine.js';
-export type { EngineOptions, Extension, PreloadContext } from './engine.js';
+export type { EngineOptions, Extension, PreloadContext, OpenStats } from './engine.js';
 export { LamstoreError, ErrorCode, isLamstoreError, errnoOf, ioError, assert } from './errors.js';
 export type { LamstoreErrorOptions } from './errors.js';
 export type { FileIO, FileHandle, OpenOptions, FileStat, LockMode, IoKind } from './io/file-io.js';
@@ -22,6 +22,11 @@ export type { SyncOps, SyncHandlerInfo } from './sync/registry.js';
 export { encodeFileTag, decodeFileTag, fileTagKey, checkFileTag, FILE_TAG_BYTES } from './sync/file-tag.js';
 export type { FileTag } from './sync/file-tag.js';
 export type { StorageManager, StorageManagerFactory, SmgrContext, Persistence, BatchWrite } from './smgr/smgr.js';
+export { Relation } from './relation.js';
+export type { RelationOptions } from './relation.js';
+export { MdStorageManager, MD_NAME } from './md/md.js';
+export { BufferPool, USAGE_COUNT_MAX, WRITE_COMBINE_MAX_BLOCKS } from './buffer/buffer-pool.js';
+export type { BufferTag, BufferPoolStats } from './buffer/buffer-pool.js';
 export type { CheckpointStats } from '../checkpointer/checkpointer.js';
 export { crc32c } from './checksum.js';
 export { setPageChecksum, verifyPageChecksum, computePageChecksum, PAGE_CHECKSUM_OFFSET } from './page.js';

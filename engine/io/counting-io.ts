@@ -69,9 +69,15 @@ export class CountingIO implements FileIO {
   }
   async close(h: FileHandle): Promise<void> {
     this.#counts.close++;
-    // The handle is gone whether or not close reports an error (as with close(2)).
+    try {
+      await this.#inner.close(h);
+    } catch (err) {
+      // The handle is gone whether or not close reports an error (as with close(2)), except
+      // EBADF: then it was not an open handle (closed twice, or never ours).
+      if ((err as { code?: unknown } | null)?.code !== 'EBADF') this.#counts.openHandles--;
+      throw err;
+    }
     this.#counts.openHandles--;
-    await this.#inner.close(h);
   }
   async pread(h: FileHandle, buffer: Uint8Array, offsetBytes: number): Promise<number> {
     this.#counts.pread++;

@@ -18,7 +18,9 @@
  *    The disk it was called on is left untouched, so a harness can take a crash image at any
  *    call index and carry on. Everything on the new disk is durable.
  *  - `injectFault` fails the n-th call of a kind (counted from the injection) with EIO, ENOSPC,
- *    EDQUOT or EROFS, once or persistently. A failing call has no effect. In `fsyncgate` mode a
+ *    EDQUOT or EROFS, once or persistently. Each fault counts only the calls that match it
+ *    (kind, and `pathIncludes` when given), whatever other faults do. A failing call has no
+ *    effect, except close, which releases the handle as close(2) does. In `fsyncgate` mode a
  *    failing fsync/fdatasync also forgets that file's pending writes (they can never become
  *    durable, though reads still see them) and the next sync of the file succeeds: the Linux
  *    behaviour that made PostgreSQL PANIC on fsync failure.
@@ -161,6 +163,15 @@ export class SimDisk implements FileIO {
   callCount = 0;
   /** Called before every FileIO call with its 1-based index; a crash harness hooks here. */
   onCall: ((index: number, kind: IoKind, path: string) => void) | undefined;
+  /**
+   * Awaited before every FileIO call, with the index that call will get. A crash harness uses
+   * it to take crash images and verify them (on other disks) while the workload waits.
+   */
+  beforeCall: ((nextIndex: number, kind: IoKind, path: string) => void | Promise<void>) | undefined;
+
+  async #gate(kind: IoKind, path: string): Promise<void> {
+    if (this.beforeCall) await this.beforeCall(this.callCount + 1, kind, path);
+  }
 
   constructor() {
     this.#dirs.set('/', { path: '/', entries: new Map(), durable: new Map(), pending: [] });
@@ -186,18 +197,17 @@ export class SimDisk implements FileIO {
   #enter(kind: IoKind, path: string): ActiveFault | null {
     this.callCount++;
     this.onCall?.(this.callCount, kind, path);
-    for (let i = 0; i < this.#faults.length; i++) {
-      const f = this.#faults[i]!;
+    // Every matching fault counts this call, even when an earlier one fires: each fault's nth
+    // is counted from its own injection, whatever other faults do.
+    let firing: ActiveFault | null = null;
+    for (const f of this.#faults) {
       if (f.kind !== kind) continue;
       if (f.pathIncludes !== undefined && !path.includes(f.pathIncludes)) continue;
-      if (f.remaining > 0) {
-        f.remaining--;
-        continue;
-      }
-      if (!f.persistent) this.#faults.splice(i, 1);
-      return f;
+      if (f.remaining > 0) f.remaining--;
+      else firing ??= f;
     }
-    return null;
+    if (firing && !firing.persistent) this.#faults.splice(this.#faults.indexOf(firing), 1);
+    return firing;
   }
 
   #maybeFail(kind: IoKind, path: string, syscall: string = kind): void {
@@ -235,6 +245,7 @@ export class SimDisk implements FileIO {
 
   async open(rawPath: string, options: OpenOptions = {}): Promise<FileHandle> {
     const path = normalize(rawPath);
+    await this.#gate('open', path);
     this.#maybeFail('open', path);
     const dir = this.#dir(parentOf(path), 'open');
     let entry = dir.entries.get(baseOf(path));
@@ -260,14 +271,18 @@ export class SimDisk implements FileIO {
 
   async close(h: FileHandle): Promise<void> {
     const sh = this.#handle(h, 'close');
-    this.#enter('close', sh.path);
+    await this.#gate('close', sh.path);
+    const f = this.#enter('close', sh.path);
+    // As with close(2), the handle is released even when close reports an error.
     sh.closed = true;
     this.#openHandles.delete(sh);
     this.#unlock(sh);
+    if (f) throw fsError(f.code, 'close', sh.path, 'injected fault');
   }
 
   async pread(h: FileHandle, buffer: Uint8Array, offsetBytes: number): Promise<number> {
     const sh = this.#handle(h, 'read');
+    await this.#gate('pread', sh.path);
     this.#maybeFail('pread', sh.path, 'read');
     const data = sh.inode.data;
     if (offsetBytes >= data.length) return 0;
@@ -282,8 +297,11 @@ export class SimDisk implements FileIO {
 
   async pwritev(h: FileHandle, buffers: readonly Uint8Array[], offsetBytes: number): Promise<void> {
     const sh = this.#handle(h, 'write');
+    await this.#gate('pwrite', sh.path);
     this.#maybeFail('pwrite', sh.path, 'write');
     if (sh.readOnly) throw fsError('EBADF', 'write', sh.path, 'opened read-only');
+    // A write of nothing changes nothing, not even the size (pwrite(2) past the end included).
+    if (totalLength(buffers) === 0) return;
     const bytes = new Uint8Array(totalLength(buffers));
     let at = 0;
     for (const b of buffers) {
@@ -309,15 +327,18 @@ export class SimDisk implements FileIO {
   }
 
   async fsync(h: FileHandle): Promise<void> {
+    await this.#gate('fsync', h.path);
     this.#sync(h, 'fsync');
   }
 
   async fdatasync(h: FileHandle): Promise<void> {
+    await this.#gate('fdatasync', h.path);
     this.#sync(h, 'fdatasync');
   }
 
   async ftruncate(h: FileHandle, lengthBytes: number): Promise<void> {
     const sh = this.#handle(h, 'ftruncate');
+    await this.#gate('ftruncate', sh.path);
     this.#maybeFail('ftruncate', sh.path);
     if (sh.readOnly) throw fsError('EBADF', 'ftruncate', sh.path, 'opened read-only');
     const op: TruncateOp = { seq: this.#seq++, kind: 'truncate', length: lengthBytes };
@@ -327,12 +348,14 @@ export class SimDisk implements FileIO {
 
   async size(h: FileHandle): Promise<number> {
     const sh = this.#handle(h, 'fstat');
+    await this.#gate('size', sh.path);
     this.#maybeFail('size', sh.path, 'fstat');
     return sh.inode.data.length;
   }
 
   async unlink(rawPath: string): Promise<void> {
     const path = normalize(rawPath);
+    await this.#gate('unlink', path);
     this.#maybeFail('unlink', path);
     const dir = this.#dir(parentOf(path), 'unlink');
     const entry = dir.entries.get(baseOf(path));
@@ -344,31 +367,45 @@ export class SimDisk implements FileIO {
   async rename(rawFrom: string, rawTo: string): Promise<void> {
     const from = normalize(rawFrom);
     const to = normalize(rawTo);
+    await this.#gate('rename', from);
     this.#maybeFail('rename', from);
     const fromDir = this.#dir(parentOf(from), 'rename');
     const toDir = this.#dir(parentOf(to), 'rename');
     const entry = fromDir.entries.get(baseOf(from));
     if (!entry) throw fsError('ENOENT', 'rename', from, 'no such file');
     if (entry.kind === 'dir') throw fsError('EINVAL', 'rename', from, 'SimDisk renames files only');
+    if (toDir.entries.get(baseOf(to))?.kind === 'dir') throw fsError('EISDIR', 'rename', to, 'target is a directory');
+    // rename(2) of a name onto itself does nothing (and must not remove the name).
+    if (from === to) return;
     this.#link(toDir, baseOf(to), entry);
     this.#link(fromDir, baseOf(from), null);
   }
 
   async mkdir(rawPath: string): Promise<void> {
     const path = normalize(rawPath);
+    await this.#gate('mkdir', path);
     this.#maybeFail('mkdir', path);
-    if (path === '/') return;
-    const existing = this.#lookup(path);
-    if (existing?.kind === 'dir') return;
-    if (existing) throw fsError('EEXIST', 'mkdir', path, 'a file has that name');
+    // Check the whole chain first so that a failing call has no effect.
+    for (let p = path; p !== '/'; p = parentOf(p)) {
+      const existing = this.#lookup(p);
+      if (existing?.kind === 'dir') break;
+      if (existing) throw fsError(p === path ? 'EEXIST' : 'ENOTDIR', 'mkdir', path, `a file has the name ${p}`);
+    }
+    this.#mkdirs(path);
+  }
+
+  /** Create `path` and its missing parents (one FileIO call, however many levels). */
+  #mkdirs(path: string): void {
+    if (path === '/' || this.#lookup(path)?.kind === 'dir') return;
     const parent = parentOf(path);
-    if (!this.#dirs.has(parent)) await this.mkdir(parent);
+    this.#mkdirs(parent);
     this.#dirs.set(path, { path, entries: new Map(), durable: new Map(), pending: [] });
     this.#link(this.#dirs.get(parent)!, baseOf(path), { kind: 'dir', path });
   }
 
   async fsyncDir(rawPath: string): Promise<void> {
     const path = normalize(rawPath);
+    await this.#gate('fsyncDir', path);
     this.#maybeFail('fsyncDir', path, 'fsync');
     const dir = this.#dir(path, 'fsync');
     dir.durable = new Map(dir.entries);
@@ -377,6 +414,7 @@ export class SimDisk implements FileIO {
 
   async stat(rawPath: string): Promise<FileStat | null> {
     const path = normalize(rawPath);
+    await this.#gate('stat', path);
     this.#maybeFail('stat', path);
     const e = this.#lookup(path);
     if (!e) return null;
@@ -386,12 +424,14 @@ export class SimDisk implements FileIO {
 
   async readdir(rawPath: string): Promise<string[]> {
     const path = normalize(rawPath);
+    await this.#gate('readdir', path);
     this.#maybeFail('readdir', path, 'scandir');
     return [...this.#dir(path, 'scandir').entries.keys()].sort();
   }
 
   async flock(h: FileHandle, mode: LockMode): Promise<void> {
     const sh = this.#handle(h, 'flock');
+    await this.#gate('flock', sh.path);
     this.#maybeFail('flock', sh.path);
     const ino = sh.inode;
     if (mode === 'unlock') return this.#unlock(sh);
@@ -408,6 +448,18 @@ export class SimDisk implements FileIO {
   #unlock(sh: SimHandle): void {
     if (sh.inode.lockExclusive === sh) sh.inode.lockExclusive = null;
     sh.inode.lockShared.delete(sh);
+  }
+
+  /**
+   * The process that had this disk open died (kill -9): every handle is closed and every lock
+   * released, but nothing is lost: unsynced writes stay in the "page cache", still pending.
+   */
+  processCrash(): void {
+    for (const h of this.#openHandles) {
+      h.closed = true;
+      this.#unlock(h);
+    }
+    this.#openHandles.clear();
   }
 
   // ---------------------------------------------------------------- inspection for tests
@@ -524,7 +576,8 @@ export class SimDisk implements FileIO {
     const rebuild = (ino: Inode): Inode => {
       let out = rebuilt.get(ino);
       if (out) return out;
-      let bytes = ino.durable;
+      // A copy: applyData writes in place when it can, and this disk must stay untouched.
+      let bytes: Uint8Array = ino.durable.slice();
       for (const op of ino.pending) {
         if (special && special.op === op) {
           bytes = mode === 'torn' ? tornApply(bytes, op, sector, rand) : garbageApply(bytes, op, sector, rand);

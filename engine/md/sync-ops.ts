@@ -4,6 +4,9 @@
  * `syncFileTag` opens the segment by name, fsyncs and closes it. A missing file reaches the sync
  * phase as ENOENT, which is how a dropped relation's stale request is recognised (behaviour 18).
  * When the md storage manager has the segment open already, `openSegment` lends its handle.
+ * `syncSegment`, when given, replaces both: the md storage manager syncs the tag itself through
+ * its fd cache (pinning the handle so eviction cannot close it mid-fsync) and makes a new file's
+ * directory entry durable in the same step (md.ts M6). Its errors stay raw so ENOENT is seen.
  */
 import type { FileIO, FileHandle } from '../io/file-io.js';
 import type { FileTag } from '../sync/file-tag.js';
@@ -15,6 +18,8 @@ export interface MdSyncOptions {
   dataDir: string;
   /** A handle the storage manager already holds for this segment, if any (not to be closed). */
   openSegment?: (tag: FileTag) => FileHandle | undefined;
+  /** The md storage manager's own sync of one tag (fd cache + directory durability). */
+  syncSegment?: (tag: FileTag) => Promise<void>;
 }
 
 export function mdSyncOps(options: MdSyncOptions): SyncOps {
@@ -23,6 +28,7 @@ export function mdSyncOps(options: MdSyncOptions): SyncOps {
   return {
     name: 'md',
     async syncFileTag(tag) {
+      if (options.syncSegment) return options.syncSegment(tag);
       const held = options.openSegment?.(tag);
       if (held) return io.fsync(held);
       const h = await io.open(pathOf(tag));

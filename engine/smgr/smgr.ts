@@ -64,6 +64,11 @@ export interface StorageManager {
    * Returns the number of ranges (vectored writes) issued.
    */
   writeBatch?(items: readonly BatchWrite[]): Promise<number>;
+  /**
+   * Optional: how many blocks from `blockNum` one vectored write may cover (md: up to the end of
+   * the segment, PostgreSQL's mdmaxcombine). BufferSync never coalesces a range past it.
+   */
+  maxCombine?(rel: RelFileLocator, fork: ForkNumber, blockNum: number): number;
   checkpointBegin?(): Promise<void> | void;
   checkpointEnd?(completed: boolean): Promise<void> | void;
   /** Release files and locks at engine close. */

@@ -201,7 +201,10 @@ export class PendingOps {
             }
             throw syncFailure(ops, e.tag, err);
           }
-          const us = (clock.now() - started) * 1000;
+          // Whole microseconds, as PostgreSQL's instr_time gives: rounding drops the
+          // floating-point noise of a millisecond clock (1.1 - 0.1 is not exactly 1), which
+          // would otherwise push an exact 1000 µs over into 2 ms when rounded up (behaviour 23).
+          const us = Math.round((clock.now() - started) * 1000);
           stats.syncFiles++;
           stats.totalSyncUs += us;
           if (us > stats.longestSyncUs) stats.longestSyncUs = us;

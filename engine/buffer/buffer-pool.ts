@@ -1,0 +1,632 @@
+/**
+ * The buffer pool (PostgreSQL's bufmgr.c, reduced to what lamstore needs): `sharedBuffers`
+ * pages in one ArrayBuffer allocated at open, a Map from buffer key (storage, locator, fork,
+ * block) to buffer id, clock-sweep replacement with usage counts, pins, and BufferSync for the
+ * checkpointer.
+ *
+ * Concurrency: the engine is single-threaded but operations interleave at every await. The
+ * rules that keep them from hurting each other:
+ *  B1 A mapped buffer is VALID or being read in (io kind READ). A lookup that finds a buffer
+ *     being read waits on its I/O promise and looks again, so a half-filled page is never handed
+ *     out; a failed read (I/O error or checksum mismatch) unmaps the buffer before waking waiters.
+ *  B2 A pinned buffer is never chosen as a victim, so a buffer being written (its writer pins it)
+ *     is never evicted or reused under the write.
+ *  B3 Writes go out from a copy taken at write start (checksum set on the copy, as PostgreSQL's
+ *     PageSetChecksumCopy), so a page may be modified while it is being written. The write start
+ *     clears JUST_DIRTIED; a modification sets DIRTY|JUST_DIRTIED; the write's completion clears
+ *     DIRTY only if JUST_DIRTIED is still clear. So a page modified during a write stays dirty.
+ *  B4 At most one write of a buffer is in flight (io kind WRITE); a second writer waits for it
+ *     and looks again. Two in-flight writes of different versions could land out of order.
+ *  B5 A failed write leaves the buffer dirty (and its CHECKPOINT_NEEDED flag); the error goes to
+ *     the caller (a checkpoint then fails).
+ *  B6 `discard` (truncate, drop) first bumps the fork's epoch, then waits for each affected
+ *     buffer's I/O and unmaps it, dirty or not. Callers that looked at nblocks before an await
+ *     pass a `stillValid` check on the epoch, so a write racing a truncation never re-creates a
+ *     buffer past the new end.
+ *  B7 Usage counts are capped at USAGE_COUNT_MAX (5, as PostgreSQL's BM_MAX_USAGE_COUNT).
+ *
+ * BufferSync (reference section 9): flags every buffer dirty at its start with
+ * CHECKPOINT_NEEDED and writes only those still flagged when reached. For a storage manager
+ * with physicalBlock + writeBatch the items are sorted by physical block and handed over in
+ * chunks of WRITE_COMBINE_MAX_BLOCKS. Otherwise they are sorted by (spcOid, relNumber, dbOid,
+ * fork, block) (dbOid after relNumber only so one file's blocks stay together) and consecutive
+ * blocks of one file become one writev, never crossing what `maxCombine` allows (md: the segment
+ * end); runs of different tablespaces are interleaved in proportion to their sizes, as
+ * PostgreSQL's progress heap does. `pace(progress)` is called after every range or chunk.
+ *
+ * The pool never computes anything but page checksums: set on every write (on the copy), checked
+ * on every read from disk; a mismatch is CHECKSUM_MISMATCH and the page is never returned.
+ */
+import { ErrorCode, LamstoreError, assert } from '../errors.js';
+import type { ForkNumber, RelFileLocator } from '../relfile.js';
+import { describeFork } from '../relfile.js';
+import type { BatchWrite, Persistence, StorageManager } from '../smgr/smgr.js';
+import { setPageChecksum, verifyPageChecksum, PAGE_CHECKSUM_OFFSET } from '../page.js';
+
+export interface BufferTag {
+  storage: string;
+  rel: RelFileLocator;
+  fork: ForkNumber;
+  block: number;
+  persistence: Persistence;
+}
+
+export interface BufferPoolOptions {
+  nBuffers: number;
+  blockSize: number;
+  /** The storage manager of a name (throws UNKNOWN_STORAGE). */
+  smgr(name: string): StorageManager;
+}
+
+export interface BufferSyncResult {
+  buffersWritten: number;
+  bytesWritten: number;
+  rangesWritten: number;
+}
+
+export interface BufferPoolStats {
+  hits: number;
+  misses: number;
+  /** Buffers written by eviction (not by BufferSync). */
+  evictionWrites: number;
+}
+
+export const USAGE_COUNT_MAX = 5;
+/** Largest vectored write BufferSync issues, and its writeBatch chunk (256 pages). */
+export const WRITE_COMBINE_MAX_BLOCKS = 256;
+
+const F_VALID = 1;
+const F_DIRTY = 2;
+const F_JUST_DIRTIED = 4;
+const F_CHECKPOINT_NEEDED = 8;
+
+const IO_NONE = 0;
+const IO_READ = 1;
+const IO_WRITE = 2;
+
+export function forkBufferKey(storage: string, rel: RelFileLocator, fork: number): string {
+  return `${storage}|${rel.spcOid}/${rel.dbOid}/${rel.relNumber}/${fork}`;
+}
+
+export function bufferKey(tag: BufferTag): string {
+  return `${forkBufferKey(tag.storage, tag.rel, tag.fork)}/${tag.block}`;
+}
+
+interface SyncItem {
+  id: number;
+  key: string;
+  tag: BufferTag;
+}
+
+export class BufferPool {
+  readonly nBuffers: number;
+  readonly blockSize: number;
+  readonly #smgr: (name: string) => StorageManager;
+  readonly #memory: Uint8Array;
+  readonly #flags: Uint8Array;
+  readonly #usage: Uint8Array;
+  readonly #pins: Uint32Array;
+  readonly #ioKind: Uint8Array;
+  readonly #io: (Promise<void> | null)[];
+  readonly #tags: (BufferTag | null)[];
+  readonly #keys: (string | null)[];
+  readonly #map = new Map<string, number>();
+  readonly #epochs = new Map<string, number>();
+  #hand = 0;
+  /** Single-page copies for eviction writes (one per concurrent writer, reused). */
+  readonly #scratch: Uint8Array[] = [];
+  #batchScratch: Uint8Array | null = null;
+  #syncRunning = false;
+  readonly stats: BufferPoolStats = { hits: 0, misses: 0, evictionWrites: 0 };
+
+  constructor(options: BufferPoolOptions) {
+    assert(Number.isInteger(options.nBuffers) && options.nBuffers >= 1, 'buffer pool: nBuffers is a positive integer');
+    assert(Number.isInteger(options.blockSize) && options.blockSize > PAGE_CHECKSUM_OFFSET + 4, 'buffer pool: blockSize holds the checksum');
+    this.nBuffers = options.nBuffers;
+    this.blockSize = options.blockSize;
+    this.#smgr = options.smgr;
+    // Allocated once, here (STYLE 12).
+    this.#memory = new Uint8Array(new ArrayBuffer(this.nBuffers * this.blockSize));
+    this.#flags = new Uint8Array(this.nBuffers);
+    this.#usage = new Uint8Array(this.nBuffers);
+    this.#pins = new Uint32Array(this.nBuffers);
+    this.#ioKind = new Uint8Array(this.nBuffers);
+    this.#io = new Array<Promise<void> | null>(this.nBuffers).fill(null);
+    this.#tags = new Array<BufferTag | null>(this.nBuffers).fill(null);
+    this.#keys = new Array<string | null>(this.nBuffers).fill(null);
+  }
+
+  #page(id: number): Uint8Array {
+    return this.#memory.subarray(id * this.blockSize, (id + 1) * this.blockSize);
+  }
+
+  // ------------------------------------------------------------------ I/O state
+
+  /** Mark buffer `id` as under I/O; the returned function ends it and wakes waiters. */
+  #beginIo(id: number, kind: number): () => void {
+    assert(this.#ioKind[id] === IO_NONE, `buffer ${id}: one I/O at a time (B4)`);
+    let wake!: () => void;
+    this.#io[id] = new Promise<void>((resolve) => (wake = resolve));
+    this.#ioKind[id] = kind;
+    return () => {
+      this.#io[id] = null;
+      this.#ioKind[id] = IO_NONE;
+      wake();
+    };
+  }
+
+  #unpin(id: number): void {
+    assert(this.#pins[id]! > 0, `buffer ${id}: unpin of an unpinned buffer`);
+    this.#pins[id]!--;
+  }
+
+  #bumpUsage(id: number): void {
+    if (this.#usage[id]! < USAGE_COUNT_MAX) this.#usage[id]!++;
+  }
+
+  /** Unmap buffer `id` and forget its contents (pins are left to their holders). */
+  #invalidate(id: number): void {
+    const key = this.#keys[id];
+    if (key != null && this.#map.get(key) === id) this.#map.delete(key);
+    this.#keys[id] = null;
+    this.#tags[id] = null;
+    this.#flags[id] = 0;
+    this.#usage[id] = 0;
+  }
+
+  #takeScratch(): Uint8Array {
+    return this.#scratch.pop() ?? new Uint8Array(this.blockSize);
+  }
+
+  // ------------------------------------------------------------------ replacement
+
+  /** One clock sweep: an unpinned, idle buffer whose usage count reached 0, or -1. */
+  #clockSweep(): number {
+    const n = this.nBuffers;
+    for (let step = 0; step < n * (USAGE_COUNT_MAX + 1); step++) {
+      const id = this.#hand;
+      this.#hand = id + 1 === n ? 0 : id + 1;
+      if (this.#pins[id] !== 0 || this.#ioKind[id] !== IO_NONE) continue;
+      if (this.#usage[id]! > 0) {
+        this.#usage[id]!--;
+        continue;
+      }
+      return id;
+    }
+    return -1;
+  }
+
+  /** A pinned, unmapped buffer ready for a new page; dirty victims are written out first. */
+  async #getVictim(): Promise<number> {
+    for (;;) {
+      const id = this.#clockSweep();
+      if (id < 0) {
+        // Everything pinned or under I/O: wait for some I/O to finish, then sweep again.
+        const busy = this.#io.find((p) => p !== null);
+        if (!busy) {
+          throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `no unpinned buffers available: sharedBuffers (${this.nBuffers}) is too small for the operations in flight`);
+        }
+        await busy;
+        continue;
+      }
+      this.#pins[id] = 1;
+      if (this.#flags[id]! & F_DIRTY) {
+        try {
+          await this.#flushOne(id);
+        } catch (err) {
+          this.#unpin(id);
+          throw err;
+        }
+        this.stats.evictionWrites++;
+        // Someone found it while it was written (B2/B3): leave it to them.
+        if (this.#pins[id] !== 1 || this.#flags[id]! & F_DIRTY || this.#ioKind[id] !== IO_NONE) {
+          this.#unpin(id);
+          continue;
+        }
+      }
+      this.#invalidate(id);
+      return id;
+    }
+  }
+
+  /** Write one pinned dirty buffer (eviction). False when it was clean by the time it was its turn. */
+  async #flushOne(id: number): Promise<boolean> {
+    while (this.#io[id]) await this.#io[id];
+    if (!(this.#flags[id]! & F_DIRTY)) return false;
+    const tag = this.#tags[id]!;
+    const copy = this.#takeScratch();
+    const endIo = this.#beginIo(id, IO_WRITE);
+    this.#flags[id]! &= ~F_JUST_DIRTIED;
+    copy.set(this.#page(id));
+    setPageChecksum(copy, tag.block);
+    try {
+      await this.#smgr(tag.storage).write(tag.rel, tag.fork, tag.block, copy, tag.persistence);
+      // B3: modified meanwhile -> stays dirty (and keeps CHECKPOINT_NEEDED: this copy may predate the checkpoint).
+      if (!(this.#flags[id]! & F_JUST_DIRTIED)) this.#flags[id]! &= ~(F_DIRTY | F_CHECKPOINT_NEEDED);
+    } finally {
+      this.#scratch.push(copy);
+      endIo();
+    }
+    return true;
+  }
+
+  /**
+   * Pin the buffer of `tag`, reading it in on a miss. With `fill`, a miss installs `fill` as a
+   * dirty page instead of reading (a full-page overwrite), if `stillValid()` holds; returns -1
+   * when it does not.
+   */
+  async #pin(tag: BufferTag, key: string, fill: Uint8Array | null, stillValid: (() => boolean) | null): Promise<number> {
+    for (;;) {
+      const found = this.#map.get(key);
+      if (found !== undefined) {
+        if (this.#ioKind[found] === IO_READ) {
+          await this.#io[found]; // B1
+          continue;
+        }
+        this.#pins[found]!++;
+        this.#bumpUsage(found);
+        this.stats.hits++;
+        return found;
+      }
+      const id = await this.#getVictim();
+      if (this.#map.has(key)) {
+        // Loaded by someone else while we evicted: give the victim back.
+        this.#unpin(id);
+        continue;
+      }
+      if (stillValid && !stillValid()) {
+        this.#unpin(id);
+        return -1;
+      }
+      this.#tags[id] = tag;
+      this.#keys[id] = key;
+      this.#map.set(key, id);
+      this.#usage[id] = 1;
+      if (fill) {
+        this.#page(id).set(fill);
+        this.#flags[id] = F_VALID | F_DIRTY | F_JUST_DIRTIED;
+        return id;
+      }
+      this.stats.misses++;
+      this.#flags[id] = 0;
+      const endIo = this.#beginIo(id, IO_READ);
+      const page = this.#page(id);
+      try {
+        await this.#smgr(tag.storage).read(tag.rel, tag.fork, tag.block, page);
+        if (!verifyPageChecksum(page, tag.block)) {
+          throw new LamstoreError(
+            ErrorCode.CHECKSUM_MISMATCH,
+            `${describeFork(tag.rel, tag.fork)} block ${tag.block} (storage ${tag.storage}): page checksum mismatch; the page is not returned`,
+          );
+        }
+      } catch (err) {
+        page.fill(0); // never leave a bad page's bytes behind (B1)
+        this.#invalidate(id);
+        endIo();
+        this.#unpin(id);
+        throw err;
+      }
+      this.#flags[id] = F_VALID;
+      endIo();
+      return id;
+    }
+  }
+
+  // ------------------------------------------------------------------ page access
+
+  /** A copy of the page (read from disk and verified on a miss). */
+  async read(tag: BufferTag): Promise<Uint8Array> {
+    const key = bufferKey(tag);
+    for (;;) {
+      const id = await this.#pin(tag, key, null, null);
+      // Synchronous from here: check it was not discarded while we resumed (B6).
+      if (this.#keys[id] !== key || !(this.#flags[id]! & F_VALID)) {
+        this.#unpin(id);
+        continue;
+      }
+      const out = this.#page(id).slice();
+      this.#unpin(id);
+      return out;
+    }
+  }
+
+  /**
+   * Overwrite a whole page in the pool (marked dirty; written at eviction or checkpoint).
+   * `stillValid` is checked right before the page is changed; false means nothing was written.
+   */
+  async write(tag: BufferTag, page: Uint8Array, stillValid: () => boolean): Promise<boolean> {
+    assert(page.length === this.blockSize, 'buffer pool write: page is one block');
+    const key = bufferKey(tag);
+    for (;;) {
+      const id = await this.#pin(tag, key, page, stillValid);
+      if (id < 0) return false;
+      if (this.#keys[id] !== key || !(this.#flags[id]! & F_VALID)) {
+        this.#unpin(id);
+        continue;
+      }
+      if (!stillValid()) {
+        this.#unpin(id);
+        return false;
+      }
+      this.#page(id).set(page);
+      this.#flags[id]! |= F_DIRTY | F_JUST_DIRTIED;
+      this.#tags[id]!.persistence = tag.persistence;
+      this.#unpin(id);
+      return true;
+    }
+  }
+
+  /** The fork's truncation epoch (B6). */
+  epoch(storage: string, rel: RelFileLocator, fork: number): number {
+    return this.#epochs.get(forkBufferKey(storage, rel, fork)) ?? 0;
+  }
+
+  /**
+   * Drop every buffer of the fork (every fork when `fork` is undefined) at or past `fromBlock`,
+   * dirty ones too, without writing them (DropRelationBuffers). Waits for their I/O first.
+   */
+  async discard(storage: string, rel: RelFileLocator, fork: ForkNumber | undefined, fromBlock: number): Promise<void> {
+    const forks = fork === undefined ? [0, 1, 2, 3] : [fork];
+    for (const f of forks) {
+      const k = forkBufferKey(storage, rel, f);
+      this.#epochs.set(k, (this.#epochs.get(k) ?? 0) + 1);
+    }
+    const matches = (id: number): boolean => {
+      const t = this.#tags[id];
+      return (
+        t != null &&
+        t.storage === storage &&
+        t.rel.relNumber === rel.relNumber &&
+        t.rel.dbOid === rel.dbOid &&
+        t.rel.spcOid === rel.spcOid &&
+        (fork === undefined || t.fork === fork) &&
+        t.block >= fromBlock
+      );
+    };
+    for (let id = 0; id < this.nBuffers; id++) {
+      while (matches(id) && this.#io[id]) await this.#io[id];
+      if (matches(id)) this.#invalidate(id);
+    }
+  }
+
+  // ------------------------------------------------------------------ BufferSync
+
+  #qualifies(it: SyncItem): boolean {
+    const f = this.#flags[it.id]!;
+    return this.#keys[it.id] === it.key && (f & F_CHECKPOINT_NEEDED) !== 0 && (f & F_DIRTY) !== 0;
+  }
+
+  /**
+   * Pin the items that still need writing, wait out other I/O on them, then (synchronously)
+   * start a write on each: clear JUST_DIRTIED, copy with checksum into `slots`.
+   */
+  async #prepare(items: readonly SyncItem[], slots: Uint8Array): Promise<{ ready: SyncItem[]; endIo: (() => void)[] }> {
+    const pinned: SyncItem[] = [];
+    for (const it of items) {
+      while (this.#qualifies(it) && this.#io[it.id]) await this.#io[it.id];
+      if (!this.#qualifies(it)) continue;
+      this.#pins[it.id]!++;
+      pinned.push(it);
+    }
+    const ready: SyncItem[] = [];
+    const endIo: (() => void)[] = [];
+    for (const it of pinned) {
+      // Re-check: an earlier await may have let a discard or an eviction through.
+      if (!this.#qualifies(it) || this.#ioKind[it.id] !== IO_NONE) {
+        this.#unpin(it.id);
+        continue;
+      }
+      const slot = slots.subarray(ready.length * this.blockSize, (ready.length + 1) * this.blockSize);
+      endIo.push(this.#beginIo(it.id, IO_WRITE));
+      this.#flags[it.id]! &= ~F_JUST_DIRTIED;
+      slot.set(this.#page(it.id));
+      setPageChecksum(slot, it.tag.block);
+      ready.push(it);
+    }
+    return { ready, endIo };
+  }
+
+  #finish(ready: readonly SyncItem[], endIo: readonly (() => void)[], ok: boolean): void {
+    for (let i = 0; i < ready.length; i++) {
+      const id = ready[i]!.id;
+      if (ok) {
+        // This copy was taken after the checkpoint started: CHECKPOINT_NEEDED is satisfied.
+        this.#flags[id]! &= ~F_CHECKPOINT_NEEDED;
+        if (!(this.#flags[id]! & F_JUST_DIRTIED)) this.#flags[id]! &= ~F_DIRTY;
+      }
+      endIo[i]!();
+      this.#unpin(id);
+    }
+  }
+
+  /** BufferSync: write the buffers dirty now (see the header). */
+  async bufferSync(pace: (progress: number) => Promise<void>): Promise<BufferSyncResult> {
+    assert(!this.#syncRunning, 'one BufferSync at a time');
+    this.#syncRunning = true;
+    try {
+      return await this.#bufferSync(pace);
+    } finally {
+      this.#syncRunning = false;
+    }
+  }
+
+  async #bufferSync(pace: (progress: number) => Promise<void>): Promise<BufferSyncResult> {
+    const result: BufferSyncResult = { buffersWritten: 0, bytesWritten: 0, rangesWritten: 0 };
+    const byStorage = new Map<string, SyncItem[]>();
+    for (let id = 0; id < this.nBuffers; id++) {
+      if (!(this.#flags[id]! & F_DIRTY)) continue;
+      this.#flags[id]! |= F_CHECKPOINT_NEEDED;
+      const tag = this.#tags[id]!;
+      let list = byStorage.get(tag.storage);
+      if (!list) byStorage.set(tag.storage, (list = []));
+      list.push({ id, key: this.#keys[id]!, tag });
+    }
+    let total = 0;
+    for (const l of byStorage.values()) total += l.length;
+    if (total === 0) return result;
+    this.#batchScratch ??= new Uint8Array(WRITE_COMBINE_MAX_BLOCKS * this.blockSize);
+    const slots = this.#batchScratch;
+    let processed = 0;
+
+    for (const storage of [...byStorage.keys()].sort()) {
+      const items = byStorage.get(storage)!;
+      const smgr = this.#smgr(storage);
+      if (smgr.physicalBlock && smgr.writeBatch) {
+        const phys = new Map<SyncItem, number>();
+        for (const it of items) phys.set(it, smgr.physicalBlock(it.tag.rel, it.tag.fork, it.tag.block));
+        items.sort((a, b) => phys.get(a)! - phys.get(b)!);
+        for (let i = 0; i < items.length; i += WRITE_COMBINE_MAX_BLOCKS) {
+          const chunk = items.slice(i, i + WRITE_COMBINE_MAX_BLOCKS);
+          const { ready, endIo } = await this.#prepare(chunk, slots);
+          if (ready.length > 0) {
+            const batch: BatchWrite[] = ready.map((it, k) => ({
+              rel: it.tag.rel,
+              fork: it.tag.fork,
+              blockNum: it.tag.block,
+              page: slots.subarray(k * this.blockSize, (k + 1) * this.blockSize),
+              persistence: it.tag.persistence,
+            }));
+            let ranges: number;
+            try {
+              ranges = await smgr.writeBatch(batch);
+            } catch (err) {
+              this.#finish(ready, endIo, false);
+              throw err;
+            }
+            this.#finish(ready, endIo, true);
+            result.buffersWritten += ready.length;
+            result.bytesWritten += ready.length * this.blockSize;
+            result.rangesWritten += ranges;
+          }
+          processed += chunk.length;
+          await pace(processed / total);
+        }
+        continue;
+      }
+      await this.#syncSorted(smgr, items, slots, result, total, () => processed, (n) => (processed += n), pace);
+    }
+    return result;
+  }
+
+  /** File-ordered BufferSync for a storage manager without physical order (md). */
+  async #syncSorted(
+    smgr: StorageManager,
+    items: SyncItem[],
+    slots: Uint8Array,
+    result: BufferSyncResult,
+    total: number,
+    processedNow: () => number,
+    advance: (n: number) => void,
+    pace: (progress: number) => Promise<void>,
+  ): Promise<void> {
+    items.sort((a, b) => {
+      const x = a.tag;
+      const y = b.tag;
+      return x.rel.spcOid - y.rel.spcOid || x.rel.relNumber - y.rel.relNumber || x.rel.dbOid - y.rel.dbOid || x.fork - y.fork || x.block - y.block;
+    });
+    // Candidate ranges per tablespace: consecutive blocks of one file, within maxCombine.
+    const sameFile = (a: BufferTag, b: BufferTag) =>
+      a.rel.spcOid === b.rel.spcOid && a.rel.dbOid === b.rel.dbOid && a.rel.relNumber === b.rel.relNumber && a.fork === b.fork;
+    interface Space {
+      ranges: SyncItem[][];
+      next: number;
+      progress: number;
+      slice: number;
+    }
+    const spaces: Space[] = [];
+    let current: Space | null = null;
+    let currentSpc = -1;
+    let run: SyncItem[] = [];
+    let limit = 0;
+    for (const it of items) {
+      if (!current || it.tag.rel.spcOid !== currentSpc) {
+        if (current && run.length) current.ranges.push(run);
+        run = [];
+        current = { ranges: [], next: 0, progress: 0, slice: 0 };
+        currentSpc = it.tag.rel.spcOid;
+        spaces.push(current);
+      }
+      const prev = run[run.length - 1];
+      if (prev && sameFile(prev.tag, it.tag) && it.tag.block === prev.tag.block + 1 && run.length < limit) {
+        run.push(it);
+        continue;
+      }
+      if (run.length) current.ranges.push(run);
+      run = [it];
+      const combine = smgr.maxCombine ? smgr.maxCombine(it.tag.rel, it.tag.fork, it.tag.block) : WRITE_COMBINE_MAX_BLOCKS;
+      limit = Math.max(1, Math.min(WRITE_COMBINE_MAX_BLOCKS, combine));
+    }
+    if (current && run.length) current.ranges.push(run);
+    const sizeOf = (s: Space) => s.ranges.reduce((n, r) => n + r.length, 0);
+    for (const s of spaces) s.slice = items.length / Math.max(1, sizeOf(s));
+
+    for (;;) {
+      // The tablespace with the least progress goes next (PostgreSQL's progress heap).
+      let best: Space | null = null;
+      for (const s of spaces) if (s.next < s.ranges.length && (!best || s.progress < best.progress)) best = s;
+      if (!best) break;
+      const range = best.ranges[best.next++]!;
+      best.progress += best.slice * range.length;
+      const { ready, endIo } = await this.#prepare(range, slots);
+      // Items dropped by #prepare may split the range: write each consecutive piece.
+      let start = 0;
+      try {
+        while (start < ready.length) {
+          let end = start + 1;
+          while (end < ready.length && ready[end]!.tag.block === ready[end - 1]!.tag.block + 1) end++;
+          const first = ready[start]!.tag;
+          const pages: Uint8Array[] = [];
+          for (let k = start; k < end; k++) pages.push(slots.subarray(k * this.blockSize, (k + 1) * this.blockSize));
+          await smgr.writev(first.rel, first.fork, first.block, pages, first.persistence);
+          result.rangesWritten++;
+          start = end;
+        }
+      } catch (err) {
+        this.#finish(ready, endIo, false);
+        throw err;
+      }
+      this.#finish(ready, endIo, true);
+      result.buffersWritten += ready.length;
+      result.bytesWritten += ready.length * this.blockSize;
+      advance(range.length);
+      await pace(processedNow() / total);
+    }
+  }
+
+  // ------------------------------------------------------------------ inspection
+
+  /** Buffers dirty now. */
+  dirtyCount(): number {
+    let n = 0;
+    for (let id = 0; id < this.nBuffers; id++) if (this.#flags[id]! & F_DIRTY) n++;
+    return n;
+  }
+
+  /** Whole-pool check (STYLE 8). With `idle`, no pins and no I/O may remain. */
+  checkInvariants(idle = false): void {
+    let mapped = 0;
+    for (let id = 0; id < this.nBuffers; id++) {
+      const f = this.#flags[id]!;
+      const key = this.#keys[id] ?? null;
+      assert(this.#usage[id]! <= USAGE_COUNT_MAX, `buffer ${id}: usage count <= ${USAGE_COUNT_MAX} (B7)`);
+      if (f & F_DIRTY) assert(f & F_VALID, `buffer ${id}: dirty implies valid`);
+      if (f & F_JUST_DIRTIED) assert(f & F_DIRTY, `buffer ${id}: just-dirtied implies dirty`);
+      if (f & F_CHECKPOINT_NEEDED) assert(f & F_DIRTY, `buffer ${id}: checkpoint-needed implies dirty`);
+      if (key === null) {
+        assert(f === 0, `buffer ${id}: an unmapped buffer has no flags`);
+        assert(this.#tags[id] === null, `buffer ${id}: an unmapped buffer has no tag`);
+      } else {
+        assert(this.#map.get(key) === id, `buffer ${id}: its key maps back to it`);
+        assert(bufferKey(this.#tags[id]!) === key, `buffer ${id}: key matches tag`);
+        assert(f & F_VALID || this.#ioKind[id] === IO_READ, `buffer ${id}: mapped implies valid or being read (B1)`);
+        mapped++;
+      }
+      assert((this.#io[id] === null) === (this.#ioKind[id] === IO_NONE), `buffer ${id}: I/O promise matches I/O kind`);
+      if (idle) {
+        assert(this.#pins[id] === 0, `buffer ${id}: no pins when idle`);
+        assert(this.#ioKind[id] === IO_NONE, `buffer ${id}: no I/O when idle`);
+      }
+    }
+    assert(mapped === this.#map.size, 'buffer pool: every map entry is a mapped buffer');
+  }
+}

@@ -1,0 +1,646 @@
+/**
+ * md: the built-in storage manager, PostgreSQL's md.c emulated with real segment files.
+ *
+ * On-disk contract (reference section 7, DESIGN.md section 3):
+ *  - A fork is a sequence of segment files named by engine/md/paths.ts: `<rel>[_fsm|_vm|_init]`
+ *    for segment 0, then `.1`, `.2`, ... Block b lives in segment floor(b / relSegBlocks) at byte
+ *    offset (b % relSegBlocks) * blockSize.
+ *  - Shape of a fork (M1): zero or more full segments (exactly relSegBlocks blocks), one partial
+ *    segment (0 <= blocks < relSegBlocks), then any number of zero-length "inactive" segments left
+ *    by truncation. nblocks is the sum over the active prefix, read from file sizes.
+ *  - Extension (M2) pads every earlier segment to exactly relSegBlocks blocks (a zero block at its
+ *    last block) before creating the next one, so M1 holds even when an extension jumps ahead.
+ *  - Truncation (M3) walks from the last active segment down: a segment wholly past the new end
+ *    is truncated to length 0 and kept; the segment holding the new end is shortened; each
+ *    touched segment registers a SYNC. Segment 0 is never removed by truncation.
+ *  - Drop (M4): the main fork's segment 0 of a permanent relation is truncated to 0 and left as a
+ *    tombstone, removed by an UNLINK request after the next checkpoint (registered with
+ *    retryOnError, it has no fallback). Every other segment (and segment 0 of other forks or of
+ *    unlogged relations) is truncated, FORGET is queued for it (permanent only), and only then is
+ *    it unlinked: the FORGET in the queue is what makes an ENOENT in the sync phase harmless.
+ *    While a tombstone is pending, the relation does not exist and cannot be created again (its
+ *    UNLINK would remove the new file).
+ *
+ * Sync requests (M5): every write, extend, truncation and creation that dirties a segment of a
+ * permanent relation registers one SYNC request for that segment with retryOnError = false. When
+ * the queue refuses it, md fsyncs the segment itself at once (a "backend fsync", counted with
+ * ctx.countBackendFsync); a failure of that fsync puts the engine in the failed state
+ * (ctx.reportSyncFailure). Unlogged relations register nothing (they are not crash safe).
+ *
+ * Directory durability (M6): a new file's name is durable only after its directory is fsynced
+ * (FileIO C4). md remembers, per directory, the names it created there (segment files and
+ * directories it made with mkdir) and makes them durable in `syncSegment`, the path the md sync
+ * handler takes for each tag: after the segment's fsync, if its name is still pending, the
+ * directory is fsynced (and, recursively, a new directory's own parent). We chose the sync tag
+ * over checkpointBegin because a file created during a checkpoint's write phase has its SYNC
+ * absorbed at the start of that checkpoint's sync phase and is synced by it; fsyncing
+ * directories at checkpointBegin would miss its name, and the checkpoint would claim a file
+ * durable whose name a crash can lose. Tying the directory fsync to the tag means exactly the
+ * checkpoint that syncs a new file also makes its name durable, and a checkpoint that syncs no
+ * new files makes no directory fsyncs (so R dirty old relations cost exactly R fsyncs). Every
+ * new file gets a SYNC (creation and extension register one), so no name is left out. The
+ * backend-fsync fallback and immediateSync do the same.
+ *
+ * The fd cache (M7): open segment handles live in an lru-cache keyed by path and bounded by
+ * `maxOpenFiles`. Before opening, md evicts least recently used handles that no operation is
+ * using (pins = 0) until cache + opens in flight < maxOpenFiles, and closes them. A handle in use
+ * is never closed under its user: if every cached handle is pinned (more operations in flight
+ * than maxOpenFiles), the open goes ahead and lru-cache's own eviction marks the pinned victim
+ * doomed; it is closed when its last user releases it. So md holds at most maxOpenFiles fds
+ * while fewer than maxOpenFiles operations are in flight, and never closes a handle in use.
+ *
+ * nblocks is cached per fork once computed (the data directory is locked: nobody else changes
+ * the files) and kept exact by extend, truncate and unlink.
+ *
+ * Not covered: sync_file_range writeback hints (reference section 9, behaviour 40); after a crash
+ * that loses a segment's size but keeps a later segment's data, nblocks stops at the short
+ * segment and the later data is inactive, as in PostgreSQL without WAL replay.
+ */
+import { dirname } from 'node:path';
+import { LRUCache } from 'lru-cache';
+import { ErrorCode, LamstoreError, assert, errnoOf, ioError } from '../errors.js';
+import type { FileHandle } from '../io/file-io.js';
+import type { FileTag } from '../sync/file-tag.js';
+import { SyncHandlerId, SyncRequestType } from '../sync/registry.js';
+import type { ForkNumber, RelFileLocator } from '../relfile.js';
+import { FORKS, INVALID_BLOCK_NUMBER, describeFork, locatorKey } from '../relfile.js';
+import type { Persistence, SmgrContext, StorageManager } from '../smgr/smgr.js';
+import { relDirRelative, relPath } from './paths.js';
+import { join } from 'node:path';
+
+interface Seg {
+  readonly path: string;
+  readonly handle: FileHandle;
+  /** Operations using the handle now; it is never closed while > 0 (M7). */
+  pins: number;
+  /** Evicted while pinned: close when the last user releases it. */
+  doomed: boolean;
+  closed: boolean;
+}
+
+function forkKey(loc: RelFileLocator, fork: number): string {
+  return `${loc.spcOid}/${loc.dbOid}/${loc.relNumber}/${fork}`;
+}
+
+export const MD_NAME = 'md';
+
+export class MdStorageManager implements StorageManager {
+  readonly name = MD_NAME;
+  readonly #ctx: SmgrContext;
+  readonly #blockSize: number;
+  readonly #segBlocks: number;
+  readonly #maxOpenFiles: number;
+  readonly #cache: LRUCache<string, Seg>;
+  /** Opens in flight (each holds a reserved slot of maxOpenFiles). */
+  #openingCount = 0;
+  readonly #opening = new Map<string, Promise<Seg>>();
+  /** Evicted-while-pinned handles still open (M7). */
+  #doomedCount = 0;
+  /** Closes started by lru-cache's own eviction, awaited at close(). */
+  readonly #pendingCloses = new Set<Promise<void>>();
+  readonly #nblocks = new Map<string, number>();
+  /** Directories known to exist (created or seen). */
+  readonly #knownDirs = new Set<string>();
+  /** Per directory: names created in it whose directory entry is not yet durable (M6). */
+  readonly #newEntries = new Map<string, Set<string>>();
+  /** Locators whose main fork is a tombstone awaiting its post-checkpoint UNLINK (M4). */
+  readonly #tombstones = new Set<string>();
+  #closed = false;
+
+  constructor(ctx: SmgrContext) {
+    this.#ctx = ctx;
+    this.#blockSize = ctx.blockSize;
+    this.#segBlocks = ctx.relSegBlocks;
+    this.#maxOpenFiles = ctx.maxOpenFiles;
+    assert(Number.isInteger(this.#segBlocks) && this.#segBlocks >= 1, 'relSegBlocks is a positive integer');
+    assert(Number.isInteger(this.#maxOpenFiles) && this.#maxOpenFiles >= 1, 'maxOpenFiles is a positive integer');
+    this.#cache = new LRUCache<string, Seg>({
+      max: this.#maxOpenFiles,
+      // Only reached when every cached handle is pinned (see M7): never close under a user.
+      dispose: (seg, _key, reason) => {
+        if (reason !== 'evict') return;
+        if (seg.pins > 0) {
+          seg.doomed = true;
+          this.#doomedCount++;
+        } else {
+          const p = this.#closeSeg(seg).finally(() => this.#pendingCloses.delete(p));
+          this.#pendingCloses.add(p);
+        }
+      },
+    });
+  }
+
+  // ------------------------------------------------------------------ fd cache
+
+  #segPath(loc: RelFileLocator, fork: number, segno: number): string {
+    return relPath(this.#ctx.dataDir, loc, fork, segno);
+  }
+
+  async #closeSeg(seg: Seg): Promise<void> {
+    if (seg.closed) return;
+    seg.closed = true;
+    try {
+      await this.#ctx.io.close(seg.handle);
+    } catch (err) {
+      throw ioError('close', seg.path, err);
+    }
+  }
+
+  /** The least recently used cached handle nobody is using, or undefined. */
+  #lruUnpinned(): Seg | undefined {
+    for (const key of this.#cache.rkeys()) {
+      const s = this.#cache.peek(key);
+      if (s && s.pins === 0) return s;
+    }
+    return undefined;
+  }
+
+  /**
+   * A pinned handle for `path`. Errors from open are raw FileIO errors (the sync path needs
+   * ENOENT as it is); callers wrap them. `created` tells whether this call created the file.
+   */
+  async #acquire(path: string, create: boolean): Promise<{ seg: Seg; created: boolean }> {
+    for (;;) {
+      if (this.#closed) throw new LamstoreError(ErrorCode.ENGINE_CLOSED, `${path}: md storage manager is closed`);
+      const seg = this.#cache.get(path);
+      if (seg) {
+        seg.pins++;
+        return { seg, created: false };
+      }
+      const opening = this.#opening.get(path);
+      if (opening) {
+        // Someone is opening it: wait and look again (their open may fail; then try ourselves).
+        await opening.catch(() => undefined);
+        continue;
+      }
+      let created = false;
+      const p = (async () => {
+        while (this.#cache.size + this.#openingCount + this.#doomedCount >= this.#maxOpenFiles) {
+          const victim = this.#lruUnpinned();
+          if (!victim) break; // every handle in use: lru-cache will doom one (M7)
+          this.#cache.delete(victim.path);
+          await this.#closeSeg(victim);
+        }
+        this.#openingCount++;
+        let handle: FileHandle;
+        try {
+          try {
+            handle = await this.#ctx.io.open(path);
+          } catch (err) {
+            if (!create || errnoOf(err) !== 'ENOENT') throw err;
+            handle = await this.#ctx.io.open(path, { create: true });
+            created = true;
+          }
+        } finally {
+          this.#openingCount--;
+        }
+        const s: Seg = { path, handle, pins: 1, doomed: false, closed: false };
+        this.#cache.set(path, s);
+        return s;
+      })();
+      this.#opening.set(path, p);
+      try {
+        const s = await p;
+        return { seg: s, created };
+      } finally {
+        this.#opening.delete(path);
+      }
+    }
+  }
+
+  async #release(seg: Seg): Promise<void> {
+    assert(seg.pins > 0, `md: release of an unpinned handle ${seg.path}`);
+    seg.pins--;
+    if (seg.pins === 0 && seg.doomed) {
+      seg.doomed = false;
+      this.#doomedCount--;
+      await this.#closeSeg(seg);
+    }
+  }
+
+  /** Drop a path from the cache and close its handle (now, or when its users finish). */
+  async #forget(path: string): Promise<void> {
+    const seg = this.#cache.peek(path);
+    if (!seg) return;
+    this.#cache.delete(path);
+    if (seg.pins > 0) {
+      seg.doomed = true;
+      this.#doomedCount++;
+    } else {
+      await this.#closeSeg(seg);
+    }
+  }
+
+  async #withSeg<T>(path: string, create: boolean, fn: (h: FileHandle, created: boolean) => Promise<T>): Promise<T> {
+    const { seg, created } = await this.#acquire(path, create);
+    try {
+      return await fn(seg.handle, created);
+    } finally {
+      await this.#release(seg);
+    }
+  }
+
+  // ------------------------------------------------------------------ names and directories
+
+  #noteNewEntry(path: string): void {
+    const dir = dirname(path);
+    let set = this.#newEntries.get(dir);
+    if (!set) this.#newEntries.set(dir, (set = new Set()));
+    set.add(path);
+  }
+
+  #dropNewEntry(path: string): void {
+    const dir = dirname(path);
+    const set = this.#newEntries.get(dir);
+    if (!set) return;
+    set.delete(path);
+    if (set.size === 0) this.#newEntries.delete(dir);
+  }
+
+  /** Make `path`'s directory entry durable if md created it and it is not yet (M6). */
+  async #makeNameDurable(path: string): Promise<void> {
+    const dir = dirname(path);
+    const set = this.#newEntries.get(dir);
+    if (!set || !set.has(path)) return;
+    // Only names created before the fsync are covered by it.
+    const covered = [...set];
+    try {
+      await this.#ctx.io.fsyncDir(dir);
+    } catch (err) {
+      throw ioError('fsync', dir, err);
+    }
+    for (const p of covered) set.delete(p);
+    if (set.size === 0 && this.#newEntries.get(dir) === set) this.#newEntries.delete(dir);
+    await this.#makeNameDurable(dir);
+  }
+
+  /** mkdir the relation's directory, remembering every directory it had to create. */
+  async #ensureDir(loc: RelFileLocator): Promise<void> {
+    const dir = join(this.#ctx.dataDir, relDirRelative(loc));
+    if (this.#knownDirs.has(dir)) return;
+    const missing: string[] = [];
+    for (let d = dir; d !== this.#ctx.dataDir && d.startsWith(this.#ctx.dataDir); d = dirname(d)) {
+      let st;
+      try {
+        st = await this.#ctx.io.stat(d);
+      } catch (err) {
+        throw ioError('stat', d, err);
+      }
+      if (st) break;
+      missing.push(d);
+    }
+    try {
+      await this.#ctx.io.mkdir(dir);
+    } catch (err) {
+      throw ioError('mkdir', dir, err);
+    }
+    for (const d of missing) this.#noteNewEntry(d);
+    this.#knownDirs.add(dir);
+  }
+
+  // ------------------------------------------------------------------ sync requests
+
+  #tag(loc: RelFileLocator, fork: number, segno: number): FileTag {
+    return { handler: SyncHandlerId.MD, forkNum: fork, rlocator: { spcOid: loc.spcOid, dbOid: loc.dbOid, relNumber: loc.relNumber }, segno };
+  }
+
+  /** register_dirty_segment (M5). */
+  async #registerDirty(loc: RelFileLocator, fork: number, segno: number, persistence: Persistence | undefined): Promise<void> {
+    if (persistence === 'unlogged') return;
+    if (await this.#ctx.registerSyncRequest(this.#tag(loc, fork, segno), SyncRequestType.SYNC, false)) return;
+    // The queue is full of distinct requests: sync the segment ourselves, now.
+    this.#ctx.countBackendFsync();
+    try {
+      await this.#syncPath(this.#segPath(loc, fork, segno));
+    } catch (err) {
+      this.#ctx.reportSyncFailure(err);
+    }
+  }
+
+  async #syncPath(path: string): Promise<void> {
+    const { seg } = await this.#acquire(path, false);
+    try {
+      await this.#ctx.io.fsync(seg.handle);
+    } finally {
+      await this.#release(seg);
+    }
+    await this.#makeNameDurable(path);
+  }
+
+  /**
+   * The md sync handler's path for one tag (mdsyncfiletag): fsync the segment through the fd
+   * cache, then make its name durable if it is new (M6). A missing file throws the raw ENOENT
+   * the sync phase recognises (behaviour 18).
+   */
+  async syncSegment(tag: FileTag): Promise<void> {
+    const path = this.#segPath(tag.rlocator, tag.forkNum, tag.segno);
+    await this.#syncPath(path);
+    // A tombstone is about to be unlinked by this checkpoint: do not keep its fd cached.
+    if (tag.forkNum === 0 && tag.segno === 0 && this.#tombstones.has(locatorKey(tag.rlocator))) await this.#forget(path);
+  }
+
+  // ------------------------------------------------------------------ sizes
+
+  async #statBlocks(path: string): Promise<number | null> {
+    let st;
+    try {
+      st = await this.#ctx.io.stat(path);
+    } catch (err) {
+      throw ioError('stat', path, err);
+    }
+    if (!st) return null;
+    if (st.kind !== 'file') throw new LamstoreError(ErrorCode.DATA_CORRUPT, `${path}: md segment is not a regular file`, { path });
+    return Math.floor(st.sizeBytes / this.#blockSize);
+  }
+
+  async #nblocksOf(loc: RelFileLocator, fork: number): Promise<number> {
+    const key = forkKey(loc, fork);
+    const cached = this.#nblocks.get(key);
+    if (cached !== undefined) return cached;
+    if (fork === 0 && this.#tombstones.has(locatorKey(loc))) throw this.#notFound(loc, fork);
+    let total = 0;
+    for (let segno = 0; ; segno++) {
+      const blocks = await this.#statBlocks(this.#segPath(loc, fork, segno));
+      if (blocks === null) {
+        if (segno === 0) throw this.#notFound(loc, fork);
+        break;
+      }
+      if (blocks < this.#segBlocks) {
+        total += blocks;
+        break;
+      }
+      total += this.#segBlocks;
+    }
+    this.#nblocks.set(key, total);
+    return total;
+  }
+
+  #notFound(loc: RelFileLocator, fork: number): LamstoreError {
+    return new LamstoreError(ErrorCode.RELATION_NOT_FOUND, `${describeFork(loc, fork)} does not exist (md: ${this.#segPath(loc, fork, 0)})`, {
+      path: this.#segPath(loc, fork, 0),
+    });
+  }
+
+  #outOfRange(loc: RelFileLocator, fork: number, block: number, nblocks: number): LamstoreError {
+    return new LamstoreError(ErrorCode.BLOCK_OUT_OF_RANGE, `${describeFork(loc, fork)}: block ${block} is past the end (nblocks ${nblocks})`);
+  }
+
+  // ------------------------------------------------------------------ StorageManager
+
+  async create(loc: RelFileLocator, fork: ForkNumber, persistence?: Persistence): Promise<void> {
+    const lk = locatorKey(loc);
+    if (fork === 0 && this.#tombstones.has(lk)) {
+      if ((await this.#statBlocks(this.#segPath(loc, 0, 0))) !== null) {
+        throw new LamstoreError(
+          ErrorCode.BAD_ARGUMENT,
+          `${describeFork(loc, fork)} was dropped and its file is removed only at the next checkpoint; create it again after that checkpoint`,
+        );
+      }
+      // The checkpoint's sync of the tombstone may have cached a handle of the removed file.
+      await this.#forget(this.#segPath(loc, 0, 0));
+      this.#tombstones.delete(lk);
+    }
+    await this.#ensureDir(loc);
+    const path = this.#segPath(loc, fork, 0);
+    const created = await this.#withSeg(path, true, async (_h, c) => c).catch((err: unknown) => {
+      throw ioError('open', path, err);
+    });
+    if (created) {
+      this.#noteNewEntry(path);
+      this.#nblocks.set(forkKey(loc, fork), 0);
+      await this.#registerDirty(loc, fork, 0, persistence);
+    }
+  }
+
+  async exists(loc: RelFileLocator, fork: ForkNumber): Promise<boolean> {
+    if (this.#nblocks.has(forkKey(loc, fork))) return true;
+    if (fork === 0 && this.#tombstones.has(locatorKey(loc))) return false;
+    return (await this.#statBlocks(this.#segPath(loc, fork, 0))) !== null;
+  }
+
+  async nblocks(loc: RelFileLocator, fork: ForkNumber): Promise<number> {
+    return this.#nblocksOf(loc, fork);
+  }
+
+  async read(loc: RelFileLocator, fork: ForkNumber, blockNum: number, into: Uint8Array): Promise<void> {
+    assert(into.length === this.#blockSize, 'md read: buffer is one block');
+    const nb = await this.#nblocksOf(loc, fork);
+    if (blockNum >= nb) throw this.#outOfRange(loc, fork, blockNum, nb);
+    const segno = Math.floor(blockNum / this.#segBlocks);
+    const path = this.#segPath(loc, fork, segno);
+    const offset = (blockNum % this.#segBlocks) * this.#blockSize;
+    const n = await this.#withSeg(path, false, (h) => this.#ctx.io.pread(h, into, offset)).catch((err: unknown) => {
+      throw ioError('read', path, err);
+    });
+    if (n !== this.#blockSize) {
+      throw new LamstoreError(ErrorCode.DATA_CORRUPT, `${path}: ${describeFork(loc, fork)} block ${blockNum}: read only ${n} of ${this.#blockSize} bytes`, { path });
+    }
+  }
+
+  async write(loc: RelFileLocator, fork: ForkNumber, blockNum: number, page: Uint8Array, persistence?: Persistence): Promise<void> {
+    await this.writev(loc, fork, blockNum, [page], persistence);
+  }
+
+  async writev(loc: RelFileLocator, fork: ForkNumber, blockNum: number, pages: readonly Uint8Array[], persistence?: Persistence): Promise<void> {
+    const nb = await this.#nblocksOf(loc, fork);
+    const end = blockNum + pages.length;
+    if (end > nb) throw this.#outOfRange(loc, fork, end - 1, nb);
+    let i = 0;
+    // Never cross a segment boundary in one call (mdmaxcombine).
+    while (i < pages.length) {
+      const block = blockNum + i;
+      const segno = Math.floor(block / this.#segBlocks);
+      const n = Math.min(pages.length - i, this.maxCombine(loc, fork, block));
+      const chunk = pages.slice(i, i + n);
+      for (const p of chunk) assert(p.length === this.#blockSize, 'md write: pages are one block each');
+      const path = this.#segPath(loc, fork, segno);
+      const offset = (block % this.#segBlocks) * this.#blockSize;
+      await this.#withSeg(path, false, (h) => (chunk.length === 1 ? this.#ctx.io.pwrite(h, chunk[0]!, offset) : this.#ctx.io.pwritev(h, chunk, offset))).catch(
+        (err: unknown) => {
+          throw ioError('write', path, err);
+        },
+      );
+      await this.#registerDirty(loc, fork, segno, persistence);
+      i += n;
+    }
+  }
+
+  /** Blocks from `blockNum` to the end of its segment: the most one vectored write may cover. */
+  maxCombine(_loc: RelFileLocator, _fork: ForkNumber, blockNum: number): number {
+    return this.#segBlocks - (blockNum % this.#segBlocks);
+  }
+
+  async extend(loc: RelFileLocator, fork: ForkNumber, blockNum: number, page: Uint8Array, persistence?: Persistence): Promise<void> {
+    assert(page.length === this.#blockSize, 'md extend: page is one block');
+    if (blockNum >= INVALID_BLOCK_NUMBER) {
+      throw new LamstoreError(ErrorCode.BLOCK_OUT_OF_RANGE, `${describeFork(loc, fork)}: cannot extend beyond ${INVALID_BLOCK_NUMBER} blocks`);
+    }
+    const nb = await this.#nblocksOf(loc, fork);
+    if (blockNum < nb) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `${describeFork(loc, fork)}: extend at block ${blockNum} but the fork already has ${nb} blocks`);
+    const target = Math.floor(blockNum / this.#segBlocks);
+    // M2: every segment before the target is full before the next one exists.
+    for (let segno = Math.floor(nb / this.#segBlocks); segno < target; segno++) {
+      const path = this.#segPath(loc, fork, segno);
+      const padded = await this.#withSeg(path, true, async (h, created) => {
+        if (created) this.#noteNewEntry(path);
+        const size = await this.#ctx.io.size(h);
+        if (size >= this.#segBlocks * this.#blockSize) return false;
+        await this.#ctx.io.pwrite(h, new Uint8Array(this.#blockSize), (this.#segBlocks - 1) * this.#blockSize);
+        return true;
+      }).catch((err: unknown) => {
+        throw ioError('extend', path, err);
+      });
+      if (padded) await this.#registerDirty(loc, fork, segno, persistence);
+    }
+    const path = this.#segPath(loc, fork, target);
+    await this.#withSeg(path, true, async (h, created) => {
+      if (created) this.#noteNewEntry(path);
+      await this.#ctx.io.pwrite(h, page, (blockNum % this.#segBlocks) * this.#blockSize);
+    }).catch((err: unknown) => {
+      throw ioError('extend', path, err);
+    });
+    this.#nblocks.set(forkKey(loc, fork), blockNum + 1);
+    await this.#registerDirty(loc, fork, target, persistence);
+  }
+
+  async truncate(loc: RelFileLocator, fork: ForkNumber, nblocks: number, persistence?: Persistence): Promise<void> {
+    const cur = await this.#nblocksOf(loc, fork);
+    if (nblocks > cur) {
+      throw new LamstoreError(ErrorCode.BLOCK_OUT_OF_RANGE, `${describeFork(loc, fork)}: cannot truncate to ${nblocks} blocks, it has only ${cur}`);
+    }
+    if (nblocks === cur) return;
+    const last = Math.floor((cur - 1) / this.#segBlocks);
+    for (let segno = last; segno >= 0; segno--) {
+      const start = segno * this.#segBlocks;
+      if (start + this.#segBlocks <= nblocks) break; // wholly below the new end: untouched
+      // M3: past the new end -> length 0 (kept); holding the new end -> shortened.
+      const keepBlocks = Math.max(0, nblocks - start);
+      const path = this.#segPath(loc, fork, segno);
+      await this.#withSeg(path, false, (h) => this.#ctx.io.ftruncate(h, keepBlocks * this.#blockSize)).catch((err: unknown) => {
+        throw ioError('ftruncate', path, err);
+      });
+      // Keep the cached size exact from the first touched segment on.
+      this.#nblocks.set(forkKey(loc, fork), Math.max(nblocks, start));
+      await this.#registerDirty(loc, fork, segno, persistence);
+    }
+    this.#nblocks.set(forkKey(loc, fork), nblocks);
+  }
+
+  async unlink(loc: RelFileLocator, fork?: ForkNumber, persistence?: Persistence): Promise<void> {
+    const forks = fork === undefined ? FORKS : [fork];
+    for (const f of forks) await this.#unlinkFork(loc, f, persistence);
+  }
+
+  /** Truncate a segment to 0 through its handle; false when it does not exist. */
+  async #truncateToZero(path: string): Promise<boolean> {
+    try {
+      await this.#withSeg(path, false, (h) => this.#ctx.io.ftruncate(h, 0));
+      return true;
+    } catch (err) {
+      if (errnoOf(err) === 'ENOENT') return false;
+      throw ioError('ftruncate', path, err);
+    }
+  }
+
+  async #removeFile(path: string): Promise<void> {
+    await this.#forget(path);
+    this.#dropNewEntry(path);
+    try {
+      await this.#ctx.io.unlink(path);
+    } catch (err) {
+      if (errnoOf(err) !== 'ENOENT') throw ioError('unlink', path, err);
+    }
+  }
+
+  /** mdunlinkfork (M4). */
+  async #unlinkFork(loc: RelFileLocator, fork: ForkNumber, persistence: Persistence | undefined): Promise<void> {
+    const permanent = persistence !== 'unlogged';
+    const lk = locatorKey(loc);
+    this.#nblocks.delete(forkKey(loc, fork));
+    if (fork === 0 && this.#tombstones.has(lk)) return; // dropped already
+    const seg0 = this.#segPath(loc, fork, 0);
+    if (!(await this.#truncateToZero(seg0))) return;
+    if (fork === 0 && permanent) {
+      // The tombstone: keeps the relfilenumber taken until the checkpoint after the drop.
+      await this.#forget(seg0);
+      this.#tombstones.add(lk);
+      await this.#ctx.registerSyncRequest(this.#tag(loc, fork, 0), SyncRequestType.UNLINK, true);
+    } else {
+      if (permanent) await this.#ctx.registerSyncRequest(this.#tag(loc, fork, 0), SyncRequestType.FORGET, true);
+      await this.#removeFile(seg0);
+    }
+    for (let segno = 1; ; segno++) {
+      const path = this.#segPath(loc, fork, segno);
+      if (!(await this.#truncateToZero(path))) break;
+      if (permanent) await this.#ctx.registerSyncRequest(this.#tag(loc, fork, segno), SyncRequestType.FORGET, true);
+      await this.#removeFile(path);
+    }
+  }
+
+  /** Existing segment paths of a fork, active and inactive, in order. */
+  async #segments(loc: RelFileLocator, fork: number): Promise<number[]> {
+    const out: number[] = [];
+    for (let segno = 0; (await this.#statBlocks(this.#segPath(loc, fork, segno))) !== null; segno++) out.push(segno);
+    return out;
+  }
+
+  async immediateSync(loc: RelFileLocator, fork: ForkNumber): Promise<void> {
+    await this.#nblocksOf(loc, fork);
+    // Inactive zero-length segments too: truncated-away data must not resurface after a crash.
+    const segs = await this.#segments(loc, fork);
+    for (let i = segs.length - 1; i >= 0; i--) {
+      try {
+        await this.#syncPath(this.#segPath(loc, fork, segs[i]!));
+      } catch (err) {
+        this.#ctx.reportSyncFailure(err);
+      }
+    }
+  }
+
+  async registerSync(loc: RelFileLocator, fork: ForkNumber): Promise<void> {
+    await this.#nblocksOf(loc, fork);
+    for (const segno of await this.#segments(loc, fork)) await this.#registerDirty(loc, fork, segno, 'permanent');
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const segs = [...this.#cache.values()];
+    this.#cache.clear();
+    let first: unknown;
+    for (const s of segs) {
+      try {
+        await this.#closeSeg(s);
+      } catch (err) {
+        first ??= err;
+      }
+    }
+    await Promise.allSettled([...this.#pendingCloses]);
+    if (first) throw first;
+  }
+
+  // ------------------------------------------------------------------ inspection
+
+  /** Handles md holds open now (cached, plus evicted ones still in use). */
+  get openFileCount(): number {
+    return this.#cache.size + this.#doomedCount;
+  }
+
+  /** Names created whose directory entry is not yet durable (for tests). */
+  get pendingNameCount(): number {
+    let n = 0;
+    for (const s of this.#newEntries.values()) n += s.size;
+    return n;
+  }
+
+  checkInvariants(): void {
+    assert(this.#cache.size <= this.#maxOpenFiles, 'md: fd cache within maxOpenFiles');
+    assert(this.#doomedCount >= 0 && this.#openingCount >= 0, 'md: counters are non-negative');
+    for (const s of this.#cache.values()) {
+      assert(s.pins >= 0, `md: ${s.path} pins >= 0`);
+      assert(!s.closed, `md: cached handle ${s.path} is open`);
+      assert(!s.doomed, `md: cached handle ${s.path} is not doomed`);
+    }
+    for (const [key, nb] of this.#nblocks) assert(Number.isInteger(nb) && nb >= 0, `md: nblocks of ${key} is a count`);
+  }
+}

@@ -1,0 +1,210 @@
+/**
+ * The relation API (DESIGN.md section 6): `engine.relation(locator, { storage, persistence })`
+ * returns a Relation handle; no I/O happens until a method is called.
+ *
+ * Rules every method keeps:
+ *  R1 Arguments are validated before anything is touched: forks 0..3, block numbers uint32 below
+ *     InvalidBlockNumber (BAD_ARGUMENT), pages exactly blockSize bytes (BAD_ARGUMENT), blocks
+ *     below nblocks for read and write (BLOCK_OUT_OF_RANGE), forks that exist
+ *     (RELATION_NOT_FOUND). A refused call writes nothing.
+ *  R2 create, extend, write, truncate and drop check first that the engine is open
+ *     (ENGINE_CLOSED) and not failed (ENGINE_FAILED); exists, read and nblocks need it open.
+ *  R3 Reads and writes go through the buffer pool; `read` returns a copy the caller may keep.
+ *     Bytes 8-11 of a page belong to the engine (the checksum): what a caller puts there is
+ *     replaced by the page's checksum on write and extend, and `read` returns the checksum there.
+ *  R4 extend, truncate and drop of one fork are serialised by a per-fork lock (PostgreSQL's
+ *     relation extension lock), so two extends never pick the same block number.
+ *  R5 truncate and drop discard the affected buffers (dirty ones too) before the storage
+ *     manager changes the files; a write racing them re-checks the fork's epoch (pool B6).
+ */
+import { ErrorCode, LamstoreError } from './errors.js';
+import type { ForkNumber, RelFileLocator } from './relfile.js';
+import { FORKS, INVALID_BLOCK_NUMBER, checkBlock, checkFork, describeFork, isUint32 } from './relfile.js';
+import type { Persistence, StorageManager } from './smgr/smgr.js';
+import type { BufferPool, BufferTag } from './buffer/buffer-pool.js';
+import { forkBufferKey } from './buffer/buffer-pool.js';
+import { setPageChecksum } from './page.js';
+
+export interface RelationOptions {
+  /** Storage manager name. @default 'md' */
+  storage?: string;
+  /** 'unlogged' relations register no sync requests. @default 'permanent' */
+  persistence?: Persistence;
+}
+
+/** What a Relation needs from its engine. */
+export interface RelationHost {
+  readonly blockSize: number;
+  readonly pool: BufferPool;
+  smgr(name: string): StorageManager;
+  /** Throws ENGINE_CLOSED. */
+  checkOpen(): void;
+  /** Throws ENGINE_CLOSED or ENGINE_FAILED. */
+  checkWritable(): void;
+  /** Run `fn` holding the lock of `key` (R4). */
+  withLock<T>(key: string, fn: () => Promise<T>): Promise<T>;
+}
+
+/** A FIFO mutex per key; entries disappear when nobody holds or waits. */
+export class KeyedMutex {
+  readonly #tails = new Map<string, Promise<void>>();
+
+  async run<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.#tails.get(key) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((resolve) => (release = resolve));
+    const tail = prev.then(() => mine);
+    this.#tails.set(key, tail);
+    await prev;
+    try {
+      return await fn();
+    } finally {
+      release();
+      if (this.#tails.get(key) === tail) this.#tails.delete(key);
+    }
+  }
+
+  get size(): number {
+    return this.#tails.size;
+  }
+}
+
+export class Relation {
+  readonly locator: RelFileLocator;
+  readonly storage: string;
+  readonly persistence: Persistence;
+  readonly #host: RelationHost;
+  readonly #smgr: StorageManager;
+
+  constructor(host: RelationHost, locator: RelFileLocator, options: { storage: string; persistence: Persistence }) {
+    this.#host = host;
+    this.locator = locator;
+    this.storage = options.storage;
+    this.persistence = options.persistence;
+    this.#smgr = host.smgr(options.storage);
+  }
+
+  #tag(fork: ForkNumber, block: number): BufferTag {
+    return { storage: this.storage, rel: this.locator, fork, block, persistence: this.persistence };
+  }
+
+  #lockKey(fork: number): string {
+    return forkBufferKey(this.storage, this.locator, fork);
+  }
+
+  #checkPage(page: unknown): Uint8Array {
+    if (!(page instanceof Uint8Array)) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `${this.#describe()}: page must be a Uint8Array of ${this.#host.blockSize} bytes`);
+    if (page.length !== this.#host.blockSize) {
+      throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `${this.#describe()}: page must be ${this.#host.blockSize} bytes (blockSize), got ${page.length}`);
+    }
+    return page;
+  }
+
+  #describe(fork?: number): string {
+    return fork === undefined
+      ? `relation ${this.locator.spcOid}/${this.locator.dbOid}/${this.locator.relNumber} (${this.storage})`
+      : `${describeFork(this.locator, fork)} (${this.storage})`;
+  }
+
+  #outOfRange(fork: ForkNumber, block: number, nblocks: number): LamstoreError {
+    return new LamstoreError(ErrorCode.BLOCK_OUT_OF_RANGE, `${this.#describe(fork)}: block ${block} is out of range (nblocks ${nblocks})`);
+  }
+
+  /** Create the fork's storage (no-op when it exists). */
+  async create(fork: ForkNumber): Promise<void> {
+    const f = checkFork(fork);
+    this.#host.checkWritable();
+    await this.#host.withLock(this.#lockKey(f), () => this.#smgr.create(this.locator, f, this.persistence));
+  }
+
+  async exists(fork: ForkNumber): Promise<boolean> {
+    const f = checkFork(fork);
+    this.#host.checkOpen();
+    return this.#smgr.exists(this.locator, f);
+  }
+
+  async nblocks(fork: ForkNumber): Promise<number> {
+    const f = checkFork(fork);
+    this.#host.checkOpen();
+    return this.#smgr.nblocks(this.locator, f);
+  }
+
+  /** Append a page (zeros when omitted); resolves to its block number. */
+  async extend(fork: ForkNumber, page?: Uint8Array): Promise<number> {
+    const f = checkFork(fork);
+    const p = page === undefined ? new Uint8Array(this.#host.blockSize) : this.#checkPage(page);
+    this.#host.checkWritable();
+    return this.#host.withLock(this.#lockKey(f), async () => {
+      const nb = await this.#smgr.nblocks(this.locator, f);
+      if (nb >= INVALID_BLOCK_NUMBER) throw this.#outOfRange(f, nb, nb);
+      this.#host.checkWritable();
+      const copy = p.slice();
+      setPageChecksum(copy, nb);
+      await this.#smgr.extend(this.locator, f, nb, copy, this.persistence);
+      return nb;
+    });
+  }
+
+  /** A copy of the page. */
+  async read(fork: ForkNumber, block: number): Promise<Uint8Array> {
+    const f = checkFork(fork);
+    const b = checkBlock(block);
+    this.#host.checkOpen();
+    const nb = await this.#smgr.nblocks(this.locator, f);
+    if (b >= nb) throw this.#outOfRange(f, b, nb);
+    return this.#host.pool.read(this.#tag(f, b));
+  }
+
+  /** Overwrite block `block` (< nblocks) with `page`. */
+  async write(fork: ForkNumber, block: number, page: Uint8Array): Promise<void> {
+    const f = checkFork(fork);
+    const b = checkBlock(block);
+    const p = this.#checkPage(page);
+    this.#host.checkWritable();
+    const pool = this.#host.pool;
+    // Checksum in place now, so a hit returns the same bytes a read from disk would (R3).
+    const copy = p.slice();
+    setPageChecksum(copy, b);
+    for (;;) {
+      const epoch = pool.epoch(this.storage, this.locator, f);
+      const nb = await this.#smgr.nblocks(this.locator, f);
+      if (b >= nb) throw this.#outOfRange(f, b, nb);
+      this.#host.checkWritable();
+      const ok = await pool.write(this.#tag(f, b), copy, () => pool.epoch(this.storage, this.locator, f) === epoch);
+      if (ok) return;
+      // Truncated or dropped meanwhile: look at nblocks again.
+    }
+  }
+
+  /** Cut the fork to `nblocks` blocks (at most its current size). */
+  async truncate(fork: ForkNumber, nblocks: number): Promise<void> {
+    const f = checkFork(fork);
+    if (!isUint32(nblocks) || nblocks === INVALID_BLOCK_NUMBER) {
+      throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `${this.#describe(f)}: nblocks must be an integer in 0..${INVALID_BLOCK_NUMBER - 1}, got ${String(nblocks)}`);
+    }
+    this.#host.checkWritable();
+    await this.#host.withLock(this.#lockKey(f), async () => {
+      const cur = await this.#smgr.nblocks(this.locator, f);
+      if (nblocks > cur) throw new LamstoreError(ErrorCode.BLOCK_OUT_OF_RANGE, `${this.#describe(f)}: cannot truncate to ${nblocks} blocks, it has ${cur}`);
+      if (nblocks === cur) return;
+      this.#host.checkWritable();
+      await this.#host.pool.discard(this.storage, this.locator, f, nblocks);
+      await this.#smgr.truncate(this.locator, f, nblocks, this.persistence);
+    });
+  }
+
+  /** Drop every fork: buffers discarded, files removed as the storage manager does it. */
+  async drop(): Promise<void> {
+    this.#host.checkWritable();
+    const run = async (i: number): Promise<void> => {
+      if (i < FORKS.length) return this.#host.withLock(this.#lockKey(FORKS[i]!), () => run(i + 1));
+      let any = false;
+      for (const f of FORKS) if (await this.#smgr.exists(this.locator, f)) any = true;
+      if (!any) throw new LamstoreError(ErrorCode.RELATION_NOT_FOUND, `${this.#describe()}: no fork exists; nothing to drop`);
+      this.#host.checkWritable();
+      await this.#host.pool.discard(this.storage, this.locator, undefined, 0);
+      await this.#smgr.unlink(this.locator, undefined, this.persistence);
+    };
+    await run(0);
+  }
+}

@@ -1,0 +1,244 @@
+/**
+ * Goal: RealIO keeps the FileIO contract (file-io.ts C1-C6) on a real file system, and
+ * CountingIO counts what passes through it.
+ * Method: a temporary directory per test; round trips through the FileIO calls and comparison
+ * with what node:fs sees (tests may use node:fs; engine code may not).
+ */
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { RealIO } from '../engine/io/real-io.js';
+import { CountingIO } from '../engine/io/counting-io.js';
+import { SimDisk } from '../engine/io/sim-disk.js';
+import { tempDir } from './helpers/index.js';
+
+function bytes(length: number, seed: number): Uint8Array {
+  const b = new Uint8Array(length);
+  for (let i = 0; i < length; i++) b[i] = (i * 31 + seed) & 0xff;
+  return b;
+}
+
+describe('RealIO', () => {
+  it('pwrite, pwritev and pread round-trip at offsets', async () => {
+    const io = new RealIO();
+    const path = join(await tempDir(), 'f');
+    const h = await io.open(path, { create: true });
+    const a = bytes(1000, 1);
+    await io.pwrite(h, a, 0);
+    const parts = [bytes(100, 2), bytes(1, 3), bytes(4096, 4), new Uint8Array(0)];
+    await io.pwritev(h, parts, 1000);
+    expect(await io.size(h)).toBe(1000 + 100 + 1 + 4096);
+
+    const back = new Uint8Array(5197);
+    expect(await io.pread(h, back, 0)).toBe(5197);
+    expect(back.subarray(0, 1000)).toEqual(a);
+    expect(back.subarray(1000, 1100)).toEqual(parts[0]);
+    expect(back.subarray(1100, 1101)).toEqual(parts[1]);
+    expect(back.subarray(1101)).toEqual(parts[2]);
+    // What node:fs sees is the same.
+    expect(new Uint8Array(await readFile(path))).toEqual(back);
+
+    // Overwrite in the middle.
+    await io.pwrite(h, bytes(10, 9), 500);
+    const mid = new Uint8Array(10);
+    expect(await io.pread(h, mid, 500)).toBe(10);
+    expect(mid).toEqual(bytes(10, 9));
+    await io.fsync(h);
+    await io.fdatasync(h);
+    await io.close(h);
+  });
+
+  it('pwritev of many buffers (more than one writev can take) writes them all', async () => {
+    const io = new RealIO();
+    const path = join(await tempDir(), 'many');
+    const h = await io.open(path, { create: true });
+    const parts = Array.from({ length: 2000 }, (_, i) => bytes(8, i)); // IOV_MAX is 1024 on Linux
+    await io.pwritev(h, parts, 0);
+    const back = new Uint8Array(16000);
+    expect(await io.pread(h, back, 0)).toBe(16000);
+    for (let i = 0; i < 2000; i++) expect(back.subarray(i * 8, i * 8 + 8)).toEqual(parts[i]);
+    await io.close(h);
+  });
+
+  it('a zero-length write past the end does not change the size (SimDisk does the same)', async () => {
+    const io = new RealIO();
+    const path = join(await tempDir(), 'f');
+    const h = await io.open(path, { create: true });
+    await io.pwrite(h, bytes(100, 1), 0);
+    await io.pwrite(h, new Uint8Array(0), 4096);
+    await io.pwritev(h, [], 8192);
+    expect(await io.size(h)).toBe(100);
+    await io.close(h);
+  });
+
+  it('pread is short at end of file and 0 past it', async () => {
+    const io = new RealIO();
+    const path = join(await tempDir(), 'f');
+    await writeFile(path, bytes(100, 1));
+    const h = await io.open(path, { readOnly: true });
+    expect(await io.pread(h, new Uint8Array(64), 64)).toBe(36);
+    expect(await io.pread(h, new Uint8Array(64), 100)).toBe(0);
+    expect(await io.pread(h, new Uint8Array(64), 1 << 20)).toBe(0);
+    await io.close(h);
+  });
+
+  it('open: ENOENT for a missing file, EISDIR for a directory, EEXIST with exclusive', async () => {
+    const io = new RealIO();
+    const dir = await tempDir();
+    await expect(io.open(join(dir, 'missing'))).rejects.toMatchObject({ code: 'ENOENT', syscall: 'open' });
+    await expect(io.open(dir)).rejects.toMatchObject({ code: 'EISDIR' });
+    await expect(io.open(dir, { readOnly: true })).rejects.toMatchObject({ code: 'EISDIR' });
+    const h = await io.open(join(dir, 'x'), { create: true, exclusive: true });
+    await expect(io.open(join(dir, 'x'), { create: true, exclusive: true })).rejects.toMatchObject({ code: 'EEXIST' });
+    await io.close(h);
+  });
+
+  it('a read-only handle refuses writes; a closed handle is EBADF', async () => {
+    const io = new RealIO();
+    const path = join(await tempDir(), 'f');
+    await writeFile(path, bytes(10, 1));
+    const ro = await io.open(path, { readOnly: true });
+    await expect(io.pwrite(ro, bytes(1, 1), 0)).rejects.toMatchObject({ code: 'EBADF' });
+    await io.close(ro);
+    await expect(io.pread(ro, new Uint8Array(1), 0)).rejects.toMatchObject({ code: 'EBADF' });
+    await expect(io.close(ro)).rejects.toMatchObject({ code: 'EBADF' });
+  });
+
+  it('stat is null for a missing path and names files and directories', async () => {
+    const io = new RealIO();
+    const dir = await tempDir();
+    expect(await io.stat(join(dir, 'nothing'))).toBeNull();
+    await writeFile(join(dir, 'f'), bytes(123, 1));
+    expect(await io.stat(join(dir, 'f'))).toEqual({ kind: 'file', sizeBytes: 123 });
+    expect(await io.stat(dir)).toMatchObject({ kind: 'directory' });
+  });
+
+  it('ftruncate, unlink, rename, mkdir (with parents), readdir and fsyncDir', async () => {
+    const io = new RealIO();
+    const dir = await tempDir();
+    await io.mkdir(join(dir, 'a', 'b', 'c'));
+    await io.mkdir(join(dir, 'a', 'b', 'c')); // already there: fine
+    expect(await io.stat(join(dir, 'a', 'b', 'c'))).toMatchObject({ kind: 'directory' });
+    const h = await io.open(join(dir, 'a', 'f'), { create: true });
+    await io.pwrite(h, bytes(8192, 1), 0);
+    await io.ftruncate(h, 100);
+    expect(await io.size(h)).toBe(100);
+    await io.close(h);
+    await io.rename(join(dir, 'a', 'f'), join(dir, 'a', 'g'));
+    expect(await io.readdir(join(dir, 'a'))).toEqual(['b', 'g']);
+    await io.fsyncDir(join(dir, 'a'));
+    await io.fsyncDir(dir);
+    await io.unlink(join(dir, 'a', 'g'));
+    await expect(io.unlink(join(dir, 'a', 'g'))).rejects.toMatchObject({ code: 'ENOENT' });
+    await expect(io.fsyncDir(join(dir, 'nope'))).rejects.toMatchObject({ code: 'ENOENT' });
+    expect(await io.readdir(join(dir, 'a'))).toEqual(['b']);
+  });
+
+  it('flock: two handles of one file conflict with EAGAIN; shared locks coexist; unlock and close release', async () => {
+    const io = new RealIO();
+    const path = join(await tempDir(), 'lock');
+    const a = await io.open(path, { create: true });
+    const b = await io.open(path);
+    await io.flock(a, 'exclusive');
+    await expect(io.flock(b, 'exclusive')).rejects.toMatchObject({ code: 'EAGAIN' });
+    await expect(io.flock(b, 'shared')).rejects.toMatchObject({ code: 'EAGAIN' });
+    await io.flock(a, 'unlock');
+    await io.flock(a, 'shared');
+    await io.flock(b, 'shared');
+    await expect(io.flock(b, 'exclusive')).rejects.toMatchObject({ code: 'EAGAIN' });
+    await io.close(a); // closing releases a's lock
+    await io.flock(b, 'exclusive');
+    await io.close(b);
+  });
+});
+
+describe('CountingIO', () => {
+  it('counts calls and bytes per kind, over SimDisk', async () => {
+    const io = new CountingIO(new SimDisk());
+    await io.mkdir('/d');
+    const h = await io.open('/d/f', { create: true });
+    await io.pwrite(h, new Uint8Array(100), 0);
+    await io.pwritev(h, [new Uint8Array(10), new Uint8Array(20)], 100);
+    const n = await io.pread(h, new Uint8Array(500), 0);
+    expect(n).toBe(130);
+    await io.fsync(h);
+    await io.fdatasync(h);
+    await io.fdatasync(h);
+    await io.fsyncDir('/d');
+    await io.ftruncate(h, 0);
+    await io.size(h);
+    await io.stat('/d/f');
+    await io.readdir('/d');
+    await io.flock(h, 'exclusive');
+    await io.close(h);
+    await io.rename('/d/f', '/d/g');
+    await io.unlink('/d/g');
+    const c = io.counts();
+    expect(c).toMatchObject({
+      mkdir: 1,
+      open: 1,
+      close: 1,
+      pwrite: 2, // pwritev counts as one pwrite
+      pread: 1,
+      fsync: 1,
+      fdatasync: 2,
+      fsyncDir: 1,
+      ftruncate: 1,
+      size: 1,
+      stat: 1,
+      readdir: 1,
+      flock: 1,
+      rename: 1,
+      unlink: 1,
+      bytesWritten: 130,
+      bytesRead: 130,
+      openHandles: 0,
+      openHandlesMax: 1,
+    });
+    io.reset();
+    expect(io.counts()).toMatchObject({ pwrite: 0, fsync: 0, bytesWritten: 0, openHandles: 0, openHandlesMax: 0 });
+  });
+
+  it('openHandlesMax is the most handles open at once; failed opens and writes count no handle or bytes', async () => {
+    const disk = new SimDisk();
+    const io = new CountingIO(disk);
+    const hs = [];
+    for (let i = 0; i < 5; i++) hs.push(await io.open(`/f${i}`, { create: true }));
+    await io.close(hs.pop()!);
+    await io.close(hs.pop()!);
+    hs.push(await io.open('/f9', { create: true }));
+    await expect(io.open('/missing')).rejects.toMatchObject({ code: 'ENOENT' });
+    let c = io.counts();
+    expect(c.open).toBe(7); // the failed open is still a call
+    expect(c.openHandles).toBe(4);
+    expect(c.openHandlesMax).toBe(5);
+    io.reset();
+    expect(io.counts().openHandlesMax).toBe(4); // restarts from what is open now
+    disk.injectFault({ kind: 'pwrite', code: 'ENOSPC' });
+    await expect(io.pwrite(hs[0]!, new Uint8Array(64), 0)).rejects.toMatchObject({ code: 'ENOSPC' });
+    c = io.counts();
+    expect(c.pwrite).toBe(1);
+    expect(c.bytesWritten).toBe(0);
+    for (const h of hs) await io.close(h);
+    expect(io.counts().openHandles).toBe(0);
+    expect(disk.openHandleCount).toBe(0);
+  });
+
+  it('closing a handle twice does not count it closed twice', async () => {
+    const io = new CountingIO(new SimDisk());
+    const h = await io.open('/f', { create: true });
+    await io.close(h);
+    await expect(io.close(h)).rejects.toMatchObject({ code: 'EBADF' });
+    expect(io.counts()).toMatchObject({ close: 2, openHandles: 0, openHandlesMax: 1 });
+  });
+
+  it('counts over RealIO too', async () => {
+    const io = new CountingIO(new RealIO());
+    const path = join(await tempDir(), 'f');
+    const h = await io.open(path, { create: true });
+    await io.pwrite(h, new Uint8Array(4096), 0);
+    await io.fdatasync(h);
+    await io.close(h);
+    expect(io.counts()).toMatchObject({ open: 1, pwrite: 1, fdatasync: 1, close: 1, bytesWritten: 4096, openHandles: 0, openHandlesMax: 1 });
+  });
+});
