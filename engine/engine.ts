@@ -181,7 +181,16 @@ export class Engine {
     this.clock = options.clock ?? systemClock;
     this.#registry = registry;
     this.#pending = new PendingOps(registry);
-    this.#pool = new BufferPool({ nBuffers: this.sharedBuffers, blockSize: this.blockSize, smgr: (name) => this.storageManager(name) });
+    this.#pool = new BufferPool({
+      nBuffers: this.sharedBuffers,
+      blockSize: this.blockSize,
+      smgr: (name) => this.storageManager(name),
+      // A page changed in memory: not idle any more, and maybe over maxDirtyBytes (K4).
+      onDirty: (dirtyBuffers) => {
+        this.#checkpointer.noteActivity();
+        this.#checkpointer.noteDirtyBytes(dirtyBuffers * this.blockSize);
+      },
+    });
     const queueSize = intOption('syncQueueSize', options.syncQueueSize, defaultSyncQueueSize(this.sharedBuffers), 1, 10_000_000);
     this.#checkpointer = new Checkpointer<QueuedRequest>({
       sync: {
@@ -194,6 +203,7 @@ export class Engine {
         ioCounts: () => this.io.counts(),
         bufferSync: (pace) => this.#pool.bufferSync(pace),
         bufferCount: () => this.sharedBuffers,
+        dirtyPageCount: () => this.#pool.dirtyCount(),
         onSyncFailure: (err) => {
           if (!options.dataSyncRetry) this.#enterFailedState(err);
         },

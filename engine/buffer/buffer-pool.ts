@@ -56,6 +56,8 @@ export interface BufferPoolOptions {
   blockSize: number;
   /** The storage manager of a name (throws UNKNOWN_STORAGE). */
   smgr(name: string): StorageManager;
+  /** Called when a clean buffer becomes dirty, with the dirty count (checkpoint triggers). */
+  onDirty?: (dirtyBuffers: number) => void;
 }
 
 export interface BufferSyncResult {
@@ -119,7 +121,24 @@ export class BufferPool {
   #syncRunning = false;
   readonly stats: BufferPoolStats = { hits: 0, misses: 0, evictionWrites: 0 };
 
+  #dirtyBuffers = 0;
+
+  /** Every flag change goes through here, so the dirty count is exact. */
+  #setFlags(id: number, flags: number): void {
+    const was = this.#flags[id]! & F_DIRTY;
+    this.#flags[id] = flags;
+    const now = flags & F_DIRTY;
+    if (was === now) return;
+    if (now) {
+      this.#dirtyBuffers++;
+      this.#onDirty?.(this.#dirtyBuffers);
+    } else this.#dirtyBuffers--;
+  }
+
+  readonly #onDirty: ((dirtyBuffers: number) => void) | undefined;
+
   constructor(options: BufferPoolOptions) {
+    this.#onDirty = options.onDirty;
     assert(Number.isInteger(options.nBuffers) && options.nBuffers >= 1, 'buffer pool: nBuffers is a positive integer');
     assert(Number.isInteger(options.blockSize) && options.blockSize > PAGE_CHECKSUM_OFFSET + 4, 'buffer pool: blockSize holds the checksum');
     this.nBuffers = options.nBuffers;
@@ -170,7 +189,7 @@ export class BufferPool {
     if (key != null && this.#map.get(key) === id) this.#map.delete(key);
     this.#keys[id] = null;
     this.#tags[id] = null;
-    this.#flags[id] = 0;
+    this.#setFlags(id, 0);
     this.#usage[id] = 0;
   }
 
@@ -236,13 +255,13 @@ export class BufferPool {
     const tag = this.#tags[id]!;
     const copy = this.#takeScratch();
     const endIo = this.#beginIo(id, IO_WRITE);
-    this.#flags[id]! &= ~F_JUST_DIRTIED;
+    this.#setFlags(id, this.#flags[id]! & ~F_JUST_DIRTIED);
     copy.set(this.#page(id));
     setPageChecksum(copy, tag.block);
     try {
       await this.#smgr(tag.storage).write(tag.rel, tag.fork, tag.block, copy, tag.persistence);
       // B3: modified meanwhile -> stays dirty (and keeps CHECKPOINT_NEEDED: this copy may predate the checkpoint).
-      if (!(this.#flags[id]! & F_JUST_DIRTIED)) this.#flags[id]! &= ~(F_DIRTY | F_CHECKPOINT_NEEDED);
+      if (!(this.#flags[id]! & F_JUST_DIRTIED)) this.#setFlags(id, this.#flags[id]! & ~(F_DIRTY | F_CHECKPOINT_NEEDED));
     } finally {
       this.#scratch.push(copy);
       endIo();
@@ -284,11 +303,11 @@ export class BufferPool {
       this.#usage[id] = 1;
       if (fill) {
         this.#page(id).set(fill);
-        this.#flags[id] = F_VALID | F_DIRTY | F_JUST_DIRTIED;
+        this.#setFlags(id, F_VALID | F_DIRTY | F_JUST_DIRTIED);
         return id;
       }
       this.stats.misses++;
-      this.#flags[id] = 0;
+      this.#setFlags(id, 0);
       const endIo = this.#beginIo(id, IO_READ);
       const page = this.#page(id);
       try {
@@ -306,7 +325,7 @@ export class BufferPool {
         this.#unpin(id);
         throw err;
       }
-      this.#flags[id] = F_VALID;
+      this.#setFlags(id, F_VALID);
       endIo();
       return id;
     }
@@ -349,7 +368,7 @@ export class BufferPool {
         return false;
       }
       this.#page(id).set(page);
-      this.#flags[id]! |= F_DIRTY | F_JUST_DIRTIED;
+      this.#setFlags(id, this.#flags[id]! | (F_DIRTY | F_JUST_DIRTIED));
       this.#tags[id]!.persistence = tag.persistence;
       this.#unpin(id);
       return true;
@@ -431,8 +450,8 @@ export class BufferPool {
       const id = ready[i]!.id;
       if (ok) {
         // This copy was taken after the checkpoint started: CHECKPOINT_NEEDED is satisfied.
-        this.#flags[id]! &= ~F_CHECKPOINT_NEEDED;
-        if (!(this.#flags[id]! & F_JUST_DIRTIED)) this.#flags[id]! &= ~F_DIRTY;
+        this.#setFlags(id, this.#flags[id]! & ~F_CHECKPOINT_NEEDED);
+        if (!(this.#flags[id]! & F_JUST_DIRTIED)) this.#setFlags(id, this.#flags[id]! & ~F_DIRTY);
       }
       endIo[i]!();
       this.#unpin(id);
@@ -455,7 +474,7 @@ export class BufferPool {
     const byStorage = new Map<string, SyncItem[]>();
     for (let id = 0; id < this.nBuffers; id++) {
       if (!(this.#flags[id]! & F_DIRTY)) continue;
-      this.#flags[id]! |= F_CHECKPOINT_NEEDED;
+      this.#setFlags(id, this.#flags[id]! | (F_CHECKPOINT_NEEDED));
       const tag = this.#tags[id]!;
       let list = byStorage.get(tag.storage);
       if (!list) byStorage.set(tag.storage, (list = []));
@@ -595,15 +614,16 @@ export class BufferPool {
 
   // ------------------------------------------------------------------ inspection
 
-  /** Buffers dirty now. */
+  /** Buffers dirty now (kept as a counter by #setFlags; checkInvariants recounts it). */
   dirtyCount(): number {
-    let n = 0;
-    for (let id = 0; id < this.nBuffers; id++) if (this.#flags[id]! & F_DIRTY) n++;
-    return n;
+    return this.#dirtyBuffers;
   }
 
   /** Whole-pool check (STYLE 8). With `idle`, no pins and no I/O may remain. */
   checkInvariants(idle = false): void {
+    let dirty = 0;
+    for (let id = 0; id < this.nBuffers; id++) if (this.#flags[id]! & F_DIRTY) dirty++;
+    assert(dirty === this.#dirtyBuffers, `dirty counter ${this.#dirtyBuffers} matches ${dirty} dirty buffers`);
     let mapped = 0;
     for (let id = 0; id < this.nBuffers; id++) {
       const f = this.#flags[id]!;
