@@ -31,6 +31,11 @@ import { PendingOps } from './sync/pending-ops.js';
 import { mdSyncOps } from './md/sync-ops.js';
 import { SLRU_DIRS, slruSyncOps } from './slru/names.js';
 import type { SmgrContext, StorageManager, StorageManagerFactory } from './smgr/smgr.js';
+import type { SlruContext } from './slru/slru.js';
+import { SLRU_BUFFER_COUNT_DEFAULT } from './slru/slru.js';
+import { Clog } from './slru/clog.js';
+import { CommitTs } from './slru/commit-ts.js';
+import { MultiXact } from './slru/multixact.js';
 import { Checkpointer, CheckpointFlags, type CheckpointStats } from '../checkpointer/checkpointer.js';
 import { defaultSyncQueueSize } from '../checkpointer/request-queue.js';
 
@@ -55,6 +60,8 @@ export interface EngineOptions {
   maxDirtyBytes?: number;
   completionTarget?: number;
   preload?: readonly Extension[];
+  /** Page buffers of each SLRU (clog, commit_ts, multixact offsets, multixact members). @default 32 */
+  slruBuffers?: number;
   io?: FileIO;
   clock?: Clock;
   /** Receives log lines (checkpoint complete, warnings). Silent by default. */
@@ -124,6 +131,9 @@ export class Engine {
   /** Set while the checkpointer itself runs: its requests go straight to pendingOps. */
   readonly #inCheckpointer = new AsyncLocalStorage<boolean>();
   #lockHandle: FileHandle | null = null;
+  #clog: Clog | null = null;
+  #commitTs: CommitTs | null = null;
+  #multixact: MultiXact | null = null;
   #failure: LamstoreError | null = null;
   #closed = false;
 
@@ -150,6 +160,12 @@ export class Engine {
         ioCounts: () => this.io.counts(),
         onSyncFailure: (err) => {
           if (!options.dataSyncRetry) this.#enterFailedState(err);
+        },
+        // The SLRU checkpoint (CheckPointCLOG, CheckPointCommitTs, CheckPointMultiXact).
+        checkpointSlrus: async () => {
+          await this.#clog?.checkpoint();
+          await this.#commitTs?.checkpoint();
+          await this.#multixact?.checkpoint();
         },
         storageBegin: async () => {
           for (const s of this.#smgrs.values()) await s.checkpointBegin?.();
@@ -185,6 +201,7 @@ export class Engine {
     await engine.#lockDataDir();
     try {
       await engine.#preload(options.preload ?? []);
+      await engine.#openSlrus();
     } catch (err) {
       await engine.#releaseAll();
       throw err;
@@ -247,6 +264,39 @@ export class Engine {
       this.#registry.close();
     }
     for (const [name, factory] of this.#smgrFactories) this.#smgrs.set(name, await factory(this.#smgrContext()));
+  }
+
+  async #openSlrus(): Promise<void> {
+    const bufferCount = intOption('slruBuffers', this.#options.slruBuffers, SLRU_BUFFER_COUNT_DEFAULT, 4, 1 << 16);
+    const ctx: SlruContext = {
+      ...this.#smgrContext(),
+      checkWritable: () => {
+        this.#checkOpen();
+        this.#checkNotFailed();
+      },
+      checkReadable: () => this.#checkOpen(),
+    };
+    this.#clog = await Clog.open(ctx, { bufferCount });
+    this.#commitTs = await CommitTs.open(ctx, { bufferCount });
+    this.#multixact = await MultiXact.open(ctx, { bufferCount });
+  }
+
+  /** Transaction commit statuses, in `<dataDir>/pg_xact/` (sync handler CLOG). */
+  get clog(): Clog {
+    this.#checkOpen();
+    return this.#clog!;
+  }
+
+  /** Commit timestamps, in `<dataDir>/pg_commit_ts/` (sync handler COMMIT_TS). */
+  get commitTs(): CommitTs {
+    this.#checkOpen();
+    return this.#commitTs!;
+  }
+
+  /** Multixacts, in `<dataDir>/pg_multixact/{offsets,members}/` (handlers 3 and 4). */
+  get multixact(): MultiXact {
+    this.#checkOpen();
+    return this.#multixact!;
   }
 
   #smgrContext(): SmgrContext {
@@ -370,6 +420,9 @@ export class Engine {
   }
 
   async #releaseAll(): Promise<void> {
+    this.#clog?.close();
+    this.#commitTs?.close();
+    this.#multixact?.close();
     for (const s of this.#smgrs.values()) await s.close?.();
     if (this.#lockHandle) {
       const h = this.#lockHandle;

@@ -25,3 +25,11 @@ export type { StorageManager, StorageManagerFactory, SmgrContext, Persistence, B
 export type { CheckpointStats } from '../checkpointer/checkpointer.js';
 export { crc32c } from './checksum.js';
 export { setPageChecksum, verifyPageChecksum, computePageChecksum, PAGE_CHECKSUM_OFFSET } from './page.js';
+export { Slru, SLRU_BUFFER_COUNT_DEFAULT } from './slru/slru.js';
+export type { SlruContext, SlruOptions, SlruStats } from './slru/slru.js';
+export { SLRU_PAGES_PER_SEGMENT, SLRU_DIRS, slruSegmentName } from './slru/names.js';
+export { Clog, ClogStatus } from './slru/clog.js';
+export { CommitTs, COMMIT_TS_ENTRY_BYTES } from './slru/commit-ts.js';
+export type { CommitTsEntry } from './slru/commit-ts.js';
+export { MultiXact, MultiXactStatus, FIRST_MULTIXACT_ID, MULTIXACT_ID_MAX, MULTIXACT_MEMBERS_MAX } from './slru/multixact.js';
+export type { MultiXactMember } from './slru/multixact.js';
