@@ -197,6 +197,50 @@ describe('clog', () => {
     }
   });
 
+  it('a full request queue makes the SLRU fsync its segment itself, counted in backendFsyncs', async () => {
+    const disk = new SimDisk();
+    const engine = await Engine.open({ dataDir: '/data', io: disk, syncQueueSize: 1, slruBuffers: 4 });
+    try {
+      // Eight pages in eight segments through four buffers: four evictions, each a different
+      // segment, so the one-slot queue cannot compact and refuses all but the first.
+      for (let seg = 0; seg < 8; seg++) await engine.clog.setStatus(seg * XIDS_PER_SEGMENT, ClogStatus.COMMITTED);
+      expect(engine.clog.slru.stats.pagesWritten).toBe(4);
+      expect(engine.clog.slru.stats.backendFsyncs).toBe(3);
+      expect(disk.readFileNow('/data/pg_xact/0001')).not.toBeNull();
+      const stats = await engine.checkpoint();
+      expect(stats.backendFsyncs).toBe(3);
+      // The queued one and the four still buffered are synced by the checkpoint.
+      expect(stats.tagsDispatched).toEqual({ clog: 5 });
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('concurrent calls and a checkpoint interleave safely through few buffers', async () => {
+    const disk = new SimDisk();
+    const engine = await openOn(disk, { slruBuffers: 4 });
+    const xids = Array.from({ length: 2000 }, (_, i) => (i % 10) * XIDS_PER_PAGE * 3 + i);
+    try {
+      const work: Promise<unknown>[] = xids.map((x) => engine.clog.setStatus(x, statusOf(x)));
+      work.push(engine.checkpoint());
+      await Promise.all(work);
+      const got = await Promise.all(xids.map((x) => engine.clog.getStatus(x)));
+      expect(got).toEqual(xids.map(statusOf));
+      engine.clog.checkInvariants();
+    } finally {
+      await engine.close();
+    }
+    const reopened = await openOn(disk);
+    try {
+      for (const x of xids) {
+        const got = await reopened.clog.getStatus(x);
+        if (got !== statusOf(x)) expect({ x, got }).toEqual({ x, got: statusOf(x) });
+      }
+    } finally {
+      await reopened.close();
+    }
+  });
+
   it('after close every SLRU call is ENGINE_CLOSED; in the failed state changes are ENGINE_FAILED', async () => {
     const disk = new SimDisk();
     const engine = await openOn(disk);
