@@ -9,7 +9,7 @@
  *
  * The failed state (PostgreSQL PANICs for the same reasons; SQLite's pager ERROR state):
  *   F1 a sync (fsync/fdatasync) of any file fails, in the sync phase or in a storage manager's
- *      own fallback sync;
+ *      own fallback sync, or an SLRU's (queue-full fallback, directory, multixact control file);
  *   F2 a storage manager reports a failed metadata switch (through reportSyncFailure).
  * After either, every write, extend, truncate, drop and checkpoint throws ENGINE_FAILED until
  * the engine is closed and opened again: the kernel may have dropped the dirty pages a later
