@@ -241,6 +241,20 @@ describe('clog', () => {
     }
   });
 
+  it('an idle checkpoint of a fresh data directory makes no SLRU I/O', async () => {
+    const engine = await openOn(new SimDisk());
+    try {
+      const before = engine.ioCounts();
+      const stats = await engine.checkpoint();
+      const after = engine.ioCounts();
+      expect(stats.fsyncCalls).toBe(0);
+      expect(stats.bytesWritten).toBe(0);
+      expect(after.open - before.open).toBe(0);
+    } finally {
+      await engine.close();
+    }
+  });
+
   it('after close every SLRU call is ENGINE_CLOSED; in the failed state changes are ENGINE_FAILED', async () => {
     const disk = new SimDisk();
     const engine = await openOn(disk);

@@ -140,6 +140,12 @@ export class MultiXact {
     const control = await readControl(ctx, join(ctx.dataDir, 'pg_multixact', CONTROL_FILE));
     const mx = new MultiXact(ctx, offsets, members, control);
     await mx.#recoverNext();
+    // Nothing was ever created: there is nothing for a control file to protect yet, so idle
+    // checkpoints of a fresh data directory stay free of I/O.
+    const s = mx.#state;
+    if (!control && s.nextMxid === FIRST_MULTIXACT_ID && s.nextOffset === 1 && s.oldestMxid === FIRST_MULTIXACT_ID && s.oldestOffset === 1) {
+      mx.#written = { ...s };
+    }
     return mx;
   }
 
