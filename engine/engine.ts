@@ -9,7 +9,7 @@
  *
  * The failed state (PostgreSQL PANICs for the same reasons; SQLite's pager ERROR state):
  *   F1 a sync (fsync/fdatasync) of any file fails, in the sync phase or in a storage manager's
- *      own fallback sync;
+ *      own fallback sync, or an SLRU's (queue-full fallback, directory, multixact control file);
  *   F2 a storage manager reports a failed metadata switch (through reportSyncFailure).
  * After either, every write, extend, truncate, drop and checkpoint throws ENGINE_FAILED until
  * the engine is closed and opened again: the kernel may have dropped the dirty pages a later
@@ -38,6 +38,11 @@ import { KeyedMutex, Relation, type RelationHost, type RelationOptions } from '.
 import { checkLocator } from './relfile.js';
 import type { RelFileLocator } from './relfile.js';
 import { Checkpointer, CheckpointFlags, CHECKPOINT_TIMEOUT_MS_DEFAULT, COMPLETION_TARGET_DEFAULT, type CheckpointStats } from '../checkpointer/checkpointer.js';
+import type { SlruContext } from './slru/slru.js';
+import { SLRU_BUFFER_COUNT_DEFAULT } from './slru/slru.js';
+import { Clog } from './slru/clog.js';
+import { CommitTs } from './slru/commit-ts.js';
+import { MultiXact } from './slru/multixact.js';
 import { defaultSyncQueueSize } from '../checkpointer/request-queue.js';
 
 export interface EngineOptions {
@@ -61,6 +66,8 @@ export interface EngineOptions {
   maxDirtyBytes?: number;
   completionTarget?: number;
   preload?: readonly Extension[];
+  /** Page buffers of each SLRU (clog, commit_ts, multixact offsets, multixact members). @default 32 */
+  slruBuffers?: number;
   io?: FileIO;
   clock?: Clock;
   /** Receives log lines (checkpoint complete, warnings). Silent by default. */
@@ -166,6 +173,9 @@ export class Engine {
   #lockHandle: FileHandle | null = null;
   /** What opening found and did. */
   readonly openStats: OpenStats = { uncleanStop: false, startupSyncFiles: 0, startupSyncDirs: 0, startupSyncMs: 0 };
+  #clog: Clog | null = null;
+  #commitTs: CommitTs | null = null;
+  #multixact: MultiXact | null = null;
   #failure: LamstoreError | null = null;
   #closed = false;
 
@@ -206,6 +216,12 @@ export class Engine {
         dirtyPageCount: () => this.#pool.dirtyCount(),
         onSyncFailure: (err) => {
           if (!options.dataSyncRetry) this.#enterFailedState(err);
+        },
+        // The SLRU checkpoint (CheckPointCLOG, CheckPointCommitTs, CheckPointMultiXact).
+        checkpointSlrus: async () => {
+          await this.#clog?.checkpoint();
+          await this.#commitTs?.checkpoint();
+          await this.#multixact?.checkpoint();
         },
         storageBegin: async () => {
           for (const s of this.#smgrs.values()) await s.checkpointBegin?.();
@@ -264,6 +280,7 @@ export class Engine {
       md = new MdStorageManager(engine.#smgrContext());
       engine.#smgrs.set(MD_NAME, md);
       await engine.#preload(options.preload ?? []);
+      await engine.#openSlrus();
       engine.#checkpointer.startTimer();
     } catch (err) {
       await engine.#releaseAll();
@@ -376,6 +393,39 @@ export class Engine {
       this.#registry.close();
     }
     for (const [name, factory] of this.#smgrFactories) this.#smgrs.set(name, await factory(this.#smgrContext()));
+  }
+
+  async #openSlrus(): Promise<void> {
+    const bufferCount = intOption('slruBuffers', this.#options.slruBuffers, SLRU_BUFFER_COUNT_DEFAULT, 4, 1 << 16);
+    const ctx: SlruContext = {
+      ...this.#smgrContext(),
+      checkWritable: () => {
+        this.#checkOpen();
+        this.#checkNotFailed();
+      },
+      checkReadable: () => this.#checkOpen(),
+    };
+    this.#clog = await Clog.open(ctx, { bufferCount });
+    this.#commitTs = await CommitTs.open(ctx, { bufferCount });
+    this.#multixact = await MultiXact.open(ctx, { bufferCount });
+  }
+
+  /** Transaction commit statuses, in `<dataDir>/pg_xact/` (sync handler CLOG). */
+  get clog(): Clog {
+    this.#checkOpen();
+    return this.#clog!;
+  }
+
+  /** Commit timestamps, in `<dataDir>/pg_commit_ts/` (sync handler COMMIT_TS). */
+  get commitTs(): CommitTs {
+    this.#checkOpen();
+    return this.#commitTs!;
+  }
+
+  /** Multixacts, in `<dataDir>/pg_multixact/{offsets,members}/` (handlers 3 and 4). */
+  get multixact(): MultiXact {
+    this.#checkOpen();
+    return this.#multixact!;
   }
 
   #smgrContext(): SmgrContext {
@@ -555,6 +605,9 @@ export class Engine {
   }
 
   async #releaseAll(): Promise<void> {
+    this.#clog?.close();
+    this.#commitTs?.close();
+    this.#multixact?.close();
     for (const s of this.#smgrs.values()) await s.close?.();
     if (this.#lockHandle) {
       const h = this.#lockHandle;
