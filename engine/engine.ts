@@ -213,7 +213,11 @@ export class Engine {
         ioCounts: () => this.io.counts(),
         bufferSync: (pace) => this.#pool.bufferSync(pace),
         bufferCount: () => this.sharedBuffers,
-        dirtyPageCount: () => this.#pool.dirtyCount(),
+        dirtyPageCount: () =>
+          this.#pool.dirtyCount() +
+          (this.#clog?.slru.dirtyPageCount() ?? 0) +
+          (this.#commitTs?.slru.dirtyPageCount() ?? 0) +
+          (this.#multixact ? this.#multixact.offsets.dirtyPageCount() + this.#multixact.members.dirtyPageCount() : 0),
         onSyncFailure: (err) => {
           if (!options.dataSyncRetry) this.#enterFailedState(err);
         },
