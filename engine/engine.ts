@@ -120,6 +120,8 @@ export interface OpenStats {
   startupSyncFiles: number;
   startupSyncDirs: number;
   startupSyncMs: number;
+  /** Unlogged relations whose main fork was reset from their INIT fork (after an unclean stop). */
+  unloggedReset: number;
 }
 
 function intOption(name: string, value: unknown, dflt: number, min: number, max: number): number {
@@ -172,7 +174,7 @@ export class Engine {
   #relationHost: RelationHost | null = null;
   #lockHandle: FileHandle | null = null;
   /** What opening found and did. */
-  readonly openStats: OpenStats = { uncleanStop: false, startupSyncFiles: 0, startupSyncDirs: 0, startupSyncMs: 0 };
+  readonly openStats: OpenStats = { uncleanStop: false, startupSyncFiles: 0, startupSyncDirs: 0, startupSyncMs: 0, unloggedReset: 0 };
   #clog: Clog | null = null;
   #commitTs: CommitTs | null = null;
   #multixact: MultiXact | null = null;
@@ -211,7 +213,10 @@ export class Engine {
       },
       participants: {
         ioCounts: () => this.io.counts(),
-        bufferSync: (pace) => this.#pool.bufferSync(pace),
+        bufferSync: (pace, o) => this.#pool.bufferSync(pace, o),
+        syncUnlogged: async () => {
+          for (const s of this.#smgrs.values()) await s.syncUnlogged?.();
+        },
         bufferCount: () => this.sharedBuffers,
         dirtyPageCount: () =>
           this.#pool.dirtyCount() +
@@ -285,6 +290,10 @@ export class Engine {
       engine.#smgrs.set(MD_NAME, md);
       await engine.#preload(options.preload ?? []);
       await engine.#openSlrus();
+      if (engine.openStats.uncleanStop) {
+        for (const s of engine.#smgrs.values()) engine.openStats.unloggedReset += (await s.resetUnlogged?.()) ?? 0;
+      }
+      if (ledger) ledger.exempt = (path) => md!.isUnloggedFile(path);
       engine.#checkpointer.startTimer();
     } catch (err) {
       await engine.#releaseAll();

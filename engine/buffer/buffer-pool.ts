@@ -74,6 +74,7 @@ export interface BufferPoolStats {
 }
 
 export const USAGE_COUNT_MAX = 5;
+const INIT_FORK = 3;
 /** Largest vectored write BufferSync issues, and its writeBatch chunk (256 pages). */
 export const WRITE_COMBINE_MAX_BLOCKS = 256;
 
@@ -459,23 +460,27 @@ export class BufferPool {
   }
 
   /** BufferSync: write the buffers dirty now (see the header). */
-  async bufferSync(pace: (progress: number) => Promise<void>): Promise<BufferSyncResult> {
+  async bufferSync(pace: (progress: number) => Promise<void>, options: { includeUnlogged?: boolean } = {}): Promise<BufferSyncResult> {
     assert(!this.#syncRunning, 'one BufferSync at a time');
     this.#syncRunning = true;
     try {
-      return await this.#bufferSync(pace);
+      return await this.#bufferSync(pace, options.includeUnlogged === true);
     } finally {
       this.#syncRunning = false;
     }
   }
 
-  async #bufferSync(pace: (progress: number) => Promise<void>): Promise<BufferSyncResult> {
+  async #bufferSync(pace: (progress: number) => Promise<void>, includeUnlogged: boolean): Promise<BufferSyncResult> {
     const result: BufferSyncResult = { buffersWritten: 0, bytesWritten: 0, rangesWritten: 0 };
     const byStorage = new Map<string, SyncItem[]>();
     for (let id = 0; id < this.nBuffers; id++) {
       if (!(this.#flags[id]! & F_DIRTY)) continue;
-      this.#setFlags(id, this.#flags[id]! | (F_CHECKPOINT_NEEDED));
       const tag = this.#tags[id]!;
+      // PostgreSQL's BM_PERMANENT test: an unlogged relation's pages are written only by the
+      // shutdown checkpoint (or eviction). Its INIT fork is permanent: the reset after a crash
+      // copies it, so it must be durable like any logged page.
+      if (!includeUnlogged && tag.persistence === 'unlogged' && tag.fork !== INIT_FORK) continue;
+      this.#setFlags(id, this.#flags[id]! | (F_CHECKPOINT_NEEDED));
       let list = byStorage.get(tag.storage);
       if (!list) byStorage.set(tag.storage, (list = []));
       list.push({ id, key: this.#keys[id]!, tag });

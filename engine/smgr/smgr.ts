@@ -71,6 +71,10 @@ export interface StorageManager {
   maxCombine?(rel: RelFileLocator, fork: ForkNumber, blockNum: number): number;
   checkpointBegin?(): Promise<void> | void;
   checkpointEnd?(completed: boolean): Promise<void> | void;
+  /** Shutdown checkpoint: make unlogged forks written since the last one durable. */
+  syncUnlogged?(): Promise<number>;
+  /** After an unclean stop: reset every unlogged relation's main fork from its INIT fork. */
+  resetUnlogged?(): Promise<number>;
   /** Release files and locks at engine close. */
   close?(): Promise<void>;
 }
