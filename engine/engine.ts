@@ -34,6 +34,7 @@ import { SLRU_DIRS, slruSyncOps } from './slru/names.js';
 import type { SmgrContext, StorageManager, StorageManagerFactory } from './smgr/smgr.js';
 import { MD_NAME, MdStorageManager } from './md/md.js';
 import { BufferPool } from './buffer/buffer-pool.js';
+import { CHECKPOINT_FLUSH_AFTER_DEFAULT, WRITEBACK_MAX_PENDING_FLUSHES } from './buffer/writeback.js';
 import { KeyedMutex, Relation, type RelationHost, type RelationOptions } from './relation.js';
 import { checkLocator } from './relfile.js';
 import type { RelFileLocator } from './relfile.js';
@@ -65,6 +66,12 @@ export interface EngineOptions {
   checkpointTimeoutMs?: number;
   maxDirtyBytes?: number;
   completionTarget?: number;
+  /**
+   * PostgreSQL's `checkpoint_flush_after`, in blocks: after this many buffers written by a
+   * checkpoint, ask the storage managers to start writing them back (a hint; md's reaches
+   * FileIO.writeback). 0 disables; at most 256. No hints when `fsync` is false. @default 32
+   */
+  checkpointFlushAfter?: number;
   preload?: readonly Extension[];
   /** Page buffers of each SLRU (clog, commit_ts, multixact offsets, multixact members). @default 32 */
   slruBuffers?: number;
@@ -197,6 +204,8 @@ export class Engine {
       nBuffers: this.sharedBuffers,
       blockSize: this.blockSize,
       smgr: (name) => this.storageManager(name),
+      checkpointFlushAfter: intOption('checkpointFlushAfter', options.checkpointFlushAfter, CHECKPOINT_FLUSH_AFTER_DEFAULT, 0, WRITEBACK_MAX_PENDING_FLUSHES),
+      enableFsync: options.fsync !== false,
       // A page changed in memory: not idle any more, and maybe over maxDirtyBytes (K4).
       onDirty: (dirtyBuffers) => {
         this.#checkpointer.noteActivity();

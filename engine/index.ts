@@ -27,6 +27,8 @@ export type { RelationOptions } from './relation.js';
 export { MdStorageManager, MD_NAME } from './md/md.js';
 export { BufferPool, USAGE_COUNT_MAX, WRITE_COMBINE_MAX_BLOCKS } from './buffer/buffer-pool.js';
 export type { BufferTag, BufferPoolStats } from './buffer/buffer-pool.js';
+export { WritebackContext, WRITEBACK_MAX_PENDING_FLUSHES, CHECKPOINT_FLUSH_AFTER_DEFAULT } from './buffer/writeback.js';
+export type { WritebackTag, WritebackStats } from './buffer/writeback.js';
 export type { CheckpointStats } from '../checkpointer/checkpointer.js';
 export { crc32c } from './checksum.js';
 export { setPageChecksum, verifyPageChecksum, computePageChecksum, PAGE_CHECKSUM_OFFSET } from './page.js';

@@ -57,9 +57,18 @@
  * nblocks is cached per fork once computed (the data directory is locked: nobody else changes
  * the files) and kept exact by extend, truncate and unlink.
  *
- * Not covered: sync_file_range writeback hints (reference section 9, behaviour 40); after a crash
- * that loses a segment's size but keeps a later segment's data, nblocks stops at the short
- * segment and the later data is inactive, as in PostgreSQL without WAL replay.
+ * Writeback hints (M8, mdwriteback; reference sections 7 and 9, behaviour 40): `writeback(rel,
+ * fork, block, nblocks)` splits the range at segment boundaries and hands each piece to
+ * `io.writeback` (FileIO C7) when the FileIO has it. It uses only handles already in the fd
+ * cache: at the first segment that is not open it stops, silently, as mdwriteback does (opening
+ * a file just to hint it would cost more than the hint saves, and the file may be being
+ * unlinked). A failed hint puts the engine in the failed state (ctx.reportSyncFailure), as
+ * PostgreSQL's data_sync_elevel does for sync_file_range: on Linux it can consume the writeback
+ * error a later fsync would otherwise report. On RealIO the hint is a no-op (real-io.ts).
+ *
+ * Not covered: after a crash that loses a segment's size but keeps a later segment's data,
+ * nblocks stops at the short segment and the later data is inactive, as in PostgreSQL without
+ * WAL replay.
  */
 import { dirname } from 'node:path';
 import { LRUCache } from 'lru-cache';
@@ -482,6 +491,32 @@ export class MdStorageManager implements StorageManager {
   /** Blocks from `blockNum` to the end of its segment: the most one vectored write may cover. */
   maxCombine(_loc: RelFileLocator, _fork: ForkNumber, blockNum: number): number {
     return this.#segBlocks - (blockNum % this.#segBlocks);
+  }
+
+  /** mdwriteback (M8): hint blocks blockNum..blockNum+nblocks-1, piece by segment, open segments only. */
+  async writeback(loc: RelFileLocator, fork: ForkNumber, blockNum: number, nblocks: number): Promise<void> {
+    assert(Number.isInteger(nblocks) && nblocks >= 1, `md writeback: ${describeFork(loc, fork)} nblocks ${nblocks} is positive`);
+    const io = this.#ctx.io;
+    if (!io.writeback || this.#closed) return;
+    let block = blockNum;
+    let left = nblocks;
+    while (left > 0) {
+      const n = Math.min(left, this.maxCombine(loc, fork, block));
+      const path = this.#segPath(loc, fork, Math.floor(block / this.#segBlocks));
+      // peek: a hint neither opens a file nor counts as a use for the LRU order.
+      const seg = this.#cache.peek(path);
+      if (!seg) return;
+      seg.pins++;
+      try {
+        await io.writeback(seg.handle, (block % this.#segBlocks) * this.#blockSize, n * this.#blockSize);
+      } catch (err) {
+        this.#ctx.reportSyncFailure(ioError('sync_file_range', path, err));
+      } finally {
+        await this.#release(seg);
+      }
+      block += n;
+      left -= n;
+    }
   }
 
   async extend(loc: RelFileLocator, fork: ForkNumber, blockNum: number, page: Uint8Array, persistence?: Persistence): Promise<void> {
