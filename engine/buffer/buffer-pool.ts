@@ -49,7 +49,7 @@ import type { ForkNumber, RelFileLocator } from '../relfile.js';
 import { describeFork } from '../relfile.js';
 import type { BatchWrite, Persistence, StorageManager } from '../smgr/smgr.js';
 import { setPageChecksum, verifyPageChecksum, PAGE_CHECKSUM_OFFSET } from '../page.js';
-import { CHECKPOINT_FLUSH_AFTER_DEFAULT, WritebackContext } from './writeback.js';
+import { CHECKPOINT_FLUSH_AFTER_DEFAULT, WRITEBACK_MAX_PENDING_FLUSHES, WritebackContext } from './writeback.js';
 
 export interface BufferTag {
   storage: string;
@@ -164,6 +164,7 @@ export class BufferPool {
     this.#smgr = options.smgr;
     this.#flushAfter = options.checkpointFlushAfter ?? CHECKPOINT_FLUSH_AFTER_DEFAULT;
     this.#enableFsync = options.enableFsync ?? true;
+    assert(Number.isInteger(this.#flushAfter) && this.#flushAfter >= 0 && this.#flushAfter <= WRITEBACK_MAX_PENDING_FLUSHES, 'buffer pool: checkpointFlushAfter is in 0..256 (the engine validates the option)');
     // Allocated once, here (STYLE 12).
     this.#memory = new Uint8Array(new ArrayBuffer(this.nBuffers * this.blockSize));
     this.#flags = new Uint8Array(this.nBuffers);
