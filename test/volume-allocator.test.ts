@@ -139,7 +139,7 @@ class SparseIO implements FileIO {
 describe('allocator figure', () => {
   it('relations grown page by page, interleaved, to 1000 pages each (1000 relations with LAMSTORE_FIGURE_RELATIONS=1000)', async () => {
     const BS = 8192;
-    // LAMSTORE_FIGURE_RELATIONS=1000 gives the figure (about 25 s); CI runs 200 (the
+    // LAMSTORE_FIGURE_RELATIONS=1000 gives the figure (about 7 s); CI runs 200 (the
     // volume scales with it: 8 GiB, 1,048,576 blocks, for 1000 relations).
     const R = Number(process.env.LAMSTORE_FIGURE_RELATIONS ?? 200);
     const sizeBytes = Math.ceil((R * 1_048_576) / 1000) * BS;
