@@ -1,0 +1,227 @@
+/**
+ * The extent allocator: free space of a volume as runs of blocks, the growth policy, and space
+ * waiting for a checkpoint before it may be reused.
+ *
+ * Invariants (checkInvariants() verifies them; tests call it after every step):
+ *  A1 Free runs are disjoint, non-empty, never adjacent (adjacent runs are merged on release),
+ *     and lie inside [METADATA_BLOCKS, volumeBlocks).
+ *  A2 `#byStart` and `#bySize` hold the same runs, ordered by start and by (length, start);
+ *     `freeBlocks` is the sum of their lengths.
+ *  A3 Space freed by truncate or drop goes to `pending`, tagged with the metadata version that
+ *     no longer references it. It returns to the free runs only through `releaseUpTo(v)`, called
+ *     when a checkpoint has completed whose durable catalog has version >= that tag: until then
+ *     the durable catalog may still point at it (DESIGN.md section 5), and a crash must find the
+ *     old pages there.
+ *  A4 Catalog reserve: after any allocation, the free runs hold two disjoint stretches of at least
+ *     `reserveBlocks` each (one run of twice that size counts), where `reserveBlocks` is the size
+ *     of the catalog that would describe the volume after the allocation. The next checkpoint
+ *     needs one of them for its copy-on-write catalog; the other keeps one available for the
+ *     checkpoint after, even when the catalog grew meanwhile and the old catalog area it frees is
+ *     smaller. Without this a full volume could make a checkpoint fail, which is fatal; with it
+ *     the allocation that would eat the reserve fails with VOLUME_FULL and nothing is lost.
+ *
+ * Costs: best fit, in-place lookup and the reserve check are binary searches, O(log runs);
+ * taking or releasing a run is a binary search plus an array splice.
+ */
+import { assert } from '../engine/index.js';
+import type { Extent } from './format.js';
+import { METADATA_BLOCKS } from './format.js';
+
+interface Run {
+  start: number;
+  length: number;
+}
+
+function bySizeCmp(a: Run, b: Run): number {
+  return a.length - b.length || a.start - b.start;
+}
+
+/** Index of the first element for which `before(el)` is false (elements ordered). */
+function lowerBound<T>(arr: readonly T[], before: (el: T) => boolean): number {
+  let lo = 0;
+  let hi = arr.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (before(arr[mid]!)) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+export interface PendingFree extends Extent {
+  /** Metadata version from which on no catalog references this space (A3). */
+  version: number;
+}
+
+export class FreeSpace {
+  readonly volumeBlocks: number;
+  #byStart: Run[] = [];
+  #bySize: Run[] = [];
+  #pending: PendingFree[] = [];
+  freeBlocks = 0;
+
+  /** Free space = every block from METADATA_BLOCKS up that `used` does not cover. */
+  constructor(volumeBlocks: number, used: readonly Extent[]) {
+    this.volumeBlocks = volumeBlocks;
+    const sorted = [...used].sort((a, b) => a.startBlock - b.startBlock);
+    let at = METADATA_BLOCKS;
+    for (const u of sorted) {
+      assert(u.startBlock >= at, `used extents do not overlap (block ${u.startBlock})`);
+      if (u.startBlock > at) this.#insert({ start: at, length: u.startBlock - at });
+      at = u.startBlock + u.lengthBlocks;
+    }
+    assert(at <= volumeBlocks, 'used extents lie inside the volume');
+    if (at < volumeBlocks) this.#insert({ start: at, length: volumeBlocks - at });
+  }
+
+  get runCount(): number {
+    return this.#byStart.length;
+  }
+
+  get pendingBlocks(): number {
+    let n = 0;
+    for (const p of this.#pending) n += p.lengthBlocks;
+    return n;
+  }
+
+  pendingList(): readonly PendingFree[] {
+    return this.#pending;
+  }
+
+  /** Free runs in volume order (copies). */
+  runs(): Extent[] {
+    return this.#byStart.map((r) => ({ startBlock: r.start, lengthBlocks: r.length }));
+  }
+
+  largestRunBlocks(): number {
+    return this.#bySize[this.#bySize.length - 1]?.length ?? 0;
+  }
+
+  #insert(r: Run): void {
+    this.#byStart.splice(lowerBound(this.#byStart, (x) => x.start < r.start), 0, r);
+    this.#bySize.splice(lowerBound(this.#bySize, (x) => bySizeCmp(x, r) < 0), 0, r);
+    this.freeBlocks += r.length;
+  }
+
+  #remove(r: Run): void {
+    const i = lowerBound(this.#byStart, (x) => x.start < r.start);
+    assert(this.#byStart[i] === r, 'run found by start');
+    this.#byStart.splice(i, 1);
+    const j = lowerBound(this.#bySize, (x) => bySizeCmp(x, r) < 0);
+    assert(this.#bySize[j] === r, 'run found by size');
+    this.#bySize.splice(j, 1);
+    this.freeBlocks -= r.length;
+  }
+
+  /** The free run containing `block`, if any. */
+  runContaining(block: number): Run | undefined {
+    const i = lowerBound(this.#byStart, (x) => x.start <= block) - 1;
+    const r = this.#byStart[i];
+    return r && block < r.start + r.length ? r : undefined;
+  }
+
+  /** Smallest run of at least `n` blocks, lowest start among equals. */
+  bestFit(n: number): Run | undefined {
+    return this.#bySize[lowerBound(this.#bySize, (x) => x.length < n)];
+  }
+
+  /** Remove [start, start+length) from the free space; it must lie inside one free run. */
+  take(startBlock: number, lengthBlocks: number): void {
+    assert(lengthBlocks >= 1, 'take at least one block');
+    const r = this.runContaining(startBlock);
+    assert(r !== undefined && startBlock + lengthBlocks <= r.start + r.length, `blocks ${startBlock}+${lengthBlocks} are free`);
+    this.#remove(r);
+    if (startBlock > r.start) this.#insert({ start: r.start, length: startBlock - r.start });
+    const end = startBlock + lengthBlocks;
+    if (end < r.start + r.length) this.#insert({ start: end, length: r.start + r.length - end });
+  }
+
+  /** Return space to the free runs at once (only for space no durable catalog references). */
+  give(startBlock: number, lengthBlocks: number): void {
+    assert(lengthBlocks >= 1 && startBlock >= METADATA_BLOCKS && startBlock + lengthBlocks <= this.volumeBlocks, 'given space lies inside the data area');
+    let start = startBlock;
+    let length = lengthBlocks;
+    const i = lowerBound(this.#byStart, (x) => x.start < start);
+    const prev = this.#byStart[i - 1];
+    const next = this.#byStart[i];
+    assert(!prev || prev.start + prev.length <= start, `released blocks ${start}.. are not already free`);
+    assert(!next || start + length <= next.start, `released blocks ..${start + length - 1} are not already free`);
+    if (prev && prev.start + prev.length === start) {
+      this.#remove(prev);
+      start = prev.start;
+      length += prev.length;
+    }
+    if (next && startBlock + lengthBlocks === next.start) {
+      this.#remove(next);
+      length += next.length;
+    }
+    this.#insert({ start, length });
+  }
+
+  /** Space a truncate or drop gave up at metadata version `version` (A3). */
+  deferFree(extent: Extent, version: number): void {
+    assert(extent.lengthBlocks >= 1, 'deferred extent is not empty');
+    this.#pending.push({ startBlock: extent.startBlock, lengthBlocks: extent.lengthBlocks, version });
+  }
+
+  /** A checkpoint completed with durable metadata version `version`: reuse what it no longer references. */
+  releaseUpTo(version: number): number {
+    let released = 0;
+    const keep: PendingFree[] = [];
+    for (const p of this.#pending) {
+      if (p.version <= version) {
+        this.give(p.startBlock, p.lengthBlocks);
+        released += p.lengthBlocks;
+      } else keep.push(p);
+    }
+    this.#pending = keep;
+    return released;
+  }
+
+  /**
+   * A4: would two stretches of `reserveBlocks` remain if [start, start+length) were taken?
+   * Looks at the three largest runs only: the taken part touches one run, so two of the three
+   * largest others (or the pieces of the touched one) decide.
+   */
+  reserveHoldsAfter(startBlock: number, lengthBlocks: number, reserveBlocks: number): boolean {
+    const touched = lengthBlocks > 0 ? this.runContaining(startBlock) : undefined;
+    const sizes: number[] = [];
+    for (let i = this.#bySize.length - 1; i >= 0 && sizes.length < 3; i--) {
+      const r = this.#bySize[i]!;
+      if (r !== touched) sizes.push(r.length);
+    }
+    if (touched) {
+      sizes.push(startBlock - touched.start);
+      sizes.push(touched.start + touched.length - (startBlock + lengthBlocks));
+    }
+    let stretches = 0;
+    for (const s of sizes) stretches += Math.floor(s / Math.max(1, reserveBlocks));
+    return stretches >= 2;
+  }
+
+  /** A1, A2 and A3's disjointness from free space. */
+  checkInvariants(): void {
+    assert(this.#byStart.length === this.#bySize.length, 'A2: both orders hold the same runs');
+    let sum = 0;
+    let prevEnd = -1;
+    for (const r of this.#byStart) {
+      assert(r.length >= 1, 'A1: runs are non-empty');
+      assert(r.start >= METADATA_BLOCKS && r.start + r.length <= this.volumeBlocks, 'A1: runs inside the data area');
+      assert(r.start > prevEnd, `A1: runs disjoint and not adjacent (block ${r.start})`);
+      prevEnd = r.start + r.length;
+      sum += r.length;
+    }
+    assert(sum === this.freeBlocks, 'A2: freeBlocks is the sum of the runs');
+    for (let i = 1; i < this.#bySize.length; i++) assert(bySizeCmp(this.#bySize[i - 1]!, this.#bySize[i]!) < 0, 'A2: size order');
+    for (const p of this.#pending) assert(this.runContaining(p.startBlock) === undefined, 'A3: pending space is not free yet');
+  }
+}
+
+/**
+ * Growth policy: how many blocks a fork with `capacityBlocks` in its extents should get next.
+ * Doubling the capacity each time keeps a fork of N blocks in about log2(N/8) extents until the
+ * cap, and bounds the space reserved beyond its data by its own size.
+ */
+export function growthBlocks(capacityBlocks: number, firstBlocks: number, maxBlocks: number): number {
+  return Math.min(maxBlocks, Math.max(firstBlocks, capacityBlocks));
+}

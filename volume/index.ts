@@ -1,0 +1,70 @@
+/**
+ * `lamstore/volume`: the volume extension. Preload it and relations created with
+ * `{ storage: 'volume' }` live as extents in one preallocated file:
+ *
+ *   const engine = await Engine.open({ dataDir, preload: [volumeExtension({ path, create: { sizeBytes } })] });
+ *
+ * At preload the extension opens the volume (creating it when `create` is given and the file
+ * does not exist), then registers sync handler "volume" and storage manager "volume" through
+ * the preload context only: this folder imports nothing but the engine's public API.
+ */
+import { ErrorCode, LamstoreError } from '../engine/index.js';
+import type { Extension, PreloadContext } from '../engine/index.js';
+import { Volume } from './volume.js';
+import type { VolumeCreateOptions } from './volume.js';
+import { volumeStorageManager, volumeSyncOps, VOLUME_SMGR_NAME } from './smgr.js';
+
+export { Volume, openVolumeReadOnly, openVolumeReadOnly as inspectVolume, createVolumeFile, examineVolume, FORK_NAMES } from './volume.js';
+export type { VolumeInfo, SlotInfo, ForkInfo, CreateProgress, VolumeCreateOptions, VolumeOpenOptions, VolumeStats, VolumeExamination } from './volume.js';
+export { checkVolume } from './check.js';
+export type { CheckVolumeOptions } from './check.js';
+export type { Finding, Extent } from './format.js';
+export {
+  FORMAT_VERSION,
+  EXTENT_BLOCKS_FIRST,
+  EXTENT_BYTES_MAX,
+  VOLUME_SIZE_BYTES_MIN,
+  VOLUME_SIZE_BYTES_MAX,
+  METADATA_BLOCKS,
+  extentBlocksMax,
+} from './format.js';
+export { VOLUME_SMGR_NAME, VOLUME_SYNC_HANDLER_NAME } from './smgr.js';
+
+export interface VolumeExtensionOptions {
+  /** The volume file. */
+  path: string;
+  /** Create the volume when the file does not exist (only a default when it does). */
+  create?: VolumeCreateOptions;
+  /** Open with a shared lock; writes are refused. @default false */
+  readOnly?: boolean;
+}
+
+export interface VolumeExtension extends Extension {
+  /** The open volume, once preload ran (for inspection and tests). */
+  readonly volume: Volume | undefined;
+}
+
+/** The volume extension for `Engine.open({ preload: [...] })`. */
+export function volumeExtension(options: VolumeExtensionOptions): VolumeExtension {
+  if (typeof options !== 'object' || options === null) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, 'volumeExtension needs an options object { path, create?, readOnly? }');
+  if (typeof options.path !== 'string' || options.path.length === 0) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, 'option path must be a non-empty file path');
+  if (options.readOnly !== undefined && typeof options.readOnly !== 'boolean') throw new LamstoreError(ErrorCode.BAD_ARGUMENT, 'option readOnly must be a boolean');
+  let volume: Volume | undefined;
+  return {
+    name: 'volume',
+    get volume() {
+      return volume;
+    },
+    async init(ctx: PreloadContext) {
+      const vol = await Volume.open({ io: ctx.io, path: options.path, create: options.create, readOnly: options.readOnly, blockSize: ctx.blockSize });
+      try {
+        vol.handlerId = ctx.registerSyncHandler(volumeSyncOps(vol));
+        ctx.registerStorageManager(VOLUME_SMGR_NAME, (sctx) => volumeStorageManager(vol, sctx));
+      } catch (err) {
+        await vol.close();
+        throw err;
+      }
+      volume = vol;
+    },
+  };
+}

@@ -1,0 +1,51 @@
+/**
+ * The volume as the engine sees it: a StorageManager named "volume" and a sync handler named
+ * "volume". Both are thin adapters over Volume (volume.ts), which holds the state.
+ *
+ * Contract kept (engine/smgr/smgr.ts):
+ *  S1 Every write, extend, create, truncate and unlink registers a SYNC request for the fork's
+ *     FileTag (handler = the volume's id, segno 0): metadata-only changes must reach disk at the
+ *     next checkpoint too, and the sync handler is where the catalog is written.
+ *  S2 physicalBlock + writeBatch let BufferSync write dirty pages in volume-offset order, so
+ *     adjacent pages of different forks coalesce into one pwritev.
+ *  S3 The sync handler never cancels on FILTER (no fileTagMatches): a dropped database's forks
+ *     still need their drop made durable. It receives no UNLINK requests: freed space returns to
+ *     the allocator at checkpointEnd, not through post-checkpoint unlinks.
+ */
+import type { BatchWrite, FileTag, ForkNumber, RelFileLocator, SmgrContext, StorageManager, SyncOps } from '../engine/index.js';
+import type { Volume } from './volume.js';
+import { describeForkKey } from './format.js';
+
+export const VOLUME_SMGR_NAME = 'volume';
+export const VOLUME_SYNC_HANDLER_NAME = 'volume';
+
+export function volumeStorageManager(volume: Volume, ctx: SmgrContext): StorageManager {
+  volume.attach(ctx);
+  return {
+    name: VOLUME_SMGR_NAME,
+    create: (rel: RelFileLocator, fork: ForkNumber) => volume.create(rel, fork),
+    exists: async (rel, fork) => volume.exists(rel, fork),
+    extend: (rel, fork, blockNum, page) => volume.extend(rel, fork, blockNum, page),
+    read: (rel, fork, blockNum, into) => volume.read(rel, fork, blockNum, into),
+    write: (rel, fork, blockNum, page) => volume.write(rel, fork, blockNum, page),
+    writev: (rel, fork, blockNum, pages) => volume.writev(rel, fork, blockNum, pages),
+    nblocks: async (rel, fork) => volume.nblocks(rel, fork),
+    truncate: (rel, fork, nblocks) => volume.truncate(rel, fork, nblocks),
+    unlink: (rel, fork) => volume.unlink(rel, fork),
+    immediateSync: () => volume.immediateSync(),
+    registerSync: (rel, fork) => volume.registerSync(rel, fork),
+    physicalBlock: (rel, fork, blockNum) => volume.physicalBlock(rel, fork, blockNum),
+    writeBatch: (items: readonly BatchWrite[]) => volume.writeBatch(items),
+    checkpointBegin: () => volume.checkpointBegin(),
+    checkpointEnd: (completed) => volume.checkpointEnd(completed),
+    close: () => volume.close(),
+  };
+}
+
+export function volumeSyncOps(volume: Volume): SyncOps {
+  return {
+    name: VOLUME_SYNC_HANDLER_NAME,
+    syncFileTag: (tag: FileTag) => volume.syncTag(tag),
+    describeTag: (tag: FileTag) => `${volume.path} (${describeForkKey({ ...tag.rlocator, fork: tag.forkNum })})`,
+  };
+}

@@ -1,0 +1,1149 @@
+/**
+ * Volume: one preallocated file holding relation forks as extents; its in-memory catalog, the
+ * allocator, the page I/O, and the volume sync that makes a checkpoint durable with at most two
+ * fdatasync calls (DESIGN.md section 5; format in format.ts and README.md).
+ *
+ * Invariants (checkInvariants() verifies V1-V4; tests call it after every step):
+ *  V1 Every block of the volume is exactly one of: superblock slot (0-1), the durable catalog,
+ *     the catalog being written (during a volume sync), an extent of a fork, pending free
+ *     (A3 in extent-allocator.ts), or free.
+ *  V2 A fork's extents hold capacity >= nblocks blocks; `firstBlock[i]` is the fork block number
+ *     of extent i's first block (prefix sums), so block -> volume offset is a binary search.
+ *  V3 The durable state (the newest valid superblock and the catalog it points at) is never
+ *     overwritten: new catalogs go to free space, superblock generation g goes to slot g % 2
+ *     (F1, F5), and space the durable catalog references is never free (A3).
+ *  V4 `#syncedSeq <= #writeSeq` and `#durableMeta <= #metaVersion`. A write is covered by a
+ *     volume sync iff its sequence number is <= `#syncedSeq`; a metadata change iff its version
+ *     is <= `#durableMeta`.
+ *
+ * Checkpoint order (the volume sync, `#syncOnce`), and why:
+ *  1. Dirty pages were written in place by BufferSync before the sync phase (volume-offset
+ *     order, through writeBatch). The file was zero-filled at creation, so these overwrites never
+ *     change the file size: fdatasync covers them without a metadata journal commit.
+ *  2. If metadata changed: the new catalog is written to free space (never over the durable one).
+ *  3. fdatasync: pages and the new catalog are durable. A crash before this returns leaves the
+ *     old superblock pointing at the old, intact catalog.
+ *  4. If metadata changed: the older superblock slot is overwritten with generation + 1, then a
+ *     second fdatasync. The switch is one 128-byte write inside one sector; a torn or lost write
+ *     leaves the previous slot as the newest valid one (D1: old or new metadata, never a mix).
+ * Sync epoch: the sync captures (write sequence, metadata version) at its start. A fork's tag is
+ * done when its last write and last metadata change are covered (V4), so the first tag of a
+ * checkpoint pays for the fdatasyncs and the others return at once; a fork written again after
+ * the capture (a write racing the checkpoint) is not wrongly reported durable.
+ *
+ * The failed state: a failed fdatasync, a failed catalog or superblock write, or any error inside
+ * the volume sync sets `#failure`. From then on every write, extend, create, truncate, unlink and
+ * sync throws ENGINE_FAILED naming the volume; reads keep working. The sync handler rethrows, so
+ * the engine enters its own failed state too (F1 of engine.ts).
+ */
+import { dirname, resolve } from 'node:path';
+import {
+  ErrorCode,
+  LamstoreError,
+  RealIO,
+  SyncRequestType,
+  assert,
+  checkBlock,
+  checkFork,
+  checkLocator,
+  crc32c,
+  errnoOf,
+  fsError,
+  ioError,
+} from '../engine/index.js';
+import type { FileHandle, FileIO, FileTag, ForkNumber, RelFileLocator, SmgrContext } from '../engine/index.js';
+import {
+  EXTENT_BLOCKS_FIRST,
+  METADATA_BLOCKS,
+  SLOT_COUNT,
+  SUPERBLOCK_BYTES,
+  catalogBytes,
+  catalogFindings,
+  checkVolumeGeometry,
+  compareForkKeys,
+  decodeCatalog,
+  decodeSuperblock,
+  describeForkKey,
+  encodeCatalog,
+  encodeSuperblock,
+  extentBlocksMax,
+  BLOCK_SIZE_BYTES_MIN,
+  BLOCK_SIZE_BYTES_MAX,
+} from './format.js';
+import type { Catalog, CatalogFork, Extent, Finding, SlotResult, Superblock } from './format.js';
+import { FreeSpace, growthBlocks } from './extent-allocator.js';
+
+export interface CreateProgress {
+  doneBytes: number;
+  totalBytes: number;
+}
+
+export interface VolumeCreateOptions {
+  /** Whole size of the volume file: 64 KiB..1 TiB, a multiple of blockSize. */
+  sizeBytes: number;
+  /** Page size; must equal the engine's. @default the engine's blockSize (8192) */
+  blockSize?: number;
+  /** Called after every zero-filled chunk (the CLI draws a progress bar from it). */
+  onProgress?: (progress: CreateProgress) => void;
+}
+
+export interface VolumeOpenOptions {
+  io: FileIO;
+  path: string;
+  /** Create the file when it does not exist (ignored when it exists). */
+  create?: VolumeCreateOptions;
+  /** Shared lock, no writes. @default false */
+  readOnly?: boolean;
+  /** The engine's page size: the volume's must equal it. */
+  blockSize?: number;
+}
+
+export interface SlotInfo {
+  slot: number;
+  valid: boolean;
+  generation?: number;
+  /** Why the slot is not valid. */
+  reason?: string;
+}
+
+export interface ForkInfo {
+  spcOid: number;
+  dbOid: number;
+  relNumber: number;
+  fork: number;
+  forkName: string;
+  nblocks: number;
+  extents: Extent[];
+}
+
+/** What `lamstore inspect` and `lamstore map` show. */
+export interface VolumeInfo {
+  path: string;
+  blockSizeBytes: number;
+  volumeSizeBytes: number;
+  volumeBlocks: number;
+  fileSizeBytes: number;
+  slots: SlotInfo[];
+  activeSlot: number;
+  generation: number;
+  catalog: { offsetBlocks: number; lengthBytes: number; blocks: number };
+  /** Superblocks + catalog. */
+  metadataBlocks: number;
+  /** Blocks in forks' extents. */
+  usedBlocks: number;
+  freeBlocks: number;
+  /** Freed by truncate/drop, reusable after the next completed checkpoint. */
+  pendingFreeBlocks: number;
+  largestFreeRunBlocks: number;
+  freeRuns: Extent[];
+  forks: ForkInfo[];
+}
+
+export const FORK_NAMES = ['main', 'fsm', 'vm', 'init'] as const;
+/** Zero-fill chunk at creation: large enough to stream, small enough to report progress. */
+export const ZERO_CHUNK_BYTES = 4 * 1024 * 1024;
+
+interface ForkState {
+  key: string;
+  rel: RelFileLocator;
+  fork: ForkNumber;
+  nblocks: number;
+  extents: Extent[];
+  /** V2: fork block number of each extent's first block. */
+  firstBlock: number[];
+  capacity: number;
+}
+
+interface SyncNeed {
+  /** Last write of the fork (sequence number) and last metadata change (version). */
+  seq: number;
+  meta: number;
+}
+
+function forkKey(rel: RelFileLocator, fork: number): string {
+  return `${rel.spcOid}/${rel.dbOid}/${rel.relNumber}/${fork}`;
+}
+
+function volumeFailedError(path: string, cause: unknown): LamstoreError {
+  const detail = cause instanceof Error ? cause.message : String(cause);
+  const errno = errnoOf(cause);
+  return new LamstoreError(ErrorCode.ENGINE_FAILED, `${path}: volume failed (${detail}); close and reopen it`, {
+    cause,
+    path,
+    errno: errno === 'ENOENT' ? undefined : errno,
+  });
+}
+
+function badArg(message: string): LamstoreError {
+  return new LamstoreError(ErrorCode.BAD_ARGUMENT, message);
+}
+
+// ---------------------------------------------------------------- reading the metadata
+
+export interface VolumeExamination {
+  fileSizeBytes: number;
+  slots: SlotInfo[];
+  /** The newest valid superblock. */
+  active?: Superblock;
+  catalog?: Catalog;
+  catalogArea?: Extent;
+  findings: Finding[];
+  /** Set when the volume cannot be opened: the problem, in one line. */
+  fatal?: string;
+}
+
+async function readAt(io: FileIO, handle: FileHandle, path: string, length: number, offset: number): Promise<Uint8Array> {
+  const buf = new Uint8Array(length);
+  let n: number;
+  try {
+    n = await io.pread(handle, buf, offset);
+  } catch (err) {
+    throw ioError('read', path, err);
+  }
+  return n === length ? buf : buf.subarray(0, n);
+}
+
+/**
+ * Read and judge both superblocks and the active catalog. Never writes; never throws for bad
+ * content (only for I/O errors): open() turns `fatal` into VOLUME_CORRUPT, checkVolume lists
+ * `findings`.
+ */
+export async function examineVolume(io: FileIO, handle: FileHandle, path: string): Promise<VolumeExamination> {
+  let fileSizeBytes: number;
+  try {
+    fileSizeBytes = await io.size(handle);
+  } catch (err) {
+    throw ioError('fstat', path, err);
+  }
+  const ex: VolumeExamination = { fileSizeBytes, slots: [], findings: [] };
+  if (fileSizeBytes < SUPERBLOCK_BYTES) {
+    ex.fatal = fileSizeBytes === 0 ? 'file is empty (0 bytes), not a volume' : `file is ${fileSizeBytes} bytes, shorter than a ${SUPERBLOCK_BYTES}-byte superblock`;
+    ex.findings.push({ severity: 'error', part: 'file', message: ex.fatal });
+    return ex;
+  }
+  const results: SlotResult[] = [];
+  results[0] = decodeSuperblock(await readAt(io, handle, path, SUPERBLOCK_BYTES, 0), 0);
+  // Slot 1 sits at one block size; the block size is in the superblock. Take slot 0's when it
+  // is valid, else try every legal block size.
+  const r0 = results[0];
+  const candidates = r0.ok ? [r0.sb.blockSizeBytes] : [8192, 4096, 16384, 32768];
+  let r1: SlotResult | undefined;
+  for (const bs of candidates) {
+    if (fileSizeBytes < bs + SUPERBLOCK_BYTES) continue;
+    const r = decodeSuperblock(await readAt(io, handle, path, SUPERBLOCK_BYTES, bs), 1);
+    if (r.ok && r.sb.blockSizeBytes !== bs) {
+      r1 ??= { ok: false, reason: `found at offset ${bs} but records block size ${r.sb.blockSizeBytes}` };
+      continue;
+    }
+    if (r.ok || r1 === undefined) r1 = r;
+    if (r.ok) break;
+  }
+  results[1] = r1 ?? { ok: false, reason: `file is too short (${fileSizeBytes} bytes) to hold slot 1` };
+  for (let slot = 0; slot < SLOT_COUNT; slot++) {
+    const r = results[slot]!;
+    ex.slots.push(r.ok ? { slot, valid: true, generation: r.sb.generation } : { slot, valid: false, reason: r.reason });
+    if (!r.ok) ex.findings.push({ severity: 'error', part: `superblock slot ${slot}`, message: r.reason });
+  }
+  const valid = results.filter((r): r is { ok: true; sb: Superblock } => r.ok).map((r) => r.sb);
+  if (valid.length === 0) {
+    ex.fatal = `no valid superblock (slot 0: ${ex.slots[0]!.reason}; slot 1: ${ex.slots[1]!.reason})`;
+    return ex;
+  }
+  valid.sort((a, b) => b.generation - a.generation);
+  const sb = valid[0]!;
+  ex.active = sb;
+  if (valid.length === 2) {
+    const other = valid[1]!;
+    if (sb.generation !== other.generation + 1) {
+      ex.findings.push({ severity: 'warning', part: `superblock slot ${other.slot}`, message: `generation ${other.generation} is not one below the active slot's ${sb.generation}` });
+    }
+    if (other.blockSizeBytes !== sb.blockSizeBytes || other.volumeSizeBytes !== sb.volumeSizeBytes) {
+      ex.findings.push({ severity: 'error', part: `superblock slot ${other.slot}`, message: 'block size or volume size differs from the active slot' });
+    }
+  }
+  if (sb.volumeSizeBytes > fileSizeBytes) {
+    ex.fatal = `superblock slot ${sb.slot} says the volume is ${sb.volumeSizeBytes} bytes but the file has only ${fileSizeBytes}`;
+    ex.findings.push({ severity: 'error', part: 'file', message: ex.fatal });
+    return ex;
+  }
+  const volumeBlocks = sb.volumeSizeBytes / sb.blockSizeBytes;
+  // decodeSuperblock bounded the catalog length (<= CATALOG_BYTES_MAX) and placed it inside the
+  // volume, which the file holds: this allocation is sized by checked values only.
+  const bytes = await readAt(io, handle, path, sb.catalogLengthBytes, sb.catalogOffsetBlocks * sb.blockSizeBytes);
+  const area: Extent = { startBlock: sb.catalogOffsetBlocks, lengthBlocks: Math.ceil(sb.catalogLengthBytes / sb.blockSizeBytes) };
+  ex.catalogArea = area;
+  const crc = crc32c(bytes);
+  if (bytes.length !== sb.catalogLengthBytes || crc !== sb.catalogCrc) {
+    ex.fatal = `catalog CRC mismatch (superblock slot ${sb.slot}, generation ${sb.generation}, catalog at block ${sb.catalogOffsetBlocks})`;
+    ex.findings.push({ severity: 'error', part: 'catalog', message: ex.fatal });
+    return ex;
+  }
+  try {
+    ex.catalog = decodeCatalog(bytes, path, sb.generation);
+  } catch (err) {
+    ex.fatal = (err as Error).message.replace(`${path}: volume is corrupt: `, '');
+    ex.findings.push({ severity: 'error', part: 'catalog', message: ex.fatal });
+    return ex;
+  }
+  const placement = catalogFindings(ex.catalog, volumeBlocks, area);
+  ex.findings.push(...placement);
+  const firstError = placement.find((f) => f.severity === 'error');
+  if (firstError) ex.fatal = `${firstError.part} ${firstError.message}`;
+  return ex;
+}
+
+// ---------------------------------------------------------------- creation
+
+function checkCreateOptions(create: VolumeCreateOptions, engineBlockSize: number | undefined): { sizeBytes: number; blockSize: number } {
+  if (typeof create !== 'object' || create === null) throw badArg('option create must be an object { sizeBytes, blockSize? }');
+  const blockSize = create.blockSize ?? engineBlockSize ?? 8192;
+  if (typeof blockSize !== 'number' || !Number.isInteger(blockSize) || blockSize < BLOCK_SIZE_BYTES_MIN || blockSize > BLOCK_SIZE_BYTES_MAX || (blockSize & (blockSize - 1)) !== 0) {
+    throw badArg(`option create.blockSize must be a power of two in ${BLOCK_SIZE_BYTES_MIN}..${BLOCK_SIZE_BYTES_MAX}, got ${String(blockSize)}`);
+  }
+  if (engineBlockSize !== undefined && blockSize !== engineBlockSize) {
+    throw badArg(`option create.blockSize ${blockSize} differs from the engine's blockSize ${engineBlockSize}`);
+  }
+  const sizeBytes = create.sizeBytes;
+  if (typeof sizeBytes !== 'number' || !Number.isSafeInteger(sizeBytes)) throw badArg(`option create.sizeBytes must be an integer number of bytes, got ${String(sizeBytes)}`);
+  const geometry = checkVolumeGeometry(sizeBytes, blockSize);
+  if (geometry) throw badArg(`option create.sizeBytes: ${geometry}`);
+  if (create.onProgress !== undefined && typeof create.onProgress !== 'function') throw badArg('option create.onProgress must be a function');
+  return { sizeBytes, blockSize };
+}
+
+/**
+ * Create a volume file: zero-fill the whole size (reporting progress), fdatasync, then two
+ * empty catalogs (generations 0 and 1) and both superblocks, fdatasync, and fsync the directory
+ * so the name is durable. On any error the partial file is removed: a half-made file never
+ * opens as a volume (and had it survived a crash, its superblocks would still be zero).
+ */
+export async function createVolumeFile(io: FileIO, rawPath: string, create: VolumeCreateOptions, engineBlockSize?: number): Promise<void> {
+  const { sizeBytes, blockSize } = checkCreateOptions(create, engineBlockSize);
+  const path = resolve(rawPath);
+  let handle: FileHandle;
+  try {
+    handle = await io.open(path, { create: true, exclusive: true });
+  } catch (err) {
+    throw ioError('create', path, err);
+  }
+  let step = 'flock';
+  try {
+    await io.flock(handle, 'exclusive');
+    // Set the size first so the zero-fill below overwrites in place instead of appending
+    // (cheaper for SimDisk's in-memory image; the same blocks end up written on a real disk).
+    step = 'ftruncate';
+    await io.ftruncate(handle, sizeBytes);
+    step = 'write';
+    const chunk = new Uint8Array(Math.min(ZERO_CHUNK_BYTES, sizeBytes));
+    for (let done = 0; done < sizeBytes; ) {
+      const n = Math.min(chunk.length, sizeBytes - done);
+      await io.pwrite(handle, n === chunk.length ? chunk : chunk.subarray(0, n), done);
+      done += n;
+      create.onProgress?.({ doneBytes: done, totalBytes: sizeBytes });
+    }
+    step = 'fdatasync';
+    await io.fdatasync(handle);
+    step = 'write';
+    for (let generation = 0; generation < SLOT_COUNT; generation++) {
+      const catalog = encodeCatalog({ generation, forks: [] });
+      const at = METADATA_BLOCKS + generation;
+      await io.pwrite(handle, catalog, at * blockSize);
+      const sb = encodeSuperblock({
+        slot: generation % SLOT_COUNT,
+        blockSizeBytes: blockSize,
+        volumeSizeBytes: sizeBytes,
+        generation,
+        catalogOffsetBlocks: at,
+        catalogLengthBytes: catalog.length,
+        catalogCrc: crc32c(catalog),
+      });
+      await io.pwrite(handle, sb, (generation % SLOT_COUNT) * blockSize);
+    }
+    step = 'fdatasync';
+    await io.fdatasync(handle);
+    step = 'close';
+    const h = handle;
+    handle = undefined as unknown as FileHandle;
+    await io.close(h);
+    step = 'fsync directory';
+    await io.fsyncDir(dirname(path));
+  } catch (err) {
+    if (handle !== undefined) await io.close(handle).catch(() => {});
+    let removal = '';
+    try {
+      await io.unlink(path);
+    } catch (unlinkErr) {
+      removal = `; could not remove the partial file: ${errnoOf(unlinkErr) ?? String(unlinkErr)}`;
+    }
+    const e = ioError(step, path, err);
+    if (removal && e.code === ErrorCode.IO_ERROR) {
+      throw new LamstoreError(e.code, `${e.message}${removal}`, { cause: err, path, errno: e.errno, syscall: e.syscall });
+    }
+    throw e;
+  }
+}
+
+// ---------------------------------------------------------------- the volume
+
+export interface VolumeStats {
+  /** Volume syncs that did work (fdatasync issued). */
+  volumeSyncs: number;
+  /** Of those, syncs that switched the superblock (metadata changed). */
+  metadataSwitches: number;
+  fdatasyncs: number;
+  /** checkpointBegin calls: the sync epochs. */
+  epoch: number;
+}
+
+async function openHandle(io: FileIO, path: string, readOnly: boolean): Promise<FileHandle> {
+  let st;
+  try {
+    st = await io.stat(path);
+  } catch (err) {
+    throw ioError('stat', path, err);
+  }
+  if (!st) throw ioError('open', path, fsError('ENOENT', 'open', path, 'no such file or directory'));
+  if (st.kind === 'directory') throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `${path}: is a directory, not a volume file`, { path, errno: 'EISDIR' });
+  if (st.kind !== 'file') throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `${path}: is not a regular file, not a volume file`, { path });
+  let handle: FileHandle;
+  try {
+    handle = await io.open(path, { readOnly });
+  } catch (err) {
+    throw ioError('open', path, err);
+  }
+  try {
+    await io.flock(handle, readOnly ? 'shared' : 'exclusive');
+  } catch (err) {
+    await io.close(handle).catch(() => {});
+    if (errnoOf(err) === 'EAGAIN') {
+      throw new LamstoreError(ErrorCode.VOLUME_LOCKED, `${path}: volume is locked by another process or handle (${readOnly ? 'shared' : 'exclusive'} flock refused)`, { path, cause: err, errno: 'EAGAIN' });
+    }
+    throw ioError('flock', path, err);
+  }
+  return handle;
+}
+
+/** Open a volume file read-only with a shared lock (checkVolume). */
+export function openHandleShared(io: FileIO, path: string): Promise<FileHandle> {
+  return openHandle(io, path, true);
+}
+
+/** Open a volume file with a shared lock and return what `inspect` shows; writes nothing. */
+export async function openVolumeReadOnly(path: string, options: { io?: FileIO } = {}): Promise<VolumeInfo> {
+  const vol = await Volume.open({ io: options.io ?? new RealIO(), path, readOnly: true });
+  try {
+    return vol.info();
+  } finally {
+    await vol.close();
+  }
+}
+
+export class Volume {
+  readonly path: string;
+  readonly readOnly: boolean;
+  readonly blockSize: number;
+  readonly volumeSizeBytes: number;
+  readonly volumeBlocks: number;
+  readonly stats: VolumeStats = { volumeSyncs: 0, metadataSwitches: 0, fdatasyncs: 0, epoch: 0 };
+  /** The sync handler id the registry gave the volume (set at preload). */
+  handlerId = -1;
+  readonly #io: FileIO;
+  #handle: FileHandle | null;
+  readonly #forks = new Map<string, ForkState>();
+  readonly #free: FreeSpace;
+  readonly #extentMaxBlocks: number;
+  #extentCount = 0;
+  #slots: SlotInfo[];
+  #fileSizeBytes: number;
+  #generation: number;
+  #catalogArea: Extent;
+  #catalogLengthBytes: number;
+  #inflightArea: Extent | null = null;
+  #metaVersion = 0;
+  #durableMeta = 0;
+  #writeSeq = 0;
+  #syncedSeq = 0;
+  readonly #needs = new Map<string, SyncNeed>();
+  #failure: LamstoreError | null = null;
+  #syncChain: Promise<void> = Promise.resolve();
+  #smgrCtx: SmgrContext | null = null;
+
+  private constructor(io: FileIO, handle: FileHandle, path: string, readOnly: boolean, ex: VolumeExamination) {
+    const sb = ex.active!;
+    this.#io = io;
+    this.#handle = handle;
+    this.path = path;
+    this.readOnly = readOnly;
+    this.blockSize = sb.blockSizeBytes;
+    this.volumeSizeBytes = sb.volumeSizeBytes;
+    this.volumeBlocks = sb.volumeSizeBytes / sb.blockSizeBytes;
+    this.#extentMaxBlocks = extentBlocksMax(this.blockSize);
+    this.#slots = ex.slots;
+    this.#fileSizeBytes = ex.fileSizeBytes;
+    this.#generation = sb.generation;
+    this.#catalogArea = ex.catalogArea!;
+    this.#catalogLengthBytes = sb.catalogLengthBytes;
+    const used: Extent[] = [this.#catalogArea];
+    for (const f of ex.catalog!.forks) {
+      const rel = { spcOid: f.spcOid, dbOid: f.dbOid, relNumber: f.relNumber };
+      const st = this.#newFork(rel, f.fork as ForkNumber);
+      st.nblocks = f.nblocks;
+      for (const e of f.extents) this.#appendExtent(st, { ...e });
+      used.push(...f.extents);
+    }
+    this.#free = new FreeSpace(this.volumeBlocks, used);
+  }
+
+  /** Open (or, with `create`, create) a volume file: lock, read, validate. Writes nothing to an existing file. */
+  static async open(options: VolumeOpenOptions): Promise<Volume> {
+    if (typeof options !== 'object' || options === null) throw badArg('volume options must be an object { path, create?, readOnly? }');
+    if (typeof options.path !== 'string' || options.path.length === 0) throw badArg('option path must be a non-empty file path');
+    const path = resolve(options.path);
+    const readOnly = options.readOnly === true;
+    if (options.create !== undefined && !readOnly) {
+      const create = options.create;
+      checkCreateOptions(create, options.blockSize);
+      let st;
+      try {
+        st = await options.io.stat(path);
+      } catch (err) {
+        throw ioError('stat', path, err);
+      }
+      if (!st) await createVolumeFile(options.io, path, create, options.blockSize);
+    }
+    const handle = await openHandle(options.io, path, readOnly);
+    try {
+      const ex = await examineVolume(options.io, handle, path);
+      if (ex.fatal !== undefined) throw new LamstoreError(ErrorCode.VOLUME_CORRUPT, `${path}: volume is corrupt: ${ex.fatal}`, { path });
+      const vol = new Volume(options.io, handle, path, readOnly, ex);
+      if (options.blockSize !== undefined && vol.blockSize !== options.blockSize) {
+        throw badArg(`${path}: volume block size is ${vol.blockSize} but the engine's blockSize is ${options.blockSize}`);
+      }
+      if (!readOnly) {
+        // A process that died with this volume open may have left writes in the page cache
+        // only. Make them durable before anything is built on what reads now return.
+        try {
+          await options.io.fdatasync(handle);
+        } catch (err) {
+          throw ioError('fdatasync', path, err);
+        }
+      }
+      return vol;
+    } catch (err) {
+      await options.io.close(handle).catch(() => {});
+      throw err;
+    }
+  }
+
+  // ------------------------------------------------------------ fork state
+
+  #newFork(rel: RelFileLocator, fork: ForkNumber): ForkState {
+    const key = forkKey(rel, fork);
+    assert(!this.#forks.has(key), `fork ${key} is new`);
+    const st: ForkState = { key, rel: { ...rel }, fork, nblocks: 0, extents: [], firstBlock: [], capacity: 0 };
+    this.#forks.set(key, st);
+    return st;
+  }
+
+  #appendExtent(st: ForkState, e: Extent): void {
+    st.firstBlock.push(st.capacity);
+    st.extents.push(e);
+    st.capacity += e.lengthBlocks;
+    this.#extentCount++;
+  }
+
+  #fork(rel: RelFileLocator, fork: ForkNumber): ForkState {
+    const st = this.#forks.get(forkKey(rel, fork));
+    if (!st) {
+      throw new LamstoreError(ErrorCode.RELATION_NOT_FOUND, `${this.path}: ${describeForkKey({ ...rel, fork })} does not exist in the volume`, { path: this.path });
+    }
+    return st;
+  }
+
+  /** V2: volume block of fork block `blk` (< capacity), by binary search over the extents. */
+  #locate(st: ForkState, blk: number): { index: number; volumeBlock: number } {
+    assert(blk < st.capacity, 'block lies inside the fork extents');
+    let lo = 0;
+    let hi = st.extents.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if (st.firstBlock[mid]! <= blk) lo = mid;
+      else hi = mid - 1;
+    }
+    return { index: lo, volumeBlock: st.extents[lo]!.startBlock + (blk - st.firstBlock[lo]!) };
+  }
+
+  /** The catalog if written now (F4: sorted, extents trimmed to those holding blocks). */
+  #catalogSnapshot(generation: number): Catalog {
+    const forks: CatalogFork[] = [];
+    for (const st of this.#forks.values()) {
+      const extents: Extent[] = [];
+      if (st.nblocks > 0) {
+        const last = this.#locate(st, st.nblocks - 1).index;
+        for (let i = 0; i <= last; i++) extents.push({ ...st.extents[i]! });
+      }
+      forks.push({ ...st.rel, fork: st.fork, nblocks: st.nblocks, extents });
+    }
+    forks.sort(compareForkKeys);
+    return { generation, forks };
+  }
+
+  #catalogBlocks(extraForks: number, extraExtents: number): number {
+    return Math.ceil(catalogBytes(this.#forks.size + extraForks, this.#extentCount + extraExtents) / this.blockSize);
+  }
+
+  // ------------------------------------------------------------ allocation
+
+  /** Largest length <= maxLen taken from `start` that keeps the catalog reserve (A4); 0 if none. */
+  #fitLength(start: number, maxLen: number, reserve: number): number {
+    if (maxLen < 1) return 0;
+    if (this.#free.reserveHoldsAfter(start, maxLen, reserve)) return maxLen;
+    let lo = 0;
+    let hi = maxLen - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if (this.#free.reserveHoldsAfter(start, mid, reserve)) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
+  }
+
+  /**
+   * Grow the fork's extents to hold `target` blocks: in place after the last extent when that
+   * space is free, else best fit, else as much of the largest free run as the catalog reserve
+   * allows. All or nothing: on VOLUME_FULL every step taken is undone.
+   */
+  #ensureCapacity(st: ForkState, target: number): void {
+    if (st.capacity >= target) return;
+    const undo: (() => void)[] = [];
+    try {
+      while (st.capacity < target) {
+        const want = Math.max(growthBlocks(st.capacity, EXTENT_BLOCKS_FIRST, this.#extentMaxBlocks), target - st.capacity);
+        const reserve = this.#catalogBlocks(0, 1);
+        const last = st.extents[st.extents.length - 1];
+        if (last) {
+          const end = last.startBlock + last.lengthBlocks;
+          const run = this.#free.runContaining(end);
+          if (run && run.start === end) {
+            const len = this.#fitLength(end, Math.min(want, run.length), reserve);
+            if (len >= 1) {
+              this.#free.take(end, len);
+              last.lengthBlocks += len;
+              st.capacity += len;
+              undo.push(() => {
+                last.lengthBlocks -= len;
+                st.capacity -= len;
+                this.#free.give(end, len);
+              });
+              continue;
+            }
+          }
+        }
+        let start = -1;
+        let len = 0;
+        const best = this.#free.bestFit(want);
+        if (best && this.#free.reserveHoldsAfter(best.start, want, reserve)) {
+          start = best.start;
+          len = want;
+        } else {
+          const runs = this.#free.runs();
+          let largest: Extent | undefined;
+          for (const r of runs) if (!largest || r.lengthBlocks > largest.lengthBlocks) largest = r;
+          if (largest) {
+            start = largest.startBlock;
+            len = this.#fitLength(start, Math.min(want, largest.lengthBlocks), reserve);
+          }
+        }
+        if (len < 1) {
+          throw new LamstoreError(
+            ErrorCode.VOLUME_FULL,
+            `${this.path}: volume is full: no free space to grow ${describeForkKey({ ...st.rel, fork: st.fork })} (${this.#free.freeBlocks} blocks free, ${this.#free.pendingBlocks} waiting for a checkpoint, ${reserve} kept twice for the catalog)`,
+            { path: this.path },
+          );
+        }
+        this.#free.take(start, len);
+        this.#appendExtent(st, { startBlock: start, lengthBlocks: len });
+        undo.push(() => {
+          st.extents.pop();
+          st.firstBlock.pop();
+          st.capacity -= len;
+          this.#extentCount--;
+          this.#free.give(start, len);
+        });
+      }
+    } catch (err) {
+      for (const u of undo.reverse()) u();
+      throw err;
+    }
+    this.#metaVersion++;
+  }
+
+  /** Give up every extent from index `from` on (A3: reusable after the next checkpoint). */
+  #dropExtents(st: ForkState, from: number): void {
+    for (let i = from; i < st.extents.length; i++) this.#free.deferFree(st.extents[i]!, this.#metaVersion);
+    this.#extentCount -= st.extents.length - from;
+    st.extents.length = from;
+    st.firstBlock.length = from;
+    st.capacity = from === 0 ? 0 : st.firstBlock[from - 1]! + st.extents[from - 1]!.lengthBlocks;
+  }
+
+  // ------------------------------------------------------------ state checks
+
+  #checkWritable(): void {
+    if (this.#failure) throw this.#failure;
+    if (this.#handle === null) throw new LamstoreError(ErrorCode.ENGINE_CLOSED, `${this.path}: volume is closed`, { path: this.path });
+    if (this.readOnly) throw badArg(`${this.path}: volume is open read-only`);
+  }
+
+  #checkOpen(): FileHandle {
+    if (this.#handle === null) throw new LamstoreError(ErrorCode.ENGINE_CLOSED, `${this.path}: volume is closed`, { path: this.path });
+    return this.#handle;
+  }
+
+  get failure(): LamstoreError | null {
+    return this.#failure;
+  }
+
+  #fail(err: unknown): LamstoreError {
+    this.#failure ??= volumeFailedError(this.path, err);
+    return this.#failure;
+  }
+
+  // ------------------------------------------------------------ sync requests
+
+  attach(ctx: SmgrContext): void {
+    this.#smgrCtx = ctx;
+  }
+
+  tagOf(st: { rel: RelFileLocator; fork: number }): FileTag {
+    return { handler: this.handlerId, forkNum: st.fork, rlocator: { ...st.rel }, segno: 0 };
+  }
+
+  #noteWrite(key: string): void {
+    const n = this.#needs.get(key);
+    if (n) n.seq = this.#writeSeq;
+    else this.#needs.set(key, { seq: this.#writeSeq, meta: 0 });
+  }
+
+  #noteMeta(key: string): void {
+    const n = this.#needs.get(key);
+    if (n) n.meta = this.#metaVersion;
+    else this.#needs.set(key, { seq: 0, meta: this.#metaVersion });
+  }
+
+  /**
+   * Register a SYNC request for a fork (every write and every metadata change does: the volume
+   * registers even for unlogged forks, since the fdatasync is shared and the catalog must reach
+   * disk anyway). A full queue makes us sync the volume ourselves, as md does for a segment.
+   */
+  async #registerSync(rel: RelFileLocator, fork: number): Promise<void> {
+    const ctx = this.#smgrCtx;
+    assert(ctx !== null, 'storage manager attached before any write');
+    const ok = await ctx.registerSyncRequest(this.tagOf({ rel, fork }), SyncRequestType.SYNC, false);
+    if (ok) return;
+    try {
+      await this.syncNow();
+    } catch (err) {
+      ctx.reportSyncFailure(err);
+    }
+    ctx.countBackendFsync();
+  }
+
+  // ------------------------------------------------------------ storage manager operations
+
+  async create(relIn: RelFileLocator, forkIn: ForkNumber): Promise<void> {
+    const rel = checkLocator(relIn);
+    const fork = checkFork(forkIn);
+    this.#checkWritable();
+    if (this.#forks.has(forkKey(rel, fork))) return;
+    // A4 for the catalog entry the new fork adds.
+    if (!this.#free.reserveHoldsAfter(0, 0, this.#catalogBlocks(1, 0))) {
+      throw new LamstoreError(ErrorCode.VOLUME_FULL, `${this.path}: volume is full: no room left in the catalog for ${describeForkKey({ ...rel, fork })}`, { path: this.path });
+    }
+    const st = this.#newFork(rel, fork);
+    this.#metaVersion++;
+    this.#noteMeta(st.key);
+    await this.#registerSync(rel, fork);
+  }
+
+  exists(relIn: RelFileLocator, forkIn: ForkNumber): boolean {
+    return this.#forks.has(forkKey(checkLocator(relIn), checkFork(forkIn)));
+  }
+
+  nblocks(relIn: RelFileLocator, forkIn: ForkNumber): number {
+    this.#checkOpen();
+    return this.#fork(checkLocator(relIn), checkFork(forkIn)).nblocks;
+  }
+
+  #checkPage(page: Uint8Array, what: string): void {
+    if (!(page instanceof Uint8Array) || page.length !== this.blockSize) {
+      throw badArg(`${what} must be a Uint8Array of ${this.blockSize} bytes, got ${page instanceof Uint8Array ? `${page.length} bytes` : typeof page}`);
+    }
+  }
+
+  #outOfRange(st: ForkState, blk: number, what: string): LamstoreError {
+    return new LamstoreError(ErrorCode.BLOCK_OUT_OF_RANGE, `${this.path}: cannot ${what} block ${blk} of ${describeForkKey({ ...st.rel, fork: st.fork })}: it has ${st.nblocks} blocks`, { path: this.path });
+  }
+
+  /**
+   * Write pages for consecutive fork blocks [blk, blk + pages.length): one pwritev per
+   * physically contiguous run (extents that happen to be adjacent merge into one run).
+   */
+  async #writeRun(st: ForkState, blk: number, pages: readonly Uint8Array[]): Promise<number> {
+    const handle = this.#checkOpen();
+    let ranges = 0;
+    let i = 0;
+    while (i < pages.length) {
+      const startVol = this.#locate(st, blk + i).volumeBlock;
+      let j = i + 1;
+      while (j < pages.length && this.#locate(st, blk + j).volumeBlock === startVol + (j - i)) j++;
+      try {
+        await this.#io.pwritev(handle, pages.slice(i, j), startVol * this.blockSize);
+      } catch (err) {
+        throw ioError('write', this.path, err);
+      }
+      ranges++;
+      i = j;
+    }
+    return ranges;
+  }
+
+  async extend(relIn: RelFileLocator, forkIn: ForkNumber, blockNum: number, page: Uint8Array): Promise<void> {
+    const rel = checkLocator(relIn);
+    const fork = checkFork(forkIn);
+    const blk = checkBlock(blockNum);
+    this.#checkPage(page, 'page');
+    this.#checkWritable();
+    const st = this.#fork(rel, fork);
+    if (blk < st.nblocks) throw badArg(`${this.path}: cannot extend ${describeForkKey({ ...rel, fork })} at block ${blk}: it already has ${st.nblocks} blocks`);
+    this.#ensureCapacity(st, blk + 1);
+    // Blocks skipped by the extension get zero pages: reused space holds old data, and an old
+    // page of another fork must never be read as this fork's block.
+    const pages: Uint8Array[] = [];
+    if (blk > st.nblocks) {
+      const zero = new Uint8Array(this.blockSize);
+      for (let b = st.nblocks; b < blk; b++) pages.push(zero);
+    }
+    pages.push(page);
+    const from = st.nblocks;
+    await this.#writeRun(st, from, pages);
+    this.#writeSeq++;
+    if (this.#forks.get(st.key) === st && st.nblocks < blk + 1) {
+      st.nblocks = blk + 1;
+      this.#metaVersion++;
+    }
+    this.#noteWrite(st.key);
+    this.#noteMeta(st.key);
+    await this.#registerSync(rel, fork);
+  }
+
+  async read(relIn: RelFileLocator, forkIn: ForkNumber, blockNum: number, into: Uint8Array): Promise<void> {
+    const rel = checkLocator(relIn);
+    const fork = checkFork(forkIn);
+    const blk = checkBlock(blockNum);
+    this.#checkPage(into, 'read buffer');
+    const handle = this.#checkOpen();
+    const st = this.#fork(rel, fork);
+    if (blk >= st.nblocks) throw this.#outOfRange(st, blk, 'read');
+    const at = this.#locate(st, blk).volumeBlock * this.blockSize;
+    let n: number;
+    try {
+      n = await this.#io.pread(handle, into, at);
+    } catch (err) {
+      throw ioError('read', this.path, err);
+    }
+    if (n !== this.blockSize) {
+      throw new LamstoreError(ErrorCode.VOLUME_CORRUPT, `${this.path}: short read of ${describeForkKey({ ...rel, fork })} block ${blk} at offset ${at}: ${n} of ${this.blockSize} bytes (file truncated?)`, { path: this.path });
+    }
+  }
+
+  async write(relIn: RelFileLocator, forkIn: ForkNumber, blockNum: number, page: Uint8Array): Promise<void> {
+    await this.writev(relIn, forkIn, blockNum, [page]);
+  }
+
+  async writev(relIn: RelFileLocator, forkIn: ForkNumber, blockNum: number, pages: readonly Uint8Array[]): Promise<void> {
+    const rel = checkLocator(relIn);
+    const fork = checkFork(forkIn);
+    const blk = checkBlock(blockNum);
+    if (!Array.isArray(pages) || pages.length === 0) throw badArg('pages must be a non-empty array');
+    for (const p of pages) this.#checkPage(p, 'page');
+    this.#checkWritable();
+    const st = this.#fork(rel, fork);
+    if (blk + pages.length > st.nblocks) throw this.#outOfRange(st, blk + pages.length - 1, 'write');
+    await this.#writeRun(st, blk, pages);
+    this.#writeSeq++;
+    this.#noteWrite(st.key);
+    await this.#registerSync(rel, fork);
+  }
+
+  /** Volume block of a fork block (BufferSync sorts by it). */
+  physicalBlock(relIn: RelFileLocator, forkIn: ForkNumber, blockNum: number): number {
+    const st = this.#fork(checkLocator(relIn), checkFork(forkIn));
+    const blk = checkBlock(blockNum);
+    if (blk >= st.capacity) throw this.#outOfRange(st, blk, 'locate');
+    return this.#locate(st, blk).volumeBlock;
+  }
+
+  /**
+   * Write blocks of any forks; adjacent volume blocks become one pwritev whatever fork they
+   * belong to. Items are written in volume order (sorted here if the caller did not).
+   */
+  async writeBatch(items: readonly { rel: RelFileLocator; fork: ForkNumber; blockNum: number; page: Uint8Array }[]): Promise<number> {
+    this.#checkWritable();
+    const handle = this.#checkOpen();
+    const located = items.map((it) => {
+      const st = this.#fork(checkLocator(it.rel), checkFork(it.fork));
+      const blk = checkBlock(it.blockNum);
+      this.#checkPage(it.page, 'page');
+      if (blk >= st.nblocks) throw this.#outOfRange(st, blk, 'write');
+      return { st, volumeBlock: this.#locate(st, blk).volumeBlock, page: it.page };
+    });
+    located.sort((a, b) => a.volumeBlock - b.volumeBlock);
+    let ranges = 0;
+    let i = 0;
+    while (i < located.length) {
+      let j = i + 1;
+      while (j < located.length && located[j]!.volumeBlock === located[j - 1]!.volumeBlock + 1) j++;
+      try {
+        await this.#io.pwritev(handle, located.slice(i, j).map((x) => x.page), located[i]!.volumeBlock * this.blockSize);
+      } catch (err) {
+        throw ioError('write', this.path, err);
+      }
+      this.#writeSeq++;
+      for (let k = i; k < j; k++) this.#noteWrite(located[k]!.st.key);
+      ranges++;
+      i = j;
+    }
+    const seen = new Set<string>();
+    for (const x of located) {
+      if (seen.has(x.st.key)) continue;
+      seen.add(x.st.key);
+      await this.#registerSync(x.st.rel, x.st.fork);
+    }
+    return ranges;
+  }
+
+  async truncate(relIn: RelFileLocator, forkIn: ForkNumber, nblocks: number): Promise<void> {
+    const rel = checkLocator(relIn);
+    const fork = checkFork(forkIn);
+    if (!Number.isInteger(nblocks) || nblocks < 0) throw badArg(`nblocks must be a non-negative integer, got ${String(nblocks)}`);
+    this.#checkWritable();
+    const st = this.#fork(rel, fork);
+    if (nblocks > st.nblocks) throw badArg(`${this.path}: cannot truncate ${describeForkKey({ ...rel, fork })} to ${nblocks} blocks: it has only ${st.nblocks}`);
+    if (nblocks === st.nblocks) return;
+    this.#metaVersion++;
+    // Give up the extents after the one holding the new last block, and that extent's tail:
+    // once a checkpoint releases the tail, regrowth can take it back in place.
+    this.#dropExtents(st, nblocks === 0 ? 0 : this.#locate(st, nblocks - 1).index + 1);
+    const last = st.extents[st.extents.length - 1];
+    const excess = st.capacity - nblocks;
+    if (last && excess > 0) {
+      this.#free.deferFree({ startBlock: last.startBlock + last.lengthBlocks - excess, lengthBlocks: excess }, this.#metaVersion);
+      last.lengthBlocks -= excess;
+      st.capacity -= excess;
+    }
+    st.nblocks = nblocks;
+    this.#noteMeta(st.key);
+    await this.#registerSync(rel, fork);
+  }
+
+  /** Drop one fork, or all four. Missing forks are ignored (unlink runs after the fact). */
+  async unlink(relIn: RelFileLocator, forkIn?: ForkNumber): Promise<void> {
+    const rel = checkLocator(relIn);
+    const forks = forkIn === undefined ? ([0, 1, 2, 3] as ForkNumber[]) : [checkFork(forkIn)];
+    this.#checkWritable();
+    for (const fork of forks) {
+      const st = this.#forks.get(forkKey(rel, fork));
+      if (!st) continue;
+      this.#metaVersion++;
+      this.#dropExtents(st, 0);
+      this.#forks.delete(st.key);
+      this.#noteMeta(st.key);
+      await this.#registerSync(rel, fork);
+    }
+  }
+
+  async registerSync(relIn: RelFileLocator, forkIn: ForkNumber): Promise<void> {
+    const rel = checkLocator(relIn);
+    const fork = checkFork(forkIn);
+    this.#checkWritable();
+    await this.#registerSync(rel, fork);
+  }
+
+  async immediateSync(): Promise<void> {
+    this.#checkWritable();
+    try {
+      await this.syncNow();
+    } catch (err) {
+      if (this.#smgrCtx) this.#smgrCtx.reportSyncFailure(err);
+      throw err;
+    }
+  }
+
+  // ------------------------------------------------------------ the volume sync
+
+  /** Run a volume sync (serialized: one at a time). */
+  syncNow(): Promise<void> {
+    const run = this.#syncChain.then(() => this.#syncOnce());
+    this.#syncChain = run.catch(() => {});
+    return run;
+  }
+
+  /** True when every write and metadata change of the fork is durable (V4). */
+  #covered(key: string): boolean {
+    const n = this.#needs.get(key);
+    return n === undefined || (n.seq <= this.#syncedSeq && n.meta <= this.#durableMeta);
+  }
+
+  /** The sync handler callback: the first tag of a checkpoint pays, the rest return at once. */
+  async syncTag(tag: FileTag): Promise<void> {
+    if (this.#failure) throw this.#failure;
+    const key = forkKey(tag.rlocator, tag.forkNum);
+    // One sync covers everything captured at its start. A write to this fork that raced it
+    // (issued after the capture) needs one more; give up after that: such a write re-registered
+    // its own request, which the next checkpoint serves.
+    for (let attempt = 0; attempt < 2 && !this.#covered(key); attempt++) await this.syncNow();
+    if (this.#covered(key)) this.#needs.delete(key);
+  }
+
+  async #syncOnce(): Promise<void> {
+    if (this.#failure) throw this.#failure;
+    const handle = this.#checkOpen();
+    if (this.readOnly) return;
+    // The epoch: what this sync makes durable, captured before its first await (V4).
+    const seq = this.#writeSeq;
+    const meta = this.#metaVersion;
+    const metaChanged = meta !== this.#durableMeta;
+    if (!metaChanged && seq === this.#syncedSeq) return;
+    try {
+      let area: Extent | null = null;
+      let sb: Uint8Array | null = null;
+      let catalogLength = 0;
+      const generation = this.#generation + 1;
+      if (metaChanged) {
+        const catalog = encodeCatalog(this.#catalogSnapshot(generation));
+        const blocks = Math.ceil(catalog.length / this.blockSize);
+        catalogLength = catalog.length;
+        const run = this.#free.bestFit(blocks);
+        // A4 guarantees this space; its absence is a bug, not a full volume.
+        assert(run !== undefined, `catalog reserve of ${blocks} blocks is free`);
+        this.#free.take(run.start, blocks);
+        area = { startBlock: run.start, lengthBlocks: blocks };
+        this.#inflightArea = area;
+        await this.#io.pwrite(handle, catalog, area.startBlock * this.blockSize);
+        sb = encodeSuperblock({
+          slot: generation % SLOT_COUNT,
+          blockSizeBytes: this.blockSize,
+          volumeSizeBytes: this.volumeSizeBytes,
+          generation,
+          catalogOffsetBlocks: area.startBlock,
+          catalogLengthBytes: catalog.length,
+          catalogCrc: crc32c(catalog),
+        });
+      }
+      await this.#io.fdatasync(handle);
+      this.stats.fdatasyncs++;
+      this.stats.volumeSyncs++;
+      this.#syncedSeq = Math.max(this.#syncedSeq, seq);
+      if (area && sb) {
+        await this.#io.pwrite(handle, sb, (generation % SLOT_COUNT) * this.blockSize);
+        await this.#io.fdatasync(handle);
+        this.stats.fdatasyncs++;
+        this.stats.metadataSwitches++;
+        // The old catalog is no longer durable state; like freed extents it becomes reusable
+        // at the next completed checkpoint (A3).
+        this.#free.deferFree(this.#catalogArea, meta);
+        this.#catalogArea = area;
+        this.#catalogLengthBytes = catalogLength;
+        this.#inflightArea = null;
+        this.#generation = generation;
+        this.#durableMeta = meta;
+        this.#slots[generation % SLOT_COUNT] = { slot: generation % SLOT_COUNT, valid: true, generation };
+      }
+    } catch (err) {
+      throw this.#fail(err);
+    }
+  }
+
+  checkpointBegin(): void {
+    this.stats.epoch++;
+  }
+
+  /** A completed checkpoint: space the durable catalog no longer references becomes free (A3). */
+  checkpointEnd(completed: boolean): void {
+    if (!completed || this.#failure) return;
+    this.#free.releaseUpTo(this.#durableMeta);
+    for (const key of [...this.#needs.keys()]) if (this.#covered(key)) this.#needs.delete(key);
+  }
+
+  async close(): Promise<void> {
+    const h = this.#handle;
+    if (h === null) return;
+    this.#handle = null;
+    try {
+      await this.#io.close(h); // closing the descriptor releases the flock
+    } catch (err) {
+      throw ioError('close', this.path, err);
+    }
+  }
+
+  // ------------------------------------------------------------ inspection
+
+  info(): VolumeInfo {
+    let usedBlocks = 0;
+    const forks: ForkInfo[] = [];
+    const sorted = [...this.#forks.values()].sort((a, b) => compareForkKeys({ ...a.rel, fork: a.fork }, { ...b.rel, fork: b.fork }));
+    for (const st of sorted) {
+      for (const e of st.extents) usedBlocks += e.lengthBlocks;
+      forks.push({ ...st.rel, fork: st.fork, forkName: FORK_NAMES[st.fork], nblocks: st.nblocks, extents: st.extents.map((e) => ({ ...e })) });
+    }
+    return {
+      path: this.path,
+      blockSizeBytes: this.blockSize,
+      volumeSizeBytes: this.volumeSizeBytes,
+      volumeBlocks: this.volumeBlocks,
+      fileSizeBytes: this.#fileSizeBytes,
+      slots: this.#slots.map((s) => ({ ...s })),
+      activeSlot: this.#generation % SLOT_COUNT,
+      generation: this.#generation,
+      catalog: { offsetBlocks: this.#catalogArea.startBlock, lengthBytes: this.#catalogLengthBytes, blocks: this.#catalogArea.lengthBlocks },
+      metadataBlocks: METADATA_BLOCKS + this.#catalogArea.lengthBlocks + (this.#inflightArea?.lengthBlocks ?? 0),
+      usedBlocks,
+      freeBlocks: this.#free.freeBlocks,
+      pendingFreeBlocks: this.#free.pendingBlocks,
+      largestFreeRunBlocks: this.#free.largestRunBlocks(),
+      freeRuns: this.#free.runs(),
+      forks,
+    };
+  }
+
+  /** V1-V4 and the allocator's A1-A3. */
+  checkInvariants(): void {
+    this.#free.checkInvariants();
+    assert(this.#syncedSeq <= this.#writeSeq && this.#durableMeta <= this.#metaVersion, 'V4: sync marks never run ahead');
+    const spans: Extent[] = [{ startBlock: 0, lengthBlocks: METADATA_BLOCKS }, this.#catalogArea];
+    if (this.#inflightArea) spans.push(this.#inflightArea);
+    spans.push(...this.#free.runs(), ...this.#free.pendingList());
+    let extents = 0;
+    for (const st of this.#forks.values()) {
+      let cap = 0;
+      st.extents.forEach((e, i) => {
+        assert(st.firstBlock[i] === cap, `V2: firstBlock of ${st.key} extent ${i}`);
+        assert(e.lengthBlocks >= 1, 'V2: extents are not empty');
+        cap += e.lengthBlocks;
+        spans.push(e);
+      });
+      assert(cap === st.capacity && st.nblocks <= cap, `V2: capacity of ${st.key}`);
+      extents += st.extents.length;
+    }
+    assert(extents === this.#extentCount, 'extent count');
+    spans.sort((a, b) => a.startBlock - b.startBlock);
+    let at = 0;
+    for (const s of spans) {
+      assert(s.startBlock === at, `V1: block ${at} belongs to exactly one owner (next span starts at ${s.startBlock})`);
+      at += s.lengthBlocks;
+    }
+    assert(at === this.volumeBlocks, 'V1: the spans cover the volume');
+  }
+}
+
