@@ -126,4 +126,8 @@ export class SyncLedgerIO implements FileIO {
   flock(h: FileHandle, mode: LockMode): Promise<void> {
     return this.#inner.flock(h, mode);
   }
+  /** A writeback hint makes nothing durable (FileIO C7): forwarded, covers no entry. */
+  async writeback(h: FileHandle, offsetBytes: number, lengthBytes: number): Promise<void> {
+    await this.#inner.writeback?.(h, offsetBytes, lengthBytes);
+  }
 }
