@@ -20,6 +20,7 @@ import { volumeGeometryProblem } from '../volume/cli-support.js';
 import { formatBytes, parseSize } from './args.js';
 import { CliCode, CliFailure, EXIT_INTERRUPTED, EXIT_VOLUME, toFailure, usageFailure, withFile } from './failure.js';
 import { startProgress } from './progress.js';
+import type { Progress } from './progress.js';
 
 export interface CreateOptions {
   size?: string;
@@ -83,7 +84,8 @@ export async function runCreate(file: string, options: CreateOptions): Promise<v
     interrupted = true;
   };
   process.on('SIGINT', onSigint);
-  const progress = startProgress({ stream: process.stdout, label: 'zero-filling', unit: 'bytes', total: sizeBytes, enabled: true });
+  // Started at the first chunk, so a refusal (C2) draws no bar first.
+  let progress: Progress | undefined;
   const startMs = performance.now();
   try {
     await clearPath(io, path, file, options.force === true);
@@ -92,6 +94,7 @@ export async function runCreate(file: string, options: CreateOptions): Promise<v
       blockSize,
       onProgress: ({ doneBytes }) => {
         if (interrupted) throw new Interrupted('interrupted');
+        progress ??= startProgress({ stream: process.stdout, label: 'zero-filling', unit: 'bytes', total: sizeBytes, enabled: true });
         progress.update(doneBytes);
       },
     });
@@ -101,7 +104,7 @@ export async function runCreate(file: string, options: CreateOptions): Promise<v
       throw new Interrupted('interrupted');
     }
   } catch (err) {
-    progress.stop();
+    progress?.stop();
     if (interrupted || err instanceof Interrupted || (err as { cause?: unknown }).cause instanceof Interrupted) {
       throw new CliFailure(EXIT_INTERRUPTED, CliCode.INTERRUPTED, file, 'interrupted; the partial file was removed', { cause: err });
     }
@@ -109,7 +112,7 @@ export async function runCreate(file: string, options: CreateOptions): Promise<v
   } finally {
     process.off('SIGINT', onSigint);
   }
-  progress.stop();
+  progress?.stop();
   const seconds = Math.max((performance.now() - startMs) / 1000, 1e-3);
   process.stdout.write(
     `created ${file}: ${formatBytes(sizeBytes)} (${sizeBytes} bytes, ${sizeBytes / blockSize} blocks of ${blockSize}) in ${seconds.toFixed(2)} s, ${formatBytes(Math.round(sizeBytes / seconds))}/s\n`,

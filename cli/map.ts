@@ -13,7 +13,7 @@
  *  M3 A cell shows the owner of most of its blocks, except that a cell with any used block
  *     (metadata or relation) shows the used owner with most blocks: a small relation never
  *     vanishes into a free cell, so the map errs towards showing fragmentation.
- *  M4 Colours only when stdout is a terminal (picocolors honours NO_COLOR / FORCE_COLOR);
+ *  M4 Colours only when stdout is a terminal or FORCE_COLOR is set, never with NO_COLOR;
  *     otherwise plain characters: M metadata, . free, ~ pending free, a-z A-Z 0-9 relations
  *     (in catalog order; further relations share #).
  *  M5 Read-only (openVolumeReadOnly); the SVG file is written with FileIO, never the volume.
@@ -251,7 +251,7 @@ export async function runMap(file: string, options: MapOptions): Promise<void> {
       throw toFailure(err, svgFile, 'map');
     }
   }
-  const colour = process.stdout.isTTY === true && pc.isColorSupported;
+  const colour = pc.isColorSupported && (process.stdout.isTTY === true || Boolean(process.env.FORCE_COLOR));
   process.stdout.write(formatMap(file, info, map, colour));
   if (options.svg !== undefined) process.stdout.write(`wrote ${options.svg}\n`);
 }
