@@ -70,7 +70,6 @@ async function clearPath(io: RealIO, path: string, file: string, force: boolean)
 }
 
 export async function runCreate(file: string, options: CreateOptions): Promise<void> {
-  if (file === '') throw usageFailure('the volume path is empty');
   if (options.size === undefined) throw usageFailure("option '--size <size>' is required, e.g. --size 1GiB", file);
   const sizeBytes = parseSize(options.size, '--size');
   const blockSize = parseSize(options.blockSize, '--block-size');

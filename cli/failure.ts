@@ -106,6 +106,7 @@ export function toFailure(err: unknown, file: string | undefined, command?: Comm
 
 /** Run a command's work on `file`, turning whatever it throws into a CliFailure naming it. */
 export async function withFile(file: string, command: CommandKind, work: () => Promise<void>): Promise<void> {
+  if (file === '') throw usageFailure('the volume path is empty');
   try {
     await work();
   } catch (err) {

@@ -17,14 +17,16 @@ beforeAll(() => {
 describe('lamstore usage errors', () => {
   it('unknown subcommand, unknown flag, missing argument, excess argument: exit 2, one line', async () => {
     const dir = await tempDir();
-    const [sub, flag, flagCreate, missingArg, excess, none] = await Promise.all([
+    const [sub, flag, flagCreate, missingArg, excess, none, emptyPath] = await Promise.all([
       lamstore(['frobnicate', 'x.lam'], dir),
       lamstore(['inspect', 'x.lam', '--bogus'], dir),
       lamstore(['create', 'x.lam', '--size', '1MiB', '--sise', '2'], dir),
       lamstore(['check'], dir),
       lamstore(['inspect', 'a.lam', 'b.lam'], dir),
       lamstore([], dir),
+      lamstore(['inspect', ''], dir),
     ]);
+    expectRefusal(emptyPath, 2, null, /^lamstore: the volume path is empty$/);
     expectRefusal(sub, 2, null, /^lamstore: unknown command 'frobnicate' \(run lamstore --help\)$/);
     expectRefusal(flag, 2, 'x.lam', /unknown option '--bogus' \(run lamstore inspect --help\)$/);
     expectRefusal(flagCreate, 2, 'x.lam', /unknown option '--sise'/);

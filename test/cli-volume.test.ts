@@ -7,7 +7,7 @@
  * process with the Engine, damaged with plain writes; independent runs go in parallel.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { chmod, mkdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { tempDir } from './helpers/index.js';
@@ -190,10 +190,12 @@ describe('lamstore inspect, check and map on good volumes', () => {
 });
 
 describe('lamstore refuses bad volumes: exit code, one line naming the file, no stack trace, bytes unchanged', () => {
-  it('missing file, directory, 0-byte file, truncated volume, garbage file, both superblocks damaged', async () => {
+  it('missing file, directory, FIFO, dangling symlink, 0-byte file, truncated volume, garbage file, both superblocks damaged', async () => {
     const dir = await tempDir();
     const good = await makeVolume(dir, 'good.lam');
     await mkdir(join(dir, 'adir'));
+    await promisify(execFile)('mkfifo', [join(dir, 'fifo.lam')]);
+    await symlink(join(dir, 'nowhere.lam'), join(dir, 'dangling.lam'));
     await writeFile(join(dir, 'empty.lam'), '');
     await writeFile(join(dir, 'garbage.lam'), randomBytes(256 * 1024));
     await writeFile(join(dir, 'truncated.lam'), await readFile(good));
@@ -205,6 +207,8 @@ describe('lamstore refuses bad volumes: exit code, one line naming the file, no 
     const cases: [string, number, number, RegExp][] = [
       ['missing.lam', 1, 2, /no such file or directory \(ENOENT\)/],
       ['adir', 1, 2, /is a directory/],
+      ['fifo.lam', 1, 2, /is not a regular file/],
+      ['dangling.lam', 1, 2, /no such file or directory/],
       ['empty.lam', 1, 1, /empty/],
       ['truncated.lam', 1, 1, /corrupt.*1048576 bytes.*307200/],
       ['garbage.lam', 1, 1, /corrupt: no valid superblock/],
@@ -212,7 +216,7 @@ describe('lamstore refuses bad volumes: exit code, one line naming the file, no 
       ['both.lam', 1, 1, /corrupt: no valid superblock \(slot 0: superblock CRC mismatch.*; slot 1: /],
     ];
     const hashes = new Map<string, string>();
-    for (const [file] of cases) if (!file.startsWith('missing') && file !== 'adir') hashes.set(file, await hashFile(join(dir, file)));
+    for (const [file] of cases) if (!['missing.lam', 'adir', 'fifo.lam', 'dangling.lam'].includes(file)) hashes.set(file, await hashFile(join(dir, file)));
     let runs = 0;
     await Promise.all(
       cases.map(async ([file, exitOther, exitCheck, problem]) => {
@@ -245,7 +249,7 @@ describe('lamstore refuses bad volumes: exit code, one line naming the file, no 
         if (hashes.has(file)) expect(await hashFile(join(dir, file)), file).toBe(hashes.get(file));
       }),
     );
-    expect(runs).toBe(30);
+    expect(runs).toBe(40);
   });
 
   it('one damaged superblock: inspect works and says which slot and why; check exits 1 naming it', async () => {
