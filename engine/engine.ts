@@ -409,12 +409,16 @@ export class Engine {
           throw new LamstoreError(ErrorCode.BAD_ARGUMENT, 'every preload entry must be an extension { name, init(ctx) }');
         }
         await ext.init(ctx);
+        // Build this extension's storage managers now, so that if a later extension fails,
+        // open's cleanup closes them (and the files and locks they hold).
+        for (const [name, factory] of this.#smgrFactories) {
+          if (!this.#smgrs.has(name)) this.#smgrs.set(name, await factory(this.#smgrContext()));
+        }
       }
     } finally {
       open = false;
       this.#registry.close();
     }
-    for (const [name, factory] of this.#smgrFactories) this.#smgrs.set(name, await factory(this.#smgrContext()));
   }
 
   async #openSlrus(): Promise<void> {
@@ -460,6 +464,7 @@ export class Engine {
       maxOpenFiles: this.maxOpenFiles,
       registerSyncRequest: (tag, type, retryOnError) => this.#register(tag, type, retryOnError),
       countBackendFsync: () => this.#checkpointer.countBackendFsync(),
+      exemptFromLedger: (path, offsetBytes, lengthBytes) => this.ledger?.exemptNextWrite(path, offsetBytes, lengthBytes),
       reportSyncFailure: (err) => {
         this.#enterFailedState(err);
         throw this.#failure!;

@@ -68,3 +68,25 @@ describe('startup sync after an unclean stop', () => {
     await b.close();
   });
 });
+
+describe('startup sync of the volume', () => {
+  it('clean stop: no fdatasync of the volume at open; unclean stop: exactly one', async () => {
+    const { volumeExtension } = await import('../volume/index.js');
+    const disk = new SimDisk();
+    await disk.mkdir('/vol');
+    const ext = () => volumeExtension({ path: '/vol/v', create: { sizeBytes: 1024 * 1024, blockSize: 8192 } });
+    const a = await Engine.open({ dataDir: '/data', io: disk, preload: [ext()] });
+    await a.close();
+    const clean = await Engine.open({ dataDir: '/data', io: disk, preload: [ext()] });
+    expect(clean.openStats.uncleanStop).toBe(false);
+    expect(clean.ioCounts().fdatasync).toBe(0);
+    disk.processCrash(); // dies without closing
+    const unclean = await Engine.open({ dataDir: '/data', io: disk, preload: [ext()] });
+    try {
+      expect(unclean.openStats.uncleanStop).toBe(true);
+      expect(unclean.ioCounts().fdatasync).toBe(1);
+    } finally {
+      await unclean.close();
+    }
+  });
+});

@@ -93,3 +93,69 @@ describe('unlogged relations', () => {
     }
   });
 });
+
+describe('unlogged relations on the volume', () => {
+  async function openVol(disk: SimDisk) {
+    const { volumeExtension } = await import('../volume/index.js');
+    const ext = volumeExtension({ path: '/vol/v', create: { sizeBytes: 4 * 1024 * 1024, blockSize: BLOCK } });
+    const engine = await Engine.open({ dataDir: '/data', io: disk, sharedBuffers: 16, preload: [ext] });
+    return engine;
+  }
+
+  it('no tags for the unlogged main fork at ordinary checkpoints (even after eviction); shutdown syncs it; an unclean stop resets it from INIT', async () => {
+    const disk = new SimDisk();
+    await disk.mkdir('/vol');
+    const engine = await openVol(disk);
+    const u = engine.relation(unloggedRel, { storage: 'volume', persistence: 'unlogged' });
+    await u.create(ForkNumber.INIT);
+    await u.extend(ForkNumber.INIT, page(1));
+    await u.create(ForkNumber.MAIN);
+    for (let b = 0; b < 40; b++) await u.extend(ForkNumber.MAIN, page(10 + (b % 50)));
+    const s1 = await engine.checkpoint(); // INIT's tag only
+    expect(s1.tagsDispatched.volume).toBe(1);
+    // 40 rewrites through 16 buffers: evictions write unlogged pages; the ledger (on in tests) must not object.
+    for (let b = 0; b < 40; b++) await u.write(ForkNumber.MAIN, b, page(60 + b));
+    const s2 = await engine.checkpoint();
+    expect(s2.tagsDispatched.volume ?? 0).toBe(0);
+    expect(s2.buffersWritten).toBe(0);
+
+    disk.processCrash();
+    const again = await openVol(disk);
+    try {
+      expect(again.openStats.unloggedReset).toBe(1);
+      const u2 = again.relation(unloggedRel, { storage: 'volume', persistence: 'unlogged' });
+      expect(await u2.nblocks(ForkNumber.MAIN)).toBe(1);
+      expect(body(await u2.read(ForkNumber.MAIN, 0))).toBe(1);
+      for (let b = 0; b < 3; b++) await u2.extend(ForkNumber.MAIN, page(90 + b));
+      const before = again.ioCounts().fdatasync;
+      await again.close();
+      expect(again.ioCounts().fdatasync).toBeGreaterThan(before); // the shutdown synced the volume
+    } finally {
+      await again.close();
+    }
+    const durable = disk.crash('drop');
+    const third = await openVol(durable);
+    try {
+      expect(third.openStats.uncleanStop).toBe(false);
+      const u3 = third.relation(unloggedRel, { storage: 'volume', persistence: 'unlogged' });
+      expect(await u3.nblocks(ForkNumber.MAIN)).toBe(4);
+      expect(body(await u3.read(ForkNumber.MAIN, 3))).toBe(92);
+    } finally {
+      await third.close();
+    }
+  });
+});
+
+describe('preload failure cleanup', () => {
+  it('an extension failing after the volume was preloaded leaves the volume closed and unlocked', async () => {
+    const { volumeExtension } = await import('../volume/index.js');
+    const disk = new SimDisk();
+    await disk.mkdir('/vol');
+    const failing = { name: 'boom', init() { throw new Error('boom'); } };
+    const vol = volumeExtension({ path: '/vol/v', create: { sizeBytes: 1024 * 1024, blockSize: BLOCK } });
+    await expect(Engine.open({ dataDir: '/data', io: disk, preload: [vol, failing] })).rejects.toThrow('boom');
+    expect(disk.openHandleCount).toBe(0);
+    const ok = await Engine.open({ dataDir: '/data', io: disk, preload: [volumeExtension({ path: '/vol/v' })] });
+    await ok.close();
+  });
+});

@@ -105,7 +105,13 @@ export interface SmgrContext {
   registerSyncRequest(tag: FileTag, type: SyncRequestType, retryOnError: boolean): Promise<boolean>;
   /** Count a file the storage manager synced itself because the queue was full. */
   countBackendFsync(): void;
+  /**
+   * The sync ledger must not hold this write against a checkpoint (an unlogged fork's page in a
+   * shared file, which only the shutdown checkpoint owes durability). Call it before the write.
+   */
+  exemptFromLedger?(path: string, offsetBytes: number, lengthBytes: number): void;
   /** A sync this storage manager made itself failed: the engine enters the failed state. */
+
   reportSyncFailure(err: unknown): never;
 }
 
