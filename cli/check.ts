@@ -12,7 +12,6 @@
 import type { Command } from 'commander';
 import { checkVolume } from '../volume/index.js';
 import type { Finding } from '../volume/index.js';
-import { checkVolumeWithProgress } from '../volume/cli-support.js';
 import { EXIT_VOLUME, FindingsFailure, withFile } from './failure.js';
 import { startProgress } from './progress.js';
 import type { Progress } from './progress.js';
@@ -28,7 +27,7 @@ export async function runCheck(file: string, options: CheckOptions): Promise<voi
   if (options.pages) {
     let progress: Progress | undefined;
     try {
-      findings = await checkVolumeWithProgress(file, {
+      findings = await checkVolume(file, {
         checkPages: true,
         onProgress: ({ doneBlocks, totalBlocks }) => {
           progress ??= startProgress({ stream: process.stdout, label: 'checking pages', unit: 'pages', total: totalBlocks, enabled: options.json !== true });

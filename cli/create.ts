@@ -15,8 +15,7 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { RealIO, ErrorCode, LamstoreError, errnoOf, ioError } from '../engine/index.js';
-import { createVolumeFile } from '../volume/index.js';
-import { volumeGeometryProblem } from '../volume/cli-support.js';
+import { checkVolumeGeometry, createVolumeFile } from '../volume/index.js';
 import { formatBytes, parseSize } from './args.js';
 import { CliCode, CliFailure, EXIT_INTERRUPTED, EXIT_VOLUME, toFailure, usageFailure, withFile } from './failure.js';
 import { startProgress } from './progress.js';
@@ -73,7 +72,7 @@ export async function runCreate(file: string, options: CreateOptions): Promise<v
   if (options.size === undefined) throw usageFailure("option '--size <size>' is required, e.g. --size 1GiB", file);
   const sizeBytes = parseSize(options.size, '--size');
   const blockSize = parseSize(options.blockSize, '--block-size');
-  const geometry = volumeGeometryProblem(sizeBytes, blockSize);
+  const geometry = checkVolumeGeometry(sizeBytes, blockSize);
   if (geometry) throw usageFailure(`--size ${options.size} --block-size ${options.blockSize}: ${geometry}`, file);
 
   const io = new RealIO();

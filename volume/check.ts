@@ -12,7 +12,7 @@
  *     checksum for its block number (an all-zero page is valid).
  * The older slot's catalog is not checked: copy-on-write may already have reused its space (F5).
  */
-import { RealIO, verifyPageChecksum } from '../engine/index.js';
+import { RealIO, ioError, verifyPageChecksum } from '../engine/index.js';
 import type { FileIO } from '../engine/index.js';
 import { resolve } from 'node:path';
 import type { Finding } from './format.js';
@@ -26,6 +26,8 @@ export interface CheckVolumeOptions {
   checkPages?: boolean;
   /** Stop listing page findings after this many (a summary finding follows). @default 100 */
   pageFindingsMax?: number;
+  /** Page pass progress: once before it (done 0) and after every batch of pages read. */
+  onProgress?: (progress: { doneBlocks: number; totalBlocks: number }) => void;
 }
 
 /** Blocks read per pread in the page pass. */
@@ -41,6 +43,10 @@ export async function checkVolume(rawPath: string, options: CheckVolumeOptions =
     if (ex.fatal !== undefined || !options.checkPages || !ex.catalog || !ex.active) return findings;
     const bs = ex.active.blockSizeBytes;
     const max = options.pageFindingsMax ?? 100;
+    let totalBlocks = 0;
+    for (const f of ex.catalog.forks) totalBlocks += f.nblocks;
+    let doneBlocks = 0;
+    options.onProgress?.({ doneBlocks, totalBlocks });
     let bad = 0;
     const buf = new Uint8Array(CHECK_READ_BLOCKS * bs);
     for (const f of ex.catalog.forks) {
@@ -48,7 +54,12 @@ export async function checkVolume(rawPath: string, options: CheckVolumeOptions =
       for (const e of f.extents) {
         for (let i = 0; i < e.lengthBlocks && blk < f.nblocks; ) {
           const n = Math.min(CHECK_READ_BLOCKS, e.lengthBlocks - i, f.nblocks - blk);
-          const got = await io.pread(handle, buf.subarray(0, n * bs), (e.startBlock + i) * bs);
+          let got: number;
+          try {
+            got = await io.pread(handle, buf.subarray(0, n * bs), (e.startBlock + i) * bs);
+          } catch (err) {
+            throw ioError('read', path, err);
+          }
           for (let k = 0; k < n; k++) {
             const page = buf.subarray(k * bs, (k + 1) * bs);
             if (k * bs + bs > got || !verifyPageChecksum(page, blk + k)) {
@@ -60,6 +71,8 @@ export async function checkVolume(rawPath: string, options: CheckVolumeOptions =
           }
           i += n;
           blk += n;
+          doneBlocks += n;
+          options.onProgress?.({ doneBlocks, totalBlocks });
         }
       }
     }

@@ -21,6 +21,7 @@ export type { CheckVolumeOptions } from './check.js';
 export type { Finding, Extent } from './format.js';
 export {
   FORMAT_VERSION,
+  checkVolumeGeometry,
   EXTENT_BLOCKS_FIRST,
   EXTENT_BYTES_MAX,
   VOLUME_SIZE_BYTES_MIN,
