@@ -5,6 +5,7 @@
  */
 import { createRequire } from 'node:module';
 import { Command, CommanderError } from 'commander';
+import { addBenchCommand } from '../bench/command.js';
 
 const pkg = createRequire(import.meta.url)('../../package.json') as { version: string };
 
@@ -16,6 +17,7 @@ export function buildProgram(): Command {
     .version(pkg.version, '-V, --version', 'print the package version')
     .showHelpAfterError('(run lamstore --help for usage)')
     .exitOverride();
+  addBenchCommand(program);
   return program;
 }
 
