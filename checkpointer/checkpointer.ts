@@ -69,7 +69,9 @@ export interface CheckpointParticipants {
    * BufferSync: write the buffers dirty now, sorted and coalesced. `pace(progress)` is called
    * after each range with progress in 0..1; a spread checkpoint sleeps there.
    */
-  bufferSync?(pace: (progress: number) => Promise<void>): Promise<BufferSyncResult>;
+  bufferSync?(pace: (progress: number) => Promise<void>, options: { includeUnlogged: boolean }): Promise<BufferSyncResult>;
+  /** Shutdown checkpoint only: make unlogged relations durable (ordinary ones never do). */
+  syncUnlogged?(): Promise<void>;
   /** Total buffers (for "wrote N buffers (P%)"). */
   bufferCount?(): number;
   /** Pages changed in memory and not yet written (buffers and SLRU pages). */
@@ -369,8 +371,10 @@ export class Checkpointer<R> {
     await p.storageBegin?.();
     try {
       const writeStart = clock.now();
-      const bs = p.bufferSync ? await p.bufferSync(pace) : { buffersWritten: 0, bytesWritten: 0, rangesWritten: 0 };
+      const shutdown = (flags & CheckpointFlags.SHUTDOWN) !== 0;
+      const bs = p.bufferSync ? await p.bufferSync(pace, { includeUnlogged: shutdown }) : { buffersWritten: 0, bytesWritten: 0, rangesWritten: 0 };
       await p.checkpointSlrus?.();
+      if (shutdown) await p.syncUnlogged?.();
       if (bounded) this.#checkDeadline('before the sync phase');
 
       const syncStart = clock.now();

@@ -9,7 +9,7 @@
  *
  * The failed state (PostgreSQL PANICs for the same reasons; SQLite's pager ERROR state):
  *   F1 a sync (fsync/fdatasync) of any file fails, in the sync phase or in a storage manager's
- *      own fallback sync;
+ *      own fallback sync, or an SLRU's (queue-full fallback, directory, multixact control file);
  *   F2 a storage manager reports a failed metadata switch (through reportSyncFailure).
  * After either, every write, extend, truncate, drop and checkpoint throws ENGINE_FAILED until
  * the engine is closed and opened again: the kernel may have dropped the dirty pages a later
@@ -34,10 +34,16 @@ import { SLRU_DIRS, slruSyncOps } from './slru/names.js';
 import type { SmgrContext, StorageManager, StorageManagerFactory } from './smgr/smgr.js';
 import { MD_NAME, MdStorageManager } from './md/md.js';
 import { BufferPool } from './buffer/buffer-pool.js';
+import { CHECKPOINT_FLUSH_AFTER_DEFAULT, WRITEBACK_MAX_PENDING_FLUSHES } from './buffer/writeback.js';
 import { KeyedMutex, Relation, type RelationHost, type RelationOptions } from './relation.js';
 import { checkLocator } from './relfile.js';
 import type { RelFileLocator } from './relfile.js';
 import { Checkpointer, CheckpointFlags, CHECKPOINT_TIMEOUT_MS_DEFAULT, COMPLETION_TARGET_DEFAULT, type CheckpointStats } from '../checkpointer/checkpointer.js';
+import type { SlruContext } from './slru/slru.js';
+import { SLRU_BUFFER_COUNT_DEFAULT } from './slru/slru.js';
+import { Clog } from './slru/clog.js';
+import { CommitTs } from './slru/commit-ts.js';
+import { MultiXact } from './slru/multixact.js';
 import { defaultSyncQueueSize } from '../checkpointer/request-queue.js';
 
 export interface EngineOptions {
@@ -60,7 +66,15 @@ export interface EngineOptions {
   checkpointTimeoutMs?: number;
   maxDirtyBytes?: number;
   completionTarget?: number;
+  /**
+   * PostgreSQL's `checkpoint_flush_after`, in blocks: after this many buffers written by a
+   * checkpoint, ask the storage managers to start writing them back (a hint; md's reaches
+   * FileIO.writeback). 0 disables; at most 256. No hints when `fsync` is false. @default 32
+   */
+  checkpointFlushAfter?: number;
   preload?: readonly Extension[];
+  /** Page buffers of each SLRU (clog, commit_ts, multixact offsets, multixact members). @default 32 */
+  slruBuffers?: number;
   io?: FileIO;
   clock?: Clock;
   /** Receives log lines (checkpoint complete, warnings). Silent by default. */
@@ -113,6 +127,8 @@ export interface OpenStats {
   startupSyncFiles: number;
   startupSyncDirs: number;
   startupSyncMs: number;
+  /** Unlogged relations whose main fork was reset from their INIT fork (after an unclean stop). */
+  unloggedReset: number;
 }
 
 function intOption(name: string, value: unknown, dflt: number, min: number, max: number): number {
@@ -165,7 +181,10 @@ export class Engine {
   #relationHost: RelationHost | null = null;
   #lockHandle: FileHandle | null = null;
   /** What opening found and did. */
-  readonly openStats: OpenStats = { uncleanStop: false, startupSyncFiles: 0, startupSyncDirs: 0, startupSyncMs: 0 };
+  readonly openStats: OpenStats = { uncleanStop: false, startupSyncFiles: 0, startupSyncDirs: 0, startupSyncMs: 0, unloggedReset: 0 };
+  #clog: Clog | null = null;
+  #commitTs: CommitTs | null = null;
+  #multixact: MultiXact | null = null;
   #failure: LamstoreError | null = null;
   #closed = false;
 
@@ -185,6 +204,8 @@ export class Engine {
       nBuffers: this.sharedBuffers,
       blockSize: this.blockSize,
       smgr: (name) => this.storageManager(name),
+      checkpointFlushAfter: intOption('checkpointFlushAfter', options.checkpointFlushAfter, CHECKPOINT_FLUSH_AFTER_DEFAULT, 0, WRITEBACK_MAX_PENDING_FLUSHES),
+      enableFsync: options.fsync !== false,
       // A page changed in memory: not idle any more, and maybe over maxDirtyBytes (K4).
       onDirty: (dirtyBuffers) => {
         this.#checkpointer.noteActivity();
@@ -201,11 +222,24 @@ export class Engine {
       },
       participants: {
         ioCounts: () => this.io.counts(),
-        bufferSync: (pace) => this.#pool.bufferSync(pace),
+        bufferSync: (pace, o) => this.#pool.bufferSync(pace, o),
+        syncUnlogged: async () => {
+          for (const s of this.#smgrs.values()) await s.syncUnlogged?.();
+        },
         bufferCount: () => this.sharedBuffers,
-        dirtyPageCount: () => this.#pool.dirtyCount(),
+        dirtyPageCount: () =>
+          this.#pool.dirtyCount() +
+          (this.#clog?.slru.dirtyPageCount() ?? 0) +
+          (this.#commitTs?.slru.dirtyPageCount() ?? 0) +
+          (this.#multixact ? this.#multixact.offsets.dirtyPageCount() + this.#multixact.members.dirtyPageCount() : 0),
         onSyncFailure: (err) => {
           if (!options.dataSyncRetry) this.#enterFailedState(err);
+        },
+        // The SLRU checkpoint (CheckPointCLOG, CheckPointCommitTs, CheckPointMultiXact).
+        checkpointSlrus: async () => {
+          await this.#clog?.checkpoint();
+          await this.#commitTs?.checkpoint();
+          await this.#multixact?.checkpoint();
         },
         storageBegin: async () => {
           for (const s of this.#smgrs.values()) await s.checkpointBegin?.();
@@ -264,6 +298,11 @@ export class Engine {
       md = new MdStorageManager(engine.#smgrContext());
       engine.#smgrs.set(MD_NAME, md);
       await engine.#preload(options.preload ?? []);
+      await engine.#openSlrus();
+      if (engine.openStats.uncleanStop) {
+        for (const s of engine.#smgrs.values()) engine.openStats.unloggedReset += (await s.resetUnlogged?.()) ?? 0;
+      }
+      if (ledger) ledger.exempt = (path) => md!.isUnloggedFile(path);
       engine.#checkpointer.startTimer();
     } catch (err) {
       await engine.#releaseAll();
@@ -370,12 +409,49 @@ export class Engine {
           throw new LamstoreError(ErrorCode.BAD_ARGUMENT, 'every preload entry must be an extension { name, init(ctx) }');
         }
         await ext.init(ctx);
+        // Build this extension's storage managers now, so that if a later extension fails,
+        // open's cleanup closes them (and the files and locks they hold).
+        for (const [name, factory] of this.#smgrFactories) {
+          if (!this.#smgrs.has(name)) this.#smgrs.set(name, await factory(this.#smgrContext()));
+        }
       }
     } finally {
       open = false;
       this.#registry.close();
     }
-    for (const [name, factory] of this.#smgrFactories) this.#smgrs.set(name, await factory(this.#smgrContext()));
+  }
+
+  async #openSlrus(): Promise<void> {
+    const bufferCount = intOption('slruBuffers', this.#options.slruBuffers, SLRU_BUFFER_COUNT_DEFAULT, 4, 1 << 16);
+    const ctx: SlruContext = {
+      ...this.#smgrContext(),
+      checkWritable: () => {
+        this.#checkOpen();
+        this.#checkNotFailed();
+      },
+      checkReadable: () => this.#checkOpen(),
+    };
+    this.#clog = await Clog.open(ctx, { bufferCount });
+    this.#commitTs = await CommitTs.open(ctx, { bufferCount });
+    this.#multixact = await MultiXact.open(ctx, { bufferCount });
+  }
+
+  /** Transaction commit statuses, in `<dataDir>/pg_xact/` (sync handler CLOG). */
+  get clog(): Clog {
+    this.#checkOpen();
+    return this.#clog!;
+  }
+
+  /** Commit timestamps, in `<dataDir>/pg_commit_ts/` (sync handler COMMIT_TS). */
+  get commitTs(): CommitTs {
+    this.#checkOpen();
+    return this.#commitTs!;
+  }
+
+  /** Multixacts, in `<dataDir>/pg_multixact/{offsets,members}/` (handlers 3 and 4). */
+  get multixact(): MultiXact {
+    this.#checkOpen();
+    return this.#multixact!;
   }
 
   #smgrContext(): SmgrContext {
@@ -388,6 +464,7 @@ export class Engine {
       maxOpenFiles: this.maxOpenFiles,
       registerSyncRequest: (tag, type, retryOnError) => this.#register(tag, type, retryOnError),
       countBackendFsync: () => this.#checkpointer.countBackendFsync(),
+      exemptFromLedger: (path, offsetBytes, lengthBytes) => this.ledger?.exemptNextWrite(path, offsetBytes, lengthBytes),
       reportSyncFailure: (err) => {
         this.#enterFailedState(err);
         throw this.#failure!;
@@ -555,6 +632,9 @@ export class Engine {
   }
 
   async #releaseAll(): Promise<void> {
+    this.#clog?.close();
+    this.#commitTs?.close();
+    this.#multixact?.close();
     for (const s of this.#smgrs.values()) await s.close?.();
     if (this.#lockHandle) {
       const h = this.#lockHandle;

@@ -40,6 +40,8 @@ export const ErrorCode = {
   CHECKPOINT_FAILED: 'CHECKPOINT_FAILED',
   /** A bounded operation (shutdown checkpoint) ran out of time. */
   TIMEOUT: 'TIMEOUT',
+  /** An id space (multixact ids, multixact member offsets) is used up; lamstore refuses to wrap around. */
+  ID_SPACE_EXHAUSTED: 'ID_SPACE_EXHAUSTED',
   /** An SLRU or data-directory file does not have the shape it must have. */
   DATA_CORRUPT: 'DATA_CORRUPT',
 } as const;

@@ -342,6 +342,7 @@ describe('SimDisk faults', () => {
     readdir: (d) => d.readdir('/d'),
     mkdir: (d) => d.mkdir('/d'),
     flock: (d, h) => d.flock(h, 'shared'),
+    writeback: (d, h) => d.writeback(h, 0, 16),
   };
 
   for (const [kind, call] of Object.entries(callOf)) {

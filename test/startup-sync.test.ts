@@ -8,10 +8,10 @@ import { describe, expect, it } from 'vitest';
 import { Engine } from '../engine/index.js';
 import { SimDisk } from '../engine/io/sim-disk.js';
 
-async function writeUnsynced(disk: SimDisk, path: string, byte: number): Promise<void> {
+async function writeUnsynced(disk: SimDisk, path: string, byte: number, lengthBytes = 64): Promise<void> {
   await disk.mkdir(path.slice(0, path.lastIndexOf('/')));
   const h = await disk.open(path, { create: true });
-  await disk.pwrite(h, new Uint8Array(64).fill(byte), 0);
+  await disk.pwrite(h, new Uint8Array(lengthBytes).fill(byte), 0);
   await disk.close(h);
 }
 
@@ -34,20 +34,21 @@ describe('startup sync after an unclean stop', () => {
     const disk = new SimDisk();
     await Engine.open({ dataDir: '/data', io: disk }); // never closed: the process dies
     await writeUnsynced(disk, '/data/base/5/16384', 7);
-    await writeUnsynced(disk, '/data/pg_xact/0000', 9);
+    await writeUnsynced(disk, '/data/pg_xact/0000', 9, 8192);
     disk.processCrash();
 
     const b = await Engine.open({ dataDir: '/data', io: disk });
     expect(b.openStats.uncleanStop).toBe(true);
     expect(b.openStats.startupSyncFiles).toBe(2);
-    // /data, /data/base, /data/base/5, /data/pg_xact
-    expect(b.openStats.startupSyncDirs).toBe(4);
+    // /data, base, base/5 and the SLRU directories the first open made: pg_xact, pg_commit_ts,
+    // pg_multixact, pg_multixact/offsets, pg_multixact/members
+    expect(b.openStats.startupSyncDirs).toBe(8);
     expect(b.ioCounts().fsync).toBe(2);
-    expect(b.ioCounts().fsyncDir).toBeGreaterThanOrEqual(4);
+    expect(b.ioCounts().fsyncDir).toBeGreaterThanOrEqual(8);
 
     const afterPowerLoss = disk.crash('drop');
     expect(afterPowerLoss.readFileNow('/data/base/5/16384')).toEqual(new Uint8Array(64).fill(7));
-    expect(afterPowerLoss.readFileNow('/data/pg_xact/0000')).toEqual(new Uint8Array(64).fill(9));
+    expect(afterPowerLoss.readFileNow('/data/pg_xact/0000')).toEqual(new Uint8Array(8192).fill(9));
     await b.close();
   });
 
@@ -65,5 +66,27 @@ describe('startup sync after an unclean stop', () => {
     const b = await Engine.open({ dataDir: '/data', io: disk });
     expect(b.openStats.uncleanStop).toBe(true);
     await b.close();
+  });
+});
+
+describe('startup sync of the volume', () => {
+  it('clean stop: no fdatasync of the volume at open; unclean stop: exactly one', async () => {
+    const { volumeExtension } = await import('../volume/index.js');
+    const disk = new SimDisk();
+    await disk.mkdir('/vol');
+    const ext = () => volumeExtension({ path: '/vol/v', create: { sizeBytes: 1024 * 1024, blockSize: 8192 } });
+    const a = await Engine.open({ dataDir: '/data', io: disk, preload: [ext()] });
+    await a.close();
+    const clean = await Engine.open({ dataDir: '/data', io: disk, preload: [ext()] });
+    expect(clean.openStats.uncleanStop).toBe(false);
+    expect(clean.ioCounts().fdatasync).toBe(0);
+    disk.processCrash(); // dies without closing
+    const unclean = await Engine.open({ dataDir: '/data', io: disk, preload: [ext()] });
+    try {
+      expect(unclean.openStats.uncleanStop).toBe(true);
+      expect(unclean.ioCounts().fdatasync).toBe(1);
+    } finally {
+      await unclean.close();
+    }
   });
 });

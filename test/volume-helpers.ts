@@ -26,7 +26,7 @@ export async function openVolumeEngine(options: {
   blockSize?: number;
 }): Promise<VolumeEngine> {
   const ext = volumeExtension({ path: options.path, create: options.create, readOnly: options.readOnly });
-  const engine = await Engine.open({ dataDir: options.dataDir, blockSize: options.blockSize ?? BS, io: options.io, preload: [ext] });
+  const engine = await Engine.open({ dataDir: options.dataDir, blockSize: options.blockSize ?? BS, sharedBuffers: 256, io: options.io, preload: [ext] });
   return { engine, smgr: engine.storageManager('volume'), volume: ext.volume! };
 }
 

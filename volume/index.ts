@@ -56,7 +56,7 @@ export function volumeExtension(options: VolumeExtensionOptions): VolumeExtensio
       return volume;
     },
     async init(ctx: PreloadContext) {
-      const vol = await Volume.open({ io: ctx.io, path: options.path, create: options.create, readOnly: options.readOnly, blockSize: ctx.blockSize });
+      const vol = await Volume.open({ io: ctx.io, path: options.path, create: options.create, readOnly: options.readOnly, blockSize: ctx.blockSize, uncleanStart: ctx.uncleanStart });
       try {
         vol.handlerId = ctx.registerSyncHandler(volumeSyncOps(vol));
         ctx.registerStorageManager(VOLUME_SMGR_NAME, (sctx) => volumeStorageManager(vol, sctx));

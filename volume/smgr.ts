@@ -21,21 +21,27 @@ export const VOLUME_SYNC_HANDLER_NAME = 'volume';
 
 export function volumeStorageManager(volume: Volume, ctx: SmgrContext): StorageManager {
   volume.attach(ctx);
+  const note = volume.notePersistence.bind(volume);
   return {
     name: VOLUME_SMGR_NAME,
-    create: (rel: RelFileLocator, fork: ForkNumber) => volume.create(rel, fork),
+    create: (rel: RelFileLocator, fork: ForkNumber, persistence) => (note(rel, fork, persistence), volume.create(rel, fork)),
     exists: async (rel, fork) => volume.exists(rel, fork),
-    extend: (rel, fork, blockNum, page) => volume.extend(rel, fork, blockNum, page),
+    extend: (rel, fork, blockNum, page, persistence) => (note(rel, fork, persistence), volume.extend(rel, fork, blockNum, page)),
     read: (rel, fork, blockNum, into) => volume.read(rel, fork, blockNum, into),
-    write: (rel, fork, blockNum, page) => volume.write(rel, fork, blockNum, page),
-    writev: (rel, fork, blockNum, pages) => volume.writev(rel, fork, blockNum, pages),
+    write: (rel, fork, blockNum, page, persistence) => (note(rel, fork, persistence), volume.write(rel, fork, blockNum, page)),
+    writev: (rel, fork, blockNum, pages, persistence) => (note(rel, fork, persistence), volume.writev(rel, fork, blockNum, pages)),
     nblocks: async (rel, fork) => volume.nblocks(rel, fork),
-    truncate: (rel, fork, nblocks) => volume.truncate(rel, fork, nblocks),
-    unlink: (rel, fork) => volume.unlink(rel, fork),
+    truncate: (rel, fork, nblocks, persistence) => (note(rel, fork, persistence), volume.truncate(rel, fork, nblocks)),
+    unlink: (rel, fork, persistence) => (note(rel, fork, persistence), volume.unlink(rel, fork)),
     immediateSync: () => volume.immediateSync(),
     registerSync: (rel, fork) => volume.registerSync(rel, fork),
     physicalBlock: (rel, fork, blockNum) => volume.physicalBlock(rel, fork, blockNum),
-    writeBatch: (items: readonly BatchWrite[]) => volume.writeBatch(items),
+    writeBatch: (items: readonly BatchWrite[]) => {
+      for (const it of items) note(it.rel, it.fork, it.persistence);
+      return volume.writeBatch(items);
+    },
+    syncUnlogged: () => volume.syncUnlogged(),
+    resetUnlogged: () => volume.resetUnlogged(),
     checkpointBegin: () => volume.checkpointBegin(),
     checkpointEnd: (completed) => volume.checkpointEnd(completed),
     close: () => volume.close(),

@@ -73,6 +73,8 @@ import {
 import type { Catalog, CatalogFork, Extent, Finding, SlotResult, Superblock } from './format.js';
 import { FreeSpace, growthBlocks } from './extent-allocator.js';
 
+const INIT_FORK_NUMBER = 3;
+
 export interface CreateProgress {
   doneBytes: number;
   totalBytes: number;
@@ -96,6 +98,11 @@ export interface VolumeOpenOptions {
   readOnly?: boolean;
   /** The engine's page size: the volume's must equal it. */
   blockSize?: number;
+  /**
+   * The last engine using this volume stopped uncleanly (PreloadContext.uncleanStart): one
+   * fdatasync at open. Only `false` skips it. @default undefined (sync)
+   */
+  uncleanStart?: boolean;
 }
 
 export interface SlotInfo {
@@ -519,9 +526,11 @@ export class Volume {
       if (options.blockSize !== undefined && vol.blockSize !== options.blockSize) {
         throw badArg(`${path}: volume block size is ${vol.blockSize} but the engine's blockSize is ${options.blockSize}`);
       }
-      if (!readOnly) {
+      if (!readOnly && options.uncleanStart !== false) {
         // A process that died with this volume open may have left writes in the page cache
-        // only. Make them durable before anything is built on what reads now return.
+        // only. Make them durable before anything is built on what reads now return. The
+        // engine's data directory records whether the last stop was clean (its running
+        // marker); when it says clean, there is nothing left to make durable.
         try {
           await options.io.fdatasync(handle);
         } catch (err) {
@@ -739,6 +748,10 @@ export class Volume {
   async #registerSync(rel: RelFileLocator, fork: number): Promise<void> {
     const ctx = this.#smgrCtx;
     assert(ctx !== null, 'storage manager attached before any write');
+    if (this.#isUnlogged(forkKey(rel, fork), fork)) {
+      this.#unloggedDirty = true; // synced at shutdown only (U1)
+      return;
+    }
     const ok = await ctx.registerSyncRequest(this.tagOf({ rel, fork }), SyncRequestType.SYNC, false);
     if (ok) return;
     try {
@@ -797,6 +810,11 @@ export class Volume {
       const startVol = this.#locate(st, blk + i).volumeBlock;
       let j = i + 1;
       while (j < pages.length && this.#locate(st, blk + j).volumeBlock === startVol + (j - i)) j++;
+      // An unlogged fork's pages are not owed durability before shutdown (U1): tell the sync
+      // ledger not to hold this write against a checkpoint.
+      if (this.#isUnlogged(st.key, st.fork)) {
+        this.#smgrCtx?.exemptFromLedger?.(this.path, startVol * this.blockSize, (j - i) * this.blockSize);
+      }
       try {
         await this.#io.pwritev(handle, pages.slice(i, j), startVol * this.blockSize);
       } catch (err) {
@@ -806,6 +824,52 @@ export class Volume {
       i = j;
     }
     return ranges;
+  }
+
+  /** Unlogged forks seen (by persistence passed in), and whether one was written since the last sync. */
+  readonly #unloggedForks = new Set<string>();
+  #unloggedDirty = false;
+
+  #isUnlogged(key: string, fork: number): boolean {
+    return fork !== INIT_FORK_NUMBER && this.#unloggedForks.has(key);
+  }
+
+  /** The storage manager passes each call's persistence; an unlogged relation stays unlogged. */
+  notePersistence(rel: RelFileLocator, fork: ForkNumber | undefined, persistence: string | undefined): void {
+    if (persistence !== 'unlogged') return;
+    for (const f of fork === undefined ? [0, 1, 2, 3] : [fork]) this.#unloggedForks.add(forkKey(checkLocator(rel), f));
+  }
+
+  /**
+   * Shutdown checkpoint (U1): unlogged forks register no sync requests, so if any was written
+   * since the last volume sync, make the volume durable now. Returns 1 when it synced.
+   */
+  async syncUnlogged(): Promise<number> {
+    if (!this.#unloggedDirty || this.readOnly) return 0;
+    this.#unloggedDirty = false;
+    await this.immediateSync();
+    return 1;
+  }
+
+  /**
+   * After an unclean stop (U2): every relation with an INIT fork is unlogged; drop its other
+   * forks and make MAIN a copy of INIT, durable before the engine is used.
+   */
+  async resetUnlogged(): Promise<number> {
+    if (this.readOnly) return 0;
+    const inits = [...this.#forks.values()].filter((st) => st.fork === INIT_FORK_NUMBER).map((st) => st.rel);
+    for (const rel of inits) {
+      for (const f of [0, 1, 2] as ForkNumber[]) if (this.#forks.has(forkKey(rel, f))) await this.unlink(rel, f);
+      await this.create(rel, 0);
+      const init = this.#fork(rel, INIT_FORK_NUMBER);
+      const page = new Uint8Array(this.blockSize);
+      for (let b = 0; b < init.nblocks; b++) {
+        await this.read(rel, INIT_FORK_NUMBER, b, page);
+        await this.extend(rel, 0, b, page);
+      }
+    }
+    if (inits.length > 0) await this.immediateSync();
+    return inits.length;
   }
 
   async extend(relIn: RelFileLocator, forkIn: ForkNumber, blockNum: number, page: Uint8Array): Promise<void> {

@@ -34,6 +34,13 @@
  * end); runs of different tablespaces are interleaved in proportion to their sizes, as
  * PostgreSQL's progress heap does. `pace(progress)` is called after every range or chunk.
  *
+ * Writeback hints (buffer/writeback.ts): every buffer BufferSync writes is scheduled on a
+ * WritebackContext made for that BufferSync, with limit `checkpointFlushAfter`; each time the
+ * limit is reached the pending buffers go out as merged `smgr.writeback` ranges, and what is left
+ * goes out when BufferSync ends. Nothing is scheduled when `enableFsync` is false or the limit
+ * is 0. A hint that fails fails the BufferSync, as a failed write does (md turns it into the
+ * failed state, as PostgreSQL's data_sync_elevel does).
+ *
  * The pool never computes anything but page checksums: set on every write (on the copy), checked
  * on every read from disk; a mismatch is CHECKSUM_MISMATCH and the page is never returned.
  */
@@ -42,6 +49,7 @@ import type { ForkNumber, RelFileLocator } from '../relfile.js';
 import { describeFork } from '../relfile.js';
 import type { BatchWrite, Persistence, StorageManager } from '../smgr/smgr.js';
 import { setPageChecksum, verifyPageChecksum, PAGE_CHECKSUM_OFFSET } from '../page.js';
+import { CHECKPOINT_FLUSH_AFTER_DEFAULT, WRITEBACK_MAX_PENDING_FLUSHES, WritebackContext } from './writeback.js';
 
 export interface BufferTag {
   storage: string;
@@ -58,6 +66,10 @@ export interface BufferPoolOptions {
   smgr(name: string): StorageManager;
   /** Called when a clean buffer becomes dirty, with the dirty count (checkpoint triggers). */
   onDirty?: (dirtyBuffers: number) => void;
+  /** Writeback hint limit of BufferSync in buffers, 0..256; 0 disables. @default 32 */
+  checkpointFlushAfter?: number;
+  /** The engine's `fsync`: when false, no writeback hints are scheduled. @default true */
+  enableFsync?: boolean;
 }
 
 export interface BufferSyncResult {
@@ -71,9 +83,13 @@ export interface BufferPoolStats {
   misses: number;
   /** Buffers written by eviction (not by BufferSync). */
   evictionWrites: number;
+  /** BufferSync's writeback hint batches issued, and the ranges they handed to storage managers. */
+  writebackIssues: number;
+  writebackRanges: number;
 }
 
 export const USAGE_COUNT_MAX = 5;
+const INIT_FORK = 3;
 /** Largest vectored write BufferSync issues, and its writeBatch chunk (256 pages). */
 export const WRITE_COMBINE_MAX_BLOCKS = 256;
 
@@ -119,7 +135,9 @@ export class BufferPool {
   readonly #scratch: Uint8Array[] = [];
   #batchScratch: Uint8Array | null = null;
   #syncRunning = false;
-  readonly stats: BufferPoolStats = { hits: 0, misses: 0, evictionWrites: 0 };
+  readonly stats: BufferPoolStats = { hits: 0, misses: 0, evictionWrites: 0, writebackIssues: 0, writebackRanges: 0 };
+  readonly #flushAfter: number;
+  readonly #enableFsync: boolean;
 
   #dirtyBuffers = 0;
 
@@ -144,6 +162,9 @@ export class BufferPool {
     this.nBuffers = options.nBuffers;
     this.blockSize = options.blockSize;
     this.#smgr = options.smgr;
+    this.#flushAfter = options.checkpointFlushAfter ?? CHECKPOINT_FLUSH_AFTER_DEFAULT;
+    this.#enableFsync = options.enableFsync ?? true;
+    assert(Number.isInteger(this.#flushAfter) && this.#flushAfter >= 0 && this.#flushAfter <= WRITEBACK_MAX_PENDING_FLUSHES, 'buffer pool: checkpointFlushAfter is in 0..256 (the engine validates the option)');
     // Allocated once, here (STYLE 12).
     this.#memory = new Uint8Array(new ArrayBuffer(this.nBuffers * this.blockSize));
     this.#flags = new Uint8Array(this.nBuffers);
@@ -459,23 +480,27 @@ export class BufferPool {
   }
 
   /** BufferSync: write the buffers dirty now (see the header). */
-  async bufferSync(pace: (progress: number) => Promise<void>): Promise<BufferSyncResult> {
+  async bufferSync(pace: (progress: number) => Promise<void>, options: { includeUnlogged?: boolean } = {}): Promise<BufferSyncResult> {
     assert(!this.#syncRunning, 'one BufferSync at a time');
     this.#syncRunning = true;
     try {
-      return await this.#bufferSync(pace);
+      return await this.#bufferSync(pace, options.includeUnlogged === true);
     } finally {
       this.#syncRunning = false;
     }
   }
 
-  async #bufferSync(pace: (progress: number) => Promise<void>): Promise<BufferSyncResult> {
+  async #bufferSync(pace: (progress: number) => Promise<void>, includeUnlogged: boolean): Promise<BufferSyncResult> {
     const result: BufferSyncResult = { buffersWritten: 0, bytesWritten: 0, rangesWritten: 0 };
     const byStorage = new Map<string, SyncItem[]>();
     for (let id = 0; id < this.nBuffers; id++) {
       if (!(this.#flags[id]! & F_DIRTY)) continue;
-      this.#setFlags(id, this.#flags[id]! | (F_CHECKPOINT_NEEDED));
       const tag = this.#tags[id]!;
+      // PostgreSQL's BM_PERMANENT test: an unlogged relation's pages are written only by the
+      // shutdown checkpoint (or eviction). Its INIT fork is permanent: the reset after a crash
+      // copies it, so it must be durable like any logged page.
+      if (!includeUnlogged && tag.persistence === 'unlogged' && tag.fork !== INIT_FORK) continue;
+      this.#setFlags(id, this.#flags[id]! | (F_CHECKPOINT_NEEDED));
       let list = byStorage.get(tag.storage);
       if (!list) byStorage.set(tag.storage, (list = []));
       list.push({ id, key: this.#keys[id]!, tag });
@@ -486,6 +511,30 @@ export class BufferPool {
     this.#batchScratch ??= new Uint8Array(WRITE_COMBINE_MAX_BLOCKS * this.blockSize);
     const slots = this.#batchScratch;
     let processed = 0;
+    // WritebackContextInit: a fresh context per BufferSync; none at all when fsync is off.
+    const wb = this.#enableFsync && this.#flushAfter > 0 ? new WritebackContext(this.#flushAfter, this.#smgr) : null;
+    try {
+      await this.#writeAll(byStorage, slots, result, total, wb, () => processed, (n) => (processed += n), pace);
+      await wb?.issue();
+    } finally {
+      if (wb) {
+        this.stats.writebackIssues += wb.stats.issues;
+        this.stats.writebackRanges += wb.stats.ranges;
+      }
+    }
+    return result;
+  }
+
+  async #writeAll(
+    byStorage: Map<string, SyncItem[]>,
+    slots: Uint8Array,
+    result: BufferSyncResult,
+    total: number,
+    wb: WritebackContext | null,
+    processedNow: () => number,
+    advance: (n: number) => void,
+    pace: (progress: number) => Promise<void>,
+  ): Promise<void> {
 
     for (const storage of [...byStorage.keys()].sort()) {
       const items = byStorage.get(storage)!;
@@ -516,15 +565,15 @@ export class BufferPool {
             result.buffersWritten += ready.length;
             result.bytesWritten += ready.length * this.blockSize;
             result.rangesWritten += ranges;
+            if (wb) for (const it of ready) await wb.schedule(it.tag);
           }
-          processed += chunk.length;
-          await pace(processed / total);
+          advance(chunk.length);
+          await pace(processedNow() / total);
         }
         continue;
       }
-      await this.#syncSorted(smgr, items, slots, result, total, () => processed, (n) => (processed += n), pace);
+      await this.#syncSorted(smgr, items, slots, result, total, wb, processedNow, advance, pace);
     }
-    return result;
   }
 
   /** File-ordered BufferSync for a storage manager without physical order (md). */
@@ -534,6 +583,7 @@ export class BufferPool {
     slots: Uint8Array,
     result: BufferSyncResult,
     total: number,
+    wb: WritebackContext | null,
     processedNow: () => number,
     advance: (n: number) => void,
     pace: (progress: number) => Promise<void>,
@@ -607,6 +657,7 @@ export class BufferPool {
       this.#finish(ready, endIo, true);
       result.buffersWritten += ready.length;
       result.bytesWritten += ready.length * this.blockSize;
+      if (wb) for (const it of ready) await wb.schedule(it.tag);
       advance(range.length);
       await pace(processedNow() / total);
     }

@@ -139,4 +139,12 @@ export class CountingIO implements FileIO {
     this.#counts.flock++;
     await this.#inner.flock(h, mode);
   }
+  /**
+   * Counted whether or not the inner FileIO has `writeback`: the count is of hints the engine
+   * issued. Forwarded when the inner has it; otherwise the hint ends here (FileIO C7).
+   */
+  async writeback(h: FileHandle, offsetBytes: number, lengthBytes: number): Promise<void> {
+    this.#counts.writeback++;
+    await this.#inner.writeback?.(h, offsetBytes, lengthBytes);
+  }
 }

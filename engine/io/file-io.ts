@@ -14,6 +14,10 @@
  *     is durable only after `fsyncDir` of the directory that holds it.
  *  C5 `flock` never blocks: a conflicting lock fails at once with EAGAIN (EWOULDBLOCK).
  *  C6 Paths are absolute. `mkdir` creates missing parents; it does not make them durable.
+ *  C7 `writeback` (optional) is a hint and nothing more: it may start writing a byte range of the
+ *     file back to the device (sync_file_range(SYNC_FILE_RANGE_WRITE): start, don't wait), so a
+ *     later fsync has less to do. It makes nothing durable and changes no contents; callers never
+ *     count on it in place of fsync/fdatasync. An implementation that cannot do it leaves it out.
  */
 
 /** An open file. Opaque: only the implementation that returned it may use it. */
@@ -56,6 +60,7 @@ export const IO_KINDS = [
   'stat',
   'readdir',
   'flock',
+  'writeback',
 ] as const;
 export type IoKind = (typeof IO_KINDS)[number];
 
@@ -78,6 +83,11 @@ export interface FileIO {
   stat(path: string): Promise<FileStat | null>;
   readdir(path: string): Promise<string[]>;
   flock(handle: FileHandle, mode: LockMode): Promise<void>;
+  /**
+   * Optional writeback hint (C7) for `lengthBytes` bytes from `offsetBytes`: start writing them
+   * back, do not wait. PostgreSQL's pg_flush_data. Absent where the platform offers no honest way.
+   */
+  writeback?(handle: FileHandle, offsetBytes: number, lengthBytes: number): Promise<void>;
 }
 
 /** Build an error shaped like Node's fs errors (contract C1). */

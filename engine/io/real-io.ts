@@ -8,6 +8,12 @@
  *    no size, so fdatasync is enough for them.
  *  - A new file's directory entry is made durable only by fsync on the directory (fsyncDir);
  *    Linux needs a descriptor of the directory for that, opened read-only.
+ *  - No `writeback` (FileIO C7): Node has no sync_file_range, posix_fadvise or msync, and no
+ *    package we use provides one, so RealIO leaves the optional method out rather than fake it.
+ *    The writeback hints BufferSync schedules (reference section 9) are then counted by
+ *    CountingIO and dropped: on real files the kernel starts writeback on its own schedule and
+ *    the checkpoint's fsyncs carry the whole flush. Durability is unaffected: a hint never
+ *    replaces a sync.
  */
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';

@@ -26,6 +26,8 @@
  *    behaviour that made PostgreSQL PANIC on fsync failure.
  *  - Deterministic: all randomness comes from the seed given to `crash` (print it on failure).
  *  - `flock` locks are per inode and per handle, as flock(2) is per open file description.
+ *  - `writeback` (the sync_file_range hint) is counted and can be failed, but changes nothing:
+ *    it never makes a pending write durable.
  */
 import type { FileHandle, FileIO, FileStat, IoKind, LockMode, OpenOptions } from './file-io.js';
 import { fsError, totalLength } from './file-io.js';
@@ -443,6 +445,20 @@ export class SimDisk implements FileIO {
     this.#unlock(sh);
     if (mode === 'exclusive') ino.lockExclusive = sh;
     else ino.lockShared.add(sh);
+  }
+
+  /**
+   * The writeback hint (FileIO C7): a counted call (callCount, onCall, faults of kind
+   * 'writeback') with no effect on contents or durability: pending writes stay pending until a
+   * sync, as sync_file_range(SYNC_FILE_RANGE_WRITE) guarantees nothing either.
+   */
+  async writeback(h: FileHandle, offsetBytes: number, lengthBytes: number): Promise<void> {
+    const sh = this.#handle(h, 'sync_file_range');
+    await this.#gate('writeback', sh.path);
+    this.#maybeFail('writeback', sh.path, 'sync_file_range');
+    if (!(Number.isInteger(offsetBytes) && offsetBytes >= 0 && Number.isInteger(lengthBytes) && lengthBytes >= 0)) {
+      throw fsError('EINVAL', 'sync_file_range', sh.path, `bad range ${offsetBytes}+${lengthBytes}`);
+    }
   }
 
   #unlock(sh: SimHandle): void {

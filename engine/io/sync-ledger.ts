@@ -16,7 +16,8 @@
  *     successful sync of that file; it records the oldest of them. A failed sync covers nothing.
  *  L2 Unlinking a file forgets its entries (nothing left to make durable); a rename moves them.
  *  L3 Files for which `exempt(path)` is true (unlogged relations, which only the shutdown
- *     checkpoint syncs) are never reported.
+ *     checkpoint syncs) are never reported; nor is a write announced with exemptNextWrite (an
+ *     unlogged fork's page inside a shared file such as the volume).
  */
 import type { FileHandle, FileIO, FileStat, LockMode, OpenOptions } from './file-io.js';
 import { totalLength } from './file-io.js';
@@ -57,6 +58,25 @@ export class SyncLedgerIO implements FileIO {
     }
   }
 
+  /** One-shot exemptions: the next write of exactly this range is not recorded (L3). */
+  readonly #exemptWrites = new Map<string, string[]>();
+
+  /** Do not record the next write of exactly [offsetBytes, offsetBytes + lengthBytes) of `path`. */
+  exemptNextWrite(path: string, offsetBytes: number, lengthBytes: number): void {
+    let list = this.#exemptWrites.get(path);
+    if (!list) this.#exemptWrites.set(path, (list = []));
+    list.push(`${offsetBytes}+${lengthBytes}`);
+  }
+
+  #takeExemption(path: string, offsetBytes: number, lengthBytes: number): boolean {
+    const list = this.#exemptWrites.get(path);
+    const i = list?.indexOf(`${offsetBytes}+${lengthBytes}`) ?? -1;
+    if (i < 0) return false;
+    list!.splice(i, 1);
+    if (list!.length === 0) this.#exemptWrites.delete(path);
+    return true;
+  }
+
   /** Files with unsynced writes now (for tests). */
   unsyncedPaths(): string[] {
     return [...this.#unsynced.keys()].sort();
@@ -78,11 +98,15 @@ export class SyncLedgerIO implements FileIO {
     return this.#inner.pread(h, buffer, offsetBytes);
   }
   async pwrite(h: FileHandle, buffer: Uint8Array, offsetBytes: number): Promise<void> {
+    const exempt = this.#takeExemption(h.path, offsetBytes, buffer.length);
     await this.#inner.pwrite(h, buffer, offsetBytes);
+    if (exempt) return;
     this.#note(h.path, { startBytes: offsetBytes, endBytes: offsetBytes + buffer.length, kind: 'write' });
   }
   async pwritev(h: FileHandle, buffers: readonly Uint8Array[], offsetBytes: number): Promise<void> {
+    const exempt = this.#takeExemption(h.path, offsetBytes, totalLength(buffers));
     await this.#inner.pwritev(h, buffers, offsetBytes);
+    if (exempt) return;
     this.#note(h.path, { startBytes: offsetBytes, endBytes: offsetBytes + totalLength(buffers), kind: 'write' });
   }
   async fsync(h: FileHandle): Promise<void> {
@@ -125,5 +149,9 @@ export class SyncLedgerIO implements FileIO {
   }
   flock(h: FileHandle, mode: LockMode): Promise<void> {
     return this.#inner.flock(h, mode);
+  }
+  /** A writeback hint makes nothing durable (FileIO C7): forwarded, covers no entry. */
+  async writeback(h: FileHandle, offsetBytes: number, lengthBytes: number): Promise<void> {
+    await this.#inner.writeback?.(h, offsetBytes, lengthBytes);
   }
 }

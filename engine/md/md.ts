@@ -49,12 +49,26 @@
  * doomed; it is closed when its last user releases it. So md holds at most maxOpenFiles fds
  * while fewer than maxOpenFiles operations are in flight, and never closes a handle in use.
  *
+ * Unlogged relations (U1, U2): their forks register no sync requests and ordinary checkpoints
+ * never write or sync them; md remembers their dirtied segments and syncs them only at the
+ * shutdown checkpoint (syncUnlogged). Their INIT fork is permanent: it is what the reset after
+ * an unclean stop (resetUnlogged) copies over the main fork, so it must always be durable.
+ *
  * nblocks is cached per fork once computed (the data directory is locked: nobody else changes
  * the files) and kept exact by extend, truncate and unlink.
  *
- * Not covered: sync_file_range writeback hints (reference section 9, behaviour 40); after a crash
- * that loses a segment's size but keeps a later segment's data, nblocks stops at the short
- * segment and the later data is inactive, as in PostgreSQL without WAL replay.
+ * Writeback hints (M8, mdwriteback; reference sections 7 and 9, behaviour 40): `writeback(rel,
+ * fork, block, nblocks)` splits the range at segment boundaries and hands each piece to
+ * `io.writeback` (FileIO C7) when the FileIO has it. It uses only handles already in the fd
+ * cache: at the first segment that is not open it stops, silently, as mdwriteback does (opening
+ * a file just to hint it would cost more than the hint saves, and the file may be being
+ * unlinked). A failed hint puts the engine in the failed state (ctx.reportSyncFailure), as
+ * PostgreSQL's data_sync_elevel does for sync_file_range: on Linux it can consume the writeback
+ * error a later fsync would otherwise report. On RealIO the hint is a no-op (real-io.ts).
+ *
+ * Not covered: after a crash that loses a segment's size but keeps a later segment's data,
+ * nblocks stops at the short segment and the later data is inactive, as in PostgreSQL without
+ * WAL replay.
  */
 import { dirname } from 'node:path';
 import { LRUCache } from 'lru-cache';
@@ -66,6 +80,8 @@ import type { ForkNumber, RelFileLocator } from '../relfile.js';
 import { FORKS, INVALID_BLOCK_NUMBER, describeFork, locatorKey } from '../relfile.js';
 import type { Persistence, SmgrContext, StorageManager } from '../smgr/smgr.js';
 import { relDirRelative, relPath } from './paths.js';
+
+const INIT_FORK = 3;
 import { join } from 'node:path';
 
 interface Seg {
@@ -105,6 +121,8 @@ export class MdStorageManager implements StorageManager {
   readonly #newEntries = new Map<string, Set<string>>();
   /** Locators whose main fork is a tombstone awaiting its post-checkpoint UNLINK (M4). */
   readonly #tombstones = new Set<string>();
+  /** Segments of unlogged forks written since the last shutdown sync (U1). */
+  readonly #unloggedDirty = new Set<string>();
   #closed = false;
 
   constructor(ctx: SmgrContext) {
@@ -306,7 +324,12 @@ export class MdStorageManager implements StorageManager {
 
   /** register_dirty_segment (M5). */
   async #registerDirty(loc: RelFileLocator, fork: number, segno: number, persistence: Persistence | undefined): Promise<void> {
-    if (persistence === 'unlogged') return;
+    // Unlogged relations are synced only at shutdown (syncUnlogged); their INIT fork is
+    // permanent, since the reset after an unclean stop copies it.
+    if (persistence === 'unlogged' && fork !== INIT_FORK) {
+      this.#unloggedDirty.add(this.#segPath(loc, fork, segno));
+      return;
+    }
     if (await this.#ctx.registerSyncRequest(this.#tag(loc, fork, segno), SyncRequestType.SYNC, false)) return;
     // The queue is full of distinct requests: sync the segment ourselves, now.
     this.#ctx.countBackendFsync();
@@ -470,6 +493,32 @@ export class MdStorageManager implements StorageManager {
     return this.#segBlocks - (blockNum % this.#segBlocks);
   }
 
+  /** mdwriteback (M8): hint blocks blockNum..blockNum+nblocks-1, piece by segment, open segments only. */
+  async writeback(loc: RelFileLocator, fork: ForkNumber, blockNum: number, nblocks: number): Promise<void> {
+    assert(Number.isInteger(nblocks) && nblocks >= 1, `md writeback: ${describeFork(loc, fork)} nblocks ${nblocks} is positive`);
+    const io = this.#ctx.io;
+    if (!io.writeback || this.#closed) return;
+    let block = blockNum;
+    let left = nblocks;
+    while (left > 0) {
+      const n = Math.min(left, this.maxCombine(loc, fork, block));
+      const path = this.#segPath(loc, fork, Math.floor(block / this.#segBlocks));
+      // peek: a hint neither opens a file nor counts as a use for the LRU order.
+      const seg = this.#cache.peek(path);
+      if (!seg) return;
+      seg.pins++;
+      try {
+        await io.writeback(seg.handle, (block % this.#segBlocks) * this.#blockSize, n * this.#blockSize);
+      } catch (err) {
+        this.#ctx.reportSyncFailure(ioError('sync_file_range', path, err));
+      } finally {
+        await this.#release(seg);
+      }
+      block += n;
+      left -= n;
+    }
+  }
+
   async extend(loc: RelFileLocator, fork: ForkNumber, blockNum: number, page: Uint8Array, persistence?: Persistence): Promise<void> {
     assert(page.length === this.#blockSize, 'md extend: page is one block');
     if (blockNum >= INVALID_BLOCK_NUMBER) {
@@ -554,7 +603,8 @@ export class MdStorageManager implements StorageManager {
 
   /** mdunlinkfork (M4). */
   async #unlinkFork(loc: RelFileLocator, fork: ForkNumber, persistence: Persistence | undefined): Promise<void> {
-    const permanent = persistence !== 'unlogged';
+    // An unlogged relation's INIT fork registers syncs like a permanent one, so it needs its FORGETs.
+    const permanent = persistence !== 'unlogged' || fork === INIT_FORK;
     const lk = locatorKey(loc);
     this.#nblocks.delete(forkKey(loc, fork));
     if (fork === 0 && this.#tombstones.has(lk)) return; // dropped already
@@ -594,6 +644,103 @@ export class MdStorageManager implements StorageManager {
       } catch (err) {
         this.#ctx.reportSyncFailure(err);
       }
+    }
+  }
+
+  /**
+   * The shutdown checkpoint's sync of unlogged relations (U1): every segment of an unlogged
+   * fork written since the last one. Ordinary checkpoints never sync them.
+   */
+  async syncUnlogged(): Promise<number> {
+    let synced = 0;
+    for (const path of [...this.#unloggedDirty]) {
+      if ((await this.#statBlocks(path)) !== null) {
+        try {
+          await this.#syncPath(path);
+        } catch (err) {
+          this.#ctx.reportSyncFailure(err);
+        }
+        synced++;
+      }
+      this.#unloggedDirty.delete(path);
+    }
+    return synced;
+  }
+
+  /** True for a segment of an unlogged fork (the sync ledger does not hold these against a checkpoint). */
+  isUnloggedFile(path: string): boolean {
+    return this.#unloggedDirty.has(path);
+  }
+
+  /**
+   * ResetUnloggedRelations after an unclean stop (U2): every relation with an INIT fork is
+   * unlogged; its other forks are removed and its main fork becomes a copy of the INIT fork,
+   * made durable before the engine is used. Returns the number of relations reset.
+   */
+  async resetUnlogged(): Promise<number> {
+    const io = this.#ctx.io;
+    const dirs: string[] = [];
+    const add = async (rel: string) => {
+      const full = join(this.#ctx.dataDir, rel);
+      if ((await io.stat(full))?.kind === 'directory') dirs.push(full);
+    };
+    await add('global');
+    if ((await io.stat(join(this.#ctx.dataDir, 'base')))?.kind === 'directory') {
+      for (const db of await io.readdir(join(this.#ctx.dataDir, 'base'))) await add(join('base', db));
+    }
+    const tblspc = join(this.#ctx.dataDir, 'pg_tblspc');
+    if ((await io.stat(tblspc))?.kind === 'directory') {
+      for (const spc of await io.readdir(tblspc)) {
+        const ver = join(tblspc, spc);
+        if ((await io.stat(ver))?.kind !== 'directory') continue;
+        for (const v of await io.readdir(ver)) {
+          const vdir = join(ver, v);
+          if ((await io.stat(vdir))?.kind !== 'directory') continue;
+          for (const db of await io.readdir(vdir)) await add(join('pg_tblspc', spc, v, db));
+        }
+      }
+    }
+    let reset = 0;
+    for (const dir of dirs) {
+      const names = await io.readdir(dir);
+      const rels = names.map((n) => /^(\d+)_init$/.exec(n)?.[1]).filter((r): r is string => r !== undefined);
+      if (rels.length === 0) continue;
+      for (const rel of rels) {
+        // Remove every fork but INIT, then copy INIT's segments to MAIN's names.
+        for (const n of names) {
+          if (new RegExp(`^${rel}(_fsm|_vm)?(\\.\\d+)?$`).test(n)) await io.unlink(join(dir, n));
+        }
+        for (const n of names) {
+          const m = new RegExp(`^${rel}_init(\\.\\d+)?$`).exec(n);
+          if (m) await this.#copyFile(join(dir, n), join(dir, `${rel}${m[1] ?? ''}`));
+        }
+        reset++;
+      }
+      await io.fsyncDir(dir);
+    }
+    this.#nblocks.clear();
+    return reset;
+  }
+
+  async #copyFile(from: string, to: string): Promise<void> {
+    const io = this.#ctx.io;
+    const src = await io.open(from, { readOnly: true });
+    try {
+      const dst = await io.open(to, { create: true });
+      try {
+        const size = await io.size(src);
+        const chunk = new Uint8Array(Math.min(size, 64 * this.#blockSize));
+        for (let at = 0; at < size; at += chunk.length) {
+          const n = await io.pread(src, chunk, at);
+          await io.pwrite(dst, chunk.subarray(0, n), at);
+        }
+        await io.ftruncate(dst, size);
+        await io.fsync(dst);
+      } finally {
+        await io.close(dst);
+      }
+    } finally {
+      await io.close(src);
     }
   }
 

@@ -69,8 +69,20 @@ export interface StorageManager {
    * the segment, PostgreSQL's mdmaxcombine). BufferSync never coalesces a range past it.
    */
   maxCombine?(rel: RelFileLocator, fork: ForkNumber, blockNum: number): number;
+  /**
+   * Optional writeback hint (smgrwriteback): blocks `blockNum`..`blockNum + nblocks - 1`, all
+   * written already, may be pushed towards the device now; do not wait for them. Makes nothing
+   * durable and must not open files or register sync requests. BufferSync calls it with merged
+   * runs of the buffers it wrote (engine/buffer/writeback.ts); a storage manager without it gets
+   * no hints.
+   */
+  writeback?(rel: RelFileLocator, fork: ForkNumber, blockNum: number, nblocks: number): Promise<void>;
   checkpointBegin?(): Promise<void> | void;
   checkpointEnd?(completed: boolean): Promise<void> | void;
+  /** Shutdown checkpoint: make unlogged forks written since the last one durable. */
+  syncUnlogged?(): Promise<number>;
+  /** After an unclean stop: reset every unlogged relation's main fork from its INIT fork. */
+  resetUnlogged?(): Promise<number>;
   /** Release files and locks at engine close. */
   close?(): Promise<void>;
 }
@@ -93,7 +105,13 @@ export interface SmgrContext {
   registerSyncRequest(tag: FileTag, type: SyncRequestType, retryOnError: boolean): Promise<boolean>;
   /** Count a file the storage manager synced itself because the queue was full. */
   countBackendFsync(): void;
+  /**
+   * The sync ledger must not hold this write against a checkpoint (an unlogged fork's page in a
+   * shared file, which only the shutdown checkpoint owes durability). Call it before the write.
+   */
+  exemptFromLedger?(path: string, offsetBytes: number, lengthBytes: number): void;
   /** A sync this storage manager made itself failed: the engine enters the failed state. */
+
   reportSyncFailure(err: unknown): never;
 }
 

@@ -1,0 +1,120 @@
+/**
+ * WritebackContext: the writeback hints BufferSync gives after its writes (PostgreSQL's
+ * WritebackContext, ScheduleBufferTagForWriteback and IssuePendingWritebacks; reference
+ * section 9, behaviour 40). After every `limit` written buffers the pending tags become a few
+ * "start writing this range back now" hints, so the kernel does not pile up a checkpoint's worth
+ * of dirty pages for the sync phase to flush all at once. A hint is only a hint: it never stands
+ * in for the fsync of the sync phase, and nothing depends on it for durability.
+ *
+ * Invariants:
+ *  W1 0 <= pending count < limit <= WRITEBACK_MAX_PENDING_FLUSHES between calls: reaching the
+ *     limit issues at once. With limit 0 nothing is ever kept (hints are off).
+ *  W2 Issue sorts the pending tags by (relNumber, dbOid, spcOid, storage, fork, block), then cuts
+ *     them into runs: one run is one storage, one file (locator) and one fork with strictly
+ *     consecutive block numbers; a tag equal to the last of the run is skipped (duplicates
+ *     collapse). Each run is one `smgr.writeback(rel, fork, firstBlock, nblocks)` call, for the
+ *     storage managers that have the method (others simply get no hint).
+ *  W3 Issue empties the pending list before its first call, so a failing hint leaves nothing
+ *     behind to be issued twice.
+ * Where the hints are not scheduled at all (the pool's side): when fsync is off (nothing is
+ * synced, so there is nothing to smooth) and when the limit is 0.
+ */
+import { assert } from '../errors.js';
+import type { ForkNumber, RelFileLocator } from '../relfile.js';
+import type { StorageManager } from '../smgr/smgr.js';
+
+/** The most tags a context holds, hence the largest limit (PostgreSQL's WRITEBACK_MAX_PENDING_FLUSHES). */
+export const WRITEBACK_MAX_PENDING_FLUSHES = 256;
+/** PostgreSQL's checkpoint_flush_after default where sync_file_range exists: 32 blocks (256 KiB at 8 KiB). */
+export const CHECKPOINT_FLUSH_AFTER_DEFAULT = 32;
+
+export interface WritebackTag {
+  storage: string;
+  rel: RelFileLocator;
+  fork: ForkNumber;
+  block: number;
+}
+
+export interface WritebackStats {
+  /** Times the pending list was issued (non-empty). */
+  issues: number;
+  /** Ranges handed to storage managers (smgr.writeback calls). */
+  ranges: number;
+}
+
+function compareTags(a: WritebackTag, b: WritebackTag): number {
+  return (
+    a.rel.relNumber - b.rel.relNumber ||
+    a.rel.dbOid - b.rel.dbOid ||
+    a.rel.spcOid - b.rel.spcOid ||
+    (a.storage < b.storage ? -1 : a.storage > b.storage ? 1 : 0) ||
+    a.fork - b.fork ||
+    a.block - b.block
+  );
+}
+
+function sameFork(a: WritebackTag, b: WritebackTag): boolean {
+  return (
+    a.storage === b.storage && a.rel.relNumber === b.rel.relNumber && a.rel.dbOid === b.rel.dbOid && a.rel.spcOid === b.rel.spcOid && a.fork === b.fork
+  );
+}
+
+export class WritebackContext {
+  readonly limit: number;
+  readonly #smgr: (name: string) => StorageManager;
+  #pending: WritebackTag[] = [];
+  readonly stats: WritebackStats = { issues: 0, ranges: 0 };
+
+  /** `limit` in 0..WRITEBACK_MAX_PENDING_FLUSHES (validated as an option by the engine). */
+  constructor(limit: number, smgr: (name: string) => StorageManager) {
+    assert(Number.isInteger(limit) && limit >= 0 && limit <= WRITEBACK_MAX_PENDING_FLUSHES, `writeback limit ${limit} is in 0..${WRITEBACK_MAX_PENDING_FLUSHES}`);
+    this.limit = limit;
+    this.#smgr = smgr;
+  }
+
+  get pendingCount(): number {
+    return this.#pending.length;
+  }
+
+  /** ScheduleBufferTagForWriteback: remember a written buffer; issue when the limit is reached (W1). */
+  async schedule(tag: WritebackTag): Promise<void> {
+    if (this.limit === 0) return;
+    this.#pending.push({ storage: tag.storage, rel: tag.rel, fork: tag.fork, block: tag.block });
+    if (this.#pending.length >= this.limit) await this.issue();
+  }
+
+  /** IssuePendingWritebacks: sort, merge into runs, one hint per run (W2, W3). */
+  async issue(): Promise<void> {
+    if (this.#pending.length === 0) return;
+    const tags = this.#pending;
+    this.#pending = [];
+    this.stats.issues++;
+    tags.sort(compareTags);
+    let i = 0;
+    while (i < tags.length) {
+      const first = tags[i]!;
+      let last = first;
+      let j = i + 1;
+      for (; j < tags.length; j++) {
+        const t = tags[j]!;
+        if (!sameFork(first, t)) break;
+        if (t.block === last.block) continue; // duplicate
+        if (t.block !== last.block + 1) break;
+        last = t;
+      }
+      const nblocks = last.block - first.block + 1;
+      assert(nblocks >= 1 && nblocks <= j - i, 'writeback run covers its distinct tags');
+      const smgr = this.#smgr(first.storage);
+      if (smgr.writeback) {
+        this.stats.ranges++;
+        await smgr.writeback(first.rel, first.fork, first.block, nblocks);
+      }
+      i = j;
+    }
+  }
+
+  checkInvariants(): void {
+    assert(this.#pending.length <= WRITEBACK_MAX_PENDING_FLUSHES, 'writeback: pending within WRITEBACK_MAX_PENDING_FLUSHES');
+    assert(this.limit === 0 ? this.#pending.length === 0 : this.#pending.length < this.limit, 'writeback: pending below the limit between calls (W1)');
+  }
+}

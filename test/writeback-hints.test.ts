@@ -1,0 +1,370 @@
+/**
+ * Goal: the writeback hints a checkpoint gives after its writes (behaviour 40; reference
+ * sections 7 `mdwriteback` and 9 "Writeback coalescing"): with limit 32 one batch goes out after
+ * every 32 written buffers and the rest at the end of BufferSync; consecutive blocks of one
+ * file/fork merge into one range; duplicates collapse; md splits a range at segment boundaries and
+ * hints only segments it has open; nothing is hinted with fsync off or with checkpointFlushAfter 0;
+ * the option is validated; a failed hint is a failed sync.
+ * Method: Engine on a SimDisk subclass that records every writeback hint (path, offset, length),
+ * with `onCall` giving the order of writes and hints; CountingIO (engine.ioCounts()) counts them.
+ * The WritebackContext alone against a fake storage manager for the sort/merge rules. Counts
+ * only, never timings.
+ */
+import { describe, expect, it } from 'vitest';
+import {
+  CountingIO,
+  Engine,
+  ErrorCode,
+  ForkNumber,
+  SimDisk,
+  WritebackContext,
+  type FileHandle,
+  type FileIO,
+  type IoKind,
+  type RelFileLocator,
+  type StorageManager,
+  type WritebackTag,
+} from '../engine/index.js';
+import { tempDir } from './helpers/index.js';
+
+const BS = 8192;
+const pageOf = (v: number) => new Uint8Array(BS).fill(v);
+
+interface Hint {
+  path: string;
+  offsetBlocks: number;
+  lengthBlocks: number;
+}
+
+/** SimDisk that records its writeback hints in blocks (BS) and the order of writes and hints. */
+class HintDisk extends SimDisk {
+  readonly hints: Hint[] = [];
+  readonly events: { kind: IoKind; path: string }[] = [];
+  constructor() {
+    super();
+    this.onCall = (_i, kind, path) => {
+      if (kind === 'pwrite' || kind === 'writeback') this.events.push({ kind, path });
+    };
+  }
+  override async writeback(h: FileHandle, offsetBytes: number, lengthBytes: number): Promise<void> {
+    await super.writeback(h, offsetBytes, lengthBytes);
+    this.hints.push({ path: h.path.replace('/data/', ''), offsetBlocks: offsetBytes / BS, lengthBlocks: lengthBytes / BS });
+  }
+  reset(): void {
+    this.hints.length = 0;
+    this.events.length = 0;
+  }
+}
+
+const LOC: RelFileLocator = { spcOid: 1663, dbOid: 5, relNumber: 100 };
+
+/** Create `nblocks` blocks of `fork`, checkpoint so they are clean, then dirty `dirty`. */
+async function prepare(engine: Engine, loc: RelFileLocator, fork: ForkNumber, nblocks: number, dirty: readonly number[]): Promise<void> {
+  const rel = engine.relation(loc);
+  if (!(await rel.exists(fork))) await rel.create(fork);
+  for (let b = 0; b < nblocks; b++) await rel.extend(fork, pageOf(1));
+  await engine.checkpoint();
+  for (const b of dirty) await rel.write(fork, b, pageOf(2));
+}
+
+describe('writeback hints through the engine (md on SimDisk)', () => {
+  it('behaviour 40: with the default limit 32, one batch is issued after every 32 written buffers, the rest at the end', async () => {
+    const disk = new HintDisk();
+    const engine = await Engine.open({ dataDir: '/data', io: disk, sharedBuffers: 256 });
+    try {
+      // Every other block: no two dirty blocks adjacent, so each buffer is its own write and its own range.
+      const dirty = Array.from({ length: 70 }, (_, i) => 2 * i);
+      await prepare(engine, LOC, ForkNumber.MAIN, 140, dirty);
+      disk.reset();
+      const before = engine.ioCounts();
+      const issuesBefore = engine.bufferPool.stats.writebackIssues;
+      const stats = await engine.checkpoint();
+      expect(stats.buffersWritten).toBe(70);
+      // The relation file's writes and hints, in issue order: 32 writes, 32 hints, 32, 32, 6, 6.
+      const seq = disk.events.filter((e) => e.path === '/data/base/5/100').map((e) => e.kind);
+      const runs: string[] = [];
+      for (const k of seq) {
+        const last = runs[runs.length - 1];
+        if (last?.startsWith(k)) runs[runs.length - 1] = `${k}x${Number(last.split('x')[1]) + 1}`;
+        else runs.push(`${k}x1`);
+      }
+      expect(runs).toEqual(['pwritex32', 'writebackx32', 'pwritex32', 'writebackx32', 'pwritex6', 'writebackx6']);
+      expect(disk.hints.map((h) => h.offsetBlocks)).toEqual(dirty);
+      expect(disk.hints.every((h) => h.lengthBlocks === 1)).toBe(true);
+      expect(engine.ioCounts().writeback - before.writeback).toBe(70);
+      expect(engine.bufferPool.stats.writebackIssues - issuesBefore).toBe(3);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('behaviour 40: consecutive blocks of one file and fork merge into one range; other files, forks and gaps start new ones', async () => {
+    const disk = new HintDisk();
+    const engine = await Engine.open({ dataDir: '/data', io: disk, sharedBuffers: 256 });
+    try {
+      const other: RelFileLocator = { ...LOC, relNumber: 101 };
+      await prepare(engine, LOC, ForkNumber.MAIN, 40, Array.from({ length: 32 }, (_, i) => i));
+      await engine.checkpoint();
+      disk.reset();
+      // Exactly 32 consecutive buffers: one write, one batch, one range.
+      for (let b = 0; b < 32; b++) await engine.relation(LOC).write(ForkNumber.MAIN, b, pageOf(3));
+      await engine.checkpoint();
+      expect(disk.hints).toEqual([{ path: 'base/5/100', offsetBlocks: 0, lengthBlocks: 32 }]);
+
+      await prepare(engine, LOC, ForkNumber.FSM, 8, []);
+      await prepare(engine, other, ForkNumber.MAIN, 12, []);
+      disk.reset();
+      const dirty: [RelFileLocator, ForkNumber, number][] = [
+        ...[0, 1, 2, 3, 4, 6, 7, 8, 9].map((b): [RelFileLocator, ForkNumber, number] => [LOC, ForkNumber.MAIN, b]),
+        ...[0, 1, 2, 3, 4].map((b): [RelFileLocator, ForkNumber, number] => [LOC, ForkNumber.FSM, b]),
+        ...[2, 3, 4, 5, 6, 7, 8, 9, 10, 11].map((b): [RelFileLocator, ForkNumber, number] => [other, ForkNumber.MAIN, b]),
+      ];
+      for (const [loc, fork, b] of dirty.reverse()) await engine.relation(loc).write(fork, b, pageOf(4));
+      await engine.checkpoint();
+      // 24 buffers (below the limit): one batch at the end of BufferSync, sorted by relNumber, fork, block.
+      expect(disk.hints).toEqual([
+        { path: 'base/5/100', offsetBlocks: 0, lengthBlocks: 5 },
+        { path: 'base/5/100', offsetBlocks: 6, lengthBlocks: 4 },
+        { path: 'base/5/100_fsm', offsetBlocks: 0, lengthBlocks: 5 },
+        { path: 'base/5/101', offsetBlocks: 2, lengthBlocks: 10 },
+      ]);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('behaviour 40: md splits a range at segment boundaries (relSegBlocks 8)', async () => {
+    const disk = new HintDisk();
+    const engine = await Engine.open({ dataDir: '/data', io: disk, sharedBuffers: 256, relSegBlocks: 8 });
+    try {
+      const dirty = Array.from({ length: 20 }, (_, i) => 2 + i); // blocks 2..21
+      await prepare(engine, LOC, ForkNumber.MAIN, 24, dirty);
+      disk.reset();
+      const rangesBefore = engine.bufferPool.stats.writebackRanges;
+      await engine.checkpoint();
+      // One range for the storage manager ...
+      expect(engine.bufferPool.stats.writebackRanges - rangesBefore).toBe(1);
+      // ... three hints for the files, one per segment piece.
+      expect(disk.hints).toEqual([
+        { path: 'base/5/100', offsetBlocks: 2, lengthBlocks: 6 },
+        { path: 'base/5/100.1', offsetBlocks: 0, lengthBlocks: 8 },
+        { path: 'base/5/100.2', offsetBlocks: 0, lengthBlocks: 6 },
+      ]);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('behaviour 40: md hints only open segments and stops at the first one not open, opening nothing', async () => {
+    const disk = new HintDisk();
+    // 6 segments written by one BufferSync with 4 fds at most: segments 0 and 1 are closed again
+    // by the time the single batch (limit 48) goes out.
+    const engine = await Engine.open({ dataDir: '/data', io: disk, sharedBuffers: 256, relSegBlocks: 8, maxOpenFiles: 4, checkpointFlushAfter: 48 });
+    try {
+      await prepare(engine, LOC, ForkNumber.MAIN, 48, Array.from({ length: 48 }, (_, i) => i));
+      disk.reset();
+      const before = engine.ioCounts();
+      const rangesBefore = engine.bufferPool.stats.writebackRanges;
+      let opensDuringHint = 0;
+      let hinting = false;
+      const onCall = disk.onCall!;
+      disk.onCall = (i, kind, path) => {
+        onCall(i, kind, path);
+        if (kind === 'writeback') hinting = true;
+        if (hinting && kind === 'open') opensDuringHint++;
+      };
+      await engine.checkpoint();
+      expect(engine.bufferPool.stats.writebackRanges - rangesBefore).toBe(1); // md got its range ...
+      expect(disk.hints).toEqual([]); // ... and stopped at segment 0, though 2..5 are open
+      expect(engine.ioCounts().writeback - before.writeback).toBe(0);
+      expect(opensDuringHint).toBe(0);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('behaviour 40: nothing is hinted when fsync is off', async () => {
+    const disk = new HintDisk();
+    const engine = await Engine.open({ dataDir: '/data', io: disk, sharedBuffers: 256, fsync: false });
+    try {
+      await prepare(engine, LOC, ForkNumber.MAIN, 80, Array.from({ length: 80 }, (_, i) => i));
+      await engine.checkpoint();
+      expect(disk.hints).toEqual([]);
+      expect(engine.ioCounts().writeback).toBe(0);
+      expect(engine.bufferPool.stats.writebackIssues).toBe(0);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('behaviour 40: checkpointFlushAfter 0 disables the hints; 1 hints after every buffer', async () => {
+    for (const [limit, issues] of [
+      [0, 0],
+      [1, 10],
+    ] as const) {
+      const disk = new HintDisk();
+      const engine = await Engine.open({ dataDir: '/data', io: disk, sharedBuffers: 256, checkpointFlushAfter: limit });
+      try {
+        await prepare(engine, LOC, ForkNumber.MAIN, 10, []);
+        disk.reset();
+        const issuesBefore = engine.bufferPool.stats.writebackIssues;
+        for (let b = 0; b < 10; b++) await engine.relation(LOC).write(ForkNumber.MAIN, b, pageOf(5));
+        await engine.checkpoint();
+        expect(engine.bufferPool.stats.writebackIssues - issuesBefore).toBe(issues);
+        expect(disk.hints.length).toBe(issues);
+      } finally {
+        await engine.close();
+      }
+    }
+  });
+
+  it('behaviour 40: checkpointFlushAfter must be an integer in 0..256 (message names the option)', async () => {
+    for (const bad of [-1, 257, 1.5, Number.NaN, '32']) {
+      const p = Engine.open({ dataDir: '/data', io: new SimDisk(), checkpointFlushAfter: bad as number });
+      await expect(p).rejects.toMatchObject({ code: ErrorCode.BAD_ARGUMENT, message: expect.stringContaining('checkpointFlushAfter') });
+    }
+    const engine = await Engine.open({ dataDir: '/data', io: new SimDisk(), checkpointFlushAfter: 256 });
+    await engine.close();
+  });
+
+  it('behaviour 40: a failed hint is a failed sync: the checkpoint fails and the engine enters the failed state', async () => {
+    const disk = new HintDisk();
+    const engine = await Engine.open({ dataDir: '/data', io: disk, sharedBuffers: 256 });
+    try {
+      await prepare(engine, LOC, ForkNumber.MAIN, 4, [0, 1]);
+      disk.injectFault({ kind: 'writeback', code: 'EIO' });
+      await expect(engine.checkpoint()).rejects.toMatchObject({
+        code: ErrorCode.ENGINE_FAILED,
+        cause: { code: ErrorCode.IO_ERROR, errno: 'EIO', syscall: 'sync_file_range', path: '/data/base/5/100' },
+      });
+      await expect(engine.relation(LOC).write(ForkNumber.MAIN, 0, pageOf(6))).rejects.toMatchObject({ code: ErrorCode.ENGINE_FAILED });
+    } finally {
+      await engine.close().catch(() => undefined);
+    }
+  });
+
+  it('behaviour 40: on real files the hint reaches no syscall (RealIO has no writeback) but is counted and harmless', async () => {
+    const dir = await tempDir();
+    const engine = await Engine.open({ dataDir: dir, sharedBuffers: 256 });
+    try {
+      await prepare(engine, LOC, ForkNumber.MAIN, 40, Array.from({ length: 40 }, (_, i) => i));
+      const before = engine.ioCounts();
+      await engine.checkpoint();
+      // 40 consecutive buffers: a batch of 32 at the limit, then 8 at the end.
+      expect(engine.ioCounts().writeback - before.writeback).toBe(2);
+      for (let b = 0; b < 40; b++) expect((await engine.relation(LOC).read(ForkNumber.MAIN, b))[100]).toBe(2);
+    } finally {
+      await engine.close();
+    }
+  });
+});
+
+describe('WritebackContext alone', () => {
+  interface Call {
+    rel: number;
+    fork: number;
+    block: number;
+    nblocks: number;
+  }
+  function fakeSmgr(calls: Call[], withWriteback = true): (name: string) => StorageManager {
+    const smgr = {
+      name: 'fake',
+      writeback: withWriteback
+        ? async (rel: RelFileLocator, fork: ForkNumber, block: number, nblocks: number) => {
+            calls.push({ rel: rel.relNumber, fork, block, nblocks });
+          }
+        : undefined,
+    } as unknown as StorageManager;
+    return () => smgr;
+  }
+  const tag = (relNumber: number, fork: ForkNumber, block: number, dbOid = 5): WritebackTag => ({
+    storage: 'fake',
+    rel: { spcOid: 1663, dbOid, relNumber },
+    fork,
+    block,
+  });
+
+  it('behaviour 40: duplicates collapse and consecutive blocks merge, whatever the scheduling order', async () => {
+    const calls: Call[] = [];
+    const wb = new WritebackContext(32, fakeSmgr(calls));
+    for (const b of [5, 3, 4, 4, 5, 3, 6, 6, 9]) await wb.schedule(tag(7, ForkNumber.MAIN, b));
+    expect(calls).toEqual([]);
+    wb.checkInvariants();
+    await wb.issue();
+    expect(calls).toEqual([
+      { rel: 7, fork: 0, block: 3, nblocks: 4 },
+      { rel: 7, fork: 0, block: 9, nblocks: 1 },
+    ]);
+    expect(wb.pendingCount).toBe(0);
+    expect(wb.stats).toEqual({ issues: 1, ranges: 2 });
+  });
+
+  it('behaviour 40: issued exactly when the limit is reached; sorted by (relNumber, dbOid, spcOid, fork, block)', async () => {
+    const calls: Call[] = [];
+    const wb = new WritebackContext(4, fakeSmgr(calls));
+    await wb.schedule(tag(9, ForkNumber.MAIN, 0));
+    await wb.schedule(tag(8, ForkNumber.FSM, 1));
+    await wb.schedule(tag(8, ForkNumber.MAIN, 2));
+    expect(calls).toEqual([]);
+    await wb.schedule(tag(8, ForkNumber.MAIN, 1, 4)); // same relNumber, lower dbOid: a different file, first
+    expect(calls).toEqual([
+      { rel: 8, fork: 0, block: 1, nblocks: 1 },
+      { rel: 8, fork: 0, block: 2, nblocks: 1 },
+      { rel: 8, fork: 1, block: 1, nblocks: 1 },
+      { rel: 9, fork: 0, block: 0, nblocks: 1 },
+    ]);
+    wb.checkInvariants();
+    await wb.issue(); // nothing pending: no call, no issue counted
+    expect(wb.stats).toEqual({ issues: 1, ranges: 4 });
+  });
+
+  it('behaviour 40: limit 0 keeps nothing; a storage manager without writeback gets no hint', async () => {
+    const calls: Call[] = [];
+    const off = new WritebackContext(0, fakeSmgr(calls));
+    await off.schedule(tag(1, ForkNumber.MAIN, 0));
+    await off.issue();
+    expect(off.pendingCount).toBe(0);
+    const none = new WritebackContext(2, fakeSmgr(calls, false));
+    await none.schedule(tag(1, ForkNumber.MAIN, 0));
+    await none.schedule(tag(1, ForkNumber.MAIN, 1));
+    expect(calls).toEqual([]);
+    expect(none.stats).toEqual({ issues: 1, ranges: 0 });
+    expect(() => new WritebackContext(257, fakeSmgr(calls))).toThrow();
+  });
+});
+
+describe('FileIO writeback', () => {
+  it('SimDisk: a counted no-op that makes nothing durable; EBADF on a closed handle', async () => {
+    const disk = new SimDisk();
+    await disk.mkdir('/d');
+    const h = await disk.open('/d/f', { create: true });
+    await disk.fsyncDir('/');
+    await disk.fsyncDir('/d');
+    await disk.fsync(h);
+    await disk.pwrite(h, new Uint8Array(512).fill(7), 0);
+    const calls = disk.callCount;
+    await disk.writeback(h, 0, 512);
+    expect(disk.callCount).toBe(calls + 1);
+    const after = disk.crash('drop', 1);
+    const h2 = await after.open('/d/f');
+    expect(await after.size(h2)).toBe(0); // the hinted write was not made durable
+    await disk.close(h);
+    await expect(disk.writeback(h, 0, 512)).rejects.toMatchObject({ code: 'EBADF' });
+  });
+
+  it('CountingIO: counts every hint, forwards it when the inner FileIO has writeback', async () => {
+    const disk = new HintDisk();
+    const io = new CountingIO(disk);
+    await io.mkdir('/data');
+    const h = await io.open('/data/f', { create: true });
+    await io.writeback(h, 0, BS);
+    expect(io.counts().writeback).toBe(1);
+    expect(disk.hints).toEqual([{ path: 'f', offsetBlocks: 0, lengthBlocks: 1 }]);
+    // An inner FileIO without the method (as RealIO): counted, then dropped (nothing else is touched).
+    const withoutWriteback = new CountingIO({} as FileIO);
+    await withoutWriteback.writeback(h, 0, BS);
+    expect(withoutWriteback.counts().writeback).toBe(1);
+    expect(disk.hints.length).toBe(1);
+    await io.close(h);
+  });
+});
