@@ -44,7 +44,7 @@ export const BENCH_DEFAULTS = {
   rounds: 5,
   blockSize: 8192,
   pagePathPages: 1024,
-  pagePathOps: 5000,
+  pagePathOps: 3000,
   crcScale: 1,
   latencySamples: 100,
   warmupRounds: 1,

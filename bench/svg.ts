@@ -105,7 +105,10 @@ export function renderSvg(result: BenchResult): string {
         out.push(`<rect x="${bx.toFixed(1)}" y="${by.toFixed(1)}" width="${(barW - 3).toFixed(1)}" height="${(bottom - by).toFixed(1)}" fill="${s.color}"/>`);
         const cx = bx + (barW - 3) / 2;
         out.push(`<line x1="${cx.toFixed(1)}" x2="${cx.toFixed(1)}" y1="${y(row.max).toFixed(1)}" y2="${y(row.min).toFixed(1)}" stroke="#222" stroke-width="1"/>`);
-        out.push(`<text x="${cx.toFixed(1)}" y="${(Math.min(by, y(row.max)) - 5).toFixed(1)}" text-anchor="middle" font-size="10" fill="#333">${esc(fmtMs(row.median))}</text>`);
+        // Labels must not run into the neighbour's: shrink the font to the bar's width.
+        const label = fmtMs(row.median);
+        const fontSize = Math.min(10, (barW - 1) / (label.length * 0.58));
+        out.push(`<text x="${cx.toFixed(1)}" y="${(Math.min(by, y(row.max)) - 5).toFixed(1)}" text-anchor="middle" font-size="${fontSize.toFixed(1)}" fill="#333">${esc(label)}</text>`);
       });
     });
   });
