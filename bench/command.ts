@@ -4,20 +4,23 @@
  * Rules it keeps (issue 9, the CLI issue's error rules):
  *  C1 Bad flags are refused before anything is written: one line `lamstore: bench: <problem>` on
  *     stderr, exit 2, no stack trace, no help dump; with --json also `{"error": ...}` on stdout.
+ *     Every failure leaves here as a CliFailure whose problem starts with "bench: "; cli/main.ts
+ *     prints it (cli/failure.ts E1) and exits with its code.
  *  C2 stdout holds the report only (the table, or with --json one JSON document, also on failure:
  *     `{"error": {"code", "message"}}`); progress and --verbose log lines go to stderr.
  *  C3 Progress: a bar on a TTY (stderr), otherwise one line per finished cell; --verbose prints
  *     the engines' checkpoint log lines instead of the bar.
  *  C4 The temporary directory is removed on success, on error and on SIGINT: the first SIGINT
- *     stops the run at the next step and cleans up (exit 130); a second one removes the
- *     directory at once and exits.
+ *     stops the run at the next step and cleans up (exit 130, code INTERRUPTED); a second one
+ *     removes the directory at once and exits.
  */
 import { resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import cliProgress from 'cli-progress';
-import type { Command } from 'commander';
+import { CommanderError, type Command } from 'commander';
 import { RealIO, removeTreeSync } from '../engine/index.js';
 import { UsageError, parseIntList, parsePositiveInt } from '../cli/args.js';
+import { CliCode, CliFailure, EXIT_INTERRUPTED, EXIT_USAGE, toFailure } from '../cli/failure.js';
 import { BENCH_DEFAULTS, BENCH_QUICK, runBench, type BenchOptions, type BenchResult } from './run.js';
 import { cellLine, formatReport } from './report.js';
 import { renderSvg } from './svg.js';
@@ -41,7 +44,17 @@ interface RawFlags {
 
 class BenchInterrupted extends Error {
   override readonly name = 'BenchInterrupted';
-  readonly code = 'INTERRUPTED';
+}
+
+/** Any error of the bench as the CLI's one-line failure, "bench: <problem>" (C1). */
+function benchFailure(err: unknown): CliFailure {
+  if (err instanceof BenchInterrupted) return new CliFailure(EXIT_INTERRUPTED, CliCode.INTERRUPTED, undefined, `bench: ${err.message}`, { cause: err });
+  if (err instanceof CommanderError) {
+    const problem = err.message.replace(/^error:\s*/, '');
+    return new CliFailure(EXIT_USAGE, CliCode.USAGE, undefined, `bench: ${problem} (run lamstore bench --help)`, { cause: err });
+  }
+  const f = toFailure(err, undefined);
+  return new CliFailure(f.exitCode, f.code, undefined, `bench: ${f.message}`, { cause: err });
 }
 
 /** Flags to options (C1): throws UsageError naming the flag. */
@@ -75,13 +88,6 @@ export async function benchOptionsFrom(flags: RawFlags): Promise<BenchOptions> {
   };
 }
 
-function errorJson(err: unknown): string {
-  const e = err as { code?: unknown; message?: unknown } | null;
-  const code = typeof e?.code === 'string' ? e.code : err instanceof UsageError ? 'USAGE' : 'ERROR';
-  const message = err instanceof Error ? err.message : String(err);
-  return JSON.stringify({ error: { code, message } });
-}
-
 /** Write `text` to `path` through FileIO (created or replaced). */
 async function writeTextFile(path: string, text: string): Promise<void> {
   const io = new RealIO();
@@ -95,7 +101,6 @@ async function writeTextFile(path: string, text: string): Promise<void> {
 }
 
 export function addBenchCommand(program: Command): Command {
-  const wantsJson = () => process.argv.includes('--json');
   const cmd = program
     .command('bench')
     .description(
@@ -110,29 +115,29 @@ export function addBenchCommand(program: Command): Command {
     .option('--quick', `a smaller run, under 20 s (R ${BENCH_QUICK.relations.join(',')}, ${BENCH_QUICK.rounds} rounds); explicit flags still win`)
     .option('--verbose', "print the engines' checkpoint log lines (stderr)")
     .showHelpAfterError(false)
-    .configureOutput({
-      // C1: commander's own parse errors in the same one-line form.
-      outputError: (str, write) => {
-        const msg = str.trim().replace(/^error: /, '');
-        write(`lamstore: bench: ${msg}\n`);
-        if (wantsJson()) process.stdout.write(`${JSON.stringify({ error: { code: 'USAGE', message: msg } })}\n`);
-      },
+    // C1: commander's own parse errors (unknown flag, missing value) become "bench: ..." failures;
+    // help and --version still leave as CommanderError (exit 0).
+    .exitOverride((err) => {
+      if (err.exitCode === 0 || err.code === 'commander.help' || err.code === 'commander.helpDisplayed' || err.code === 'commander.version') throw err;
+      throw benchFailure(err);
     });
 
   cmd.action(async (flags: RawFlags) => {
-    let options: BenchOptions;
     try {
-      options = await benchOptionsFrom(flags);
+      const options = await benchOptionsFrom(flags);
+      const result = await runWithSignals(options, flags);
+      if (flags.svg !== undefined) await writeTextFile(resolve(flags.svg), renderSvg(result));
+      print(result, flags);
     } catch (err) {
-      if (err instanceof UsageError) cmd.error(err.message, { exitCode: 2, code: 'lamstore.usage' });
-      throw err;
+      throw benchFailure(err);
     }
-    const result = await runWithSignals(options, flags);
-    if (flags.svg !== undefined) await writeTextFile(resolve(flags.svg), renderSvg(result));
-    process.stdout.write(flags.json ? `${JSON.stringify(result, null, 2)}\n` : `${formatReport(result)}\n`);
-    if (flags.svg !== undefined && !flags.json) process.stdout.write(`Chart written to ${resolve(flags.svg)}\n`);
   });
   return cmd;
+}
+
+function print(result: BenchResult, flags: RawFlags): void {
+  process.stdout.write(flags.json ? `${JSON.stringify(result, null, 2)}\n` : `${formatReport(result)}\n`);
+  if (flags.svg !== undefined && !flags.json) process.stdout.write(`Chart written to ${resolve(flags.svg)}\n`);
 }
 
 async function runWithSignals(options: BenchOptions, flags: RawFlags): Promise<BenchResult> {
@@ -179,11 +184,6 @@ async function runWithSignals(options: BenchOptions, flags: RawFlags): Promise<B
   } catch (err) {
     bar?.stop();
     if (root) removeTreeSync(root); // normally gone already (B1); idempotent
-    if (flags.json) process.stdout.write(`${errorJson(err)}\n`);
-    if (err instanceof BenchInterrupted) {
-      process.stderr.write(`lamstore: bench: ${err.message}\n`);
-      process.exit(130);
-    }
     throw err;
   } finally {
     process.off('SIGINT', onSigint);

@@ -1,10 +1,25 @@
 #!/usr/bin/env node
 /**
- * The `lamstore` command. Errors are one line on stderr (`lamstore: <file>: <problem>`), exit
- * code 1 for a bad volume and 2 for bad usage; a stack trace only with LAMSTORE_DEBUG=1.
+ * The `lamstore` command: create, inspect, check and map volumes. Each command lives in its own
+ * file `cli/<name>.ts` exporting `add<Name>Command(program)`; a new command (bench) is one more
+ * import and one more call in `buildProgram`.
+ *
+ * Invariants (the table of exit codes is in cli/README.md):
+ *  L1 Every failure is one line on stderr, `lamstore: <file>: <problem>` (no file for a failure
+ *     about no file, e.g. an unknown command), with the exit code of failure.ts (E3); commander's
+ *     own error printing is silenced so it cannot add a usage dump or a second line.
+ *  L2 No stack trace unless LAMSTORE_DEBUG=1.
+ *  L3 When `--json` is on the command line, a failure also prints `{ "error": { "code",
+ *     "message" } }` on stdout, so a consumer of --json always gets one valid JSON document.
+ *  L4 Help and --version exit 0; `lamstore` with no command prints the help on stderr, exit 2.
  */
 import { createRequire } from 'node:module';
 import { Command, CommanderError } from 'commander';
+import { addCheckCommand } from './check.js';
+import { addCreateCommand } from './create.js';
+import { CliFailure, CliCode, EXIT_OK, EXIT_USAGE, FindingsFailure, printFailure, toFailure } from './failure.js';
+import { addInspectCommand } from './inspect.js';
+import { addMapCommand } from './map.js';
 import { addBenchCommand } from '../bench/command.js';
 
 const pkg = createRequire(import.meta.url)('../../package.json') as { version: string };
@@ -13,28 +28,71 @@ export function buildProgram(): Command {
   const program = new Command();
   program
     .name('lamstore')
-    .description('Create, inspect and check lamstore volumes; measure segment vs extent fsync cost.')
+    .description('Create, inspect, check and map lamstore volumes.')
     .version(pkg.version, '-V, --version', 'print the package version')
-    .showHelpAfterError('(run lamstore --help for usage)')
-    .exitOverride();
+    .helpOption('-h, --help', 'show help')
+    .exitOverride()
+    // L1: we print the one line ourselves (printFailure); commander writes nothing on error.
+    .configureOutput({ outputError: () => {} })
+    .addHelpText(
+      'after',
+      `
+Examples:
+  $ lamstore create data.lam --size 1GiB
+  $ lamstore inspect data.lam --relations
+  $ lamstore check data.lam --pages
+  $ lamstore map data.lam --svg data-map.svg`,
+    );
+  addCreateCommand(program);
+  addInspectCommand(program);
+  addCheckCommand(program);
+  addMapCommand(program);
   addBenchCommand(program);
   return program;
 }
 
-async function main(argv: string[]): Promise<number> {
+/** The command named on the line and its first operand (the file), for commander's errors. */
+function commandContext(program: Command, argv: string[]): { name?: string; file?: string } {
+  const name = argv.slice(2).find((a) => !a.startsWith('-'));
+  const sub = program.commands.find((c) => c.name() === name);
+  if (!sub) return {};
+  const file = sub.args.find((a) => !a.startsWith('-'));
+  return { name: sub.name(), file };
+}
+
+function fromCommander(err: CommanderError, program: Command, argv: string[]): CliFailure {
+  const { name, file } = commandContext(program, argv);
+  const problem = err.message.replace(/^error:\s*/, '').replace(/\s*\n\s*/g, ' ');
+  const hint = name ? `run lamstore ${name} --help` : 'run lamstore --help';
+  return new CliFailure(EXIT_USAGE, CliCode.USAGE, err.code === 'commander.unknownCommand' ? undefined : file, `${problem} (${hint})`, { cause: err });
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const dashDash = argv.indexOf('--');
+  const json = (dashDash < 0 ? argv : argv.slice(0, dashDash)).includes('--json');
   const program = buildProgram();
   try {
     await program.parseAsync(argv);
-    return 0;
+    return EXIT_OK;
   } catch (err) {
     if (err instanceof CommanderError) {
-      // help and version exit 0; usage errors were already printed by commander
-      return err.exitCode === 0 ? 0 : 2;
+      if (err.exitCode === 0) return EXIT_OK; // help, --version
+      if (err.code === 'commander.help') return EXIT_USAGE; // no command: help went to stderr
+      const f = fromCommander(err, program, argv);
+      printFailure(f, json);
+      return f.exitCode;
     }
-    if (process.env.LAMSTORE_DEBUG === '1') console.error(err);
-    else console.error(`lamstore: ${err instanceof Error ? err.message : String(err)}`);
-    return 1;
+    const f = toFailure(err, undefined);
+    // check already printed its report (a JSON document with --json): only the stderr line.
+    printFailure(f, json && !(f instanceof FindingsFailure));
+    return f.exitCode;
   }
 }
+
+// `lamstore map | head` closes the pipe early: that is not an error worth a stack trace.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw err;
+});
 
 process.exitCode = await main(process.argv);

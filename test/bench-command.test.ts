@@ -133,6 +133,7 @@ describe('lamstore bench', () => {
     [['--dir', '/nonexistent/lamstore-bench'], /^lamstore: bench: --dir '\/nonexistent\/lamstore-bench' does not exist/],
     [['--bogus'], /^lamstore: bench: unknown option '--bogus'/],
     [['--rounds'], /^lamstore: bench: option '--rounds <n>' argument missing/],
+    [['extra'], /^lamstore: bench: too many arguments/],
   ])('refuses %j: exit 2, one line on stderr, no stack, nothing on stdout', async (args, message) => {
     const run = await runCli(['bench', ...args]);
     expect(run.code).toBe(2);
