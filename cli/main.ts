@@ -20,6 +20,7 @@ import { addCreateCommand } from './create.js';
 import { CliFailure, CliCode, EXIT_OK, EXIT_USAGE, FindingsFailure, printFailure, toFailure } from './failure.js';
 import { addInspectCommand } from './inspect.js';
 import { addMapCommand } from './map.js';
+import { addBenchCommand } from '../bench/command.js';
 
 const pkg = createRequire(import.meta.url)('../../package.json') as { version: string };
 
@@ -46,6 +47,7 @@ Examples:
   addInspectCommand(program);
   addCheckCommand(program);
   addMapCommand(program);
+  addBenchCommand(program);
   return program;
 }
 

@@ -9,6 +9,7 @@ export type { LamstoreErrorOptions } from './errors.js';
 export type { FileIO, FileHandle, OpenOptions, FileStat, LockMode, IoKind } from './io/file-io.js';
 export { IO_KINDS, fsError } from './io/file-io.js';
 export { RealIO } from './io/real-io.js';
+export { makeTempDir, removeTree, removeTreeSync } from './io/real-io.js';
 export { CountingIO, zeroCounts, diffCounts } from './io/counting-io.js';
 export type { IoCounts } from './io/counting-io.js';
 export { SimDisk, CRASH_MODES, prng } from './io/sim-disk.js';

@@ -185,3 +185,21 @@ export class RealIO implements FileIO {
     }
   }
 }
+
+/**
+ * Temporary trees for programs built on the engine (the bench): outside FileIO on purpose, since
+ * FileIO has no directory removal and these trees hold nothing durable. `removeTree` of a path
+ * that does not exist succeeds.
+ */
+export async function makeTempDir(parentDir: string, prefix: string): Promise<string> {
+  return fs.promises.mkdtemp(`${parentDir.replace(/\/+$/, '')}/${prefix}`);
+}
+
+export async function removeTree(path: string): Promise<void> {
+  await fs.promises.rm(path, { recursive: true, force: true, maxRetries: 3 });
+}
+
+/** For exit handlers, where nothing asynchronous runs any more. */
+export function removeTreeSync(path: string): void {
+  fs.rmSync(path, { recursive: true, force: true, maxRetries: 3 });
+}

@@ -1,0 +1,402 @@
+/**
+ * The checkpoint matrix (issue 9 parts 1-3): for each (R relations, P pages) cell and each
+ * round, four rows measured back to back on the same file system:
+ *
+ *   md           R relations in md segment files, P pages rewritten in each, engine.checkpoint()
+ *   volume       the same in one volume file, engine.checkpoint()
+ *   rawSegments  no engine: the same bytes pwritten into R files, then one fsync per file
+ *   rawExtent    no engine: the same bytes pwritten into one preallocated file, one fdatasync
+ *                (the floor: nothing can make these bytes durable with less work)
+ *
+ * Invariants (the comparison is only fair if they hold):
+ *  M1 Every row of a round writes exactly R*P pages of new content (a new generation stamp per
+ *     row), so each checkpoint finds exactly R*P dirty pages (checked: buffersWritten == R*P)
+ *     and the kernel has the same number of dirty bytes to flush for each row.
+ *  M2 Every row starts with nothing of the bench dirty in the page cache: each row ends with its
+ *     sync, and setup ends with checkpoints and syncs of everything it wrote.
+ *  M3 The order of the four rows rotates by one each round, so md and volume alternate in
+ *     position and no row always runs first (after setup) or last.
+ *  M4 Relations and raw files are created once, for the largest R and P, and rewritten by every
+ *     cell: cells differ only in how many pages they dirty, not in file creation cost.
+ *  M5 Engines run with their defaults (relSegBlocks, maxOpenFiles, fsync on) except: a pool
+ *     large enough that every rewrite is a buffer hit, no timed checkpoints, no sync ledger.
+ *  M6 Raw segments open and close each file in each phase (as md does once its fd cache of
+ *     maxOpenFiles is full), so at most one raw file is open at a time.
+ */
+import { join } from 'node:path';
+import { Engine, ForkNumber, RealIO, WRITE_COMBINE_MAX_BLOCKS, assert, diffCounts, type CheckpointStats, type FileHandle, type FileIO, type IoCounts, type Relation, type RelFileLocator } from '../engine/index.js';
+import { volumeExtension } from '../volume/index.js';
+import { patternPage } from './page-path-measure.js';
+import { nowMs, ratio, roundMs, summarize, type Summary } from './stats.js';
+
+export const ROW_KINDS = ['md', 'volume', 'rawSegments', 'rawExtent'] as const;
+export type RowKind = (typeof ROW_KINDS)[number];
+
+/** First relNumber of the bench relations (PostgreSQL's FirstNormalObjectId is 16384). */
+const REL_NUMBER_FIRST = 20000;
+const DB_OID = 5;
+/** md relations created side by side at setup (file creation is latency-bound). */
+const MD_SETUP_CONCURRENCY = 8;
+
+export interface RoundSample {
+  round: number;
+  /** 0-based position of the row within its round (M3). */
+  position: number;
+  writeMs: number;
+  syncMs: number;
+  totalMs: number;
+  fsyncCalls: number;
+  fdatasyncCalls: number;
+  bytesWritten: number;
+  /** pwrite/pwritev calls. */
+  rangesWritten: number;
+  /** Engine rows: CheckpointStats (buffersWritten, syncFiles, tagsDispatched) and the io counters' difference. */
+  buffersWritten?: number;
+  syncFiles?: number;
+  tagsDispatched?: Record<string, number>;
+  io?: Pick<IoCounts, 'open' | 'close' | 'pwrite' | 'fsync' | 'fdatasync' | 'fsyncDir' | 'bytesWritten'>;
+}
+
+export interface RowResult {
+  kind: RowKind;
+  samples: RoundSample[];
+  writeMs: Summary;
+  syncMs: Summary;
+  totalMs: Summary;
+  /** Per checkpoint (or raw run): min and max over the rounds. */
+  fsyncCalls: { min: number; max: number };
+  fdatasyncCalls: { min: number; max: number };
+}
+
+export interface CellRatios {
+  /** md / volume, medians. */
+  mdToVolumeSync: number;
+  mdToVolumeTotal: number;
+  /** rawSegments / rawExtent: what the hardware says the md/volume ratio should be. */
+  rawSegmentsToExtentSync: number;
+  rawSegmentsToExtentTotal: number;
+  /** (md/volume sync) / (rawSegments/rawExtent sync): 1 means the engine adds nothing to the gap. */
+  syncRatioAgreement: number;
+  volumeToFloorTotal: number;
+  volumeToFloorSync: number;
+  mdToRawSegmentsTotal: number;
+  mdToRawSegmentsSync: number;
+}
+
+export interface CellResult {
+  relations: number;
+  pages: number;
+  dirtyPages: number;
+  dirtyBytes: number;
+  rows: Record<RowKind, RowResult>;
+  ratios: CellRatios;
+}
+
+export interface MatrixOptions {
+  /** An empty directory on the file system to measure. */
+  dir: string;
+  relationsMax: number;
+  pagesMax: number;
+  blockSize: number;
+  /** Checkpoint log lines of the engines (the caller prints them with --verbose). */
+  onLog?: (storage: 'md' | 'volume', line: string) => void;
+  /** Called between steps; throws to stop the run (SIGINT). */
+  checkAbort?: () => void;
+}
+
+function locator(r: number): RelFileLocator {
+  return { spcOid: 1663, dbOid: DB_OID, relNumber: REL_NUMBER_FIRST + r };
+}
+
+/**
+ * Room for every relation's extents and the catalog: a fork's capacity starts at 8 blocks and
+ * doubles, so P pages take max(8, next power of two of P) blocks; a quarter more and 8 MiB on
+ * top keep the bench clear of VOLUME_FULL if the growth policy changes. Small, because creation
+ * zero-fills the whole file and that is setup time.
+ */
+export function matrixVolumeSizeBytes(relationsMax: number, pagesMax: number, blockSize: number): number {
+  const MiB = 1 << 20;
+  const perRelationBlocks = Math.max(8, 2 ** Math.ceil(Math.log2(pagesMax)));
+  const bytes = relationsMax * perRelationBlocks * blockSize * 1.25 + 8 * MiB;
+  return Math.ceil(bytes / MiB) * MiB;
+}
+
+/** Writes `page` stamped with (generation, relation, block) in bytes 16..27 (M1). */
+function stamp(page: Uint8Array, generation: number, r: number, b: number): void {
+  const v = new DataView(page.buffer, page.byteOffset, page.byteLength);
+  v.setUint32(16, generation, true);
+  v.setUint32(20, r, true);
+  v.setUint32(24, b, true);
+}
+
+export class CheckpointMatrix {
+  readonly #o: MatrixOptions;
+  readonly #io: FileIO = new RealIO();
+  #md: Engine | null = null;
+  #volume: Engine | null = null;
+  #mdRels: Relation[] = [];
+  #volumeRels: Relation[] = [];
+  #generation = 0;
+
+  private constructor(options: MatrixOptions) {
+    this.#o = options;
+  }
+
+  get #segDir(): string {
+    return join(this.#o.dir, 'raw-segments');
+  }
+  get #extentPath(): string {
+    return join(this.#o.dir, 'raw-extent.dat');
+  }
+  #segPath(r: number): string {
+    return join(this.#segDir, String(REL_NUMBER_FIRST + r));
+  }
+
+  /**
+   * No onLog at all unless the caller wants the lines: with one set, the sync phase formats a
+   * "checkpoint sync: file=..." line per synced file, which at R=1000 is measurable time.
+   */
+  #logTo(storage: 'md' | 'volume'): ((line: string) => void) | undefined {
+    const onLog = this.#o.onLog;
+    return onLog ? (line) => onLog(storage, line) : undefined;
+  }
+
+  /** Create both engines, every relation and the raw files (M4), all durable (M2). */
+  static async setup(options: MatrixOptions): Promise<CheckpointMatrix> {
+    const m = new CheckpointMatrix(options);
+    try {
+      await m.#setup();
+    } catch (err) {
+      await m.close({ discard: true });
+      throw err;
+    }
+    return m;
+  }
+
+  async #setup(): Promise<void> {
+    const { dir, relationsMax: R, pagesMax: P, blockSize } = this.#o;
+    const common = {
+      blockSize,
+      sharedBuffers: Math.max(16, R * P + 1024),
+      checkpointTimeoutMs: 86_400_000,
+      verifySync: false,
+    };
+    const page = patternPage(blockSize, 0);
+    // The three parts touch disjoint files: run them side by side, so setup costs the slowest
+    // of them rather than their sum (each is bound by I/O latency, not by the CPU).
+    const results = await Promise.allSettled([
+      (async () => {
+        this.#md = await Engine.open({ ...common, dataDir: join(dir, 'md'), onLog: this.#logTo('md') });
+        await this.#setupRelations(this.#md, this.#mdRels, 'md', page, MD_SETUP_CONCURRENCY);
+      })(),
+      (async () => {
+        this.#volume = await Engine.open({
+          ...common,
+          dataDir: join(dir, 'volume'),
+          onLog: this.#logTo('volume'),
+          preload: [volumeExtension({ path: join(dir, 'volume', 'bench.lamvol'), create: { sizeBytes: matrixVolumeSizeBytes(R, P, blockSize) } })],
+        });
+        // One volume relation at a time, so each grows in place into few, long extents.
+        await this.#setupRelations(this.#volume, this.#volumeRels, 'volume', page, 1);
+      })(),
+      this.#setupRaw(page),
+    ]);
+    for (const r of results) if (r.status === 'rejected') throw r.reason;
+    await this.#io.fsyncDir(dir);
+  }
+
+  async #setupRelations(engine: Engine, rels: Relation[], storage: 'md' | 'volume', page: Uint8Array, concurrency: number): Promise<void> {
+    const { relationsMax: R, pagesMax: P } = this.#o;
+    for (let r = 0; r < R; r++) rels.push(engine.relation(locator(r), { storage }));
+    let next = 0;
+    const worker = async () => {
+      while (next < R) {
+        this.#o.checkAbort?.();
+        const rel = rels[next++]!;
+        await rel.create(ForkNumber.MAIN);
+        for (let b = 0; b < P; b++) await rel.extend(ForkNumber.MAIN, page);
+      }
+    };
+    await Promise.all(Array.from({ length: concurrency }, worker));
+    await engine.checkpoint();
+  }
+
+  async #setupRaw(page: Uint8Array): Promise<void> {
+    const { relationsMax: R, pagesMax: P } = this.#o;
+    const io = this.#io;
+    await io.mkdir(this.#segDir);
+    for (let r = 0; r < R; r++) {
+      this.#o.checkAbort?.();
+      const h = await io.open(this.#segPath(r), { create: true });
+      try {
+        await io.pwritev(h, Array.from({ length: P }, () => page), 0);
+        await io.fsync(h);
+      } finally {
+        await io.close(h);
+      }
+    }
+    await io.fsyncDir(this.#segDir);
+    const h = await io.open(this.#extentPath, { create: true });
+    try {
+      await this.#writeContiguous(h, page, R * P);
+      await io.fsync(h);
+    } finally {
+      await io.close(h);
+    }
+  }
+
+  /** `pages` copies of `page` from offset 0, in chunks as large as BufferSync's; returns the call count. */
+  async #writeContiguous(h: FileHandle, page: Uint8Array, pages: number): Promise<number> {
+    const chunk = Array.from({ length: Math.min(pages, WRITE_COMBINE_MAX_BLOCKS) }, () => page);
+    let calls = 0;
+    for (let done = 0; done < pages; done += chunk.length) {
+      const n = Math.min(chunk.length, pages - done);
+      await this.#io.pwritev(h, n === chunk.length ? chunk : chunk.slice(0, n), done * page.length);
+      calls++;
+    }
+    return calls;
+  }
+
+  /** One round of cell (R, P): the four rows in rotated order (M3). */
+  async runRound(R: number, P: number, round: number): Promise<Map<RowKind, RoundSample>> {
+    assert(R <= this.#o.relationsMax && P <= this.#o.pagesMax, `cell ${R}x${P} fits the matrix set up`);
+    const out = new Map<RowKind, RoundSample>();
+    for (let i = 0; i < ROW_KINDS.length; i++) {
+      this.#o.checkAbort?.();
+      const kind = ROW_KINDS[(i + round) % ROW_KINDS.length]!;
+      const gen = ++this.#generation;
+      let s: Omit<RoundSample, 'round' | 'position'>;
+      if (kind === 'md') s = await this.#engineRow(this.#md!, this.#mdRels, R, P, gen);
+      else if (kind === 'volume') s = await this.#engineRow(this.#volume!, this.#volumeRels, R, P, gen);
+      else if (kind === 'rawSegments') s = await this.#rawSegments(R, P, gen);
+      else s = await this.#rawExtent(R, P, gen);
+      out.set(kind, { round, position: i, ...s });
+    }
+    return out;
+  }
+
+  async #engineRow(engine: Engine, rels: readonly Relation[], R: number, P: number, gen: number): Promise<Omit<RoundSample, 'round' | 'position'>> {
+    const page = patternPage(this.#o.blockSize, gen);
+    for (let r = 0; r < R; r++) {
+      const rel = rels[r]!;
+      for (let b = 0; b < P; b++) {
+        stamp(page, gen, r, b);
+        await rel.write(ForkNumber.MAIN, b, page);
+      }
+    }
+    const before = engine.ioCounts();
+    const st: CheckpointStats = await engine.checkpoint();
+    const d = diffCounts(engine.ioCounts(), before);
+    assert(st.buffersWritten === R * P, `checkpoint of ${engine.dataDir} wrote ${st.buffersWritten} buffers, expected R*P = ${R * P} (M1)`);
+    return {
+      writeMs: st.writeMs,
+      syncMs: st.syncMs,
+      totalMs: st.totalMs,
+      fsyncCalls: st.fsyncCalls,
+      fdatasyncCalls: st.fdatasyncCalls,
+      bytesWritten: st.bytesWritten,
+      rangesWritten: st.rangesWritten,
+      buffersWritten: st.buffersWritten,
+      syncFiles: st.syncFiles,
+      tagsDispatched: { ...st.tagsDispatched },
+      io: { open: d.open, close: d.close, pwrite: d.pwrite, fsync: d.fsync, fdatasync: d.fdatasync, fsyncDir: d.fsyncDir, bytesWritten: d.bytesWritten },
+    };
+  }
+
+  async #rawSegments(R: number, P: number, gen: number): Promise<Omit<RoundSample, 'round' | 'position'>> {
+    const io = this.#io;
+    const page = patternPage(this.#o.blockSize, gen);
+    const pages = Array.from({ length: P }, () => page);
+    const t0 = nowMs();
+    for (let r = 0; r < R; r++) {
+      const h = await io.open(this.#segPath(r));
+      try {
+        await io.pwritev(h, pages, 0);
+      } finally {
+        await io.close(h);
+      }
+    }
+    const t1 = nowMs();
+    for (let r = 0; r < R; r++) {
+      const h = await io.open(this.#segPath(r));
+      try {
+        await io.fsync(h);
+      } finally {
+        await io.close(h);
+      }
+    }
+    const t2 = nowMs();
+    return { writeMs: t1 - t0, syncMs: t2 - t1, totalMs: t2 - t0, fsyncCalls: R, fdatasyncCalls: 0, bytesWritten: R * P * page.length, rangesWritten: R };
+  }
+
+  async #rawExtent(R: number, P: number, gen: number): Promise<Omit<RoundSample, 'round' | 'position'>> {
+    const io = this.#io;
+    const page = patternPage(this.#o.blockSize, gen);
+    const t0 = nowMs();
+    const h = await io.open(this.#extentPath);
+    let t1: number;
+    let calls: number;
+    try {
+      calls = await this.#writeContiguous(h, page, R * P);
+      t1 = nowMs();
+      await io.fdatasync(h);
+    } finally {
+      await io.close(h);
+    }
+    const t2 = nowMs();
+    return { writeMs: t1 - t0, syncMs: t2 - t1, totalMs: t2 - t0, fsyncCalls: 0, fdatasyncCalls: 1, bytesWritten: R * P * page.length, rangesWritten: calls };
+  }
+
+  /**
+   * Close both engines. `discard` (error or interrupt): bound the shutdown checkpoint, since the
+   * files are about to be removed; errors of that close are dropped in favour of the first one.
+   */
+  async close(options: { discard?: boolean } = {}): Promise<void> {
+    const engines = [this.#md, this.#volume].filter((e): e is Engine => e !== null);
+    this.#md = this.#volume = null;
+    for (const e of engines) {
+      if (options.discard) await e.close({ timeoutMs: 0 }).catch(() => undefined);
+      else await e.close();
+    }
+  }
+}
+
+/** Summaries and ratios of a cell's rounds. */
+export function summarizeCell(relations: number, pages: number, blockSize: number, rounds: readonly Map<RowKind, RoundSample>[]): CellResult {
+  const rows = {} as Record<RowKind, RowResult>;
+  for (const kind of ROW_KINDS) {
+    const samples = rounds.map((m) => m.get(kind)!).map((s) => ({ ...s, writeMs: roundMs(s.writeMs), syncMs: roundMs(s.syncMs), totalMs: roundMs(s.totalMs) }));
+    const fs = samples.map((s) => s.fsyncCalls);
+    const fds = samples.map((s) => s.fdatasyncCalls);
+    rows[kind] = {
+      kind,
+      samples,
+      writeMs: summarize(samples.map((s) => s.writeMs)),
+      syncMs: summarize(samples.map((s) => s.syncMs)),
+      totalMs: summarize(samples.map((s) => s.totalMs)),
+      fsyncCalls: { min: Math.min(...fs), max: Math.max(...fs) },
+      fdatasyncCalls: { min: Math.min(...fds), max: Math.max(...fds) },
+    };
+  }
+  const med = (k: RowKind, f: 'syncMs' | 'totalMs') => rows[k][f].median;
+  const mdToVolumeSync = ratio(med('md', 'syncMs'), med('volume', 'syncMs'));
+  const rawSegmentsToExtentSync = ratio(med('rawSegments', 'syncMs'), med('rawExtent', 'syncMs'));
+  return {
+    relations,
+    pages,
+    dirtyPages: relations * pages,
+    dirtyBytes: relations * pages * blockSize,
+    rows,
+    ratios: {
+      mdToVolumeSync,
+      mdToVolumeTotal: ratio(med('md', 'totalMs'), med('volume', 'totalMs')),
+      rawSegmentsToExtentSync,
+      rawSegmentsToExtentTotal: ratio(med('rawSegments', 'totalMs'), med('rawExtent', 'totalMs')),
+      syncRatioAgreement: ratio(mdToVolumeSync, rawSegmentsToExtentSync),
+      volumeToFloorTotal: ratio(med('volume', 'totalMs'), med('rawExtent', 'totalMs')),
+      volumeToFloorSync: ratio(med('volume', 'syncMs'), med('rawExtent', 'syncMs')),
+      mdToRawSegmentsTotal: ratio(med('md', 'totalMs'), med('rawSegments', 'totalMs')),
+      mdToRawSegmentsSync: ratio(med('md', 'syncMs'), med('rawSegments', 'syncMs')),
+    },
+  };
+}

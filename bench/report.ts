@@ -1,0 +1,121 @@
+/**
+ * Text report of a bench run: ratios first (the headline), then the medians they come from,
+ * the page path, the machine and the expected-shape checks. Plain tables (cli-table3 without
+ * colours), so the output pastes into BENCHMARKS.md and reads the same in a pipe.
+ */
+import Table from 'cli-table3';
+import type { BenchResult } from './run.js';
+import type { CellResult } from './matrix.js';
+
+const PLAIN = { head: [] as string[], border: [] as string[] };
+
+function x(v: number): string {
+  return Number.isFinite(v) ? `${v >= 10 ? v.toFixed(1) : v.toFixed(2)}x` : 'n/a';
+}
+function ms(v: number): string {
+  if (!Number.isFinite(v)) return 'n/a';
+  return v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2);
+}
+function rate(v: number): string {
+  return Number.isFinite(v) ? `${Math.round(v).toLocaleString('en-US')}/s` : 'n/a';
+}
+function range(r: { min: number; max: number }): string {
+  return r.min === r.max ? String(r.min) : `${r.min}-${r.max}`;
+}
+
+export function ratioTable(cells: readonly CellResult[]): string {
+  const t = new Table({
+    head: ['R', 'P', 'md/volume sync', 'md/volume total', 'raw seg/extent sync', 'volume/floor total', 'md/raw seg total', 'md fsyncs', 'volume fdatasyncs'],
+    style: PLAIN,
+  });
+  for (const c of cells) {
+    const r = c.ratios;
+    t.push([c.relations, c.pages, x(r.mdToVolumeSync), x(r.mdToVolumeTotal), x(r.rawSegmentsToExtentSync), x(r.volumeToFloorTotal), x(r.mdToRawSegmentsTotal), range(c.rows.md.fsyncCalls), range(c.rows.volume.fdatasyncCalls)]);
+  }
+  return t.toString();
+}
+
+export function timeTable(cells: readonly CellResult[]): string {
+  const t = new Table({
+    head: ['R', 'P', 'md write', 'md sync', 'md total', 'vol write', 'vol sync', 'vol total', 'raw seg sync', 'raw seg total', 'floor sync', 'floor total'],
+    style: PLAIN,
+  });
+  for (const c of cells) {
+    const { md, volume, rawSegments, rawExtent } = c.rows;
+    t.push([
+      c.relations,
+      c.pages,
+      ms(md.writeMs.median),
+      ms(md.syncMs.median),
+      ms(md.totalMs.median),
+      ms(volume.writeMs.median),
+      ms(volume.syncMs.median),
+      ms(volume.totalMs.median),
+      ms(rawSegments.syncMs.median),
+      ms(rawSegments.totalMs.median),
+      ms(rawExtent.syncMs.median),
+      ms(rawExtent.totalMs.median),
+    ]);
+  }
+  return t.toString();
+}
+
+export function pagePathTable(result: BenchResult): string {
+  const t = new Table({
+    head: ['storage', 'hit reads', 'miss reads', 'pool writes', 'eviction writes', 'raw pread', 'raw pwrite'],
+    style: PLAIN,
+  });
+  for (const p of [result.pagePath.md, result.pagePath.volume]) {
+    t.push([
+      p.storage,
+      `${rate(p.hitReadsPerS)} (${x(p.ratios.hitReadToRawPread)})`,
+      `${rate(p.missReadsPerS)} (${x(p.ratios.missReadToRawPread)})`,
+      `${rate(p.poolWritesPerS)} (${x(p.ratios.poolWriteToRawPwrite)})`,
+      `${rate(p.evictionWritesPerS)} (${x(p.ratios.evictionWriteToRawPwrite)})`,
+      rate(p.rawPreadsPerS),
+      rate(p.rawPwritesPerS),
+    ]);
+  }
+  return t.toString();
+}
+
+export function machineLine(result: BenchResult): string {
+  const m = result.machine;
+  const gib = (m.memoryBytes / 1024 ** 3).toFixed(0);
+  return `${m.cpus} x ${m.cpuModel}, ${gib} GiB, ${m.platform} ${m.kernel}, Node ${m.node}; ${m.dir} on ${m.fsType}; fdatasync of an 8 KiB overwrite: median ${m.fdatasync8KiBMs.median.toFixed(3)} ms (min ${m.fdatasync8KiBMs.min.toFixed(3)}, max ${m.fdatasync8KiBMs.max.toFixed(3)}, ${m.fdatasync8KiBMs.samples} samples)`;
+}
+
+/** The whole report, as printed without --json. */
+export function formatReport(result: BenchResult): string {
+  const o = result.options;
+  const lines: string[] = [];
+  lines.push(`lamstore bench: checkpoint of R relations x P dirty pages (${o.blockSize} B), md segment files vs one volume file; medians of ${o.rounds} rounds`);
+  lines.push('');
+  lines.push('Ratios (the headline; floor = raw extent: same bytes, one preallocated file, one fdatasync)');
+  lines.push(ratioTable(result.cells));
+  lines.push('');
+  lines.push('Medians in ms (write and sync phase from CheckpointStats; raw rows timed around pwrite / fsync / fdatasync)');
+  lines.push(timeTable(result.cells));
+  lines.push('');
+  lines.push(`Page path: ${o.pagePathPages} pages, ${o.pagePathOps} random operations each (ratio to raw RealIO of the same pages)`);
+  lines.push(pagePathTable(result));
+  lines.push('');
+  const c = result.crc32c;
+  lines.push(`CRC-32C on 8 KiB pages: native ${c.nativeMBps.toFixed(0)} MB/s, table ${c.tableMBps.toFixed(0)} MB/s (${x(c.speedup)})`);
+  lines.push(`Machine: ${machineLine(result)}`);
+  const failed = result.checks.filter((k) => !k.pass);
+  const counts = result.checks.filter((k) => k.kind === 'count');
+  const timings = result.checks.filter((k) => k.kind === 'timing');
+  lines.push(
+    `Checks: sync counts ${counts.filter((k) => k.pass).length}/${counts.length} as designed; timing shape ${timings.filter((k) => k.pass).length}/${timings.length} as expected`,
+  );
+  for (const k of failed) lines.push(`  ${k.kind === 'count' ? 'FAIL' : 'miss'} R=${k.relations} P=${k.pages} ${k.name}: ${k.detail}`);
+  lines.push(`Ran ${(result.durationMs / 1000).toFixed(1)} s, ${result.startedAt}`);
+  return lines.join('\n');
+}
+
+/** One line per finished cell, for non-TTY progress. */
+export function cellLine(c: CellResult): string {
+  const r = c.ratios;
+  return `R=${c.relations} P=${c.pages}: md sync ${ms(c.rows.md.syncMs.median)} ms, volume sync ${ms(c.rows.volume.syncMs.median)} ms, floor sync ${ms(c.rows.rawExtent.syncMs.median)} ms; md/volume sync ${x(r.mdToVolumeSync)}, volume/floor total ${x(r.volumeToFloorTotal)}`;
+}

@@ -1,0 +1,209 @@
+/**
+ * One bench run (issue 9): machine, checkpoint matrix, page path, CRC-32C, in a temporary
+ * directory under `options.dir`. Knows nothing of the command line (bench/command.ts does).
+ *
+ * Invariants:
+ *  B1 Everything the run writes lives under one temporary directory `root`, created here and
+ *     removed here on success, on error and on interrupt (`checkAbort` throwing); engines are
+ *     closed before it is removed. `hooks.onRoot` hands the path out so an exit handler can
+ *     remove it synchronously if the process must stop harder.
+ *  B2 The matrix runs before the page-path measurements and its files are removed first, so
+ *     the page cache and disk are not crowded by one part while the other is measured.
+ *  B3 The result holds every raw number (each round of each row), plus summaries, ratios and
+ *     the issue's expected-shape checks; nothing in it is a formatting of another field only.
+ */
+import { join } from 'node:path';
+import { RealIO, makeTempDir, removeTree } from '../engine/index.js';
+import { machineInfo, type MachineInfo } from './machine.js';
+import { CheckpointMatrix, summarizeCell, type CellResult, type RoundSample, type RowKind } from './matrix.js';
+import { compareCrc32c, measurePagePath, type CrcResult, type PagePathResult } from './page-path-measure.js';
+
+export interface BenchOptions {
+  /** R values of the matrix. */
+  relations: number[];
+  /** P values of the matrix. */
+  pages: number[];
+  rounds: number;
+  /** An existing directory on the file system to measure. */
+  dir: string;
+  blockSize: number;
+  /** Part 4: pages in the relation, operations per measurement. */
+  pagePathPages: number;
+  pagePathOps: number;
+  /** CRC-32C measurement length (1 is about 0.3 s). */
+  crcScale: number;
+  /** fdatasync latency samples. */
+  latencySamples: number;
+  /** Unrecorded rounds before the first cell (JIT, page cache). */
+  warmupRounds: number;
+}
+
+export const BENCH_DEFAULTS = {
+  relations: [10, 100, 1000],
+  pages: [1, 16],
+  rounds: 5,
+  blockSize: 8192,
+  pagePathPages: 1024,
+  pagePathOps: 3000,
+  crcScale: 1,
+  latencySamples: 100,
+  warmupRounds: 1,
+} as const;
+
+/** `--quick`: under 20 s on 2 cores; explicit flags still win. */
+export const BENCH_QUICK = {
+  relations: [10, 100],
+  pages: [1, 16],
+  rounds: 2,
+  pagePathPages: 256,
+  pagePathOps: 1000,
+  crcScale: 0.1,
+  latencySamples: 100,
+  warmupRounds: 1,
+} as const;
+
+export interface BenchCheck {
+  relations: number;
+  pages: number;
+  name: 'mdFsyncsAtLeastR' | 'volumeFdatasyncsAtMost2' | 'volumeNoFsync' | 'syncRatioWithin20Percent' | 'volumeWithin1.3xFloor';
+  /** Design facts (counts) must pass; timing shapes are expectations that may miss on a noisy machine. */
+  kind: 'count' | 'timing';
+  pass: boolean;
+  detail: string;
+}
+
+export interface BenchResult {
+  tool: 'lamstore bench';
+  formatVersion: 1;
+  startedAt: string;
+  finishedAt: string;
+  durationMs: number;
+  options: BenchOptions;
+  machine: MachineInfo;
+  cells: CellResult[];
+  pagePath: { md: PagePathResult; volume: PagePathResult };
+  crc32c: CrcResult;
+  checks: BenchCheck[];
+}
+
+export type BenchStep = 'machine' | 'setup' | 'round' | 'page-path' | 'crc32c';
+
+export interface BenchHooks {
+  onRoot?(root: string): void;
+  /** Number of steps, once known (for a progress bar). */
+  onPlan?(steps: number): void;
+  /** A step finished; `label` says which. */
+  onStep?(step: BenchStep, label: string): void;
+  /** A matrix cell finished (all its rounds). */
+  onCell?(cell: CellResult): void;
+  onLog?(storage: 'md' | 'volume', line: string): void;
+  /** Throws to stop the run (between steps). */
+  checkAbort?(): void;
+}
+
+/** The issue's expected shape, per cell. */
+export function shapeChecks(cells: readonly CellResult[]): BenchCheck[] {
+  const out: BenchCheck[] = [];
+  for (const c of cells) {
+    const { relations: R, pages: P } = c;
+    const md = c.rows.md;
+    const vol = c.rows.volume;
+    const base = { relations: R, pages: P };
+    out.push({ ...base, name: 'mdFsyncsAtLeastR', kind: 'count', pass: md.fsyncCalls.min >= R, detail: `md fsyncs per checkpoint ${md.fsyncCalls.min}..${md.fsyncCalls.max}, R = ${R}` });
+    out.push({ ...base, name: 'volumeFdatasyncsAtMost2', kind: 'count', pass: vol.fdatasyncCalls.max <= 2, detail: `volume fdatasyncs per checkpoint ${vol.fdatasyncCalls.min}..${vol.fdatasyncCalls.max}` });
+    out.push({ ...base, name: 'volumeNoFsync', kind: 'count', pass: vol.fsyncCalls.max === 0, detail: `volume fsyncs per checkpoint ${vol.fsyncCalls.min}..${vol.fsyncCalls.max}` });
+    const a = c.ratios.syncRatioAgreement;
+    out.push({
+      ...base,
+      name: 'syncRatioWithin20Percent',
+      kind: 'timing',
+      pass: Math.abs(a - 1) <= 0.2,
+      detail: `md/volume sync ${c.ratios.mdToVolumeSync.toFixed(2)} vs raw segments/extent sync ${c.ratios.rawSegmentsToExtentSync.toFixed(2)} (x${a.toFixed(2)})`,
+    });
+    out.push({ ...base, name: 'volumeWithin1.3xFloor', kind: 'timing', pass: c.ratios.volumeToFloorTotal <= 1.3, detail: `volume total / floor total ${c.ratios.volumeToFloorTotal.toFixed(2)}` });
+  }
+  return out;
+}
+
+export async function runBench(options: BenchOptions, hooks: BenchHooks = {}): Promise<BenchResult> {
+  const startedAt = new Date();
+  const t0 = performance.now();
+  const abort = () => hooks.checkAbort?.();
+  const root = await makeTempDir(options.dir, 'lamstore-bench-');
+  hooks.onRoot?.(root);
+  const cellsPlanned = options.relations.length * options.pages.length;
+  hooks.onPlan?.(1 + 1 + options.warmupRounds + cellsPlanned * options.rounds + 2 + 1);
+  try {
+    // Latency measured inside root (B1); the file system reported is the directory the user chose.
+    const machine = await machineInfo(options.dir, root, options.latencySamples);
+    hooks.onStep?.('machine', `machine: ${machine.fsType}, fdatasync 8 KiB median ${machine.fdatasync8KiBMs.median.toFixed(3)} ms`);
+    abort();
+
+    const cells = await runMatrix(join(root, 'matrix'), options, hooks);
+    abort();
+
+    const md = await measurePagePath({ dir: join(root, 'page-path-md'), storage: 'md', pages: options.pagePathPages, ops: options.pagePathOps, blockSize: options.blockSize });
+    hooks.onStep?.('page-path', 'page path md');
+    abort();
+    const volume = await measurePagePath({ dir: join(root, 'page-path-volume'), storage: 'volume', pages: options.pagePathPages, ops: options.pagePathOps, blockSize: options.blockSize });
+    hooks.onStep?.('page-path', 'page path volume');
+    abort();
+    const crc = compareCrc32c(options.crcScale);
+    hooks.onStep?.('crc32c', 'crc32c');
+
+    return {
+      tool: 'lamstore bench',
+      formatVersion: 1,
+      startedAt: startedAt.toISOString(),
+      finishedAt: new Date().toISOString(),
+      durationMs: Math.round(performance.now() - t0),
+      options,
+      machine,
+      cells,
+      pagePath: { md, volume },
+      crc32c: crc,
+      checks: shapeChecks(cells),
+    };
+  } finally {
+    await removeTree(root);
+  }
+}
+
+async function runMatrix(dir: string, options: BenchOptions, hooks: BenchHooks): Promise<CellResult[]> {
+  await new RealIO().mkdir(dir);
+  const matrix = await CheckpointMatrix.setup({
+    dir,
+    relationsMax: Math.max(...options.relations),
+    pagesMax: Math.max(...options.pages),
+    blockSize: options.blockSize,
+    onLog: hooks.onLog,
+    checkAbort: hooks.checkAbort,
+  });
+  hooks.onStep?.('setup', 'setup');
+  const cells: CellResult[] = [];
+  try {
+    for (let w = 0; w < options.warmupRounds; w++) {
+      await matrix.runRound(options.relations[0]!, options.pages[0]!, w);
+      hooks.onStep?.('round', 'warm-up');
+    }
+    for (const R of options.relations) {
+      for (const P of options.pages) {
+        const rounds: Map<RowKind, RoundSample>[] = [];
+        for (let k = 0; k < options.rounds; k++) {
+          rounds.push(await matrix.runRound(R, P, k));
+          hooks.onStep?.('round', `R=${R} P=${P} round ${k + 1}/${options.rounds}`);
+        }
+        const cell = summarizeCell(R, P, options.blockSize, rounds);
+        cells.push(cell);
+        hooks.onCell?.(cell);
+      }
+    }
+  } catch (err) {
+    await matrix.close({ discard: true });
+    throw err;
+  }
+  await matrix.close();
+  // B2: free the matrix's space and page cache before the page path runs.
+  await removeTree(dir);
+  return cells;
+}

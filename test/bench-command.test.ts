@@ -1,0 +1,174 @@
+/**
+ * Goal: `lamstore bench` (issue 9) reports every raw number in JSON with the shape the docs
+ * promise, its sync counts match the design (md: one fsync per dirty segment file, so >= R per
+ * checkpoint; volume: at most 2 fdatasyncs and no fsync per checkpoint), it leaves no temporary
+ * files behind (also when interrupted), and it refuses bad flags with exit 2 and one line.
+ * Method: spawn the built CLI (dist/, built here if missing) on a small matrix in a temp dir and
+ * read its stdout, stderr and exit code; then list the --dir. Timings are never asserted.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { tempDir } from './helpers/index.js';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const cli = join(root, 'dist', 'cli', 'main.js');
+
+interface Run {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+function runCli(args: string[], onSpawn?: (child: ReturnType<typeof spawn>) => void): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [cli, ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+    onSpawn?.(child);
+  });
+}
+
+beforeAll(() => {
+  // The suite's check builds dist first (tsc -p tsconfig.build.json); build here only if a
+  // lone run of this file finds nothing built.
+  if (!existsSync(join(root, 'dist', 'bench', 'command.js'))) execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: root, stdio: 'inherit' });
+});
+
+describe('lamstore bench', () => {
+  it('--json: every row, count and ratio of a one-cell run; md fsyncs >= R, volume <= 2 fdatasyncs and no fsync; temp files removed', async () => {
+    const dir = await tempDir('lamstore-bench-test-');
+    const R = 10;
+    const run = await runCli(['bench', '--quick', '--json', '--relations', String(R), '--pages', '1', '--rounds', '1', '--dir', dir]);
+    expect(run.stderr).not.toMatch(/Error|at .*\.js:\d+/);
+    expect(run.code).toBe(0);
+    const out = JSON.parse(run.stdout);
+
+    expect(out.tool).toBe('lamstore bench');
+    expect(out.formatVersion).toBe(1);
+    expect(out.options).toMatchObject({ relations: [R], pages: [1], rounds: 1, dir });
+    expect(typeof out.machine.fsType).toBe('string');
+    expect(out.machine.node).toBe(process.version);
+    expect(out.machine.cpus).toBeGreaterThan(0);
+    expect(out.machine.fdatasync8KiBMs.samples).toBe(100);
+    expect(typeof out.machine.fdatasync8KiBMs.median).toBe('number');
+
+    expect(out.cells).toHaveLength(1);
+    const cell = out.cells[0];
+    expect(cell).toMatchObject({ relations: R, pages: 1, dirtyPages: R, dirtyBytes: R * 8192 });
+    for (const kind of ['md', 'volume', 'rawSegments', 'rawExtent']) {
+      const row = cell.rows[kind];
+      expect(row.kind).toBe(kind);
+      expect(row.samples).toHaveLength(1);
+      for (const f of ['writeMs', 'syncMs', 'totalMs']) {
+        expect(Object.keys(row[f]).sort()).toEqual(['max', 'median', 'min']);
+        expect(typeof row.samples[0][f]).toBe('number');
+      }
+      expect(row.samples[0].bytesWritten).toBeGreaterThanOrEqual(R * 8192);
+      expect(row.samples[0].rangesWritten).toBeGreaterThan(0);
+    }
+    for (const k of ['mdToVolumeSync', 'mdToVolumeTotal', 'rawSegmentsToExtentSync', 'syncRatioAgreement', 'volumeToFloorTotal', 'mdToRawSegmentsTotal']) {
+      expect(cell.ratios).toHaveProperty(k);
+    }
+
+    // The counts the design fixes, per checkpoint.
+    const md = cell.rows.md.samples[0];
+    const vol = cell.rows.volume.samples[0];
+    expect(md.buffersWritten).toBe(R);
+    expect(md.fsyncCalls).toBeGreaterThanOrEqual(R);
+    expect(md.io.fsync).toBeGreaterThanOrEqual(R);
+    expect(md.tagsDispatched.md).toBe(R);
+    expect(vol.buffersWritten).toBe(R);
+    expect(vol.fdatasyncCalls).toBeGreaterThanOrEqual(1);
+    expect(vol.fdatasyncCalls).toBeLessThanOrEqual(2);
+    expect(vol.fsyncCalls).toBe(0);
+    expect(vol.io.fsync + vol.io.fsyncDir).toBe(0);
+    expect(vol.tagsDispatched.volume).toBe(R);
+    expect(cell.rows.rawSegments.samples[0].fsyncCalls).toBe(R);
+    expect(cell.rows.rawExtent.samples[0].fdatasyncCalls).toBe(1);
+    expect(out.checks.filter((c: { kind: string; pass: boolean }) => c.kind === 'count' && !c.pass)).toEqual([]);
+
+    for (const storage of ['md', 'volume']) {
+      const p = out.pagePath[storage];
+      expect(p.storage).toBe(storage);
+      for (const f of ['hitReadsPerS', 'missReadsPerS', 'poolWritesPerS', 'evictionWritesPerS', 'rawPreadsPerS', 'rawPwritesPerS']) expect(p[f]).toBeGreaterThan(0);
+      expect(Object.keys(p.ratios).sort()).toEqual(['evictionWriteToRawPwrite', 'hitReadToRawPread', 'missReadToRawPread', 'poolWriteToRawPwrite']);
+    }
+    expect(out.crc32c.nativeMBps).toBeGreaterThan(0);
+    expect(out.crc32c.tableMBps).toBeGreaterThan(0);
+
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('--svg writes a chart with axes, legend and one panel per P', async () => {
+    const dir = await tempDir('lamstore-bench-test-');
+    const svg = join(await tempDir('lamstore-bench-svg-'), 'chart.svg');
+    const run = await runCli(['bench', '--quick', '--relations', '5,10', '--pages', '1,2', '--rounds', '1', '--dir', dir, '--svg', svg]);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain('md/volume sync');
+    const { readFile } = await import('node:fs/promises');
+    const text = await readFile(svg, 'utf8');
+    expect(text.startsWith('<svg')).toBe(true);
+    expect(text).toContain('log scale');
+    expect(text).toContain('P = 1 dirty page per relation');
+    expect(text).toContain('P = 2 dirty pages per relation');
+    expect(text).toContain('floor: same bytes');
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it.each([
+    [['--relations', '10,x'], /^lamstore: bench: --relations 'x' must be a positive whole number/],
+    [['--relations', ''], /^lamstore: bench: --relations/],
+    [['--pages', '0'], /^lamstore: bench: --pages '0'/],
+    [['--rounds', '1.5'], /^lamstore: bench: --rounds '1.5'/],
+    [['--relations', '100000', '--pages', '16'], /^lamstore: bench: --relations x --pages/],
+    [['--dir', '/nonexistent/lamstore-bench'], /^lamstore: bench: --dir '\/nonexistent\/lamstore-bench' does not exist/],
+    [['--bogus'], /^lamstore: bench: unknown option '--bogus'/],
+    [['--rounds'], /^lamstore: bench: option '--rounds <n>' argument missing/],
+    [['extra'], /^lamstore: bench: too many arguments/],
+  ])('refuses %j: exit 2, one line on stderr, no stack, nothing on stdout', async (args, message) => {
+    const run = await runCli(['bench', ...args]);
+    expect(run.code).toBe(2);
+    expect(run.stderr.trimEnd().split('\n')).toHaveLength(1);
+    expect(run.stderr).toMatch(message);
+    expect(run.stderr).not.toMatch(/\n\s+at /);
+    expect(run.stdout).toBe('');
+  });
+
+  it('with --json a refused flag also prints a JSON error document on stdout', async () => {
+    const run = await runCli(['bench', '--json', '--rounds', '0']);
+    expect(run.code).toBe(2);
+    expect(run.stderr.trimEnd().split('\n')).toHaveLength(1);
+    expect(JSON.parse(run.stdout)).toEqual({ error: { code: 'USAGE', message: expect.stringContaining("--rounds '0'") } });
+  });
+
+  it('SIGINT stops the run, removes its temporary files and exits 130', async () => {
+    const dir = await tempDir('lamstore-bench-test-');
+    let poll: ReturnType<typeof setInterval> | undefined;
+    const run = await runCli(['bench', '--quick', '--json', '--relations', '200', '--pages', '4', '--rounds', '50', '--dir', dir], (child) => {
+      // Interrupt once the run has made its temporary directory (its handler is installed by then).
+      poll = setInterval(() => {
+        void readdir(dir).then((names) => {
+          if (names.length > 0 && poll) {
+            clearInterval(poll);
+            poll = undefined;
+            child.kill('SIGINT');
+          }
+        });
+      }, 20);
+    });
+    if (poll) clearInterval(poll);
+    expect(run.code).toBe(130);
+    expect(run.stderr).toMatch(/lamstore: bench: interrupted/);
+    expect(JSON.parse(run.stdout).error.code).toBe('INTERRUPTED');
+    expect(await readdir(dir)).toEqual([]);
+  });
+});
