@@ -66,6 +66,17 @@ describe('model-based PBT regressions', () => {
     ]);
   });
 
+  it('md relation created after a drop emptied its new directory survives a clean shutdown and a crash (directory name made durable; soak seed 1425128543)', async () => {
+    await expectPasses([
+      { kind: 'create', storage: 'md', rel: 1, fork: 1 },
+      { kind: 'drop', at: 0 },
+      { kind: 'closeReopen' },
+      { kind: 'create', storage: 'md', rel: 1, fork: 0 },
+      { kind: 'closeReopen' },
+      { kind: 'crash', mode: 'drop', seed: 0 },
+    ]);
+  });
+
   it('a failed directory fsync after a tombstone unlink fails the checkpoint and the engine (md.ts M9)', async () => {
     const stats = await expectPasses([
       { kind: 'create', storage: 'md', rel: 3, fork: 0 },

@@ -71,7 +71,8 @@
  * truncation was never synced, its FORGET cancelled that): md remembers every directory in which
  * it removed a segment file at drop time and fsyncs those directories at the start of the next
  * checkpoint (checkpointBegin), so every removal before a checkpoint started is durable when it
- * completes. A tombstone, removed after the checkpoint by its UNLINK request, has its directory
+ * completes; the directory's own name too, when md created it and no segment sync made it durable
+ * (its files were all dropped first). A tombstone, removed after the checkpoint by its UNLINK request, has its directory
  * fsynced right after the unlink (unlinkTombstone), before the checkpoint resolves; one directory
  * fsync per dropped relation, which PostgreSQL does not pay because WAL replay redoes the drop.
  * A failure of either fsync is a sync failure (ctx.reportSyncFailure: the failed state).
@@ -621,6 +622,10 @@ export class MdStorageManager implements StorageManager {
       this.#removedIn.delete(dir);
       try {
         await this.#ctx.io.fsyncDir(dir);
+        // A directory md made for files that were all dropped before any sync: no segment
+        // sync will ever make its own name durable (M6), and the next engine, finding it,
+        // would take it for durable.
+        await this.#makeNameDurable(dir);
       } catch (err) {
         this.#ctx.reportSyncFailure(ioError('fsync', dir, err));
       }
