@@ -66,6 +66,17 @@
  * PostgreSQL's data_sync_elevel does for sync_file_range: on Linux it can consume the writeback
  * error a later fsync would otherwise report. On RealIO the hint is a no-op (real-io.ts).
  *
+ * Durable removal (M9; lamstore has no WAL to replay a drop, so a completed checkpoint must make
+ * it durable, or a crash brings the dropped fork back, even with its old contents: its
+ * truncation was never synced, its FORGET cancelled that): md remembers every directory in which
+ * it removed a segment file at drop time and fsyncs those directories at the start of the next
+ * checkpoint (checkpointBegin), so every removal before a checkpoint started is durable when it
+ * completes; the directory's own name too, when md created it and no segment sync made it durable
+ * (its files were all dropped first). A tombstone, removed after the checkpoint by its UNLINK request, has its directory
+ * fsynced right after the unlink (unlinkTombstone), before the checkpoint resolves; one directory
+ * fsync per dropped relation, which PostgreSQL does not pay because WAL replay redoes the drop.
+ * A failure of either fsync is a sync failure (ctx.reportSyncFailure: the failed state).
+ *
  * Not covered: after a crash that loses a segment's size but keeps a later segment's data,
  * nblocks stops at the short segment and the later data is inactive, as in PostgreSQL without
  * WAL replay.
@@ -121,6 +132,8 @@ export class MdStorageManager implements StorageManager {
   readonly #newEntries = new Map<string, Set<string>>();
   /** Locators whose main fork is a tombstone awaiting its post-checkpoint UNLINK (M4). */
   readonly #tombstones = new Set<string>();
+  /** Directories where md removed names not yet made durable by a directory fsync (M9). */
+  readonly #removedIn = new Set<string>();
   /** Segments of unlogged forks written since the last shutdown sync (U1). */
   readonly #unloggedDirty = new Set<string>();
   #closed = false;
@@ -598,6 +611,41 @@ export class MdStorageManager implements StorageManager {
       await this.#ctx.io.unlink(path);
     } catch (err) {
       if (errnoOf(err) !== 'ENOENT') throw ioError('unlink', path, err);
+    }
+    this.#removedIn.add(dirname(path));
+  }
+
+  /** M9: make every removal made before this checkpoint started durable. */
+  async checkpointBegin(): Promise<void> {
+    for (const dir of [...this.#removedIn]) {
+      // Removed from the set first: a removal racing this fsync is left for the next checkpoint.
+      this.#removedIn.delete(dir);
+      try {
+        await this.#ctx.io.fsyncDir(dir);
+        // A directory md made for files that were all dropped before any sync: no segment
+        // sync will ever make its own name durable (M6), and the next engine, finding it,
+        // would take it for durable.
+        await this.#makeNameDurable(dir);
+      } catch (err) {
+        this.#ctx.reportSyncFailure(ioError('fsync', dir, err));
+      }
+    }
+  }
+
+  /**
+   * The md sync handler's UNLINK callback (mdunlinkfiletag) for a tombstone: remove it, then
+   * fsync its directory so the drop stays done after a crash (M9). ENOENT from the unlink stays
+   * raw (pending-ops treats it as normal).
+   */
+  async unlinkTombstone(tag: FileTag): Promise<void> {
+    const path = this.#segPath(tag.rlocator, 0, 0);
+    await this.#forget(path);
+    this.#dropNewEntry(path);
+    await this.#ctx.io.unlink(path);
+    try {
+      await this.#ctx.io.fsyncDir(dirname(path));
+    } catch (err) {
+      this.#ctx.reportSyncFailure(ioError('fsync', dirname(path), err));
     }
   }
 

@@ -20,6 +20,8 @@ export interface MdSyncOptions {
   openSegment?: (tag: FileTag) => FileHandle | undefined;
   /** The md storage manager's own sync of one tag (fd cache + directory durability). */
   syncSegment?: (tag: FileTag) => Promise<void>;
+  /** The md storage manager's own removal of a tombstone (fd cache + durable removal, md.ts M9). */
+  unlinkSegment?: (tag: FileTag) => Promise<void>;
 }
 
 export function mdSyncOps(options: MdSyncOptions): SyncOps {
@@ -40,6 +42,7 @@ export function mdSyncOps(options: MdSyncOptions): SyncOps {
     },
     async unlinkFileTag(tag) {
       // Only tombstones (main fork, segment 0) are ever unlinked after a checkpoint.
+      if (options.unlinkSegment) return options.unlinkSegment(tag);
       await io.unlink(relPath(dataDir, tag.rlocator, 0, 0));
     },
     fileTagMatches(filter, candidate) {

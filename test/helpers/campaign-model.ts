@@ -1,0 +1,602 @@
+/**
+ * The model and commands of the model-based property test (issue 10 part 5,
+ * test/campaign-model-pbt.test.ts) and of its regression cases
+ * (test/campaign-model-pbt-regressions.test.ts). Commands are plain data (`CmdSpec`) so a shrunk
+ * failing sequence can be written down as an explicit list and replayed without fast-check.
+ *
+ * The model (deliberately much simpler than the engine):
+ *  - `cur`: a map (storage, relation, fork) -> array of page fingerprints (sha-256); its length
+ *    is nblocks; a missing key is a fork that does not exist.
+ *  - `snap`: a copy of `cur` taken at each completed checkpoint (and at each reopen, which makes
+ *    everything it finds durable): the durable state.
+ *  - `since`: per fork, what happened after `snap`: every nblocks value the fork went through
+ *    (-1 = absent) and, per block, every image written to it (extend or write).
+ *  - `candidates`: copies of `cur` at checkpoints that failed part-way (a volume's metadata
+ *    switch may have reached the disk before the failure).
+ *
+ * Allowed states after a crash (drop or prefix mode) or after close+reopen of a failed engine
+ * (MA = model allowed; these are D1/D2 of DESIGN.md section 8 written for this model):
+ *  MA1 volume: the set of existing volume forks and their nblocks equal exactly `snap` or one of
+ *      the `candidates`, for all volume forks together (D1: never a mixture).
+ *  MA2 md: each fork's nblocks (or absence) is its value in `snap` or a value it went through
+ *      since (md has no metadata switch: a crash keeps each segment file's size from some point
+ *      after the checkpoint; truncation passes through every segment boundary it crosses, since
+ *      md shortens segments from the last one down, and a drop passes through 0 and absence).
+ *  MA3 every page below the observed nblocks reads back as its image in `snap` (or a
+ *      candidate), or as an image written to that block since `snap` (D2). A torn page would
+ *      have to fail its checksum; the PBT uses only the drop and prefix crash modes, which never
+ *      tear a write, so CHECKSUM_MISMATCH is never allowed here (the crash matrix covers the
+ *      subset, torn and garbage modes).
+ *  MA4 after the check, the observed state becomes `cur` and `snap` (reopen after an unclean
+ *      stop fsyncs every file, and a crash image is durable as a whole).
+ * A clean close+reopen must give back `cur` exactly.
+ *
+ * Faults (one injected fault, on the first call of one I/O kind during one operation):
+ *  MF1 a fault that fires fails that operation with a LamstoreError; nothing reports success
+ *      after it fired.
+ *  MF2 a failed fsync or fdatasync (or directory fsync) in a checkpoint puts the engine in the
+ *      failed state: checkpoint and writes throw ENGINE_FAILED; only reads, close+reopen and
+ *      crash are generated after it, and the model falls back to MA1-MA4.
+ *  MF3 a failed pwrite or open in a checkpoint fails that checkpoint; unless it hit volume
+ *      metadata (which fails the engine), the engine keeps working and a later checkpoint makes
+ *      the same data durable.
+ *  MF4 a failed extend (pwrite/open) leaves nblocks unchanged; a failed read (pread) returns no
+ *      data and caches nothing (the next read is correct); a failed eviction write during a
+ *      page write fails that write or not at all.
+ *  MF5 (not generated: fsyncgate) a failed sync that also drops the file's pending writes, as
+ *      Linux does, leaves pages that reads still return but that no later sync will ever write;
+ *      reopen (whose startup sync then "succeeds") cannot tell them from durable ones, so a later
+ *      crash can revert them even after later checkpoints completed. The engine cannot repair
+ *      that without a WAL or a rewrite of every file at an unclean start; the regression file
+ *      records the shrunk case and the fault loop (part 3) checks fsyncgate's failed state.
+ */
+import { createHash } from 'node:crypto';
+import { Engine, ManualClock, SimDisk, SyncHandlerId, SyncRequestType, setPageChecksum } from '../../engine/index.js';
+import type { CrashMode, FaultCode, ForkNumber, IoKind, MdStorageManager, RelFileLocator } from '../../engine/index.js';
+import { volumeExtension } from '../../volume/index.js';
+import type { VolumeExtension } from '../../volume/index.js';
+
+export type Storage = 'md' | 'volume';
+export const STORAGES: readonly Storage[] = ['md', 'volume'];
+export const RELS = [1, 2, 3] as const;
+export const FORKS_USED: readonly ForkNumber[] = [0, 1];
+export const BLOCK_SIZE = 4096;
+export const REL_SEG_BLOCKS = 4;
+export const SHARED_BUFFERS = 16;
+export const VOLUME_PATH = '/vol/v';
+export const VOLUME_BYTES = 2 * 1024 * 1024;
+export const DATA_DIR = '/data';
+/** Forks stay small so runs are fast; 12 crosses md segment (4) and first-extent (8) boundaries. */
+export const MAX_BLOCKS = 12;
+const ABSENT = -1;
+const TORN = 'torn';
+
+export type FaultTarget = 'checkpoint' | 'extend' | 'read' | 'write';
+
+export type CmdSpec =
+  | { kind: 'create'; storage: Storage; rel: number; fork: ForkNumber }
+  // `at` picks among the forks (or relations, for drop) the command applies to, in key order,
+  // so almost every generated command applies; the picked fork is in the error message.
+  | { kind: 'extend'; at: number }
+  | { kind: 'write'; at: number; pick: number }
+  | { kind: 'read'; at: number; pick: number }
+  | { kind: 'truncate'; at: number; pick: number }
+  | { kind: 'drop'; at: number }
+  | { kind: 'checkpoint' }
+  | { kind: 'closeReopen' }
+  | { kind: 'crash'; mode: CrashMode; seed: number }
+  | { kind: 'fault'; io: IoKind; code: FaultCode; fsyncgate: boolean; target: FaultTarget; at: number; pick: number }
+  | { kind: 'syncRequest'; type: 'sync' | 'forget'; rel: number; fork: ForkNumber; segno: number };
+
+export type CmdKind = CmdSpec['kind'];
+export const CMD_KINDS: readonly CmdKind[] = ['create', 'extend', 'write', 'read', 'truncate', 'drop', 'checkpoint', 'closeReopen', 'crash', 'fault', 'syncRequest'];
+
+type Store = Map<string, string[]>;
+interface Since {
+  sizes: Set<number>;
+  written: Map<number, Set<string>>;
+}
+
+export interface PbtStats {
+  runs: number;
+  commands: number;
+  crashes: number;
+  faultsInjected: number;
+  faultsFired: number;
+  failedStates: number;
+  uncleanReopens: number;
+  pagesVerified: number;
+  kinds: Set<CmdKind>;
+}
+
+export function newStats(): PbtStats {
+  return { runs: 0, commands: 0, crashes: 0, faultsInjected: 0, faultsFired: 0, failedStates: 0, uncleanReopens: 0, pagesVerified: 0, kinds: new Set() };
+}
+
+export interface Model {
+  cur: Store;
+  snap: Store;
+  candidates: Store[];
+  since: Map<string, Since>;
+  failed: boolean;
+  /** md relations dropped since the last completed checkpoint (their main fork is a tombstone). */
+  tombstones: Set<number>;
+  version: number;
+  stats: PbtStats;
+}
+
+export interface Real {
+  disk: SimDisk;
+  engine: Engine;
+  ext: VolumeExtension;
+}
+
+export const keyOf = (storage: Storage, rel: number, fork: number): string => `${storage}:${rel}:${fork}`;
+export const loc = (rel: number): RelFileLocator => ({ spcOid: 1663, dbOid: 5, relNumber: rel });
+const clone = (s: Store): Store => new Map([...s].map(([k, v]) => [k, [...v]]));
+const sizeOf = (s: Store, k: string): number => s.get(k)?.length ?? ABSENT;
+
+function fingerprint(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex').slice(0, 24);
+}
+
+/** A page that names its storage, relation, fork, block and version, with a valid checksum. */
+function makePage(storage: Storage, rel: number, fork: number, blk: number, version: number): Uint8Array {
+  const p = new Uint8Array(BLOCK_SIZE);
+  const v = new DataView(p.buffer);
+  v.setUint32(0, rel, true);
+  v.setUint32(4, blk, true);
+  v.setUint32(12, fork + (storage === 'volume' ? 100 : 0), true);
+  v.setUint32(16, version, true);
+  for (let i = 20; i < BLOCK_SIZE; i += 64) v.setUint32(i, (version * 2654435761 + i) >>> 0, true);
+  setPageChecksum(p, blk);
+  return p;
+}
+
+export function newModel(stats: PbtStats): Model {
+  return { cur: new Map(), snap: new Map(), candidates: [], since: new Map(), failed: false, tombstones: new Set(), version: 0, stats };
+}
+
+function sinceOf(m: Model, k: string): Since {
+  let s = m.since.get(k);
+  if (!s) m.since.set(k, (s = { sizes: new Set([sizeOf(m.snap, k)]), written: new Map() }));
+  return s;
+}
+function noteSize(m: Model, k: string, n: number): void {
+  sinceOf(m, k).sizes.add(n);
+}
+function noteWritten(m: Model, k: string, blk: number, fp: string): void {
+  const s = sinceOf(m, k);
+  let set = s.written.get(blk);
+  if (!set) s.written.set(blk, (set = new Set()));
+  set.add(fp);
+}
+function commit(m: Model): void {
+  m.snap = clone(m.cur);
+  m.since.clear();
+  m.candidates = [];
+  m.tombstones.clear();
+}
+
+// ------------------------------------------------------------------ the real system
+
+export async function openEngine(disk: SimDisk): Promise<Real> {
+  const ext = volumeExtension({ path: VOLUME_PATH, create: { sizeBytes: VOLUME_BYTES, blockSize: BLOCK_SIZE } });
+  const engine = await Engine.open({
+    dataDir: DATA_DIR,
+    io: disk,
+    // Time never moves: no timed checkpoint ever runs, so every run is deterministic.
+    clock: new ManualClock(),
+    blockSize: BLOCK_SIZE,
+    sharedBuffers: SHARED_BUFFERS,
+    relSegBlocks: REL_SEG_BLOCKS,
+    slruBuffers: 4,
+    preload: [ext],
+  });
+  return { disk, engine, ext };
+}
+
+export async function setup(stats: PbtStats): Promise<{ model: Model; real: Real }> {
+  stats.runs++;
+  const disk = new SimDisk();
+  await disk.mkdir('/vol');
+  await disk.fsyncDir('/');
+  return { model: newModel(stats), real: await openEngine(disk) };
+}
+
+function codeOf(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null ? ((err as { code?: string }).code ?? undefined) : undefined;
+}
+
+async function expectCode(what: string, p: Promise<unknown>, codes: readonly string[]): Promise<unknown> {
+  try {
+    await p;
+  } catch (err) {
+    if (codes.includes(codeOf(err) ?? '')) return err;
+    throw new Error(`${what}: expected ${codes.join('|')}, got ${codeOf(err)}: ${(err as Error).message}`, { cause: err });
+  }
+  throw new Error(`${what}: expected ${codes.join('|')}, but it succeeded`);
+}
+
+function fail(msg: string): never {
+  throw new Error(msg);
+}
+
+function checkInvariants(r: Real): void {
+  r.engine.bufferPool.checkInvariants();
+  r.ext.volume!.checkInvariants();
+  (r.engine.storageManager('md') as MdStorageManager).checkInvariants();
+}
+
+/** Every fork the model can name, as the engine shows it now. */
+async function observe(m: Model, r: Real): Promise<Store> {
+  const out: Store = new Map();
+  for (const storage of STORAGES) {
+    for (const rel of RELS) {
+      const h = r.engine.relation(loc(rel), { storage });
+      for (const fork of FORKS_USED) {
+        if (!(await h.exists(fork))) continue;
+        const n = await h.nblocks(fork);
+        const pages: string[] = [];
+        for (let b = 0; b < n; b++) {
+          m.stats.pagesVerified++;
+          try {
+            pages.push(fingerprint(await h.read(fork, b)));
+          } catch (err) {
+            if (codeOf(err) !== 'CHECKSUM_MISMATCH') throw err;
+            pages.push(TORN);
+          }
+        }
+        out.set(keyOf(storage, rel, fork), pages);
+      }
+    }
+  }
+  return out;
+}
+
+const describe = (s: Store, keys: string[]) => keys.map((k) => `${k}=${sizeOf(s, k)}`).join(' ');
+
+/** MA1-MA3: is `obs` a state the model allows after an unclean stop? */
+export function allowedProblems(m: Model, obs: Store): string[] {
+  const problems: string[] = [];
+  const all: string[] = [];
+  for (const storage of STORAGES) for (const rel of RELS) for (const fork of FORKS_USED) all.push(keyOf(storage, rel, fork));
+  const volKeys = all.filter((k) => k.startsWith('volume:'));
+  const cands = [m.snap, ...m.candidates];
+  // MA1
+  if (!cands.some((c) => volKeys.every((k) => sizeOf(c, k) === sizeOf(obs, k)))) {
+    problems.push(`MA1: volume forks {${describe(obs, volKeys)}} match none of ${cands.map((c) => `{${describe(c, volKeys)}}`).join(', ')}`);
+  }
+  for (const k of all) {
+    const n = sizeOf(obs, k);
+    const since = m.since.get(k);
+    // MA2
+    if (k.startsWith('md:')) {
+      const sizes = new Set([sizeOf(m.snap, k), ...(since?.sizes ?? [])]);
+      if (!sizes.has(n)) problems.push(`MA2: ${k} nblocks ${n} is none of ${[...sizes].join(',')} (-1 = absent)`);
+    }
+    // MA3
+    const pages = obs.get(k) ?? [];
+    for (let b = 0; b < pages.length; b++) {
+      const fp = pages[b]!;
+      if (fp === TORN) {
+        problems.push(`MA3: ${k} block ${b} fails its checksum (drop/prefix crashes never tear)`);
+        continue;
+      }
+      if (cands.some((c) => c.get(k)?.[b] === fp)) continue;
+      if (since?.written.get(b)?.has(fp)) continue;
+      problems.push(`MA3: ${k} block ${b} reads back an image never written there since the checkpoint`);
+    }
+  }
+  return problems;
+}
+
+/** Reopen after an unclean stop: check MA1-MA3, then adopt what is there (MA4). */
+async function verifyUncleanReopen(m: Model, r: Real, what: string): Promise<void> {
+  m.stats.uncleanReopens++;
+  const obs = await observe(m, r);
+  const problems = allowedProblems(m, obs);
+  if (problems.length > 0) fail(`${what}: state not allowed:\n  ${problems.slice(0, 8).join('\n  ')}`);
+  m.cur = obs;
+  m.failed = false;
+  commit(m);
+}
+
+async function verifyExact(m: Model, r: Real, what: string): Promise<void> {
+  const obs = await observe(m, r);
+  const keys = new Set([...obs.keys(), ...m.cur.keys()]);
+  for (const k of keys) {
+    const a = obs.get(k);
+    const e = m.cur.get(k);
+    if (!a || !e || a.length !== e.length) fail(`${what}: ${k} nblocks ${a?.length ?? 'absent'}, model ${e?.length ?? 'absent'}`);
+    for (let b = 0; b < e.length; b++) if (a[b] !== e[b]) fail(`${what}: ${k} block ${b} differs from the model`);
+  }
+}
+
+// ------------------------------------------------------------------ commands
+
+interface ForkRef {
+  storage: Storage;
+  rel: number;
+  fork: ForkNumber;
+}
+
+function parseKey(k: string): ForkRef {
+  const [storage, rel, fork] = k.split(':');
+  return { storage: storage as Storage, rel: Number(rel), fork: Number(fork) as ForkNumber };
+}
+
+/** Existing forks that satisfy `pred`, in key order. */
+function forksWhere(m: Model, pred: (n: number) => boolean): string[] {
+  return [...m.cur.keys()].filter((k) => pred(m.cur.get(k)!.length)).sort();
+}
+const extendable = (n: number) => n < MAX_BLOCKS;
+const nonEmpty = (n: number) => n > 0;
+
+/** The fork (or relation) a command with `at` works on, or null when there is none. */
+function targetOf(spec: CmdSpec, m: Model): (ForkRef & { key: string }) | null {
+  let keys: string[];
+  switch (spec.kind) {
+    case 'extend':
+      keys = forksWhere(m, extendable);
+      break;
+    case 'write':
+    case 'read':
+      keys = forksWhere(m, nonEmpty);
+      break;
+    case 'truncate':
+    case 'drop':
+      keys = forksWhere(m, () => true);
+      break;
+    case 'fault':
+      keys = spec.target === 'extend' ? forksWhere(m, extendable) : spec.target === 'checkpoint' ? ['md:0:0'] : forksWhere(m, nonEmpty);
+      break;
+    default:
+      return null;
+  }
+  if (keys.length === 0) return null;
+  const key = keys[spec.at % keys.length]!;
+  return { key, ...parseKey(key) };
+}
+
+/** Whether the command may run in this model state (fast-check's `check`). */
+export function applicable(spec: CmdSpec, m: Model): boolean {
+  if (m.failed && !(spec.kind === 'read' || spec.kind === 'closeReopen' || spec.kind === 'crash')) return false;
+  switch (spec.kind) {
+    case 'extend':
+    case 'write':
+    case 'read':
+    case 'truncate':
+    case 'drop':
+    case 'fault':
+      return targetOf(spec, m) !== null;
+    case 'syncRequest':
+      // SYNC only for an md fork that exists (its segment file is there); FORGET only for one
+      // that does not (a dropped relation's leftover request, as md's own drop sends).
+      return spec.type === 'sync' ? m.cur.has(keyOf('md', spec.rel, spec.fork)) : !m.cur.has(keyOf('md', spec.rel, spec.fork));
+    default:
+      return true;
+  }
+}
+
+function toString(spec: CmdSpec): string {
+  const { kind, ...rest } = spec;
+  return `${kind}(${JSON.stringify(rest)})`;
+}
+
+async function doExtend(spec: ForkRef, m: Model, r: Real): Promise<void> {
+  const k = keyOf(spec.storage, spec.rel, spec.fork);
+  const pages = m.cur.get(k)!;
+  const page = makePage(spec.storage, spec.rel, spec.fork, pages.length, ++m.version);
+  const blk = await r.engine.relation(loc(spec.rel), { storage: spec.storage }).extend(spec.fork, page);
+  if (blk !== pages.length) fail(`extend ${k}: got block ${blk}, model expects ${pages.length}`);
+  const fp = fingerprint(page);
+  pages.push(fp);
+  noteWritten(m, k, blk, fp);
+  noteSize(m, k, pages.length);
+}
+
+async function doWrite(spec: ForkRef & { pick: number }, m: Model, r: Real): Promise<void> {
+  const k = keyOf(spec.storage, spec.rel, spec.fork);
+  const pages = m.cur.get(k)!;
+  const blk = spec.pick % pages.length;
+  const page = makePage(spec.storage, spec.rel, spec.fork, blk, ++m.version);
+  await r.engine.relation(loc(spec.rel), { storage: spec.storage }).write(spec.fork, blk, page);
+  const fp = fingerprint(page);
+  pages[blk] = fp;
+  noteWritten(m, k, blk, fp);
+}
+
+async function doRead(spec: ForkRef & { pick: number }, m: Model, r: Real): Promise<void> {
+  const k = keyOf(spec.storage, spec.rel, spec.fork);
+  const pages = m.cur.get(k)!;
+  const h = r.engine.relation(loc(spec.rel), { storage: spec.storage });
+  const n = await h.nblocks(spec.fork);
+  if (n !== pages.length) fail(`read ${k}: nblocks ${n}, model ${pages.length}`);
+  const blk = spec.pick % pages.length;
+  const fp = fingerprint(await h.read(spec.fork, blk));
+  m.stats.pagesVerified++;
+  if (fp !== pages[blk]) fail(`read ${k} block ${blk}: differs from the model`);
+}
+
+async function doCheckpoint(m: Model, r: Real): Promise<void> {
+  await r.engine.checkpoint();
+  commit(m);
+}
+
+async function runSpec(spec: CmdSpec, m: Model, r: Real): Promise<void> {
+  switch (spec.kind) {
+    case 'create': {
+      const k = keyOf(spec.storage, spec.rel, spec.fork);
+      const h = r.engine.relation(loc(spec.rel), { storage: spec.storage });
+      if (spec.storage === 'md' && spec.fork === 0 && m.tombstones.has(spec.rel) && !m.cur.has(k)) {
+        // md.ts M4: a dropped relation's main fork cannot be created again before the checkpoint.
+        await expectCode(`create ${k} while its tombstone waits`, h.create(spec.fork), ['BAD_ARGUMENT']);
+        return;
+      }
+      await h.create(spec.fork);
+      if (!m.cur.has(k)) {
+        m.cur.set(k, []);
+        noteSize(m, k, 0);
+      }
+      return;
+    }
+    case 'extend':
+      return doExtend(targetOf(spec, m)!, m, r);
+    case 'write':
+      return doWrite({ ...targetOf(spec, m)!, pick: spec.pick }, m, r);
+    case 'read':
+      return doRead({ ...targetOf(spec, m)!, pick: spec.pick }, m, r);
+    case 'truncate': {
+      const t = targetOf(spec, m)!;
+      const k = t.key;
+      const pages = m.cur.get(k)!;
+      const n = spec.pick % (pages.length + 1);
+      await r.engine.relation(loc(t.rel), { storage: t.storage }).truncate(t.fork, n);
+      // MA2: md cuts segments from the last one down, passing through each boundary.
+      for (let s = REL_SEG_BLOCKS * Math.ceil((n + 1) / REL_SEG_BLOCKS); s < pages.length; s += REL_SEG_BLOCKS) noteSize(m, k, s);
+      pages.length = n;
+      noteSize(m, k, n);
+      return;
+    }
+    case 'drop': {
+      const t = targetOf(spec, m)!;
+      await r.engine.relation(loc(t.rel), { storage: t.storage }).drop();
+      for (const f of FORKS_USED) {
+        const k = keyOf(t.storage, t.rel, f);
+        if (!m.cur.has(k)) continue;
+        if (t.storage === 'md' && f === 0) m.tombstones.add(t.rel);
+        m.cur.delete(k);
+        noteSize(m, k, 0);
+        noteSize(m, k, ABSENT);
+      }
+      return;
+    }
+    case 'checkpoint':
+      return doCheckpoint(m, r);
+    case 'closeReopen': {
+      const wasFailed = m.failed;
+      if (wasFailed) {
+        // No shutdown checkpoint in the failed state; close must still release everything.
+        await r.engine.close();
+      } else {
+        await r.engine.close();
+        commit(m);
+      }
+      if (r.disk.openHandleCount !== 0) fail(`close left ${r.disk.openHandleCount} handles open`);
+      Object.assign(r, await openEngine(r.disk));
+      if (r.engine.openStats.uncleanStop !== wasFailed) fail(`reopen: uncleanStop ${r.engine.openStats.uncleanStop}, expected ${wasFailed}`);
+      if (wasFailed) await verifyUncleanReopen(m, r, 'reopen after the failed state');
+      else await verifyExact(m, r, 'clean reopen');
+      return;
+    }
+    case 'crash': {
+      m.stats.crashes++;
+      // The running engine is abandoned with its disk (power loss); it is never used again.
+      const disk = r.disk.crash(spec.mode, spec.seed);
+      Object.assign(r, await openEngine(disk));
+      if (!r.engine.openStats.uncleanStop) fail('reopen after a crash did not see an unclean stop');
+      await verifyUncleanReopen(m, r, `crash(${spec.mode}, ${spec.seed})`);
+      return;
+    }
+    case 'syncRequest': {
+      // A SYNC names a segment file that exists (a missing one is an error at the checkpoint,
+      // as in PostgreSQL); a FORGET may name any segment.
+      const n = m.cur.get(keyOf('md', spec.rel, spec.fork))?.length ?? 0;
+      const segno = spec.type === 'sync' ? spec.segno % Math.max(1, Math.ceil(n / REL_SEG_BLOCKS)) : spec.segno;
+      const tag = { handler: SyncHandlerId.MD, forkNum: spec.fork, rlocator: loc(spec.rel), segno };
+      const ok = await r.engine.registerSyncRequest(tag, spec.type === 'sync' ? SyncRequestType.SYNC : SyncRequestType.FORGET);
+      if (ok !== true) fail('registerSyncRequest did not accept the request');
+      return;
+    }
+    case 'fault':
+      return runFault(spec, m, r);
+  }
+}
+
+const SYNC_KINDS: readonly IoKind[] = ['fsync', 'fdatasync', 'fsyncDir'];
+
+async function runFault(spec: Extract<CmdSpec, { kind: 'fault' }>, m: Model, r: Real): Promise<void> {
+  m.stats.faultsInjected++;
+  const t = { ...targetOf(spec, m)!, pick: spec.pick };
+  let fired = false;
+  r.disk.onCall = (_i, kind) => {
+    if (kind === spec.io) fired = true;
+  };
+  r.disk.injectFault({ kind: spec.io, code: spec.code, fsyncgate: spec.fsyncgate && (spec.io === 'fsync' || spec.io === 'fdatasync') });
+  let error: unknown;
+  // Model effects are applied only when the operation succeeds.
+  const shadow: Model = { ...m, cur: clone(m.cur), since: new Map([...m.since].map(([k, v]) => [k, { sizes: new Set(v.sizes), written: new Map([...v.written].map(([b, s]) => [b, new Set(s)])) }])) };
+  try {
+    if (spec.target === 'checkpoint') await doCheckpoint(shadow, r);
+    else if (spec.target === 'extend') await doExtend(t, shadow, r);
+    else if (spec.target === 'write') await doWrite(t, shadow, r);
+    else await doRead(t, shadow, r);
+  } catch (err) {
+    error = err;
+  } finally {
+    r.disk.onCall = undefined;
+    r.disk.clearFaults();
+  }
+  if (error !== undefined && !fired) throw error;
+  if (fired) m.stats.faultsFired++;
+  if (error === undefined) {
+    // Not fired, or absorbed where that is allowed: a page write whose eviction write failed
+    // may still succeed through another victim.
+    if (fired && spec.target !== 'write') fail(`fault ${spec.io} ${spec.code} fired during ${spec.target} but it reported success (MF1)`);
+    Object.assign(m, { cur: shadow.cur, snap: shadow.snap, since: shadow.since, candidates: shadow.candidates, tombstones: shadow.tombstones, version: shadow.version });
+    return;
+  }
+  m.version = shadow.version;
+  if (typeof error !== 'object' || error === null || (error as { name?: string }).name !== 'LamstoreError') {
+    throw new Error(`fault ${spec.io} during ${spec.target}: not a LamstoreError: ${String(error)}`, { cause: error });
+  }
+  if (spec.target === 'checkpoint') {
+    m.candidates.push(clone(m.cur));
+    if (SYNC_KINDS.includes(spec.io) && !r.engine.failed) fail(`a failed ${spec.io} in a checkpoint did not fail the engine (MF2)`);
+    if (r.engine.failed) {
+      m.failed = true;
+      m.stats.failedStates++;
+      await expectCode('checkpoint in the failed state', r.engine.checkpoint(), ['ENGINE_FAILED']);
+    }
+    return;
+  }
+  if (r.engine.failed) fail(`a failed ${spec.io} during ${spec.target} put the engine in the failed state`);
+  if (spec.target === 'extend') {
+    const k = t.key;
+    const n = await r.engine.relation(loc(t.rel), { storage: t.storage }).nblocks(t.fork);
+    if (n !== m.cur.get(k)!.length) fail(`failed extend of ${k} changed nblocks to ${n} (model ${m.cur.get(k)!.length}) (MF4)`);
+  } else if (spec.target === 'read') {
+    await doRead(t, m, r); // MF4: nothing wrong was cached
+  }
+}
+
+export class ModelCommand {
+  constructor(readonly spec: CmdSpec) {}
+  check(m: Readonly<Model>): boolean {
+    return applicable(this.spec, m as Model);
+  }
+  async run(m: Model, r: Real): Promise<void> {
+    m.stats.commands++;
+    m.stats.kinds.add(this.spec.kind);
+    try {
+      await runSpec(this.spec, m, r);
+      checkInvariants(r);
+    } catch (err) {
+      throw new Error(`${toString(this.spec)} failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  toString(): string {
+    return toString(this.spec);
+  }
+}
+
+/** Run an explicit command list (a regression case) without fast-check; skips inapplicable ones as fast-check would. */
+export async function runSequence(specs: readonly CmdSpec[], stats = newStats()): Promise<PbtStats> {
+  const { model, real } = await setup(stats);
+  for (const s of specs) {
+    const c = new ModelCommand(s);
+    if (c.check(model)) await c.run(model, real);
+  }
+  return stats;
+}
