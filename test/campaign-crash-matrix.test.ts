@@ -67,11 +67,12 @@ function tally() {
     checkErrors: 0,
     interruptedSwitch: 0,
     choseCompleting: 0,
+    tombstoneChecks: 0,
   };
 }
 
 describe('campaign: crash matrix over volume, md and SLRU', () => {
-  it('D1-D4 hold after a crash at every I/O call index, in every crash mode and seed', { timeout: 600_000 }, async () => {
+  it('D1-D4 hold after a crash at every I/O call index, in every crash mode and seed', { timeout: process.env.LAMSTORE_SOAK ? 7_200_000 : 600_000 }, async () => {
     const started = Date.now();
     const disk = new SimDisk();
     await disk.mkdir('/vol');
@@ -179,6 +180,7 @@ describe('campaign: crash matrix over volume, md and SLRU', () => {
       const fail = (what: string) => failures.push(`${where}: ${what}`);
       // D4 tombstones: checked on the raw image, before an engine opens it.
       for (const p of img.tombstones) {
+        t.tombstoneChecks++;
         if (img.disk.readFileNow(p) === null) {
           t.lost++;
           fail(`tombstone ${p} is gone before its unlink`);
@@ -358,7 +360,7 @@ describe('campaign: crash matrix over volume, md and SLRU', () => {
     );
     console.log(
       `crash-matrix detail: crash-images=${t.crashImages} distinct=${t.states} xids-verified=${t.xidsVerified} slru-garbage-skipped=${t.slruSkipped} ` +
-        `interrupted-switch-slot-reported=${t.interruptedSwitch} chose-completing=${t.choseCompleting} time=${seconds}s`,
+        `tombstone-checks=${t.tombstoneChecks} interrupted-switch-slot-reported=${t.interruptedSwitch} chose-completing=${t.choseCompleting} time=${seconds}s`,
     );
     expect(failures.slice(0, 10)).toEqual([]);
     expect(t.lost).toBe(0);
@@ -368,5 +370,8 @@ describe('campaign: crash matrix over volume, md and SLRU', () => {
     expect(t.checkErrors).toBe(0);
     expect(t.choseCompleting).toBeGreaterThan(0);
     expect(t.tornDetected).toBeGreaterThan(0);
+    expect(t.tombstoneChecks).toBeGreaterThan(0);
+    expect([...tombstones], 'the tombstone\'s unlink call was seen').toEqual([]);
+    expect(disk.readFileNow(`${DATA}/base/5/${m2.relNumber}`)).toBeNull();
   });
 });
