@@ -5,17 +5,17 @@
  * and after; one damaged superblock slot opens from the other and checkVolume names it.
  * Method: a valid volume made through the engine in a temp dir, then damaged with node:fs
  * (fields rewritten with recomputed CRCs where the point is to get past the CRC); open through
- * the extension and checkVolume; sha256 of the file before and after. Bit flips and random
- * mutations run on SimDisk images for speed.
+ * the extension and checkVolume; sha256 of the file before and after. The exhaustive bit flips
+ * and the random-mutation fuzz moved to test/campaign-bad-input.test.ts (issue 10 part 4).
  */
 import { describe, expect, it } from 'vitest';
 import { readFile, writeFile, mkdir, truncate as fsTruncate } from 'node:fs/promises';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { Engine, LamstoreError, RealIO, SimDisk, crc32c, prng } from '../engine/index.js';
+import { Engine, LamstoreError, RealIO, SimDisk, crc32c } from '../engine/index.js';
 import { Volume, checkVolume, volumeExtension } from '../volume/index.js';
 import { decodeCatalog, decodeSuperblock, encodeCatalog, SUPERBLOCK_BYTES } from '../volume/format.js';
-import { BS, hashFile, makePage, openVolumeEngine, rel, sha256 } from './volume-helpers.js';
+import { BS, hashFile, makePage, openVolumeEngine, rel } from './volume-helpers.js';
 import { tempDir } from './helpers/index.js';
 
 const SIZE = 1024 * 1024;
@@ -250,87 +250,6 @@ describe('volume bad input', () => {
     buf[BS + 30]! ^= 1;
     await writeFile(path, buf);
     await expectRefused(path, /no valid superblock.*CRC mismatch/);
-  });
-
-  it('every single-bit flip in both superblocks and the active catalog is detected or harmless (SimDisk)', async () => {
-    const disk = new SimDisk();
-    await disk.mkdir('/v');
-    const ve = await openVolumeEngine({ io: disk, dataDir: '/data', path: '/v/lam.vol', create: { sizeBytes: 256 * 1024 } });
-    for (const r of [rel(1), rel(2)]) {
-      await ve.smgr.create(r, 0);
-      for (let b = 0; b < 10; b++) await ve.smgr.extend(r, 0, b, makePage(r, 0, b));
-    }
-    await ve.engine.close();
-    const image = disk.readFileNow('/v/lam.vol')!;
-    const slot = activeSlot(image);
-    const r = decodeSuperblock(image.subarray(slot * BS, slot * BS + SUPERBLOCK_BYTES), slot);
-    if (!r.ok) throw new Error('valid');
-    const regions: [number, number][] = [
-      [0, SUPERBLOCK_BYTES],
-      [BS, BS + SUPERBLOCK_BYTES],
-      [r.sb.catalogOffsetBlocks * BS, r.sb.catalogOffsetBlocks * BS + r.sb.catalogLengthBytes],
-    ];
-    const goodInfo = JSON.stringify((await Volume.open({ io: disk, path: '/v/lam.vol', readOnly: true }).then(async (v) => { const i = v.info(); await v.close(); return i; })).forks);
-    let flips = 0;
-    let refused = 0;
-    let fellBack = 0;
-    let undetected = 0;
-    for (const [from, to] of regions) {
-      for (let byte = from; byte < to; byte++) {
-        for (let bit = 0; bit < 8; bit++) {
-          const bad = image.slice();
-          bad[byte]! ^= 1 << bit;
-          const d = new SimDisk();
-          await d.mkdir('/v');
-          d.putFile('/v/lam.vol', bad);
-          flips++;
-          try {
-            const v = await Volume.open({ io: d, path: '/v/lam.vol' });
-            const info = v.info();
-            await v.close();
-            if (info.activeSlot !== slot) fellBack++;
-            else if (JSON.stringify(info.forks) !== goodInfo) undetected++;
-          } catch (err) {
-            expect(err).toBeInstanceOf(LamstoreError);
-            refused++;
-          }
-          expect(sha256(d.readFileNow('/v/lam.vol')!)).toBe(sha256(bad));
-        }
-      }
-    }
-    console.log(`bad-input bitflips=${flips} refused=${refused} fell-back-to-other-slot=${fellBack} undetected=${undetected}`);
-    expect(undetected).toBe(0);
-  });
-
-  it('random mutations of a valid image: opens or fails with a LamstoreError, never a TypeError/RangeError', async () => {
-    const disk = new SimDisk();
-    await disk.mkdir('/v');
-    const ve = await openVolumeEngine({ io: disk, dataDir: '/data', path: '/v/lam.vol', create: { sizeBytes: 256 * 1024 } });
-    await ve.smgr.create(rel(1), 0);
-    for (let b = 0; b < 30; b++) await ve.smgr.extend(rel(1), 0, b, makePage(rel(1), 0, b));
-    await ve.engine.close();
-    const image = disk.readFileNow('/v/lam.vol')!;
-    const rand = prng(42);
-    let opened = 0;
-    for (let i = 0; i < 300; i++) {
-      const bad = image.slice();
-      const n = 1 + Math.floor(rand() * 8);
-      for (let k = 0; k < n; k++) bad[Math.floor(rand() * 4 * BS)] = Math.floor(rand() * 256);
-      const d = new SimDisk();
-      await d.mkdir('/v');
-      d.putFile('/v/lam.vol', bad);
-      try {
-        const v = await Volume.open({ io: d, path: '/v/lam.vol' });
-        v.checkInvariants();
-        await v.close();
-        opened++;
-      } catch (err) {
-        expect(err).toBeInstanceOf(LamstoreError);
-      }
-      const findings = await checkVolume('/v/lam.vol', { io: d, checkPages: true });
-      expect(Array.isArray(findings)).toBe(true);
-    }
-    expect(opened).toBeGreaterThan(0);
   });
 
   it('create: bad sizes are BAD_ARGUMENT naming the option; ENOSPC while zero-filling leaves no file', async () => {

@@ -6,7 +6,7 @@
  *  - The SLRU owns one directory (`<dataDir>/<dirRelative>`). Page p (`blockSize` bytes) lives
  *    in segment `p / 32` at byte offset `(p % 32) * blockSize`. A segment file is named by its
  *    number in uppercase hex with at least 4 digits (`0000`, `001F`, `1A2B3`): names.ts.
- *  - A segment file holds a whole number of pages, at most 32. Pages never written inside it
+ *  - A segment file holds at most 32 pages (a partial last page is ignored, S7). Pages never written inside it
  *    (holes) read as zeros. Files in the directory whose name is not a canonical segment name
  *    are ignored (PostgreSQL's SlruScanDirectory does the same).
  *  - SLRU pages carry no checksum (PostgreSQL has none there either): every byte belongs to the
@@ -35,8 +35,13 @@
  *     also zero-fills a missing page: a page whose writes were lost reads as "nothing recorded"
  *     (clog: IN_PROGRESS, commit_ts: no timestamp, multixact: offset 0 = unset) rather than as
  *     an error. Pages below the truncation cutoff are refused (`oldestPage`).
- *  S7 A segment file whose length is not a whole number of pages, or more than 32 pages, found
- *     at open is DATA_CORRUPT naming the file: it was not written by this code.
+ *  S7 A segment file longer than 32 pages found at open is DATA_CORRUPT naming the file: it was
+ *     not written by this code. A length that is not a whole number of pages is the tail of an
+ *     unsynced page write that extended the file, cut by a power loss (the size reached the disk,
+ *     not every sector; SimDisk's torn mode): every synced write is a whole page, so the partial
+ *     page holds nothing a checkpoint promised. It is ignored (reads as zeros, S6) and rewritten
+ *     whole by the page's next write. Refusing it would make one crash leave the data directory
+ *     unopenable (found by the crash matrix, test/campaign-crash-matrix.test.ts).
  *
  * Concurrency: every operation holds the SLRU's lock (a promise chain), so an eviction's write
  * and a read into the same slot never interleave. The lock is held across the I/O of one
@@ -209,14 +214,15 @@ export class Slru {
         throw ioError('stat', path, err);
       }
       if (!st || st.kind !== 'file') continue;
-      if (st.sizeBytes % this.blockSize !== 0 || st.sizeBytes > segmentBytesMax) {
+      if (st.sizeBytes > segmentBytesMax) {
         throw new LamstoreError(
           ErrorCode.DATA_CORRUPT,
-          `${path}: SLRU ${this.name} segment is ${st.sizeBytes} bytes; a segment holds a whole number of ${this.blockSize}-byte pages, at most ${SLRU_PAGES_PER_SEGMENT}`,
+          `${path}: SLRU ${this.name} segment is ${st.sizeBytes} bytes; a segment holds at most ${SLRU_PAGES_PER_SEGMENT} pages of ${this.blockSize} bytes`,
           { path },
         );
       }
-      this.#segments.set(segno, st.sizeBytes / this.blockSize);
+      // A partial last page is a torn unsynced extension (S7): it is not counted.
+      this.#segments.set(segno, Math.floor(st.sizeBytes / this.blockSize));
     }
     // Pages below the lowest segment left on disk were truncated away (S6).
     if (this.#segments.size > 0) this.#oldestPage = Math.min(...this.#segments.keys()) * SLRU_PAGES_PER_SEGMENT;

@@ -1,0 +1,414 @@
+/**
+ * Goal: bad input on the volume open path (issue 10 part 4, reliability-anchors 8(d)): every
+ * single-bit flip of both superblocks and the active catalog of a small volume, and a
+ * random-mutation fuzz of LAMSTORE_FUZZ_IMAGES images (CI 1000; soak 20000), either open to a
+ * state that check accepts or are refused with a LamstoreError; never a TypeError/RangeError
+ * (or any other untyped error), never a hang, never an allocation sized by a corrupt field, and
+ * the file is never modified. Plus the open-path cases of 8(d) that test/volume-bad-input.test.ts
+ * does not cover (FIFO, dangling symlink, 64-bit fields above 2^53 other than the volume size,
+ * a catalog whose generation disagrees with its superblock).
+ *
+ * Method: each image is put on a fresh SimDisk and run through three entry points:
+ * openVolumeReadOnly (what `inspect` shows), checkVolume (`check`), and a read-write
+ * Volume.open + checkInvariants + close. Each call is raced against a 2 s timer (a hang guard,
+ * not a timing assertion: one open of a 256 KiB image on SimDisk takes milliseconds) and the
+ * process RSS is sampled after it (an allocation sized by a corrupt 32/64-bit field would be
+ * hundreds of MB). The image's sha256 is compared before and after.
+ *
+ * Definitions (counted in the figure line):
+ *  - untyped error: any throw from those three calls that is not a LamstoreError.
+ *  - detected: open refused with a LamstoreError, or check reports at least one error.
+ *  - harmless: opens, check reports nothing, and the visible state equals the original's.
+ *  - undetected: opens (read-only and read-write alike), check reports no error, and the
+ *    visible state differs from the original image's. The visible state is what
+ *    openVolumeReadOnly reports about geometry and contents: block size, volume size, active
+ *    generation and slot, catalog location and length, and every fork (locator, fork, nblocks,
+ *    extents). Slot details of the inactive slot are excluded: a damaged inactive slot is
+ *    either reported by check (detected) or changes nothing a reader sees.
+ *    Fuzz images whose mutation was forged with recomputed CRCs (a field rewritten, then the
+ *    CRCs fixed, so the value reaches validation) are not counted as undetected when they open
+ *    cleanly to a changed state: such a catalog is valid by construction, no checksum can tell
+ *    it from a real one; they count as forged-valid-accepted. Bit flips and raw byte
+ *    mutations carry no recomputed CRC and count fully.
+ *  - accepted-bad (fuzz): opens, but check reports an error other than "superblock slot N" for
+ *    the slot open did not use (that one is the documented fallback case, 8(d)).
+ * Bit flips in the part of each superblock block past its 128 CRC'd bytes are provably
+ * harmless (decodeSuperblock reads only SUPERBLOCK_BYTES, F2); they are sampled (every 61st
+ * byte), not flipped exhaustively, and counted apart.
+ */
+import { describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Engine, LamstoreError, RealIO, SimDisk, crc32c, prng } from '../engine/index.js';
+import { Volume, checkVolume, openVolumeReadOnly, volumeExtension } from '../volume/index.js';
+import type { VolumeInfo } from '../volume/index.js';
+import { decodeSuperblock, SUPERBLOCK_BYTES } from '../volume/format.js';
+import { BS, hashFile, makePage, openVolumeEngine, rel, sha256 } from './volume-helpers.js';
+import { tempDir } from './helpers/index.js';
+
+const PATH = '/v/lam.vol';
+const SOAK = process.env.LAMSTORE_SOAK !== undefined && process.env.LAMSTORE_SOAK !== '';
+const FUZZ_IMAGES = Number(process.env.LAMSTORE_FUZZ_IMAGES ?? (SOAK ? 20000 : 1000));
+const HANG_GUARD_MS = 2000;
+const RSS_JUMP_MAX_BYTES = 200 * 1024 * 1024;
+
+/** A small valid volume: three forks over two relations, both slots valid (generation >= 2). */
+async function makeImage(): Promise<Uint8Array> {
+  const disk = new SimDisk();
+  await disk.mkdir('/v');
+  const ve = await openVolumeEngine({ io: disk, dataDir: '/data', path: PATH, create: { sizeBytes: 256 * 1024 } });
+  await ve.smgr.create(rel(1), 0);
+  await ve.smgr.create(rel(1), 1);
+  await ve.smgr.create(rel(2), 0);
+  for (let b = 0; b < 10; b++) await ve.smgr.extend(rel(1), 0, b, makePage(rel(1), 0, b));
+  for (let b = 0; b < 2; b++) await ve.smgr.extend(rel(1), 1, b, makePage(rel(1), 1, b));
+  for (let b = 0; b < 12; b++) await ve.smgr.extend(rel(2), 0, b, makePage(rel(2), 0, b));
+  await ve.engine.checkpoint();
+  await ve.smgr.truncate(rel(2), 0, 9);
+  await ve.engine.close();
+  return disk.readFileNow(PATH)!;
+}
+
+function visibleState(info: VolumeInfo): string {
+  return JSON.stringify({
+    bs: info.blockSizeBytes,
+    size: info.volumeSizeBytes,
+    gen: info.generation,
+    slot: info.activeSlot,
+    catalog: info.catalog,
+    forks: info.forks.map((f) => [f.spcOid, f.dbOid, f.relNumber, f.fork, f.nblocks, f.extents]),
+  });
+}
+
+function activeSuperblock(image: Uint8Array) {
+  const a = decodeSuperblock(image.subarray(0, SUPERBLOCK_BYTES), 0);
+  const b = decodeSuperblock(image.subarray(BS, BS + SUPERBLOCK_BYTES), 1);
+  if (a.ok && (!b.ok || a.sb.generation > b.sb.generation)) return a.sb;
+  if (b.ok) return b.sb;
+  throw new Error('fixture has a valid superblock');
+}
+
+class HangError extends Error {}
+
+async function guarded<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      fn(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new HangError(`${what} did not finish in ${HANG_GUARD_MS} ms`)), HANG_GUARD_MS);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+interface Outcome {
+  /** null when the read-only open was refused. */
+  info: VolumeInfo | null;
+  rwOpened: boolean;
+  checkErrors: string[];
+  untyped: string[];
+  hang: boolean;
+  modified: boolean;
+  rssJumpBytes: number;
+}
+
+/** Run one image through inspect, check and a read-write open (see the header). */
+async function examine(image: Uint8Array, fileBytes: Uint8Array = image): Promise<Outcome> {
+  const disk = new SimDisk();
+  await disk.mkdir('/v');
+  disk.putFile(PATH, fileBytes);
+  const before = sha256(fileBytes);
+  const rss0 = process.memoryUsage.rss();
+  const out: Outcome = { info: null, rwOpened: false, checkErrors: [], untyped: [], hang: false, modified: false, rssJumpBytes: 0 };
+  const classify = (where: string, err: unknown) => {
+    if (err instanceof HangError) out.hang = true;
+    else if (!(err instanceof LamstoreError)) out.untyped.push(`${where}: ${(err as Error)?.constructor?.name}: ${(err as Error)?.message}`);
+  };
+  try {
+    out.info = await guarded('openVolumeReadOnly', () => openVolumeReadOnly(PATH, { io: disk }));
+  } catch (err) {
+    classify('inspect', err);
+  }
+  try {
+    const findings = await guarded('checkVolume', () => checkVolume(PATH, { io: disk, checkPages: true }));
+    out.checkErrors = findings.filter((f) => f.severity === 'error').map((f) => `${f.part}: ${f.message}`);
+  } catch (err) {
+    classify('check', err);
+    out.checkErrors = ['check refused'];
+  }
+  try {
+    await guarded('Volume.open', async () => {
+      const v = await Volume.open({ io: disk, path: PATH });
+      try {
+        v.checkInvariants();
+        out.rwOpened = true;
+      } finally {
+        await v.close();
+      }
+    });
+  } catch (err) {
+    classify('open', err);
+  }
+  out.rssJumpBytes = process.memoryUsage.rss() - rss0;
+  out.modified = sha256(disk.readFileNow(PATH) ?? new Uint8Array(0)) !== before;
+  if (disk.openHandleCount !== 0) out.untyped.push(`${disk.openHandleCount} handles left open`);
+  return out;
+}
+
+interface Tally {
+  cases: number;
+  bitflips: number;
+  paddingFlips: number;
+  fuzzImages: number;
+  refused: number;
+  fellBack: number;
+  harmless: number;
+  detected: number;
+  undetected: number;
+  acceptedBad: number;
+  forgedAccepted: number;
+  untypedErrors: number;
+  hangs: number;
+  filesModified: number;
+  rssJumpMaxBytes: number;
+}
+
+const tally: Tally = { cases: 0, bitflips: 0, paddingFlips: 0, fuzzImages: 0, refused: 0, fellBack: 0, harmless: 0, detected: 0, undetected: 0, acceptedBad: 0, forgedAccepted: 0, untypedErrors: 0, hangs: 0, filesModified: 0, rssJumpMaxBytes: 0 };
+const failures: string[] = [];
+
+/** Count one outcome; returns it for extra checks. */
+function record(what: string, o: Outcome, original: string, forged = false): Outcome {
+  tally.cases++;
+  tally.rssJumpMaxBytes = Math.max(tally.rssJumpMaxBytes, o.rssJumpBytes);
+  if (o.untyped.length > 0) {
+    tally.untypedErrors++;
+    failures.push(`${what}: ${o.untyped.join('; ')}`);
+  }
+  if (o.hang) {
+    tally.hangs++;
+    failures.push(`${what}: hang`);
+  }
+  if (o.modified) {
+    tally.filesModified++;
+    failures.push(`${what}: file modified`);
+  }
+  if ((o.info !== null) !== o.rwOpened) failures.push(`${what}: read-only open ${o.info ? 'succeeded' : 'failed'} but read-write open ${o.rwOpened ? 'succeeded' : 'failed'}`);
+  if (o.info === null) {
+    tally.refused++;
+    tally.detected++;
+    return o;
+  }
+  const sameState = visibleState(o.info) === original;
+  if (o.checkErrors.length > 0) tally.detected++;
+  else if (sameState) tally.harmless++;
+  else if (forged) tally.forgedAccepted++;
+  else {
+    tally.undetected++;
+    failures.push(`${what}: opens, check is clean, visible state changed`);
+  }
+  if (!o.info.slots.every((s) => s.valid)) tally.fellBack++;
+  // Open succeeded: check may only object to the slot open did not use (the fallback case).
+  const inactive = `superblock slot ${1 - o.info.activeSlot}`;
+  const other = o.checkErrors.filter((e) => !e.startsWith(`${inactive}:`));
+  if (other.length > 0) {
+    tally.acceptedBad++;
+    failures.push(`${what}: opens but check reports ${other.join('; ')}`);
+  }
+  return o;
+}
+
+/** Rewrite a superblock slot's CRC after a field change. */
+function fixSlotCrc(img: Uint8Array, slot: number): void {
+  const at = slot * BS;
+  new DataView(img.buffer, img.byteOffset + at, SUPERBLOCK_BYTES).setUint32(SUPERBLOCK_BYTES - 4, crc32c(img.subarray(at, at + SUPERBLOCK_BYTES - 4)), true);
+}
+
+/** After changing catalog bytes: fix the catalog CRC (and length) in the active slot and that slot's CRC. */
+function fixCatalogCrc(img: Uint8Array, slot: number, catalogAt: number, lengthBytes: number): void {
+  const v = new DataView(img.buffer, img.byteOffset + slot * BS, SUPERBLOCK_BYTES);
+  v.setUint32(48, lengthBytes, true);
+  v.setUint32(52, crc32c(img.subarray(catalogAt, catalogAt + lengthBytes)), true);
+  fixSlotCrc(img, slot);
+}
+
+const INTERESTING32 = [0, 1, 2, 7, 8, 0x7f, 0x80, 0xff, 0x100, 0x7fff, 0xffff, 0x1_0000, 0x7fff_ffff, 0x8000_0000, 0xffff_fffe, 0xffff_ffff];
+
+describe('campaign: bad input on the volume open path', () => {
+  it('every single-bit flip of both superblocks and the catalog, and a random-mutation fuzz: typed refusal or a state check accepts; no hang, no big allocation, file unchanged', { timeout: SOAK ? 7_200_000 : 600_000 }, async () => {
+    const started = Date.now();
+    const maxRss0Kb = process.resourceUsage().maxRSS;
+    const image = await makeImage();
+    const original = await examine(image);
+    expect(original.info).not.toBeNull();
+    expect(original.checkErrors).toEqual([]);
+    const originalState = visibleState(original.info!);
+    const sb = activeSuperblock(image);
+    const slot = sb.slot;
+    const catalogAt = sb.catalogOffsetBlocks * BS;
+    const catalogLen = sb.catalogLengthBytes;
+    expect(original.info!.slots.every((s) => s.valid)).toBe(true);
+
+    // Exhaustive flips: both superblocks' CRC'd bytes and the whole active catalog.
+    const regions: [string, number, number][] = [
+      ['slot 0', 0, SUPERBLOCK_BYTES],
+      ['slot 1', BS, BS + SUPERBLOCK_BYTES],
+      ['catalog', catalogAt, catalogAt + catalogLen],
+    ];
+    for (const [name, from, to] of regions) {
+      for (let byte = from; byte < to; byte++) {
+        for (let bit = 0; bit < 8; bit++) {
+          const bad = image.slice();
+          bad[byte]! ^= 1 << bit;
+          tally.bitflips++;
+          record(`flip ${name} byte ${byte - from} bit ${bit}`, await examine(bad), originalState);
+        }
+      }
+    }
+    // Sampled flips in the ignored rest of each superblock block (provably harmless, F2).
+    for (const base of [0, BS]) {
+      for (let byte = base + SUPERBLOCK_BYTES; byte < base + BS; byte += 61) {
+        const bad = image.slice();
+        bad[byte]! ^= 0x10;
+        tally.paddingFlips++;
+        const o = record(`flip superblock padding byte ${byte}`, await examine(bad), originalState);
+        if (o.info === null || visibleState(o.info) !== originalState || o.checkErrors.length > 0) failures.push(`padding flip at ${byte} was not harmless`);
+      }
+    }
+
+    // Random mutations (seeded; the seed of a failing image is in its name).
+    const kinds = ['raw-bytes', 'superblock-field', 'catalog-field', 'truncate', 'combo'] as const;
+    for (let i = 0; i < FUZZ_IMAGES; i++) {
+      const rand = prng(0x5eed + i);
+      const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
+      const kind = kinds[i % kinds.length]!;
+      let bad = image.slice();
+      let forged = false;
+      const mutateOnce = (k: (typeof kinds)[number]) => {
+        if (k === 'raw-bytes') {
+          const n = 1 + Math.floor(rand() * 8);
+          const span = Math.max(catalogAt + catalogLen, 2 * BS);
+          for (let j = 0; j < n; j++) bad[Math.floor(rand() * span)] = Math.floor(rand() * 256);
+        } else if (k === 'superblock-field') {
+          // A 32-bit field of either slot set to an interesting value, CRC recomputed, so the
+          // value gets past the CRC and reaches validation.
+          const s = rand() < 0.7 ? slot : 1 - slot;
+          const off = 4 * Math.floor(rand() * ((SUPERBLOCK_BYTES - 4) / 4));
+          new DataView(bad.buffer, s * BS, SUPERBLOCK_BYTES).setUint32(off, rand() < 0.5 ? pick(INTERESTING32) : Math.floor(rand() * 0x1_0000_0000), true);
+          fixSlotCrc(bad, s);
+          forged = true;
+        } else if (k === 'catalog-field') {
+          const off = 4 * Math.floor(rand() * (catalogLen / 4));
+          new DataView(bad.buffer, catalogAt, catalogLen).setUint32(off, rand() < 0.5 ? pick(INTERESTING32) : Math.floor(rand() * 0x1_0000_0000), true);
+          fixCatalogCrc(bad, slot, catalogAt, catalogLen);
+          forged = true;
+        } else if (k === 'truncate') {
+          const cut = pick([0, 1, SUPERBLOCK_BYTES - 1, SUPERBLOCK_BYTES, BS, BS + 100, 2 * BS, catalogAt + 10, image.length - BS, Math.floor(rand() * image.length)]);
+          bad = bad.slice(0, cut);
+        } else {
+          mutateOnce(pick(['raw-bytes', 'superblock-field', 'catalog-field'] as const));
+          mutateOnce(pick(['raw-bytes', 'superblock-field', 'catalog-field'] as const));
+        }
+      };
+      mutateOnce(kind);
+      tally.fuzzImages++;
+      record(`fuzz image ${i} (${kind}, seed ${0x5eed + i})`, await examine(bad), originalState, forged);
+    }
+
+    const seconds = ((Date.now() - started) / 1000).toFixed(1);
+    // Peak RSS over the whole run (catches an allocation freed before the per-case sample).
+    const peakJumpBytes = (process.resourceUsage().maxRSS - maxRss0Kb) * 1024;
+    console.log(`bad-input: cases=${tally.cases} bitflips=${tally.bitflips} undetected=${tally.undetected} untyped-errors=${tally.untypedErrors} files-modified=${tally.filesModified}`);
+    console.log(
+      `bad-input detail: padding-flips=${tally.paddingFlips} fuzz-images=${tally.fuzzImages} refused=${tally.refused} fell-back-to-other-slot=${tally.fellBack} ` +
+        `detected=${tally.detected} harmless=${tally.harmless} forged-valid-accepted=${tally.forgedAccepted} accepted-bad=${tally.acceptedBad} hangs=${tally.hangs} rss-jump-max=${(tally.rssJumpMaxBytes / 1024 / 1024).toFixed(1)}MiB peak-rss-growth=${(peakJumpBytes / 1024 / 1024).toFixed(1)}MiB time=${seconds}s`,
+    );
+    expect(failures.slice(0, 10)).toEqual([]);
+    expect(tally.undetected).toBe(0);
+    expect(tally.untypedErrors).toBe(0);
+    expect(tally.filesModified).toBe(0);
+    expect(tally.hangs).toBe(0);
+    expect(tally.acceptedBad).toBe(0);
+    expect(tally.rssJumpMaxBytes).toBeLessThan(RSS_JUMP_MAX_BYTES);
+    expect(peakJumpBytes).toBeLessThan(RSS_JUMP_MAX_BYTES);
+    expect(tally.refused).toBeGreaterThan(0);
+    expect(tally.fellBack).toBeGreaterThan(0);
+  });
+
+  it('a FIFO and a dangling symlink instead of a volume file are refused with a LamstoreError naming the path; a symlink to a valid volume opens', async () => {
+    const dir = await tempDir();
+    const fifo = join(dir, 'fifo.vol');
+    execFileSync('mkfifo', [fifo]);
+    // stat before open: opening a FIFO for reading would block until a writer appears.
+    const e1 = await guarded('open fifo', () => Volume.open({ io: new RealIO(), path: fifo })).catch((e: unknown) => e);
+    expect(e1).toBeInstanceOf(LamstoreError);
+    expect((e1 as LamstoreError).code).toBe('BAD_ARGUMENT');
+    expect((e1 as Error).message).toContain(fifo);
+    expect((e1 as Error).message).toMatch(/not a regular file/);
+    const e1c = await guarded('check fifo', () => checkVolume(fifo)).catch((e: unknown) => e);
+    expect(e1c).toBeInstanceOf(LamstoreError);
+
+    const dangling = join(dir, 'dangling.vol');
+    await symlink(join(dir, 'nowhere.vol'), dangling);
+    const entryPoints: (() => Promise<unknown>)[] = [() => Volume.open({ io: new RealIO(), path: dangling }), () => openVolumeReadOnly(dangling), () => checkVolume(dangling)];
+    for (const run of entryPoints) {
+      const e = await guarded('open dangling', run).catch((err: unknown) => err);
+      expect(e).toBeInstanceOf(LamstoreError);
+      expect((e as LamstoreError).code).toBe('IO_ERROR');
+      expect((e as LamstoreError).errno).toBe('ENOENT');
+      expect((e as Error).message).toContain(dangling);
+    }
+    // Through the engine too: nothing is created at the symlink's target.
+    const viaEngine = await Engine.open({ dataDir: join(dir, 'data'), blockSize: BS, preload: [volumeExtension({ path: dangling })] }).catch((e: unknown) => e);
+    expect((viaEngine as LamstoreError).code).toBe('IO_ERROR');
+
+    const real = join(dir, 'real');
+    await mkdir(real);
+    const target = join(real, 'lam.vol');
+    await writeFile(target, await makeImage());
+    const link = join(dir, 'link.vol');
+    await symlink(target, link);
+    const before = await hashFile(target);
+    const info = await openVolumeReadOnly(link);
+    expect(info.forks.length).toBe(3);
+    expect(await checkVolume(link)).toEqual([]);
+    expect(await hashFile(target)).toBe(before);
+  });
+
+  it('64-bit superblock fields above 2^53 (generation, catalog offset) and a catalog generation that disagrees with its superblock are refused before use', async () => {
+    const image = await makeImage();
+    const sb = activeSuperblock(image);
+    const cases: [string, (img: Uint8Array) => void, RegExp][] = [
+      ['generation', (img) => [0, 1].forEach((s) => (new DataView(img.buffer, s * BS, SUPERBLOCK_BYTES).setBigUint64(32, (1n << 60n) + BigInt(s), true), fixSlotCrc(img, s))), /2\^53/],
+      ['catalog offset', (img) => [0, 1].forEach((s) => (new DataView(img.buffer, s * BS, SUPERBLOCK_BYTES).setBigUint64(40, 1n << 55n, true), fixSlotCrc(img, s))), /2\^53/],
+      [
+        'catalog generation',
+        (img) => {
+          const at = sb.catalogOffsetBlocks * BS;
+          new DataView(img.buffer, at, sb.catalogLengthBytes).setBigUint64(16, BigInt(sb.generation + 2), true);
+          fixCatalogCrc(img, sb.slot, at, sb.catalogLengthBytes);
+        },
+        /catalog generation \d+ does not match/,
+      ],
+    ];
+    const dir = await tempDir();
+    for (const [name, mutate, pattern] of cases) {
+      const bad = image.slice();
+      mutate(bad);
+      const path = join(dir, `${name.replace(/ /g, '-')}.vol`);
+      await writeFile(path, bad);
+      const before = await hashFile(path);
+      const err = await Volume.open({ io: new RealIO(), path }).catch((e: unknown) => e);
+      expect(err, name).toBeInstanceOf(LamstoreError);
+      expect((err as LamstoreError).code, name).toBe('VOLUME_CORRUPT');
+      expect((err as Error).message, name).toContain(path);
+      expect((err as Error).message, name).toMatch(pattern);
+      expect((await checkVolume(path)).some((f) => f.severity === 'error' && pattern.test(f.message)), name).toBe(true);
+      expect(await hashFile(path)).toBe(before);
+      expect(Buffer.compare(await readFile(path), bad)).toBe(0);
+    }
+  });
+});
