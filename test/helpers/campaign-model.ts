@@ -133,6 +133,17 @@ export class DurabilityModel {
     s.minNblocks = 0;
   }
 
+  /**
+   * A change failed: the fork really has `nblocks` blocks (null: it does not exist), which the
+   * intent may have overstated. The "since" record keeps what was attempted.
+   */
+  settle(key: string, nblocks: number | null): void {
+    const pages = this.cur.get(key);
+    if (!pages) return;
+    if (nblocks === null) this.cur.delete(key);
+    else if (nblocks < pages.length) pages.length = nblocks;
+  }
+
   /** A checkpoint begins (CM3). */
   begin(): void {
     this.#inflight.push(new Map([...this.cur].map(([k, v]) => [k, v.length])));
