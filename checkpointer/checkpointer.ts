@@ -29,6 +29,8 @@
  *  K5 A bounded shutdown (setDeadline) never hangs past its bound in the write phase: once the
  *     deadline passes, the running checkpoint stops writing and fails with TIMEOUT at its next
  *     range or phase boundary. A single hung fsync cannot be interrupted from user space.
+ *  K6 stop() ends the timer loop at once: nothing the checkpointer started (and so nothing of
+ *     the engine) stays reachable from a pending clock timer after close.
  */
 import { ABSORB_BATCH_SIZE, SyncRequestQueue } from './request-queue.js';
 
@@ -177,6 +179,8 @@ export class Checkpointer<R> {
   #deadlineMs = Infinity;
   #deadlineBoundMs = 0;
   #timerRunning = false;
+  /** Ends the timer's current sleep early (stop()): see K6. */
+  #wakeTimer: (() => void) | null = null;
   #absorbScheduled = false;
   /** Times the half-full queue woke the checkpointer (behaviour 33). */
   wakeups = 0;
@@ -246,7 +250,11 @@ export class Checkpointer<R> {
           // Wait for it so that lastStartMs has moved before the next round.
           await this.request(CheckpointFlags.CAUSE_TIME).catch(() => {});
         } else {
-          await this.#o.clock.sleep(due - now, { background: true });
+          // K6: stop() ends the wait, so the loop (and the engine it references) is not kept
+          // alive by a clock timer for up to checkpointTimeoutMs after close.
+          const woken = new Promise<void>((resolve) => (this.#wakeTimer = resolve));
+          await Promise.race([this.#o.clock.sleep(due - now, { background: true }), woken]);
+          this.#wakeTimer = null;
         }
       }
     })();
@@ -255,6 +263,7 @@ export class Checkpointer<R> {
   /** Stop timers and background triggers; a running checkpoint finishes. */
   stop(): void {
     this.#stopped = true;
+    this.#wakeTimer?.();
   }
 
   /** Bound every checkpoint running or started from now on to `boundMs` from now (K5). */

@@ -153,6 +153,15 @@ export function checkBlockSize(value: unknown, what = 'blockSize'): number {
   return v;
 }
 
+/**
+ * Set while an engine's checkpointer runs (its requests go straight to pendingOps); the store
+ * is that engine. One for the module, not one per engine: Node keeps every AsyncLocalStorage
+ * that ever ran in a global list until disable(), and walks that list for every promise and
+ * async resource created in the process, so one per engine made each Engine.open slow down
+ * every later async operation for good (found by the fault loop, issue 10).
+ */
+const inCheckpointer = new AsyncLocalStorage<Engine>();
+
 interface QueuedRequest {
   type: SyncRequestType;
   tag: FileTag;
@@ -174,8 +183,6 @@ export class Engine {
   readonly #checkpointer: Checkpointer<QueuedRequest>;
   readonly #smgrFactories = new Map<string, StorageManagerFactory>();
   readonly #smgrs = new Map<string, StorageManager>();
-  /** Set while the checkpointer itself runs: its requests go straight to pendingOps. */
-  readonly #inCheckpointer = new AsyncLocalStorage<boolean>();
   readonly #pool: BufferPool;
   readonly #relationLocks = new KeyedMutex();
   #relationHost: RelationHost | null = null;
@@ -247,7 +254,7 @@ export class Engine {
         storageEnd: async (completed) => {
           for (const s of this.#smgrs.values()) await s.checkpointEnd?.(completed);
         },
-        runAsCheckpointer: (fn) => this.#inCheckpointer.run(true, fn),
+        runAsCheckpointer: (fn) => inCheckpointer.run(this, fn),
         beginVerifyEpoch: ledger ? () => ledger.beginEpoch() : undefined,
         verifySynced: ledger ? (epoch) => ledger.verify(epoch) : undefined,
       },
@@ -506,7 +513,7 @@ export class Engine {
 
   async #register(tag: FileTag, type: SyncRequestType, retryOnError: boolean): Promise<boolean> {
     // The checkpointer's own writes go straight into its table (behaviour 30).
-    if (this.#inCheckpointer.getStore()) {
+    if (inCheckpointer.getStore() === this) {
       this.#pending.remember(tag, type);
       return true;
     }
