@@ -35,7 +35,8 @@ import type { SmgrContext, StorageManager, StorageManagerFactory } from './smgr/
 import { MD_NAME, MdStorageManager } from './md/md.js';
 import { BufferPool } from './buffer/buffer-pool.js';
 import { CHECKPOINT_FLUSH_AFTER_DEFAULT, WRITEBACK_MAX_PENDING_FLUSHES } from './buffer/writeback.js';
-import { KeyedMutex, Relation, type RelationHost, type RelationOptions } from './relation.js';
+import { Relation, type RelationHost, type RelationOptions } from './relation.js';
+import { KeyedMutex } from './mutex.js';
 import { checkLocator } from './relfile.js';
 import type { RelFileLocator } from './relfile.js';
 import { Checkpointer, CheckpointFlags, CHECKPOINT_TIMEOUT_MS_DEFAULT, COMPLETION_TARGET_DEFAULT, type CheckpointStats } from '../checkpointer/checkpointer.js';

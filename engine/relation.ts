@@ -45,30 +45,6 @@ export interface RelationHost {
   withLock<T>(key: string, fn: () => Promise<T>): Promise<T>;
 }
 
-/** A FIFO mutex per key; entries disappear when nobody holds or waits. */
-export class KeyedMutex {
-  readonly #tails = new Map<string, Promise<void>>();
-
-  async run<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.#tails.get(key) ?? Promise.resolve();
-    let release!: () => void;
-    const mine = new Promise<void>((resolve) => (release = resolve));
-    const tail = prev.then(() => mine);
-    this.#tails.set(key, tail);
-    await prev;
-    try {
-      return await fn();
-    } finally {
-      release();
-      if (this.#tails.get(key) === tail) this.#tails.delete(key);
-    }
-  }
-
-  get size(): number {
-    return this.#tails.size;
-  }
-}
-
 export class Relation {
   readonly locator: RelFileLocator;
   readonly storage: string;

@@ -40,6 +40,7 @@
  *     offsets[oldestMxid], then offsets segments wholly before oldestMxid's page; the control
  *     file recording the new oldest and the current next is made durable first.
  */
+import { Mutex } from '../mutex.js';
 import { join } from 'node:path';
 import { crc32c } from '../checksum.js';
 import { ErrorCode, LamstoreError, assert, ioError } from '../errors.js';
@@ -107,7 +108,7 @@ export class MultiXact {
   #state: ControlState;
   /** What the durable control file says (null: none yet). */
   #written: ControlState | null;
-  #lock: Promise<void> = Promise.resolve();
+  readonly #mutex = new Mutex();
 
   private constructor(ctx: SlruContext, offsets: Slru, members: Slru, control: ControlState | null) {
     this.#ctx = ctx;
@@ -328,16 +329,8 @@ export class MultiXact {
 
   // ------------------------------------------------------------------ internals
 
-  async #locked<T>(fn: () => Promise<T>): Promise<T> {
-    const previous = this.#lock;
-    let release!: () => void;
-    this.#lock = new Promise<void>((r) => (release = r));
-    await previous;
-    try {
-      return await fn();
-    } finally {
-      release();
-    }
+  #locked<T>(fn: () => Promise<T>): Promise<T> {
+    return this.#mutex.run(fn);
   }
 
   #memberPosition(offset: number): { flagByte: number; xidByte: number } {

@@ -47,6 +47,7 @@
  * and a read into the same slot never interleave. The lock is held across the I/O of one
  * operation only.
  */
+import { Mutex } from '../mutex.js';
 import { join } from 'node:path';
 import { ErrorCode, LamstoreError, assert, errnoOf, ioError } from '../errors.js';
 import type { FileHandle, FileIO } from '../io/file-io.js';
@@ -140,7 +141,7 @@ export class Slru {
   #oldestPage = 0;
   /** A segment was created or removed since the directory was last fsynced (S4). */
   #dirSyncNeeded = false;
-  #lock: Promise<void> = Promise.resolve();
+  readonly #mutex = new Mutex();
   #closed = false;
 
   private constructor(ctx: SlruContext, options: Required<SlruOptions>) {
@@ -348,17 +349,11 @@ export class Slru {
 
   // ------------------------------------------------------------------ internals
 
-  async #locked<T>(fn: () => Promise<T>): Promise<T> {
-    const previous = this.#lock;
-    let release!: () => void;
-    this.#lock = new Promise<void>((r) => (release = r));
-    await previous;
-    try {
+  #locked<T>(fn: () => Promise<T>): Promise<T> {
+    return this.#mutex.run(async () => {
       if (this.#closed) throw new LamstoreError(ErrorCode.ENGINE_CLOSED, `SLRU ${this.name} (${this.dirPath}) is closed`);
-      return await fn();
-    } finally {
-      release();
-    }
+      return fn();
+    });
   }
 
   #tag(segno: number): FileTag {
