@@ -458,7 +458,7 @@ async function runPoint(fault: Fault | null, t: Totals, trace = false): Promise<
 }
 
 describe('fault injection loop', () => {
-  it('every failed call of every kind is reported, a sync failure fails the engine at once, nothing leaks and every acknowledged page survives', async () => {
+  it('every failed call of every kind is reported, a sync failure fails the engine at once, nothing leaks and every acknowledged page survives', { timeout: SOAK ? 900_000 : 120_000 }, async () => {
     const t: Totals = {
       points: 0,
       successAfterSyncFault: 0,
