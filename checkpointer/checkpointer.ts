@@ -248,7 +248,11 @@ export class Checkpointer<R> {
         const now = this.#o.clock.now();
         if (now >= due) {
           // Wait for it so that lastStartMs has moved before the next round.
-          await this.request(CheckpointFlags.CAUSE_TIME).catch(() => {});
+          // A failed timed checkpoint is not lost: a sync failure already put the engine in the
+          // failed state (K3), and any failure is logged; the next round retries.
+          await this.request(CheckpointFlags.CAUSE_TIME).catch((err: unknown) => {
+            this.#o.onLog?.(`checkpoint failed: ${err instanceof Error ? err.message : String(err)}`);
+          });
         } else {
           // K6: stop() ends the wait, so the loop (and the engine it references) is not kept
           // alive by a clock timer for up to checkpointTimeoutMs after close.
