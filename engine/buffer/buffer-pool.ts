@@ -89,6 +89,17 @@ export interface BufferPoolStats {
 }
 
 export const USAGE_COUNT_MAX = 5;
+
+/** One BufferSync pass: its scratch pages, counters, writeback context and pacing. */
+interface SyncRun {
+  slots: Uint8Array;
+  result: BufferSyncResult;
+  /** Buffers selected at checkpoint start; `processed` of them examined so far. */
+  total: number;
+  processed: number;
+  wb: WritebackContext | null;
+  pace: (progress: number) => Promise<void>;
+}
 const INIT_FORK = 3;
 /** Largest vectored write BufferSync issues, and its writeBatch chunk (256 pages). */
 export const WRITE_COMBINE_MAX_BLOCKS = 256;
@@ -509,12 +520,11 @@ export class BufferPool {
     for (const l of byStorage.values()) total += l.length;
     if (total === 0) return result;
     this.#batchScratch ??= new Uint8Array(WRITE_COMBINE_MAX_BLOCKS * this.blockSize);
-    const slots = this.#batchScratch;
-    let processed = 0;
     // WritebackContextInit: a fresh context per BufferSync; none at all when fsync is off.
     const wb = this.#enableFsync && this.#flushAfter > 0 ? new WritebackContext(this.#flushAfter, this.#smgr) : null;
+    const run: SyncRun = { slots: this.#batchScratch, result, total, processed: 0, wb, pace };
     try {
-      await this.#writeAll(byStorage, slots, result, total, wb, () => processed, (n) => (processed += n), pace);
+      await this.#writeAll(byStorage, run);
       await wb?.issue();
     } finally {
       if (wb) {
@@ -525,17 +535,17 @@ export class BufferPool {
     return result;
   }
 
-  async #writeAll(
-    byStorage: Map<string, SyncItem[]>,
-    slots: Uint8Array,
-    result: BufferSyncResult,
-    total: number,
-    wb: WritebackContext | null,
-    processedNow: () => number,
-    advance: (n: number) => void,
-    pace: (progress: number) => Promise<void>,
-  ): Promise<void> {
+  /** After a range or chunk is written: count it, schedule its writeback, pace the checkpoint. */
+  async #written(run: SyncRun, ready: readonly SyncItem[], examined: number): Promise<void> {
+    run.result.buffersWritten += ready.length;
+    run.result.bytesWritten += ready.length * this.blockSize;
+    if (run.wb) for (const it of ready) await run.wb.schedule(it.tag);
+    run.processed += examined;
+    await run.pace(run.processed / run.total);
+  }
 
+  async #writeAll(byStorage: Map<string, SyncItem[]>, run: SyncRun): Promise<void> {
+    const slots = run.slots;
     for (const storage of [...byStorage.keys()].sort()) {
       const items = byStorage.get(storage)!;
       const smgr = this.#smgr(storage);
@@ -562,32 +572,19 @@ export class BufferPool {
               throw err;
             }
             this.#finish(ready, endIo, true);
-            result.buffersWritten += ready.length;
-            result.bytesWritten += ready.length * this.blockSize;
-            result.rangesWritten += ranges;
-            if (wb) for (const it of ready) await wb.schedule(it.tag);
+            run.result.rangesWritten += ranges;
           }
-          advance(chunk.length);
-          await pace(processedNow() / total);
+          await this.#written(run, ready, chunk.length);
         }
         continue;
       }
-      await this.#syncSorted(smgr, items, slots, result, total, wb, processedNow, advance, pace);
+      await this.#syncSorted(smgr, items, run);
     }
   }
 
   /** File-ordered BufferSync for a storage manager without physical order (md). */
-  async #syncSorted(
-    smgr: StorageManager,
-    items: SyncItem[],
-    slots: Uint8Array,
-    result: BufferSyncResult,
-    total: number,
-    wb: WritebackContext | null,
-    processedNow: () => number,
-    advance: (n: number) => void,
-    pace: (progress: number) => Promise<void>,
-  ): Promise<void> {
+  async #syncSorted(smgr: StorageManager, items: SyncItem[], run: SyncRun): Promise<void> {
+    const slots = run.slots;
     items.sort((a, b) => {
       const x = a.tag;
       const y = b.tag;
@@ -605,27 +602,27 @@ export class BufferPool {
     const spaces: Space[] = [];
     let current: Space | null = null;
     let currentSpc = -1;
-    let run: SyncItem[] = [];
+    let piece: SyncItem[] = [];
     let limit = 0;
     for (const it of items) {
       if (!current || it.tag.rel.spcOid !== currentSpc) {
-        if (current && run.length) current.ranges.push(run);
-        run = [];
+        if (current && piece.length) current.ranges.push(piece);
+        piece = [];
         current = { ranges: [], next: 0, progress: 0, slice: 0 };
         currentSpc = it.tag.rel.spcOid;
         spaces.push(current);
       }
-      const prev = run[run.length - 1];
-      if (prev && sameFile(prev.tag, it.tag) && it.tag.block === prev.tag.block + 1 && run.length < limit) {
-        run.push(it);
+      const prev = piece[piece.length - 1];
+      if (prev && sameFile(prev.tag, it.tag) && it.tag.block === prev.tag.block + 1 && piece.length < limit) {
+        piece.push(it);
         continue;
       }
-      if (run.length) current.ranges.push(run);
-      run = [it];
+      if (piece.length) current.ranges.push(piece);
+      piece = [it];
       const combine = smgr.maxCombine ? smgr.maxCombine(it.tag.rel, it.tag.fork, it.tag.block) : WRITE_COMBINE_MAX_BLOCKS;
       limit = Math.max(1, Math.min(WRITE_COMBINE_MAX_BLOCKS, combine));
     }
-    if (current && run.length) current.ranges.push(run);
+    if (current && piece.length) current.ranges.push(piece);
     const sizeOf = (s: Space) => s.ranges.reduce((n, r) => n + r.length, 0);
     for (const s of spaces) s.slice = items.length / Math.max(1, sizeOf(s));
 
@@ -647,7 +644,7 @@ export class BufferPool {
           const pages: Uint8Array[] = [];
           for (let k = start; k < end; k++) pages.push(slots.subarray(k * this.blockSize, (k + 1) * this.blockSize));
           await smgr.writev(first.rel, first.fork, first.block, pages, first.persistence);
-          result.rangesWritten++;
+          run.result.rangesWritten++;
           start = end;
         }
       } catch (err) {
@@ -655,11 +652,7 @@ export class BufferPool {
         throw err;
       }
       this.#finish(ready, endIo, true);
-      result.buffersWritten += ready.length;
-      result.bytesWritten += ready.length * this.blockSize;
-      if (wb) for (const it of ready) await wb.schedule(it.tag);
-      advance(range.length);
-      await pace(processedNow() / total);
+      await this.#written(run, ready, range.length);
     }
   }
 
