@@ -18,8 +18,8 @@
  * No wraparound logic: lamstore treats xids as plain uint32 page indices (there is no xid
  * horizon to compare against), which is PostgreSQL's layout without its modulo-2^32 ordering.
  */
+import { XidSlru, checkXid } from './xid-slru.js';
 import { ErrorCode, LamstoreError, assert } from '../errors.js';
-import { isUint32 } from '../relfile.js';
 import { SyncHandlerId } from '../sync/registry.js';
 import { SLRU_DIRS } from './names.js';
 import { Slru } from './slru.js';
@@ -32,10 +32,7 @@ export const CLOG_BITS_PER_XACT = 2;
 export const CLOG_XACTS_PER_BYTE = 4;
 assert(CLOG_BITS_PER_XACT * CLOG_XACTS_PER_BYTE === 8, 'clog statuses fill whole bytes');
 
-export function checkXid(xid: unknown, what = 'xid'): number {
-  if (!isUint32(xid)) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `${what} must be an unsigned 32-bit integer, got ${String(xid)}`);
-  return xid;
-}
+export { checkXid };
 
 export interface ClogOptions {
   bufferCount?: number;
@@ -43,13 +40,12 @@ export interface ClogOptions {
   handler?: number;
 }
 
-export class Clog {
-  readonly slru: Slru;
+export class Clog extends XidSlru {
   /** 4 * blockSize. */
   readonly xidsPerPage: number;
 
   private constructor(slru: Slru) {
-    this.slru = slru;
+    super(slru);
     this.xidsPerPage = slru.blockSize * CLOG_XACTS_PER_BYTE;
   }
 
@@ -88,25 +84,6 @@ export class Clog {
     checkXid(xid);
     const at = this.#locateKept(xid);
     return this.slru.readPage(at.pageNo, (page) => ((page[at.byteOffset]! >> at.shift) & 0b11) as ClogStatus);
-  }
-
-  /** Remove whole segments before the one holding `oldestXid` (C2). Returns files removed. */
-  async truncate(oldestXid: number): Promise<number> {
-    checkXid(oldestXid, 'oldestXid');
-    return this.slru.truncateBefore(this.locate(oldestXid).pageNo);
-  }
-
-  /** The SLRU checkpoint: write every dirty page (the sync phase fsyncs them). */
-  async checkpoint(): Promise<void> {
-    await this.slru.writeAll();
-  }
-
-  close(): void {
-    this.slru.close();
-  }
-
-  checkInvariants(): void {
-    this.slru.checkInvariants();
   }
 
   #locateKept(xid: number): { pageNo: number; byteOffset: number; shift: number } {

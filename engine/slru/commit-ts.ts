@@ -18,7 +18,7 @@
  */
 import { ErrorCode, LamstoreError, assert } from '../errors.js';
 import { SyncHandlerId } from '../sync/registry.js';
-import { checkXid } from './clog.js';
+import { XidSlru, checkXid } from './xid-slru.js';
 import { SLRU_DIRS } from './names.js';
 import { Slru } from './slru.js';
 import type { SlruContext } from './slru.js';
@@ -39,13 +39,12 @@ export interface CommitTsOptions {
   bufferCount?: number;
 }
 
-export class CommitTs {
-  readonly slru: Slru;
+export class CommitTs extends XidSlru {
   /** floor(blockSize / 10): 819 at 8 KiB. */
   readonly xidsPerPage: number;
 
   private constructor(slru: Slru) {
-    this.slru = slru;
+    super(slru);
     this.xidsPerPage = Math.floor(slru.blockSize / COMMIT_TS_ENTRY_BYTES);
   }
 
@@ -90,24 +89,6 @@ export class CommitTs {
       if (timestampUs === 0n && originId === 0) return null;
       return { timestampUs, originId };
     });
-  }
-
-  /** Remove whole segments before the one holding `oldestXid`. Returns files removed. */
-  async truncate(oldestXid: number): Promise<number> {
-    checkXid(oldestXid, 'oldestXid');
-    return this.slru.truncateBefore(this.locate(oldestXid).pageNo);
-  }
-
-  async checkpoint(): Promise<void> {
-    await this.slru.writeAll();
-  }
-
-  close(): void {
-    this.slru.close();
-  }
-
-  checkInvariants(): void {
-    this.slru.checkInvariants();
   }
 
   #locateKept(xid: number): { pageNo: number; byteOffset: number } {
