@@ -58,7 +58,10 @@ export interface EngineOptions {
   relSegBlocks?: number;
   /** Open md segment files kept at most. @default 256 */
   maxOpenFiles?: number;
-  /** PostgreSQL's `fsync`: false makes checkpoints skip every sync callback. @default true */
+  /**
+   * PostgreSQL's `fsync`: false makes checkpoints skip every flush (no sync callback runs), never
+   * a write: storage managers still write their metadata (SmgrContext.enableFsync). @default true
+   */
   fsync?: boolean;
   /** PostgreSQL's `data_sync_retry`: a failed sync fails the checkpoint only. @default false */
   dataSyncRetry?: boolean;
@@ -195,6 +198,9 @@ export class Engine {
   #multixact: MultiXact | null = null;
   #failure: LamstoreError | null = null;
   #closed = false;
+  /** What this open created, so that a failed open can undo it (#undoOpen). */
+  #createdDataDir = false;
+  #createdRunningMarker = false;
 
   private constructor(options: EngineOptions, io: CountingIO, registry: SyncHandlerRegistry, ledger: SyncLedgerIO | null) {
     this.ledger = ledger;
@@ -303,8 +309,8 @@ export class Engine {
       slruSyncOps('multixact_member', io, dataDir, SLRU_DIRS[SyncHandlerId.MULTIXACT_MEMBER]!),
     ]);
     const engine = new Engine(options, io, registry, ledger);
-    await engine.#lockDataDir();
     try {
+      await engine.#lockDataDir();
       await engine.#markRunning();
       // md is built in: created before preload, so extensions see it registered.
       md = new MdStorageManager(engine.#smgrContext());
@@ -317,10 +323,52 @@ export class Engine {
       if (ledger) ledger.exempt = (path) => md!.isUnloggedFile(path);
       engine.#checkpointer.startTimer();
     } catch (err) {
-      await engine.#releaseAll();
-      throw err;
+      throw await engine.#undoOpen(err);
     }
     return engine;
+  }
+
+  /**
+   * A failed open leaves the data directory as it found it: closed files and locks, no running
+   * marker it did not find (else the next open would take the failure for a crash and reset
+   * unlogged relations), and no directory it created itself. Returns the error to throw: the
+   * original one, extended if the cleanup failed too (never swallowed).
+   */
+  async #undoOpen(err: unknown): Promise<unknown> {
+    const problems: string[] = [];
+    const attempt = async (what: string, fn: () => Promise<void>) => {
+      try {
+        await fn();
+      } catch (e) {
+        problems.push(`${what}: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    };
+    await attempt('release', () => this.#releaseAll());
+    if (this.#createdDataDir) {
+      await attempt('remove the data directory it created', async () => {
+        await this.#removeTree(this.dataDir);
+        await this.io.fsyncDir(join(this.dataDir, '..'));
+      });
+    } else if (this.#createdRunningMarker) {
+      await attempt('remove the running marker', async () => {
+        await this.io.unlink(join(this.dataDir, RUNNING_FILE));
+        await this.io.fsyncDir(this.dataDir);
+      });
+    }
+    if (problems.length === 0) return err;
+    const detail = err instanceof Error ? err.message : String(err);
+    const code = err instanceof LamstoreError ? err.code : ErrorCode.IO_ERROR;
+    return new LamstoreError(code, `${detail}; and undoing the failed open failed (${problems.join('; ')})`, { cause: err, path: this.dataDir });
+  }
+
+  /** Remove a directory this open created, with whatever it put there. */
+  async #removeTree(dir: string): Promise<void> {
+    for (const name of await this.io.readdir(dir)) {
+      const path = join(dir, name);
+      if ((await this.io.stat(path))?.kind === 'directory') await this.#removeTree(path);
+      else await this.io.unlink(path);
+    }
+    await this.io.rmdir(dir);
   }
 
   async #lockDataDir(): Promise<void> {
@@ -332,6 +380,7 @@ export class Engine {
       }
       if (!existing) {
         await this.io.mkdir(this.dataDir);
+        this.#createdDataDir = true;
         await this.io.fsyncDir(join(this.dataDir, '..'));
       }
       this.#lockHandle = await this.io.open(path, { create: true });
@@ -370,6 +419,7 @@ export class Engine {
         );
       } else {
         const h = await this.io.open(marker, { create: true });
+        this.#createdRunningMarker = true;
         await this.io.close(h);
         await this.io.fsyncDir(this.dataDir);
       }
@@ -474,6 +524,8 @@ export class Engine {
       clock: this.clock,
       relSegBlocks: this.relSegBlocks,
       maxOpenFiles: this.maxOpenFiles,
+      enableFsync: this.#options.fsync !== false,
+      dataSyncRetry: this.#options.dataSyncRetry === true,
       registerSyncRequest: (tag, type, retryOnError) => this.#register(tag, type, retryOnError),
       countBackendFsync: () => this.#checkpointer.countBackendFsync(),
       exemptFromLedger: (path, offsetBytes, lengthBytes) => this.ledger?.exemptNextWrite(path, offsetBytes, lengthBytes),
@@ -620,6 +672,8 @@ export class Engine {
    * Shutdown checkpoint (unless failed), then release files and locks. With `timeoutMs`, a
    * shutdown checkpoint still writing past the bound stops, the data directory is left unclean
    * (the next open runs the startup sync) and close rejects with TIMEOUT; progress goes to onLog.
+   * A failed engine (see the failed state above) runs no shutdown checkpoint, releases everything
+   * and rejects with ENGINE_FAILED: its last changes were not made durable.
    */
   async close(options: { timeoutMs?: number } = {}): Promise<void> {
     if (this.#closed) return;
@@ -645,6 +699,9 @@ export class Engine {
       }
     }
     await this.#releaseAll();
+    // A failed engine made nothing durable since its failure: a script must learn that its
+    // last changes are not on disk, whatever else went right or wrong in the close.
+    if (this.#failure) throw this.#failure;
     if (error) throw error;
   }
 

@@ -46,6 +46,8 @@ function harness(): Harness {
     clock: systemClock,
     relSegBlocks: SEG,
     maxOpenFiles: 8,
+    enableFsync: true,
+    dataSyncRetry: false,
     async registerSyncRequest(tag: FileTag, type, retryOnError) {
       log.push(`${TYPE_NAMES[type]} fork=${tag.forkNum} seg=${tag.segno} retry=${retryOnError}`);
       return type === SyncRequestType.SYNC && !retryOnError ? accept.value : true;
@@ -240,6 +242,7 @@ describe('md segments', () => {
       const err = await rel.extend(ForkNumber.MAIN).catch((e: unknown) => e);
       expect(isLamstoreError(err, ErrorCode.ENGINE_FAILED)).toBe(true);
       expect(engine.failed).toBe(true);
+      await expect(engine.close()).rejects.toMatchObject({ code: 'ENGINE_FAILED' });
     } finally {
       await engine.close();
     }

@@ -513,7 +513,8 @@ describe('pending ops: sync failures', () => {
       expect(engine.failure).toMatchObject({ code: 'ENGINE_FAILED' });
       expect(logs.some((l) => l.startsWith('PANIC:'))).toBe(true);
       await expect(engine.checkpoint()).rejects.toMatchObject({ code: 'ENGINE_FAILED' });
-      await engine.close(); // no shutdown checkpoint in the failed state
+      // No shutdown checkpoint in the failed state, and close says so.
+      await expect(engine.close()).rejects.toMatchObject({ code: 'ENGINE_FAILED' });
     }
     {
       const { engine, h } = await openEngine({ dataSyncRetry: true });
@@ -554,7 +555,7 @@ describe('pending ops: sync failures', () => {
     expect(engine.failure?.cause).toMatchObject({ code: 'IO_ERROR' });
     await expect(engine.checkpoint()).rejects.toMatchObject({ code: 'ENGINE_FAILED' });
     await expect(engine.checkpoint()).rejects.toMatchObject({ code: 'ENGINE_FAILED' });
-    await engine.close();
+    await expect(engine.close()).rejects.toMatchObject({ code: 'ENGINE_FAILED' });
     // Reopening starts afresh.
     const again = await Engine.open({ dataDir: engine.dataDir });
     expect(again.failed).toBe(false);
@@ -758,6 +759,7 @@ describe('pending ops: statistics and log lines', () => {
       h.failNext.push('ENOENT', 'ENOENT');
       await expect(engine.checkpoint()).rejects.toMatchObject({ errno: 'ENOENT' });
       expect(logs.filter((l) => l.startsWith('checkpoint sync:'))).toEqual([]);
+      await expect(engine.close()).rejects.toMatchObject({ code: 'ENGINE_FAILED' });
     } finally {
       await engine.close();
     }

@@ -195,7 +195,7 @@ describe('relation API', () => {
       expect(await codeOf(rel.create(ForkNumber.FSM))).toBe(ErrorCode.ENGINE_FAILED);
       expect((await rel.read(ForkNumber.MAIN, 0))[0]).toBe(5); // reads keep working
       expect(engine.ioCounts().pwrite).toBe(writesBefore);
-      await engine.close();
+      await expect(engine.close()).rejects.toMatchObject({ code: 'ENGINE_FAILED' });
       expect(await codeOf(rel.read(ForkNumber.MAIN, 0))).toBe(ErrorCode.ENGINE_CLOSED);
       expect(await codeOf(rel.write(ForkNumber.MAIN, 0, page(1)))).toBe(ErrorCode.ENGINE_CLOSED);
       expect(await codeOf(() => engine.relation(REL))).toBe(ErrorCode.ENGINE_CLOSED);

@@ -162,7 +162,7 @@ describe('volume sync handler', () => {
     // Reads keep working.
     const buf = new Uint8Array(BS);
     await smgr.read(a, 0, 0, buf);
-    await engine.close();
+    await expect(engine.close()).rejects.toMatchObject({ code: 'ENGINE_FAILED' });
   });
 
   it('a full request queue makes the writer sync the volume itself (backend fsync), and the data is durable', async () => {

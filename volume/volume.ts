@@ -26,15 +26,29 @@
  *  4. If metadata changed: the older superblock slot is overwritten with generation + 1, then a
  *     second fdatasync. The switch is one 128-byte write inside one sector; a torn or lost write
  *     leaves the previous slot as the newest valid one (D1: old or new metadata, never a mix).
- * Sync epoch: the sync captures (write sequence, metadata version) at its start. A fork's tag is
- * done when its last write and last metadata change are covered (V4), so the first tag of a
- * checkpoint pays for the fdatasyncs and the others return at once; a fork written again after
- * the capture (a write racing the checkpoint) is not wrongly reported durable.
+ * Sync epoch: a sync captures (write sequence, metadata version) at its start. Inside a
+ * checkpoint (checkpointBegin..checkpointEnd) the first tag the sync phase visits starts one sync
+ * and every tag of the phase waits for that same sync: each was registered before the phase
+ * began, after its change, so the capture covers it; a write racing the checkpoint registered a
+ * request of its own for the next cycle. So a checkpoint costs at most 2 fdatasyncs with writers
+ * running. Outside a checkpoint a tag syncs until its fork is covered (V4).
+ *
+ * fsync off (SmgrContext.enableFsync false): no sync handler is called, so checkpointEnd runs the
+ * volume sync itself without its fdatasyncs: the catalog and superblock are still written (a
+ * clean close keeps every change), but nothing is crash-safe, as with PostgreSQL's fsync = off.
  *
  * The failed state: a failed fdatasync, a failed catalog or superblock write, or any error inside
  * the volume sync sets `#failure`. From then on every write, extend, create, truncate, unlink and
  * sync throws ENGINE_FAILED naming the volume; reads keep working. The sync handler rethrows, so
  * the engine enters its own failed state too (F1 of engine.ts).
+ *
+ * dataSyncRetry (PostgreSQL's data_sync_retry, for kernels that keep failed pages dirty):
+ *  R1 A failed volume sync fails only its checkpoint. Nothing it covered is marked durable; a
+ *     catalog that no superblock names yet goes back to free space at once.
+ *  R2 A failure from the superblock write on leaves the switch in doubt: the slot may hold the
+ *     old or the new generation. The next sync writes the same superblock again and syncs it
+ *     before writing anything else, so generation g + 2 never overwrites the slot of g while g + 1
+ *     may not be durable (that would leave no valid superblock after a torn write).
  */
 import { dirname, resolve } from 'node:path';
 import {
@@ -161,6 +175,16 @@ interface ForkState {
   /** V2: fork block number of each extent's first block. */
   firstBlock: number[];
   capacity: number;
+}
+
+/** A new catalog written and waiting for its superblock (the second half of a volume sync). */
+interface PendingSwitch {
+  generation: number;
+  superblock: Uint8Array;
+  area: Extent;
+  catalogLengthBytes: number;
+  /** The metadata version the catalog describes. */
+  meta: number;
 }
 
 interface SyncNeed {
@@ -476,6 +500,16 @@ export class Volume {
   #failure: LamstoreError | null = null;
   #syncChain: Promise<void> = Promise.resolve();
   #smgrCtx: SmgrContext | null = null;
+  /** Between checkpointBegin and checkpointEnd: the sync phase's tags share one volume sync. */
+  #inCheckpoint = false;
+  /** That checkpoint's volume sync, started by the first tag it visits (see syncTag). */
+  #epochSync: Promise<void> | null = null;
+  /**
+   * A superblock switch whose write or fdatasync failed under dataSyncRetry (R2): the slot may
+   * hold either generation, so the next sync writes the same superblock again before anything
+   * else. Its catalog area stays reserved until then.
+   */
+  #switchInDoubt: PendingSwitch | null = null;
 
   private constructor(io: FileIO, handle: FileHandle, path: string, readOnly: boolean, ex: VolumeExamination) {
     const sb = ex.active!;
@@ -861,8 +895,19 @@ export class Volume {
     if (this.readOnly) return 0;
     const inits = [...this.#forks.values()].filter((st) => st.fork === INIT_FORK_NUMBER).map((st) => st.rel);
     for (const rel of inits) {
-      for (const f of [0, 1, 2] as ForkNumber[]) if (this.#forks.has(forkKey(rel, f))) await this.unlink(rel, f);
-      await this.create(rel, 0);
+      for (const f of [1, 2] as ForkNumber[]) if (this.#forks.has(forkKey(rel, f))) await this.unlink(rel, f);
+      // MAIN keeps its own extents and is rewritten in place. Its contents are void after an
+      // unclean stop, so overwriting blocks the durable catalog still names loses nothing (a
+      // crash during the reset leaves the stop unclean, and the next open resets again). Dropping
+      // it and extending anew would need free space that only the next checkpoint returns: a
+      // nearly full volume then failed every open with VOLUME_FULL.
+      if (!this.#forks.has(forkKey(rel, 0))) await this.create(rel, 0);
+      const main = this.#fork(rel, 0);
+      if (main.nblocks > 0) {
+        main.nblocks = 0;
+        this.#metaVersion++;
+        this.#noteMeta(main.key);
+      }
       const init = this.#fork(rel, INIT_FORK_NUMBER);
       const page = new Uint8Array(this.blockSize);
       for (let b = 0; b < init.nblocks; b++) {
@@ -1078,6 +1123,19 @@ export class Volume {
   /** The sync handler callback: the first tag of a checkpoint pays, the rest return at once. */
   async syncTag(tag: FileTag): Promise<void> {
     if (this.#failure) throw this.#failure;
+    if (this.#inCheckpoint) {
+      // Every tag the sync phase visits was registered before the phase began (P1 of
+      // pending-ops.ts), and a fork registers only after its write or metadata change is done.
+      // The first visit starts this sync, so its capture covers every tag of the phase: one
+      // sync (at most 2 fdatasyncs) per checkpoint. A write racing the checkpoint registered a
+      // request of its own, which the next checkpoint serves (PostgreSQL skips entries added
+      // during the cycle). Do not go back to "sync until this fork is covered": with a writer
+      // running, that made a checkpoint pay one sync per raced fork.
+      this.#epochSync ??= this.syncNow();
+      await this.#epochSync;
+      return;
+    }
+    // Outside a checkpoint (a handler called directly): sync until this fork is covered.
     const key = forkKey(tag.rlocator, tag.forkNum);
     // One sync covers everything captured at its start. A write to this fork that raced it
     // (issued after the capture) needs one more; give up after that: such a write re-registered
@@ -1090,68 +1148,117 @@ export class Volume {
     if (this.#failure) throw this.#failure;
     const handle = this.#checkOpen();
     if (this.readOnly) return;
-    // The epoch: what this sync makes durable, captured before its first await (V4).
-    const seq = this.#writeSeq;
-    const meta = this.#metaVersion;
-    const metaChanged = meta !== this.#durableMeta;
-    if (!metaChanged && seq === this.#syncedSeq) return;
+    // fsync off (PostgreSQL's enableFsync): every write below still happens, no flush does.
+    const flush = this.#smgrCtx?.enableFsync !== false;
+    let unpublished: Extent | null = null;
     try {
-      let area: Extent | null = null;
-      let sb: Uint8Array | null = null;
-      let catalogLength = 0;
-      const generation = this.#generation + 1;
+      if (this.#switchInDoubt) await this.#switchSuperblock(handle, this.#switchInDoubt, flush);
+      // The epoch: what this sync makes durable, captured before its first await (V4).
+      const seq = this.#writeSeq;
+      const meta = this.#metaVersion;
+      const metaChanged = meta !== this.#durableMeta;
+      if (!metaChanged && seq === this.#syncedSeq) return;
+      let next: PendingSwitch | null = null;
       if (metaChanged) {
+        const generation = this.#generation + 1;
         const catalog = encodeCatalog(this.#catalogSnapshot(generation));
         const blocks = Math.ceil(catalog.length / this.blockSize);
-        catalogLength = catalog.length;
         const run = this.#free.bestFit(blocks);
         // A4 guarantees this space; its absence is a bug, not a full volume.
         assert(run !== undefined, `catalog reserve of ${blocks} blocks is free`);
         this.#free.take(run.start, blocks);
-        area = { startBlock: run.start, lengthBlocks: blocks };
+        const area = { startBlock: run.start, lengthBlocks: blocks };
+        unpublished = area;
         this.#inflightArea = area;
         await this.#io.pwrite(handle, catalog, area.startBlock * this.blockSize);
-        sb = encodeSuperblock({
-          slot: generation % SLOT_COUNT,
-          blockSizeBytes: this.blockSize,
-          volumeSizeBytes: this.volumeSizeBytes,
+        next = {
           generation,
-          catalogOffsetBlocks: area.startBlock,
+          area,
           catalogLengthBytes: catalog.length,
-          catalogCrc: crc32c(catalog),
-        });
+          meta,
+          superblock: encodeSuperblock({
+            slot: generation % SLOT_COUNT,
+            blockSizeBytes: this.blockSize,
+            volumeSizeBytes: this.volumeSizeBytes,
+            generation,
+            catalogOffsetBlocks: area.startBlock,
+            catalogLengthBytes: catalog.length,
+            catalogCrc: crc32c(catalog),
+          }),
+        };
       }
-      await this.#io.fdatasync(handle);
-      this.stats.fdatasyncs++;
-      this.stats.volumeSyncs++;
-      this.#syncedSeq = Math.max(this.#syncedSeq, seq);
-      if (area && sb) {
-        await this.#io.pwrite(handle, sb, (generation % SLOT_COUNT) * this.blockSize);
+      if (flush) {
         await this.#io.fdatasync(handle);
         this.stats.fdatasyncs++;
-        this.stats.metadataSwitches++;
-        // The old catalog is no longer durable state; like freed extents it becomes reusable
-        // at the next completed checkpoint (A3).
-        this.#free.deferFree(this.#catalogArea, meta);
-        this.#catalogArea = area;
-        this.#catalogLengthBytes = catalogLength;
-        this.#inflightArea = null;
-        this.#generation = generation;
-        this.#durableMeta = meta;
-        this.#slots[generation % SLOT_COUNT] = { slot: generation % SLOT_COUNT, valid: true, generation };
+      }
+      this.stats.volumeSyncs++;
+      this.#syncedSeq = Math.max(this.#syncedSeq, seq);
+      if (next) {
+        unpublished = null; // from here the superblock may point at it
+        await this.#switchSuperblock(handle, next, flush);
       }
     } catch (err) {
-      throw this.#fail(err);
+      throw this.#syncFailed(err, unpublished);
     }
+  }
+
+  /**
+   * Step 4: write the superblock of `sw` into its slot and make it durable; then the catalog it
+   * names is the durable one and the one it replaces becomes reusable at the next completed
+   * checkpoint (A3). Until the fdatasync returns the slot may hold either generation, so a
+   * failure leaves the switch in doubt (R2).
+   */
+  async #switchSuperblock(handle: FileHandle, sw: PendingSwitch, flush: boolean): Promise<void> {
+    this.#switchInDoubt = sw;
+    const slot = sw.generation % SLOT_COUNT;
+    await this.#io.pwrite(handle, sw.superblock, slot * this.blockSize);
+    if (flush) {
+      await this.#io.fdatasync(handle);
+      this.stats.fdatasyncs++;
+    }
+    this.#switchInDoubt = null;
+    this.stats.metadataSwitches++;
+    this.#free.deferFree(this.#catalogArea, sw.meta);
+    this.#catalogArea = sw.area;
+    this.#catalogLengthBytes = sw.catalogLengthBytes;
+    this.#inflightArea = null;
+    this.#generation = sw.generation;
+    this.#durableMeta = sw.meta;
+    this.#slots[slot] = { slot, valid: true, generation: sw.generation };
+  }
+
+  /**
+   * A volume sync failed. Without dataSyncRetry the volume enters its failed state (the kernel
+   * may have dropped the pages a later fdatasync would then report durable). With it (R1-R2),
+   * only this checkpoint fails: nothing is marked durable, a catalog no superblock names goes
+   * back to free space at once, and a switch in doubt is redone by the next sync before it
+   * writes anything else, so a later generation never overwrites the slot of the only
+   * superblock that may be durable.
+   */
+  #syncFailed(err: unknown, unpublished: Extent | null): LamstoreError {
+    if (this.#smgrCtx?.dataSyncRetry !== true) return this.#fail(err);
+    if (unpublished) {
+      this.#free.give(unpublished.startBlock, unpublished.lengthBlocks);
+      this.#inflightArea = null;
+    }
+    return ioError('sync', this.path, err);
   }
 
   checkpointBegin(): void {
     this.stats.epoch++;
+    this.#inCheckpoint = true;
+    this.#epochSync = null;
   }
 
   /** A completed checkpoint: space the durable catalog no longer references becomes free (A3). */
-  checkpointEnd(completed: boolean): void {
+  async checkpointEnd(completed: boolean): Promise<void> {
+    this.#inCheckpoint = false;
+    this.#epochSync = null;
     if (!completed || this.#failure) return;
+    // fsync off: the sync phase called no handler, yet the catalog and superblock must still be
+    // written, or a clean close would lose every change of the volume's metadata. syncNow writes
+    // them without a flush (no crash safety is promised with fsync off, as in PostgreSQL).
+    if (this.#smgrCtx?.enableFsync === false) await this.syncNow();
     this.#free.releaseUpTo(this.#durableMeta);
     for (const key of [...this.#needs.keys()]) if (this.#covered(key)) this.#needs.delete(key);
   }

@@ -6,7 +6,7 @@
  * the design fixes (one fsync per dirty md segment, at most two fdatasyncs per volume).
  */
 import type { FileHandle, FileIO, FileStat, IoKind, LockMode, OpenOptions } from './file-io.js';
-import { IO_KINDS, totalLength } from './file-io.js';
+import { IO_KINDS, fsError, totalLength } from './file-io.js';
 
 export type IoCounts = Record<IoKind, number> & {
   bytesRead: number;
@@ -122,6 +122,10 @@ export class CountingIO implements FileIO {
   async mkdir(path: string): Promise<void> {
     this.#counts.mkdir++;
     await this.#inner.mkdir(path);
+  }
+  async rmdir(path: string): Promise<void> {
+    if (!this.#inner.rmdir) throw fsError('ENOSYS', 'rmdir', path, 'the wrapped FileIO cannot remove directories');
+    await this.#inner.rmdir(path);
   }
   async fsyncDir(path: string): Promise<void> {
     this.#counts.fsyncDir++;

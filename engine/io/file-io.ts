@@ -78,6 +78,11 @@ export interface FileIO {
   unlink(path: string): Promise<void>;
   rename(fromPath: string, toPath: string): Promise<void>;
   mkdir(path: string): Promise<void>;
+  /**
+   * Optional: remove an empty directory (ENOTEMPTY otherwise). Only the cleanup of a failed
+   * Engine.open uses it, on a directory that open itself created; not counted, not faulted.
+   */
+  rmdir?(path: string): Promise<void>;
   fsyncDir(path: string): Promise<void>;
   /** null when nothing is at `path`. */
   stat(path: string): Promise<FileStat | null>;
@@ -109,6 +114,7 @@ export function fsError(code: string, syscall: string, path: string, message?: s
     ENOSPC: -28,
     EROFS: -30,
     ENOTEMPTY: -39,
+    ENOSYS: -38,
     EDQUOT: -122,
   };
   err.errno = errnos[code] ?? -1;

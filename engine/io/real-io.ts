@@ -147,6 +147,10 @@ export class RealIO implements FileIO {
     await call<string | undefined>((cb) => fs.mkdir(path, { recursive: true }, cb));
   }
 
+  async rmdir(path: string): Promise<void> {
+    await call<void>((cb) => fs.rmdir(path, (e) => cb(e, undefined)));
+  }
+
   async fsyncDir(path: string): Promise<void> {
     const fd = await call<number>((cb) => fs.open(path, fs.constants.O_RDONLY, cb));
     try {

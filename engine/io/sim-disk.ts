@@ -221,7 +221,8 @@ export class SimDisk implements FileIO {
 
   #dir(path: string, syscall: string): Dir {
     const d = this.#dirs.get(path);
-    if (!d) throw fsError('ENOENT', syscall, path, 'no such directory');
+    // A removed directory keeps its record (rmdir) but no longer has a name.
+    if (!d || this.#lookup(path)?.kind !== 'dir') throw fsError('ENOENT', syscall, path, 'no such directory');
     return d;
   }
 
@@ -403,6 +404,15 @@ export class SimDisk implements FileIO {
     this.#mkdirs(parent);
     this.#dirs.set(path, { path, entries: new Map(), durable: new Map(), pending: [] });
     this.#link(this.#dirs.get(parent)!, baseOf(path), { kind: 'dir', path });
+  }
+
+  /** rmdir(2) of an empty directory: the name goes as an unlink's does (durable at fsyncDir). */
+  async rmdir(rawPath: string): Promise<void> {
+    const path = normalize(rawPath);
+    const dir = this.#dir(path, 'rmdir');
+    if (dir.entries.size > 0) throw fsError('ENOTEMPTY', 'rmdir', path, 'directory not empty');
+    // The Dir record stays: a crash image may still reach it through a durable entry.
+    this.#link(this.#dir(parentOf(path), 'rmdir'), baseOf(path), null);
   }
 
   async fsyncDir(rawPath: string): Promise<void> {

@@ -20,7 +20,7 @@
  *     unlogged fork's page inside a shared file such as the volume).
  */
 import type { FileHandle, FileIO, FileStat, LockMode, OpenOptions } from './file-io.js';
-import { totalLength } from './file-io.js';
+import { fsError, totalLength } from './file-io.js';
 import { ErrorCode, LamstoreError } from '../errors.js';
 
 interface UnsyncedRange {
@@ -137,6 +137,10 @@ export class SyncLedgerIO implements FileIO {
   }
   mkdir(path: string): Promise<void> {
     return this.#inner.mkdir(path);
+  }
+  rmdir(path: string): Promise<void> {
+    if (!this.#inner.rmdir) return Promise.reject(fsError('ENOSYS', 'rmdir', path, 'the wrapped FileIO cannot remove directories'));
+    return this.#inner.rmdir(path);
   }
   fsyncDir(path: string): Promise<void> {
     return this.#inner.fsyncDir(path);

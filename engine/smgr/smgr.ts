@@ -98,6 +98,17 @@ export interface SmgrContext {
   /** Engine option `maxOpenFiles`. */
   readonly maxOpenFiles: number;
   /**
+   * Engine option `fsync` (PostgreSQL's enableFsync). When false, checkpoints call no sync
+   * handler, so a storage manager that publishes metadata at its sync (the volume) must do so
+   * at `checkpointEnd` instead: `fsync: false` skips flushes, never a metadata write.
+   */
+  readonly enableFsync: boolean;
+  /**
+   * Engine option `dataSyncRetry`: a failed sync fails the checkpoint only, and the next
+   * checkpoint syncs again. A storage manager keeps what it needs to retry.
+   */
+  readonly dataSyncRetry: boolean;
+  /**
    * RegisterSyncRequest: queue a request for the checkpointer. For SYNC with
    * `retryOnError` false it may return false (queue full): sync the file yourself. Other types
    * retry every 10 ms until accepted.

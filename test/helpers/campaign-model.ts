@@ -477,8 +477,10 @@ async function runSpec(spec: CmdSpec, m: Model, r: Real): Promise<void> {
     case 'closeReopen': {
       const wasFailed = m.failed;
       if (wasFailed) {
-        // No shutdown checkpoint in the failed state; close must still release everything.
-        await r.engine.close();
+        // No shutdown checkpoint in the failed state; close must still release everything, and
+        // reject with ENGINE_FAILED so a script learns its last changes are not durable.
+        const err = await r.engine.close().then(() => null, (e: unknown) => e);
+        if ((err as { code?: string } | null)?.code !== 'ENGINE_FAILED') fail(`close of a failed engine: expected ENGINE_FAILED, got ${String(err)}`);
       } else {
         await r.engine.close();
         commit(m);

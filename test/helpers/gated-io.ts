@@ -86,6 +86,9 @@ export class GatedIO implements FileIO {
   mkdir(path: string): Promise<void> {
     return this.inner.mkdir(path);
   }
+  rmdir(path: string): Promise<void> {
+    return this.inner.rmdir!(path);
+  }
   fsyncDir(path: string): Promise<void> {
     return this.inner.fsyncDir(path);
   }
