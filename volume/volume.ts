@@ -743,9 +743,10 @@ export class Volume {
   }
 
   /**
-   * Register a SYNC request for a fork (every write and every metadata change does: the volume
-   * registers even for unlogged forks, since the fdatasync is shared and the catalog must reach
-   * disk anyway). A full queue makes us sync the volume ourselves, as md does for a segment.
+   * Register a SYNC request for a fork (every write and every metadata change does), except for
+   * an unlogged relation's non-INIT forks: those register nothing and only mark the volume for
+   * the shutdown checkpoint's syncUnlogged (U1). A full queue makes us sync the volume ourselves,
+   * as md does for a segment.
    */
   async #registerSync(rel: RelFileLocator, fork: number): Promise<void> {
     const ctx = this.#smgrCtx;
