@@ -10,7 +10,8 @@
  *  B2 The matrix runs before the page-path measurements and its files are removed first, so
  *     the page cache and disk are not crowded by one part while the other is measured.
  *  B3 The result holds every raw number (each round of each row), plus summaries, ratios and
- *     the expected-shape checks (BENCHMARKS.md); nothing in it is a formatting of another field only.
+ *     the expected-shape checks (BENCHMARKS.md); nothing in it is a formatting of another
+ *     field only.
  */
 import { join } from 'node:path';
 import { RealIO, makeTempDir, removeTree } from '../engine/index.js';
