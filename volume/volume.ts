@@ -845,7 +845,8 @@ export class Volume {
 
   /**
    * Shutdown checkpoint (U1): unlogged forks register no sync requests, so if any was written
-   * since the last volume sync, make the volume durable now. Returns 1 when it synced.
+   * or changed since the volume was opened (ordinary volume syncs do not reset this), make the
+   * volume durable now. Returns 1 when it synced.
    */
   async syncUnlogged(): Promise<number> {
     if (!this.#unloggedDirty || this.readOnly) return 0;
