@@ -6,7 +6,7 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
-    // The sync ledger is on in every test (issue 11): a missing fsync fails the checkpoint.
+    // The sync ledger is on in every test: a missing fsync fails the checkpoint.
     env: { LAMSTORE_VERIFY_SYNC: '1' },
   },
 });

@@ -1,7 +1,7 @@
 /**
  * `lamstore bench`: the commander subcommand over bench/run.ts.
  *
- * Rules it keeps (issue 9, the CLI issue's error rules):
+ * Rules it keeps (the CLI's error rules, cli/README.md):
  *  C1 Bad flags are refused before anything is written: one line `lamstore: bench: <problem>` on
  *     stderr, exit 2, no stack trace, no help dump; with --json also `{"error": ...}` on stdout.
  *     Every failure leaves here as a CliFailure whose problem starts with "bench: "; cli/main.ts

@@ -1,5 +1,5 @@
 /**
- * The machine a bench ran on (issue 9 part 5): what a reader needs to judge the figures.
+ * The machine a bench ran on: what a reader needs to judge the figures.
  *
  *  - fsType: the file system of the bench directory, from `df --output=fstype` (GNU), else
  *    `stat -f -c %T` (which names ext4 "ext2/ext3"), else "unknown". Child processes, not

@@ -1,5 +1,5 @@
 /**
- * The checkpoint matrix (issue 9 parts 1-3): for each (R relations, P pages) cell and each
+ * The checkpoint matrix: for each (R relations, P pages) cell and each
  * round, four rows measured back to back on the same file system:
  *
  *   md           R relations in md segment files, P pages rewritten in each, engine.checkpoint()

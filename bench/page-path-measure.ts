@@ -1,5 +1,5 @@
 /**
- * Page-path throughput (issue 9 part 4) and the CRC-32C comparison, shared by `lamstore bench`
+ * Page-path throughput and the CRC-32C comparison, shared by `lamstore bench`
  * and the stand-alone script bench/page-path.ts.
  *
  * What is measured, in one call, on one relation of `pages` pages and the same seeded random

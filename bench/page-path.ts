@@ -1,7 +1,8 @@
 /**
  * Page-path bench, stand-alone: what the relation API and buffer pool cost over raw FileIO, for
  * md and volume, and CRC-32C native vs table. `lamstore bench` runs the same measurements
- * (bench/page-path-measure.ts) as its part 4; this script lets one run them alone, longer.
+ * (bench/page-path-measure.ts) after its checkpoint matrix; this script lets one run them
+ * alone, longer.
  * Run: `npx tsx bench/page-path.ts [--pages N] [--ops N] [--storage md|volume|both]`.
  * Timings are wall clock (this is a bench, not a test); ratios are what to compare.
  */

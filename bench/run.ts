@@ -1,5 +1,5 @@
 /**
- * One bench run (issue 9): machine, checkpoint matrix, page path, CRC-32C, in a temporary
+ * One bench run: machine, checkpoint matrix, page path, CRC-32C, in a temporary
  * directory under `options.dir`. Knows nothing of the command line (bench/command.ts does).
  *
  * Invariants:
@@ -10,7 +10,8 @@
  *  B2 The matrix runs before the page-path measurements and its files are removed first, so
  *     the page cache and disk are not crowded by one part while the other is measured.
  *  B3 The result holds every raw number (each round of each row), plus summaries, ratios and
- *     the issue's expected-shape checks; nothing in it is a formatting of another field only.
+ *     the expected-shape checks (BENCHMARKS.md); nothing in it is a formatting of another
+ *     field only.
  */
 import { join } from 'node:path';
 import { RealIO, makeTempDir, removeTree } from '../engine/index.js';
@@ -101,7 +102,7 @@ export interface BenchHooks {
   checkAbort?(): void;
 }
 
-/** The issue's expected shape, per cell. */
+/** The expected shape (BENCHMARKS.md), per cell. */
 export function shapeChecks(cells: readonly CellResult[]): BenchCheck[] {
   const out: BenchCheck[] = [];
   for (const c of cells) {

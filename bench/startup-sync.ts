@@ -1,5 +1,5 @@
 /**
- * Startup sync after an unclean stop (issue 11 part 2): how long opening takes when the data
+ * Startup sync after an unclean stop: how long opening takes when the data
  * directory says the last engine died, for 1000 md relations and a 1 GiB volume.
  * Run: npx tsx bench/startup-sync.ts [dir]   (default: a temporary directory, removed after)
  */

@@ -1,5 +1,5 @@
 /**
- * The bench's chart (issue 9 output): checkpoint sync-phase time by number of dirty relations R,
+ * The bench's chart: checkpoint sync-phase time by number of dirty relations R,
  * md vs volume vs the floor (raw extent), log-scale y axis, one panel per P. Hand-written SVG,
  * 960x540 (16:9, for slides), no fonts or scripts beyond a generic sans-serif.
  *

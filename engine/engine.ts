@@ -162,7 +162,7 @@ export function checkBlockSize(value: unknown, what = 'blockSize'): number {
  * is that engine. One for the module, not one per engine: Node keeps every AsyncLocalStorage
  * that ever ran in a global list until disable(), and walks that list for every promise and
  * async resource created in the process, so one per engine made each Engine.open slow down
- * every later async operation for good (found by the fault loop, issue 10).
+ * every later async operation for good (found by the fault loop).
  */
 const inCheckpointer = new AsyncLocalStorage<Engine>();
 

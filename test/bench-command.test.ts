@@ -1,5 +1,5 @@
 /**
- * Goal: `lamstore bench` (issue 9) reports every raw number in JSON with the shape the docs
+ * Goal: `lamstore bench` reports every raw number in JSON with the shape the docs
  * promise, its sync counts match the design (md: one fsync per dirty segment file, so >= R per
  * checkpoint; volume: at most 2 fdatasyncs and no fsync per checkpoint), it leaves no temporary
  * files behind (also when interrupted), and it refuses bad flags with exit 2 and one line.

@@ -1,6 +1,6 @@
 /**
- * Goal: BufferSync writes in the order and with the coalescing the design fixes (behaviour 39;
- * issue 4 part 5): md buffers sorted by (tablespace, relNumber, fork, block) with tablespaces
+ * Goal: BufferSync writes in the order and with the coalescing the design fixes (behaviour 39):
+ * md buffers sorted by (tablespace, relNumber, fork, block) with tablespaces
  * interleaved in proportion to their buffer counts; consecutive blocks of one file become one
  * vectored write, split at segment boundaries; a storage manager with physicalBlock/writeBatch
  * gets its pages sorted by physical block in chunks of at most 256.

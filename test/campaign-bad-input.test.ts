@@ -1,5 +1,5 @@
 /**
- * Goal: bad input on the volume open path (issue 10 part 4, reliability-anchors 8(d)): every
+ * Goal: bad input on the volume open path (reliability-anchors 8(d)): every
  * single-bit flip of both superblocks and the active catalog of a small volume, and a
  * random-mutation fuzz of LAMSTORE_FUZZ_IMAGES images (CI 1000; soak 20000), either open to a
  * state that check accepts or are refused with a LamstoreError; never a TypeError/RangeError

@@ -1,6 +1,6 @@
 /**
  * Goal: D1-D4 of DESIGN.md section 8 hold after a power loss at every I/O call of a scripted
- * workload over the volume, md and clog together (issue 10 part 1, reliability-anchors 8(a)).
+ * workload over the volume, md and clog together (reliability-anchors 8(a)).
  * Method: one Engine on SimDisk (4 KiB blocks, relSegBlocks 4, a 256 KiB volume) runs the
  * workload: three checkpoints; relations with two forks on md and on the volume; volume growth
  * past the first 8-block extent; md growth past a segment boundary; a truncate on each; an md

@@ -1,5 +1,5 @@
 /**
- * Goal: issue 10 part 3, the fault loop (reliability-anchors.md 8(c), SQLite's I/O-error loop).
+ * Goal: the fault loop (reliability-anchors.md 8(c), SQLite's I/O-error loop).
  * Method: a scripted workload on SimDisk (Engine with the volume extension and md; relations with
  * two forks, growth across a volume extent and an md segment boundary, a truncate, a drop, clog
  * in two SLRU segments, multixacts whose control file is replaced by rename; three checkpoints

@@ -1,5 +1,5 @@
 /**
- * Goal: issue 10 part 2, the kill -9 loop (reliability-anchors.md 8(b)). A child process
+ * Goal: the kill -9 loop (reliability-anchors.md 8(b)). A child process
  * (test/workers/kill-worker.mjs, on the built dist/ and real files in a temp dir) writes, extends,
  * truncates, creates and drops relations in a volume and in md, checkpoints, and reports every
  * intent before it acts and every acknowledged checkpoint with its page digests. It dies by
@@ -15,7 +15,7 @@
  *
  * What this does NOT test: power loss. SIGKILL ends the process but the kernel keeps its page
  * cache, so every write the child made before dying is still there; this is process-crash
- * semantics only. Power loss is the SimDisk crash matrix's job (volume-crash.test.ts, part 1).
+ * semantics only. Power loss is the SimDisk crash matrix's job (campaign-crash-matrix.test.ts).
  *
  * Size: LAMSTORE_KILLS kills (CI 40; 2000 with LAMSTORE_SOAK=1). Prints the kill-loop line.
  */

@@ -1,16 +1,16 @@
 /**
- * Goal: issue 10 part 5 (reliability-anchors.md 8(e)): random sequences of create / extend /
- * write / read / truncate / drop / checkpoint / close-reopen / crash / fault / md sync requests,
- * through the Engine facade with md AND volume relations mixed in every run, agree with a small
- * in-memory model; after every crash or failed-state reopen the engine's state is one the model
- * allows (MA1-MA4 and MF1-MF4 in test/helpers/campaign-model.ts, where the model and the
- * "allowed states" are documented).
+ * Goal: the model-based property test (reliability-anchors.md 8(e)): random sequences of
+ * create / extend / write / read / truncate / drop / checkpoint / close-reopen / crash / fault /
+ * md sync requests, through the Engine facade with md AND volume relations mixed in every run,
+ * agree with a small in-memory model; after every crash or failed-state reopen the engine's state
+ * is one the model allows (MA1-MA4 and MF1-MF4 in test/helpers/campaign-model.ts, where the model
+ * and the "allowed states" are documented).
  *
  * Method: fast-check model-based testing (fc.commands + fc.asyncModelRun) on SimDisk; engine
  * with sharedBuffers 16 (evictions happen), relSegBlocks 4, blockSize 4096, a 4 MiB volume on
  * the same SimDisk, the sync ledger on (vitest env). Crash modes are restricted to drop and
  * prefix (which never tear a write), so every page must read back whole; the crash matrix
- * (part 1) covers subset, torn and garbage.
+ * (campaign-crash-matrix.test.ts) covers subset, torn and garbage.
  *
  * Sizes: LAMSTORE_PBT_RUNS (default 100 runs of up to 60 commands) with a fixed seed
  * LAMSTORE_PBT_SEED (default 20250610, printed); LAMSTORE_SOAK=1 runs 10,000 with a random seed.
@@ -68,7 +68,7 @@ const arbitraries = [
       kind: fc.constant('fault' as const),
       f: fc.constantFrom(...FAULTS),
       code: fc.constantFrom<FaultCode>('EIO', 'ENOSPC'),
-      // fsyncgate is left to the fault loop (part 3): see MF5 in helpers/campaign-model.ts.
+      // fsyncgate is left to the fault loop: see MF5 in helpers/campaign-model.ts.
       fsyncgate: fc.constant(false),
       at,
       pick,
@@ -77,7 +77,7 @@ const arbitraries = [
   cmd(fc.record({ kind: fc.constant('syncRequest' as const), type: fc.constantFrom('sync' as const, 'forget' as const), rel, fork, segno: fc.nat({ max: 2 }) })),
 ];
 
-describe('model-based property test (issue 10 part 5)', () => {
+describe('model-based property test', () => {
   it('random command sequences over md and volume relations agree with the model; crashes and faults leave allowed states', async () => {
     const stats = newStats();
     const started = performance.now();

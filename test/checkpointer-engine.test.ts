@@ -1,5 +1,5 @@
 /**
- * Goal: the checkpointer through the whole engine (issue 6): writers keep working while a spread
+ * Goal: the checkpointer through the whole engine: writers keep working while a spread
  * checkpoint runs and a crash afterwards keeps every page of the completed checkpoint (D2);
  * the dirty-bytes trigger; a write failure fails the checkpoint and leaves the buffers dirty for
  * a retry. Method: SimDisk and a ManualClock driving the spread checkpoint's naps (no sleeps).

@@ -325,7 +325,7 @@ describe('checkpointer through the engine', () => {
     await again.close();
   });
 
-  it('bounded shutdown: past the deadline the write phase stops with TIMEOUT, reporting progress on the way (issue 11 part 4)', async () => {
+  it('bounded shutdown: past the deadline the write phase stops with TIMEOUT, reporting progress on the way', async () => {
     const lines: string[] = [];
     // 100 ranges of 100 ms each would take 10 s; the bound is 2.5 s.
     const h = harness({ writeRanges: 100, msPerRange: 100, onLog: (l) => lines.push(l) });

@@ -1,6 +1,6 @@
 /**
- * Goal: command-line sizes and counts are parsed strictly (issue 8): every malformed value from
- * the issue's list is refused with a message naming the option and the value.
+ * Goal: command-line sizes and counts are parsed strictly: every malformed value from
+ * reliability-anchors 8(d)'s list is refused with a message naming the option and the value.
  * Method: the parsing functions directly (the spawned-CLI tests check exit codes and output).
  */
 import { describe, expect, it } from 'vitest';

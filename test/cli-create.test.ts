@@ -1,5 +1,5 @@
 /**
- * Goal: `lamstore create` (issue 8 part 1): strict sizes (every value of reliability-anchors
+ * Goal: `lamstore create`: strict sizes (every value of reliability-anchors
  * 8 (d)'s list is bad usage, exit 2, nothing created), refusal of an existing file unless
  * --force, a progress bar with bytes/s on a terminal and one summary line otherwise, and no
  * partial file after an error or Ctrl-C (exit 130).

@@ -42,7 +42,7 @@ export function lamstore(args: string[], cwd: string, env: Record<string, string
 }
 
 /**
- * A refusal as the issue wants it: the exit code, exactly one line on stderr of the form
+ * A refusal as cli/README.md describes it: the exit code, exactly one line on stderr of the form
  * `lamstore: <file>: <problem>`, and no stack trace anywhere.
  */
 export function expectRefusal(r: RunResult, exitCode: number, file: string | null, problem?: RegExp): void {

@@ -1,5 +1,5 @@
 /**
- * Goal: bad usage of `lamstore` (issue 8 "Errors", reliability-anchors 8 (d) CLI arguments) is
+ * Goal: bad usage of `lamstore` (reliability-anchors 8 (d) CLI arguments) is
  * exit 2 with exactly one stderr line and no usage dump or stack trace; `--json` failures are
  * one valid JSON document on stdout; every command has --help with an example; --version
  * prints the package version; LAMSTORE_DEBUG=1 adds the stack trace.

@@ -1,5 +1,5 @@
 /**
- * Goal: `lamstore inspect`, `check` and `map` (issue 8 parts 2-4 and its error list) as a user
+ * Goal: `lamstore inspect`, `check` and `map` (cli/README.md's exit codes) as a user
  * meets them: right answers on good volumes, read-only on a read-only file, and every bad
  * volume refused with the documented exit code, one stderr line `lamstore: <file>: <problem>`,
  * no stack trace, and the file's bytes unchanged (reliability-anchors 8 (d)).

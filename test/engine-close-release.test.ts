@@ -1,5 +1,5 @@
 /**
- * Goal: close() releases everything an engine holds (found by the fault loop, issue 10 part 3).
+ * Goal: close() releases everything an engine holds (found by the fault loop).
  * Before checkpointer K6 the timer loop slept through the clock for checkpointTimeoutMs (5 min
  * by default) after close, and that pending timer kept the whole closed engine reachable, buffer
  * pool included: a process opening and closing engines (the fault loop, a CLI run, a server

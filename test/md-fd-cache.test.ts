@@ -1,5 +1,5 @@
 /**
- * Goal: md's fd cache keeps at most maxOpenFiles segment files open (issue 4 part 3) however
+ * Goal: md's fd cache keeps at most maxOpenFiles segment files open however
  * many relations are used, closes what it evicts, and never closes a handle in use; every page
  * still reads back.
  * Method: 1000 relations written, checkpointed and read back with maxOpenFiles 32 on SimDisk;

@@ -1,6 +1,6 @@
 /**
  * Goal: the relation API of DESIGN.md section 6 over md does what it promises, and refuses bad
- * input with the right LamstoreError code without writing anything (issue 4 "Bad input").
+ * input with the right LamstoreError code without writing anything.
  * Method: a real Engine on a temporary directory (and SimDisk where we count calls); every
  * refusal is followed by a check that the files and I/O counters did not change.
  */

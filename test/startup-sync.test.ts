@@ -1,6 +1,6 @@
 /**
  * Goal: after an unclean stop the engine makes everything already in the data directory durable
- * before use (issue 11 part 2); after a clean stop it syncs nothing. Method: SimDisk. A process
+ * before use; after a clean stop it syncs nothing. Method: SimDisk. A process
  * crash (processCrash: handles gone, page cache kept) leaves a file written but unsynced; the
  * next open must fsync it, so that a power loss after that (crash 'drop') keeps it.
  */

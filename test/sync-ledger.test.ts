@@ -1,5 +1,5 @@
 /**
- * Goal: the sync ledger (issue 11 part 1) catches a sync path that skips its fsync, and stays
+ * Goal: the sync ledger catches a sync path that skips its fsync, and stays
  * quiet for a correct one. Method: a small extension that writes one file per tag through the
  * engine's FileIO and registers a SYNC request; its sync callback either fsyncs the file or
  * (broken on purpose) does nothing. The checkpoint must fail with SYNC_LEDGER naming the file.

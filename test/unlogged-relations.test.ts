@@ -1,5 +1,5 @@
 /**
- * Goal: unlogged relations (issue 11 part 3) on md: no sync requests and no fsync at ordinary
+ * Goal: unlogged relations on md: no sync requests and no fsync at ordinary
  * checkpoints, durable at the shutdown checkpoint, and after an unclean stop the main fork is
  * reset from the INIT fork (PostgreSQL's ResetUnloggedRelations); permanent relations untouched.
  * Method: SimDisk with counted calls; processCrash() for a kill -9 (page cache kept).

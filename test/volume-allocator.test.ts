@@ -1,8 +1,8 @@
 /**
- * Goal: the extent allocator (issue 5 part 4): free runs stay exact under any sequence of takes
- * and releases (property test against a bitmap), best fit picks the smallest run that fits, and
- * the figure of the issue: 1000 relations grown page by page, interleaved, to 1000 pages each:
- * extents per fork (average, max) and the fraction of the volume used.
+ * Goal: the extent allocator: free runs stay exact under any sequence of takes and releases
+ * (property test against a bitmap), best fit picks the smallest run that fits, and the figure in
+ * volume/README.md: 1000 relations grown page by page, interleaved, to 1000 pages each: extents
+ * per fork (average, max) and the fraction of the volume used.
  * Method: FreeSpace alone under fast-check; for the figure, a real Volume over a sparse in-memory
  * FileIO (zero pages are not stored, so an 8 GiB volume costs little memory), extended through
  * Volume.extend with a stub sync context. Prints the figure line.
@@ -139,8 +139,8 @@ class SparseIO implements FileIO {
 describe('allocator figure', () => {
   it('relations grown page by page, interleaved, to 1000 pages each (1000 relations with LAMSTORE_FIGURE_RELATIONS=1000)', async () => {
     const BS = 8192;
-    // LAMSTORE_FIGURE_RELATIONS=1000 gives the issue's figure (about 7 s); CI runs 200 (the
-    // volume scales with it: 8 GiB, 1,048,576 blocks, for 1000 relations).
+    // LAMSTORE_FIGURE_RELATIONS=1000 gives the figure in volume/README.md (about 7 s); CI runs
+    // 200 (the volume scales with it: 8 GiB, 1,048,576 blocks, for 1000 relations).
     const R = Number(process.env.LAMSTORE_FIGURE_RELATIONS ?? 200);
     const sizeBytes = Math.ceil((R * 1_048_576) / 1000) * BS;
     const io = new SparseIO();

@@ -1,12 +1,12 @@
 /**
- * Goal: bad input when opening a volume (issue 5 "Bad input", reliability-anchors 8(d)): every
+ * Goal: bad input when opening a volume (reliability-anchors 8(d)): every
  * refused case is a LamstoreError (VOLUME_CORRUPT, BAD_ARGUMENT or an fs error code) naming the
  * file and the problem, never a TypeError/RangeError, and the file's bytes are identical before
  * and after; one damaged superblock slot opens from the other and checkVolume names it.
  * Method: a valid volume made through the engine in a temp dir, then damaged with node:fs
  * (fields rewritten with recomputed CRCs where the point is to get past the CRC); open through
  * the extension and checkVolume; sha256 of the file before and after. The exhaustive bit flips
- * and the random-mutation fuzz moved to test/campaign-bad-input.test.ts (issue 10 part 4).
+ * and the random-mutation fuzz moved to test/campaign-bad-input.test.ts.
  */
 import { describe, expect, it } from 'vitest';
 import { readFile, writeFile, mkdir, truncate as fsTruncate } from 'node:fs/promises';

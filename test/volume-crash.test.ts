@@ -1,10 +1,10 @@
 /**
  * Goal: a crash at any point of volume creation leaves no file, a file that is refused, or a
- * valid empty volume (issue 5 "Crash tests").
+ * valid empty volume.
  * Method: SimDisk.onCall takes a crash image in every mode before every FileIO call of
  * creation; each image is reopened through a fresh Engine.
  * The D1-D3 crash matrix over a volume workload that lived here is superseded by
- * test/campaign-crash-matrix.test.ts (issue 10 part 1), which runs the same checks on a workload
+ * test/campaign-crash-matrix.test.ts, which runs the same checks on a workload
  * over the volume, md and clog together and adds D4.
  */
 import { describe, expect, it } from 'vitest';

@@ -1,5 +1,5 @@
 /**
- * Goal: the volume file is locked with flock (issue 5 part 7): exclusive for read-write, shared
+ * Goal: the volume file is locked with flock: exclusive for read-write, shared
  * for read-only. A second read-write open from another process fails with VOLUME_LOCKED naming
  * the file; read-only opens share the lock with each other but not with a writer.
  * Method: a real volume in a temp dir held open by this process; a second, real Node process

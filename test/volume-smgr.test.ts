@@ -1,5 +1,5 @@
 /**
- * Goal: the volume storage manager keeps forks as extents (issue 5 parts 1, 4, 5): registration
+ * Goal: the volume storage manager keeps forks as extents: registration
  * under id 5, every operation for all four forks, geometric growth with in-place extension,
  * one pread/pwritev per contiguous run, freed space held back until a completed checkpoint,
  * VOLUME_FULL without loss. Method: an Engine on SimDisk with only the volume extension; the

@@ -1,5 +1,5 @@
 /**
- * Goal: the volume sync handler and checkpoint order (issue 5 part 6, DESIGN.md section 5): a
+ * Goal: the volume sync handler and checkpoint order (DESIGN.md section 5): a
  * checkpoint costs at most two fdatasync calls on the volume and no fsync, however many forks
  * are dirty, while the statistics still count one dispatched tag per dirty fork; metadata-only
  * changes become durable at the next checkpoint; a failed fdatasync fails the engine and the

@@ -5,7 +5,9 @@
  * Contract kept (engine/smgr/smgr.ts):
  *  S1 Every write, extend, create, truncate and unlink registers a SYNC request for the fork's
  *     FileTag (handler = the volume's id, segno 0): metadata-only changes must reach disk at the
- *     next checkpoint too, and the sync handler is where the catalog is written.
+ *     next checkpoint too, and the sync handler is where the catalog is written. Exception: the
+ *     forks of an unlogged relation other than INIT register none; the shutdown checkpoint
+ *     syncs them (Volume.syncUnlogged).
  *  S2 physicalBlock + writeBatch let BufferSync write dirty pages in volume-offset order, so
  *     adjacent pages of different forks coalesce into one pwritev.
  *  S3 The sync handler never cancels on FILTER (no fileTagMatches): a dropped database's forks

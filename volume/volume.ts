@@ -777,9 +777,10 @@ export class Volume {
   }
 
   /**
-   * Register a SYNC request for a fork (every write and every metadata change does: the volume
-   * registers even for unlogged forks, since the fdatasync is shared and the catalog must reach
-   * disk anyway). A full queue makes us sync the volume ourselves, as md does for a segment.
+   * Register a SYNC request for a fork (every write and every metadata change does), except for
+   * an unlogged relation's non-INIT forks: those register nothing and only mark the volume for
+   * the shutdown checkpoint's syncUnlogged (U1). A full queue makes us sync the volume ourselves,
+   * as md does for a segment.
    */
   async #registerSync(rel: RelFileLocator, fork: number): Promise<void> {
     const ctx = this.#smgrCtx;
@@ -878,7 +879,8 @@ export class Volume {
 
   /**
    * Shutdown checkpoint (U1): unlogged forks register no sync requests, so if any was written
-   * since the last volume sync, make the volume durable now. Returns 1 when it synced.
+   * or changed since the volume was opened (ordinary volume syncs do not reset this), make the
+   * volume durable now. Returns 1 when it synced.
    */
   async syncUnlogged(): Promise<number> {
     if (!this.#unloggedDirty || this.readOnly) return 0;

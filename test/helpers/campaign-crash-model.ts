@@ -1,5 +1,5 @@
 /**
- * The crash-matrix model (issue 10 part 1): what a workload has written, per checkpoint, to
+ * The crash-matrix model: what a workload has written, per checkpoint, to
  * relation forks on md and on the volume and to clog, kept much simpler than the engine (a map
  * from fork to page hashes, a map from xid to status), and the judgement of one page read back
  * after a crash.

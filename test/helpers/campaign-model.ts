@@ -1,6 +1,6 @@
 /**
- * The model and commands of the model-based property test (issue 10 part 5,
- * test/campaign-model-pbt.test.ts) and of its regression cases
+ * The model and commands of the model-based property test
+ * (test/campaign-model-pbt.test.ts) and of its regression cases
  * (test/campaign-model-pbt-regressions.test.ts). Commands are plain data (`CmdSpec`) so a shrunk
  * failing sequence can be written down as an explicit list and replayed without fast-check.
  *
@@ -48,7 +48,7 @@
  *      reopen (whose startup sync then "succeeds") cannot tell them from durable ones, so a later
  *      crash can revert them even after later checkpoints completed. The engine cannot repair
  *      that without a WAL or a rewrite of every file at an unclean start; the regression file
- *      records the shrunk case and the fault loop (part 3) checks fsyncgate's failed state.
+ *      records the shrunk case and the fault loop checks fsyncgate's failed state.
  */
 import { createHash } from 'node:crypto';
 import { Engine, ManualClock, SimDisk, SyncHandlerId, SyncRequestType, setPageChecksum } from '../../engine/index.js';

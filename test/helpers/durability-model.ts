@@ -1,5 +1,5 @@
 /**
- * The durability model shared by the kill -9 loop and the fault loop (issue 10 parts 2 and 3):
+ * The durability model shared by the kill -9 loop and the fault loop:
  * what the workload wrote, what the last acknowledged checkpoint made durable, and what a
  * recovered store may legitimately show (DESIGN.md section 8, D1, D2 and D4).
  *

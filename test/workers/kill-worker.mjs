@@ -1,5 +1,5 @@
 /**
- * The child of test/campaign-kill-loop.test.ts (issue 10 part 2): a process that is killed with
+ * The child of test/campaign-kill-loop.test.ts: a process that is killed with
  * SIGKILL, by its parent at a random moment or by itself at a named point inside a checkpoint.
  *
  * Plain JavaScript on the compiled package (dist/): a child must start in a fraction of a second,
