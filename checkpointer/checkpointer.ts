@@ -28,7 +28,10 @@
  *     checkpoints are evenly spaced), dirty bytes above maxDirtyBytes, shutdown.
  *  K5 A bounded shutdown (setDeadline) never hangs past its bound in the write phase: once the
  *     deadline passes, the running checkpoint stops writing and fails with TIMEOUT at its next
- *     range or phase boundary. A single hung fsync cannot be interrupted from user space.
+ *     range or phase boundary. BufferSync is told it is bounded and then hands out small writes
+ *     (buffer pool BOUNDED_WRITE_BLOCKS_MAX), so that boundary comes soon after the deadline on
+ *     every storage manager. Progress is logged at least once a second and at least four times
+ *     within the bound. A single hung fsync cannot be interrupted from user space.
  *  K6 stop() ends the timer loop at once: nothing the checkpointer started (and so nothing of
  *     the engine) stays reachable from a pending clock timer after close.
  */
@@ -69,9 +72,10 @@ export interface BufferSyncResult {
 export interface CheckpointParticipants {
   /**
    * BufferSync: write the buffers dirty now, sorted and coalesced. `pace(progress)` is called
-   * after each range with progress in 0..1; a spread checkpoint sleeps there.
+   * after each range with progress in 0..1; a spread checkpoint sleeps there, a bounded one
+   * checks its deadline there. `bounded`: ranges stay small, so pace comes often (K5).
    */
-  bufferSync?(pace: (progress: number) => Promise<void>, options: { includeUnlogged: boolean }): Promise<BufferSyncResult>;
+  bufferSync?(pace: (progress: number) => Promise<void>, options: { includeUnlogged: boolean; bounded: boolean }): Promise<BufferSyncResult>;
   /** Shutdown checkpoint only: make unlogged relations durable (ordinary ones never do). */
   syncUnlogged?(): Promise<void>;
   /** Total buffers (for "wrote N buffers (P%)"). */
@@ -357,11 +361,15 @@ export class Checkpointer<R> {
     const bounded = this.#deadlineMs !== Infinity;
     const bytesAtStart = ioBefore.bytesWritten;
     let lastReportMs = startMs;
+    // Once a second for long bounds; for a bound under four seconds, four times within it, so a
+    // bound under a second (a service manager's stop timeout, a test) still shows progress
+    // before its TIMEOUT instead of none at all.
+    const reportEveryMs = Math.min(1000, this.#deadlineBoundMs / 4);
     const pace = async (progress: number): Promise<void> => {
       if (bounded) {
         // K5, with progress a person can read while waiting for a stop.
         const now = clock.now();
-        if (now - lastReportMs >= 1000) {
+        if (now - lastReportMs >= reportEveryMs) {
           lastReportMs = now;
           const bytes = p.ioCounts().bytesWritten - bytesAtStart;
           const rate = bytes / Math.max(1e-3, (now - startMs) / 1000);
@@ -385,7 +393,7 @@ export class Checkpointer<R> {
     try {
       const writeStart = clock.now();
       const shutdown = (flags & CheckpointFlags.SHUTDOWN) !== 0;
-      const bs = p.bufferSync ? await p.bufferSync(pace, { includeUnlogged: shutdown }) : { buffersWritten: 0, bytesWritten: 0, rangesWritten: 0 };
+      const bs = p.bufferSync ? await p.bufferSync(pace, { includeUnlogged: shutdown, bounded }) : { buffersWritten: 0, bytesWritten: 0, rangesWritten: 0 };
       await p.checkpointSlrus?.();
       if (shutdown) await p.syncUnlogged?.();
       if (bounded) this.#checkDeadline('before the sync phase');

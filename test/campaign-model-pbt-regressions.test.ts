@@ -15,6 +15,7 @@
  * succeeds without writing them, so a later crash reverts them. Shrunk case (seed 20250610):
  *   create md 1/0, extend, fault(fsync EIO fsyncgate) on checkpoint, close+reopen, crash(drop)
  *   -> md 1/0 has 0 blocks where the reopened engine had shown 1.
+ * Recorded as today's behaviour, on md and on the volume, in test/fsyncgate.test.ts.
  */
 import { describe, expect, it } from 'vitest';
 import { runSequence } from './helpers/campaign-model.js';

@@ -1,14 +1,25 @@
 /**
  * Goal: the sync ledger catches a sync path that skips its fsync, and stays
- * quiet for a correct one. Method: a small extension that writes one file per tag through the
- * engine's FileIO and registers a SYNC request; its sync callback either fsyncs the file or
- * (broken on purpose) does nothing. The checkpoint must fail with SYNC_LEDGER naming the file.
+ * quiet for a correct one: a custom extension's, md's segment sync and the volume's sync.
+ * Method: a small extension that writes one file per tag through the engine's FileIO and
+ * registers a SYNC request; its sync callback either fsyncs the file or (broken on purpose) does
+ * nothing. For md and the volume, a stub on the engine's own storage manager object replaces its
+ * sync path (md's syncSegment for one segment, the volume's syncTag) with one that returns
+ * without syncing; no source is changed. The checkpoint must fail with SYNC_LEDGER naming the
+ * file and the byte range.
+ *
+ * Why stubs of the sync path and not a FileIO double: Engine.open puts the ledger on top of the
+ * FileIO it is given, so a FileIO whose fsync returns without syncing is, to the ledger, a sync
+ * that succeeded. The last test records that limit: the ledger checks that every sync path made
+ * its call, not that the disk kept its word.
  */
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Engine, SyncRequestType, type Extension, type FileIO, type FileTag } from '../engine/index.js';
+import { Engine, ForkNumber, MdStorageManager, SyncRequestType, type Extension, type FileIO, type FileTag } from '../engine/index.js';
 import { SimDisk } from '../engine/io/sim-disk.js';
+import { volumeExtension } from '../volume/index.js';
 import { tempDir } from './helpers/index.js';
+import { NoSyncIO } from './helpers/io-doubles.js';
 
 function fileStore(skipFsync: boolean) {
   const state = { id: -1, io: undefined as unknown as FileIO, dir: '' };
@@ -104,5 +115,114 @@ describe('sync ledger', () => {
     } finally {
       await engine.close().catch(() => {});
     }
+  });
+});
+
+const BLOCK = 4096;
+const REL = { spcOid: 1663, dbOid: 5, relNumber: 16384 };
+const VOLUME_PATH = '/vol/lam.vol';
+
+function page(fill: number): Uint8Array {
+  return new Uint8Array(BLOCK).fill(fill);
+}
+
+describe('sync ledger on the built-in sync paths', () => {
+  it("md: a segment sync that skips one segment's fsync fails the checkpoint with SYNC_LEDGER naming that segment file and byte range", async () => {
+    const dir = await tempDir();
+    // Four blocks a segment: six blocks make segments 0 (full) and 1 (two blocks).
+    const engine = await Engine.open({ dataDir: dir, blockSize: BLOCK, relSegBlocks: 4, verifySync: true });
+    try {
+      const md = engine.storageManager('md');
+      expect(md).toBeInstanceOf(MdStorageManager);
+      const syncSegment = (md as MdStorageManager).syncSegment.bind(md);
+      const skipped: number[] = [];
+      (md as MdStorageManager).syncSegment = async (tag: FileTag) => {
+        if (tag.segno === 1) {
+          skipped.push(tag.segno); // the bug the ledger must catch: segment 1 is never fsynced
+          return;
+        }
+        return syncSegment(tag);
+      };
+      const rel = engine.relation(REL);
+      await rel.create(ForkNumber.MAIN);
+      for (let b = 0; b < 6; b++) await rel.extend(ForkNumber.MAIN, page(b + 1));
+      const err = await engine.checkpoint().catch((e: unknown) => e);
+      expect(skipped).toEqual([1]);
+      expect(err).toMatchObject({ code: 'SYNC_LEDGER', path: join(dir, 'base/5/16384.1') });
+      // Segment 1's oldest unsynced write: block 4, the first block of the segment.
+      expect((err as Error).message).toBe(
+        `${join(dir, 'base/5/16384.1')}: bytes 0..${BLOCK - 1} written before the checkpoint started are still not synced after it (a sync path skipped this file)`,
+      );
+      // Segment 0 was synced: the ledger names only the file that was skipped.
+      expect(engine.ledger!.unsyncedPaths()).toEqual([join(dir, 'base/5/16384.1')]);
+    } finally {
+      await engine.close().catch(() => {});
+    }
+  });
+
+  it('volume: a volume sync that skips its fdatasync fails the checkpoint with SYNC_LEDGER naming the volume file and the byte range of the first page', async () => {
+    const disk = new SimDisk();
+    await disk.mkdir('/vol');
+    const ext = volumeExtension({ path: VOLUME_PATH, create: { sizeBytes: 4 * 1024 * 1024 } });
+    const engine = await Engine.open({ dataDir: '/data', io: disk, blockSize: BLOCK, preload: [ext], verifySync: true });
+    try {
+      const volume = ext.volume!;
+      let skipped = 0;
+      volume.syncTag = async () => {
+        skipped++; // the bug the ledger must catch: the volume is never fdatasynced
+      };
+      const rel = engine.relation(REL, { storage: 'volume' });
+      await rel.create(ForkNumber.MAIN);
+      for (let b = 0; b < 3; b++) await rel.extend(ForkNumber.MAIN, page(b + 1));
+      const first = volume.physicalBlock(REL, ForkNumber.MAIN, 0) * BLOCK;
+      const err = await engine.checkpoint().catch((e: unknown) => e);
+      expect(skipped).toBeGreaterThan(0);
+      expect(err).toMatchObject({ code: 'SYNC_LEDGER', path: VOLUME_PATH });
+      expect((err as Error).message).toBe(
+        `${VOLUME_PATH}: bytes ${first}..${first + BLOCK - 1} written before the checkpoint started are still not synced after it (a sync path skipped this file)`,
+      );
+    } finally {
+      await engine.close().catch(() => {});
+    }
+  });
+
+  it('volume: pages a checkpoint writes itself and then skips syncing pass that checkpoint and fail the next one (the ledger holds a checkpoint only to writes from before its start)', async () => {
+    const disk = new SimDisk();
+    await disk.mkdir('/vol');
+    const ext = volumeExtension({ path: VOLUME_PATH, create: { sizeBytes: 4 * 1024 * 1024 } });
+    const engine = await Engine.open({ dataDir: '/data', io: disk, blockSize: BLOCK, preload: [ext], verifySync: true });
+    try {
+      const volume = ext.volume!;
+      const rel = engine.relation(REL, { storage: 'volume' });
+      await rel.create(ForkNumber.MAIN);
+      await rel.extend(ForkNumber.MAIN, page(1));
+      await engine.checkpoint(); // correct sync: everything durable, ledger empty
+      expect(engine.ledger!.unsyncedPaths()).toEqual([]);
+      volume.syncTag = async () => {};
+      // Dirty in the buffer pool only: BufferSync writes it during the next checkpoint.
+      await rel.write(ForkNumber.MAIN, 0, page(2));
+      await engine.checkpoint();
+      expect(engine.ledger!.unsyncedPaths()).toEqual([VOLUME_PATH]);
+      const at = volume.physicalBlock(REL, ForkNumber.MAIN, 0) * BLOCK;
+      await expect(engine.checkpoint()).rejects.toMatchObject({ code: 'SYNC_LEDGER', message: expect.stringContaining(`${VOLUME_PATH}: bytes ${at}..${at + BLOCK - 1} written`) });
+    } finally {
+      await engine.close().catch(() => {});
+    }
+  });
+
+  it('limit: a FileIO whose fsync returns without syncing is beyond the ledger; the checkpoint passes and a power loss loses the page', async () => {
+    const disk = new SimDisk();
+    const segment = '/data/base/5/16384';
+    const io: FileIO = new NoSyncIO(disk, (path) => path === segment);
+    const engine = await Engine.open({ dataDir: '/data', io, blockSize: BLOCK, verifySync: true });
+    const rel = engine.relation(REL);
+    await rel.create(ForkNumber.MAIN);
+    await rel.extend(ForkNumber.MAIN, page(7));
+    await engine.checkpoint();
+    expect(engine.ledger!.unsyncedPaths()).toEqual([]);
+    await engine.close();
+    expect((io as NoSyncIO).skipped).toBeGreaterThan(0);
+    // The name is durable (md fsyncs the directory), the block is not.
+    expect(disk.crash('drop').readFileNow(segment)?.length).toBe(0);
   });
 });

@@ -32,7 +32,9 @@
  * fork, block) (dbOid after relNumber only so one file's blocks stay together) and consecutive
  * blocks of one file become one writev, never crossing what `maxCombine` allows (md: the segment
  * end); runs of different tablespaces are interleaved in proportion to their sizes, as
- * PostgreSQL's progress heap does. `pace(progress)` is called after every range or chunk.
+ * PostgreSQL's progress heap does. `pace(progress)` is called after every range or chunk. A
+ * bounded BufferSync (shutdown with a deadline) uses BOUNDED_WRITE_BLOCKS_MAX for both limits,
+ * so that pace, where the deadline is checked, comes soon after the deadline passes.
  *
  * Writeback hints (buffer/writeback.ts): every buffer BufferSync writes is scheduled on a
  * WritebackContext made for that BufferSync, with limit `checkpointFlushAfter`; each time the
@@ -93,6 +95,8 @@ export const USAGE_COUNT_MAX = 5;
 /** One BufferSync pass: its scratch pages, counters, writeback context and pacing. */
 interface SyncRun {
   slots: Uint8Array;
+  /** Most blocks handed out in one write (range or batch) before `pace` is called again. */
+  writeBlocksMax: number;
   result: BufferSyncResult;
   /** Buffers selected at checkpoint start; `processed` of them examined so far. */
   total: number;
@@ -103,6 +107,16 @@ interface SyncRun {
 const INIT_FORK = 3;
 /** Largest vectored write BufferSync issues, and its writeBatch chunk (256 pages). */
 export const WRITE_COMBINE_MAX_BLOCKS = 256;
+/**
+ * The same limit for a bounded BufferSync (a shutdown checkpoint with a deadline, checkpointer
+ * K5). The deadline is looked at only in `pace`, between the writes BufferSync hands out, so a
+ * slow disk overshoots the bound by up to one such write. At 256 blocks a batch, a volume whose
+ * dirty pages fit in one writeBatch chunk wrote its whole write phase before the first look,
+ * then timed out with "0 pages left unwritten" (true, but only because it had not stopped).
+ * 32 blocks (checkpoint_flush_after's default) keeps the overshoot small and the writes still
+ * vectored; ordinary checkpoints keep the full 256.
+ */
+export const BOUNDED_WRITE_BLOCKS_MAX = 32;
 
 const F_VALID = 1;
 const F_DIRTY = 2;
@@ -491,17 +505,17 @@ export class BufferPool {
   }
 
   /** BufferSync: write the buffers dirty now (see the header). */
-  async bufferSync(pace: (progress: number) => Promise<void>, options: { includeUnlogged?: boolean } = {}): Promise<BufferSyncResult> {
+  async bufferSync(pace: (progress: number) => Promise<void>, options: { includeUnlogged?: boolean; bounded?: boolean } = {}): Promise<BufferSyncResult> {
     assert(!this.#syncRunning, 'one BufferSync at a time');
     this.#syncRunning = true;
     try {
-      return await this.#bufferSync(pace, options.includeUnlogged === true);
+      return await this.#bufferSync(pace, options.includeUnlogged === true, options.bounded === true ? BOUNDED_WRITE_BLOCKS_MAX : WRITE_COMBINE_MAX_BLOCKS);
     } finally {
       this.#syncRunning = false;
     }
   }
 
-  async #bufferSync(pace: (progress: number) => Promise<void>, includeUnlogged: boolean): Promise<BufferSyncResult> {
+  async #bufferSync(pace: (progress: number) => Promise<void>, includeUnlogged: boolean, writeBlocksMax: number): Promise<BufferSyncResult> {
     const result: BufferSyncResult = { buffersWritten: 0, bytesWritten: 0, rangesWritten: 0 };
     const byStorage = new Map<string, SyncItem[]>();
     for (let id = 0; id < this.nBuffers; id++) {
@@ -522,7 +536,7 @@ export class BufferPool {
     this.#batchScratch ??= new Uint8Array(WRITE_COMBINE_MAX_BLOCKS * this.blockSize);
     // WritebackContextInit: a fresh context per BufferSync; none at all when fsync is off.
     const wb = this.#enableFsync && this.#flushAfter > 0 ? new WritebackContext(this.#flushAfter, this.#smgr) : null;
-    const run: SyncRun = { slots: this.#batchScratch, result, total, processed: 0, wb, pace };
+    const run: SyncRun = { slots: this.#batchScratch, writeBlocksMax, result, total, processed: 0, wb, pace };
     try {
       await this.#writeAll(byStorage, run);
       await wb?.issue();
@@ -553,8 +567,8 @@ export class BufferPool {
         const phys = new Map<SyncItem, number>();
         for (const it of items) phys.set(it, smgr.physicalBlock(it.tag.rel, it.tag.fork, it.tag.block));
         items.sort((a, b) => phys.get(a)! - phys.get(b)!);
-        for (let i = 0; i < items.length; i += WRITE_COMBINE_MAX_BLOCKS) {
-          const chunk = items.slice(i, i + WRITE_COMBINE_MAX_BLOCKS);
+        for (let i = 0; i < items.length; i += run.writeBlocksMax) {
+          const chunk = items.slice(i, i + run.writeBlocksMax);
           const { ready, endIo } = await this.#prepare(chunk, slots);
           if (ready.length > 0) {
             const batch: BatchWrite[] = ready.map((it, k) => ({
@@ -620,7 +634,7 @@ export class BufferPool {
       if (piece.length) current.ranges.push(piece);
       piece = [it];
       const combine = smgr.maxCombine ? smgr.maxCombine(it.tag.rel, it.tag.fork, it.tag.block) : WRITE_COMBINE_MAX_BLOCKS;
-      limit = Math.max(1, Math.min(WRITE_COMBINE_MAX_BLOCKS, combine));
+      limit = Math.max(1, Math.min(run.writeBlocksMax, combine));
     }
     if (current && piece.length) current.ranges.push(piece);
     const sizeOf = (s: Space) => s.ranges.reduce((n, r) => n + r.length, 0);

@@ -47,8 +47,8 @@
  *      Linux does, leaves pages that reads still return but that no later sync will ever write;
  *      reopen (whose startup sync then "succeeds") cannot tell them from durable ones, so a later
  *      crash can revert them even after later checkpoints completed. The engine cannot repair
- *      that without a WAL or a rewrite of every file at an unclean start; the regression file
- *      records the shrunk case and the fault loop checks fsyncgate's failed state.
+ *      that without a WAL or a rewrite of every file at an unclean start; test/fsyncgate.test.ts
+ *      records today's behaviour and the fault loop checks fsyncgate's failed state.
  */
 import { createHash } from 'node:crypto';
 import { Engine, ManualClock, SimDisk, SyncHandlerId, SyncRequestType, setPageChecksum } from '../../engine/index.js';

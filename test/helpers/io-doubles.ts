@@ -1,0 +1,129 @@
+/**
+ * FileIO test doubles that wrap another FileIO (SimDisk or RealIO):
+ *  - PassThroughIO forwards every call; the others override what they change.
+ *  - SlowWriteIO makes writes cost time on an injected ManualClock (a slow disk without real
+ *    sleeps), so a bounded close can be driven exactly.
+ *  - NoSyncIO makes fsync/fdatasync of chosen paths return without syncing: a disk that lies.
+ * No double swallows an error of the FileIO it wraps.
+ */
+import type { FileHandle, FileIO, FileStat, LockMode, ManualClock, OpenOptions } from '../../engine/index.js';
+
+export class PassThroughIO implements FileIO {
+  constructor(readonly inner: FileIO) {}
+  open(path: string, options?: OpenOptions): Promise<FileHandle> {
+    return this.inner.open(path, options);
+  }
+  close(h: FileHandle): Promise<void> {
+    return this.inner.close(h);
+  }
+  pread(h: FileHandle, buffer: Uint8Array, offsetBytes: number): Promise<number> {
+    return this.inner.pread(h, buffer, offsetBytes);
+  }
+  pwrite(h: FileHandle, buffer: Uint8Array, offsetBytes: number): Promise<void> {
+    return this.inner.pwrite(h, buffer, offsetBytes);
+  }
+  pwritev(h: FileHandle, buffers: readonly Uint8Array[], offsetBytes: number): Promise<void> {
+    return this.inner.pwritev(h, buffers, offsetBytes);
+  }
+  fsync(h: FileHandle): Promise<void> {
+    return this.inner.fsync(h);
+  }
+  fdatasync(h: FileHandle): Promise<void> {
+    return this.inner.fdatasync(h);
+  }
+  ftruncate(h: FileHandle, lengthBytes: number): Promise<void> {
+    return this.inner.ftruncate(h, lengthBytes);
+  }
+  size(h: FileHandle): Promise<number> {
+    return this.inner.size(h);
+  }
+  unlink(path: string): Promise<void> {
+    return this.inner.unlink(path);
+  }
+  rename(fromPath: string, toPath: string): Promise<void> {
+    return this.inner.rename(fromPath, toPath);
+  }
+  mkdir(path: string): Promise<void> {
+    return this.inner.mkdir(path);
+  }
+  fsyncDir(path: string): Promise<void> {
+    return this.inner.fsyncDir(path);
+  }
+  stat(path: string): Promise<FileStat | null> {
+    return this.inner.stat(path);
+  }
+  readdir(path: string): Promise<string[]> {
+    return this.inner.readdir(path);
+  }
+  flock(h: FileHandle, mode: LockMode): Promise<void> {
+    return this.inner.flock(h, mode);
+  }
+  async writeback(h: FileHandle, offsetBytes: number, lengthBytes: number): Promise<void> {
+    await this.inner.writeback?.(h, offsetBytes, lengthBytes);
+  }
+}
+
+/**
+ * While `slow` is set, every pwrite/pwritev first moves `clock` forward by `msPerBlock` for each
+ * block it writes (rounded up), as a disk that writes one block per `msPerBlock` would. Writes in
+ * flight together add up: the disk serves them one after the other.
+ */
+export class SlowWriteIO extends PassThroughIO {
+  slow = false;
+  /** Blocks written while slow. */
+  slowBlocksWritten = 0;
+
+  constructor(
+    inner: FileIO,
+    readonly clock: ManualClock,
+    readonly msPerBlock: number,
+    readonly blockSize: number,
+  ) {
+    super(inner);
+  }
+
+  async #cost(bytes: number): Promise<void> {
+    if (!this.slow) return;
+    const blocks = Math.ceil(bytes / this.blockSize);
+    this.slowBlocksWritten += blocks;
+    await this.clock.advance(blocks * this.msPerBlock);
+  }
+
+  override async pwrite(h: FileHandle, buffer: Uint8Array, offsetBytes: number): Promise<void> {
+    await this.#cost(buffer.length);
+    return this.inner.pwrite(h, buffer, offsetBytes);
+  }
+
+  override async pwritev(h: FileHandle, buffers: readonly Uint8Array[], offsetBytes: number): Promise<void> {
+    await this.#cost(buffers.reduce((n, b) => n + b.length, 0));
+    return this.inner.pwritev(h, buffers, offsetBytes);
+  }
+}
+
+/** fsync and fdatasync of a path for which `skip(path)` is true return at once, syncing nothing. */
+export class NoSyncIO extends PassThroughIO {
+  skipped = 0;
+
+  constructor(
+    inner: FileIO,
+    readonly skip: (path: string) => boolean,
+  ) {
+    super(inner);
+  }
+
+  override async fsync(h: FileHandle): Promise<void> {
+    if (this.skip(h.path)) {
+      this.skipped++;
+      return;
+    }
+    return this.inner.fsync(h);
+  }
+
+  override async fdatasync(h: FileHandle): Promise<void> {
+    if (this.skip(h.path)) {
+      this.skipped++;
+      return;
+    }
+    return this.inner.fdatasync(h);
+  }
+}
