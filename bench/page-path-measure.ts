@@ -22,7 +22,7 @@
 import { join } from 'node:path';
 import { Engine, ForkNumber, RealIO, crc32c, prng, type Extension, type FileIO, type RelFileLocator } from '../engine/index.js';
 import { crc32cTable } from '../engine/checksum.js';
-import { volumeExtension } from '../volume/index.js';
+import { openVolumeReadOnly, volumeExtension } from '../volume/index.js';
 import { nowMs, ratio } from './stats.js';
 
 export type BenchStorage = 'md' | 'volume';
@@ -126,10 +126,16 @@ export async function measurePagePath(options: PagePathOptions): Promise<PagePat
     for (let b = 0; b < pages; b++) await rel.extend(fork, page);
     await engine.checkpoint();
     const out = new Float64Array(pages);
-    const smgr = engine.storageManager(storage);
-    for (let b = 0; b < pages; b++) out[b] = (smgr.physicalBlock ? smgr.physicalBlock(PAGE_PATH_REL, fork, b) : b) * blockSize;
+    for (let b = 0; b < pages; b++) out[b] = b * blockSize;
     return out;
   });
+  if (storage === 'volume') {
+    // In the volume a block lives where its fork's extents put it: lay them end to end.
+    const info = await openVolumeReadOnly(join(dir, 'page-path.lamvol'));
+    const f = info.forks.find((x) => x.relNumber === PAGE_PATH_REL.relNumber && x.fork === fork)!;
+    let b = 0;
+    for (const e of f.extents) for (let i = 0; i < e.lengthBlocks && b < pages; i++) offsets[b++] = (e.startBlock + i) * blockSize;
+  }
 
   const hit = await withEngine(await openEngine(dir, storage, pages + 16, blockSize, pages), async (engine) => {
     const rel = engine.relation(PAGE_PATH_REL, relOpts);

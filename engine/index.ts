@@ -22,7 +22,8 @@ export { SyncHandlerId, SyncRequestType, BUILTIN_HANDLER_NAMES } from './sync/re
 export type { SyncOps, SyncHandlerInfo } from './sync/registry.js';
 export { encodeFileTag, decodeFileTag, fileTagKey, checkFileTag, FILE_TAG_BYTES } from './sync/file-tag.js';
 export type { FileTag } from './sync/file-tag.js';
-export type { StorageManager, StorageManagerFactory, SmgrContext, Persistence, BatchWrite } from './smgr/smgr.js';
+export type { StorageManager, StorageManagerFactory, SmgrContext, Persistence, PageWrite } from './smgr/smgr.js';
+export { forEachInFlight, IN_FLIGHT_DEFAULT } from './io/in-flight.js';
 export { Relation } from './relation.js';
 export type { RelationOptions } from './relation.js';
 export { MdStorageManager, MD_NAME } from './md/md.js';

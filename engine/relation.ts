@@ -58,6 +58,8 @@ export class Relation {
     this.storage = options.storage;
     this.persistence = options.persistence;
     this.#smgr = host.smgr(options.storage);
+    // smgropen: the storage manager learns the persistence once, here.
+    this.#smgr.open(this.locator, this.persistence);
   }
 
   #tag(fork: ForkNumber, block: number): BufferTag {
@@ -90,7 +92,7 @@ export class Relation {
   async create(fork: ForkNumber): Promise<void> {
     const f = checkFork(fork);
     this.#host.checkWritable();
-    await this.#host.withLock(this.#lockKey(f), () => this.#smgr.create(this.locator, f, this.persistence));
+    await this.#host.withLock(this.#lockKey(f), () => this.#smgr.create(this.locator, f));
   }
 
   async exists(fork: ForkNumber): Promise<boolean> {
@@ -116,7 +118,7 @@ export class Relation {
       this.#host.checkWritable();
       const copy = p.slice();
       setPageChecksum(copy, nb);
-      await this.#smgr.extend(this.locator, f, nb, copy, this.persistence);
+      await this.#smgr.extend(this.locator, f, nb, copy);
       return nb;
     });
   }
@@ -165,7 +167,7 @@ export class Relation {
       if (nblocks === cur) return;
       this.#host.checkWritable();
       await this.#host.pool.discard(this.storage, this.locator, f, nblocks);
-      await this.#smgr.truncate(this.locator, f, nblocks, this.persistence);
+      await this.#smgr.truncate(this.locator, f, nblocks);
     });
   }
 
@@ -179,7 +181,7 @@ export class Relation {
       if (!any) throw new LamstoreError(ErrorCode.RELATION_NOT_FOUND, `${this.#describe()}: no fork exists; nothing to drop`);
       this.#host.checkWritable();
       await this.#host.pool.discard(this.storage, this.locator, undefined, 0);
-      await this.#smgr.unlink(this.locator, undefined, this.persistence);
+      await this.#smgr.unlink(this.locator, undefined);
     };
     await run(0);
   }

@@ -2,14 +2,14 @@
  * Goal: BufferSync writes in the order and with the coalescing the design fixes (behaviour 39):
  * md buffers sorted by (tablespace, relNumber, fork, block) with tablespaces
  * interleaved in proportion to their buffer counts; consecutive blocks of one file become one
- * vectored write, split at segment boundaries; a storage manager with physicalBlock/writeBatch
- * gets its pages sorted by physical block in chunks of at most 256.
+ * vectored write, split at segment boundaries; every storage manager gets its pages through the
+ * one write contract (writeBuffers) in BufferSync order, in batches of at most 256.
  * Method: Engine on SimDisk behind GatedIO, which records every write (path, offset, length) in
  * issue order; a fake in-memory storage manager registered by a test extension records its
- * writeBatch calls. Counts, never timings.
+ * writeBuffers calls. Counts, never timings.
  */
 import { describe, expect, it } from 'vitest';
-import { Engine, ForkNumber, SimDisk, WRITE_COMBINE_MAX_BLOCKS, type BatchWrite, type RelFileLocator, type StorageManager } from '../engine/index.js';
+import { Engine, ForkNumber, SimDisk, WRITE_COMBINE_MAX_BLOCKS, type PageWrite, type RelFileLocator, type StorageManager } from '../engine/index.js';
 import { GatedIO } from './helpers/gated-io.js';
 
 const BS = 8192;
@@ -95,9 +95,9 @@ describe('BufferSync', () => {
     }
   });
 
-  it('a storage manager with physicalBlock/writeBatch gets its pages in physical order, chunks of at most 256', async () => {
-    const batches: BatchWrite[][] = [];
-    const phys = (rel: RelFileLocator, block: number) => (rel.relNumber % 2 === 0 ? 100_000 - rel.relNumber * 1000 - block : rel.relNumber * 1000 + block);
+  it('a storage manager gets its pages through writeBuffers in BufferSync (tag) order, batches of at most 256, checksums set', async () => {
+    const batches: PageWrite[][] = [];
+    const tagOrder = (rel: RelFileLocator, block: number) => rel.relNumber * 1000 + block;
     const pages = new Map<string, Uint8Array>();
     const nblocks = new Map<string, number>();
     const fk = (rel: RelFileLocator, fork: number) => `${rel.relNumber}/${fork}`;
@@ -116,12 +116,7 @@ describe('BufferSync', () => {
       async read(rel, fork, blockNum, into) {
         into.set(pages.get(`${fk(rel, fork)}/${blockNum}`)!);
       },
-      async write(rel, fork, blockNum, page) {
-        pages.set(`${fk(rel, fork)}/${blockNum}`, page.slice());
-      },
-      async writev(rel, fork, blockNum, ps) {
-        ps.forEach((p, i) => pages.set(`${fk(rel, fork)}/${blockNum + i}`, p.slice()));
-      },
+      open() {},
       async nblocks(rel, fork) {
         return nblocks.get(fk(rel, fork)) ?? 0;
       },
@@ -129,8 +124,7 @@ describe('BufferSync', () => {
       async unlink() {},
       async immediateSync() {},
       async registerSync() {},
-      physicalBlock: (rel, _fork, block) => phys(rel, block),
-      async writeBatch(items) {
+      async writeBuffers(items) {
         batches.push(items.map((i) => ({ ...i, page: i.page.slice() })));
         for (const i of items) pages.set(`${fk(i.rel, i.fork)}/${i.blockNum}`, i.page.slice());
         return 1;
@@ -149,7 +143,7 @@ describe('BufferSync', () => {
       expect(stats.buffersWritten).toBe(400);
       expect(batches.map((b) => b.length)).toEqual([WRITE_COMBINE_MAX_BLOCKS, 400 - WRITE_COMBINE_MAX_BLOCKS]);
       expect(stats.rangesWritten).toBe(2);
-      const order = batches.flat().map((i) => phys(i.rel, i.blockNum));
+      const order = batches.flat().map((i) => tagOrder(i.rel, i.blockNum));
       expect(order).toEqual([...order].sort((x, y) => x - y));
       // Pages arrive with their checksums set, as md's would.
       const { verifyPageChecksum } = await import('../engine/page.js');

@@ -25,7 +25,7 @@ const NBLOCKS = 240;
 /**
  * Blocks 0..DIRTY-1 are rewritten (v2) before close: fewer than one BufferSync batch
  * (WRITE_COMBINE_MAX_BLOCKS), the case where the volume used to hand its whole write phase to
- * one writeBatch and so could not stop before it had written everything.
+ * one batch and so could not stop before it had written everything.
  */
 const DIRTY = 200;
 /** Writing DIRTY blocks takes DIRTY ms; the bound allows a quarter of that. */

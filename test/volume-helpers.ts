@@ -30,6 +30,11 @@ export async function openVolumeEngine(options: {
   return { engine, smgr: engine.storageManager('volume'), volume: ext.volume! };
 }
 
+/** Write existing blocks `blockNum`.. of one fork through the write contract (smgr.ts W1-W4). */
+export function writePages(smgr: StorageManager, r: RelFileLocator, fork: ForkNumber, blockNum: number, pages: readonly Uint8Array[]): Promise<number> {
+  return smgr.writeBuffers(pages.map((page, i) => ({ rel: r, fork, blockNum: blockNum + i, page })));
+}
+
 export function rel(relNumber: number, dbOid = 5): RelFileLocator {
   return { spcOid: 1663, dbOid, relNumber };
 }

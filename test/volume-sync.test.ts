@@ -11,7 +11,7 @@ import { Engine, SimDisk } from '../engine/index.js';
 import type { FileHandle, FileIO, FileStat, LockMode, OpenOptions } from '../engine/index.js';
 import { RealIO } from '../engine/index.js';
 import { openVolumeReadOnly, volumeExtension } from '../volume/index.js';
-import { BS, makePage, openVolumeEngine, rel } from './volume-helpers.js';
+import { BS, makePage, openVolumeEngine, rel, writePages } from './volume-helpers.js';
 import { tempDir } from './helpers/index.js';
 import { join } from 'node:path';
 
@@ -62,7 +62,7 @@ describe('volume sync handler', () => {
       }
       await engine.checkpoint();
       // Data-only dirtying: every fork gets one page rewritten.
-      for (let i = 0; i < n; i++) await smgr.write(rel(i + 1), 0, 0, makePage(rel(i + 1), 0, 0, 2));
+      for (let i = 0; i < n; i++) await writePages(smgr, rel(i + 1), 0, 0, [makePage(rel(i + 1), 0, 0, 2)]);
       let before = io.count(VOL);
       let stats = await engine.checkpoint();
       let after = io.count(VOL);
@@ -156,7 +156,7 @@ describe('volume sync handler', () => {
     await expect(engine.checkpoint()).rejects.toMatchObject({ code: 'IO_ERROR' });
     expect(engine.failed).toBe(true);
     await expect(engine.checkpoint()).rejects.toMatchObject({ code: 'ENGINE_FAILED' });
-    const err = await smgr.write(a, 0, 0, makePage(a, 0, 0, 2)).catch((e: unknown) => e);
+    const err = await writePages(smgr, a, 0, 0, [makePage(a, 0, 0, 2)]).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'ENGINE_FAILED' });
     expect((err as Error).message).toContain(VOL);
     // Reads keep working.

@@ -8,13 +8,13 @@
  *     next checkpoint too, and the sync handler is where the catalog is written. Exception: the
  *     forks of an unlogged relation other than INIT register none; the shutdown checkpoint
  *     syncs them (Volume.syncUnlogged).
- *  S2 physicalBlock + writeBatch let BufferSync write dirty pages in volume-offset order, so
- *     adjacent pages of different forks coalesce into one pwritev.
+ *  S2 writeBuffers (the one write contract) locates each page once, writes in volume-offset
+ *     order, and coalesces adjacent pages of different forks into one pwritev.
  *  S3 The sync handler never cancels on FILTER (no fileTagMatches): a dropped database's forks
  *     still need their drop made durable. It receives no UNLINK requests: freed space returns to
  *     the allocator at checkpointEnd, not through post-checkpoint unlinks.
  */
-import type { BatchWrite, FileTag, ForkNumber, RelFileLocator, SmgrContext, StorageManager, SyncOps } from '../engine/index.js';
+import type { FileTag, PageWrite, SmgrContext, StorageManager, SyncOps } from '../engine/index.js';
 import type { Volume } from './volume.js';
 import { describeForkKey } from './format.js';
 
@@ -23,25 +23,19 @@ export const VOLUME_SYNC_HANDLER_NAME = 'volume';
 
 export function volumeStorageManager(volume: Volume, ctx: SmgrContext): StorageManager {
   volume.attach(ctx);
-  const note = volume.notePersistence.bind(volume);
   return {
     name: VOLUME_SMGR_NAME,
-    create: (rel: RelFileLocator, fork: ForkNumber, persistence) => (note(rel, fork, persistence), volume.create(rel, fork)),
+    open: (rel, persistence) => volume.open(rel, persistence),
+    create: (rel, fork) => volume.create(rel, fork),
     exists: async (rel, fork) => volume.exists(rel, fork),
-    extend: (rel, fork, blockNum, page, persistence) => (note(rel, fork, persistence), volume.extend(rel, fork, blockNum, page)),
+    extend: (rel, fork, blockNum, page) => volume.extend(rel, fork, blockNum, page),
     read: (rel, fork, blockNum, into) => volume.read(rel, fork, blockNum, into),
-    write: (rel, fork, blockNum, page, persistence) => (note(rel, fork, persistence), volume.write(rel, fork, blockNum, page)),
-    writev: (rel, fork, blockNum, pages, persistence) => (note(rel, fork, persistence), volume.writev(rel, fork, blockNum, pages)),
+    writeBuffers: (pages: readonly PageWrite[]) => volume.writeBuffers(pages),
     nblocks: async (rel, fork) => volume.nblocks(rel, fork),
-    truncate: (rel, fork, nblocks, persistence) => (note(rel, fork, persistence), volume.truncate(rel, fork, nblocks)),
-    unlink: (rel, fork, persistence) => (note(rel, fork, persistence), volume.unlink(rel, fork)),
+    truncate: (rel, fork, nblocks) => volume.truncate(rel, fork, nblocks),
+    unlink: (rel, fork) => volume.unlink(rel, fork),
     immediateSync: () => volume.immediateSync(),
     registerSync: (rel, fork) => volume.registerSync(rel, fork),
-    physicalBlock: (rel, fork, blockNum) => volume.physicalBlock(rel, fork, blockNum),
-    writeBatch: (items: readonly BatchWrite[]) => {
-      for (const it of items) note(it.rel, it.fork, it.persistence);
-      return volume.writeBatch(items);
-    },
     syncUnlogged: () => volume.syncUnlogged(),
     resetUnlogged: () => volume.resetUnlogged(),
     checkpointBegin: () => volume.checkpointBegin(),

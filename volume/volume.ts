@@ -18,7 +18,7 @@
  *
  * Checkpoint order (the volume sync, `#syncOnce`), and why:
  *  1. Dirty pages were written in place by BufferSync before the sync phase (volume-offset
- *     order, through writeBatch). The file was zero-filled at creation, so these overwrites never
+ *     order, through writeBuffers). The file was zero-filled at creation, so these overwrites never
  *     change the file size: fdatasync covers them without a metadata journal commit.
  *  2. If metadata changed: the new catalog is written to free space (never over the durable one).
  *  3. fdatasync: pages and the new catalog are durable. A crash before this returns leaves the
@@ -61,11 +61,13 @@ import {
   checkFork,
   checkLocator,
   crc32c,
+  forEachInFlight,
+  IN_FLIGHT_DEFAULT,
   errnoOf,
   fsError,
   ioError,
 } from '../engine/index.js';
-import type { FileHandle, FileIO, FileTag, ForkNumber, RelFileLocator, SmgrContext } from '../engine/index.js';
+import type { FileHandle, FileIO, FileTag, ForkNumber, PageWrite, Persistence, RelFileLocator, SmgrContext } from '../engine/index.js';
 import {
   EXTENT_BLOCKS_FIRST,
   METADATA_BLOCKS,
@@ -88,8 +90,6 @@ import type { Catalog, CatalogFork, Extent, Finding, SlotResult, Superblock } fr
 import { FreeSpace, growthBlocks } from './extent-allocator.js';
 
 const INIT_FORK_NUMBER = 3;
-/** Vectored writes writeBatch keeps in flight: twice libuv's default thread pool of 4. */
-const WRITE_RUNS_IN_FLIGHT_MAX = 8;
 
 export interface CreateProgress {
   doneBytes: number;
@@ -191,6 +191,10 @@ interface SyncNeed {
   /** Last write of the fork (sequence number) and last metadata change (version). */
   seq: number;
   meta: number;
+}
+
+function relKey(rel: RelFileLocator): string {
+  return `${rel.spcOid}/${rel.dbOid}/${rel.relNumber}`;
 }
 
 function forkKey(rel: RelFileLocator, fork: number): string {
@@ -785,7 +789,7 @@ export class Volume {
   async #registerSync(rel: RelFileLocator, fork: number): Promise<void> {
     const ctx = this.#smgrCtx;
     assert(ctx !== null, 'storage manager attached before any write');
-    if (this.#isUnlogged(forkKey(rel, fork), fork)) {
+    if (this.#isUnlogged(rel, fork)) {
       this.#unloggedDirty = true; // synced at shutdown only (U1)
       return;
     }
@@ -849,7 +853,7 @@ export class Volume {
       while (j < pages.length && this.#locate(st, blk + j).volumeBlock === startVol + (j - i)) j++;
       // An unlogged fork's pages are not owed durability before shutdown (U1): tell the sync
       // ledger not to hold this write against a checkpoint.
-      if (this.#isUnlogged(st.key, st.fork)) {
+      if (this.#isUnlogged(st.rel, st.fork)) {
         this.#smgrCtx?.exemptFromLedger?.(this.path, startVol * this.blockSize, (j - i) * this.blockSize);
       }
       try {
@@ -863,18 +867,18 @@ export class Volume {
     return ranges;
   }
 
-  /** Unlogged forks seen (by persistence passed in), and whether one was written since the last sync. */
-  readonly #unloggedForks = new Set<string>();
+  /** Relations opened unlogged (smgropen), and whether an unlogged page was written since the last sync. */
+  readonly #unloggedRels = new Set<string>();
   #unloggedDirty = false;
 
-  #isUnlogged(key: string, fork: number): boolean {
-    return fork !== INIT_FORK_NUMBER && this.#unloggedForks.has(key);
+  /** An unlogged relation's fork other than INIT (which is permanent: the reset copies it). */
+  #isUnlogged(rel: RelFileLocator, fork: number): boolean {
+    return fork !== INIT_FORK_NUMBER && this.#unloggedRels.has(relKey(rel));
   }
 
-  /** The storage manager passes each call's persistence; an unlogged relation stays unlogged. */
-  notePersistence(rel: RelFileLocator, fork: ForkNumber | undefined, persistence: string | undefined): void {
-    if (persistence !== 'unlogged') return;
-    for (const f of fork === undefined ? [0, 1, 2, 3] : [fork]) this.#unloggedForks.add(forkKey(checkLocator(rel), f));
+  /** smgropen (smgr.ts): the persistence of a relation is fixed when a handle on it is made. */
+  open(rel: RelFileLocator, persistence: Persistence): void {
+    if (persistence === 'unlogged') this.#unloggedRels.add(relKey(checkLocator(rel)));
   }
 
   /**
@@ -970,26 +974,7 @@ export class Volume {
     }
   }
 
-  async write(relIn: RelFileLocator, forkIn: ForkNumber, blockNum: number, page: Uint8Array): Promise<void> {
-    await this.writev(relIn, forkIn, blockNum, [page]);
-  }
-
-  async writev(relIn: RelFileLocator, forkIn: ForkNumber, blockNum: number, pages: readonly Uint8Array[]): Promise<void> {
-    const rel = checkLocator(relIn);
-    const fork = checkFork(forkIn);
-    const blk = checkBlock(blockNum);
-    if (!Array.isArray(pages) || pages.length === 0) throw badArg('pages must be a non-empty array');
-    for (const p of pages) this.#checkPage(p, 'page');
-    this.#checkWritable();
-    const st = this.#fork(rel, fork);
-    if (blk + pages.length > st.nblocks) throw this.#outOfRange(st, blk + pages.length - 1, 'write');
-    await this.#writeRun(st, blk, pages);
-    this.#writeSeq++;
-    this.#noteWrite(st.key);
-    await this.#registerSync(rel, fork);
-  }
-
-  /** Volume block of a fork block (BufferSync sorts by it). */
+  /** Volume block of a fork block (inspection, tests). */
   physicalBlock(relIn: RelFileLocator, forkIn: ForkNumber, blockNum: number): number {
     const st = this.#fork(checkLocator(relIn), checkFork(forkIn));
     const blk = checkBlock(blockNum);
@@ -998,10 +983,14 @@ export class Volume {
   }
 
   /**
-   * Write blocks of any forks; adjacent volume blocks become one pwritev whatever fork they
-   * belong to. Items are written in volume order (sorted here if the caller did not).
+   * The write contract (smgr.ts W1-W4) for the volume: each page is located once, the batch is
+   * put in volume order, and volume-adjacent pages become one pwritev whatever fork they belong
+   * to. Scattered runs (one dirty page per relation) are independent, so IN_FLIGHT_DEFAULT of
+   * them are in flight at once instead of paying one round trip each. A run counts as written
+   * (write sequence, V4) only once its pwritev has returned; on failure the runs still in flight
+   * are waited for before the first error is thrown (W3).
    */
-  async writeBatch(items: readonly { rel: RelFileLocator; fork: ForkNumber; blockNum: number; page: Uint8Array }[]): Promise<number> {
+  async writeBuffers(items: readonly PageWrite[]): Promise<number> {
     this.#checkWritable();
     const handle = this.#checkOpen();
     const located = items.map((it) => {
@@ -1012,42 +1001,39 @@ export class Volume {
       return { st, volumeBlock: this.#locate(st, blk).volumeBlock, page: it.page };
     });
     located.sort((a, b) => a.volumeBlock - b.volumeBlock);
-    const runs: [number, number][] = [];
+    const runs: { from: number; to: number }[] = [];
     for (let i = 0; i < located.length; ) {
       let j = i + 1;
       while (j < located.length && located[j]!.volumeBlock === located[j - 1]!.volumeBlock + 1) j++;
-      runs.push([i, j]);
+      runs.push({ from: i, to: j });
       i = j;
     }
-    // Scattered runs (one dirty page per relation) are independent: keep a few in flight so
-    // the thread pool overlaps them, instead of paying one round trip per run. A run counts
-    // as written (write sequence, V4) only once its pwritev has returned; on failure, the runs
-    // still in flight are waited for before the first error is thrown.
-    for (let r = 0; r < runs.length; r += WRITE_RUNS_IN_FLIGHT_MAX) {
-      const group = runs.slice(r, r + WRITE_RUNS_IN_FLIGHT_MAX);
-      const results = await Promise.allSettled(
-        group.map(([i, j]) => this.#io.pwritev(handle, located.slice(i, j).map((x) => x.page), located[i]!.volumeBlock * this.blockSize)),
-      );
-      let failure: unknown;
-      group.forEach(([i, j], k) => {
-        const res = results[k]!;
-        if (res.status === 'rejected') {
-          failure ??= res.reason;
-          return;
+    const landed = new Map<string, ForkState>();
+    try {
+      await forEachInFlight(runs, IN_FLIGHT_DEFAULT, async ({ from, to }) => {
+        const at = located[from]!.volumeBlock * this.blockSize;
+        // An unlogged fork's pages are not owed durability before shutdown (U1): tell the sync
+        // ledger not to hold them against a checkpoint.
+        for (let x = from; x < to; x++) {
+          const { st, volumeBlock } = located[x]!;
+          if (this.#isUnlogged(st.rel, st.fork)) this.#smgrCtx?.exemptFromLedger?.(this.path, volumeBlock * this.blockSize, this.blockSize);
         }
+        const pages = located.slice(from, to).map((x) => x.page);
+        await (pages.length === 1 ? this.#io.pwrite(handle, pages[0]!, at) : this.#io.pwritev(handle, pages, at));
         this.#writeSeq++;
-        for (let x = i; x < j; x++) this.#noteWrite(located[x]!.st.key);
+        for (let x = from; x < to; x++) {
+          const { st } = located[x]!;
+          this.#noteWrite(st.key);
+          landed.set(st.key, st);
+        }
       });
-      if (failure !== undefined) throw ioError('write', this.path, failure);
+    } catch (err) {
+      throw ioError('write', this.path, err);
+    } finally {
+      // W4: every fork with a write that landed is registered, failure or not.
+      for (const st of landed.values()) await this.#registerSync(st.rel, st.fork);
     }
-    const ranges = runs.length;
-    const seen = new Set<string>();
-    for (const x of located) {
-      if (seen.has(x.st.key)) continue;
-      seen.add(x.st.key);
-      await this.#registerSync(x.st.rel, x.st.fork);
-    }
-    return ranges;
+    return runs.length;
   }
 
   async truncate(relIn: RelFileLocator, forkIn: ForkNumber, nblocks: number): Promise<void> {

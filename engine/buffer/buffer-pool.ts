@@ -26,15 +26,14 @@
  *  B7 Usage counts are capped at USAGE_COUNT_MAX (5, as PostgreSQL's BM_MAX_USAGE_COUNT).
  *
  * BufferSync (reference section 9): flags every buffer dirty at its start with
- * CHECKPOINT_NEEDED and writes only those still flagged when reached. For a storage manager
- * with physicalBlock + writeBatch the items are sorted by physical block and handed over in
- * chunks of WRITE_COMBINE_MAX_BLOCKS. Otherwise they are sorted by (spcOid, relNumber, dbOid,
- * fork, block) (dbOid after relNumber only so one file's blocks stay together) and consecutive
- * blocks of one file become one writev, never crossing what `maxCombine` allows (md: the segment
- * end); runs of different tablespaces are interleaved in proportion to their sizes, as
- * PostgreSQL's progress heap does. `pace(progress)` is called after every range or chunk. A
- * bounded BufferSync (shutdown with a deadline) uses BOUNDED_WRITE_BLOCKS_MAX for both limits,
- * so that pace, where the deadline is checked, comes soon after the deadline passes.
+ * CHECKPOINT_NEEDED and writes only those still flagged when reached. Each storage manager gets
+ * its buffers through the one write contract (smgr.ts W1-W4): in BufferSync order (`syncOrder`:
+ * by tag, tablespaces interleaved in proportion to their sizes, as PostgreSQL's progress heap
+ * does), in batches of WRITE_COMBINE_MAX_BLOCKS copies; how each batch becomes write calls (which
+ * pages coalesce, how many are in flight) is the storage manager's business. `pace(progress)` is
+ * called after every batch. A bounded BufferSync (shutdown with a deadline) uses batches of
+ * BOUNDED_WRITE_BLOCKS_MAX, so that pace, where the deadline is checked, comes soon after the
+ * deadline passes.
  *
  * Writeback hints (buffer/writeback.ts): every buffer BufferSync writes is scheduled on a
  * WritebackContext made for that BufferSync, with limit `checkpointFlushAfter`; each time the
@@ -49,7 +48,7 @@
 import { ErrorCode, LamstoreError, assert } from '../errors.js';
 import type { ForkNumber, RelFileLocator } from '../relfile.js';
 import { describeFork } from '../relfile.js';
-import type { BatchWrite, Persistence, StorageManager } from '../smgr/smgr.js';
+import type { PageWrite, Persistence, StorageManager } from '../smgr/smgr.js';
 import { setPageChecksum, verifyPageChecksum, PAGE_CHECKSUM_OFFSET } from '../page.js';
 import { CHECKPOINT_FLUSH_AFTER_DEFAULT, WRITEBACK_MAX_PENDING_FLUSHES, WritebackContext } from './writeback.js';
 
@@ -105,13 +104,13 @@ interface SyncRun {
   pace: (progress: number) => Promise<void>;
 }
 const INIT_FORK = 3;
-/** Largest vectored write BufferSync issues, and its writeBatch chunk (256 pages). */
+/** BufferSync's batch (256 pages): its scratch copies are allocated once, at the first checkpoint. */
 export const WRITE_COMBINE_MAX_BLOCKS = 256;
 /**
  * The same limit for a bounded BufferSync (a shutdown checkpoint with a deadline, checkpointer
  * K5). The deadline is looked at only in `pace`, between the writes BufferSync hands out, so a
  * slow disk overshoots the bound by up to one such write. At 256 blocks a batch, a volume whose
- * dirty pages fit in one writeBatch chunk wrote its whole write phase before the first look,
+ * dirty pages fit in one batch wrote its whole write phase before the first look,
  * then timed out with "0 pages left unwritten" (true, but only because it had not stopped).
  * 32 blocks (checkpoint_flush_after's default) keeps the overshoot small and the writes still
  * vectored; ordinary checkpoints keep the full 256.
@@ -139,6 +138,63 @@ interface SyncItem {
   id: number;
   key: string;
   tag: BufferTag;
+}
+
+function compareSyncItems(a: SyncItem, b: SyncItem): number {
+  const x = a.tag;
+  const y = b.tag;
+  return x.rel.spcOid - y.rel.spcOid || x.rel.relNumber - y.rel.relNumber || x.rel.dbOid - y.rel.dbOid || x.fork - y.fork || x.block - y.block;
+}
+
+/**
+ * BufferSync's order (W1 of smgr.ts): sorted by (spcOid, relNumber, dbOid, fork, block), dbOid
+ * after relNumber only so one file's blocks stay together. With several tablespaces, their runs
+ * (consecutive blocks of one fork, at most `runMax`) are interleaved in proportion to their
+ * sizes, as PostgreSQL's progress heap does, so every tablespace's disk is kept busy.
+ */
+function syncOrder(items: SyncItem[], runMax: number): SyncItem[] {
+  items.sort(compareSyncItems);
+  if (items.length === 0 || items[0]!.tag.rel.spcOid === items[items.length - 1]!.tag.rel.spcOid) return items;
+  interface Space {
+    runs: SyncItem[][];
+    next: number;
+    progress: number;
+    slice: number;
+  }
+  const spaces: Space[] = [];
+  let space: Space | null = null;
+  let run: SyncItem[] = [];
+  for (const it of items) {
+    const prev = run[run.length - 1];
+    if (!space || it.tag.rel.spcOid !== prev!.tag.rel.spcOid) {
+      if (space) space.runs.push(run);
+      space = { runs: [], next: 0, progress: 0, slice: 0 };
+      spaces.push(space);
+      run = [it];
+      continue;
+    }
+    const t = prev!.tag;
+    const consecutive = it.tag.fork === t.fork && it.tag.rel.relNumber === t.rel.relNumber && it.tag.rel.dbOid === t.rel.dbOid && it.tag.block === t.block + 1;
+    if (consecutive && run.length < runMax) {
+      run.push(it);
+      continue;
+    }
+    space.runs.push(run);
+    run = [it];
+  }
+  space!.runs.push(run);
+  for (const s of spaces) s.slice = items.length / s.runs.reduce((n, r) => n + r.length, 0);
+  const out: SyncItem[] = [];
+  for (;;) {
+    // The tablespace with the least progress goes next (PostgreSQL's progress heap).
+    let best: Space | null = null;
+    for (const s of spaces) if (s.next < s.runs.length && (!best || s.progress < best.progress)) best = s;
+    if (!best) break;
+    const r = best.runs[best.next++]!;
+    best.progress += best.slice * r.length;
+    for (const it of r) out.push(it);
+  }
+  return out;
 }
 
 export class BufferPool {
@@ -305,7 +361,7 @@ export class BufferPool {
     copy.set(this.#page(id));
     setPageChecksum(copy, tag.block);
     try {
-      await this.#smgr(tag.storage).write(tag.rel, tag.fork, tag.block, copy, tag.persistence);
+      await this.#smgr(tag.storage).writeBuffers([{ rel: tag.rel, fork: tag.fork, blockNum: tag.block, page: copy }]);
       // B3: modified meanwhile -> stays dirty (and keeps CHECKPOINT_NEEDED: this copy may predate the checkpoint).
       if (!(this.#flags[id]! & F_JUST_DIRTIED)) this.#setFlags(id, this.#flags[id]! & ~(F_DIRTY | F_CHECKPOINT_NEEDED));
     } finally {
@@ -558,115 +614,37 @@ export class BufferPool {
     await run.pace(run.processed / run.total);
   }
 
+  /** Each storage manager gets its buffers in BufferSync order, in batches (smgr.ts W1). */
   async #writeAll(byStorage: Map<string, SyncItem[]>, run: SyncRun): Promise<void> {
     const slots = run.slots;
     for (const storage of [...byStorage.keys()].sort()) {
-      const items = byStorage.get(storage)!;
       const smgr = this.#smgr(storage);
-      if (smgr.physicalBlock && smgr.writeBatch) {
-        const phys = new Map<SyncItem, number>();
-        for (const it of items) phys.set(it, smgr.physicalBlock(it.tag.rel, it.tag.fork, it.tag.block));
-        items.sort((a, b) => phys.get(a)! - phys.get(b)!);
-        for (let i = 0; i < items.length; i += run.writeBlocksMax) {
-          const chunk = items.slice(i, i + run.writeBlocksMax);
-          const { ready, endIo } = await this.#prepare(chunk, slots);
-          if (ready.length > 0) {
-            const batch: BatchWrite[] = ready.map((it, k) => ({
-              rel: it.tag.rel,
-              fork: it.tag.fork,
-              blockNum: it.tag.block,
-              page: slots.subarray(k * this.blockSize, (k + 1) * this.blockSize),
-              persistence: it.tag.persistence,
-            }));
-            let ranges: number;
-            try {
-              ranges = await smgr.writeBatch(batch);
-            } catch (err) {
-              this.#finish(ready, endIo, false);
-              throw err;
-            }
-            this.#finish(ready, endIo, true);
-            run.result.rangesWritten += ranges;
+      const order = syncOrder(byStorage.get(storage)!, run.writeBlocksMax);
+      // Behaviour 40: hints go out after every checkpointFlushAfter buffers written, so a storage
+      // manager that takes hints gets batches no larger than that.
+      const batchMax = run.wb && smgr.writeback ? Math.min(run.writeBlocksMax, this.#flushAfter) : run.writeBlocksMax;
+      for (let i = 0; i < order.length; i += batchMax) {
+        const chunk = order.slice(i, i + batchMax);
+        const { ready, endIo } = await this.#prepare(chunk, slots);
+        if (ready.length > 0) {
+          const batch: PageWrite[] = ready.map((it, k) => ({
+            rel: it.tag.rel,
+            fork: it.tag.fork,
+            blockNum: it.tag.block,
+            page: slots.subarray(k * this.blockSize, (k + 1) * this.blockSize),
+          }));
+          let ranges: number;
+          try {
+            ranges = await smgr.writeBuffers(batch);
+          } catch (err) {
+            this.#finish(ready, endIo, false);
+            throw err;
           }
-          await this.#written(run, ready, chunk.length);
+          this.#finish(ready, endIo, true);
+          run.result.rangesWritten += ranges;
         }
-        continue;
+        await this.#written(run, ready, chunk.length);
       }
-      await this.#syncSorted(smgr, items, run);
-    }
-  }
-
-  /** File-ordered BufferSync for a storage manager without physical order (md). */
-  async #syncSorted(smgr: StorageManager, items: SyncItem[], run: SyncRun): Promise<void> {
-    const slots = run.slots;
-    items.sort((a, b) => {
-      const x = a.tag;
-      const y = b.tag;
-      return x.rel.spcOid - y.rel.spcOid || x.rel.relNumber - y.rel.relNumber || x.rel.dbOid - y.rel.dbOid || x.fork - y.fork || x.block - y.block;
-    });
-    // Candidate ranges per tablespace: consecutive blocks of one file, within maxCombine.
-    const sameFile = (a: BufferTag, b: BufferTag) =>
-      a.rel.spcOid === b.rel.spcOid && a.rel.dbOid === b.rel.dbOid && a.rel.relNumber === b.rel.relNumber && a.fork === b.fork;
-    interface Space {
-      ranges: SyncItem[][];
-      next: number;
-      progress: number;
-      slice: number;
-    }
-    const spaces: Space[] = [];
-    let current: Space | null = null;
-    let currentSpc = -1;
-    let piece: SyncItem[] = [];
-    let limit = 0;
-    for (const it of items) {
-      if (!current || it.tag.rel.spcOid !== currentSpc) {
-        if (current && piece.length) current.ranges.push(piece);
-        piece = [];
-        current = { ranges: [], next: 0, progress: 0, slice: 0 };
-        currentSpc = it.tag.rel.spcOid;
-        spaces.push(current);
-      }
-      const prev = piece[piece.length - 1];
-      if (prev && sameFile(prev.tag, it.tag) && it.tag.block === prev.tag.block + 1 && piece.length < limit) {
-        piece.push(it);
-        continue;
-      }
-      if (piece.length) current.ranges.push(piece);
-      piece = [it];
-      const combine = smgr.maxCombine ? smgr.maxCombine(it.tag.rel, it.tag.fork, it.tag.block) : WRITE_COMBINE_MAX_BLOCKS;
-      limit = Math.max(1, Math.min(run.writeBlocksMax, combine));
-    }
-    if (current && piece.length) current.ranges.push(piece);
-    const sizeOf = (s: Space) => s.ranges.reduce((n, r) => n + r.length, 0);
-    for (const s of spaces) s.slice = items.length / Math.max(1, sizeOf(s));
-
-    for (;;) {
-      // The tablespace with the least progress goes next (PostgreSQL's progress heap).
-      let best: Space | null = null;
-      for (const s of spaces) if (s.next < s.ranges.length && (!best || s.progress < best.progress)) best = s;
-      if (!best) break;
-      const range = best.ranges[best.next++]!;
-      best.progress += best.slice * range.length;
-      const { ready, endIo } = await this.#prepare(range, slots);
-      // Items dropped by #prepare may split the range: write each consecutive piece.
-      let start = 0;
-      try {
-        while (start < ready.length) {
-          let end = start + 1;
-          while (end < ready.length && ready[end]!.tag.block === ready[end - 1]!.tag.block + 1) end++;
-          const first = ready[start]!.tag;
-          const pages: Uint8Array[] = [];
-          for (let k = start; k < end; k++) pages.push(slots.subarray(k * this.blockSize, (k + 1) * this.blockSize));
-          await smgr.writev(first.rel, first.fork, first.block, pages, first.persistence);
-          run.result.rangesWritten++;
-          start = end;
-        }
-      } catch (err) {
-        this.#finish(ready, endIo, false);
-        throw err;
-      }
-      this.#finish(ready, endIo, true);
-      await this.#written(run, ready, range.length);
     }
   }
 

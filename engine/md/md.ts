@@ -89,7 +89,8 @@ import type { FileTag } from '../sync/file-tag.js';
 import { SyncHandlerId, SyncRequestType } from '../sync/registry.js';
 import type { ForkNumber, RelFileLocator } from '../relfile.js';
 import { FORKS, INVALID_BLOCK_NUMBER, describeFork, locatorKey } from '../relfile.js';
-import type { Persistence, SmgrContext, StorageManager } from '../smgr/smgr.js';
+import type { PageWrite, Persistence, SmgrContext, StorageManager } from '../smgr/smgr.js';
+import { IN_FLIGHT_DEFAULT, forEachInFlight } from '../io/in-flight.js';
 import { relDirRelative, relPath } from './paths.js';
 
 const INIT_FORK = 3;
@@ -103,6 +104,10 @@ interface Seg {
   /** Evicted while pinned: close when the last user releases it. */
   doomed: boolean;
   closed: boolean;
+}
+
+function sameLocator(a: RelFileLocator, b: RelFileLocator): boolean {
+  return a.relNumber === b.relNumber && a.dbOid === b.dbOid && a.spcOid === b.spcOid;
 }
 
 function forkKey(loc: RelFileLocator, fork: number): string {
@@ -136,6 +141,8 @@ export class MdStorageManager implements StorageManager {
   readonly #removedIn = new Set<string>();
   /** Segments of unlogged forks written since the last shutdown sync (U1). */
   readonly #unloggedDirty = new Set<string>();
+  /** Relations opened unlogged (locatorKey), fixed for the engine's life (smgr.ts open). */
+  readonly #unlogged = new Set<string>();
   #closed = false;
 
   constructor(ctx: SmgrContext) {
@@ -336,10 +343,11 @@ export class MdStorageManager implements StorageManager {
   }
 
   /** register_dirty_segment (M5). */
-  async #registerDirty(loc: RelFileLocator, fork: number, segno: number, persistence: Persistence | undefined): Promise<void> {
+  async #registerDirty(loc: RelFileLocator, fork: number, segno: number, evenIfUnlogged = false): Promise<void> {
     // Unlogged relations are synced only at shutdown (syncUnlogged); their INIT fork is
-    // permanent, since the reset after an unclean stop copies it.
-    if (persistence === 'unlogged' && fork !== INIT_FORK) {
+    // permanent, since the reset after an unclean stop copies it. registerSync asks for the
+    // request whatever the persistence (smgrregistersync after a bulk write).
+    if (!evenIfUnlogged && this.#isUnlogged(loc, fork)) {
       this.#unloggedDirty.add(this.#segPath(loc, fork, segno));
       return;
     }
@@ -423,7 +431,16 @@ export class MdStorageManager implements StorageManager {
 
   // ------------------------------------------------------------------ StorageManager
 
-  async create(loc: RelFileLocator, fork: ForkNumber, persistence?: Persistence): Promise<void> {
+  open(loc: RelFileLocator, persistence: Persistence): void {
+    if (persistence === 'unlogged') this.#unlogged.add(locatorKey(loc));
+  }
+
+  /** An unlogged relation's fork other than INIT (which is permanent: the reset copies it). */
+  #isUnlogged(loc: RelFileLocator, fork: number): boolean {
+    return fork !== INIT_FORK && this.#unlogged.has(locatorKey(loc));
+  }
+
+  async create(loc: RelFileLocator, fork: ForkNumber): Promise<void> {
     const lk = locatorKey(loc);
     if (fork === 0 && this.#tombstones.has(lk)) {
       if ((await this.#statBlocks(this.#segPath(loc, 0, 0))) !== null) {
@@ -444,7 +461,7 @@ export class MdStorageManager implements StorageManager {
     if (created) {
       this.#noteNewEntry(path);
       this.#nblocks.set(forkKey(loc, fork), 0);
-      await this.#registerDirty(loc, fork, 0, persistence);
+      await this.#registerDirty(loc, fork, 0);
     }
   }
 
@@ -473,36 +490,50 @@ export class MdStorageManager implements StorageManager {
     }
   }
 
-  async write(loc: RelFileLocator, fork: ForkNumber, blockNum: number, page: Uint8Array, persistence?: Persistence): Promise<void> {
-    await this.writev(loc, fork, blockNum, [page], persistence);
-  }
-
-  async writev(loc: RelFileLocator, fork: ForkNumber, blockNum: number, pages: readonly Uint8Array[], persistence?: Persistence): Promise<void> {
-    const nb = await this.#nblocksOf(loc, fork);
-    const end = blockNum + pages.length;
-    if (end > nb) throw this.#outOfRange(loc, fork, end - 1, nb);
-    let i = 0;
-    // Never cross a segment boundary in one call (mdmaxcombine).
-    while (i < pages.length) {
-      const block = blockNum + i;
-      const segno = Math.floor(block / this.#segBlocks);
-      const n = Math.min(pages.length - i, this.maxCombine(loc, fork, block));
-      const chunk = pages.slice(i, i + n);
-      for (const p of chunk) assert(p.length === this.#blockSize, 'md write: pages are one block each');
-      const path = this.#segPath(loc, fork, segno);
-      const offset = (block % this.#segBlocks) * this.#blockSize;
-      await this.#withSeg(path, false, (h) => (chunk.length === 1 ? this.#ctx.io.pwrite(h, chunk[0]!, offset) : this.#ctx.io.pwritev(h, chunk, offset))).catch(
-        (err: unknown) => {
-          throw ioError('write', path, err);
-        },
-      );
-      await this.#registerDirty(loc, fork, segno, persistence);
-      i += n;
+  /**
+   * The write contract (smgr.ts W1-W4), mdwritev for a whole batch: consecutive blocks of one
+   * segment become one vectored write (never past the segment end, PostgreSQL's mdmaxcombine),
+   * and the writes go out IN_FLIGHT_DEFAULT at a time, so a checkpoint over a thousand files
+   * overlaps their round trips on the thread pool instead of paying them one after another.
+   * Each write registers its segment's SYNC as soon as it returns (W4).
+   */
+  async writeBuffers(pages: readonly PageWrite[]): Promise<number> {
+    interface Run {
+      loc: RelFileLocator;
+      fork: ForkNumber;
+      segno: number;
+      firstBlock: number;
+      pages: Uint8Array[];
     }
+    const runs: Run[] = [];
+    let prev: PageWrite | null = null;
+    let nblocks = 0;
+    for (const w of pages) {
+      assert(w.page.length === this.#blockSize, 'md write: pages are one block each');
+      const sameFork = prev !== null && prev.fork === w.fork && sameLocator(prev.rel, w.rel);
+      // W1 puts a fork's pages together: look its size up once per stretch, not per page.
+      if (!sameFork) nblocks = await this.#nblocksOf(w.rel, w.fork);
+      if (w.blockNum >= nblocks) throw this.#outOfRange(w.rel, w.fork, w.blockNum, nblocks);
+      const segno = Math.floor(w.blockNum / this.#segBlocks);
+      const last = runs[runs.length - 1];
+      if (sameFork && last!.segno === segno && w.blockNum === last!.firstBlock + last!.pages.length) last!.pages.push(w.page);
+      else runs.push({ loc: w.rel, fork: w.fork, segno, firstBlock: w.blockNum, pages: [w.page] });
+      prev = w;
+    }
+    await forEachInFlight(runs, IN_FLIGHT_DEFAULT, async (run) => {
+      const path = this.#segPath(run.loc, run.fork, run.segno);
+      const offset = (run.firstBlock % this.#segBlocks) * this.#blockSize;
+      const io = this.#ctx.io;
+      await this.#withSeg(path, false, (h) => (run.pages.length === 1 ? io.pwrite(h, run.pages[0]!, offset) : io.pwritev(h, run.pages, offset))).catch((err: unknown) => {
+        throw ioError('write', path, err);
+      });
+      await this.#registerDirty(run.loc, run.fork, run.segno);
+    });
+    return runs.length;
   }
 
   /** Blocks from `blockNum` to the end of its segment: the most one vectored write may cover. */
-  maxCombine(_loc: RelFileLocator, _fork: ForkNumber, blockNum: number): number {
+  #toSegmentEnd(blockNum: number): number {
     return this.#segBlocks - (blockNum % this.#segBlocks);
   }
 
@@ -514,7 +545,7 @@ export class MdStorageManager implements StorageManager {
     let block = blockNum;
     let left = nblocks;
     while (left > 0) {
-      const n = Math.min(left, this.maxCombine(loc, fork, block));
+      const n = Math.min(left, this.#toSegmentEnd(block));
       const path = this.#segPath(loc, fork, Math.floor(block / this.#segBlocks));
       // peek: a hint neither opens a file nor counts as a use for the LRU order.
       const seg = this.#cache.peek(path);
@@ -532,7 +563,7 @@ export class MdStorageManager implements StorageManager {
     }
   }
 
-  async extend(loc: RelFileLocator, fork: ForkNumber, blockNum: number, page: Uint8Array, persistence?: Persistence): Promise<void> {
+  async extend(loc: RelFileLocator, fork: ForkNumber, blockNum: number, page: Uint8Array): Promise<void> {
     assert(page.length === this.#blockSize, 'md extend: page is one block');
     if (blockNum >= INVALID_BLOCK_NUMBER) {
       throw new LamstoreError(ErrorCode.BLOCK_OUT_OF_RANGE, `${describeFork(loc, fork)}: cannot extend beyond ${INVALID_BLOCK_NUMBER} blocks`);
@@ -552,7 +583,7 @@ export class MdStorageManager implements StorageManager {
       }).catch((err: unknown) => {
         throw ioError('extend', path, err);
       });
-      if (padded) await this.#registerDirty(loc, fork, segno, persistence);
+      if (padded) await this.#registerDirty(loc, fork, segno);
     }
     const path = this.#segPath(loc, fork, target);
     await this.#withSeg(path, true, async (h, created) => {
@@ -562,10 +593,10 @@ export class MdStorageManager implements StorageManager {
       throw ioError('extend', path, err);
     });
     this.#nblocks.set(forkKey(loc, fork), blockNum + 1);
-    await this.#registerDirty(loc, fork, target, persistence);
+    await this.#registerDirty(loc, fork, target);
   }
 
-  async truncate(loc: RelFileLocator, fork: ForkNumber, nblocks: number, persistence?: Persistence): Promise<void> {
+  async truncate(loc: RelFileLocator, fork: ForkNumber, nblocks: number): Promise<void> {
     const cur = await this.#nblocksOf(loc, fork);
     if (nblocks > cur) {
       throw new LamstoreError(ErrorCode.BLOCK_OUT_OF_RANGE, `${describeFork(loc, fork)}: cannot truncate to ${nblocks} blocks, it has only ${cur}`);
@@ -583,14 +614,14 @@ export class MdStorageManager implements StorageManager {
       });
       // Keep the cached size exact from the first touched segment on.
       this.#nblocks.set(forkKey(loc, fork), Math.max(nblocks, start));
-      await this.#registerDirty(loc, fork, segno, persistence);
+      await this.#registerDirty(loc, fork, segno);
     }
     this.#nblocks.set(forkKey(loc, fork), nblocks);
   }
 
-  async unlink(loc: RelFileLocator, fork?: ForkNumber, persistence?: Persistence): Promise<void> {
+  async unlink(loc: RelFileLocator, fork?: ForkNumber): Promise<void> {
     const forks = fork === undefined ? FORKS : [fork];
-    for (const f of forks) await this.#unlinkFork(loc, f, persistence);
+    for (const f of forks) await this.#unlinkFork(loc, f);
   }
 
   /** Truncate a segment to 0 through its handle; false when it does not exist. */
@@ -650,9 +681,9 @@ export class MdStorageManager implements StorageManager {
   }
 
   /** mdunlinkfork (M4). */
-  async #unlinkFork(loc: RelFileLocator, fork: ForkNumber, persistence: Persistence | undefined): Promise<void> {
+  async #unlinkFork(loc: RelFileLocator, fork: ForkNumber): Promise<void> {
     // An unlogged relation's INIT fork registers syncs like a permanent one, so it needs its FORGETs.
-    const permanent = persistence !== 'unlogged' || fork === INIT_FORK;
+    const permanent = !this.#isUnlogged(loc, fork);
     const lk = locatorKey(loc);
     this.#nblocks.delete(forkKey(loc, fork));
     if (fork === 0 && this.#tombstones.has(lk)) return; // dropped already
@@ -794,7 +825,7 @@ export class MdStorageManager implements StorageManager {
 
   async registerSync(loc: RelFileLocator, fork: ForkNumber): Promise<void> {
     await this.#nblocksOf(loc, fork);
-    for (const segno of await this.#segments(loc, fork)) await this.#registerDirty(loc, fork, segno, 'permanent');
+    for (const segno of await this.#segments(loc, fork)) await this.#registerDirty(loc, fork, segno, true);
   }
 
   async close(): Promise<void> {

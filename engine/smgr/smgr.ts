@@ -16,6 +16,20 @@
  *  - `checkpointBegin`/`checkpointEnd` (optional) bracket each checkpoint, so a storage manager
  *    can group its work per checkpoint (the volume's sync epoch) and release space the durable
  *    state no longer references.
+ *
+ * The write contract (`writeBuffers`), the one way pages of existing blocks reach storage:
+ *  W1 BufferSync hands each storage manager its dirty buffers as batches in BufferSync order
+ *     (sorted by buffer tag: tablespace, relNumber, dbOid, fork, block; tablespaces interleaved
+ *     range by range); an eviction hands over a batch of one. Every page already carries its
+ *     checksum and every block is below nblocks.
+ *  W2 The storage manager decides how to issue them: which pages become one vectored write,
+ *     and how many writes are in flight at once (md: consecutive blocks of one segment per
+ *     pwritev, many files at once; the volume: adjacent volume blocks per pwritev, across forks).
+ *  W3 It resolves once every write it issued has finished. If any failed it rejects with the
+ *     first error, and only after the others in flight have finished: a caller never retries a
+ *     page while an older copy of it may still land.
+ *  W4 Every write that succeeded has registered its sync request (as extend does) by the time
+ *     it resolves or rejects, so a page written is never left out of the next checkpoint.
  */
 import type { FileIO } from '../io/file-io.js';
 import type { Clock } from '../clock.js';
@@ -25,50 +39,41 @@ import type { ForkNumber, RelFileLocator } from '../relfile.js';
 
 export type Persistence = 'permanent' | 'unlogged';
 
-export interface BatchWrite {
+/** One page of a BufferSync batch (or an eviction write): block `blockNum` of the fork. */
+export interface PageWrite {
   rel: RelFileLocator;
   fork: ForkNumber;
   blockNum: number;
   page: Uint8Array;
-  persistence?: Persistence;
 }
 
 export interface StorageManager {
   readonly name: string;
-  create(rel: RelFileLocator, fork: ForkNumber, persistence?: Persistence): Promise<void>;
+  /**
+   * smgropen: a relation handle is made with this persistence. It is fixed from here on (an
+   * unlogged relation stays unlogged while the engine runs), so no other call repeats it. A
+   * relation never opened is permanent. Synchronous and without I/O.
+   */
+  open(rel: RelFileLocator, persistence: Persistence): void;
+  create(rel: RelFileLocator, fork: ForkNumber): Promise<void>;
   exists(rel: RelFileLocator, fork: ForkNumber): Promise<boolean>;
   /** Add block `blockNum` (= current nblocks) with the given bytes. */
-  extend(rel: RelFileLocator, fork: ForkNumber, blockNum: number, page: Uint8Array, persistence?: Persistence): Promise<void>;
+  extend(rel: RelFileLocator, fork: ForkNumber, blockNum: number, page: Uint8Array): Promise<void>;
   /** Read one block into `into` (blockSize bytes). */
   read(rel: RelFileLocator, fork: ForkNumber, blockNum: number, into: Uint8Array): Promise<void>;
-  write(rel: RelFileLocator, fork: ForkNumber, blockNum: number, page: Uint8Array, persistence?: Persistence): Promise<void>;
-  /** Write consecutive blocks starting at `blockNum`: one vectored write per contiguous file range. */
-  writev(rel: RelFileLocator, fork: ForkNumber, blockNum: number, pages: readonly Uint8Array[], persistence?: Persistence): Promise<void>;
+  /**
+   * The one write contract (W1-W4 above): write existing blocks of any forks of this storage.
+   * Returns the number of write calls (ranges) issued.
+   */
+  writeBuffers(pages: readonly PageWrite[]): Promise<number>;
   nblocks(rel: RelFileLocator, fork: ForkNumber): Promise<number>;
-  truncate(rel: RelFileLocator, fork: ForkNumber, nblocks: number, persistence?: Persistence): Promise<void>;
+  truncate(rel: RelFileLocator, fork: ForkNumber, nblocks: number): Promise<void>;
   /** Drop the fork (or every fork when `fork` is undefined). */
-  unlink(rel: RelFileLocator, fork?: ForkNumber, persistence?: Persistence): Promise<void>;
+  unlink(rel: RelFileLocator, fork?: ForkNumber): Promise<void>;
   /** Make the fork durable now, without waiting for a checkpoint. */
   immediateSync(rel: RelFileLocator, fork: ForkNumber): Promise<void>;
   /** Register sync requests for everything of the fork (after writes made with skipFsync). */
   registerSync(rel: RelFileLocator, fork: ForkNumber): Promise<void>;
-  /**
-   * Optional: where a block sits in the storage's own address space (the volume offset in
-   * blocks). When present, BufferSync writes this storage's dirty pages in that order through
-   * `writeBatch`, so pages adjacent on disk coalesce even across relation forks.
-   */
-  physicalBlock?(rel: RelFileLocator, fork: ForkNumber, blockNum: number): number;
-  /**
-   * Optional, with `physicalBlock`: write blocks of any forks, given sorted by physicalBlock;
-   * adjacent ones become one vectored write. Registers the sync requests as `write` would.
-   * Returns the number of ranges (vectored writes) issued.
-   */
-  writeBatch?(items: readonly BatchWrite[]): Promise<number>;
-  /**
-   * Optional: how many blocks from `blockNum` one vectored write may cover (md: up to the end of
-   * the segment, PostgreSQL's mdmaxcombine). BufferSync never coalesces a range past it.
-   */
-  maxCombine?(rel: RelFileLocator, fork: ForkNumber, blockNum: number): number;
   /**
    * Optional writeback hint (smgrwriteback): blocks `blockNum`..`blockNum + nblocks - 1`, all
    * written already, may be pushed towards the device now; do not wait for them. Makes nothing

@@ -18,6 +18,11 @@
  *  P3 A canceled entry is never synced; it is removed when the phase reaches it.
  *  P4 After a sync phase that did not finish (a handler threw), the next phase first makes every
  *     survivor eligible, so no entry is ever skipped as "new" by a wrapped counter (behaviour 21).
+ *  P5 With `concurrency` > 1 up to that many sync callbacks run at once, started in table order.
+ *     Everything else holds per entry: cancel checked right before its call, ENOENT absorbed and
+ *     retried once, done entries removed. A failure starts no new call; the calls in flight are
+ *     waited for and their successes counted and removed before the first error is thrown, so
+ *     no result is dropped and only entries not synced stay for the next phase.
  *
  * `absorb` is the checkpointer's AbsorbSyncRequests: it drains the request queue into
  * `remember`. It is passed in because the queue lives in checkpointer/.
@@ -28,6 +33,7 @@ import { describeTag, fileTagKey } from './file-tag.js';
 import type { SyncHandlerRegistry, SyncOps } from './registry.js';
 import { SyncRequestType } from './registry.js';
 import type { Clock } from '../clock.js';
+import { forEachInFlight } from '../io/in-flight.js';
 
 /** PostgreSQL's FSYNCS_PER_ABSORB and UNLINKS_PER_ABSORB: keep the queue from overflowing
  *  during a long sync or unlink phase. */
@@ -64,6 +70,11 @@ export interface ProcessSyncOptions {
   clock: Clock;
   /** A line per successful sync ("checkpoint sync: number=N file=PATH time=T ms"). */
   onSyncFile?: (line: string) => void;
+  /**
+   * Sync calls in flight at once. 1 is PostgreSQL's loop, one file after another. More is a
+   * deliberate step past it (P5): the thread pool overlaps the fsyncs. @default 1
+   */
+  concurrency?: number;
 }
 
 export interface PostCheckpointOptions {
@@ -172,14 +183,26 @@ export class PendingOps {
     this.#syncCycle = (this.#syncCycle + 1) % CYCLE_MOD;
     this.#syncInProgress = true;
 
-    let absorbCounter = FSYNCS_PER_ABSORB;
-    // Map iteration visits entries added during the loop; they carry the new cycle and are
-    // skipped (P1), exactly as dynahash's "may or may not be visited".
+    // The entries that existed when the phase began: each is exactly one cycle old (P1). Those
+    // created from here on carry the new cycle and wait for the next phase, exactly as the
+    // dynahash scan skips them.
+    const eligible: [string, PendingFsync][] = [];
     for (const [key, e] of this.#pending) {
-      if (e.cycle === this.#syncCycle) continue;
       assert((e.cycle + 1) % CYCLE_MOD === this.#syncCycle, `pending entry ${describeTag(e.tag)} is exactly one sync cycle old`);
-
-      if (enableFsync) {
+      eligible.push([key, e]);
+    }
+    let absorbCounter = FSYNCS_PER_ABSORB;
+    const done = (key: string, e: PendingFsync): void => {
+      // Synced, canceled, or fsync off: the entry is done (P3). While the callback ran, a
+      // FORGET then SYNC may have replaced it with a new entry of the current cycle: keep that.
+      const current = this.#pending.get(key);
+      assert(current !== undefined, 'pendingOps corrupted');
+      if (current === e) this.#pending.delete(key);
+    };
+    if (!enableFsync) {
+      for (const [key, e] of eligible) done(key, e);
+    } else {
+      await forEachInFlight(eligible, Math.max(1, options.concurrency ?? 1), async ([key, e]) => {
         if (--absorbCounter <= 0) {
           absorb();
           absorbCounter = FSYNCS_PER_ABSORB;
@@ -211,12 +234,8 @@ export class PendingOps {
           options.onSyncFile?.(`checkpoint sync: number=${stats.syncFiles} file=${describe(ops, e.tag)} time=${(us / 1000).toFixed(3)} ms`);
           break;
         }
-      }
-      // Synced, canceled, or fsync off: the entry is done (P3). While the callback ran, a
-      // FORGET then SYNC may have replaced it with a new entry of the current cycle: keep that.
-      const current = this.#pending.get(key);
-      assert(current !== undefined, 'pendingOps corrupted');
-      if (current === e) this.#pending.delete(key);
+        done(key, e);
+      });
     }
 
     this.#syncInProgress = false;
