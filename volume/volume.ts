@@ -46,10 +46,12 @@ import {
   checkBlock,
   checkFork,
   checkLocator,
+  checkOptionKeys,
   crc32c,
   errnoOf,
   fsError,
   ioError,
+  optionKeys,
 } from '../engine/index.js';
 import type { FileHandle, FileIO, FileTag, ForkNumber, RelFileLocator, SmgrContext } from '../engine/index.js';
 import {
@@ -303,8 +305,16 @@ export async function examineVolume(io: FileIO, handle: FileHandle, path: string
 
 // ---------------------------------------------------------------- creation
 
+const CREATE_OPTION_KEYS = optionKeys<VolumeCreateOptions>({ sizeBytes: true, blockSize: true, onProgress: true });
+
+/** Refuse a key VolumeCreateOptions does not have (a misspelt `blocksize` would silently mean the engine's block size). */
+export function checkCreateOptionKeys(create: object, what: string): void {
+  checkOptionKeys(create, CREATE_OPTION_KEYS, what);
+}
+
 function checkCreateOptions(create: VolumeCreateOptions, engineBlockSize: number | undefined): { sizeBytes: number; blockSize: number } {
   if (typeof create !== 'object' || create === null) throw badArg('option create must be an object { sizeBytes, blockSize? }');
+  checkCreateOptionKeys(create, 'volume create options');
   const blockSize = create.blockSize ?? engineBlockSize ?? 8192;
   if (typeof blockSize !== 'number' || !Number.isInteger(blockSize) || blockSize < BLOCK_SIZE_BYTES_MIN || blockSize > BLOCK_SIZE_BYTES_MAX || (blockSize & (blockSize - 1)) !== 0) {
     throw badArg(`option create.blockSize must be a power of two in ${BLOCK_SIZE_BYTES_MIN}..${BLOCK_SIZE_BYTES_MAX}, got ${String(blockSize)}`);
