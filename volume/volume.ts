@@ -58,6 +58,7 @@ import {
   EXTENT_BLOCKS_FIRST,
   METADATA_BLOCKS,
   SLOT_COUNT,
+  SLOT_NEVER_WRITTEN,
   SUPERBLOCK_BYTES,
   catalogBytes,
   catalogFindings,
@@ -228,7 +229,9 @@ export async function examineVolume(io: FileIO, handle: FileHandle, path: string
   }
   const ex: VolumeExamination = { fileSizeBytes, slots: [], findings: [] };
   if (fileSizeBytes < SUPERBLOCK_BYTES) {
-    ex.fatal = fileSizeBytes === 0 ? 'file is empty (0 bytes), not a volume' : `file is ${fileSizeBytes} bytes, shorter than a ${SUPERBLOCK_BYTES}-byte superblock`;
+    // 0 bytes is also what a creation killed before it sized the file leaves: holding nothing,
+    // it may go.
+    ex.fatal = fileSizeBytes === 0 ? 'file is empty (0 bytes), not a volume (an interrupted volume creation leaves this); it holds nothing and may be removed' : `file is ${fileSizeBytes} bytes, shorter than a ${SUPERBLOCK_BYTES}-byte superblock`;
     ex.findings.push({ severity: 'error', part: 'file', message: ex.fatal });
     return ex;
   }
@@ -239,9 +242,12 @@ export async function examineVolume(io: FileIO, handle: FileHandle, path: string
   const r0 = results[0];
   const candidates = r0.ok ? [r0.sb.blockSizeBytes] : [8192, 4096, 16384, 32768];
   let r1: SlotResult | undefined;
+  // Every place slot 1 may be is all zero (r1 reports only the first place tried).
+  let slot1Zero = true;
   for (const bs of candidates) {
     if (fileSizeBytes < bs + SUPERBLOCK_BYTES) continue;
     const r = decodeSuperblock(await readAt(io, handle, path, SUPERBLOCK_BYTES, bs), 1);
+    if (r.ok || r.reason !== SLOT_NEVER_WRITTEN) slot1Zero = false;
     if (r.ok && r.sb.blockSizeBytes !== bs) {
       r1 ??= { ok: false, reason: `found at offset ${bs} but records block size ${r.sb.blockSizeBytes}` };
       continue;
@@ -257,6 +263,14 @@ export async function examineVolume(io: FileIO, handle: FileHandle, path: string
   }
   const valid = results.filter((r): r is { ok: true; sb: Superblock } => r.ok).map((r) => r.sb);
   if (valid.length === 0) {
+    if (ex.slots.every((s) => s.reason === SLOT_NEVER_WRITTEN) && slot1Zero) {
+      // createVolumeFile writes the superblocks last and removes its file on any error, so two
+      // zero slots mean a process killed while creating (a signal, a crash, an Engine.open
+      // stopped mid-creation). Say so: "corrupt" alone sends people looking for lost data.
+      ex.fatal = 'the file was never completed as a volume (both superblock slots are all zero: its creation was interrupted); it may be removed and the volume created again';
+      ex.findings.push({ severity: 'error', part: 'file', message: ex.fatal });
+      return ex;
+    }
     ex.fatal = `no valid superblock (slot 0: ${ex.slots[0]!.reason}; slot 1: ${ex.slots[1]!.reason})`;
     return ex;
   }
