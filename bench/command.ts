@@ -15,8 +15,10 @@
  *     relations at setup, every 4 MiB of the volume's zero-fill, between rows of a round) and
  *     cleans up (exit 128 + its number, code INTERRUPTED); a second one, of any kind, removes
  *     the directory at once and exits (128 + its number) without waiting for the step.
+ *  C5 Output paths (--svg) are checked before anything is measured: a directory that does not
+ *     exist is exit 2 at once, not a raw ENOENT after the whole run.
  */
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import cliProgress from 'cli-progress';
 import { CommanderError, type Command } from 'commander';
@@ -82,6 +84,7 @@ export async function benchOptionsFrom(flags: RawFlags): Promise<BenchOptions> {
     throw new UsageError(`--relations x --pages: the largest cell is ${cellPagesMax} dirty pages, more than ${CELL_PAGES_MAX} (each engine's buffer pool must hold one cell)`);
   }
   if (flags.svg !== undefined && flags.svg.length === 0) throw new UsageError(`--svg '' must name a file`);
+  if (flags.svg !== undefined) await checkOutputFile('--svg', flags.svg);
   const dir = resolve(flags.dir ?? tmpdir());
   const st = await new RealIO().stat(dir).catch((err: unknown) => {
     throw new UsageError(`--dir '${flags.dir}': ${err instanceof Error ? err.message : String(err)}`);
@@ -100,6 +103,26 @@ export async function benchOptionsFrom(flags: RawFlags): Promise<BenchOptions> {
     latencySamples: base.latencySamples,
     warmupRounds: base.warmupRounds,
   };
+}
+
+/**
+ * C5: an output file named by a flag can be written once the run is over: its directory exists
+ * and it is not itself a directory or a special file. Checked up front, since a run can take
+ * minutes. (Permissions are left to the write itself: FileIO has no access check, and creating
+ * the file now would leave an empty one behind a failed run.)
+ */
+async function checkOutputFile(flag: string, file: string): Promise<void> {
+  const io = new RealIO();
+  const path = resolve(file);
+  const statOf = (p: string) =>
+    io.stat(p).catch((err: unknown) => {
+      throw new UsageError(`${flag} '${file}': cannot use it: ${errnoOf(err) ?? (err instanceof Error ? err.message : String(err))}`);
+    });
+  const parent = await statOf(dirname(path));
+  if (parent === null) throw new UsageError(`${flag} '${file}': directory '${dirname(file)}' does not exist`);
+  if (parent.kind !== 'directory') throw new UsageError(`${flag} '${file}': '${dirname(file)}' is not a directory`);
+  const st = await statOf(path);
+  if (st !== null && st.kind !== 'file') throw new UsageError(`${flag} '${file}' is ${st.kind === 'directory' ? 'a directory' : 'not a regular file'}; give the path of a file to write`);
 }
 
 /** Write `text` to `path` through FileIO (created or replaced). */

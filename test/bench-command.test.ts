@@ -3,13 +3,13 @@
  * promise, its sync counts match the design (md: one fsync per dirty segment file, so >= R per
  * checkpoint; volume: at most 2 fdatasyncs and no fsync per checkpoint), it leaves no temporary
  * files behind (also when stopped by SIGINT, SIGTERM or SIGHUP, exit 128 + the signal), and it
- * refuses bad flags with exit 2 and one line.
+ * refuses bad flags, and an --svg it could not write, with exit 2 and one line before measuring.
  * Method: spawn the built CLI (dist/, built here if missing) on a small matrix in a temp dir and
  * read its stdout, stderr and exit code; then list the --dir. Timings are never asserted.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readdir } from 'node:fs/promises';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -148,6 +148,33 @@ describe('lamstore bench', () => {
     expect(run.stderr).toMatch(message);
     expect(run.stderr).not.toMatch(/\n\s+at /);
     expect(run.stdout).toBe('');
+  });
+
+  it('--svg it could not write (missing directory, a directory, a file as directory) is refused before measuring: exit 2, one line naming it', async () => {
+    const dir = await tempDir('lamstore-bench-test-');
+    const out = await tempDir('lamstore-bench-svg-');
+    await mkdir(join(out, 'adir'));
+    await writeFile(join(out, 'afile'), 'x');
+    const cases: [string, RegExp][] = [
+      [join(out, 'no', 'such', 'chart.svg'), /directory '.*\/no\/such' does not exist/],
+      [join(out, 'adir'), /is a directory; give the path of a file to write/],
+      [join(out, 'afile', 'chart.svg'), /'.*\/afile' is not a directory/],
+    ];
+    for (const [svg, problem] of cases) {
+      for (const json of [false, true]) {
+        const run = await runCli(['bench', '--quick', '--relations', '10', '--pages', '1', '--rounds', '1', '--dir', dir, '--svg', svg, ...(json ? ['--json'] : [])]);
+        expect(run.code, run.stderr).toBe(2);
+        // One line and nothing else on stderr: no progress line, so no cell was measured.
+        const lines = run.stderr.trimEnd().split('\n');
+        expect(lines).toHaveLength(1);
+        expect(lines[0]!.startsWith(`lamstore: bench: --svg '${svg}'`), lines[0]).toBe(true);
+        expect(lines[0]).toMatch(problem);
+        if (json) expect(JSON.parse(run.stdout)).toEqual({ error: { code: 'USAGE', message: expect.stringContaining(svg) } });
+        else expect(run.stdout).toBe('');
+        expect(await readdir(dir)).toEqual([]);
+      }
+    }
+    expect((await readdir(out)).sort()).toEqual(['adir', 'afile']);
   });
 
   it('with --json a refused flag also prints a JSON error document on stdout', async () => {
