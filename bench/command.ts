@@ -10,17 +10,22 @@
  *     `{"error": {"code", "message"}}`); progress and --verbose log lines go to stderr.
  *  C3 Progress: a bar on a TTY (stderr), otherwise one line per finished cell; --verbose prints
  *     the engines' checkpoint log lines instead of the bar.
- *  C4 The temporary directory is removed on success, on error and on SIGINT: the first SIGINT
- *     stops the run at the next step and cleans up (exit 130, code INTERRUPTED); a second one
- *     removes the directory at once and exits.
+ *  C4 The temporary directory is removed on success, on error and on a stop signal (SIGINT,
+ *     SIGTERM, SIGHUP: cli/signals.ts): the first one stops the run at the next step (between
+ *     relations at setup, every 4 MiB of the volume's zero-fill, between rows of a round) and
+ *     cleans up (exit 128 + its number, code INTERRUPTED); a second one, of any kind, removes
+ *     the directory at once and exits (128 + its number) without waiting for the step.
+ *  C5 Output paths (--svg) are checked before anything is measured: a directory that does not
+ *     exist is exit 2 at once, not a raw ENOENT after the whole run.
  */
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import cliProgress from 'cli-progress';
 import { CommanderError, type Command } from 'commander';
-import { RealIO, removeTreeSync } from '../engine/index.js';
+import { RealIO, errnoOf, removeTreeSync } from '../engine/index.js';
 import { UsageError, parseIntList, parsePositiveInt } from '../cli/args.js';
-import { CliCode, CliFailure, EXIT_INTERRUPTED, EXIT_USAGE, toFailure } from '../cli/failure.js';
+import { CliCode, CliFailure, EXIT_USAGE, printFailure, toFailure } from '../cli/failure.js';
+import { onStopSignals, signalExitCode, type StopSignal } from '../cli/signals.js';
 import { BENCH_DEFAULTS, BENCH_QUICK, runBench, type BenchOptions, type BenchResult } from './run.js';
 import { cellLine, formatReport } from './report.js';
 import { renderSvg } from './svg.js';
@@ -44,11 +49,22 @@ interface RawFlags {
 
 class BenchInterrupted extends Error {
   override readonly name = 'BenchInterrupted';
+  constructor(readonly signal: StopSignal) {
+    super(`interrupted (${signal}); temporary files removed`);
+  }
+}
+
+/** The BenchInterrupted that `err` is or wraps (createVolumeFile wraps its progress callback's throw as an IO_ERROR cause). */
+function interruption(err: unknown): BenchInterrupted | undefined {
+  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    if (e instanceof BenchInterrupted) return e;
+  }
+  return undefined;
 }
 
 /** Any error of the bench as the CLI's one-line failure, "bench: <problem>" (C1). */
 function benchFailure(err: unknown): CliFailure {
-  if (err instanceof BenchInterrupted) return new CliFailure(EXIT_INTERRUPTED, CliCode.INTERRUPTED, undefined, `bench: ${err.message}`, { cause: err });
+  if (err instanceof BenchInterrupted) return new CliFailure(signalExitCode(err.signal), CliCode.INTERRUPTED, undefined, `bench: ${err.message}`, { cause: err });
   if (err instanceof CommanderError) {
     const problem = err.message.replace(/^error:\s*/, '');
     return new CliFailure(EXIT_USAGE, CliCode.USAGE, undefined, `bench: ${problem} (run lamstore bench --help)`, { cause: err });
@@ -68,6 +84,7 @@ export async function benchOptionsFrom(flags: RawFlags): Promise<BenchOptions> {
     throw new UsageError(`--relations x --pages: the largest cell is ${cellPagesMax} dirty pages, more than ${CELL_PAGES_MAX} (each engine's buffer pool must hold one cell)`);
   }
   if (flags.svg !== undefined && flags.svg.length === 0) throw new UsageError(`--svg '' must name a file`);
+  if (flags.svg !== undefined) await checkOutputFile('--svg', flags.svg);
   const dir = resolve(flags.dir ?? tmpdir());
   const st = await new RealIO().stat(dir).catch((err: unknown) => {
     throw new UsageError(`--dir '${flags.dir}': ${err instanceof Error ? err.message : String(err)}`);
@@ -86,6 +103,26 @@ export async function benchOptionsFrom(flags: RawFlags): Promise<BenchOptions> {
     latencySamples: base.latencySamples,
     warmupRounds: base.warmupRounds,
   };
+}
+
+/**
+ * C5: an output file named by a flag can be written once the run is over: its directory exists
+ * and it is not itself a directory or a special file. Checked up front, since a run can take
+ * minutes. (Permissions are left to the write itself: FileIO has no access check, and creating
+ * the file now would leave an empty one behind a failed run.)
+ */
+async function checkOutputFile(flag: string, file: string): Promise<void> {
+  const io = new RealIO();
+  const path = resolve(file);
+  const statOf = (p: string) =>
+    io.stat(p).catch((err: unknown) => {
+      throw new UsageError(`${flag} '${file}': cannot use it: ${errnoOf(err) ?? (err instanceof Error ? err.message : String(err))}`);
+    });
+  const parent = await statOf(dirname(path));
+  if (parent === null) throw new UsageError(`${flag} '${file}': directory '${dirname(file)}' does not exist`);
+  if (parent.kind !== 'directory') throw new UsageError(`${flag} '${file}': '${dirname(file)}' is not a directory`);
+  const st = await statOf(path);
+  if (st !== null && st.kind !== 'file') throw new UsageError(`${flag} '${file}' is ${st.kind === 'directory' ? 'a directory' : 'not a regular file'}; give the path of a file to write`);
 }
 
 /** Write `text` to `path` through FileIO (created or replaced). */
@@ -142,24 +179,30 @@ function print(result: BenchResult, flags: RawFlags): void {
 
 async function runWithSignals(options: BenchOptions, flags: RawFlags): Promise<BenchResult> {
   let root: string | null = null;
-  let interrupted = false;
-  const onSigint = () => {
-    if (interrupted) {
-      // C4: second SIGINT, stop now.
-      if (root) removeTreeSync(root);
-      process.stderr.write('\nlamstore: bench: interrupted\n');
-      process.exit(130);
+  let interrupted: StopSignal | null = null;
+  const tty = process.stderr.isTTY === true && !flags.verbose;
+  const bar = tty ? new cliProgress.SingleBar({ stream: process.stderr, format: 'bench [{bar}] {percentage}% | {value}/{total} | {label}', hideCursor: true, clearOnComplete: true }, cliProgress.Presets.shades_classic) : null;
+  const stopListening = onStopSignals((signal) => {
+    // C4: a second signal stops now. Before makeTempDir returned (root null) there is nothing
+    // to remove yet, and exiting could leave the directory it is making: the first signal's
+    // stop comes at the next step.
+    if (interrupted !== null && root !== null) {
+      bar?.stop();
+      let problem = `interrupted again (${signal}); temporary files removed without finishing the current step`;
+      try {
+        removeTreeSync(root);
+      } catch (err) {
+        problem = `interrupted again (${signal}); could not remove the temporary directory ${root}: ${errnoOf(err) ?? String(err)}`;
+      }
+      printFailure(new CliFailure(signalExitCode(signal), CliCode.INTERRUPTED, undefined, `bench: ${problem}`), flags.json === true);
+      process.exit(signalExitCode(signal));
     }
-    interrupted = true;
-  };
+    interrupted ??= signal;
+  });
   const onExit = () => {
     if (root) removeTreeSync(root);
   };
-  process.on('SIGINT', onSigint);
   process.on('exit', onExit);
-
-  const tty = process.stderr.isTTY === true && !flags.verbose;
-  const bar = tty ? new cliProgress.SingleBar({ stream: process.stderr, format: 'bench [{bar}] {percentage}% | {value}/{total} | {label}', hideCursor: true, clearOnComplete: true }, cliProgress.Presets.shades_classic) : null;
   try {
     const result = await runBench(options, {
       onRoot: (r) => (root = r),
@@ -175,18 +218,22 @@ async function runWithSignals(options: BenchOptions, flags: RawFlags): Promise<B
           }
         : undefined,
       checkAbort: () => {
-        if (interrupted) throw new BenchInterrupted('interrupted; temporary files removed');
+        if (interrupted !== null) throw new BenchInterrupted(interrupted);
       },
     });
     root = null; // removed by runBench (B1)
     bar?.stop();
+    // A signal after the last step still asked for a stop: exit as interrupted, like create.
+    if (interrupted !== null) throw new BenchInterrupted(interrupted);
     return result;
   } catch (err) {
     bar?.stop();
     if (root) removeTreeSync(root); // normally gone already (B1); idempotent
-    throw err;
+    // The stop may come back wrapped (an IO_ERROR of the volume's zero-fill whose progress
+    // callback threw it): report the interruption, not an I/O failure.
+    throw interruption(err) ?? err;
   } finally {
-    process.off('SIGINT', onSigint);
+    stopListening();
     process.off('exit', onExit);
   }
 }

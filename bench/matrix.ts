@@ -100,7 +100,7 @@ export interface MatrixOptions {
   blockSize: number;
   /** Checkpoint log lines of the engines (the caller prints them with --verbose). */
   onLog?: (storage: 'md' | 'volume', line: string) => void;
-  /** Called between steps; throws to stop the run (SIGINT). */
+  /** Called between steps; throws to stop the run (a stop signal). */
   checkAbort?: () => void;
 }
 
@@ -194,7 +194,14 @@ export class CheckpointMatrix {
           ...common,
           dataDir: join(dir, 'volume'),
           onLog: this.#logTo('volume'),
-          preload: [volumeExtension({ path: join(dir, 'volume', 'bench.lamvol'), create: { sizeBytes: matrixVolumeSizeBytes(R, P, blockSize) } })],
+          preload: [
+            volumeExtension({
+              path: join(dir, 'volume', 'bench.lamvol'),
+              // The zero-fill is most of setup at large R (8.6 GB at R = 100000): a stop asked
+              // for meanwhile takes effect within a chunk, and createVolumeFile removes the file.
+              create: { sizeBytes: matrixVolumeSizeBytes(R, P, blockSize), onProgress: () => this.#o.checkAbort?.() },
+            }),
+          ],
         });
         // One volume relation at a time, so each grows in place into few, long extents.
         await this.#setupRelations(this.#volume, this.#volumeRels, 'volume', page, 1);

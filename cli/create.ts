@@ -6,18 +6,21 @@
  *     (including a size the volume format cannot hold) is exit 2 and creates nothing.
  *  C2 An existing path is refused (exit 1) unless --force; --force never replaces a directory,
  *     nor a file another process holds locked (that would pull a live volume from under it).
- *  C3 No partial file survives: createVolumeFile removes its file on any error, and a SIGINT
- *     makes the next progress callback throw (so the same cleanup runs); a SIGINT that arrives
- *     after the last chunk (during the final fdatasync) removes the finished file too, since
- *     the user asked to stop. Interrupted is exit 130.
+ *  C3 No partial file survives: createVolumeFile removes its file on any error, and a stop
+ *     signal (SIGINT, SIGTERM, SIGHUP: cli/signals.ts) makes the next progress callback throw
+ *     (so the same cleanup runs, within one 4 MiB chunk); a signal that arrives after the last
+ *     chunk (during the final fdatasync) removes the finished file too, since the user asked
+ *     to stop. Interrupted is exit 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM,
+ *     129 for SIGHUP), code INTERRUPTED.
  *  C4 Output: a progress bar with bytes/s when stdout is a terminal, else one summary line.
  */
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { RealIO, ErrorCode, LamstoreError, errnoOf, ioError } from '../engine/index.js';
+import { RealIO, ErrorCode, LamstoreError, errnoOf, ioError, isLamstoreError } from '../engine/index.js';
 import { checkVolumeGeometry, createVolumeFile } from '../volume/index.js';
 import { formatBytes, parseSize } from './args.js';
-import { CliCode, CliFailure, EXIT_INTERRUPTED, EXIT_VOLUME, toFailure, usageFailure, withFile } from './failure.js';
+import { CliCode, CliFailure, EXIT_VOLUME, toFailure, usageFailure, withFile } from './failure.js';
+import { onStopSignals, signalExitCode, type StopSignal } from './signals.js';
 import { startProgress } from './progress.js';
 import type { Progress } from './progress.js';
 
@@ -77,11 +80,11 @@ export async function runCreate(file: string, options: CreateOptions): Promise<v
 
   const io = new RealIO();
   const path = resolve(file);
-  let interrupted = false;
-  const onSigint = () => {
-    interrupted = true;
-  };
-  process.on('SIGINT', onSigint);
+  // The first stop signal names the exit code; later ones change nothing (the stop is under way).
+  let interrupted: StopSignal | null = null;
+  const stopListening = onStopSignals((signal) => {
+    interrupted ??= signal;
+  });
   // Started at the first chunk, so a refusal (C2) draws no bar first.
   let progress: Progress | undefined;
   const startMs = performance.now();
@@ -96,19 +99,29 @@ export async function runCreate(file: string, options: CreateOptions): Promise<v
         progress.update(doneBytes);
       },
     });
-    if (interrupted) {
+    if (interrupted !== null) {
       // C3: finished during the final sync, but the user asked to stop.
-      await io.unlink(path).catch(() => {});
+      try {
+        await io.unlink(path);
+      } catch (err) {
+        throw new CliFailure(signalExitCode(interrupted), CliCode.INTERRUPTED, file, `interrupted (${interrupted}) after the volume was complete; could not remove it: ${errnoOf(err) ?? String(err)}`, { cause: err });
+      }
       throw new Interrupted('interrupted');
     }
   } catch (err) {
     progress?.stop();
-    if (interrupted || err instanceof Interrupted || (err as { cause?: unknown }).cause instanceof Interrupted) {
-      throw new CliFailure(EXIT_INTERRUPTED, CliCode.INTERRUPTED, file, 'interrupted; the partial file was removed', { cause: err });
+    if (err instanceof CliFailure) throw err;
+    // Only our own stop is reported as the interruption; a real error that came first (ENOSPC
+    // in a pwrite) is reported as itself.
+    if (interrupted !== null && (err instanceof Interrupted || (err instanceof Error && err.cause instanceof Interrupted))) {
+      // createVolumeFile removed the file, or appended to its message why it could not.
+      const notRemoved = /could not remove the partial file: (\S+)/.exec(isLamstoreError(err) ? err.message : '');
+      const outcome = notRemoved ? `could not remove the partial file: ${notRemoved[1]}` : 'the partial file was removed';
+      throw new CliFailure(signalExitCode(interrupted), CliCode.INTERRUPTED, file, `interrupted (${interrupted}); ${outcome}`, { cause: err });
     }
     throw toFailure(err, file, 'create');
   } finally {
-    process.off('SIGINT', onSigint);
+    stopListening();
   }
   progress?.stop();
   const seconds = Math.max((performance.now() - startMs) / 1000, 1e-3);
@@ -133,7 +146,8 @@ Example:
   $ lamstore create small.lam --size 64MiB --block-size 4096 --force
 
 Exit status: 0 created; 1 the path exists, is locked, or creation failed (nothing is left
-behind); 2 bad usage; 130 interrupted (Ctrl-C), partial file removed.`,
+behind); 2 bad usage; 128 + the signal when stopped by SIGINT (Ctrl-C: 130), SIGTERM (143) or
+SIGHUP (129), partial file removed.`,
     )
     .action(async (file: string, options: CreateOptions) => {
       await withFile(file, 'create', () => runCreate(file, options));

@@ -10,7 +10,8 @@
  *  E3 Exit codes (the table in cli/README.md): 2 bad usage; 1 a bad volume file (missing, not a
  *     regular file, locked, corrupt, unreadable); `check` alone answers 2 for "could not check"
  *     (missing, not a file, locked, I/O) so that its 1 means "checked, and found damage", as
- *     diff and cmp keep 1 for "different" and 2 for trouble; 130 interrupted by SIGINT.
+ *     diff and cmp keep 1 for "different" and 2 for trouble; 128 + the signal's number when
+ *     stopped by SIGINT, SIGTERM or SIGHUP (signals.ts: 130 for Ctrl-C).
  */
 import { ErrorCode, isLamstoreError } from '../engine/index.js';
 import { UsageError } from './args.js';
@@ -18,8 +19,6 @@ import { UsageError } from './args.js';
 export const EXIT_OK = 0;
 export const EXIT_VOLUME = 1;
 export const EXIT_USAGE = 2;
-/** 128 + SIGINT, as shells report a process killed by Ctrl-C. */
-export const EXIT_INTERRUPTED = 130;
 
 /** Codes of failures that are not LamstoreErrors. */
 export const CliCode = {

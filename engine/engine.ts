@@ -18,6 +18,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { join, resolve } from 'node:path';
 import { ErrorCode, LamstoreError, errnoOf, ioError } from './errors.js';
+import { checkOptionKeys, optionKeys } from './options.js';
 import type { FileHandle, FileIO } from './io/file-io.js';
 import { CountingIO, type IoCounts } from './io/counting-io.js';
 import { RealIO } from './io/real-io.js';
@@ -157,6 +158,32 @@ function numberOption(name: string, value: unknown, dflt: number, min: number, m
   return value;
 }
 
+/** Exactly the fields of EngineOptions (optionKeys makes the compiler hold the two together). */
+const ENGINE_OPTION_KEYS = optionKeys<EngineOptions>({
+  dataDir: true,
+  blockSize: true,
+  sharedBuffers: true,
+  relSegBlocks: true,
+  maxOpenFiles: true,
+  fsync: true,
+  dataSyncRetry: true,
+  syncConcurrency: true,
+  syncQueueSize: true,
+  checkpointTimeoutMs: true,
+  maxDirtyBytes: true,
+  completionTarget: true,
+  checkpointFlushAfter: true,
+  preload: true,
+  slruBuffers: true,
+  io: true,
+  clock: true,
+  onLog: true,
+  verifySync: true,
+});
+const RELATION_OPTION_KEYS = optionKeys<RelationOptions>({ storage: true, persistence: true });
+const CHECKPOINT_OPTION_KEYS = optionKeys<{ fast?: boolean }>({ fast: true });
+const CLOSE_OPTION_KEYS = optionKeys<{ timeoutMs?: number }>({ timeoutMs: true });
+
 export function checkBlockSize(value: unknown, what = 'blockSize'): number {
   const v = intOption(what, value, BLOCK_SIZE_DEFAULT, 4096, 32768);
   if ((v & (v - 1)) !== 0) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `option ${what} must be a power of two in 4096..32768, got ${v}`);
@@ -285,6 +312,7 @@ export class Engine {
 
   static async open(options: EngineOptions): Promise<Engine> {
     if (typeof options !== 'object' || options === null) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, 'Engine.open needs an options object');
+    checkOptionKeys(options, ENGINE_OPTION_KEYS, 'Engine.open()');
     if (typeof options.dataDir !== 'string' || options.dataDir.length === 0) {
       throw new LamstoreError(ErrorCode.BAD_ARGUMENT, 'option dataDir must be a non-empty path');
     }
@@ -592,6 +620,7 @@ export class Engine {
 
   /** Run a checkpoint now (PostgreSQL's CHECKPOINT: fast and forced unless `fast: false`). */
   async checkpoint(options: { fast?: boolean } = {}): Promise<CheckpointStats> {
+    checkOptionKeys(options, CHECKPOINT_OPTION_KEYS, 'engine.checkpoint()');
     this.#checkOpen();
     this.#checkNotFailed();
     const flags = CheckpointFlags.FORCE | (options.fast === false ? 0 : CheckpointFlags.FAST);
@@ -646,6 +675,7 @@ export class Engine {
     this.#checkOpen();
     const loc = checkLocator(locator);
     if (typeof options !== 'object' || options === null) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, 'relation options must be an object { storage, persistence }');
+    checkOptionKeys(options, RELATION_OPTION_KEYS, 'engine.relation()');
     const storage = options.storage ?? MD_NAME;
     if (typeof storage !== 'string' || storage.length === 0) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `option storage must be a storage manager name, got ${String(storage)}`);
     const persistence = options.persistence ?? 'permanent';
@@ -683,6 +713,8 @@ export class Engine {
    * and rejects with ENGINE_FAILED: its last changes were not made durable.
    */
   async close(options: { timeoutMs?: number } = {}): Promise<void> {
+    // Before anything: a refused close leaves the engine open and untouched, to be closed again.
+    checkOptionKeys(options, CLOSE_OPTION_KEYS, 'engine.close()');
     if (this.#closed) return;
     let error: unknown;
     this.#checkpointer.stop();

@@ -6,6 +6,7 @@ export { Engine, checkBlockSize, BLOCK_SIZE_DEFAULT, SHARED_BUFFERS_DEFAULT, REL
 export type { EngineOptions, Extension, PreloadContext, OpenStats } from './engine.js';
 export { LamstoreError, ErrorCode, isLamstoreError, errnoOf, ioError, assert } from './errors.js';
 export type { LamstoreErrorOptions } from './errors.js';
+export { checkOptionKeys, optionKeys } from './options.js';
 export type { FileIO, FileHandle, OpenOptions, FileStat, LockMode, IoKind } from './io/file-io.js';
 export { IO_KINDS, fsError } from './io/file-io.js';
 export { RealIO } from './io/real-io.js';

@@ -2,13 +2,14 @@
  * Goal: `lamstore bench` reports every raw number in JSON with the shape the docs
  * promise, its sync counts match the design (md: one fsync per dirty segment file, so >= R per
  * checkpoint; volume: at most 2 fdatasyncs and no fsync per checkpoint), it leaves no temporary
- * files behind (also when interrupted), and it refuses bad flags with exit 2 and one line.
+ * files behind (also when stopped by SIGINT, SIGTERM or SIGHUP, exit 128 + the signal), and it
+ * refuses bad flags, and an --svg it could not write, with exit 2 and one line before measuring.
  * Method: spawn the built CLI (dist/, built here if missing) on a small matrix in a temp dir and
  * read its stdout, stderr and exit code; then list the --dir. Timings are never asserted.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readdir } from 'node:fs/promises';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -35,6 +36,12 @@ function runCli(args: string[], onSpawn?: (child: ReturnType<typeof spawn>) => v
     child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
     onSpawn?.(child);
   });
+}
+
+/** Whether a file named `name` is somewhere under `dir`. */
+async function findFile(dir: string, name: string): Promise<boolean> {
+  const entries = await readdir(dir, { recursive: true }).catch(() => [] as string[]);
+  return entries.some((e) => e === name || e.endsWith(`/${name}`));
 }
 
 beforeAll(() => {
@@ -143,6 +150,33 @@ describe('lamstore bench', () => {
     expect(run.stdout).toBe('');
   });
 
+  it('--svg it could not write (missing directory, a directory, a file as directory) is refused before measuring: exit 2, one line naming it', async () => {
+    const dir = await tempDir('lamstore-bench-test-');
+    const out = await tempDir('lamstore-bench-svg-');
+    await mkdir(join(out, 'adir'));
+    await writeFile(join(out, 'afile'), 'x');
+    const cases: [string, RegExp][] = [
+      [join(out, 'no', 'such', 'chart.svg'), /directory '.*\/no\/such' does not exist/],
+      [join(out, 'adir'), /is a directory; give the path of a file to write/],
+      [join(out, 'afile', 'chart.svg'), /'.*\/afile' is not a directory/],
+    ];
+    for (const [svg, problem] of cases) {
+      for (const json of [false, true]) {
+        const run = await runCli(['bench', '--quick', '--relations', '10', '--pages', '1', '--rounds', '1', '--dir', dir, '--svg', svg, ...(json ? ['--json'] : [])]);
+        expect(run.code, run.stderr).toBe(2);
+        // One line and nothing else on stderr: no progress line, so no cell was measured.
+        const lines = run.stderr.trimEnd().split('\n');
+        expect(lines).toHaveLength(1);
+        expect(lines[0]!.startsWith(`lamstore: bench: --svg '${svg}'`), lines[0]).toBe(true);
+        expect(lines[0]).toMatch(problem);
+        if (json) expect(JSON.parse(run.stdout)).toEqual({ error: { code: 'USAGE', message: expect.stringContaining(svg) } });
+        else expect(run.stdout).toBe('');
+        expect(await readdir(dir)).toEqual([]);
+      }
+    }
+    expect((await readdir(out)).sort()).toEqual(['adir', 'afile']);
+  });
+
   it('with --json a refused flag also prints a JSON error document on stdout', async () => {
     const run = await runCli(['bench', '--json', '--rounds', '0']);
     expect(run.code).toBe(2);
@@ -150,25 +184,75 @@ describe('lamstore bench', () => {
     expect(JSON.parse(run.stdout)).toEqual({ error: { code: 'USAGE', message: expect.stringContaining("--rounds '0'") } });
   });
 
-  it('SIGINT stops the run, removes its temporary files and exits 130', async () => {
+  /** Run a bench that takes long enough, and send `signals` once its temporary directory exists. */
+  async function interrupted(signals: NodeJS.Signals[], extra: string[] = []): Promise<{ run: Run; dir: string }> {
     const dir = await tempDir('lamstore-bench-test-');
     let poll: ReturnType<typeof setInterval> | undefined;
-    const run = await runCli(['bench', '--quick', '--json', '--relations', '200', '--pages', '4', '--rounds', '50', '--dir', dir], (child) => {
-      // Interrupt once the run has made its temporary directory (its handler is installed by then).
+    const run = await runCli(['bench', '--quick', '--json', '--relations', '200', '--pages', '4', '--rounds', '50', '--dir', dir, ...extra], (child) => {
+      // Interrupt once the run works inside its temporary directory: its handlers are installed
+      // and it knows the directory (a second signal can remove it at once).
       poll = setInterval(() => {
-        void readdir(dir).then((names) => {
-          if (names.length > 0 && poll) {
+        void readdir(dir, { recursive: true }).then((names) => {
+          if (names.length > 1 && poll) {
             clearInterval(poll);
             poll = undefined;
-            child.kill('SIGINT');
+            for (const s of signals) child.kill(s);
           }
         });
       }, 20);
     });
     if (poll) clearInterval(poll);
-    expect(run.code).toBe(130);
-    expect(run.stderr).toMatch(/lamstore: bench: interrupted/);
+    return { run, dir };
+  }
+
+  it.each([
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+    ['SIGHUP', 129],
+  ] as const)('%s stops the run, removes its temporary files and exits %i', async (signal, exitCode) => {
+    const { run, dir } = await interrupted([signal]);
+    // Handled, not killed: Node's default for SIGTERM and SIGHUP ends the process with no cleanup.
+    expect(run.signal).toBeNull();
+    expect(run.code).toBe(exitCode);
+    expect(run.stderr).toMatch(new RegExp(`lamstore: bench: interrupted \\(${signal}\\); temporary files removed`));
+    expect(run.stderr).not.toMatch(/\n\s+at /);
     expect(JSON.parse(run.stdout).error.code).toBe('INTERRUPTED');
     expect(await readdir(dir)).toEqual([]);
   });
+
+  it('a second stop signal removes the temporary directory at once and exits with its code', async () => {
+    // Two different signals, as two of one kind may merge into one delivery. Both pending, the
+    // kernel delivers the lower number first, so either may be the second.
+    const { run, dir } = await interrupted(['SIGTERM', 'SIGHUP']);
+    expect(run.signal).toBeNull();
+    const m = /lamstore: bench: interrupted again \((SIGTERM|SIGHUP)\); temporary files removed without finishing the current step/.exec(run.stderr);
+    expect(m, run.stderr).not.toBeNull();
+    expect(run.code).toBe(m![1] === 'SIGTERM' ? 143 : 129);
+    expect(JSON.parse(run.stdout).error.code).toBe('INTERRUPTED');
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('SIGTERM during the volume zero-fill of a large setup stops it there: nothing left in --dir', async () => {
+    const dir = await tempDir('lamstore-bench-test-');
+    // R = 20000 makes a 1.6 GB volume to zero-fill at setup; stop as soon as that file exists.
+    let poll: ReturnType<typeof setInterval> | undefined;
+    let sent = false;
+    const run = await runCli(['bench', '--json', '--relations', '20000', '--pages', '1', '--rounds', '1', '--dir', dir], (child) => {
+      poll = setInterval(() => {
+        void findFile(dir, 'bench.lamvol').then((found) => {
+          if (found && poll) {
+            clearInterval(poll);
+            poll = undefined;
+            sent = child.kill('SIGTERM');
+          }
+        });
+      }, 20);
+    });
+    if (poll) clearInterval(poll);
+    expect(sent, run.stderr).toBe(true);
+    expect(run.code).toBe(143);
+    expect(run.stderr).toMatch(/lamstore: bench: interrupted \(SIGTERM\); temporary files removed/);
+    expect(await readdir(dir)).toEqual([]);
+  });
+
 });

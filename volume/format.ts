@@ -176,6 +176,9 @@ export function encodeSuperblock(sb: Superblock): Uint8Array {
 
 export type SlotResult = { ok: true; sb: Superblock } | { ok: false; reason: string };
 
+/** The reason of a slot that is all zero: what creation leaves until it writes the superblocks. */
+export const SLOT_NEVER_WRITTEN = 'never written (all zero)';
+
 function u64(v: DataView, off: number): number | null {
   const big = v.getBigUint64(off, true);
   return big > BigInt(Number.MAX_SAFE_INTEGER) ? null : Number(big);
@@ -187,7 +190,7 @@ export function decodeSuperblock(bytes: Uint8Array, slot: number): SlotResult {
   const v = new DataView(bytes.buffer, bytes.byteOffset, SUPERBLOCK_BYTES);
   let allZero = true;
   for (let i = 0; i < SUPERBLOCK_BYTES; i++) if (bytes[i] !== 0) allZero = false;
-  if (allZero) return { ok: false, reason: 'never written (all zero)' };
+  if (allZero) return { ok: false, reason: SLOT_NEVER_WRITTEN };
   const magic = Buffer.from(bytes.buffer, bytes.byteOffset, 8).toString('latin1');
   if (magic !== SUPERBLOCK_MAGIC) return { ok: false, reason: `wrong magic ${JSON.stringify(magic)} (expected "${SUPERBLOCK_MAGIC}")` };
   const stored = v.getUint32(SB_OFF.crc, true);

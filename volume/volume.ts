@@ -60,18 +60,21 @@ import {
   checkBlock,
   checkFork,
   checkLocator,
+  checkOptionKeys,
   crc32c,
   forEachInFlight,
   IN_FLIGHT_DEFAULT,
   errnoOf,
   fsError,
   ioError,
+  optionKeys,
 } from '../engine/index.js';
 import type { FileHandle, FileIO, FileTag, ForkNumber, PageWrite, Persistence, RelFileLocator, SmgrContext } from '../engine/index.js';
 import {
   EXTENT_BLOCKS_FIRST,
   METADATA_BLOCKS,
   SLOT_COUNT,
+  SLOT_NEVER_WRITTEN,
   SUPERBLOCK_BYTES,
   catalogBytes,
   catalogFindings,
@@ -254,7 +257,9 @@ export async function examineVolume(io: FileIO, handle: FileHandle, path: string
   }
   const ex: VolumeExamination = { fileSizeBytes, slots: [], findings: [] };
   if (fileSizeBytes < SUPERBLOCK_BYTES) {
-    ex.fatal = fileSizeBytes === 0 ? 'file is empty (0 bytes), not a volume' : `file is ${fileSizeBytes} bytes, shorter than a ${SUPERBLOCK_BYTES}-byte superblock`;
+    // 0 bytes is also what a creation killed before it sized the file leaves: holding nothing,
+    // it may go.
+    ex.fatal = fileSizeBytes === 0 ? 'file is empty (0 bytes), not a volume (an interrupted volume creation leaves this); it holds nothing and may be removed' : `file is ${fileSizeBytes} bytes, shorter than a ${SUPERBLOCK_BYTES}-byte superblock`;
     ex.findings.push({ severity: 'error', part: 'file', message: ex.fatal });
     return ex;
   }
@@ -265,9 +270,12 @@ export async function examineVolume(io: FileIO, handle: FileHandle, path: string
   const r0 = results[0];
   const candidates = r0.ok ? [r0.sb.blockSizeBytes] : [8192, 4096, 16384, 32768];
   let r1: SlotResult | undefined;
+  // Every place slot 1 may be is all zero (r1 reports only the first place tried).
+  let slot1Zero = true;
   for (const bs of candidates) {
     if (fileSizeBytes < bs + SUPERBLOCK_BYTES) continue;
     const r = decodeSuperblock(await readAt(io, handle, path, SUPERBLOCK_BYTES, bs), 1);
+    if (r.ok || r.reason !== SLOT_NEVER_WRITTEN) slot1Zero = false;
     if (r.ok && r.sb.blockSizeBytes !== bs) {
       r1 ??= { ok: false, reason: `found at offset ${bs} but records block size ${r.sb.blockSizeBytes}` };
       continue;
@@ -283,6 +291,14 @@ export async function examineVolume(io: FileIO, handle: FileHandle, path: string
   }
   const valid = results.filter((r): r is { ok: true; sb: Superblock } => r.ok).map((r) => r.sb);
   if (valid.length === 0) {
+    if (ex.slots.every((s) => s.reason === SLOT_NEVER_WRITTEN) && slot1Zero) {
+      // createVolumeFile writes the superblocks last and removes its file on any error, so two
+      // zero slots mean a process killed while creating (a signal, a crash, an Engine.open
+      // stopped mid-creation). Say so: "corrupt" alone sends people looking for lost data.
+      ex.fatal = 'the file was never completed as a volume (both superblock slots are all zero: its creation was interrupted); it may be removed and the volume created again';
+      ex.findings.push({ severity: 'error', part: 'file', message: ex.fatal });
+      return ex;
+    }
     ex.fatal = `no valid superblock (slot 0: ${ex.slots[0]!.reason}; slot 1: ${ex.slots[1]!.reason})`;
     return ex;
   }
@@ -331,8 +347,16 @@ export async function examineVolume(io: FileIO, handle: FileHandle, path: string
 
 // ---------------------------------------------------------------- creation
 
+const CREATE_OPTION_KEYS = optionKeys<VolumeCreateOptions>({ sizeBytes: true, blockSize: true, onProgress: true });
+
+/** Refuse a key VolumeCreateOptions does not have (a misspelt `blocksize` would silently mean the engine's block size). */
+export function checkCreateOptionKeys(create: object, what: string): void {
+  checkOptionKeys(create, CREATE_OPTION_KEYS, what);
+}
+
 function checkCreateOptions(create: VolumeCreateOptions, engineBlockSize: number | undefined): { sizeBytes: number; blockSize: number } {
   if (typeof create !== 'object' || create === null) throw badArg('option create must be an object { sizeBytes, blockSize? }');
+  checkCreateOptionKeys(create, 'volume create options');
   const blockSize = create.blockSize ?? engineBlockSize ?? 8192;
   if (typeof blockSize !== 'number' || !Number.isInteger(blockSize) || blockSize < BLOCK_SIZE_BYTES_MIN || blockSize > BLOCK_SIZE_BYTES_MAX || (blockSize & (blockSize - 1)) !== 0) {
     throw badArg(`option create.blockSize must be a power of two in ${BLOCK_SIZE_BYTES_MIN}..${BLOCK_SIZE_BYTES_MAX}, got ${String(blockSize)}`);
