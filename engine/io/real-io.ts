@@ -265,6 +265,29 @@ export class RealIO implements FileIO {
 }
 
 /**
+ * RLIMIT_NOFILE's soft limit of this process (the most descriptors it may hold), from
+ * /proc/self/limits on Linux; null where it cannot be read or is unlimited. md sizes its fd
+ * cache from it (md.ts `defaultMaxOpenFiles`). Node raises the soft limit to the hard one at
+ * start-up, so this is usually the hard limit.
+ */
+export function openFilesLimit(): number | null {
+  if (process.platform !== 'linux') return null;
+  let text: string;
+  try {
+    text = fs.readFileSync('/proc/self/limits', 'utf8');
+  } catch (err) {
+    // No /proc (a container without it) or no right to read it: the caller uses its fixed
+    // default. Anything else is a real failure and is reported.
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'EACCES' || code === 'EPERM') return null;
+    throw err;
+  }
+  const m = /^Max open files\s+(\S+)/m.exec(text);
+  const soft = m ? Number(m[1]) : Number.NaN;
+  return Number.isSafeInteger(soft) && soft > 0 ? soft : null;
+}
+
+/**
  * Temporary trees for programs built on the engine (the bench): outside FileIO on purpose, since
  * FileIO has no directory removal and these trees hold nothing durable. `removeTree` of a path
  * that does not exist succeeds.
