@@ -85,8 +85,12 @@ export interface CheckpointParticipants {
   checkpointSlrus?(): Promise<void>;
   storageBegin?(): Promise<void>;
   storageEnd?(completed: boolean): Promise<void>;
-  /** Raw I/O counters; the statistics are their difference across the checkpoint. */
-  ioCounts(): { fsync: number; fdatasync: number; fsyncDir: number; bytesWritten: number };
+  /**
+   * Raw I/O counters; the statistics are their difference across the checkpoint.
+   * `writebacksIssued` (writeback hints carried out by the FileIO) may be left out by a
+   * participant whose I/O gives no hints: it then counts as 0.
+   */
+  ioCounts(): { fsync: number; fdatasync: number; fsyncDir: number; bytesWritten: number; writebacksIssued?: number };
   /** A sync phase failure: the engine enters its failed state (unless it retries). */
   onSyncFailure(err: unknown): void;
   /** Sync ledger: start an epoch at checkpoint start ... */
@@ -120,6 +124,14 @@ export interface CheckpointStats {
   fsyncCalls: number;
   fdatasyncCalls: number;
   bytesWritten: number;
+  /**
+   * Writeback hints (checkpointFlushAfter) that reached the kernel during the checkpoint: on
+   * Linux with real files, sync_file_range(SYNC_FILE_RANGE_WRITE) calls that succeeded (on
+   * SimDisk, hints it received). 0 where the FileIO has none (RealIO off Linux, or without
+   * koffi): the hints were still scheduled and issued (CountingIO's `writeback`), then dropped.
+   * BufferSync issues them while writing, so they belong to the write phase.
+   */
+  writebacksIssued: number;
   rangesWritten: number;
   unlinks: number;
   /** Files storage managers synced themselves because the queue was full, since the last checkpoint. */
@@ -449,6 +461,7 @@ export class Checkpointer<R> {
       fsyncCalls: ioAfter.fsync - ioBefore.fsync + (ioAfter.fsyncDir - ioBefore.fsyncDir),
       fdatasyncCalls: ioAfter.fdatasync - ioBefore.fdatasync,
       bytesWritten: ioAfter.bytesWritten - ioBefore.bytesWritten,
+      writebacksIssued: (ioAfter.writebacksIssued ?? 0) - (ioBefore.writebacksIssued ?? 0),
       rangesWritten: 0,
       unlinks: 0,
       backendFsyncs: this.#backendFsyncs,

@@ -21,7 +21,7 @@ import { ErrorCode, LamstoreError, errnoOf, ioError } from './errors.js';
 import { checkOptionKeys, optionKeys } from './options.js';
 import type { FileHandle, FileIO } from './io/file-io.js';
 import { CountingIO, type IoCounts } from './io/counting-io.js';
-import { RealIO } from './io/real-io.js';
+import { RealIO, openFilesLimit } from './io/real-io.js';
 import { SyncLedgerIO } from './io/sync-ledger.js';
 import type { Clock } from './clock.js';
 import { systemClock } from './clock.js';
@@ -33,7 +33,7 @@ import { PendingOps } from './sync/pending-ops.js';
 import { mdSyncOps } from './md/sync-ops.js';
 import { SLRU_DIRS, slruSyncOps } from './slru/names.js';
 import type { SmgrContext, StorageManager, StorageManagerFactory } from './smgr/smgr.js';
-import { MD_NAME, MdStorageManager } from './md/md.js';
+import { MAX_OPEN_FILES_DEFAULT, MAX_OPEN_FILES_MIN, MD_NAME, MdStorageManager, defaultMaxOpenFiles } from './md/md.js';
 import { BufferPool } from './buffer/buffer-pool.js';
 import { CHECKPOINT_FLUSH_AFTER_DEFAULT, WRITEBACK_MAX_PENDING_FLUSHES } from './buffer/writeback.js';
 import { Relation, type RelationHost, type RelationOptions } from './relation.js';
@@ -57,7 +57,11 @@ export interface EngineOptions {
   sharedBuffers?: number;
   /** md segment size in blocks. @default 131072 */
   relSegBlocks?: number;
-  /** Open md segment files kept at most. @default 256 */
+  /**
+   * Open md segment files kept at most. @default min(1000, half the process's open-file limit):
+   * PostgreSQL's max_files_per_process, so a checkpoint over up to a thousand one-segment
+   * relations opens and closes nothing (md.ts M7a says why)
+   */
   maxOpenFiles?: number;
   /**
    * PostgreSQL's `fsync`: false makes checkpoints skip every flush (no sync callback runs), never
@@ -120,7 +124,8 @@ export const BLOCK_SIZE_DEFAULT = 8192;
 export const SHARED_BUFFERS_DEFAULT = 16384;
 /** 1 GiB of 8 KiB blocks, PostgreSQL's RELSEG_SIZE. */
 export const REL_SEG_BLOCKS_DEFAULT = 131072;
-export const MAX_OPEN_FILES_DEFAULT = 256;
+/** md's fd cache cap (md.ts M7a); the effective default also depends on the open-file limit. */
+export { MAX_OPEN_FILES_DEFAULT };
 /** RegisterSyncRequest's retry interval for requests that must not be lost. */
 export const SYNC_REQUEST_RETRY_MS = 10;
 
@@ -242,7 +247,7 @@ export class Engine {
     this.blockSize = checkBlockSize(options.blockSize);
     this.sharedBuffers = intOption('sharedBuffers', options.sharedBuffers, SHARED_BUFFERS_DEFAULT, 16, 1 << 24);
     this.relSegBlocks = intOption('relSegBlocks', options.relSegBlocks, REL_SEG_BLOCKS_DEFAULT, 1, 0x7fff_ffff);
-    this.maxOpenFiles = intOption('maxOpenFiles', options.maxOpenFiles, MAX_OPEN_FILES_DEFAULT, 4, 1 << 20);
+    this.maxOpenFiles = intOption('maxOpenFiles', options.maxOpenFiles, defaultMaxOpenFiles(openFilesLimit()), MAX_OPEN_FILES_MIN, 1 << 20);
     this.io = io;
     this.clock = options.clock ?? systemClock;
     this.#registry = registry;

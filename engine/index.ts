@@ -8,8 +8,11 @@ export { LamstoreError, ErrorCode, isLamstoreError, errnoOf, ioError, assert } f
 export type { LamstoreErrorOptions } from './errors.js';
 export { checkOptionKeys, optionKeys } from './options.js';
 export type { FileIO, FileHandle, OpenOptions, FileStat, LockMode, IoKind } from './io/file-io.js';
-export { IO_KINDS, fsError } from './io/file-io.js';
+export { IO_KINDS, carriesWriteback, fsError } from './io/file-io.js';
 export { RealIO } from './io/real-io.js';
+export type { RealIOOptions } from './io/real-io.js';
+export { SYNC_FILE_RANGE_WRITE, loadSyncFileRange, probeSyncFileRange } from './io/sync-file-range.js';
+export type { SyncFileRangeFn, SyncFileRangeProbe } from './io/sync-file-range.js';
 export { makeTempDir, removeTree, removeTreeSync } from './io/real-io.js';
 export { CountingIO, zeroCounts, diffCounts } from './io/counting-io.js';
 export type { IoCounts } from './io/counting-io.js';

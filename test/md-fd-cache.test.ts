@@ -6,10 +6,17 @@
  * the engine's CountingIO gauge openHandlesMax counts every handle open at once. The engine
  * holds exactly one handle of its own, the data directory lock file (lamstore.lock), so the
  * bound asserted is 32 + 1. The same on real files for 200 relations.
+ * The default size (md.ts M7a): a checkpoint over N relations, N below the default, counted
+ * with engine.ioCounts() around it after a warm-up checkpoint, makes no open and no close (on
+ * SimDisk and on real files), where a cache of the old default 256 opens and closes every file
+ * twice; the default's formula against given limits; the limit read from /proc/self/limits
+ * agrees with `ulimit -n` in a child shell (which inherits it).
  */
+import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { Engine, ForkNumber, SimDisk, type RelFileLocator } from '../engine/index.js';
-import { MdStorageManager } from '../engine/md/md.js';
+import { Engine, ForkNumber, MAX_OPEN_FILES_DEFAULT, SimDisk, diffCounts, type RelFileLocator } from '../engine/index.js';
+import { openFilesLimit } from '../engine/io/real-io.js';
+import { MAX_OPEN_FILES_MIN, MdStorageManager, defaultMaxOpenFiles } from '../engine/md/md.js';
 import { tempDir } from './helpers/index.js';
 
 const BS = 8192;
@@ -95,5 +102,75 @@ describe('md fd cache', () => {
       await engine.close();
     }
     expect(disk.openHandleCount).toBe(0);
+  });
+});
+
+/**
+ * Create `relations` one-block relations, checkpoint once (warm-up), rewrite one page in each,
+ * and return the I/O counts of the second checkpoint.
+ */
+async function checkpointOverRelations(dataDir: string, io: SimDisk | undefined, relations: number, maxOpenFiles?: number) {
+  const engine = await Engine.open({ dataDir, io, sharedBuffers: 2 * relations + 64, maxOpenFiles });
+  try {
+    for (let r = 0; r < relations; r++) {
+      const rel = engine.relation(loc(r));
+      await rel.create(ForkNumber.MAIN);
+      await rel.extend(ForkNumber.MAIN, pageFor(r, 0));
+    }
+    await engine.checkpoint(); // warm-up: the relations' first sync and their new names
+    for (let r = 0; r < relations; r++) await engine.relation(loc(r)).write(ForkNumber.MAIN, 0, pageFor(r, 1));
+    const before = engine.ioCounts();
+    const stats = await engine.checkpoint();
+    const d = diffCounts(engine.ioCounts(), before);
+    expect(stats.buffersWritten).toBe(relations);
+    expect(d.fsync).toBe(relations); // one per dirty segment, no directory: the names are durable
+    return { maxOpenFiles: engine.maxOpenFiles, opens: d.open, closes: d.close };
+  } finally {
+    await engine.close();
+  }
+}
+
+describe('md fd cache default (M7a)', () => {
+  it('min(1000, half the open-file limit), 1000 when the limit is unknown, never below the engine minimum', () => {
+    expect(MAX_OPEN_FILES_DEFAULT).toBe(1000);
+    expect(defaultMaxOpenFiles(null)).toBe(1000);
+    expect(defaultMaxOpenFiles(1_048_576)).toBe(1000);
+    expect(defaultMaxOpenFiles(2000)).toBe(1000);
+    expect(defaultMaxOpenFiles(1024)).toBe(512);
+    expect(defaultMaxOpenFiles(256)).toBe(128);
+    expect(defaultMaxOpenFiles(5)).toBe(MAX_OPEN_FILES_MIN);
+  });
+
+  it.runIf(process.platform === 'linux')('the limit read from /proc/self/limits is the soft RLIMIT_NOFILE a child shell inherits', () => {
+    const limit = openFilesLimit();
+    const shell = spawnSync('sh', ['-c', 'ulimit -n'], { encoding: 'utf8' });
+    expect(shell.status).toBe(0);
+    expect(limit).toBe(Number(shell.stdout.trim()));
+  });
+
+  it('the engine takes the default from the process limit; an explicit maxOpenFiles wins', async () => {
+    let engine = await Engine.open({ dataDir: '/data', io: new SimDisk() });
+    expect(engine.maxOpenFiles).toBe(defaultMaxOpenFiles(openFilesLimit()));
+    await engine.close();
+    engine = await Engine.open({ dataDir: '/data', io: new SimDisk(), maxOpenFiles: 64 });
+    expect(engine.maxOpenFiles).toBe(64);
+    await engine.close();
+  });
+
+  it('a checkpoint over 600 relations opens and closes nothing after a warm-up with the default; a cache of 256 churns every file twice (SimDisk)', async () => {
+    const N = 600;
+    const withDefault = await checkpointOverRelations('/data', new SimDisk(), N);
+    expect(withDefault.maxOpenFiles).toBeGreaterThan(N); // a machine whose limit allows it (CI's does)
+    expect({ opens: withDefault.opens, closes: withDefault.closes }).toEqual({ opens: 0, closes: 0 });
+    // What the default replaces: the write phase and the sync phase each walk all 600 files in
+    // the same order, so an LRU of 256 misses every time.
+    const old = await checkpointOverRelations('/data', new SimDisk(), N, 256);
+    expect(old.opens).toBe(2 * N);
+    expect(old.closes).toBe(2 * N);
+  });
+
+  it('the same on real files: 300 relations, no open or close in the checkpoint after a warm-up', async () => {
+    const r = await checkpointOverRelations(await tempDir(), undefined, 300);
+    expect({ opens: r.opens, closes: r.closes }).toEqual({ opens: 0, closes: 0 });
   });
 });

@@ -6,7 +6,9 @@
  * hints only segments it has open; nothing is hinted with fsync off or with checkpointFlushAfter 0;
  * the option is validated; a failed hint is a failed sync.
  * Method: Engine on a SimDisk subclass that records every writeback hint (path, offset, length),
- * with `onCall` giving the order of writes and hints; CountingIO (engine.ioCounts()) counts them.
+ * with `onCall` giving the order of writes and hints; CountingIO (engine.ioCounts()) counts them,
+ * issued (`writeback`) and carried out (`writebacksIssued`, CheckpointStats.writebacksIssued).
+ * Real sync_file_range calls: writeback-sync-file-range.test.ts.
  * The WritebackContext alone against a fake storage manager for the sort/merge rules. Counts
  * only, never timings.
  */
@@ -16,6 +18,7 @@ import {
   Engine,
   ErrorCode,
   ForkNumber,
+  RealIO,
   SimDisk,
   WritebackContext,
   type FileHandle,
@@ -25,6 +28,7 @@ import {
   type StorageManager,
   type WritebackTag,
 } from '../engine/index.js';
+import { SyncLedgerIO } from '../engine/io/sync-ledger.js';
 import { tempDir } from './helpers/index.js';
 
 const BS = 8192;
@@ -92,6 +96,7 @@ describe('writeback hints through the engine (md on SimDisk)', () => {
       expect(disk.hints.map((h) => h.offsetBlocks)).toEqual(dirty);
       expect(disk.hints.every((h) => h.lengthBlocks === 1)).toBe(true);
       expect(engine.ioCounts().writeback - before.writeback).toBe(70);
+      expect(stats.writebacksIssued).toBe(70); // SimDisk carries every hint out
       expect(engine.bufferPool.stats.writebackIssues - issuesBefore).toBe(3);
     } finally {
       await engine.close();
@@ -202,6 +207,7 @@ describe('writeback hints through the engine (md on SimDisk)', () => {
       expect(k).toBeLessThan(segs.length);
       expect(disk.hints.map((h) => h.path)).toEqual(segs.slice(0, k));
       expect(engine.ioCounts().writeback - before.writeback).toBe(k);
+      expect(engine.ioCounts().writebacksIssued - before.writebacksIssued).toBe(k);
       expect(opensDuringHint).toBe(0);
     } finally {
       await engine.close();
@@ -268,15 +274,20 @@ describe('writeback hints through the engine (md on SimDisk)', () => {
     }
   });
 
-  it('behaviour 40: on real files the hint reaches no syscall (RealIO has no writeback) but is counted and harmless', async () => {
+  it('behaviour 40: on real files without sync_file_range (RealIO syncFileRange: null, as off Linux) the hint is counted as issued, reaches nothing, and is harmless', async () => {
     const dir = await tempDir();
-    const engine = await Engine.open({ dataDir: dir, sharedBuffers: 256 });
+    const io = new RealIO({ syncFileRange: null });
+    expect(io.writeback).toBeUndefined(); // left out, not faked (FileIO C7)
+    expect(io.writebackSupported).toBe(false);
+    const engine = await Engine.open({ dataDir: dir, io, sharedBuffers: 256 });
     try {
+      expect(engine.io.writebackSupported).toBe(false);
       await prepare(engine, LOC, ForkNumber.MAIN, 40, Array.from({ length: 40 }, (_, i) => i));
       const before = engine.ioCounts();
-      await engine.checkpoint();
+      const stats = await engine.checkpoint();
       // 40 consecutive buffers: a batch of 32 at the limit, then 8 at the end.
       expect(engine.ioCounts().writeback - before.writeback).toBe(2);
+      expect(stats.writebacksIssued).toBe(0);
       for (let b = 0; b < 40; b++) expect((await engine.relation(LOC).read(ForkNumber.MAIN, b))[100]).toBe(2);
     } finally {
       await engine.close();
@@ -384,12 +395,22 @@ describe('FileIO writeback', () => {
     const h = await io.open('/data/f', { create: true });
     await io.writeback(h, 0, BS);
     expect(io.counts().writeback).toBe(1);
+    expect(io.counts().writebacksIssued).toBe(1);
+    expect(io.writebackSupported).toBe(true);
     expect(disk.hints).toEqual([{ path: 'f', offsetBlocks: 0, lengthBlocks: 1 }]);
-    // An inner FileIO without the method (as RealIO): counted, then dropped (nothing else is touched).
+    // An inner FileIO without the method (RealIO off Linux): counted as issued, then dropped
+    // (nothing else is touched), and not counted as carried out.
     const withoutWriteback = new CountingIO({} as FileIO);
     await withoutWriteback.writeback(h, 0, BS);
     expect(withoutWriteback.counts().writeback).toBe(1);
+    expect(withoutWriteback.counts().writebacksIssued).toBe(0);
+    expect(withoutWriteback.writebackSupported).toBe(false);
     expect(disk.hints.length).toBe(1);
+    // Through the sync ledger (a wrapper that always has the method): the innermost answer counts.
+    const ledgerOverNothing = new CountingIO(new SyncLedgerIO({} as FileIO));
+    await ledgerOverNothing.writeback(h, 0, BS);
+    expect(ledgerOverNothing.counts()).toMatchObject({ writeback: 1, writebacksIssued: 0 });
+    expect(new CountingIO(new SyncLedgerIO(disk)).writebackSupported).toBe(true);
     await io.close(h);
   });
 });

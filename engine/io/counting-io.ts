@@ -1,16 +1,22 @@
 /**
  * CountingIO: a FileIO wrapper that counts calls and bytes per kind, and open handles.
  *
- * Checkpoint statistics (fsyncCalls, fdatasyncCalls, bytesWritten) are differences of these
- * counters taken around the checkpoint, and the bench and tests read them to check the numbers
+ * Checkpoint statistics (fsyncCalls, fdatasyncCalls, bytesWritten, writebacksIssued) are
+ * differences of these counters taken around the checkpoint, and the bench and tests read them to check the numbers
  * the design fixes (one fsync per dirty md segment, at most two fdatasyncs per volume).
  */
 import type { FileHandle, FileIO, FileStat, IoKind, LockMode, OpenOptions } from './file-io.js';
-import { IO_KINDS, fsError, totalLength } from './file-io.js';
+import { IO_KINDS, carriesWriteback, fsError, totalLength } from './file-io.js';
 
 export type IoCounts = Record<IoKind, number> & {
   bytesRead: number;
   bytesWritten: number;
+  /**
+   * Writeback hints the wrapped FileIO carried out (on RealIO: sync_file_range calls that
+   * returned 0, so they reached the kernel). `writeback` counts every hint issued, carried out
+   * or dropped; the two differ where the FileIO has no writeback (FileIO.writebackSupported).
+   */
+  writebacksIssued: number;
   /** Handles open now. */
   openHandles: number;
   /** The most handles open at once since the counters were created or reset. */
@@ -18,7 +24,7 @@ export type IoCounts = Record<IoKind, number> & {
 };
 
 export function zeroCounts(): IoCounts {
-  const c = { bytesRead: 0, bytesWritten: 0, openHandles: 0, openHandlesMax: 0 } as IoCounts;
+  const c = { bytesRead: 0, bytesWritten: 0, writebacksIssued: 0, openHandles: 0, openHandlesMax: 0 } as IoCounts;
   for (const k of IO_KINDS) c[k] = 0;
   return c;
 }
@@ -29,6 +35,7 @@ export function diffCounts(after: IoCounts, before: IoCounts): IoCounts {
   for (const k of IO_KINDS) d[k] = after[k] - before[k];
   d.bytesRead = after.bytesRead - before.bytesRead;
   d.bytesWritten = after.bytesWritten - before.bytesWritten;
+  d.writebacksIssued = after.writebacksIssued - before.writebacksIssued;
   d.openHandles = after.openHandles;
   d.openHandlesMax = after.openHandlesMax;
   return d;
@@ -143,12 +150,20 @@ export class CountingIO implements FileIO {
     this.#counts.flock++;
     await this.#inner.flock(h, mode);
   }
+  /** The inner FileIO's answer (FileIO.writebackSupported). */
+  get writebackSupported(): boolean {
+    return carriesWriteback(this.#inner);
+  }
   /**
-   * Counted whether or not the inner FileIO has `writeback`: the count is of hints the engine
-   * issued. Forwarded when the inner has it; otherwise the hint ends here (FileIO C7).
+   * Counted (`writeback`) whether or not the inner FileIO has `writeback`: that count is of
+   * hints the engine issued. Forwarded when the inner has it; otherwise the hint ends here
+   * (FileIO C7). `writebacksIssued` counts those the inner carried out: asked after the call,
+   * since RealIO learns only from the kernel's ENOSYS that it cannot.
    */
   async writeback(h: FileHandle, offsetBytes: number, lengthBytes: number): Promise<void> {
     this.#counts.writeback++;
-    await this.#inner.writeback?.(h, offsetBytes, lengthBytes);
+    if (!this.#inner.writeback) return;
+    await this.#inner.writeback(h, offsetBytes, lengthBytes);
+    if (this.#inner.writebackSupported !== false) this.#counts.writebacksIssued++;
   }
 }

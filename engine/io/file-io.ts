@@ -17,7 +17,8 @@
  *  C7 `writeback` (optional) is a hint and nothing more: it may start writing a byte range of the
  *     file back to the device (sync_file_range(SYNC_FILE_RANGE_WRITE): start, don't wait), so a
  *     later fsync has less to do. It makes nothing durable and changes no contents; callers never
- *     count on it in place of fsync/fdatasync. An implementation that cannot do it leaves it out.
+ *     count on it in place of fsync/fdatasync. An implementation that cannot do it leaves it out
+ *     (or, for a wrapper, says `writebackSupported: false`).
  */
 
 /** An open file. Opaque: only the implementation that returned it may use it. */
@@ -93,6 +94,18 @@ export interface FileIO {
    * back, do not wait. PostgreSQL's pg_flush_data. Absent where the platform offers no honest way.
    */
   writeback?(handle: FileHandle, offsetBytes: number, lengthBytes: number): Promise<void>;
+  /**
+   * Optional: whether `writeback` carries hints out (RealIO: they reach the kernel; SimDisk:
+   * its model). false: they stop here. A FileIO that has `writeback` and leaves this out is taken
+   * to carry them out; a wrapper reports its inner FileIO's answer. It may turn false while
+   * the FileIO is in use (RealIO after the kernel answers ENOSYS), never back to true.
+   */
+  readonly writebackSupported?: boolean;
+}
+
+/** Whether `io`'s writeback hints go anywhere (see FileIO.writebackSupported). */
+export function carriesWriteback(io: FileIO): boolean {
+  return typeof io.writeback === 'function' && io.writebackSupported !== false;
 }
 
 /** Build an error shaped like Node's fs errors (contract C1). */

@@ -8,17 +8,24 @@
  *    no size, so fdatasync is enough for them.
  *  - A new file's directory entry is made durable only by fsync on the directory (fsyncDir);
  *    Linux needs a descriptor of the directory for that, opened read-only.
- *  - No `writeback` (FileIO C7): Node has no sync_file_range, posix_fadvise or msync, and no
- *    package we use provides one, so RealIO leaves the optional method out rather than fake it.
- *    The writeback hints BufferSync schedules (reference section 9) are then counted by
- *    CountingIO and dropped: on real files the kernel starts writeback on its own schedule and
- *    the checkpoint's fsyncs carry the whole flush. Durability is unaffected: a hint never
- *    replaces a sync.
+ *  - `writeback` (FileIO C7) is sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE) on
+ *    Linux, called through koffi on the descriptor node:fs gave us (sync-file-range.ts says why
+ *    koffi and why in line). A failure throws a Node-style error (code EBADF, EIO, ...; syscall
+ *    'sync_file_range'), which md turns into the failed state as PostgreSQL's data_sync_elevel
+ *    does: on Linux a failed writeback can consume the error a later fsync would report.
+ *    ENOSYS alone is not an error (PostgreSQL's pg_flush_data does the same): the kernel lacks
+ *    the call, the hint only ever saved time, and RealIO stops trying (writebackSupported turns
+ *    false). Elsewhere (not Linux, koffi unable to load) RealIO leaves the method out rather than
+ *    fake it, and `writebackSupported` / `writebackUnsupportedReason` say so: the hints are then
+ *    counted by CountingIO and dropped, and the checkpoint's fsyncs carry the whole flush.
+ *    Durability is the same either way: a hint never replaces a sync.
  */
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
+import { getSystemErrorMap } from 'node:util';
 import type { FileHandle, FileIO, FileStat, LockMode, OpenOptions } from './file-io.js';
 import { fsError } from './file-io.js';
+import { ENOSYS, loadSyncFileRange, type SyncFileRangeFn } from './sync-file-range.js';
 
 interface FsExt {
   flock(fd: number, flags: string, callback: (err: NodeJS.ErrnoException | null) => void): void;
@@ -40,7 +47,51 @@ function call<T>(fn: (cb: (err: NodeJS.ErrnoException | null, value: T) => void)
   });
 }
 
+export interface RealIOOptions {
+  /**
+   * What carries the writeback hint. Default: the process's sync_file_range (Linux, through
+   * koffi) or none. `null`: no writeback, as on a platform without it. Tests pass a double
+   * here (a call on a bad descriptor) to reach the error path with a real errno.
+   */
+  syncFileRange?: SyncFileRangeFn | null;
+}
+
+/** A Node-style error (FileIO C1) for an errno a native call returned: code, errno < 0, syscall, path. */
+function errnoError(errno: number, syscall: string, path: string): NodeJS.ErrnoException {
+  const known = errno > 0 ? getSystemErrorMap().get(-errno) : undefined;
+  const err = fsError(known?.[0] ?? 'EUNKNOWN', syscall, path, known?.[1] ?? `errno ${errno}`);
+  err.errno = known ? -errno : -1;
+  return err;
+}
+
 export class RealIO implements FileIO {
+  #syncFileRange: SyncFileRangeFn | null;
+  #writebackUnsupportedReason: string | null;
+  /** Present only where sync_file_range is (FileIO C7: left out, not faked). */
+  declare writeback?: (h: FileHandle, offsetBytes: number, lengthBytes: number) => Promise<void>;
+
+  constructor(options: RealIOOptions = {}) {
+    if (options.syncFileRange !== undefined) {
+      this.#syncFileRange = options.syncFileRange;
+      this.#writebackUnsupportedReason = options.syncFileRange ? null : 'writeback turned off (RealIO option syncFileRange: null)';
+    } else {
+      const probe = loadSyncFileRange();
+      this.#syncFileRange = probe.fn;
+      this.#writebackUnsupportedReason = probe.fn ? null : probe.reason;
+    }
+    if (this.#syncFileRange) this.writeback = (h, offsetBytes, lengthBytes) => this.#writeback(h, offsetBytes, lengthBytes);
+  }
+
+  /** Whether writeback hints reach the kernel (FileIO `writebackSupported`). */
+  get writebackSupported(): boolean {
+    return this.#syncFileRange !== null;
+  }
+
+  /** Why they do not (null when they do): said once, here, instead of at every hint. */
+  get writebackUnsupportedReason(): string | null {
+    return this.#writebackUnsupportedReason;
+  }
+
   #handle(h: FileHandle, syscall: string): RealHandle {
     if (!(h instanceof RealHandle)) throw fsError('EBADF', syscall, h.path, 'not a RealIO handle');
     if (h.closed) throw fsError('EBADF', syscall, h.path, 'handle is closed');
@@ -188,6 +239,52 @@ export class RealIO implements FileIO {
       throw e;
     }
   }
+
+  /**
+   * sync_file_range(SYNC_FILE_RANGE_WRITE) of `lengthBytes` from `offsetBytes`. Synchronous on
+   * purpose (sync-file-range.ts): it queues writeback and returns; the fd cannot be closed under
+   * it, since nothing else runs until it returns.
+   */
+  async #writeback(h: FileHandle, offsetBytes: number, lengthBytes: number): Promise<void> {
+    const rh = this.#handle(h, 'sync_file_range');
+    if (!(Number.isSafeInteger(offsetBytes) && offsetBytes >= 0 && Number.isSafeInteger(lengthBytes) && lengthBytes >= 0)) {
+      throw fsError('EINVAL', 'sync_file_range', rh.path, `bad range ${offsetBytes}+${lengthBytes}`);
+    }
+    const call = this.#syncFileRange;
+    if (!call) return; // the kernel said ENOSYS earlier
+    const errno = call(rh.fd, offsetBytes, lengthBytes);
+    if (errno === 0) return;
+    if (errno === ENOSYS) {
+      // Not an I/O error: nothing was tried. Stop hinting, and say why (pg_flush_data does the same).
+      this.#syncFileRange = null;
+      this.#writebackUnsupportedReason = 'the kernel has no sync_file_range (ENOSYS)';
+      return;
+    }
+    throw errnoError(errno, 'sync_file_range', rh.path);
+  }
+}
+
+/**
+ * RLIMIT_NOFILE's soft limit of this process (the most descriptors it may hold), from
+ * /proc/self/limits on Linux; null where it cannot be read or is unlimited. md sizes its fd
+ * cache from it (md.ts `defaultMaxOpenFiles`). Node raises the soft limit to the hard one at
+ * start-up, so this is usually the hard limit.
+ */
+export function openFilesLimit(): number | null {
+  if (process.platform !== 'linux') return null;
+  let text: string;
+  try {
+    text = fs.readFileSync('/proc/self/limits', 'utf8');
+  } catch (err) {
+    // No /proc (a container without it) or no right to read it: the caller uses its fixed
+    // default. Anything else is a real failure and is reported.
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'EACCES' || code === 'EPERM') return null;
+    throw err;
+  }
+  const m = /^Max open files\s+(\S+)/m.exec(text);
+  const soft = m ? Number(m[1]) : Number.NaN;
+  return Number.isSafeInteger(soft) && soft > 0 ? soft : null;
 }
 
 /**

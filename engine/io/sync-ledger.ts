@@ -20,7 +20,7 @@
  *     unlogged fork's page inside a shared file such as the volume).
  */
 import type { FileHandle, FileIO, FileStat, LockMode, OpenOptions } from './file-io.js';
-import { fsError, totalLength } from './file-io.js';
+import { carriesWriteback, fsError, totalLength } from './file-io.js';
 import { ErrorCode, LamstoreError } from '../errors.js';
 
 interface UnsyncedRange {
@@ -153,6 +153,10 @@ export class SyncLedgerIO implements FileIO {
   }
   flock(h: FileHandle, mode: LockMode): Promise<void> {
     return this.#inner.flock(h, mode);
+  }
+  /** The inner FileIO's answer: this wrapper adds no place for hints to go. */
+  get writebackSupported(): boolean {
+    return carriesWriteback(this.#inner);
   }
   /** A writeback hint makes nothing durable (FileIO C7): forwarded, covers no entry. */
   async writeback(h: FileHandle, offsetBytes: number, lengthBytes: number): Promise<void> {

@@ -49,6 +49,21 @@
  * doomed; it is closed when its last user releases it. So md holds at most maxOpenFiles fds
  * while fewer than maxOpenFiles operations are in flight, and never closes a handle in use.
  *
+ * The default size (M7a, `defaultMaxOpenFiles`): min(1000, half of the process's RLIMIT_NOFILE
+ * soft limit). Why: a checkpoint touches every dirty segment twice (BufferSync's write, the sync
+ * phase's fsync), both in the same order, so an LRU cache smaller than the working set misses
+ * every time: a checkpoint over R one-segment relations makes 2R opens and 2R closes (the old
+ * default 256 did so for any R above 256; test/md-fd-cache.test.ts). On Node those cost about
+ * as much as the writes and fsyncs themselves (shared/reference node-io-costs.md: 1000 one-page
+ * rewrites and fsyncs take about half as long with the files kept open). 1000 is PostgreSQL's
+ * max_files_per_process, the number of files one backend keeps open: a thousand one-segment
+ * relations stay open from one checkpoint to the next. Half the limit, because unlike a PostgreSQL backend this process is
+ * shared: the application's sockets and files, libuv, SLRU and volume files, other engines. On
+ * Linux Node raises the soft limit to the hard one at start-up (usually 65536 or more), so the
+ * 1000 holds; a hard limit under 2000 shrinks it instead of running the process out of fds. The
+ * cost of holding fds is small: a kernel file object and a cache entry each. Where the limit
+ * cannot be read (not Linux), 1000.
+ *
  * Unlogged relations (U1, U2): their forks register no sync requests and ordinary checkpoints
  * never write or sync them; md remembers their dirtied segments and syncs them only at the
  * shutdown checkpoint (syncUnlogged). Their INIT fork is permanent: it is what the reset after
@@ -115,6 +130,20 @@ function forkKey(loc: RelFileLocator, fork: number): string {
 }
 
 export const MD_NAME = 'md';
+
+/** M7a: PostgreSQL's max_files_per_process default, the most segment files md keeps open by default. */
+export const MAX_OPEN_FILES_DEFAULT = 1000;
+/** The smallest fd cache the engine accepts (its `maxOpenFiles` option's lower bound). */
+export const MAX_OPEN_FILES_MIN = 4;
+
+/**
+ * M7a: the default fd cache size for a process whose RLIMIT_NOFILE soft limit is
+ * `openFilesLimit` (null: unknown): min(1000, half the limit), never below MAX_OPEN_FILES_MIN.
+ */
+export function defaultMaxOpenFiles(openFilesLimit: number | null): number {
+  if (openFilesLimit === null) return MAX_OPEN_FILES_DEFAULT;
+  return Math.max(MAX_OPEN_FILES_MIN, Math.min(MAX_OPEN_FILES_DEFAULT, Math.floor(openFilesLimit / 2)));
+}
 
 export class MdStorageManager implements StorageManager {
   readonly name = MD_NAME;

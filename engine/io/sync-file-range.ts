@@ -1,0 +1,81 @@
+/**
+ * sync_file_range(2) for RealIO's writeback hint (FileIO C7; PostgreSQL's pg_flush_data with
+ * sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE)). Node has no binding for it, so
+ * it is called through koffi (FFI): the symbol is looked up in the running process (dlopen of
+ * NULL), which already has the C library loaded, glibc or musl alike.
+ *
+ * Why koffi, and why a synchronous call (measured, BENCHMARKS.md "Writeback hints"):
+ *  - koffi ships its prebuilt binary inside its npm packages (one optional package per
+ *    platform), so `npm install` compiles nothing; its own install script only re-checks that
+ *    binary or compiles from source with CMake, and package.json's allowScripts denies it. A
+ *    node-gyp addon would need a C compiler and Node's headers on every machine that installs
+ *    lamstore, for a per-call cost no lower (both ~0.5 µs over the ~1.1 µs syscall here).
+ *  - The call is made on the event loop, as PostgreSQL's checkpointer makes it in line:
+ *    SYNC_FILE_RANGE_WRITE only queues the range's dirty pages for writeback and does not wait
+ *    for them (median 10-16 µs for a dirty 256 KiB range). It does wait when the device's queue
+ *    is full, which is the back-pressure the checkpoint should feel anyway. Through the libuv
+ *    pool (koffi's `.async`) every hint costs a thread round trip (~40 µs, 4-7x the total
+ *    hint time in the measured stream) and takes a pool thread from the checkpoint's own writes.
+ *
+ * Where there is no sync_file_range (not Linux, koffi missing or unable to load, the symbol
+ * absent), `loadSyncFileRange` says why once and RealIO leaves `writeback` out: the hints stop
+ * at CountingIO, counted as issued but not as reaching the kernel.
+ */
+import { createRequire } from 'node:module';
+
+/**
+ * <linux/fs.h>, the same value on every architecture: start writeback of the range's dirty
+ * pages that are not already being written back; wait for nothing.
+ */
+export const SYNC_FILE_RANGE_WRITE = 2;
+
+/** Linux's ENOSYS: the call exists in the C library but the kernel lacks it (PostgreSQL: WSL1). */
+export const ENOSYS = 38;
+
+/**
+ * sync_file_range(fd, offsetBytes, nbytes, SYNC_FILE_RANGE_WRITE) on a descriptor of this
+ * process. Returns 0, or the errno (positive) the call failed with; never throws for a failed
+ * call.
+ */
+export type SyncFileRangeFn = (fd: number, offsetBytes: number, nbytes: number) => number;
+
+export type SyncFileRangeProbe = { fn: SyncFileRangeFn; via: string } | { fn: null; reason: string };
+
+interface KoffiLike {
+  load(path: string | null): { func(definition: string): (...args: number[]) => number };
+  errno(): number;
+}
+
+let probed: SyncFileRangeProbe | undefined;
+
+/**
+ * The process's sync_file_range, looked up once (the answer cannot change while the process
+ * runs). `fn: null` comes with the reason, for RealIO's `writebackUnsupportedReason`.
+ */
+export function loadSyncFileRange(): SyncFileRangeProbe {
+  probed ??= probeSyncFileRange(process.platform);
+  return probed;
+}
+
+/** The look-up itself, for `platform` (a parameter so that a test can ask as another platform would). */
+export function probeSyncFileRange(platform: string): SyncFileRangeProbe {
+  if (platform !== 'linux') return { fn: null, reason: `sync_file_range is Linux only (platform ${platform})` };
+  let koffi: KoffiLike;
+  try {
+    koffi = createRequire(import.meta.url)('koffi') as KoffiLike;
+  } catch (err) {
+    return { fn: null, reason: `koffi did not load (${err instanceof Error ? err.message : String(err)})` };
+  }
+  try {
+    // off64_t on every Linux ABI koffi supports: the C library's symbol takes 64-bit offsets.
+    const call = koffi.load(null).func('int sync_file_range(int fd, int64_t offset, int64_t nbytes, unsigned int flags)');
+    const errno = koffi.errno.bind(koffi);
+    return {
+      via: 'koffi',
+      // errno is read at once, before any other call on this thread can change it.
+      fn: (fd, offsetBytes, nbytes) => (call(fd, offsetBytes, nbytes, SYNC_FILE_RANGE_WRITE) === 0 ? 0 : errno() || -1),
+    };
+  } catch (err) {
+    return { fn: null, reason: `sync_file_range not found in the C library (${err instanceof Error ? err.message : String(err)})` };
+  }
+}

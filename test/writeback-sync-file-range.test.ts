@@ -1,0 +1,203 @@
+/**
+ * Goal: on Linux the writeback hints a checkpoint gives (checkpointFlushAfter) reach the kernel
+ * as sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE), counted in
+ * CheckpointStats.writebacksIssued; a failing call is a Node-style error (code, negative errno,
+ * syscall, path) that fails the checkpoint and puts the engine in the failed state, as every
+ * failed hint does; ENOSYS turns the hints off without an error (PostgreSQL's pg_flush_data);
+ * elsewhere RealIO has no writeback and says why.
+ * Method: real files in a temp dir. The provider RealIO uses is the real one (koffi) or, to see
+ * the calls, a recording wrapper around it: each call's descriptor is checked through
+ * /proc/self/fd to be the segment file's, and each result is 0. The failure comes from the
+ * kernel itself: a wrapper passes descriptor -1 to the real call (EBADF). Counts, never timings.
+ */
+import { readlinkSync, realpathSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import {
+  Engine,
+  ErrorCode,
+  ForkNumber,
+  RealIO,
+  SYNC_FILE_RANGE_WRITE,
+  loadSyncFileRange,
+  probeSyncFileRange,
+  type RelFileLocator,
+  type SyncFileRangeFn,
+} from '../engine/index.js';
+import { tempDir } from './helpers/index.js';
+
+const BS = 8192;
+const LOC: RelFileLocator = { spcOid: 1663, dbOid: 5, relNumber: 100 };
+const linux = process.platform === 'linux';
+const pageOf = (v: number) => new Uint8Array(BS).fill(v);
+
+interface Call {
+  file: string;
+  offsetBytes: number;
+  nbytes: number;
+  result: number;
+}
+
+/** The real sync_file_range, recording what each call was given and returned. */
+function recording(calls: Call[]): SyncFileRangeFn {
+  const real = loadSyncFileRange().fn;
+  if (!real) throw new Error('no sync_file_range in this process');
+  return (fd, offsetBytes, nbytes) => {
+    const result = real(fd, offsetBytes, nbytes);
+    calls.push({ file: readlinkSync(`/proc/self/fd/${fd}`), offsetBytes, nbytes, result });
+    return result;
+  };
+}
+
+/** `nblocks` blocks written and checkpointed, then `dirty` of them rewritten with 2s. */
+async function prepare(engine: Engine, nblocks: number, dirty: readonly number[]): Promise<void> {
+  const rel = engine.relation(LOC);
+  await rel.create(ForkNumber.MAIN);
+  for (let b = 0; b < nblocks; b++) await rel.extend(ForkNumber.MAIN, pageOf(1));
+  await engine.checkpoint();
+  for (const b of dirty) await rel.write(ForkNumber.MAIN, b, pageOf(2));
+}
+
+describe.runIf(linux)('writeback hints reach the kernel (Linux, real files)', () => {
+  it('RealIO has writeback on Linux, through koffi, and says it is supported', () => {
+    const probe = loadSyncFileRange();
+    expect(probe).toMatchObject({ via: 'koffi' });
+    const io = new RealIO();
+    expect(io.writebackSupported).toBe(true);
+    expect(io.writebackUnsupportedReason).toBeNull();
+    expect(typeof io.writeback).toBe('function');
+    expect(SYNC_FILE_RANGE_WRITE).toBe(2);
+  });
+
+  it('a checkpoint with checkpointFlushAfter 32 over 40 dirty blocks makes 2 sync_file_range calls on the segment file, both returning 0, counted in writebacksIssued', async () => {
+    const dir = await tempDir();
+    const calls: Call[] = [];
+    const engine = await Engine.open({ dataDir: dir, io: new RealIO({ syncFileRange: recording(calls) }), sharedBuffers: 256 });
+    try {
+      await prepare(engine, 40, Array.from({ length: 40 }, (_, i) => i));
+      calls.length = 0;
+      const before = engine.ioCounts();
+      const stats = await engine.checkpoint();
+      // 40 consecutive buffers: a batch of 32 at the limit, then 8 at the end of BufferSync.
+      const file = join(realpathSync(dir), 'base/5/100'); // as /proc/self/fd names it
+      expect(calls).toEqual([
+        { file, offsetBytes: 0, nbytes: 32 * BS, result: 0 },
+        { file, offsetBytes: 32 * BS, nbytes: 8 * BS, result: 0 },
+      ]);
+      expect(stats.writebacksIssued).toBe(2);
+      expect(engine.ioCounts().writeback - before.writeback).toBe(2);
+      expect(engine.io.writebackSupported).toBe(true);
+      for (let b = 0; b < 40; b++) expect((await engine.relation(LOC).read(ForkNumber.MAIN, b))[100]).toBe(2);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('the default RealIO (no double) counts the same hints as reaching the kernel', async () => {
+    const dir = await tempDir();
+    const engine = await Engine.open({ dataDir: dir, sharedBuffers: 256 });
+    try {
+      await prepare(engine, 70, Array.from({ length: 35 }, (_, i) => 2 * i)); // no two adjacent
+      const stats = await engine.checkpoint();
+      expect(stats.buffersWritten).toBe(35);
+      expect(stats.writebacksIssued).toBe(35); // one range per buffer, 32 + 3
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('RealIO.writeback: a written range is accepted; a bad range is EINVAL and a closed handle EBADF before any call', async () => {
+    const dir = await tempDir();
+    const calls: Call[] = [];
+    const io = new RealIO({ syncFileRange: recording(calls) });
+    const h = await io.open(join(dir, 'f'), { create: true });
+    await io.pwrite(h, pageOf(3), 0);
+    await io.writeback!(h, 0, BS);
+    await io.writeback!(h, BS, 4 * BS); // past the end of the file: nothing to do, not an error
+    expect(calls.map((c) => c.result)).toEqual([0, 0]);
+    await expect(io.writeback!(h, -1, BS)).rejects.toMatchObject({ code: 'EINVAL', syscall: 'sync_file_range' });
+    await io.close(h);
+    await expect(io.writeback!(h, 0, BS)).rejects.toMatchObject({ code: 'EBADF', syscall: 'sync_file_range' });
+    expect(calls.length).toBe(2);
+  });
+
+  it("a failing sync_file_range is a Node-style error with the kernel's errno (EBADF on a bad descriptor)", async () => {
+    const dir = await tempDir();
+    const real = loadSyncFileRange().fn!;
+    const io = new RealIO({ syncFileRange: (_fd, offsetBytes, nbytes) => real(-1, offsetBytes, nbytes) });
+    const h = await io.open(join(dir, 'f'), { create: true });
+    try {
+      const err = await io.writeback!(h, 0, BS).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(Error);
+      expect(err).toMatchObject({ code: 'EBADF', errno: -9, syscall: 'sync_file_range', path: join(dir, 'f') });
+      expect((err as Error).message).toMatch(/^EBADF: bad file descriptor, sync_file_range '/);
+      expect(io.writebackSupported).toBe(true); // an error is not a missing call
+    } finally {
+      await io.close(h);
+    }
+  });
+
+  it('a failing sync_file_range fails the checkpoint and puts the engine in the failed state (data_sync_elevel)', async () => {
+    const dir = await tempDir();
+    const real = loadSyncFileRange().fn!;
+    let fail = false;
+    const io = new RealIO({ syncFileRange: (fd, offsetBytes, nbytes) => real(fail ? -1 : fd, offsetBytes, nbytes) });
+    const engine = await Engine.open({ dataDir: dir, io, sharedBuffers: 256 });
+    try {
+      await prepare(engine, 4, [0, 1]);
+      fail = true;
+      await expect(engine.checkpoint()).rejects.toMatchObject({
+        code: ErrorCode.ENGINE_FAILED,
+        cause: { code: ErrorCode.IO_ERROR, errno: 'EBADF', syscall: 'sync_file_range', path: join(dir, 'base/5/100') },
+      });
+      await expect(engine.relation(LOC).write(ForkNumber.MAIN, 0, pageOf(6))).rejects.toMatchObject({ code: ErrorCode.ENGINE_FAILED });
+      await expect(engine.checkpoint()).rejects.toMatchObject({ code: ErrorCode.ENGINE_FAILED });
+    } finally {
+      await engine.close().catch(() => undefined);
+    }
+  });
+
+  it('ENOSYS from the kernel turns the hints off without an error (pg_flush_data), and says why', async () => {
+    const dir = await tempDir();
+    let calls = 0;
+    const io = new RealIO({
+      syncFileRange: () => {
+        calls++;
+        return 38; // ENOSYS
+      },
+    });
+    const engine = await Engine.open({ dataDir: dir, io, sharedBuffers: 256 });
+    try {
+      await prepare(engine, 40, Array.from({ length: 40 }, (_, i) => i));
+      const stats = await engine.checkpoint();
+      expect(calls).toBe(1); // the second hint was not tried
+      expect(stats.writebacksIssued).toBe(0);
+      expect(io.writebackSupported).toBe(false);
+      expect(engine.io.writebackSupported).toBe(false);
+      expect(io.writebackUnsupportedReason).toMatch(/ENOSYS/);
+    } finally {
+      await engine.close();
+    }
+  });
+});
+
+describe('without sync_file_range', () => {
+  it('off Linux there is nothing to load, and the reason says so', () => {
+    for (const platform of ['darwin', 'freebsd', 'win32']) {
+      const probe = probeSyncFileRange(platform);
+      expect(probe.fn).toBeNull();
+      expect(probe).toMatchObject({ reason: expect.stringContaining('Linux only') });
+    }
+  });
+
+  it('RealIO without a provider leaves writeback out and gives the reason once, on the instance', () => {
+    const io = new RealIO({ syncFileRange: null });
+    expect(io.writeback).toBeUndefined();
+    expect('writeback' in io).toBe(false);
+    expect(io.writebackSupported).toBe(false);
+    expect(io.writebackUnsupportedReason).toMatch(/syncFileRange: null/);
+  });
+});
