@@ -219,19 +219,22 @@ function mainAndPool(pool: ReadonlySet<number>): { main: ThreadTimes; pool: Thre
 /**
  * The libuv pool's threads. All of Node's threads are named "node" and the pool already runs
  * before this module does (the ESM loader reads files through it), so they are found by what
- * they do: a burst of 2000 pool-only requests (access(2) of a missing path) schedules each pool
- * thread hundreds of times and the other threads hardly at all.
+ * they do: requests issued one at a time (access(2) of a missing path) each wake a pool thread
+ * from its condition variable, so every pool thread is scheduled dozens of times and the other
+ * threads hardly at all. (A burst issued all at once would not do: a thread that finds the
+ * queue non-empty never sleeps, and is scheduled once.)
  */
 async function poolThreads(): Promise<Set<number>> {
   const before = threadTimes();
-  const N = 2000;
-  await Promise.all(Array.from({ length: N }, () => new Promise<void>((resolve) => access('/.lamstore-pool-probe', () => resolve()))));
+  const N = 400;
+  for (let i = 0; i < N; i++) await new Promise<void>((resolve) => access('/.lamstore-pool-probe', () => resolve()));
   const after = threadTimes();
+  const size = Number(process.env.UV_THREADPOOL_SIZE ?? 4);
   const out = new Set<number>();
   for (const [tid, t] of after) {
     if (tid === process.pid) continue;
     const grew = t.slices - (before.get(tid)?.slices ?? 0);
-    if (grew >= N / 40) out.add(tid);
+    if (grew >= N / size / 4) out.add(tid);
   }
   if (out.size === 0) throw new Error('no libuv pool thread found');
   return out;
