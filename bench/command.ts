@@ -10,9 +10,13 @@
  *     `{"error": {"code", "message"}}`); progress and --verbose log lines go to stderr.
  *  C3 Progress: a bar on a TTY (stderr), otherwise one line per finished cell; --verbose prints
  *     the engines' checkpoint log lines instead of the bar.
- *  C4 The temporary directory is removed on success, on error and on SIGINT: the first SIGINT
- *     stops the run at the next step and cleans up (exit 130, code INTERRUPTED); a second one
- *     removes the directory at once and exits.
+ *  C4 The temporary directory is removed on success, on error and on SIGINT or SIGTERM: the
+ *     first signal stops the run at the next step and cleans up (exit 130 for SIGINT, 143 for
+ *     SIGTERM, code INTERRUPTED; an error that the interrupt itself caused, such as the
+ *     terminal's Ctrl-C stopping the postgres server too, is reported as the interrupt); a
+ *     second one stops the postgres server and removes the directory at once and exits.
+ *  C5 --postgres / --no-postgres: default on when the server binaries are found; --postgres
+ *     without them is refused up front like any bad flag (C1).
  */
 import { resolve } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -22,6 +26,7 @@ import { RealIO, removeTreeSync } from '../engine/index.js';
 import { UsageError, parseIntList, parsePositiveInt } from '../cli/args.js';
 import { CliCode, CliFailure, EXIT_INTERRUPTED, EXIT_USAGE, toFailure } from '../cli/failure.js';
 import { BENCH_DEFAULTS, BENCH_QUICK, runBench, type BenchOptions, type BenchResult } from './run.js';
+import { findPostgres, searchedWhere, stopAllServersSync } from './postgres.js';
 import { cellLine, formatReport } from './report.js';
 import { renderSvg } from './svg.js';
 
@@ -40,15 +45,26 @@ interface RawFlags {
   svg?: string;
   quick?: boolean;
   verbose?: boolean;
+  /** true for --postgres, false for --no-postgres, undefined for neither. */
+  postgres?: boolean;
 }
+
+/** 128 + SIGTERM's number, as shells report it. */
+const EXIT_TERMINATED = 143;
 
 class BenchInterrupted extends Error {
   override readonly name = 'BenchInterrupted';
+  constructor(
+    message: string,
+    readonly exitCode = EXIT_INTERRUPTED,
+  ) {
+    super(message);
+  }
 }
 
 /** Any error of the bench as the CLI's one-line failure, "bench: <problem>" (C1). */
 function benchFailure(err: unknown): CliFailure {
-  if (err instanceof BenchInterrupted) return new CliFailure(EXIT_INTERRUPTED, CliCode.INTERRUPTED, undefined, `bench: ${err.message}`, { cause: err });
+  if (err instanceof BenchInterrupted) return new CliFailure(err.exitCode, CliCode.INTERRUPTED, undefined, `bench: ${err.message}`, { cause: err });
   if (err instanceof CommanderError) {
     const problem = err.message.replace(/^error:\s*/, '');
     return new CliFailure(EXIT_USAGE, CliCode.USAGE, undefined, `bench: ${problem} (run lamstore bench --help)`, { cause: err });
@@ -74,6 +90,10 @@ export async function benchOptionsFrom(flags: RawFlags): Promise<BenchOptions> {
   });
   if (st === null) throw new UsageError(`--dir '${flags.dir}' does not exist`);
   if (st.kind !== 'directory') throw new UsageError(`--dir '${flags.dir}' is not a directory`);
+  // C5: refuse --postgres before anything is written.
+  if (flags.postgres === true && (await findPostgres()) === null) {
+    throw new UsageError(`--postgres: no PostgreSQL server binaries (initdb, postgres, psql) in ${searchedWhere()}`);
+  }
   return {
     relations: [...new Set(relations)].sort((a, b) => a - b),
     pages: [...new Set(pages)].sort((a, b) => a - b),
@@ -85,6 +105,7 @@ export async function benchOptionsFrom(flags: RawFlags): Promise<BenchOptions> {
     crcScale: base.crcScale,
     latencySamples: base.latencySamples,
     warmupRounds: base.warmupRounds,
+    postgres: flags.postgres === true ? 'on' : flags.postgres === false ? 'off' : BENCH_DEFAULTS.postgres,
   };
 }
 
@@ -114,6 +135,8 @@ export function addBenchCommand(program: Command): Command {
     .option('--svg <file>', 'also write a bar chart of sync-phase time by R (log scale)')
     .option('--quick', `a smaller run, under 20 s (R ${BENCH_QUICK.relations.join(',')}, ${BENCH_QUICK.rounds} rounds); explicit flags still win`)
     .option('--verbose', "print the engines' checkpoint log lines (stderr)")
+    .option('--postgres', `require the postgres row: a throwaway PostgreSQL cluster, timed by its own checkpoint log line (default: measured when the server binaries are found in ${searchedWhere()})`)
+    .option('--no-postgres', 'skip the postgres row')
     .showHelpAfterError(false)
     // C1: commander's own parse errors (unknown flag, missing value) become "bench: ..." failures;
     // help and --version still leave as CommanderError (exit 0).
@@ -142,21 +165,26 @@ function print(result: BenchResult, flags: RawFlags): void {
 
 async function runWithSignals(options: BenchOptions, flags: RawFlags): Promise<BenchResult> {
   let root: string | null = null;
-  let interrupted = false;
-  const onSigint = () => {
+  let interrupted: NodeJS.Signals | null = null;
+  const exitCodeOf = (signal: NodeJS.Signals) => (signal === 'SIGTERM' ? EXIT_TERMINATED : EXIT_INTERRUPTED);
+  const onSignal = (signal: NodeJS.Signals) => {
     if (interrupted) {
-      // C4: second SIGINT, stop now.
+      // C4: second signal, stop now.
+      stopAllServersSync();
       if (root) removeTreeSync(root);
       process.stderr.write('\nlamstore: bench: interrupted\n');
-      process.exit(130);
+      process.exit(exitCodeOf(signal));
     }
-    interrupted = true;
+    interrupted = signal;
   };
   const onExit = () => {
+    stopAllServersSync();
     if (root) removeTreeSync(root);
   };
-  process.on('SIGINT', onSigint);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   process.on('exit', onExit);
+  const interruptedError = (signal: NodeJS.Signals) => new BenchInterrupted(`interrupted${signal === 'SIGTERM' ? ' (SIGTERM)' : ''}; temporary files removed`, exitCodeOf(signal));
 
   const tty = process.stderr.isTTY === true && !flags.verbose;
   const bar = tty ? new cliProgress.SingleBar({ stream: process.stderr, format: 'bench [{bar}] {percentage}% | {value}/{total} | {label}', hideCursor: true, clearOnComplete: true }, cliProgress.Presets.shades_classic) : null;
@@ -175,7 +203,7 @@ async function runWithSignals(options: BenchOptions, flags: RawFlags): Promise<B
           }
         : undefined,
       checkAbort: () => {
-        if (interrupted) throw new BenchInterrupted('interrupted; temporary files removed');
+        if (interrupted) throw interruptedError(interrupted);
       },
     });
     root = null; // removed by runBench (B1)
@@ -183,10 +211,14 @@ async function runWithSignals(options: BenchOptions, flags: RawFlags): Promise<B
     return result;
   } catch (err) {
     bar?.stop();
+    stopAllServersSync(); // normally stopped already (postgres.ts G1)
     if (root) removeTreeSync(root); // normally gone already (B1); idempotent
+    // C4: whatever broke after the signal (a server the terminal's Ctrl-C stopped too) is the interrupt.
+    if (interrupted && !(err instanceof BenchInterrupted)) throw interruptedError(interrupted);
     throw err;
   } finally {
-    process.off('SIGINT', onSigint);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     process.off('exit', onExit);
   }
 }

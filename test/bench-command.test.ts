@@ -47,7 +47,8 @@ describe('lamstore bench', () => {
   it('--json: every row, count and ratio of a one-cell run; md fsyncs >= R, volume <= 2 fdatasyncs and no fsync; temp files removed', async () => {
     const dir = await tempDir('lamstore-bench-test-');
     const R = 10;
-    const run = await runCli(['bench', '--quick', '--json', '--relations', String(R), '--pages', '1', '--rounds', '1', '--dir', dir]);
+    // --no-postgres: the postgres row has its own tests (bench-postgres.test.ts).
+    const run = await runCli(['bench', '--quick', '--json', '--no-postgres', '--relations', String(R), '--pages', '1', '--rounds', '1', '--dir', dir]);
     expect(run.stderr).not.toMatch(/Error|at .*\.js:\d+/);
     expect(run.code).toBe(0);
     const out = JSON.parse(run.stdout);
@@ -111,7 +112,7 @@ describe('lamstore bench', () => {
   it('--svg writes a chart with axes, legend and one panel per P', async () => {
     const dir = await tempDir('lamstore-bench-test-');
     const svg = join(await tempDir('lamstore-bench-svg-'), 'chart.svg');
-    const run = await runCli(['bench', '--quick', '--relations', '5,10', '--pages', '1,2', '--rounds', '1', '--dir', dir, '--svg', svg]);
+    const run = await runCli(['bench', '--quick', '--no-postgres', '--relations', '5,10', '--pages', '1,2', '--rounds', '1', '--dir', dir, '--svg', svg]);
     expect(run.code).toBe(0);
     expect(run.stdout).toContain('md/volume sync');
     const { readFile } = await import('node:fs/promises');
@@ -153,7 +154,7 @@ describe('lamstore bench', () => {
   it('SIGINT stops the run, removes its temporary files and exits 130', async () => {
     const dir = await tempDir('lamstore-bench-test-');
     let poll: ReturnType<typeof setInterval> | undefined;
-    const run = await runCli(['bench', '--quick', '--json', '--relations', '200', '--pages', '4', '--rounds', '50', '--dir', dir], (child) => {
+    const run = await runCli(['bench', '--quick', '--json', '--no-postgres', '--relations', '200', '--pages', '4', '--rounds', '50', '--dir', dir], (child) => {
       // Interrupt once the run has made its temporary directory (its handler is installed by then).
       poll = setInterval(() => {
         void readdir(dir).then((names) => {
