@@ -557,6 +557,7 @@ function runStrace(o: Options): string {
   try {
     const trace = join(tmp, 'trace.txt');
     const r = spawnSync('strace', ['-f', '-ttt', '-T', '-o', trace, process.execPath, ...selfArgs(['--marks'])], { encoding: 'utf8', maxBuffer: 1 << 28 });
+    if (r.error) throw new Error(`cannot run strace (${r.error.message}); install it (apt-get install strace)`);
     if (r.status !== 0) throw new Error(`strace run failed (${r.status}): ${r.stderr.trim().split('\n').pop()}`);
     const result = JSON.parse(r.stdout) as { pid: number; profiles: CheckpointProfile[] };
     const calls = parseStrace(readFileSync(trace, 'utf8'));

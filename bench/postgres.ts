@@ -53,6 +53,8 @@ export interface FindPostgresOptions {
 export const DEBIAN_LIB_DIR = '/usr/lib/postgresql';
 
 async function isFile(path: string): Promise<boolean> {
+  // Discovery only: a PATH entry we may not look into (EACCES, ENOTDIR) has no binaries for us,
+  // just as a missing one; the run itself never depends on this answer being an error.
   const st = await new RealIO().stat(path).catch(() => null);
   return st?.kind === 'file';
 }
@@ -68,6 +70,7 @@ export async function findPostgres(options: FindPostgresOptions = {}): Promise<P
   const pathDirs = (options.pathEnv ?? process.env.PATH ?? '').split(':').filter((d) => d !== '');
   const libDir = options.libDir ?? DEBIAN_LIB_DIR;
   const debian: string[] = [];
+  // No /usr/lib/postgresql (or one we cannot list) means no Debian-packaged server.
   const majors = await new RealIO().readdir(libDir).catch(() => [] as string[]);
   for (const m of majors.filter((n) => /^\d+(\.\d+)?$/.test(n)).sort((a, b) => Number(b) - Number(a))) debian.push(join(libDir, m, 'bin'));
   for (const dir of [...pathDirs, ...debian]) {
