@@ -17,6 +17,9 @@
  *     the directory at once and exits (128 + its number) without waiting for the step.
  *  C5 Output paths (--svg) are checked before anything is measured: a directory that does not
  *     exist is exit 2 at once, not a raw ENOENT after the whole run.
+ *  C6 --postgres / --no-postgres: default on when the server binaries are found; --postgres
+ *     without them is refused up front like any bad flag (C1). A stop signal also stops the
+ *     postgres server (the first at the next step, a second at once).
  */
 import { dirname, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -27,6 +30,7 @@ import { UsageError, parseIntList, parsePositiveInt } from '../cli/args.js';
 import { CliCode, CliFailure, EXIT_USAGE, printFailure, toFailure } from '../cli/failure.js';
 import { onStopSignals, signalExitCode, type StopSignal } from '../cli/signals.js';
 import { BENCH_DEFAULTS, BENCH_QUICK, runBench, type BenchOptions, type BenchResult } from './run.js';
+import { findPostgres, searchedWhere, stopAllServersSync } from './postgres.js';
 import { cellLine, formatReport } from './report.js';
 import { renderSvg } from './svg.js';
 
@@ -45,7 +49,12 @@ interface RawFlags {
   svg?: string;
   quick?: boolean;
   verbose?: boolean;
+  /** true for --postgres, false for --no-postgres, undefined for neither. */
+  postgres?: boolean;
 }
+
+/** 128 + SIGTERM's number, as shells report it. */
+const EXIT_TERMINATED = 143;
 
 class BenchInterrupted extends Error {
   override readonly name = 'BenchInterrupted';
@@ -91,6 +100,10 @@ export async function benchOptionsFrom(flags: RawFlags): Promise<BenchOptions> {
   });
   if (st === null) throw new UsageError(`--dir '${flags.dir}' does not exist`);
   if (st.kind !== 'directory') throw new UsageError(`--dir '${flags.dir}' is not a directory`);
+  // C5: refuse --postgres before anything is written.
+  if (flags.postgres === true && (await findPostgres()) === null) {
+    throw new UsageError(`--postgres: no PostgreSQL server binaries (initdb, postgres, psql) in ${searchedWhere()}`);
+  }
   return {
     relations: [...new Set(relations)].sort((a, b) => a - b),
     pages: [...new Set(pages)].sort((a, b) => a - b),
@@ -102,6 +115,7 @@ export async function benchOptionsFrom(flags: RawFlags): Promise<BenchOptions> {
     crcScale: base.crcScale,
     latencySamples: base.latencySamples,
     warmupRounds: base.warmupRounds,
+    postgres: flags.postgres === true ? 'on' : flags.postgres === false ? 'off' : BENCH_DEFAULTS.postgres,
   };
 }
 
@@ -151,6 +165,8 @@ export function addBenchCommand(program: Command): Command {
     .option('--svg <file>', 'also write a bar chart of sync-phase time by R (log scale)')
     .option('--quick', `a smaller run, under 20 s (R ${BENCH_QUICK.relations.join(',')}, ${BENCH_QUICK.rounds} rounds); explicit flags still win`)
     .option('--verbose', "print the engines' checkpoint log lines (stderr)")
+    .option('--postgres', `require the postgres row: a throwaway PostgreSQL cluster, timed by its own checkpoint log line (default: measured when the server binaries are found in ${searchedWhere()})`)
+    .option('--no-postgres', 'skip the postgres row')
     .showHelpAfterError(false)
     // C1: commander's own parse errors (unknown flag, missing value) become "bench: ..." failures;
     // help and --version still leave as CommanderError (exit 0).
@@ -188,6 +204,7 @@ async function runWithSignals(options: BenchOptions, flags: RawFlags): Promise<B
     // stop comes at the next step.
     if (interrupted !== null && root !== null) {
       bar?.stop();
+      stopAllServersSync();
       let problem = `interrupted again (${signal}); temporary files removed without finishing the current step`;
       try {
         removeTreeSync(root);
@@ -200,6 +217,7 @@ async function runWithSignals(options: BenchOptions, flags: RawFlags): Promise<B
     interrupted ??= signal;
   });
   const onExit = () => {
+    stopAllServersSync();
     if (root) removeTreeSync(root);
   };
   process.on('exit', onExit);
@@ -228,10 +246,16 @@ async function runWithSignals(options: BenchOptions, flags: RawFlags): Promise<B
     return result;
   } catch (err) {
     bar?.stop();
+    stopAllServersSync(); // normally stopped already (postgres.ts G1)
     if (root) removeTreeSync(root); // normally gone already (B1); idempotent
     // The stop may come back wrapped (an IO_ERROR of the volume's zero-fill whose progress
     // callback threw it): report the interruption, not an I/O failure.
-    throw interruption(err) ?? err;
+    // Whatever broke after the signal (a postgres server the terminal's Ctrl-C stopped too) is
+    // the interrupt as well.
+    const stopped = interruption(err);
+    if (stopped) throw stopped;
+    if (interrupted !== null) throw new BenchInterrupted(interrupted);
+    throw err;
   } finally {
     stopListening();
     process.off('exit', onExit);

@@ -7,6 +7,9 @@
  *   rawSegments  no engine: the same bytes pwritten into R files, then one fsync per file
  *   rawExtent    no engine: the same bytes pwritten into one preallocated file, one fdatasync
  *                (the floor: nothing can make these bytes durable with less work)
+ *   postgres     (when the server binaries are given) R tables with P dirty heap pages each in a
+ *                throwaway PostgreSQL cluster, CHECKPOINT, the server's own log line
+ *                (bench/postgres.ts)
  *
  * Invariants (the comparison is only fair if they hold):
  *  M1 Every row of a round writes exactly R*P pages of new content (a new generation stamp per
@@ -22,14 +25,21 @@
  *     large enough that every rewrite is a buffer hit, no timed checkpoints, no sync ledger.
  *  M6 Raw segments open and close each file in each phase (as md does once its fd cache of
  *     maxOpenFiles is full), so at most one raw file is open at a time.
+ *  M7 The postgres row is optional: a cell has it in every round or in none, and it rotates with
+ *     the others (M3). Its times are the server's (log_checkpoints), not timed here.
  */
 import { join } from 'node:path';
 import { Engine, ForkNumber, RealIO, WRITE_COMBINE_MAX_BLOCKS, assert, diffCounts, type CheckpointStats, type FileHandle, type FileIO, type IoCounts, type Relation, type RelFileLocator } from '../engine/index.js';
 import { volumeExtension } from '../volume/index.js';
 import { patternPage } from './page-path-measure.js';
+import { PostgresRow, type PgInstall } from './postgres.js';
+import type { PgCheckpointLine } from './postgres-log.js';
 import { nowMs, ratio, roundMs, summarize, type Summary } from './stats.js';
 
-export const ROW_KINDS = ['md', 'volume', 'rawSegments', 'rawExtent'] as const;
+/** The rows every cell has. */
+export const BASE_ROW_KINDS = ['md', 'volume', 'rawSegments', 'rawExtent'] as const;
+export type BaseRowKind = (typeof BASE_ROW_KINDS)[number];
+export const ROW_KINDS = [...BASE_ROW_KINDS, 'postgres'] as const;
 export type RowKind = (typeof ROW_KINDS)[number];
 
 /** First relNumber of the bench relations (PostgreSQL's FirstNormalObjectId is 16384). */
@@ -55,6 +65,8 @@ export interface RoundSample {
   syncFiles?: number;
   tagsDispatched?: Record<string, number>;
   io?: Pick<IoCounts, 'open' | 'close' | 'pwrite' | 'fsync' | 'fdatasync' | 'fsyncDir' | 'bytesWritten'>;
+  /** Postgres row: the server's checkpoint line and CHECKPOINT as the client timed it. */
+  postgres?: { clientMs: number; line: PgCheckpointLine };
 }
 
 export interface RowResult {
@@ -81,6 +93,11 @@ export interface CellRatios {
   volumeToFloorSync: number;
   mdToRawSegmentsTotal: number;
   mdToRawSegmentsSync: number;
+  /** With the postgres row (NaN, JSON null, without): md / postgres and postgres / volume, medians. */
+  mdToPostgresTotal: number;
+  mdToPostgresSync: number;
+  postgresToVolumeTotal: number;
+  postgresToVolumeSync: number;
 }
 
 export interface CellResult {
@@ -88,7 +105,7 @@ export interface CellResult {
   pages: number;
   dirtyPages: number;
   dirtyBytes: number;
-  rows: Record<RowKind, RowResult>;
+  rows: Record<BaseRowKind, RowResult> & { postgres?: RowResult };
   ratios: CellRatios;
 }
 
@@ -102,6 +119,16 @@ export interface MatrixOptions {
   onLog?: (storage: 'md' | 'volume', line: string) => void;
   /** Called between steps; throws to stop the run (a stop signal). */
   checkAbort?: () => void;
+  /** Measure the postgres row with these binaries (M7). */
+  postgres?: PgInstall;
+  /** The bench's temporary root (the postgres row may need to open it to another user). */
+  tempRoot?: string;
+  /**
+   * What to do when the postgres row cannot be set up: 'fail' the run, or 'skip' the row and
+   * report why through onPostgresSkipped.
+   */
+  postgresSetupFailure?: 'fail' | 'skip';
+  onPostgresSkipped?: (reason: string) => void;
 }
 
 function locator(r: number): RelFileLocator {
@@ -136,6 +163,7 @@ export class CheckpointMatrix {
   #volume: Engine | null = null;
   #mdRels: Relation[] = [];
   #volumeRels: Relation[] = [];
+  #postgres: PostgresRow | null = null;
   #generation = 0;
 
   private constructor(options: MatrixOptions) {
@@ -207,9 +235,38 @@ export class CheckpointMatrix {
         await this.#setupRelations(this.#volume, this.#volumeRels, 'volume', page, 1);
       })(),
       this.#setupRaw(page),
+      this.#setupPostgres(),
     ]);
     for (const r of results) if (r.status === 'rejected') throw r.reason;
     await this.#io.fsyncDir(dir);
+  }
+
+  async #setupPostgres(): Promise<void> {
+    const install = this.#o.postgres;
+    if (!install) return;
+    try {
+      this.#postgres = await PostgresRow.start(install, {
+        dir: join(this.#o.dir, 'postgres'),
+        root: this.#o.tempRoot ?? this.#o.dir,
+        relationsMax: this.#o.relationsMax,
+        pagesMax: this.#o.pagesMax,
+        blockSize: this.#o.blockSize,
+        checkAbort: this.#o.checkAbort,
+      });
+    } catch (err) {
+      if (this.#o.postgresSetupFailure !== 'skip') throw new Error(`postgres row: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      this.#o.onPostgresSkipped?.(`setup failed: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+
+  /** The rows this matrix measures (M7). */
+  get kinds(): readonly RowKind[] {
+    return this.#postgres ? ROW_KINDS : BASE_ROW_KINDS;
+  }
+
+  /** The running postgres row's server, for the report (null when the row is not measured). */
+  get postgresUser(): string | null | undefined {
+    return this.#postgres ? this.#postgres.user : undefined;
   }
 
   async #setupRelations(engine: Engine, rels: Relation[], storage: 'md' | 'volume', page: Uint8Array, concurrency: number): Promise<void> {
@@ -268,14 +325,16 @@ export class CheckpointMatrix {
   async runRound(R: number, P: number, round: number): Promise<Map<RowKind, RoundSample>> {
     assert(R <= this.#o.relationsMax && P <= this.#o.pagesMax, `cell ${R}x${P} fits the matrix set up`);
     const out = new Map<RowKind, RoundSample>();
-    for (let i = 0; i < ROW_KINDS.length; i++) {
+    const kinds = this.kinds;
+    for (let i = 0; i < kinds.length; i++) {
       this.#o.checkAbort?.();
-      const kind = ROW_KINDS[(i + round) % ROW_KINDS.length]!;
+      const kind = kinds[(i + round) % kinds.length]!;
       const gen = ++this.#generation;
       let s: Omit<RoundSample, 'round' | 'position'>;
       if (kind === 'md') s = await this.#engineRow(this.#md!, this.#mdRels, R, P, gen);
       else if (kind === 'volume') s = await this.#engineRow(this.#volume!, this.#volumeRels, R, P, gen);
       else if (kind === 'rawSegments') s = await this.#rawSegments(R, P, gen);
+      else if (kind === 'postgres') s = await this.#postgresRow(R, P);
       else s = await this.#rawExtent(R, P, gen);
       out.set(kind, { round, position: i, ...s });
     }
@@ -307,6 +366,24 @@ export class CheckpointMatrix {
       syncFiles: st.syncFiles,
       tagsDispatched: { ...st.tagsDispatched },
       io: { open: d.open, close: d.close, pwrite: d.pwrite, fsync: d.fsync, fdatasync: d.fdatasync, fsyncDir: d.fsyncDir, bytesWritten: d.bytesWritten },
+    };
+  }
+
+  async #postgresRow(R: number, P: number): Promise<Omit<RoundSample, 'round' | 'position'>> {
+    const { line, clientMs } = await this.#postgres!.round(R, P);
+    return {
+      writeMs: line.writeMs,
+      syncMs: line.syncMs,
+      totalMs: line.totalMs,
+      // The server's own counts: files fsynced in its sync phase (WAL flushes are not in them),
+      // one write per buffer.
+      fsyncCalls: line.syncFiles,
+      fdatasyncCalls: 0,
+      bytesWritten: line.buffersWritten * this.#o.blockSize,
+      rangesWritten: line.buffersWritten,
+      buffersWritten: line.buffersWritten,
+      syncFiles: line.syncFiles,
+      postgres: { clientMs, line },
     };
   }
 
@@ -360,18 +437,26 @@ export class CheckpointMatrix {
    */
   async close(options: { discard?: boolean } = {}): Promise<void> {
     const engines = [this.#md, this.#volume].filter((e): e is Engine => e !== null);
-    this.#md = this.#volume = null;
-    for (const e of engines) {
-      if (options.discard) await e.close({ timeoutMs: 0 }).catch(() => undefined);
-      else await e.close();
+    const pg = this.#postgres;
+    this.#md = this.#volume = this.#postgres = null;
+    try {
+      for (const e of engines) {
+        if (options.discard) await e.close({ timeoutMs: 0 }).catch(() => undefined);
+        else await e.close();
+      }
+    } finally {
+      // The server goes in every case (bench/postgres.ts G1).
+      await pg?.stop();
     }
   }
 }
 
 /** Summaries and ratios of a cell's rounds. */
 export function summarizeCell(relations: number, pages: number, blockSize: number, rounds: readonly Map<RowKind, RoundSample>[]): CellResult {
-  const rows = {} as Record<RowKind, RowResult>;
+  const rows = {} as CellResult['rows'];
   for (const kind of ROW_KINDS) {
+    // M7: a row is in every round of the cell or in none.
+    if (kind === 'postgres' && !rounds.every((m) => m.has(kind))) continue;
     const samples = rounds.map((m) => m.get(kind)!).map((s) => ({ ...s, writeMs: roundMs(s.writeMs), syncMs: roundMs(s.syncMs), totalMs: roundMs(s.totalMs) }));
     const fs = samples.map((s) => s.fsyncCalls);
     const fds = samples.map((s) => s.fdatasyncCalls);
@@ -385,7 +470,7 @@ export function summarizeCell(relations: number, pages: number, blockSize: numbe
       fdatasyncCalls: { min: Math.min(...fds), max: Math.max(...fds) },
     };
   }
-  const med = (k: RowKind, f: 'syncMs' | 'totalMs') => rows[k][f].median;
+  const med = (k: RowKind, f: 'syncMs' | 'totalMs') => rows[k]?.[f].median ?? NaN;
   const mdToVolumeSync = ratio(med('md', 'syncMs'), med('volume', 'syncMs'));
   const rawSegmentsToExtentSync = ratio(med('rawSegments', 'syncMs'), med('rawExtent', 'syncMs'));
   return {
@@ -404,6 +489,10 @@ export function summarizeCell(relations: number, pages: number, blockSize: numbe
       volumeToFloorSync: ratio(med('volume', 'syncMs'), med('rawExtent', 'syncMs')),
       mdToRawSegmentsTotal: ratio(med('md', 'totalMs'), med('rawSegments', 'totalMs')),
       mdToRawSegmentsSync: ratio(med('md', 'syncMs'), med('rawSegments', 'syncMs')),
+      mdToPostgresTotal: ratio(med('md', 'totalMs'), med('postgres', 'totalMs')),
+      mdToPostgresSync: ratio(med('md', 'syncMs'), med('postgres', 'syncMs')),
+      postgresToVolumeTotal: ratio(med('postgres', 'totalMs'), med('volume', 'totalMs')),
+      postgresToVolumeSync: ratio(med('postgres', 'syncMs'), med('volume', 'syncMs')),
     },
   };
 }

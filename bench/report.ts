@@ -23,25 +23,68 @@ function range(r: { min: number; max: number }): string {
   return r.min === r.max ? String(r.min) : `${r.min}-${r.max}`;
 }
 
+function hasPostgres(cells: readonly CellResult[]): boolean {
+  return cells.some((c) => c.rows.postgres !== undefined);
+}
+
 export function ratioTable(cells: readonly CellResult[]): string {
+  const pg = hasPostgres(cells);
   const t = new Table({
-    head: ['R', 'P', 'md/volume sync', 'md/volume total', 'raw seg/extent sync', 'volume/floor total', 'md/raw seg total', 'md fsyncs', 'volume fdatasyncs'],
+    head: [
+      'R',
+      'P',
+      'md/volume sync',
+      'md/volume total',
+      ...(pg ? ['md/postgres total', 'postgres/volume total'] : []),
+      'raw seg/extent sync',
+      'volume/floor total',
+      'md/raw seg total',
+      'md fsyncs',
+      'volume fdatasyncs',
+    ],
     style: PLAIN,
   });
   for (const c of cells) {
     const r = c.ratios;
-    t.push([c.relations, c.pages, x(r.mdToVolumeSync), x(r.mdToVolumeTotal), x(r.rawSegmentsToExtentSync), x(r.volumeToFloorTotal), x(r.mdToRawSegmentsTotal), range(c.rows.md.fsyncCalls), range(c.rows.volume.fdatasyncCalls)]);
+    t.push([
+      c.relations,
+      c.pages,
+      x(r.mdToVolumeSync),
+      x(r.mdToVolumeTotal),
+      ...(pg ? [x(r.mdToPostgresTotal), x(r.postgresToVolumeTotal)] : []),
+      x(r.rawSegmentsToExtentSync),
+      x(r.volumeToFloorTotal),
+      x(r.mdToRawSegmentsTotal),
+      range(c.rows.md.fsyncCalls),
+      range(c.rows.volume.fdatasyncCalls),
+    ]);
   }
   return t.toString();
 }
 
 export function timeTable(cells: readonly CellResult[]): string {
+  const pg = hasPostgres(cells);
   const t = new Table({
-    head: ['R', 'P', 'md write', 'md sync', 'md total', 'vol write', 'vol sync', 'vol total', 'raw seg sync', 'raw seg total', 'floor sync', 'floor total'],
+    head: [
+      'R',
+      'P',
+      'md write',
+      'md sync',
+      'md total',
+      'vol write',
+      'vol sync',
+      'vol total',
+      ...(pg ? ['pg write', 'pg sync', 'pg total', 'pg files'] : []),
+      'raw seg sync',
+      'raw seg total',
+      'floor sync',
+      'floor total',
+    ],
     style: PLAIN,
   });
   for (const c of cells) {
-    const { md, volume, rawSegments, rawExtent } = c.rows;
+    const { md, volume, rawSegments, rawExtent, postgres } = c.rows;
+    const pgCols = !pg ? [] : postgres ? [ms(postgres.writeMs.median), ms(postgres.syncMs.median), ms(postgres.totalMs.median), range(postgres.fsyncCalls)] : ['n/a', 'n/a', 'n/a', 'n/a'];
     t.push([
       c.relations,
       c.pages,
@@ -51,6 +94,7 @@ export function timeTable(cells: readonly CellResult[]): string {
       ms(volume.writeMs.median),
       ms(volume.syncMs.median),
       ms(volume.totalMs.median),
+      ...pgCols,
       ms(rawSegments.syncMs.median),
       ms(rawSegments.totalMs.median),
       ms(rawExtent.syncMs.median),
@@ -85,6 +129,13 @@ export function machineLine(result: BenchResult): string {
   return `${m.cpus} x ${m.cpuModel}, ${gib} GiB, ${m.platform} ${m.kernel}, Node ${m.node}; ${m.dir} on ${m.fsType}; fdatasync of an 8 KiB overwrite: median ${m.fdatasync8KiBMs.median.toFixed(3)} ms (min ${m.fdatasync8KiBMs.min.toFixed(3)}, max ${m.fdatasync8KiBMs.max.toFixed(3)}, ${m.fdatasync8KiBMs.samples} samples)`;
 }
 
+/** One line on the postgres row: what was measured, or why it was not. */
+export function postgresLine(result: BenchResult): string {
+  const p = result.postgres;
+  if (!p.measured) return p.skipped ?? 'postgres row not measured';
+  return `postgres row: PostgreSQL ${p.version} from ${p.binDir}${p.user ? `, run as ${p.user}` : ''}; CHECKPOINT after updating one row in each of P pages of R tables, write/sync/total from the server's log_checkpoints line (1 ms resolution), pg files = its sync files`;
+}
+
 /** The whole report, as printed without --json. */
 export function formatReport(result: BenchResult): string {
   const o = result.options;
@@ -96,6 +147,7 @@ export function formatReport(result: BenchResult): string {
   lines.push('');
   lines.push('Medians in ms (write and sync phase from CheckpointStats; raw rows timed around pwrite / fsync / fdatasync)');
   lines.push(timeTable(result.cells));
+  lines.push(postgresLine(result));
   lines.push('');
   lines.push(`Page path: ${o.pagePathPages} pages, ${o.pagePathOps} random operations each (ratio to raw RealIO of the same pages)`);
   lines.push(pagePathTable(result));
@@ -117,5 +169,6 @@ export function formatReport(result: BenchResult): string {
 /** One line per finished cell, for non-TTY progress. */
 export function cellLine(c: CellResult): string {
   const r = c.ratios;
-  return `R=${c.relations} P=${c.pages}: md sync ${ms(c.rows.md.syncMs.median)} ms, volume sync ${ms(c.rows.volume.syncMs.median)} ms, floor sync ${ms(c.rows.rawExtent.syncMs.median)} ms; md/volume sync ${x(r.mdToVolumeSync)}, volume/floor total ${x(r.volumeToFloorTotal)}`;
+  const pg = c.rows.postgres ? `, postgres total ${ms(c.rows.postgres.totalMs.median)} ms (md/postgres ${x(r.mdToPostgresTotal)}, postgres/volume ${x(r.postgresToVolumeTotal)})` : '';
+  return `R=${c.relations} P=${c.pages}: md sync ${ms(c.rows.md.syncMs.median)} ms, volume sync ${ms(c.rows.volume.syncMs.median)} ms, floor sync ${ms(c.rows.rawExtent.syncMs.median)} ms; md/volume sync ${x(r.mdToVolumeSync)}, volume/floor total ${x(r.volumeToFloorTotal)}${pg}`;
 }

@@ -12,11 +12,16 @@
  *  B3 The result holds every raw number (each round of each row), plus summaries, ratios and
  *     the expected-shape checks (BENCHMARKS.md); nothing in it is a formatting of another
  *     field only.
+ *  B4 The postgres row: 'off' never looks for a server; 'auto' measures it when the binaries
+ *     are found and skips it otherwise, also when its cluster cannot be set up (result.postgres
+ *     says why, in one line); 'on' fails the run instead of skipping. Its server is stopped
+ *     with the matrix (bench/postgres.ts G1).
  */
 import { join } from 'node:path';
 import { RealIO, makeTempDir, removeTree } from '../engine/index.js';
 import { machineInfo, type MachineInfo } from './machine.js';
 import { CheckpointMatrix, summarizeCell, type CellResult, type RoundSample, type RowKind } from './matrix.js';
+import { findPostgres, searchedWhere, type PgInstall } from './postgres.js';
 import { compareCrc32c, measurePagePath, type CrcResult, type PagePathResult } from './page-path-measure.js';
 
 export interface BenchOptions {
@@ -37,6 +42,21 @@ export interface BenchOptions {
   latencySamples: number;
   /** Unrecorded rounds before the first cell (JIT, page cache). */
   warmupRounds: number;
+  /** The postgres row (B4): 'auto' when the server binaries are found. */
+  postgres: 'auto' | 'on' | 'off';
+}
+
+/** What became of the postgres row. */
+export interface PostgresInfo {
+  mode: BenchOptions['postgres'];
+  measured: boolean;
+  /** Where the binaries were found, and the server version. */
+  binDir?: string;
+  version?: string;
+  /** The user the server ran as (when the bench runs as root). */
+  user?: string;
+  /** One line: why the row is missing. */
+  skipped?: string;
 }
 
 export const BENCH_DEFAULTS = {
@@ -49,6 +69,7 @@ export const BENCH_DEFAULTS = {
   crcScale: 1,
   latencySamples: 100,
   warmupRounds: 1,
+  postgres: 'auto',
 } as const;
 
 /** `--quick`: under 20 s on 2 cores; explicit flags still win. */
@@ -85,6 +106,7 @@ export interface BenchResult {
   pagePath: { md: PagePathResult; volume: PagePathResult };
   crc32c: CrcResult;
   checks: BenchCheck[];
+  postgres: PostgresInfo;
 }
 
 export type BenchStep = 'machine' | 'setup' | 'round' | 'page-path' | 'crc32c';
@@ -126,7 +148,12 @@ export function shapeChecks(cells: readonly CellResult[]): BenchCheck[] {
   return out;
 }
 
-export async function runBench(options: BenchOptions, hooks: BenchHooks = {}): Promise<BenchResult> {
+/** Seams for tests: where the postgres binaries come from. */
+export interface BenchDeps {
+  findPostgres?: () => Promise<PgInstall | null>;
+}
+
+export async function runBench(options: BenchOptions, hooks: BenchHooks = {}, deps: BenchDeps = {}): Promise<BenchResult> {
   const startedAt = new Date();
   const t0 = performance.now();
   const abort = () => hooks.checkAbort?.();
@@ -140,7 +167,16 @@ export async function runBench(options: BenchOptions, hooks: BenchHooks = {}): P
     hooks.onStep?.('machine', `machine: ${machine.fsType}, fdatasync 8 KiB median ${machine.fdatasync8KiBMs.median.toFixed(3)} ms`);
     abort();
 
-    const cells = await runMatrix(join(root, 'matrix'), options, hooks);
+    const postgres: PostgresInfo = { mode: options.postgres, measured: false };
+    let install: PgInstall | null = null;
+    if (options.postgres === 'off') postgres.skipped = 'postgres row off (--no-postgres)';
+    else {
+      install = await (deps.findPostgres ?? findPostgres)();
+      if (install) Object.assign(postgres, { binDir: install.binDir, version: install.version });
+      else if (options.postgres === 'on') throw new Error(`--postgres: no PostgreSQL server binaries (initdb, postgres, psql) in ${searchedWhere()}`);
+      else postgres.skipped = `postgres row skipped: no PostgreSQL server binaries (initdb, postgres, psql) in ${searchedWhere()}`;
+    }
+    const cells = await runMatrix(join(root, 'matrix'), root, options, hooks, install, postgres);
     abort();
 
     const md = await measurePagePath({ dir: join(root, 'page-path-md'), storage: 'md', pages: options.pagePathPages, ops: options.pagePathOps, blockSize: options.blockSize });
@@ -164,13 +200,14 @@ export async function runBench(options: BenchOptions, hooks: BenchHooks = {}): P
       pagePath: { md, volume },
       crc32c: crc,
       checks: shapeChecks(cells),
+      postgres,
     };
   } finally {
     await removeTree(root);
   }
 }
 
-async function runMatrix(dir: string, options: BenchOptions, hooks: BenchHooks): Promise<CellResult[]> {
+async function runMatrix(dir: string, root: string, options: BenchOptions, hooks: BenchHooks, install: PgInstall | null, postgres: PostgresInfo): Promise<CellResult[]> {
   await new RealIO().mkdir(dir);
   const matrix = await CheckpointMatrix.setup({
     dir,
@@ -179,7 +216,14 @@ async function runMatrix(dir: string, options: BenchOptions, hooks: BenchHooks):
     blockSize: options.blockSize,
     onLog: hooks.onLog,
     checkAbort: hooks.checkAbort,
+    postgres: install ?? undefined,
+    tempRoot: root,
+    postgresSetupFailure: options.postgres === 'on' ? 'fail' : 'skip',
+    onPostgresSkipped: (reason) => (postgres.skipped = `postgres row skipped: ${reason}`),
   });
+  postgres.measured = matrix.kinds.includes('postgres');
+  const user = matrix.postgresUser;
+  if (user) postgres.user = user;
   hooks.onStep?.('setup', 'setup');
   const cells: CellResult[] = [];
   try {

@@ -19,6 +19,8 @@ const SERIES: { kind: RowKind; label: string; color: string }[] = [
   { kind: 'volume', label: 'volume: <= 2 fdatasync per checkpoint', color: '#1b9e77' },
   { kind: 'rawExtent', label: 'floor: same bytes, one file, one fdatasync', color: '#7570b3' },
 ];
+/** Shown when the run has the postgres row. */
+const POSTGRES_SERIES = { kind: 'postgres' as const, label: 'postgres: CHECKPOINT, its own log line', color: '#e7298a' };
 
 function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
@@ -43,15 +45,19 @@ export function renderSvg(result: BenchResult): string {
   const pagesList = [...new Set(result.cells.map((c) => c.pages))];
   const relationsList = [...new Set(result.cells.map((c) => c.relations))];
   const cellOf = (R: number, P: number): CellResult | undefined => result.cells.find((c) => c.relations === R && c.pages === P);
+  const series = result.cells.some((c) => c.rows.postgres) ? [...SERIES, POSTGRES_SERIES] : SERIES;
+  const rowOf = (c: CellResult, kind: RowKind) => (c.rows as Partial<Record<RowKind, CellResult['rows']['md']>>)[kind];
 
   // G1: one decade range for all panels.
   const values: number[] = [];
-  for (const c of result.cells) for (const s of SERIES) values.push(c.rows[s.kind].syncMs.min, c.rows[s.kind].syncMs.max);
+  for (const c of result.cells) for (const s of series) values.push(rowOf(c, s.kind)?.syncMs.min ?? NaN, rowOf(c, s.kind)?.syncMs.max ?? NaN);
   const positive = values.filter((v) => Number.isFinite(v) && v > 0);
   const lo = Math.floor(Math.log10(Math.min(...positive, 1)));
   const hi = Math.max(lo + 1, Math.ceil(Math.log10(Math.max(...positive, 1))));
 
-  const top = 112;
+  // Four series take two legend rows.
+  const legendRows = series.length > 3 ? 2 : 1;
+  const top = legendRows === 2 ? 128 : 112;
   const bottom = H - 70;
   const left = 84;
   const right = W - 24;
@@ -68,13 +74,15 @@ export function renderSvg(result: BenchResult): string {
   out.push(
     `<text x="${W / 2}" y="52" text-anchor="middle" font-size="13" fill="#555">${esc(`${m.cpus} x ${m.cpuModel} · ${m.fsType} · Node ${m.node} · fdatasync 8 KiB ${fmtMs(m.fdatasync8KiBMs.median)} · ${date} · median of ${result.options.rounds} rounds, whiskers min-max`)}</text>`,
   );
-  // Legend, one row.
+  // Legend: one row, or two of two.
   let lx = left;
-  for (const s of SERIES) {
-    out.push(`<rect x="${lx}" y="70" width="14" height="14" fill="${s.color}"/>`);
-    out.push(`<text x="${lx + 20}" y="82" font-size="13" fill="#222">${esc(s.label)}</text>`);
+  series.forEach((s, i) => {
+    const ly = legendRows === 2 && i >= 2 ? 90 : 70;
+    if (legendRows === 2 && i === 2) lx = left;
+    out.push(`<rect x="${lx}" y="${ly}" width="14" height="14" fill="${s.color}"/>`);
+    out.push(`<text x="${lx + 20}" y="${ly + 12}" font-size="13" fill="#222">${esc(s.label)}</text>`);
     lx += 20 + s.label.length * 6.6 + 28;
-  }
+  });
 
   // Y axis: decade grid lines (all panels), labels on the left.
   for (let d = lo; d <= hi; d++) {
@@ -92,14 +100,16 @@ export function renderSvg(result: BenchResult): string {
     out.push(`<line x1="${px}" x2="${px}" y1="${top}" y2="${bottom}" stroke="#444"/>`);
     out.push(`<text x="${(px + panelW / 2).toFixed(1)}" y="${top - 8}" text-anchor="middle" font-size="14" font-weight="bold" fill="#222">P = ${P} dirty page${P === 1 ? '' : 's'} per relation</text>`);
     const groupW = panelW / relationsList.length;
-    const barW = Math.min(44, (groupW * 0.75) / SERIES.length);
+    const barW = Math.min(44, (groupW * 0.75) / series.length);
     relationsList.forEach((R, ri) => {
-      const gx = px + ri * groupW + (groupW - barW * SERIES.length) / 2;
+      const gx = px + ri * groupW + (groupW - barW * series.length) / 2;
       const c = cellOf(R, P);
       out.push(`<text x="${(px + ri * groupW + groupW / 2).toFixed(1)}" y="${bottom + 20}" text-anchor="middle" font-size="13" fill="#222">${R}</text>`);
       if (!c) return;
-      SERIES.forEach((s, si) => {
-        const row = c.rows[s.kind].syncMs;
+      series.forEach((s, si) => {
+        const r = rowOf(c, s.kind);
+        if (!r) return;
+        const row = r.syncMs;
         const bx = gx + si * barW;
         const by = y(row.median);
         out.push(`<rect x="${bx.toFixed(1)}" y="${by.toFixed(1)}" width="${(barW - 3).toFixed(1)}" height="${(bottom - by).toFixed(1)}" fill="${s.color}"/>`);

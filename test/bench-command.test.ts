@@ -54,7 +54,8 @@ describe('lamstore bench', () => {
   it('--json: every row, count and ratio of a one-cell run; md fsyncs >= R, volume <= 2 fdatasyncs and no fsync; temp files removed', async () => {
     const dir = await tempDir('lamstore-bench-test-');
     const R = 10;
-    const run = await runCli(['bench', '--quick', '--json', '--relations', String(R), '--pages', '1', '--rounds', '1', '--dir', dir]);
+    // --no-postgres: the postgres row has its own tests (bench-postgres.test.ts).
+    const run = await runCli(['bench', '--quick', '--json', '--no-postgres', '--relations', String(R), '--pages', '1', '--rounds', '1', '--dir', dir]);
     expect(run.stderr).not.toMatch(/Error|at .*\.js:\d+/);
     expect(run.code).toBe(0);
     const out = JSON.parse(run.stdout);
@@ -118,7 +119,7 @@ describe('lamstore bench', () => {
   it('--svg writes a chart with axes, legend and one panel per P', async () => {
     const dir = await tempDir('lamstore-bench-test-');
     const svg = join(await tempDir('lamstore-bench-svg-'), 'chart.svg');
-    const run = await runCli(['bench', '--quick', '--relations', '5,10', '--pages', '1,2', '--rounds', '1', '--dir', dir, '--svg', svg]);
+    const run = await runCli(['bench', '--quick', '--no-postgres', '--relations', '5,10', '--pages', '1,2', '--rounds', '1', '--dir', dir, '--svg', svg]);
     expect(run.code).toBe(0);
     expect(run.stdout).toContain('md/volume sync');
     const { readFile } = await import('node:fs/promises');
@@ -188,7 +189,7 @@ describe('lamstore bench', () => {
   async function interrupted(signals: NodeJS.Signals[], extra: string[] = []): Promise<{ run: Run; dir: string }> {
     const dir = await tempDir('lamstore-bench-test-');
     let poll: ReturnType<typeof setInterval> | undefined;
-    const run = await runCli(['bench', '--quick', '--json', '--relations', '200', '--pages', '4', '--rounds', '50', '--dir', dir, ...extra], (child) => {
+    const run = await runCli(['bench', '--quick', '--json', '--no-postgres', '--relations', '200', '--pages', '4', '--rounds', '50', '--dir', dir, ...extra], (child) => {
       // Interrupt once the run works inside its temporary directory: its handlers are installed
       // and it knows the directory (a second signal can remove it at once).
       poll = setInterval(() => {
@@ -237,7 +238,7 @@ describe('lamstore bench', () => {
     // R = 20000 makes a 1.6 GB volume to zero-fill at setup; stop as soon as that file exists.
     let poll: ReturnType<typeof setInterval> | undefined;
     let sent = false;
-    const run = await runCli(['bench', '--json', '--relations', '20000', '--pages', '1', '--rounds', '1', '--dir', dir], (child) => {
+    const run = await runCli(['bench', '--json', '--no-postgres', '--relations', '20000', '--pages', '1', '--rounds', '1', '--dir', dir], (child) => {
       poll = setInterval(() => {
         void findFile(dir, 'bench.lamvol').then((found) => {
           if (found && poll) {
