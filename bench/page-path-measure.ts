@@ -21,7 +21,7 @@
  */
 import { join } from 'node:path';
 import { Engine, ForkNumber, RealIO, crc32c, prng, type Extension, type FileIO, type RelFileLocator } from '../engine/index.js';
-import { crc32cTable } from '../engine/checksum.js';
+import { crc32cTable } from './crc32c-table.js';
 import { openVolumeReadOnly, volumeExtension } from '../volume/index.js';
 import { nowMs, ratio } from './stats.js';
 

@@ -12,7 +12,7 @@
 import type { Command } from 'commander';
 import { checkVolume } from '../volume/index.js';
 import type { Finding } from '../volume/index.js';
-import { EXIT_VOLUME, FindingsFailure, withFile } from './failure.js';
+import { EXIT_VOLUME, FindingsFailure, withFile } from '../cmdline/failure.js';
 import { startProgress } from './progress.js';
 import type { Progress } from './progress.js';
 

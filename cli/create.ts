@@ -18,9 +18,9 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { RealIO, ErrorCode, LamstoreError, errnoOf, ioError, isLamstoreError } from '../engine/index.js';
 import { checkVolumeGeometry, createVolumeFile } from '../volume/index.js';
-import { formatBytes, parseSize } from './args.js';
-import { CliCode, CliFailure, EXIT_VOLUME, toFailure, usageFailure, withFile } from './failure.js';
-import { onStopSignals, signalExitCode, type StopSignal } from './signals.js';
+import { formatBytes, parseSize } from '../cmdline/args.js';
+import { CliCode, CliFailure, EXIT_VOLUME, toFailure, usageFailure, withFile } from '../cmdline/failure.js';
+import { onStopSignals, signalExitCode, type StopSignal } from '../cmdline/signals.js';
 import { startProgress } from './progress.js';
 import type { Progress } from './progress.js';
 

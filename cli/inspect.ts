@@ -15,8 +15,8 @@
 import type { Command } from 'commander';
 import { openVolumeReadOnly } from '../volume/index.js';
 import type { ForkInfo, VolumeInfo } from '../volume/index.js';
-import { formatBytes } from './args.js';
-import { withFile } from './failure.js';
+import { formatBytes } from '../cmdline/args.js';
+import { withFile } from '../cmdline/failure.js';
 
 export interface InspectOptions {
   json?: boolean;

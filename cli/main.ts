@@ -17,7 +17,7 @@ import { createRequire } from 'node:module';
 import { Command, CommanderError } from 'commander';
 import { addCheckCommand } from './check.js';
 import { addCreateCommand } from './create.js';
-import { CliFailure, CliCode, EXIT_OK, EXIT_USAGE, FindingsFailure, printFailure, toFailure } from './failure.js';
+import { CliFailure, CliCode, EXIT_OK, EXIT_USAGE, FindingsFailure, printFailure, toFailure } from '../cmdline/failure.js';
 import { addInspectCommand } from './inspect.js';
 import { addMapCommand } from './map.js';
 import { addBenchCommand } from '../bench/command.js';

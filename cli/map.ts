@@ -25,8 +25,8 @@ import { RealIO, ioError } from '../engine/index.js';
 import type { FileHandle } from '../engine/index.js';
 import { openVolumeReadOnly } from '../volume/index.js';
 import type { VolumeInfo } from '../volume/index.js';
-import { formatBytes, parsePositiveInt } from './args.js';
-import { toFailure, usageFailure, withFile } from './failure.js';
+import { formatBytes, parsePositiveInt } from '../cmdline/args.js';
+import { toFailure, usageFailure, withFile } from '../cmdline/failure.js';
 import { relationKey } from './inspect.js';
 
 export interface MapOptions {

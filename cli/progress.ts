@@ -9,7 +9,7 @@
  *     pages/s); the clock is injectable so tests do not depend on timing.
  */
 import cliProgress from 'cli-progress';
-import { formatBytes } from './args.js';
+import { formatBytes } from '../cmdline/args.js';
 
 export interface ProgressStream {
   isTTY?: boolean;

@@ -48,6 +48,12 @@ import { CommitTs } from './slru/commit-ts.js';
 import { MultiXact } from './slru/multixact.js';
 import { defaultSyncQueueSize } from '../checkpointer/request-queue.js';
 
+/**
+ * The checkpointer declares its statistics; they are part of the engine's API (what
+ * `checkpoint()` resolves to), so they leave through here: only this file imports checkpointer/.
+ */
+export type { CheckpointStats };
+
 export interface EngineOptions {
   /** Created when missing. */
   dataDir: string;

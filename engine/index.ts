@@ -3,7 +3,7 @@
  * imports only from here, as an outside extension would.
  */
 export { Engine, checkBlockSize, BLOCK_SIZE_DEFAULT, SHARED_BUFFERS_DEFAULT, REL_SEG_BLOCKS_DEFAULT, MAX_OPEN_FILES_DEFAULT } from './engine.js';
-export type { EngineOptions, Extension, PreloadContext, OpenStats } from './engine.js';
+export type { EngineOptions, Extension, PreloadContext, OpenStats, CheckpointStats } from './engine.js';
 export { LamstoreError, ErrorCode, isLamstoreError, errnoOf, ioError, assert } from './errors.js';
 export type { LamstoreErrorOptions } from './errors.js';
 export { checkOptionKeys, optionKeys } from './options.js';
@@ -35,7 +35,6 @@ export { BufferPool, USAGE_COUNT_MAX, WRITE_COMBINE_MAX_BLOCKS } from './buffer/
 export type { BufferTag, BufferPoolStats } from './buffer/buffer-pool.js';
 export { WritebackContext, WRITEBACK_MAX_PENDING_FLUSHES, CHECKPOINT_FLUSH_AFTER_DEFAULT } from './buffer/writeback.js';
 export type { WritebackTag, WritebackStats } from './buffer/writeback.js';
-export type { CheckpointStats } from '../checkpointer/checkpointer.js';
 export { crc32c } from './checksum.js';
 export { setPageChecksum, verifyPageChecksum, computePageChecksum, PAGE_CHECKSUM_OFFSET } from './page.js';
 export { Slru, SLRU_BUFFER_COUNT_DEFAULT } from './slru/slru.js';

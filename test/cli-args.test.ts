@@ -4,7 +4,7 @@
  * Method: the parsing functions directly (the spawned-CLI tests check exit codes and output).
  */
 import { describe, expect, it } from 'vitest';
-import { UsageError, formatBytes, parseIntList, parsePositiveInt, parseSize } from '../cli/args.js';
+import { UsageError, formatBytes, parseIntList, parsePositiveInt, parseSize } from '../cmdline/args.js';
 
 describe('CLI size parsing', () => {
   it('accepts plain bytes and KiB/MiB/GiB/TiB, also k/M/G/T, in any letter case', () => {

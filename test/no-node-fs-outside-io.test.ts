@@ -1,49 +1,22 @@
 /**
  * Goal: every file access of the engine goes through FileIO (DESIGN.md section 2), so SimDisk
  * sees all of it: only engine/io/real-io.ts may import node:fs, node:fs/promises or fs-ext.
- * Method: read every .ts source under engine/, volume/ and checkpointer/ and look for static
- * imports, re-exports, dynamic imports and require() calls of those modules.
+ * Method: read every .ts source under engine/, volume/, checkpointer/ and cmdline/ and look for
+ * static imports, re-exports, dynamic imports and require() calls of those modules
+ * (helpers/imports.ts, the scanner the layer rules use too).
  */
-import { readdir, readFile } from 'node:fs/promises';
-import { dirname, join, relative } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { ROOT, importsOf, sourceFiles } from './helpers/imports.js';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const ALLOWED = new Set(['engine/io/real-io.ts']);
-const FS_MODULE = String.raw`(?:node:)?fs(?:/promises)?|fs-ext|(?:node:)?original-fs`;
-const PATTERNS = [
-  new RegExp(String.raw`\bfrom\s*['"](${FS_MODULE})['"]`), // import ... from / export ... from
-  new RegExp(String.raw`\bimport\s*['"](${FS_MODULE})['"]`), // side-effect import
-  new RegExp(String.raw`\bimport\s*\(\s*['"](${FS_MODULE})['"]\s*\)`), // dynamic import
-  new RegExp(String.raw`(?:\brequire\s*|\)\s*)\(\s*['"](${FS_MODULE})['"]\s*\)`), // require('fs'), createRequire(...)('fs')
-];
-
-async function sources(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  let entries;
-  try {
-    entries = await readdir(dir, { withFileTypes: true });
-  } catch {
-    return out; // a folder that does not exist yet
-  }
-  for (const e of entries) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) out.push(...(await sources(p)));
-    else if (e.name.endsWith('.ts')) out.push(p);
-  }
-  return out;
-}
+const FS_MODULE = /^(?:(?:node:)?fs(?:\/promises)?|fs-ext|(?:node:)?original-fs)$/;
 
 function fsImports(text: string): string[] {
-  const found: string[] = [];
-  for (const line of text.split('\n')) {
-    for (const re of PATTERNS) {
-      const m = re.exec(line);
-      if (m) found.push(m[1]!);
-    }
-  }
-  return found;
+  return importsOf(text)
+    .map((r) => r.specifier)
+    .filter((s) => FS_MODULE.test(s));
 }
 
 describe('file access only through FileIO', () => {
@@ -59,14 +32,13 @@ describe('file access only through FileIO', () => {
     expect(fsImports(`import type { FileIO } from './io/file-io.js';`)).toEqual([]);
   });
 
-  it('only engine/io/real-io.ts imports node:fs, node:fs/promises or fs-ext in engine/, volume/, checkpointer/', async () => {
-    const files = (await Promise.all(['engine', 'volume', 'checkpointer'].map((d) => sources(join(root, d))))).flat();
+  it('only engine/io/real-io.ts imports node:fs, node:fs/promises or fs-ext in engine/, volume/, checkpointer/, cmdline/', async () => {
+    const files = ['engine', 'volume', 'checkpointer', 'cmdline'].flatMap((d) => sourceFiles(d));
     expect(files.length).toBeGreaterThan(10);
     const offenders: string[] = [];
     let realIoImports: string[] = [];
-    for (const f of files) {
-      const rel = relative(root, f).split('\\').join('/');
-      const found = fsImports(await readFile(f, 'utf8'));
+    for (const rel of files) {
+      const found = fsImports(await readFile(join(ROOT, rel), 'utf8'));
       if (ALLOWED.has(rel)) realIoImports = found;
       else if (found.length > 0) offenders.push(`${rel}: ${found.join(', ')}`);
     }

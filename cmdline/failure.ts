@@ -1,7 +1,8 @@
 /**
- * How the `lamstore` command fails: every error becomes one `CliFailure` with an exit code, a
- * stable code and a one-line problem, printed as `lamstore: <file>: <problem>` on stderr (and,
- * for `--json`, as `{ "error": { "code", "message" } }` on stdout).
+ * How the `lamstore` command fails, whichever command ran (cli/'s and bench's alike): every
+ * error becomes one `CliFailure` with an exit code, a stable code and a one-line problem,
+ * printed as `lamstore: <file>: <problem>` on stderr (and, for `--json`, as
+ * `{ "error": { "code", "message" } }` on stdout).
  *
  * Invariants:
  *  E1 One line: the printed problem never contains a newline, and never a stack trace unless
