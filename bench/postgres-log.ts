@@ -20,23 +20,22 @@
  *  L3 Optional fields (WAL files, distance, lsn, SLRU buffers) are present in the result exactly
  *     when the line has them.
  */
+import type { CheckpointStats } from '../engine/index.js';
 
-export interface PgCheckpointLine {
+/**
+ * What the line shares with the engine's CheckpointStats, which mirror it: the same figures in
+ * the same units (`syncFiles`: files fsynced in the sync phase).
+ */
+type SharedWithCheckpointStats = 'buffersWritten' | 'writeMs' | 'syncMs' | 'totalMs' | 'syncFiles' | 'longestSyncMs' | 'averageSyncMs';
+
+export interface PgCheckpointLine extends Pick<CheckpointStats, SharedWithCheckpointStats> {
   kind: 'checkpoint' | 'restartpoint';
-  buffersWritten: number;
   buffersPercent: number;
   /** PostgreSQL 18+. */
   slruBuffersWritten?: number;
   walFilesAdded?: number;
   walFilesRemoved?: number;
   walFilesRecycled?: number;
-  writeMs: number;
-  syncMs: number;
-  totalMs: number;
-  /** Files fsynced in the sync phase. */
-  syncFiles: number;
-  longestSyncMs: number;
-  averageSyncMs: number;
   distanceKB?: number;
   estimateKB?: number;
   /** PostgreSQL 16+. */

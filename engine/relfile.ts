@@ -13,10 +13,10 @@ export interface RelFileLocator {
 
 export const ForkNumber = { INVALID: -1, MAIN: 0, FSM: 1, VISIBILITY_MAP: 2, INIT: 3 } as const;
 export type ForkNumber = 0 | 1 | 2 | 3;
-export const FORKS: readonly ForkNumber[] = [0, 1, 2, 3];
-export const MAX_FORK_NUMBER = 3;
+/** Every fork, in fork-number order: the one list code loops over ("all four forks"). */
+export const FORKS: readonly ForkNumber[] = [ForkNumber.MAIN, ForkNumber.FSM, ForkNumber.VISIBILITY_MAP, ForkNumber.INIT];
 
-/** File name suffixes of the forks, as relpath.c: main has none. */
+/** The forks' names, indexed by fork number (relpath.c's forkNames: md's file suffixes, messages, inspect). */
 export const FORK_NAMES = ['main', 'fsm', 'vm', 'init'] as const;
 
 /** Tablespace OIDs with fixed meaning. */
@@ -53,12 +53,18 @@ export function checkBlock(block: unknown, what = 'block number'): number {
   return block;
 }
 
-/** "rel 1663/5/16384 fork main" for messages. */
+/** "relation 1663/5/16384 fork main" for messages (a number for a fork that has no name). */
 export function describeFork(loc: RelFileLocator, fork: number): string {
-  const name = fork >= 0 && fork <= MAX_FORK_NUMBER ? FORK_NAMES[fork] : String(fork);
+  const name = FORK_NAMES[fork as ForkNumber] ?? String(fork);
   return `relation ${loc.spcOid}/${loc.dbOid}/${loc.relNumber} fork ${name}`;
 }
 
+/** "1663/5/16384": a relation as a map key. */
 export function locatorKey(loc: RelFileLocator): string {
   return `${loc.spcOid}/${loc.dbOid}/${loc.relNumber}`;
+}
+
+/** "1663/5/16384/0": one fork of a relation as a map key. */
+export function forkKey(loc: RelFileLocator, fork: number): string {
+  return `${locatorKey(loc)}/${fork}`;
 }

@@ -98,9 +98,7 @@ describe('checkpointer', () => {
     const stats = await h.cp.request(CheckpointFlags.FORCE | CheckpointFlags.FAST);
     expect(stats.longestSyncMs).toBe(2); // 1500.2 µs -> 2 ms
     expect(stats.averageSyncMs).toBe(1); // 2001/2 = 1000.5 µs, cut to 1000 µs as PostgreSQL's integer division, -> 1 ms
-    expect(msRoundedUp(0)).toBe(0);
-    expect(msRoundedUp(1000)).toBe(1);
-    expect(msRoundedUp(1001)).toBe(2);
+    expect([0, 1, 999, 1000, 1001, 1999, 2000, 2000.4].map(msRoundedUp)).toEqual([0, 1, 1, 1, 2, 2, 2, 3]);
     expect(formatCheckpointLine(stats, 100)).toMatch(
       /^checkpoint complete: wrote 1 buffers \(1\.0%\); write=\d+\.\d{3} s, sync=\d+\.\d{3} s, total=\d+\.\d{3} s; sync files=2, longest=0\.002 s, average=0\.001 s$/,
     );

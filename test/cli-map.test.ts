@@ -7,6 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { ROWS_MAX, buildMap, formatMap, renderSvg } from '../cli/map.js';
 import type { VolumeInfo } from '../volume/index.js';
+import { FORK_NAMES } from '../engine/index.js';
 
 function info(volumeBlocks: number, forks: VolumeInfo['forks'], freeRuns: VolumeInfo['freeRuns']): VolumeInfo {
   return {
@@ -37,7 +38,7 @@ const fork = (relNumber: number, fork: number, extents: { startBlock: number; le
   dbOid: 5,
   relNumber,
   fork,
-  forkName: ['main', 'fsm', 'vm', 'init'][fork]!,
+  forkName: FORK_NAMES[fork]!,
   nblocks: extents.reduce((a, e) => a + e.lengthBlocks, 0),
   extents,
 });

@@ -13,7 +13,7 @@ import { describe, expect, it } from 'vitest';
 import { Engine, ManualClock, SyncRequestType, isLamstoreError } from '../engine/index.js';
 import type { EngineOptions, FileTag, SyncOps } from '../engine/index.js';
 import { BUILTIN_HANDLER_NAMES, SyncHandlerId, SyncHandlerRegistry } from '../engine/sync/registry.js';
-import { FSYNCS_PER_ABSORB, PendingOps, UNLINKS_PER_ABSORB, usToMsRoundedUp } from '../engine/sync/pending-ops.js';
+import { FSYNCS_PER_ABSORB, PendingOps, UNLINKS_PER_ABSORB } from '../engine/sync/pending-ops.js';
 import type { SyncPhaseStats } from '../engine/sync/pending-ops.js';
 import { describeTag } from '../engine/sync/file-tag.js';
 import { mdSyncOps } from '../engine/md/sync-ops.js';
@@ -695,10 +695,6 @@ describe('pending ops: absorbing during long phases', () => {
 });
 
 describe('pending ops: statistics and log lines', () => {
-  it('behaviour 23: usToMsRoundedUp rounds microseconds up to whole milliseconds', () => {
-    expect([0, 1, 999, 1000, 1001, 1999, 2000, 2000.4].map(usToMsRoundedUp)).toEqual([0, 1, 1, 1, 2, 2, 2, 3]);
-  });
-
   it('behaviour 23: syncFiles counts successful syncs; longest and average are rounded up to whole ms; average 0 with no files', async () => {
     // Start the clock off a whole number so that ms differences carry floating-point noise.
     const clock = new ManualClock(1.03); // (1.03 + 1) - 1.03 is 1.0000000000000002

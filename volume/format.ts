@@ -27,7 +27,7 @@
  * Every count and length read from disk is checked against the bytes actually present (and the
  * volume size) before anything sized by it is allocated.
  */
-import { ErrorCode, LamstoreError, assert, crc32c } from '../engine/index.js';
+import { ErrorCode, LamstoreError, assert, crc32c, describeFork } from '../engine/index.js';
 
 export const SUPERBLOCK_MAGIC = 'LAMSTORE';
 export const CATALOG_MAGIC = 'LAMCATLG';
@@ -339,9 +339,9 @@ export interface Finding {
   message: string;
 }
 
-const FORK_NAMES = ['main', 'fsm', 'vm', 'init'];
+/** "relation 1663/5/16384 fork main", as the engine names a fork everywhere. */
 export function describeForkKey(k: ForkKey): string {
-  return `relation ${k.spcOid}/${k.dbOid}/${k.relNumber} fork ${FORK_NAMES[k.fork] ?? String(k.fork)}`;
+  return describeFork(k, k.fork);
 }
 
 /**

@@ -14,7 +14,9 @@ import { Volume, checkCreateOptionKeys } from './volume.js';
 import type { VolumeCreateOptions } from './volume.js';
 import { volumeStorageManager, volumeSyncOps, VOLUME_SMGR_NAME } from './smgr.js';
 
-export { Volume, openVolumeReadOnly, openVolumeReadOnly as inspectVolume, createVolumeFile, examineVolume, FORK_NAMES } from './volume.js';
+export { Volume, openVolumeReadOnly, openVolumeReadOnly as inspectVolume, createVolumeFile, examineVolume } from './volume.js';
+/** The forks' names (ForkInfo.forkName): the engine's list, here for callers of `inspectVolume`. */
+export { FORK_NAMES } from '../engine/index.js';
 export type { VolumeInfo, SlotInfo, ForkInfo, CreateProgress, VolumeCreateOptions, VolumeOpenOptions, VolumeStats, VolumeExamination } from './volume.js';
 export { checkVolume } from './check.js';
 export type { CheckVolumeOptions } from './check.js';

@@ -53,6 +53,9 @@
 import { dirname, resolve } from 'node:path';
 import {
   ErrorCode,
+  FORKS,
+  FORK_NAMES,
+  ForkNumber,
   LamstoreError,
   RealIO,
   SyncRequestType,
@@ -65,11 +68,14 @@ import {
   forEachInFlight,
   IN_FLIGHT_DEFAULT,
   errnoOf,
+  forkKey,
   fsError,
   ioError,
+  isUnloggedFork,
+  locatorKey,
   optionKeys,
 } from '../engine/index.js';
-import type { FileHandle, FileIO, FileTag, ForkNumber, PageWrite, Persistence, RelFileLocator, SmgrContext } from '../engine/index.js';
+import type { FileHandle, FileIO, FileTag, PageWrite, Persistence, RelFileLocator, SmgrContext } from '../engine/index.js';
 import {
   EXTENT_BLOCKS_FIRST,
   METADATA_BLOCKS,
@@ -91,8 +97,6 @@ import {
 } from './format.js';
 import type { Catalog, CatalogFork, Extent, Finding, SlotResult, Superblock } from './format.js';
 import { FreeSpace, growthBlocks } from './extent-allocator.js';
-
-const INIT_FORK_NUMBER = 3;
 
 export interface CreateProgress {
   doneBytes: number;
@@ -165,7 +169,6 @@ export interface VolumeInfo {
   forks: ForkInfo[];
 }
 
-export const FORK_NAMES = ['main', 'fsm', 'vm', 'init'] as const;
 /** Zero-fill chunk at creation: large enough to stream, small enough to report progress. */
 export const ZERO_CHUNK_BYTES = 4 * 1024 * 1024;
 
@@ -194,14 +197,6 @@ interface SyncNeed {
   /** Last write of the fork (sequence number) and last metadata change (version). */
   seq: number;
   meta: number;
-}
-
-function relKey(rel: RelFileLocator): string {
-  return `${rel.spcOid}/${rel.dbOid}/${rel.relNumber}`;
-}
-
-function forkKey(rel: RelFileLocator, fork: number): string {
-  return `${rel.spcOid}/${rel.dbOid}/${rel.relNumber}/${fork}`;
 }
 
 function volumeFailedError(path: string, cause: unknown): LamstoreError {
@@ -895,14 +890,14 @@ export class Volume {
   readonly #unloggedRels = new Set<string>();
   #unloggedDirty = false;
 
-  /** An unlogged relation's fork other than INIT (which is permanent: the reset copies it). */
+  /** isUnloggedFork (the engine's rule) for a relation the volume was opened on. */
   #isUnlogged(rel: RelFileLocator, fork: number): boolean {
-    return fork !== INIT_FORK_NUMBER && this.#unloggedRels.has(relKey(rel));
+    return isUnloggedFork(this.#unloggedRels.has(locatorKey(rel)) ? 'unlogged' : 'permanent', fork);
   }
 
   /** smgropen (smgr.ts): the persistence of a relation is fixed when a handle on it is made. */
   open(rel: RelFileLocator, persistence: Persistence): void {
-    if (persistence === 'unlogged') this.#unloggedRels.add(relKey(checkLocator(rel)));
+    if (persistence === 'unlogged') this.#unloggedRels.add(locatorKey(checkLocator(rel)));
   }
 
   /**
@@ -923,26 +918,26 @@ export class Volume {
    */
   async resetUnlogged(): Promise<number> {
     if (this.readOnly) return 0;
-    const inits = [...this.#forks.values()].filter((st) => st.fork === INIT_FORK_NUMBER).map((st) => st.rel);
+    const inits = [...this.#forks.values()].filter((st) => st.fork === ForkNumber.INIT).map((st) => st.rel);
     for (const rel of inits) {
-      for (const f of [1, 2] as ForkNumber[]) if (this.#forks.has(forkKey(rel, f))) await this.unlink(rel, f);
+      for (const f of [ForkNumber.FSM, ForkNumber.VISIBILITY_MAP]) if (this.#forks.has(forkKey(rel, f))) await this.unlink(rel, f);
       // MAIN keeps its own extents and is rewritten in place. Its contents are void after an
       // unclean stop, so overwriting blocks the durable catalog still names loses nothing (a
       // crash during the reset leaves the stop unclean, and the next open resets again). Dropping
       // it and extending anew would need free space that only the next checkpoint returns: a
       // nearly full volume then failed every open with VOLUME_FULL.
-      if (!this.#forks.has(forkKey(rel, 0))) await this.create(rel, 0);
-      const main = this.#fork(rel, 0);
+      if (!this.#forks.has(forkKey(rel, ForkNumber.MAIN))) await this.create(rel, ForkNumber.MAIN);
+      const main = this.#fork(rel, ForkNumber.MAIN);
       if (main.nblocks > 0) {
         main.nblocks = 0;
         this.#metaVersion++;
         this.#noteMeta(main.key);
       }
-      const init = this.#fork(rel, INIT_FORK_NUMBER);
+      const init = this.#fork(rel, ForkNumber.INIT);
       const page = new Uint8Array(this.blockSize);
       for (let b = 0; b < init.nblocks; b++) {
-        await this.read(rel, INIT_FORK_NUMBER, b, page);
-        await this.extend(rel, 0, b, page);
+        await this.read(rel, ForkNumber.INIT, b, page);
+        await this.extend(rel, ForkNumber.MAIN, b, page);
       }
     }
     if (inits.length > 0) await this.immediateSync();
@@ -1087,7 +1082,7 @@ export class Volume {
   /** Drop one fork, or all four. Missing forks are ignored (unlink runs after the fact). */
   async unlink(relIn: RelFileLocator, forkIn?: ForkNumber): Promise<void> {
     const rel = checkLocator(relIn);
-    const forks = forkIn === undefined ? ([0, 1, 2, 3] as ForkNumber[]) : [checkFork(forkIn)];
+    const forks = forkIn === undefined ? FORKS : [checkFork(forkIn)];
     this.#checkWritable();
     for (const fork of forks) {
       const st = this.#forks.get(forkKey(rel, fork));

@@ -11,8 +11,8 @@
  *     out; a failed read (I/O error or checksum mismatch) unmaps the buffer before waking waiters.
  *  B2 A pinned buffer is never chosen as a victim, so a buffer being written (its writer pins it)
  *     is never evicted or reused under the write.
- *  B3 Writes go out from a copy taken at write start (checksum set on the copy, as PostgreSQL's
- *     PageSetChecksumCopy), so a page may be modified while it is being written. The write start
+ *  B3 Writes go out from a copy taken at write start (as PostgreSQL's PageSetChecksumCopy takes
+ *     one), so a page may be modified while it is being written. The write start
  *     clears JUST_DIRTIED; a modification sets DIRTY|JUST_DIRTIED; the write's completion clears
  *     DIRTY only if JUST_DIRTIED is still clear. So a page modified during a write stays dirty.
  *  B4 At most one write of a buffer is in flight (io kind WRITE); a second writer waits for it
@@ -24,6 +24,10 @@
  *     pass a `stillValid` check on the epoch, so a write racing a truncation never re-creates a
  *     buffer past the new end.
  *  B7 Usage counts are capped at USAGE_COUNT_MAX (5, as PostgreSQL's BM_MAX_USAGE_COUNT).
+ *  B8 Every valid page in the pool carries its checksum: a page read from disk was verified, and
+ *     a page given to `write` has it already (Relation.write sets it on its copy, so a hit returns
+ *     the bytes a read from disk would). So a write copies the page out as it is: the checksum is
+ *     computed once per write, where the page enters the pool, not again on the way out.
  *
  * BufferSync (reference section 9): flags every buffer dirty at its start with
  * CHECKPOINT_NEEDED and writes only those still flagged when reached. Each storage manager gets
@@ -42,14 +46,15 @@
  * is 0. A hint that fails fails the BufferSync, as a failed write does (md turns it into the
  * failed state, as PostgreSQL's data_sync_elevel does).
  *
- * The pool never computes anything but page checksums: set on every write (on the copy), checked
- * on every read from disk; a mismatch is CHECKSUM_MISMATCH and the page is never returned.
+ * The pool computes no checksum on the way out (B8) and checks one on every read from disk; a
+ * mismatch is CHECKSUM_MISMATCH and the page is never returned.
  */
 import { ErrorCode, LamstoreError, assert } from '../errors.js';
 import type { ForkNumber, RelFileLocator } from '../relfile.js';
-import { describeFork } from '../relfile.js';
+import { FORKS, describeFork } from '../relfile.js';
+import { isUnloggedFork } from '../smgr/smgr.js';
 import type { PageWrite, Persistence, StorageManager } from '../smgr/smgr.js';
-import { setPageChecksum, verifyPageChecksum, PAGE_CHECKSUM_OFFSET } from '../page.js';
+import { verifyPageChecksum, PAGE_CHECKSUM_OFFSET } from '../page.js';
 import { CHECKPOINT_FLUSH_AFTER_DEFAULT, WRITEBACK_MAX_PENDING_FLUSHES, WritebackContext } from './writeback.js';
 
 export interface BufferTag {
@@ -103,7 +108,6 @@ interface SyncRun {
   wb: WritebackContext | null;
   pace: (progress: number) => Promise<void>;
 }
-const INIT_FORK = 3;
 /** BufferSync's batch (256 pages): its scratch copies are allocated once, at the first checkpoint. */
 export const WRITE_COMBINE_MAX_BLOCKS = 256;
 /**
@@ -358,8 +362,7 @@ export class BufferPool {
     const copy = this.#takeScratch();
     const endIo = this.#beginIo(id, IO_WRITE);
     this.#setFlags(id, this.#flags[id]! & ~F_JUST_DIRTIED);
-    copy.set(this.#page(id));
-    setPageChecksum(copy, tag.block);
+    copy.set(this.#page(id)); // carries its checksum already (B8)
     try {
       await this.#smgr(tag.storage).writeBuffers([{ rel: tag.rel, fork: tag.fork, blockNum: tag.block, page: copy }]);
       // B3: modified meanwhile -> stays dirty (and keeps CHECKPOINT_NEEDED: this copy may predate the checkpoint).
@@ -452,8 +455,9 @@ export class BufferPool {
   }
 
   /**
-   * Overwrite a whole page in the pool (marked dirty; written at eviction or checkpoint).
-   * `stillValid` is checked right before the page is changed; false means nothing was written.
+   * Overwrite a whole page in the pool (marked dirty; written at eviction or checkpoint). The
+   * page carries its checksum for `tag.block` already (B8). `stillValid` is checked right before
+   * the page is changed; false means nothing was written.
    */
   async write(tag: BufferTag, page: Uint8Array, stillValid: () => boolean): Promise<boolean> {
     assert(page.length === this.blockSize, 'buffer pool write: page is one block');
@@ -487,7 +491,7 @@ export class BufferPool {
    * dirty ones too, without writing them (DropRelationBuffers). Waits for their I/O first.
    */
   async discard(storage: string, rel: RelFileLocator, fork: ForkNumber | undefined, fromBlock: number): Promise<void> {
-    const forks = fork === undefined ? [0, 1, 2, 3] : [fork];
+    const forks = fork === undefined ? FORKS : [fork];
     for (const f of forks) {
       const k = forkBufferKey(storage, rel, f);
       this.#epochs.set(k, (this.#epochs.get(k) ?? 0) + 1);
@@ -540,8 +544,7 @@ export class BufferPool {
       const slot = slots.subarray(ready.length * this.blockSize, (ready.length + 1) * this.blockSize);
       endIo.push(this.#beginIo(it.id, IO_WRITE));
       this.#flags[it.id]! &= ~F_JUST_DIRTIED;
-      slot.set(this.#page(it.id));
-      setPageChecksum(slot, it.tag.block);
+      slot.set(this.#page(it.id)); // carries its checksum already (B8)
       ready.push(it);
     }
     return { ready, endIo };
@@ -577,10 +580,9 @@ export class BufferPool {
     for (let id = 0; id < this.nBuffers; id++) {
       if (!(this.#flags[id]! & F_DIRTY)) continue;
       const tag = this.#tags[id]!;
-      // PostgreSQL's BM_PERMANENT test: an unlogged relation's pages are written only by the
-      // shutdown checkpoint (or eviction). Its INIT fork is permanent: the reset after a crash
-      // copies it, so it must be durable like any logged page.
-      if (!includeUnlogged && tag.persistence === 'unlogged' && tag.fork !== INIT_FORK) continue;
+      // PostgreSQL's BM_PERMANENT test: an unlogged fork's pages are written only by the
+      // shutdown checkpoint (or eviction).
+      if (!includeUnlogged && isUnloggedFork(tag.persistence, tag.fork)) continue;
       this.#setFlags(id, this.#flags[id]! | (F_CHECKPOINT_NEEDED));
       let list = byStorage.get(tag.storage);
       if (!list) byStorage.set(tag.storage, (list = []));

@@ -96,20 +96,18 @@
  * nblocks stops at the short segment and the later data is inactive, as in PostgreSQL without
  * WAL replay.
  */
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { ErrorCode, LamstoreError, assert, errnoOf, ioError } from '../errors.js';
 import type { FileHandle } from '../io/file-io.js';
 import type { FileTag } from '../sync/file-tag.js';
 import { SyncHandlerId, SyncRequestType } from '../sync/registry.js';
 import type { ForkNumber, RelFileLocator } from '../relfile.js';
-import { FORKS, INVALID_BLOCK_NUMBER, describeFork, locatorKey } from '../relfile.js';
+import { FORKS, INVALID_BLOCK_NUMBER, describeFork, forkKey, locatorKey } from '../relfile.js';
+import { isUnloggedFork } from '../smgr/smgr.js';
 import type { PageWrite, Persistence, SmgrContext, StorageManager } from '../smgr/smgr.js';
 import { IN_FLIGHT_DEFAULT, forEachInFlight } from '../io/in-flight.js';
 import { relDirRelative, relPath } from './paths.js';
-
-const INIT_FORK = 3;
-import { join } from 'node:path';
 
 interface Seg {
   readonly path: string;
@@ -123,10 +121,6 @@ interface Seg {
 
 function sameLocator(a: RelFileLocator, b: RelFileLocator): boolean {
   return a.relNumber === b.relNumber && a.dbOid === b.dbOid && a.spcOid === b.spcOid;
-}
-
-function forkKey(loc: RelFileLocator, fork: number): string {
-  return `${loc.spcOid}/${loc.dbOid}/${loc.relNumber}/${fork}`;
 }
 
 export const MD_NAME = 'md';
@@ -464,9 +458,9 @@ export class MdStorageManager implements StorageManager {
     if (persistence === 'unlogged') this.#unlogged.add(locatorKey(loc));
   }
 
-  /** An unlogged relation's fork other than INIT (which is permanent: the reset copies it). */
+  /** isUnloggedFork (smgr.ts) for a relation md was opened on. */
   #isUnlogged(loc: RelFileLocator, fork: number): boolean {
-    return fork !== INIT_FORK && this.#unlogged.has(locatorKey(loc));
+    return isUnloggedFork(this.#unlogged.has(locatorKey(loc)) ? 'unlogged' : 'permanent', fork);
   }
 
   async create(loc: RelFileLocator, fork: ForkNumber): Promise<void> {

@@ -35,9 +35,20 @@ import type { FileIO } from '../io/file-io.js';
 import type { Clock } from '../clock.js';
 import type { FileTag } from '../sync/file-tag.js';
 import type { SyncRequestType } from '../sync/registry.js';
-import type { ForkNumber, RelFileLocator } from '../relfile.js';
+import type { RelFileLocator } from '../relfile.js';
+import { ForkNumber } from '../relfile.js';
 
 export type Persistence = 'permanent' | 'unlogged';
+
+/**
+ * Whether a fork is unlogged, the one rule md, the volume and the buffer pool follow: every fork
+ * of an unlogged relation is, except INIT. Unlogged forks register no sync requests and ordinary
+ * checkpoints neither write nor sync them (only the shutdown checkpoint does); the INIT fork is
+ * permanent because the reset after an unclean stop copies it over MAIN, so it must be durable.
+ */
+export function isUnloggedFork(persistence: Persistence, fork: number): boolean {
+  return persistence === 'unlogged' && fork !== ForkNumber.INIT;
+}
 
 /** One page of a BufferSync batch (or an eviction write): block `blockNum` of the fork. */
 export interface PageWrite {

@@ -82,11 +82,6 @@ export interface PostCheckpointOptions {
   onWarning?: (line: string) => void;
 }
 
-/** Round microseconds up to whole milliseconds, as LogCheckpointEnd does (behaviour 23). */
-export function usToMsRoundedUp(us: number): number {
-  return Math.floor((Math.ceil(us) + 999) / 1000);
-}
-
 export class PendingOps {
   readonly #registry: SyncHandlerRegistry;
   readonly #pending = new Map<string, PendingFsync>();

@@ -15,6 +15,7 @@
  *     the one running (C_k+1), or null.
  */
 import { createHash } from 'node:crypto';
+import { FORKS } from '../../engine/index.js';
 
 export type Storage = 'md' | 'volume';
 
@@ -101,7 +102,7 @@ export class CrashModel {
   }
 
   noteDrop(storage: Storage, relNumber: number): void {
-    for (const f of [0, 1, 2, 3]) this.state.forks.delete(forkKey(storage, relNumber, f));
+    for (const f of FORKS) this.state.forks.delete(forkKey(storage, relNumber, f));
     for (const s of this.since) s.dropped.add(`${storage}:${relNumber}`);
   }
 
