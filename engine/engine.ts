@@ -597,7 +597,7 @@ export class Engine {
     this.#checkOpen();
     const t = checkFileTag(tag);
     if (!this.#registry.has(t.handler)) {
-      throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `no sync handler with id ${t.handler}`);
+      throw new LamstoreError(ErrorCode.UNKNOWN_SYNC_HANDLER, `no sync handler with id ${t.handler} (registered: 0..${this.#registry.count - 1})`);
     }
     if (type !== SyncRequestType.SYNC && type !== SyncRequestType.UNLINK && type !== SyncRequestType.FORGET && type !== SyncRequestType.FILTER) {
       throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `unknown sync request type ${String(type)}`);

@@ -30,14 +30,21 @@ export const ErrorCode = {
   BLOCK_OUT_OF_RANGE: 'BLOCK_OUT_OF_RANGE',
   /** A relation fork that was never created (or was dropped). */
   RELATION_NOT_FOUND: 'RELATION_NOT_FOUND',
-  /** A storage manager or sync handler name that nothing registered. */
+  /** A storage manager name that nothing registered. */
   UNKNOWN_STORAGE: 'UNKNOWN_STORAGE',
+  /** A sync handler id that nothing registered (a file tag's `handler`). */
+  UNKNOWN_SYNC_HANDLER: 'UNKNOWN_SYNC_HANDLER',
+  /**
+   * Every buffer of the pool is pinned by an operation in flight and none is doing I/O that
+   * would free one: fewer operations at once, or a larger `sharedBuffers`.
+   */
+  BUFFERS_EXHAUSTED: 'BUFFERS_EXHAUSTED',
+  /** A write, extend, create, truncate, unlink or sync on a volume opened `readOnly`. */
+  VOLUME_READ_ONLY: 'VOLUME_READ_ONLY',
   /** A file operation failed; `cause` holds the Node error (its code is in `errno`). */
   IO_ERROR: 'IO_ERROR',
   /** The sync ledger found a write that a completed checkpoint should have covered. */
   SYNC_LEDGER: 'SYNC_LEDGER',
-  /** A checkpoint failed; `cause` holds why. Waiters of a merged request all get it. */
-  CHECKPOINT_FAILED: 'CHECKPOINT_FAILED',
   /** A bounded operation (shutdown checkpoint) ran out of time. */
   TIMEOUT: 'TIMEOUT',
   /** An id space (multixact ids, multixact member offsets) is used up; lamstore refuses to wrap around. */

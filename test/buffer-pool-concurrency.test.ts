@@ -2,7 +2,8 @@
  * Goal: the buffer pool's concurrency rules (buffer-pool.ts B1-B6) hold when operations
  * interleave at awaits: a page being read in is not handed out half-filled, a buffer being
  * written is not evicted or reused, a page modified while BufferSync writes it stays dirty, a
- * failed write leaves buffers dirty, truncate and drop discard buffers.
+ * failed write leaves buffers dirty, truncate and drop discard buffers; more operations in flight
+ * than buffers are refused with BUFFERS_EXHAUSTED.
  * Method: Engine on a SimDisk behind GatedIO, which holds a chosen pread/pwrite until the test
  * releases it; the test acts while the call is held, then checks contents, flags (through
  * dirtyCount and checkInvariants) and counted reads.
@@ -192,6 +193,26 @@ describe('buffer pool concurrency', () => {
       const blocks = await Promise.all(Array.from({ length: 20 }, (_, i) => rel.extend(ForkNumber.MAIN, pageOf(i + 1))));
       expect([...blocks].sort((a, b) => a - b)).toEqual(Array.from({ length: 20 }, (_, i) => i));
       for (let i = 0; i < 20; i++) expect((await rel.read(ForkNumber.MAIN, blocks[i]!))[0]).toBe(i + 1);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('more writes in flight than buffers: a write that finds every buffer pinned and none doing I/O is BUFFERS_EXHAUSTED, the others land', async () => {
+    const { engine, rel } = await setup(20, 16);
+    try {
+      const results = await Promise.allSettled(Array.from({ length: 17 }, (_, b) => rel.write(ForkNumber.MAIN, b, pageOf(100 + b))));
+      const refused = results.flatMap((r, b) => (r.status === 'rejected' ? [{ b, err: r.reason as { code?: string; message?: string } }] : []));
+      expect(refused.length).toBeGreaterThan(0);
+      for (const { err } of refused) {
+        expect(err.code).toBe(ErrorCode.BUFFERS_EXHAUSTED);
+        expect(err.message).toContain('sharedBuffers (16)');
+      }
+      for (let b = 0; b < 17; b++) {
+        const landed = !refused.some((r) => r.b === b);
+        expect((await rel.read(ForkNumber.MAIN, b))[0]).toBe(landed ? 100 + b : b + 1);
+      }
+      engine.bufferPool.checkInvariants(true);
     } finally {
       await engine.close();
     }

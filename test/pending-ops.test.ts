@@ -941,8 +941,8 @@ describe('pending ops: invariants', () => {
     const { engine } = await openEngine();
     try {
       const none: FileTag = { handler: SyncHandlerId.NONE, forkNum: 0, rlocator: { spcOid: 0, dbOid: 0, relNumber: 0 }, segno: 1 };
-      for (const type of [SYNC, UNLINK, FORGET, FILTER]) await expect(engine.registerSyncRequest(none, type)).rejects.toMatchObject({ code: 'BAD_ARGUMENT' });
-      await expect(engine.registerSyncRequest({ ...none, handler: 99 }, SYNC)).rejects.toMatchObject({ code: 'BAD_ARGUMENT' });
+      for (const type of [SYNC, UNLINK, FORGET, FILTER]) await expect(engine.registerSyncRequest(none, type)).rejects.toMatchObject({ code: 'UNKNOWN_SYNC_HANDLER' });
+      await expect(engine.registerSyncRequest({ ...none, handler: 99 }, SYNC)).rejects.toMatchObject({ code: 'UNKNOWN_SYNC_HANDLER' });
       expect((await engine.checkpoint()).syncFiles).toBe(0);
     } finally {
       await engine.close();

@@ -216,7 +216,7 @@ describe('volume storage manager', () => {
     const buf = new Uint8Array(BS);
     await ro.smgr.read(a, 0, 0, buf);
     expect(Buffer.from(buf).equals(makePage(a, 0, 0))).toBe(true);
-    await expect(writePages(ro.smgr, a, 0, 0, [buf])).rejects.toMatchObject({ code: 'BAD_ARGUMENT' });
+    await expect(writePages(ro.smgr, a, 0, 0, [buf])).rejects.toMatchObject({ code: 'VOLUME_READ_ONLY', path: VOL });
     await ro.engine.close();
   });
 

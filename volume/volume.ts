@@ -760,7 +760,7 @@ export class Volume {
   #checkWritable(): void {
     if (this.#failure) throw this.#failure;
     if (this.#handle === null) throw new LamstoreError(ErrorCode.ENGINE_CLOSED, `${this.path}: volume is closed`, { path: this.path });
-    if (this.readOnly) throw badArg(`${this.path}: volume is open read-only`);
+    if (this.readOnly) throw new LamstoreError(ErrorCode.VOLUME_READ_ONLY, `${this.path}: volume is open read-only`, { path: this.path });
   }
 
   #checkOpen(): FileHandle {

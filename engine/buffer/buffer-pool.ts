@@ -329,7 +329,7 @@ export class BufferPool {
         // Everything pinned or under I/O: wait for some I/O to finish, then sweep again.
         const busy = this.#io.find((p) => p !== null);
         if (!busy) {
-          throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `no unpinned buffers available: sharedBuffers (${this.nBuffers}) is too small for the operations in flight`);
+          throw new LamstoreError(ErrorCode.BUFFERS_EXHAUSTED, `no unpinned buffers available: sharedBuffers (${this.nBuffers}) is too small for the operations in flight`);
         }
         await busy;
         continue;

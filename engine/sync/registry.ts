@@ -117,7 +117,7 @@ export class SyncHandlerRegistry {
   ops(id: number): SyncOps {
     const ops = this.#ops[id];
     if (ops === undefined) {
-      throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `no sync handler with id ${id} (valid: 0..${this.#ops.length - 1})`);
+      throw new LamstoreError(ErrorCode.UNKNOWN_SYNC_HANDLER, `no sync handler with id ${id} (valid: 0..${this.#ops.length - 1})`);
     }
     return ops;
   }
