@@ -115,6 +115,10 @@ export interface PreloadContext {
   readonly clock: Clock;
   /** The last engine stopped uncleanly: make your files durable before trusting them. */
   readonly uncleanStart: boolean;
+  /** Engine option `fsync` (as SmgrContext.enableFsync), for an extension's own sync handler. */
+  readonly enableFsync: boolean;
+  /** Engine option `dataSyncRetry` (as SmgrContext.dataSyncRetry). */
+  readonly dataSyncRetry: boolean;
   /** Register a sync handler; returns its id (5, 6, ... in order). Only during preload. */
   registerSyncHandler(ops: SyncOps): number;
   /** Register a storage manager by name. Only during preload. */
@@ -231,6 +235,8 @@ export class Engine {
   readonly #checkpointer: Checkpointer<QueuedRequest>;
   readonly #smgrFactories = new Map<string, StorageManagerFactory>();
   readonly #smgrs = new Map<string, StorageManager>();
+  /** md, the built-in storage manager (also in #smgrs): sync handler 0 and the ledger ask it. */
+  readonly #md: MdStorageManager;
   readonly #pool: BufferPool;
   readonly #relationLocks = new KeyedMutex();
   #relationHost: RelationHost | null = null;
@@ -246,18 +252,40 @@ export class Engine {
   #createdDataDir = false;
   #createdRunningMarker = false;
 
-  private constructor(options: EngineOptions, io: CountingIO, registry: SyncHandlerRegistry, ledger: SyncLedgerIO | null) {
-    this.ledger = ledger;
+  /**
+   * Builds every part once, whole, in dependency order, and does no I/O (open does that). The
+   * closures handed to parts reach only fields assigned here, and are called only after the
+   * constructor has returned: the ledger asks md about a path at the end of a checkpoint, and md
+   * reaches the checkpointer through its context when it registers a request.
+   */
+  private constructor(options: EngineOptions) {
     this.#options = options;
     this.dataDir = resolve(options.dataDir);
     this.blockSize = checkBlockSize(options.blockSize);
     this.sharedBuffers = intOption('sharedBuffers', options.sharedBuffers, SHARED_BUFFERS_DEFAULT, 16, 1 << 24);
     this.relSegBlocks = intOption('relSegBlocks', options.relSegBlocks, REL_SEG_BLOCKS_DEFAULT, 1, 0x7fff_ffff);
     this.maxOpenFiles = intOption('maxOpenFiles', options.maxOpenFiles, defaultMaxOpenFiles(openFilesLimit()), MAX_OPEN_FILES_MIN, 1 << 20);
-    this.io = io;
+    const base = options.io ?? new RealIO();
+    const verifySync = (options.verifySync ?? process.env.LAMSTORE_VERIFY_SYNC === '1') && options.fsync !== false;
+    // L3 of sync-ledger.ts: unlogged segments are md's to name.
+    const ledger = verifySync ? new SyncLedgerIO(base, { exempt: (path) => this.#md.isUnloggedFile(path) }) : null;
+    this.ledger = ledger;
+    this.io = new CountingIO(ledger ?? base);
     this.clock = options.clock ?? systemClock;
-    this.#registry = registry;
-    this.#pending = new PendingOps(registry);
+    // md is built in: here, before preload, so extensions see it registered.
+    const md = new MdStorageManager(this.#smgrContext());
+    this.#md = md;
+    this.#smgrs.set(MD_NAME, md);
+    // The five built-ins first, so they hold ids 0..4 whatever the extensions do (R1). md syncs
+    // and unlinks its tags itself (fd cache, directory durability: md.ts M6, M9).
+    this.#registry = new SyncHandlerRegistry([
+      mdSyncOps({ io: this.io, dataDir: this.dataDir, syncSegment: (tag) => md.syncSegment(tag), unlinkSegment: (tag) => md.unlinkTombstone(tag) }),
+      slruSyncOps('clog', this.io, this.dataDir, SLRU_DIRS[SyncHandlerId.CLOG]!),
+      slruSyncOps('commit_ts', this.io, this.dataDir, SLRU_DIRS[SyncHandlerId.COMMIT_TS]!),
+      slruSyncOps('multixact_offset', this.io, this.dataDir, SLRU_DIRS[SyncHandlerId.MULTIXACT_OFFSET]!),
+      slruSyncOps('multixact_member', this.io, this.dataDir, SLRU_DIRS[SyncHandlerId.MULTIXACT_MEMBER]!),
+    ]);
+    this.#pending = new PendingOps(this.#registry);
     this.#pool = new BufferPool({
       nBuffers: this.sharedBuffers,
       blockSize: this.blockSize,
@@ -327,46 +355,15 @@ export class Engine {
     if (typeof options.dataDir !== 'string' || options.dataDir.length === 0) {
       throw new LamstoreError(ErrorCode.BAD_ARGUMENT, 'option dataDir must be a non-empty path');
     }
-    const base = options.io ?? new RealIO();
-    const verifySync = (options.verifySync ?? process.env.LAMSTORE_VERIFY_SYNC === '1') && options.fsync !== false;
-    const ledger = verifySync ? new SyncLedgerIO(base) : null;
-    const io = new CountingIO(ledger ?? base);
-    const dataDir = resolve(options.dataDir);
-    // The five built-ins first, so they hold ids 0..4 whatever the extensions do (R1).
-    // md syncs its tags itself (fd cache, directory durability: md.ts M6); it exists once the
-    // engine does, before any checkpoint can run.
-    let md: MdStorageManager | null = null;
-    const registry = new SyncHandlerRegistry([
-      mdSyncOps({
-        io,
-        dataDir,
-        syncSegment: (tag) => {
-          if (!md) throw new LamstoreError(ErrorCode.ENGINE_CLOSED, `${dataDir}: md storage manager is not open`);
-          return md.syncSegment(tag);
-        },
-        unlinkSegment: (tag) => {
-          if (!md) throw new LamstoreError(ErrorCode.ENGINE_CLOSED, `${dataDir}: md storage manager is not open`);
-          return md.unlinkTombstone(tag);
-        },
-      }),
-      slruSyncOps('clog', io, dataDir, SLRU_DIRS[SyncHandlerId.CLOG]!),
-      slruSyncOps('commit_ts', io, dataDir, SLRU_DIRS[SyncHandlerId.COMMIT_TS]!),
-      slruSyncOps('multixact_offset', io, dataDir, SLRU_DIRS[SyncHandlerId.MULTIXACT_OFFSET]!),
-      slruSyncOps('multixact_member', io, dataDir, SLRU_DIRS[SyncHandlerId.MULTIXACT_MEMBER]!),
-    ]);
-    const engine = new Engine(options, io, registry, ledger);
+    const engine = new Engine(options);
     try {
       await engine.#lockDataDir();
       await engine.#markRunning();
-      // md is built in: created before preload, so extensions see it registered.
-      md = new MdStorageManager(engine.#smgrContext());
-      engine.#smgrs.set(MD_NAME, md);
       await engine.#preload(options.preload ?? []);
       await engine.#openSlrus();
       if (engine.openStats.uncleanStop) {
         for (const s of engine.#smgrs.values()) engine.openStats.unloggedReset += (await s.resetUnlogged?.()) ?? 0;
       }
-      if (ledger) ledger.exempt = (path) => md!.isUnloggedFile(path);
       engine.#checkpointer.startTimer();
     } catch (err) {
       throw await engine.#undoOpen(err);
@@ -502,6 +499,8 @@ export class Engine {
       blockSize: this.blockSize,
       clock: this.clock,
       uncleanStart: this.openStats.uncleanStop,
+      enableFsync: this.#options.fsync !== false,
+      dataSyncRetry: this.#options.dataSyncRetry === true,
       registerSyncHandler: (ops) => this.#registry.register(ops),
       registerStorageManager: (name, factory) => {
         if (!open) throw new LamstoreError(ErrorCode.REGISTRATION_CLOSED, `cannot register storage manager "${name}": registration is only allowed during preload`);

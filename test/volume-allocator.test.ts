@@ -10,9 +10,9 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { fsError } from '../engine/index.js';
-import type { FileHandle, FileIO, FileStat, SmgrContext } from '../engine/index.js';
+import type { FileHandle, FileIO, FileStat } from '../engine/index.js';
 import { FreeSpace } from '../volume/extent-allocator.js';
-import { Volume } from '../volume/index.js';
+import { Volume, type VolumeHost } from '../volume/index.js';
 import { rel } from './volume-helpers.js';
 
 describe('FreeSpace', () => {
@@ -145,13 +145,19 @@ describe('allocator figure', () => {
     const sizeBytes = Math.ceil((R * 1_048_576) / 1000) * BS;
     const io = new SparseIO();
     const vol = await Volume.open({ io, path: '/figure.vol', create: { sizeBytes, blockSize: BS }, blockSize: BS });
-    const ctx = { registerSyncRequest: async () => true, countBackendFsync() {}, reportSyncFailure: (e: unknown) => { throw e; } } as unknown as SmgrContext;
-    vol.handlerId = 5;
-    vol.attach(ctx);
+    // No engine: every sync request is taken and nothing is synced (the figure counts blocks only).
+    const host: VolumeHost = {
+      requestSync: async () => true,
+      countBackendSync() {},
+      reportSyncFailure: (e: unknown) => {
+        throw e;
+      },
+      exemptFromLedger() {},
+    };
     const P = 1000;
     const zero = new Uint8Array(BS);
-    for (let r = 1; r <= R; r++) await vol.create(rel(r), 0);
-    for (let p = 0; p < P; p++) for (let r = 1; r <= R; r++) await vol.extend(rel(r), 0, p, zero);
+    for (let r = 1; r <= R; r++) await vol.create(rel(r), 0, host);
+    for (let p = 0; p < P; p++) for (let r = 1; r <= R; r++) await vol.extend(rel(r), 0, p, zero, host);
     vol.checkInvariants();
     const info = vol.info();
     const counts = info.forks.map((f) => f.extents.length);

@@ -17,7 +17,7 @@ import { volumeStorageManager, volumeSyncOps, VOLUME_SMGR_NAME } from './smgr.js
 export { Volume, openVolumeReadOnly, openVolumeReadOnly as inspectVolume, createVolumeFile, examineVolume } from './volume.js';
 /** The forks' names (ForkInfo.forkName): the engine's list, here for callers of `inspectVolume`. */
 export { FORK_NAMES } from '../engine/index.js';
-export type { VolumeInfo, SlotInfo, ForkInfo, CreateProgress, VolumeCreateOptions, VolumeOpenOptions, VolumeStats, VolumeExamination } from './volume.js';
+export type { VolumeInfo, SlotInfo, ForkInfo, CreateProgress, VolumeCreateOptions, VolumeOpenOptions, VolumeStats, VolumeExamination, VolumeHost } from './volume.js';
 export { checkVolume } from './check.js';
 export type { CheckVolumeOptions } from './check.js';
 export type { Finding, Extent } from './format.js';
@@ -71,10 +71,21 @@ export function volumeExtension(options: VolumeExtensionOptions): VolumeExtensio
       return volume;
     },
     async init(ctx: PreloadContext) {
-      const vol = await Volume.open({ io: ctx.io, path: options.path, create: options.create, readOnly: options.readOnly, blockSize: ctx.blockSize, uncleanStart: ctx.uncleanStart });
+      const vol = await Volume.open({
+        io: ctx.io,
+        path: options.path,
+        create: options.create,
+        readOnly: options.readOnly,
+        blockSize: ctx.blockSize,
+        uncleanStart: ctx.uncleanStart,
+        enableFsync: ctx.enableFsync,
+        dataSyncRetry: ctx.dataSyncRetry,
+      });
       try {
-        vol.handlerId = ctx.registerSyncHandler(volumeSyncOps(vol));
-        ctx.registerStorageManager(VOLUME_SMGR_NAME, (sctx) => volumeStorageManager(vol, sctx));
+        // The order of volume/smgr.ts: the handler's id first, then the storage manager that
+        // names it in every request.
+        const handlerId = ctx.registerSyncHandler(volumeSyncOps(vol));
+        ctx.registerStorageManager(VOLUME_SMGR_NAME, (sctx) => volumeStorageManager(vol, sctx, handlerId));
       } catch (err) {
         await vol.close();
         throw err;

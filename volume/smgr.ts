@@ -2,6 +2,12 @@
  * The volume as the engine sees it: a StorageManager named "volume" and a sync handler named
  * "volume". Both are thin adapters over Volume (volume.ts), which holds the state.
  *
+ * Set-up order (volume/index.ts, at preload), each part made once, whole: the Volume is opened
+ * (it knows nothing of the engine); the sync handler is registered over it, which gives its id;
+ * the storage manager's factory then gets the engine's SmgrContext, and with that id makes the
+ * VolumeHost that every call changing the volume receives. So no part is wired after it is made,
+ * and there is no order to assert.
+ *
  * Contract kept (engine/smgr/smgr.ts):
  *  S1 Every write, extend, create, truncate and unlink registers a SYNC request for the fork's
  *     FileTag (handler = the volume's id, segno 0): metadata-only changes must reach disk at the
@@ -14,30 +20,43 @@
  *     still need their drop made durable. It receives no UNLINK requests: freed space returns to
  *     the allocator at checkpointEnd, not through post-checkpoint unlinks.
  */
+import { SyncRequestType } from '../engine/index.js';
 import type { FileTag, PageWrite, SmgrContext, StorageManager, SyncOps } from '../engine/index.js';
-import type { Volume } from './volume.js';
+import type { Volume, VolumeHost } from './volume.js';
 import { describeForkKey } from './format.js';
 
 export const VOLUME_SMGR_NAME = 'volume';
 export const VOLUME_SYNC_HANDLER_NAME = 'volume';
 
-export function volumeStorageManager(volume: Volume, ctx: SmgrContext): StorageManager {
-  volume.attach(ctx);
+/**
+ * The storage manager over `volume`, for the engine whose context is `ctx`; `handlerId` is the
+ * id the engine gave the volume's sync handler (S1: every request names it, segno 0).
+ */
+export function volumeStorageManager(volume: Volume, ctx: SmgrContext, handlerId: number): StorageManager {
+  const host: VolumeHost = {
+    requestSync: (rel, fork) => {
+      const tag: FileTag = { handler: handlerId, forkNum: fork, rlocator: { spcOid: rel.spcOid, dbOid: rel.dbOid, relNumber: rel.relNumber }, segno: 0 };
+      return ctx.registerSyncRequest(tag, SyncRequestType.SYNC, false);
+    },
+    countBackendSync: () => ctx.countBackendFsync(),
+    reportSyncFailure: (err) => ctx.reportSyncFailure(err),
+    exemptFromLedger: (offsetBytes, lengthBytes) => ctx.exemptFromLedger?.(volume.path, offsetBytes, lengthBytes),
+  };
   return {
     name: VOLUME_SMGR_NAME,
     open: (rel, persistence) => volume.open(rel, persistence),
-    create: (rel, fork) => volume.create(rel, fork),
+    create: (rel, fork) => volume.create(rel, fork, host),
     exists: async (rel, fork) => volume.exists(rel, fork),
-    extend: (rel, fork, blockNum, page) => volume.extend(rel, fork, blockNum, page),
+    extend: (rel, fork, blockNum, page) => volume.extend(rel, fork, blockNum, page, host),
     read: (rel, fork, blockNum, into) => volume.read(rel, fork, blockNum, into),
-    writeBuffers: (pages: readonly PageWrite[]) => volume.writeBuffers(pages),
+    writeBuffers: (pages: readonly PageWrite[]) => volume.writeBuffers(pages, host),
     nblocks: async (rel, fork) => volume.nblocks(rel, fork),
-    truncate: (rel, fork, nblocks) => volume.truncate(rel, fork, nblocks),
-    unlink: (rel, fork) => volume.unlink(rel, fork),
-    immediateSync: () => volume.immediateSync(),
-    registerSync: (rel, fork) => volume.registerSync(rel, fork),
-    syncUnlogged: () => volume.syncUnlogged(),
-    resetUnlogged: () => volume.resetUnlogged(),
+    truncate: (rel, fork, nblocks) => volume.truncate(rel, fork, nblocks, host),
+    unlink: (rel, fork) => volume.unlink(rel, fork, host),
+    immediateSync: () => volume.immediateSync(host),
+    registerSync: (rel, fork) => volume.registerSync(rel, fork, host),
+    syncUnlogged: () => volume.syncUnlogged(host),
+    resetUnlogged: () => volume.resetUnlogged(host),
     checkpointBegin: () => volume.checkpointBegin(),
     checkpointEnd: (completed) => volume.checkpointEnd(completed),
     close: () => volume.close(),

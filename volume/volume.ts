@@ -33,9 +33,10 @@
  * request of its own for the next cycle. So a checkpoint costs at most 2 fdatasyncs with writers
  * running. Outside a checkpoint a tag syncs until its fork is covered (V4).
  *
- * fsync off (SmgrContext.enableFsync false): no sync handler is called, so checkpointEnd runs the
- * volume sync itself without its fdatasyncs: the catalog and superblock are still written (a
- * clean close keeps every change), but nothing is crash-safe, as with PostgreSQL's fsync = off.
+ * fsync off (the engine's `fsync`, VolumeOpenOptions.enableFsync false): no sync handler is
+ * called, so checkpointEnd runs the volume sync itself without its fdatasyncs: the catalog and
+ * superblock are still written (a clean close keeps every change), but nothing is crash-safe,
+ * as with PostgreSQL's fsync = off.
  *
  * The failed state: a failed fdatasync, a failed catalog or superblock write, or any error inside
  * the volume sync sets `#failure`. From then on every write, extend, create, truncate, unlink and
@@ -58,7 +59,6 @@ import {
   ForkNumber,
   LamstoreError,
   RealIO,
-  SyncRequestType,
   assert,
   checkBlock,
   checkFork,
@@ -75,7 +75,7 @@ import {
   locatorKey,
   optionKeys,
 } from '../engine/index.js';
-import type { FileHandle, FileIO, FileTag, PageWrite, Persistence, RelFileLocator, SmgrContext } from '../engine/index.js';
+import type { FileHandle, FileIO, FileTag, PageWrite, Persistence, RelFileLocator } from '../engine/index.js';
 import {
   EXTENT_BLOCKS_FIRST,
   METADATA_BLOCKS,
@@ -126,6 +126,29 @@ export interface VolumeOpenOptions {
    * fdatasync at open. Only `false` skips it. @default undefined (sync)
    */
   uncleanStart?: boolean;
+  /**
+   * The engine's `fsync` (PreloadContext.enableFsync): false makes every volume sync skip its
+   * fdatasyncs, never its catalog and superblock writes. @default true
+   */
+  enableFsync?: boolean;
+  /** The engine's `dataSyncRetry` (R1, R2). @default false */
+  dataSyncRetry?: boolean;
+}
+
+/**
+ * What a volume needs from the engine that runs it, given to every call that changes the volume
+ * (volume/smgr.ts makes one, whole, from the engine's SmgrContext and the sync handler id). The
+ * volume holds no engine state of its own: it knows neither its handler id nor the engine.
+ */
+export interface VolumeHost {
+  /** RegisterSyncRequest: a SYNC request for one fork of this volume; false when the queue is full. */
+  requestSync(rel: RelFileLocator, fork: ForkNumber): Promise<boolean>;
+  /** Count a volume sync made at once because the queue was full (a backend fsync). */
+  countBackendSync(): void;
+  /** A volume sync made outside a checkpoint failed: the engine enters its failed state (throws). */
+  reportSyncFailure(err: unknown): never;
+  /** The sync ledger must not hold this write against a checkpoint (sync-ledger.ts L3). */
+  exemptFromLedger(offsetBytes: number, lengthBytes: number): void;
 }
 
 export interface SlotInfo {
@@ -501,9 +524,10 @@ export class Volume {
   readonly volumeSizeBytes: number;
   readonly volumeBlocks: number;
   readonly stats: VolumeStats = { volumeSyncs: 0, metadataSwitches: 0, fdatasyncs: 0, epoch: 0 };
-  /** The sync handler id the registry gave the volume (set at preload). */
-  handlerId = -1;
   readonly #io: FileIO;
+  /** VolumeOpenOptions.enableFsync and dataSyncRetry, fixed at open. */
+  readonly #enableFsync: boolean;
+  readonly #dataSyncRetry: boolean;
   #handle: FileHandle | null;
   readonly #forks = new Map<string, ForkState>();
   readonly #free: FreeSpace;
@@ -522,7 +546,6 @@ export class Volume {
   readonly #needs = new Map<string, SyncNeed>();
   #failure: LamstoreError | null = null;
   #syncChain: Promise<void> = Promise.resolve();
-  #smgrCtx: SmgrContext | null = null;
   /** Between checkpointBegin and checkpointEnd: the sync phase's tags share one volume sync. */
   #inCheckpoint = false;
   /** That checkpoint's volume sync, started by the first tag it visits (see syncTag). */
@@ -534,9 +557,12 @@ export class Volume {
    */
   #switchInDoubt: PendingSwitch | null = null;
 
-  private constructor(io: FileIO, handle: FileHandle, path: string, readOnly: boolean, ex: VolumeExamination) {
+  private constructor(io: FileIO, handle: FileHandle, path: string, options: VolumeOpenOptions, ex: VolumeExamination) {
     const sb = ex.active!;
     this.#io = io;
+    const readOnly = options.readOnly === true;
+    this.#enableFsync = options.enableFsync !== false;
+    this.#dataSyncRetry = options.dataSyncRetry === true;
     this.#handle = handle;
     this.path = path;
     this.readOnly = readOnly;
@@ -581,7 +607,7 @@ export class Volume {
     try {
       const ex = await examineVolume(options.io, handle, path);
       if (ex.fatal !== undefined) throw new LamstoreError(ErrorCode.VOLUME_CORRUPT, `${path}: volume is corrupt: ${ex.fatal}`, { path });
-      const vol = new Volume(options.io, handle, path, readOnly, ex);
+      const vol = new Volume(options.io, handle, path, options, ex);
       if (options.blockSize !== undefined && vol.blockSize !== options.blockSize) {
         throw badArg(`${path}: volume block size is ${vol.blockSize} but the engine's blockSize is ${options.blockSize}`);
       }
@@ -779,14 +805,6 @@ export class Volume {
 
   // ------------------------------------------------------------ sync requests
 
-  attach(ctx: SmgrContext): void {
-    this.#smgrCtx = ctx;
-  }
-
-  tagOf(st: { rel: RelFileLocator; fork: number }): FileTag {
-    return { handler: this.handlerId, forkNum: st.fork, rlocator: { ...st.rel }, segno: 0 };
-  }
-
   #noteWrite(key: string): void {
     const n = this.#needs.get(key);
     if (n) n.seq = this.#writeSeq;
@@ -805,26 +823,23 @@ export class Volume {
    * the shutdown checkpoint's syncUnlogged (U1). A full queue makes us sync the volume ourselves,
    * as md does for a segment.
    */
-  async #registerSync(rel: RelFileLocator, fork: number): Promise<void> {
-    const ctx = this.#smgrCtx;
-    assert(ctx !== null, 'storage manager attached before any write');
+  async #registerSync(rel: RelFileLocator, fork: ForkNumber, host: VolumeHost): Promise<void> {
     if (this.#isUnlogged(rel, fork)) {
       this.#unloggedDirty = true; // synced at shutdown only (U1)
       return;
     }
-    const ok = await ctx.registerSyncRequest(this.tagOf({ rel, fork }), SyncRequestType.SYNC, false);
-    if (ok) return;
+    if (await host.requestSync(rel, fork)) return;
     try {
       await this.syncNow();
     } catch (err) {
-      ctx.reportSyncFailure(err);
+      host.reportSyncFailure(err);
     }
-    ctx.countBackendFsync();
+    host.countBackendSync();
   }
 
   // ------------------------------------------------------------ storage manager operations
 
-  async create(relIn: RelFileLocator, forkIn: ForkNumber): Promise<void> {
+  async create(relIn: RelFileLocator, forkIn: ForkNumber, host: VolumeHost): Promise<void> {
     const rel = checkLocator(relIn);
     const fork = checkFork(forkIn);
     this.#checkWritable();
@@ -836,7 +851,7 @@ export class Volume {
     const st = this.#newFork(rel, fork);
     this.#metaVersion++;
     this.#noteMeta(st.key);
-    await this.#registerSync(rel, fork);
+    await this.#registerSync(rel, fork, host);
   }
 
   exists(relIn: RelFileLocator, forkIn: ForkNumber): boolean {
@@ -862,7 +877,7 @@ export class Volume {
    * Write pages for consecutive fork blocks [blk, blk + pages.length): one pwritev per
    * physically contiguous run (extents that happen to be adjacent merge into one run).
    */
-  async #writeRun(st: ForkState, blk: number, pages: readonly Uint8Array[]): Promise<number> {
+  async #writeRun(st: ForkState, blk: number, pages: readonly Uint8Array[], host: VolumeHost): Promise<number> {
     const handle = this.#checkOpen();
     let ranges = 0;
     let i = 0;
@@ -873,7 +888,7 @@ export class Volume {
       // An unlogged fork's pages are not owed durability before shutdown (U1): tell the sync
       // ledger not to hold this write against a checkpoint.
       if (this.#isUnlogged(st.rel, st.fork)) {
-        this.#smgrCtx?.exemptFromLedger?.(this.path, startVol * this.blockSize, (j - i) * this.blockSize);
+        host.exemptFromLedger(startVol * this.blockSize, (j - i) * this.blockSize);
       }
       try {
         await this.#io.pwritev(handle, pages.slice(i, j), startVol * this.blockSize);
@@ -905,10 +920,10 @@ export class Volume {
    * or changed since the volume was opened (ordinary volume syncs do not reset this), make the
    * volume durable now. Returns 1 when it synced.
    */
-  async syncUnlogged(): Promise<number> {
+  async syncUnlogged(host: VolumeHost): Promise<number> {
     if (!this.#unloggedDirty || this.readOnly) return 0;
     this.#unloggedDirty = false;
-    await this.immediateSync();
+    await this.immediateSync(host);
     return 1;
   }
 
@@ -916,17 +931,17 @@ export class Volume {
    * After an unclean stop (U2): every relation with an INIT fork is unlogged; drop its other
    * forks and make MAIN a copy of INIT, durable before the engine is used.
    */
-  async resetUnlogged(): Promise<number> {
+  async resetUnlogged(host: VolumeHost): Promise<number> {
     if (this.readOnly) return 0;
     const inits = [...this.#forks.values()].filter((st) => st.fork === ForkNumber.INIT).map((st) => st.rel);
     for (const rel of inits) {
-      for (const f of [ForkNumber.FSM, ForkNumber.VISIBILITY_MAP]) if (this.#forks.has(forkKey(rel, f))) await this.unlink(rel, f);
+      for (const f of [ForkNumber.FSM, ForkNumber.VISIBILITY_MAP]) if (this.#forks.has(forkKey(rel, f))) await this.unlink(rel, f, host);
       // MAIN keeps its own extents and is rewritten in place. Its contents are void after an
       // unclean stop, so overwriting blocks the durable catalog still names loses nothing (a
       // crash during the reset leaves the stop unclean, and the next open resets again). Dropping
       // it and extending anew would need free space that only the next checkpoint returns: a
       // nearly full volume then failed every open with VOLUME_FULL.
-      if (!this.#forks.has(forkKey(rel, ForkNumber.MAIN))) await this.create(rel, ForkNumber.MAIN);
+      if (!this.#forks.has(forkKey(rel, ForkNumber.MAIN))) await this.create(rel, ForkNumber.MAIN, host);
       const main = this.#fork(rel, ForkNumber.MAIN);
       if (main.nblocks > 0) {
         main.nblocks = 0;
@@ -937,14 +952,14 @@ export class Volume {
       const page = new Uint8Array(this.blockSize);
       for (let b = 0; b < init.nblocks; b++) {
         await this.read(rel, ForkNumber.INIT, b, page);
-        await this.extend(rel, ForkNumber.MAIN, b, page);
+        await this.extend(rel, ForkNumber.MAIN, b, page, host);
       }
     }
-    if (inits.length > 0) await this.immediateSync();
+    if (inits.length > 0) await this.immediateSync(host);
     return inits.length;
   }
 
-  async extend(relIn: RelFileLocator, forkIn: ForkNumber, blockNum: number, page: Uint8Array): Promise<void> {
+  async extend(relIn: RelFileLocator, forkIn: ForkNumber, blockNum: number, page: Uint8Array, host: VolumeHost): Promise<void> {
     const rel = checkLocator(relIn);
     const fork = checkFork(forkIn);
     const blk = checkBlock(blockNum);
@@ -962,7 +977,7 @@ export class Volume {
     }
     pages.push(page);
     const from = st.nblocks;
-    await this.#writeRun(st, from, pages);
+    await this.#writeRun(st, from, pages, host);
     this.#writeSeq++;
     if (this.#forks.get(st.key) === st && st.nblocks < blk + 1) {
       st.nblocks = blk + 1;
@@ -970,7 +985,7 @@ export class Volume {
     }
     this.#noteWrite(st.key);
     this.#noteMeta(st.key);
-    await this.#registerSync(rel, fork);
+    await this.#registerSync(rel, fork, host);
   }
 
   async read(relIn: RelFileLocator, forkIn: ForkNumber, blockNum: number, into: Uint8Array): Promise<void> {
@@ -1009,7 +1024,7 @@ export class Volume {
    * (write sequence, V4) only once its pwritev has returned; on failure the runs still in flight
    * are waited for before the first error is thrown (W3).
    */
-  async writeBuffers(items: readonly PageWrite[]): Promise<number> {
+  async writeBuffers(items: readonly PageWrite[], host: VolumeHost): Promise<number> {
     this.#checkWritable();
     const handle = this.#checkOpen();
     const located = items.map((it) => {
@@ -1035,7 +1050,7 @@ export class Volume {
         // ledger not to hold them against a checkpoint.
         for (let x = from; x < to; x++) {
           const { st, volumeBlock } = located[x]!;
-          if (this.#isUnlogged(st.rel, st.fork)) this.#smgrCtx?.exemptFromLedger?.(this.path, volumeBlock * this.blockSize, this.blockSize);
+          if (this.#isUnlogged(st.rel, st.fork)) host.exemptFromLedger(volumeBlock * this.blockSize, this.blockSize);
         }
         const pages = located.slice(from, to).map((x) => x.page);
         await (pages.length === 1 ? this.#io.pwrite(handle, pages[0]!, at) : this.#io.pwritev(handle, pages, at));
@@ -1050,12 +1065,12 @@ export class Volume {
       throw ioError('write', this.path, err);
     } finally {
       // W4: every fork with a write that landed is registered, failure or not.
-      for (const st of landed.values()) await this.#registerSync(st.rel, st.fork);
+      for (const st of landed.values()) await this.#registerSync(st.rel, st.fork, host);
     }
     return runs.length;
   }
 
-  async truncate(relIn: RelFileLocator, forkIn: ForkNumber, nblocks: number): Promise<void> {
+  async truncate(relIn: RelFileLocator, forkIn: ForkNumber, nblocks: number, host: VolumeHost): Promise<void> {
     const rel = checkLocator(relIn);
     const fork = checkFork(forkIn);
     if (!Number.isInteger(nblocks) || nblocks < 0) throw badArg(`nblocks must be a non-negative integer, got ${String(nblocks)}`);
@@ -1076,11 +1091,11 @@ export class Volume {
     }
     st.nblocks = nblocks;
     this.#noteMeta(st.key);
-    await this.#registerSync(rel, fork);
+    await this.#registerSync(rel, fork, host);
   }
 
   /** Drop one fork, or all four. Missing forks are ignored (unlink runs after the fact). */
-  async unlink(relIn: RelFileLocator, forkIn?: ForkNumber): Promise<void> {
+  async unlink(relIn: RelFileLocator, forkIn: ForkNumber | undefined, host: VolumeHost): Promise<void> {
     const rel = checkLocator(relIn);
     const forks = forkIn === undefined ? FORKS : [checkFork(forkIn)];
     this.#checkWritable();
@@ -1091,24 +1106,23 @@ export class Volume {
       this.#dropExtents(st, 0);
       this.#forks.delete(st.key);
       this.#noteMeta(st.key);
-      await this.#registerSync(rel, fork);
+      await this.#registerSync(rel, fork, host);
     }
   }
 
-  async registerSync(relIn: RelFileLocator, forkIn: ForkNumber): Promise<void> {
+  async registerSync(relIn: RelFileLocator, forkIn: ForkNumber, host: VolumeHost): Promise<void> {
     const rel = checkLocator(relIn);
     const fork = checkFork(forkIn);
     this.#checkWritable();
-    await this.#registerSync(rel, fork);
+    await this.#registerSync(rel, fork, host);
   }
 
-  async immediateSync(): Promise<void> {
+  async immediateSync(host: VolumeHost): Promise<void> {
     this.#checkWritable();
     try {
       await this.syncNow();
     } catch (err) {
-      if (this.#smgrCtx) this.#smgrCtx.reportSyncFailure(err);
-      throw err;
+      host.reportSyncFailure(err);
     }
   }
 
@@ -1156,7 +1170,7 @@ export class Volume {
     const handle = this.#checkOpen();
     if (this.readOnly) return;
     // fsync off (PostgreSQL's enableFsync): every write below still happens, no flush does.
-    const flush = this.#smgrCtx?.enableFsync !== false;
+    const flush = this.#enableFsync;
     let unpublished: Extent | null = null;
     try {
       if (this.#switchInDoubt) await this.#switchSuperblock(handle, this.#switchInDoubt, flush);
@@ -1243,7 +1257,7 @@ export class Volume {
    * superblock that may be durable.
    */
   #syncFailed(err: unknown, unpublished: Extent | null): LamstoreError {
-    if (this.#smgrCtx?.dataSyncRetry !== true) return this.#fail(err);
+    if (!this.#dataSyncRetry) return this.#fail(err);
     if (unpublished) {
       this.#free.give(unpublished.startBlock, unpublished.lengthBlocks);
       this.#inflightArea = null;
@@ -1265,7 +1279,7 @@ export class Volume {
     // fsync off: the sync phase called no handler, yet the catalog and superblock must still be
     // written, or a clean close would lose every change of the volume's metadata. syncNow writes
     // them without a flush (no crash safety is promised with fsync off, as in PostgreSQL).
-    if (this.#smgrCtx?.enableFsync === false) await this.syncNow();
+    if (!this.#enableFsync) await this.syncNow();
     this.#free.releaseUpTo(this.#durableMeta);
     for (const key of [...this.#needs.keys()]) if (this.#covered(key)) this.#needs.delete(key);
   }

@@ -30,15 +30,20 @@ interface UnsyncedRange {
   kind: 'write' | 'truncate';
 }
 
+export interface SyncLedgerOptions {
+  /** Paths never reported (L3); asked only by `verify`. @default none */
+  exempt?: (path: string) => boolean;
+}
+
 export class SyncLedgerIO implements FileIO {
   readonly #inner: FileIO;
   readonly #unsynced = new Map<string, UnsyncedRange>();
+  readonly #exempt: (path: string) => boolean;
   #epoch = 0;
-  /** Paths never reported (L3). */
-  exempt: (path: string) => boolean = () => false;
 
-  constructor(inner: FileIO) {
+  constructor(inner: FileIO, options: SyncLedgerOptions = {}) {
     this.#inner = inner;
+    this.#exempt = options.exempt ?? (() => false);
   }
 
   /** Start a new epoch; returns it. Writes issued from now on belong to it. */
@@ -52,7 +57,7 @@ export class SyncLedgerIO implements FileIO {
    */
   verify(epoch: number): void {
     for (const [path, stale] of this.#unsynced) {
-      if (this.exempt(path) || stale.epoch >= epoch) continue;
+      if (this.#exempt(path) || stale.epoch >= epoch) continue;
       const what = stale.kind === 'write' ? `bytes ${stale.startBytes}..${stale.endBytes - 1} written` : `truncation to ${stale.startBytes} bytes`;
       throw new LamstoreError(ErrorCode.SYNC_LEDGER, `${path}: ${what} before the checkpoint started are still not synced after it (a sync path skipped this file)`, { path });
     }
