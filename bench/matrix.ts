@@ -29,7 +29,8 @@
  *     the others (M3). Its times are the server's (log_checkpoints), not timed here.
  */
 import { join } from 'node:path';
-import { Engine, ForkNumber, RealIO, WRITE_COMBINE_MAX_BLOCKS, assert, diffCounts, type CheckpointStats, type FileHandle, type FileIO, type IoCounts, type Relation, type RelFileLocator } from '../engine/index.js';
+import { Engine, ForkNumber, RealIO, assert, type CheckpointStats, type FileHandle, type FileIO, type IoCounts, type Relation, type RelFileLocator } from '../engine/index.js';
+import { WRITE_COMBINE_MAX_BLOCKS, diffCounts } from '../engine/testing.js';
 import { volumeExtension } from '../volume/index.js';
 import { patternPage } from './page-path-measure.js';
 import { PostgresRow, type PgInstall } from './postgres.js';

@@ -20,7 +20,8 @@
  * Timings are wall clock: this is a bench, not a test; only the ratios are meant to compare.
  */
 import { join } from 'node:path';
-import { Engine, ForkNumber, RealIO, crc32c, prng, type Extension, type FileIO, type RelFileLocator } from '../engine/index.js';
+import { Engine, ForkNumber, RealIO, crc32c, type Extension, type FileIO, type RelFileLocator } from '../engine/index.js';
+import { prng } from '../engine/testing.js';
 import { crc32cTable } from './crc32c-table.js';
 import { openVolumeReadOnly, volumeExtension } from '../volume/index.js';
 import { nowMs, ratio } from './stats.js';

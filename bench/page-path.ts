@@ -8,7 +8,7 @@
  */
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { makeTempDir, removeTree } from '../engine/index.js';
+import { makeTempDir, removeTree } from '../engine/testing.js';
 import { compareCrc32c, measurePagePath, type BenchStorage } from './page-path-measure.js';
 
 const args = process.argv.slice(2);

@@ -29,7 +29,8 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
-import { RealIO, removeTree } from '../engine/index.js';
+import { RealIO } from '../engine/index.js';
+import { removeTree } from '../engine/testing.js';
 import { parseCheckpointLine, type PgCheckpointLine } from './postgres-log.js';
 import { nowMs } from './stats.js';
 

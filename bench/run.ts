@@ -18,7 +18,8 @@
  *     with the matrix (bench/postgres.ts G1).
  */
 import { join } from 'node:path';
-import { RealIO, makeTempDir, removeTree } from '../engine/index.js';
+import { RealIO } from '../engine/index.js';
+import { makeTempDir, removeTree } from '../engine/testing.js';
 import { machineInfo, type MachineInfo } from './machine.js';
 import { CheckpointMatrix, summarizeCell, type CellResult, type RoundSample, type RowKind } from './matrix.js';
 import { findPostgres, searchedWhere, type PgInstall } from './postgres.js';

@@ -11,7 +11,8 @@
 import { describe, expect, it } from 'vitest';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Engine, ForkNumber, SimDisk } from '../engine/index.js';
+import { Engine, ForkNumber } from '../engine/index.js';
+import { SimDisk } from '../engine/testing.js';
 import type { EngineOptions, Relation } from '../engine/index.js';
 import { openVolumeReadOnly, volumeExtension } from '../volume/index.js';
 import { tempDir } from './helpers/index.js';

@@ -9,7 +9,8 @@
  * writeBuffers calls. Counts, never timings.
  */
 import { describe, expect, it } from 'vitest';
-import { Engine, ForkNumber, SimDisk, WRITE_COMBINE_MAX_BLOCKS, type PageWrite, type RelFileLocator, type StorageManager } from '../engine/index.js';
+import { Engine, ForkNumber, type PageWrite, type RelFileLocator, type StorageManager } from '../engine/index.js';
+import { SimDisk, WRITE_COMBINE_MAX_BLOCKS } from '../engine/testing.js';
 import { GatedIO } from './helpers/gated-io.js';
 
 const BS = 8192;

@@ -9,7 +9,8 @@
  * dirtyCount and checkInvariants) and counted reads.
  */
 import { describe, expect, it } from 'vitest';
-import { Engine, ErrorCode, ForkNumber, SimDisk, isLamstoreError, type RelFileLocator } from '../engine/index.js';
+import { Engine, ErrorCode, ForkNumber, isLamstoreError, type RelFileLocator } from '../engine/index.js';
+import { SimDisk } from '../engine/testing.js';
 import { GatedIO } from './helpers/gated-io.js';
 
 const BS = 8192;

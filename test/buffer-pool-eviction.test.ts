@@ -7,7 +7,8 @@
  * with relSegBlocks 32 (several segments per relation).
  */
 import { describe, expect, it } from 'vitest';
-import { Engine, ForkNumber, SimDisk, prng, type RelFileLocator } from '../engine/index.js';
+import { Engine, ForkNumber, type RelFileLocator } from '../engine/index.js';
+import { SimDisk, prng } from '../engine/testing.js';
 
 const BS = 8192;
 const RELS = 4;

@@ -24,7 +24,8 @@
  * Prints the crash-matrix line of reliability-anchors 8(a) and asserts its zero counts.
  */
 import { describe, expect, it } from 'vitest';
-import { Engine, SimDisk, CRASH_MODES } from '../engine/index.js';
+import { Engine } from '../engine/index.js';
+import { SimDisk, CRASH_MODES } from '../engine/testing.js';
 import type { ForkNumber, RelFileLocator } from '../engine/index.js';
 import { checkVolume, volumeExtension } from '../volume/index.js';
 import type { VolumeExtension } from '../volume/index.js';

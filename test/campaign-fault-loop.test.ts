@@ -28,8 +28,10 @@
  * failure message names it): it traces where the fault fires and what each step did.
  */
 import { describe, expect, it } from 'vitest';
-import { ClogStatus, Engine, SimDisk, isLamstoreError } from '../engine/index.js';
-import type { FaultCode, ForkNumber, IoKind, MultiXactMember } from '../engine/index.js';
+import { ClogStatus, Engine, isLamstoreError } from '../engine/index.js';
+import { SimDisk } from '../engine/testing.js';
+import type { ForkNumber, IoKind, MultiXactMember } from '../engine/index.js';
+import type { FaultCode } from '../engine/testing.js';
 import { volumeExtension } from '../volume/index.js';
 import { makePage } from './volume-helpers.js';
 import { DB_OID, DurabilityModel, SPC_OID, forkKey, newTally, pageDigest, parseForkKey } from './helpers/durability-model.js';

@@ -20,7 +20,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import type { CrashMode, FaultCode, ForkNumber, IoKind } from '../engine/index.js';
+import type { ForkNumber, IoKind } from '../engine/index.js';
+import type { CrashMode, FaultCode } from '../engine/testing.js';
 import { CMD_KINDS, FORKS_USED, ModelCommand, RELS, STORAGES, newStats, setup } from './helpers/campaign-model.js';
 import type { CmdSpec, FaultTarget } from './helpers/campaign-model.js';
 

@@ -5,8 +5,8 @@
  * a retry. Method: SimDisk and a ManualClock driving the spread checkpoint's naps (no sleeps).
  */
 import { describe, expect, it } from 'vitest';
-import { Engine, ForkNumber, ManualClock } from '../engine/index.js';
-import { SimDisk } from '../engine/io/sim-disk.js';
+import { Engine, ForkNumber } from '../engine/index.js';
+import { ManualClock, SimDisk } from '../engine/testing.js';
 
 const BLOCK = 8192;
 const settle = () => new Promise((r) => setImmediate(r));

@@ -7,7 +7,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { Checkpointer, CheckpointFlags, SPREAD_NAP_MS, formatCheckpointLine, msRoundedUp, type CheckpointParticipants, type SyncPhases } from '../checkpointer/checkpointer.js';
-import { ManualClock } from '../engine/clock.js';
+import { ManualClock } from '../engine/testing.js';
 import { Engine, SyncRequestType } from '../engine/index.js';
 import { countingHandler, tempDir, testTag } from './helpers/index.js';
 

@@ -12,8 +12,8 @@
  * power-loss image of it (SimDisk.crash('drop')) is opened too.
  */
 import { describe, expect, it } from 'vitest';
-import { Engine, ForkNumber, LamstoreError, ManualClock, SimDisk, WRITE_COMBINE_MAX_BLOCKS } from '../engine/index.js';
-import { BOUNDED_WRITE_BLOCKS_MAX } from '../engine/buffer/buffer-pool.js';
+import { Engine, ForkNumber, LamstoreError } from '../engine/index.js';
+import { ManualClock, SimDisk, WRITE_COMBINE_MAX_BLOCKS, BOUNDED_WRITE_BLOCKS_MAX } from '../engine/testing.js';
 import type { Extension, FileIO } from '../engine/index.js';
 import { volumeExtension } from '../volume/index.js';
 import { SlowWriteIO } from './helpers/io-doubles.js';

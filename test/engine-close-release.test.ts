@@ -16,7 +16,8 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { describe, expect, it, vi } from 'vitest';
-import { Engine, SimDisk } from '../engine/index.js';
+import { Engine } from '../engine/index.js';
+import { SimDisk } from '../engine/testing.js';
 
 v8.setFlagsFromString('--expose_gc');
 const gc = vm.runInNewContext('gc') as () => void;

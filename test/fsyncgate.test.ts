@@ -20,7 +20,8 @@
  * inspected with readFileDurable; crash('drop') for the power loss.
  */
 import { describe, expect, it } from 'vitest';
-import { Engine, ForkNumber, SimDisk } from '../engine/index.js';
+import { Engine, ForkNumber } from '../engine/index.js';
+import { SimDisk } from '../engine/testing.js';
 import type { Extension } from '../engine/index.js';
 import { volumeExtension } from '../volume/index.js';
 

@@ -9,7 +9,8 @@
  * Counts, never timings.
  */
 import { describe, expect, it } from 'vitest';
-import { Engine, ForkNumber, IN_FLIGHT_DEFAULT, SimDisk, SyncRequestType, forEachInFlight } from '../engine/index.js';
+import { Engine, ForkNumber, IN_FLIGHT_DEFAULT, SyncRequestType, forEachInFlight } from '../engine/index.js';
+import { SimDisk } from '../engine/testing.js';
 import type { FileHandle, FileTag } from '../engine/index.js';
 import { countingHandler, tempDir, testTag } from './helpers/index.js';
 import { PassThroughIO } from './helpers/io-doubles.js';

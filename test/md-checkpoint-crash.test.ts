@@ -7,7 +7,8 @@
  * on it reads everything back. fsyncs are counted with engine.ioCounts() and CheckpointStats.
  */
 import { describe, expect, it } from 'vitest';
-import { Engine, ErrorCode, ForkNumber, SimDisk, diffCounts, isLamstoreError, prng, type RelFileLocator } from '../engine/index.js';
+import { Engine, ErrorCode, ForkNumber, isLamstoreError, type RelFileLocator } from '../engine/index.js';
+import { SimDisk, diffCounts, prng } from '../engine/testing.js';
 
 const BS = 8192;
 const SEG = 4;

@@ -14,7 +14,8 @@
  */
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { Engine, ForkNumber, MAX_OPEN_FILES_DEFAULT, SimDisk, diffCounts, type RelFileLocator } from '../engine/index.js';
+import { Engine, ForkNumber, MAX_OPEN_FILES_DEFAULT, type RelFileLocator } from '../engine/index.js';
+import { SimDisk, diffCounts } from '../engine/testing.js';
 import { openFilesLimit } from '../engine/io/real-io.js';
 import { MAX_OPEN_FILES_MIN, MdStorageManager, defaultMaxOpenFiles } from '../engine/md/md.js';
 import { tempDir } from './helpers/index.js';

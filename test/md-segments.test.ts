@@ -6,11 +6,11 @@
  * behaviours through the relation API and checkpoints. relSegBlocks is 4 so segments are small.
  */
 import { describe, expect, it } from 'vitest';
-import { Engine, ErrorCode, ForkNumber, SimDisk, SyncRequestType, isLamstoreError, type FileTag, type RelFileLocator } from '../engine/index.js';
+import { Engine, ErrorCode, ForkNumber, SyncRequestType, isLamstoreError, type FileTag, type RelFileLocator } from '../engine/index.js';
+import { SimDisk, CountingIO } from '../engine/testing.js';
 import { MdStorageManager } from '../engine/md/md.js';
 import type { SmgrContext } from '../engine/smgr/smgr.js';
 import { systemClock } from '../engine/clock.js';
-import { CountingIO } from '../engine/io/counting-io.js';
 import { tempDir } from './helpers/index.js';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';

@@ -10,14 +10,14 @@
  * PendingOps.checkInvariants() runs after every phase.
  */
 import { describe, expect, it } from 'vitest';
-import { Engine, ManualClock, SyncRequestType, isLamstoreError } from '../engine/index.js';
+import { Engine, SyncRequestType, isLamstoreError } from '../engine/index.js';
+import { ManualClock, SimDisk } from '../engine/testing.js';
 import type { EngineOptions, FileTag, SyncOps } from '../engine/index.js';
 import { BUILTIN_HANDLER_NAMES, SyncHandlerId, SyncHandlerRegistry } from '../engine/sync/registry.js';
 import { FSYNCS_PER_ABSORB, PendingOps, UNLINKS_PER_ABSORB } from '../engine/sync/pending-ops.js';
 import type { SyncPhaseStats } from '../engine/sync/pending-ops.js';
 import { describeTag } from '../engine/sync/file-tag.js';
 import { mdSyncOps } from '../engine/md/sync-ops.js';
-import { SimDisk } from '../engine/io/sim-disk.js';
 import { countingHandler, tempDir, testTag } from './helpers/index.js';
 import type { CountingHandler } from './helpers/index.js';
 

@@ -8,8 +8,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { RealIO } from '../engine/io/real-io.js';
-import { CountingIO } from '../engine/io/counting-io.js';
-import { SimDisk } from '../engine/io/sim-disk.js';
+import { CountingIO, SimDisk } from '../engine/testing.js';
 import { tempDir } from './helpers/index.js';
 
 function bytes(length: number, seed: number): Uint8Array {

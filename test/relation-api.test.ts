@@ -5,7 +5,8 @@
  * refusal is followed by a check that the files and I/O counters did not change.
  */
 import { describe, expect, it } from 'vitest';
-import { Engine, ErrorCode, ForkNumber, SimDisk, isLamstoreError, type RelFileLocator } from '../engine/index.js';
+import { Engine, ErrorCode, ForkNumber, isLamstoreError, type RelFileLocator } from '../engine/index.js';
+import { SimDisk } from '../engine/testing.js';
 import { tempDir } from './helpers/index.js';
 
 const BS = 8192;

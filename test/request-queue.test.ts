@@ -8,7 +8,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { ABSORB_BATCH_SIZE, SyncRequestQueue, defaultSyncQueueSize, SYNC_QUEUE_SIZE_MAX } from '../checkpointer/request-queue.js';
-import { Engine, ManualClock, SyncRequestType } from '../engine/index.js';
+import { Engine, SyncRequestType } from '../engine/index.js';
+import { ManualClock } from '../engine/testing.js';
 import { countingHandler, tempDir, testTag } from './helpers/index.js';
 
 function queue(capacity: number): SyncRequestQueue<string> {

@@ -7,8 +7,8 @@
  * choices are looped over seeds; every failing assertion names the seed.
  */
 import { describe, expect, it } from 'vitest';
-import { SimDisk, CRASH_MODES } from '../engine/io/sim-disk.js';
-import type { FaultCode } from '../engine/io/sim-disk.js';
+import { SimDisk, CRASH_MODES } from '../engine/testing.js';
+import type { FaultCode } from '../engine/testing.js';
 import type { FileHandle, IoKind } from '../engine/io/file-io.js';
 
 const SECTOR = 512;

@@ -8,7 +8,8 @@
  * counted through CheckpointStats.tagsDispatched and engine.ioCounts(), never timed.
  */
 import { describe, expect, it } from 'vitest';
-import { ClogStatus, Engine, ErrorCode, SimDisk, isLamstoreError } from '../engine/index.js';
+import { ClogStatus, Engine, ErrorCode, isLamstoreError } from '../engine/index.js';
+import { SimDisk } from '../engine/testing.js';
 
 const XIDS_PER_PAGE = 32768; // 8 KiB pages, 4 xids per byte
 const XIDS_PER_SEGMENT = XIDS_PER_PAGE * 32;

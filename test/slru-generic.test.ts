@@ -9,8 +9,12 @@
  * counted, never timed.
  */
 import { describe, expect, it } from 'vitest';
-import { CountingIO, ErrorCode, SLRU_PAGES_PER_SEGMENT, SimDisk, Slru, SyncHandlerId, SyncRequestType, isLamstoreError } from '../engine/index.js';
-import type { FileTag, SlruContext } from '../engine/index.js';
+import { ErrorCode, SyncHandlerId, SyncRequestType, isLamstoreError } from '../engine/index.js';
+import { CountingIO, SimDisk } from '../engine/testing.js';
+import { SLRU_PAGES_PER_SEGMENT } from '../engine/slru/names.js';
+import { Slru } from '../engine/slru/slru.js';
+import type { FileTag } from '../engine/index.js';
+import type { SlruContext } from '../engine/slru/slru.js';
 
 const BLOCK = 8192;
 

@@ -7,7 +7,8 @@
  * disk; crashes use SimDisk crash('drop'). Counted, never timed.
  */
 import { describe, expect, it } from 'vitest';
-import { CRASH_MODES, ClogStatus, Engine, ErrorCode, MULTIXACT_ID_MAX, MultiXactStatus, SimDisk, isLamstoreError } from '../engine/index.js';
+import { ClogStatus, Engine, ErrorCode, MULTIXACT_ID_MAX, MultiXactStatus, isLamstoreError } from '../engine/index.js';
+import { CRASH_MODES, SimDisk } from '../engine/testing.js';
 import type { MultiXactMember } from '../engine/index.js';
 
 const MEMBERS_PER_PAGE = 1636;

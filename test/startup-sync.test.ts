@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { Engine } from '../engine/index.js';
-import { SimDisk } from '../engine/io/sim-disk.js';
+import { SimDisk } from '../engine/testing.js';
 
 async function writeUnsynced(disk: SimDisk, path: string, byte: number, lengthBytes = 64): Promise<void> {
   await disk.mkdir(path.slice(0, path.lastIndexOf('/')));

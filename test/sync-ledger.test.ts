@@ -15,8 +15,9 @@
  */
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Engine, ForkNumber, MdStorageManager, SyncRequestType, type Extension, type FileIO, type FileTag } from '../engine/index.js';
-import { SimDisk } from '../engine/io/sim-disk.js';
+import { Engine, ForkNumber, SyncRequestType, type Extension, type FileIO, type FileTag } from '../engine/index.js';
+import { MdStorageManager } from '../engine/md/md.js';
+import { SimDisk } from '../engine/testing.js';
 import { volumeExtension } from '../volume/index.js';
 import { tempDir } from './helpers/index.js';
 import { NoSyncIO } from './helpers/io-doubles.js';

@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { Engine, ForkNumber } from '../engine/index.js';
-import { SimDisk } from '../engine/io/sim-disk.js';
+import { SimDisk } from '../engine/testing.js';
 
 const BLOCK = 8192;
 const unloggedRel = { spcOid: 1663, dbOid: 5, relNumber: 500 };

@@ -8,7 +8,8 @@
  * over the volume, md and clog together and adds D4.
  */
 import { describe, expect, it } from 'vitest';
-import { Engine, SimDisk, CRASH_MODES } from '../engine/index.js';
+import { Engine } from '../engine/index.js';
+import { SimDisk, CRASH_MODES } from '../engine/testing.js';
 import { volumeExtension } from '../volume/index.js';
 import { BS } from './volume-helpers.js';
 

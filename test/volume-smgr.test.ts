@@ -7,7 +7,8 @@
  * I/O is counted with engine.ioCounts(), and Volume.checkInvariants() runs after each step.
  */
 import { describe, expect, it } from 'vitest';
-import { ForkNumber, SimDisk, verifyPageChecksum } from '../engine/index.js';
+import { ForkNumber, verifyPageChecksum } from '../engine/index.js';
+import { SimDisk } from '../engine/testing.js';
 import type { ForkNumber as Fork } from '../engine/index.js';
 import { EXTENT_BLOCKS_FIRST } from '../volume/index.js';
 import { BS, makePage, openVolumeEngine, rel, writePages } from './volume-helpers.js';

@@ -7,9 +7,9 @@
  * a per-path counter; crash images (SimDisk.crash('drop')) show what reached disk.
  */
 import { describe, expect, it } from 'vitest';
-import { Engine, SimDisk } from '../engine/index.js';
+import { Engine, RealIO } from '../engine/index.js';
+import { SimDisk } from '../engine/testing.js';
 import type { FileHandle, FileIO, FileStat, LockMode, OpenOptions } from '../engine/index.js';
-import { RealIO } from '../engine/index.js';
 import { openVolumeReadOnly, volumeExtension } from '../volume/index.js';
 import { BS, makePage, openVolumeEngine, rel, writePages } from './volume-helpers.js';
 import { tempDir } from './helpers/index.js';

@@ -13,21 +13,9 @@
  * only, never timings.
  */
 import { describe, expect, it } from 'vitest';
-import {
-  CountingIO,
-  Engine,
-  ErrorCode,
-  ForkNumber,
-  RealIO,
-  SimDisk,
-  WritebackContext,
-  type FileHandle,
-  type FileIO,
-  type IoKind,
-  type RelFileLocator,
-  type StorageManager,
-  type WritebackTag,
-} from '../engine/index.js';
+import { Engine, ErrorCode, ForkNumber, RealIO, type FileHandle, type FileIO, type IoKind, type RelFileLocator, type StorageManager } from '../engine/index.js';
+import { CountingIO, SimDisk } from '../engine/testing.js';
+import { WritebackContext, type WritebackTag } from '../engine/buffer/writeback.js';
 import { SyncLedgerIO } from '../engine/io/sync-ledger.js';
 import { tempDir } from './helpers/index.js';
 

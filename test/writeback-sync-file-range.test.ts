@@ -13,17 +13,8 @@
 import { readlinkSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import {
-  Engine,
-  ErrorCode,
-  ForkNumber,
-  RealIO,
-  SYNC_FILE_RANGE_WRITE,
-  loadSyncFileRange,
-  probeSyncFileRange,
-  type RelFileLocator,
-  type SyncFileRangeFn,
-} from '../engine/index.js';
+import { Engine, ErrorCode, ForkNumber, RealIO, type RelFileLocator, type SyncFileRangeFn } from '../engine/index.js';
+import { SYNC_FILE_RANGE_WRITE, loadSyncFileRange, probeSyncFileRange } from '../engine/testing.js';
 import { tempDir } from './helpers/index.js';
 
 const BS = 8192;

@@ -51,8 +51,11 @@
  *      records today's behaviour and the fault loop checks fsyncgate's failed state.
  */
 import { createHash } from 'node:crypto';
-import { Engine, ManualClock, SimDisk, SyncHandlerId, SyncRequestType, setPageChecksum } from '../../engine/index.js';
-import type { CrashMode, FaultCode, ForkNumber, IoKind, MdStorageManager, RelFileLocator } from '../../engine/index.js';
+import { Engine, SyncHandlerId, SyncRequestType, setPageChecksum } from '../../engine/index.js';
+import { ManualClock, SimDisk } from '../../engine/testing.js';
+import type { ForkNumber, IoKind, RelFileLocator } from '../../engine/index.js';
+import type { CrashMode, FaultCode } from '../../engine/testing.js';
+import type { MdStorageManager } from '../../engine/md/md.js';
 import { volumeExtension } from '../../volume/index.js';
 import type { VolumeExtension } from '../../volume/index.js';
 

@@ -1,15 +1,13 @@
 /**
- * Shared test fixtures: temporary directories that clean up after themselves, a counting
- * test extension (the test_sync_handler module of the register_sync_handler patch), and a
- * SimDisk-backed engine opener.
+ * Shared test fixtures: temporary directories that clean up after themselves and a counting
+ * test extension (the test_sync_handler module of the register_sync_handler patch). SimDisk and
+ * the other test doubles come from `lamstore/testing` (engine/testing.ts).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach } from 'vitest';
 import type { Extension, FileTag, SyncOps } from '../../engine/index.js';
-
-export { SimDisk, CRASH_MODES } from '../../engine/io/sim-disk.js';
 
 const made: string[] = [];
 

@@ -6,7 +6,8 @@
  *  - NoSyncIO makes fsync/fdatasync of chosen paths return without syncing: a disk that lies.
  * No double swallows an error of the FileIO it wraps.
  */
-import type { FileHandle, FileIO, FileStat, LockMode, ManualClock, OpenOptions } from '../../engine/index.js';
+import type { FileHandle, FileIO, FileStat, LockMode, OpenOptions } from '../../engine/index.js';
+import type { ManualClock } from '../../engine/testing.js';
 
 export class PassThroughIO implements FileIO {
   constructor(readonly inner: FileIO) {}

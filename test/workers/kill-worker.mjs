@@ -27,7 +27,8 @@
  */
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { Engine, RealIO, prng, setPageChecksum } from '../../dist/engine/index.js';
+import { Engine, RealIO, setPageChecksum } from '../../dist/engine/index.js';
+import { prng } from '../../dist/engine/testing.js';
 import { volumeExtension } from '../../dist/volume/index.js';
 
 const cfg = JSON.parse(process.env.LAMSTORE_KILL_WORKER ?? '{}');
