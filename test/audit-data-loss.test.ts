@@ -16,17 +16,12 @@ import { SimDisk } from '../engine/testing.js';
 import type { EngineOptions, Relation } from '../engine/index.js';
 import { openVolumeReadOnly, volumeExtension } from '../volume/index.js';
 import { tempDir } from './helpers/index.js';
+import { onDisk, withEngine, SMALL_BS, taggedPage, tagOf } from './helpers/engine.js';
 
-const BS = 4096;
 const VOL = '/vol/lam.vol';
 
-function page(tag: number): Uint8Array {
-  const p = new Uint8Array(BS).fill(tag & 0xff, 16);
-  p[0] = tag & 0xff;
-  p[1] = tag >> 8;
-  return p;
-}
-const tagOf = (p: Uint8Array) => p[0]! | (p[1]! << 8);
+/** A page tagged `tag` (taggedPage) of the volume's block size. */
+const page = (tag: number) => taggedPage(tag, SMALL_BS);
 const loc = (relNumber: number) => ({ spcOid: 1663, dbOid: 5, relNumber });
 
 async function simDisk(): Promise<SimDisk> {
@@ -35,15 +30,9 @@ async function simDisk(): Promise<SimDisk> {
   return disk;
 }
 
-function openOn(disk: SimDisk, extra: Partial<EngineOptions> = {}, sizeBytes = 16 * 1024 * 1024): Promise<Engine> {
-  return Engine.open({
-    dataDir: '/data',
-    blockSize: BS,
-    sharedBuffers: 512,
-    io: disk,
-    preload: [volumeExtension({ path: VOL, create: { sizeBytes } })],
-    ...extra,
-  });
+/** An engine at /data on `disk` with the volume at VOL (created with `sizeBytes` when missing). */
+function volumeOptions(disk: SimDisk, extra: Partial<EngineOptions> = {}, sizeBytes = 16 * 1024 * 1024): EngineOptions {
+  return onDisk(disk, { blockSize: SMALL_BS, sharedBuffers: 512, preload: [volumeExtension({ path: VOL, create: { sizeBytes } })], ...extra });
 }
 
 async function readAll(r: Relation, fork: ForkNumber = ForkNumber.MAIN): Promise<number[]> {
@@ -58,7 +47,7 @@ describe('fsync: false skips flushes, never the volume metadata (audit 1)', () =
     const dir = await tempDir();
     const dataDir = join(dir, 'data');
     const path = join(dir, 'lam.vol');
-    const open = () => Engine.open({ dataDir, blockSize: BS, fsync: false, preload: [volumeExtension({ path, create: { sizeBytes: 4 * 1024 * 1024 } })] });
+    const open = () => Engine.open({ dataDir, blockSize: SMALL_BS, fsync: false, preload: [volumeExtension({ path, create: { sizeBytes: 4 * 1024 * 1024 } })] });
     const engine = await open();
     const v = engine.relation(loc(1), { storage: 'volume' });
     const m = engine.relation(loc(2));
@@ -88,7 +77,7 @@ describe('fsync: false skips flushes, never the volume metadata (audit 1)', () =
 describe('a failed Engine.open leaves the data directory as it found it (audit 2, 11)', () => {
   it('after a clean close, one failed open (mistyped volume path) and a good open, nothing is reset', async () => {
     const disk = await simDisk();
-    const engine = await openOn(disk);
+    const engine = await Engine.open(volumeOptions(disk));
     const u = engine.relation(loc(7), { storage: 'volume', persistence: 'unlogged' });
     await u.create(ForkNumber.INIT);
     await u.extend(ForkNumber.INIT, page(1));
@@ -96,23 +85,20 @@ describe('a failed Engine.open leaves the data directory as it found it (audit 2
     for (let b = 0; b < 4; b++) await u.extend(ForkNumber.MAIN, page(40 + b));
     await engine.close();
 
-    const typo = Engine.open({ dataDir: '/data', blockSize: BS, io: disk, preload: [volumeExtension({ path: '/vol/lam.vl' })] });
+    const typo = Engine.open({ dataDir: '/data', blockSize: SMALL_BS, io: disk, preload: [volumeExtension({ path: '/vol/lam.vl' })] });
     await expect(typo).rejects.toMatchObject({ code: 'IO_ERROR', errno: 'ENOENT' });
     expect(disk.openHandleCount).toBe(0);
 
-    const again = await openOn(disk);
-    try {
+    await withEngine(volumeOptions(disk), async (again) => {
       expect(again.openStats.uncleanStop).toBe(false);
       expect(again.openStats.unloggedReset).toBe(0);
       expect(await readAll(again.relation(loc(7), { storage: 'volume', persistence: 'unlogged' }))).toEqual([40, 41, 42, 43]);
-    } finally {
-      await again.close();
-    }
+    });
   });
 
   it('a failed open after an unclean stop leaves it unclean: the next open still resets', async () => {
     const disk = await simDisk();
-    const engine = await openOn(disk);
+    const engine = await Engine.open(volumeOptions(disk));
     const u = engine.relation(loc(7), { storage: 'volume', persistence: 'unlogged' });
     await u.create(ForkNumber.INIT);
     await u.extend(ForkNumber.INIT, page(1));
@@ -121,15 +107,12 @@ describe('a failed Engine.open leaves the data directory as it found it (audit 2
     await u.extend(ForkNumber.MAIN, page(41));
     await engine.checkpoint();
     disk.processCrash();
-    await expect(Engine.open({ dataDir: '/data', blockSize: BS, io: disk, preload: [volumeExtension({ path: '/vol/nope.vol' })] })).rejects.toMatchObject({ errno: 'ENOENT' });
-    const again = await openOn(disk);
-    try {
+    await expect(Engine.open({ dataDir: '/data', blockSize: SMALL_BS, io: disk, preload: [volumeExtension({ path: '/vol/nope.vol' })] })).rejects.toMatchObject({ errno: 'ENOENT' });
+    await withEngine(volumeOptions(disk), async (again) => {
       expect(again.openStats.uncleanStop).toBe(true);
       expect(again.openStats.unloggedReset).toBe(1);
       expect(await readAll(again.relation(loc(7), { storage: 'volume', persistence: 'unlogged' }))).toEqual([1]);
-    } finally {
-      await again.close();
-    }
+    });
   });
 
   it('a failed open of a new data directory removes the directory it created (real files)', async () => {
@@ -156,7 +139,7 @@ describe('a nearly full volume with an unlogged relation reopens after a crash (
   it('the reset of the unlogged main fork reuses its own space: every reopen works and the volume stays full', async () => {
     const disk = await simDisk();
     const sizeBytes = 1024 * 1024; // 256 blocks of 4 KiB
-    const engine = await openOn(disk, {}, sizeBytes);
+    const engine = await Engine.open(volumeOptions(disk, {}, sizeBytes));
     const u = engine.relation(loc(7), { storage: 'volume', persistence: 'unlogged' });
     await u.create(ForkNumber.INIT);
     await u.extend(ForkNumber.INIT, page(1));
@@ -175,7 +158,7 @@ describe('a nearly full volume with an unlogged relation reopens after a crash (
     let d = disk;
     for (let round = 0; round < 3; round++) {
       d.processCrash(); // kill -9: the stop is unclean
-      const again = await openOn(d, {}, sizeBytes); // VOLUME_FULL here before the fix, every time
+      const again = await Engine.open(volumeOptions(d, {}, sizeBytes)); // VOLUME_FULL here before the fix, every time
       try {
         expect(again.openStats.uncleanStop).toBe(true);
         expect(again.openStats.unloggedReset).toBe(1);
@@ -193,7 +176,7 @@ describe('a nearly full volume with an unlogged relation reopens after a crash (
 describe('a checkpoint with a writer running makes at most 2 fdatasyncs on the volume (audit 4)', () => {
   it('300 dirty forks and a task extending relations during every checkpoint', async () => {
     const disk = await simDisk();
-    const engine = await openOn(disk, {}, 64 * 1024 * 1024);
+    const engine = await Engine.open(volumeOptions(disk, {}, 64 * 1024 * 1024));
     const rels: Relation[] = [];
     for (let i = 0; i < 300; i++) {
       const r = engine.relation(loc(1000 + i), { storage: 'volume' });
@@ -228,12 +211,9 @@ describe('a checkpoint with a writer running makes at most 2 fdatasyncs on the v
     const snapshot = await Promise.all(rels.slice(0, 20).map((r) => r.read(ForkNumber.MAIN, 0)));
     await engine.checkpoint();
     const crashed = disk.crash('drop');
-    const again = await openOn(crashed, {}, 64 * 1024 * 1024);
-    try {
+    await withEngine(volumeOptions(crashed, {}, 64 * 1024 * 1024), async (again) => {
       for (let i = 0; i < 20; i++) expect(tagOf(await again.relation(loc(1000 + i), { storage: 'volume' }).read(ForkNumber.MAIN, 0))).toBe(tagOf(snapshot[i]!));
-    } finally {
-      await again.close();
-    }
+    });
     await engine.close();
   });
 });
@@ -243,7 +223,7 @@ describe('dataSyncRetry is honoured by the volume (audit 5)', () => {
     const which = nth === 1 ? 'data and catalog' : 'superblock switch';
     it(`after one EIO on the ${which} fdatasync, only that checkpoint fails; the next makes everything durable`, async () => {
       const disk = await simDisk();
-      const engine = await openOn(disk, { dataSyncRetry: true });
+      const engine = await Engine.open(volumeOptions(disk, { dataSyncRetry: true }));
       const v = engine.relation(loc(1), { storage: 'volume' });
       await v.create(ForkNumber.MAIN);
       await v.extend(ForkNumber.MAIN, page(1));
@@ -256,12 +236,9 @@ describe('dataSyncRetry is honoured by the volume (audit 5)', () => {
       await v.extend(ForkNumber.MAIN, page(4)); // the volume still takes writes
       const stats = await engine.checkpoint();
       expect(stats.fdatasyncCalls).toBeLessThanOrEqual(nth === 2 ? 3 : 2); // a switch in doubt is redone first
-      const again = await openOn(disk.crash('drop'));
-      try {
+      await withEngine(volumeOptions(disk.crash('drop')), async (again) => {
         expect(await readAll(again.relation(loc(1), { storage: 'volume' }))).toEqual([2, 3, 4]);
-      } finally {
-        await again.close();
-      }
+      });
       await engine.close();
     });
   }
@@ -270,7 +247,7 @@ describe('dataSyncRetry is honoured by the volume (audit 5)', () => {
     for (let cut = 0; cut < 12; cut++) {
       const disk = await simDisk();
       const ext = volumeExtension({ path: VOL, create: { sizeBytes: 16 * 1024 * 1024 } });
-      const engine = await Engine.open({ dataDir: '/data', blockSize: BS, sharedBuffers: 512, io: disk, dataSyncRetry: true, preload: [ext] });
+      const engine = await Engine.open({ dataDir: '/data', blockSize: SMALL_BS, sharedBuffers: 512, io: disk, dataSyncRetry: true, preload: [ext] });
       const v = engine.relation(loc(1), { storage: 'volume' });
       await v.create(ForkNumber.MAIN);
       await v.extend(ForkNumber.MAIN, page(1));
@@ -288,13 +265,10 @@ describe('dataSyncRetry is honoured by the volume (audit 5)', () => {
       disk.onCall = undefined;
       ext.volume!.checkInvariants();
       const after = image ?? disk.crash('torn', 99);
-      const again = await openOn(after);
-      try {
+      await withEngine(volumeOptions(after), async (again) => {
         const got = await readAll(again.relation(loc(1), { storage: 'volume' }));
         expect([[1], [1, 2], [1, 2, 3]]).toContainEqual(got);
-      } finally {
-        await again.close();
-      }
+      });
       await engine.close();
     }
   });
@@ -303,7 +277,7 @@ describe('dataSyncRetry is honoured by the volume (audit 5)', () => {
 describe('close() of a failed engine (audit 6)', () => {
   it('rejects with ENGINE_FAILED after releasing locks and descriptors', async () => {
     const disk = await simDisk();
-    const engine = await openOn(disk);
+    const engine = await Engine.open(volumeOptions(disk));
     const v = engine.relation(loc(1), { storage: 'volume' });
     await v.create(ForkNumber.MAIN);
     await v.extend(ForkNumber.MAIN, page(1));
@@ -313,7 +287,7 @@ describe('close() of a failed engine (audit 6)', () => {
     await expect(engine.close()).rejects.toMatchObject({ code: 'ENGINE_FAILED' });
     expect(disk.openHandleCount).toBe(0);
     await expect(engine.close()).resolves.toBeUndefined(); // closed already: nothing more to say
-    const again = await openOn(disk); // the data directory and volume locks were released
+    const again = await Engine.open(volumeOptions(disk)); // the data directory and volume locks were released
     expect(again.openStats.uncleanStop).toBe(true);
     await again.close();
   });

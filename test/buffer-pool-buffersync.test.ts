@@ -9,24 +9,22 @@
  * writeBuffers calls. Counts, never timings.
  */
 import { describe, expect, it } from 'vitest';
-import { Engine, ForkNumber, type PageWrite, type RelFileLocator, type StorageManager } from '../engine/index.js';
+import { ForkNumber, type PageWrite, type RelFileLocator, type StorageManager } from '../engine/index.js';
 import { SimDisk, WRITE_COMBINE_MAX_BLOCKS } from '../engine/testing.js';
 import { GatedIO } from './helpers/gated-io.js';
+import { withEngine, BS, pageOf, locator } from './helpers/engine.js';
 
-const BS = 8192;
-const pageOf = (v: number) => new Uint8Array(BS).fill(v);
 
 describe('BufferSync', () => {
   it('behaviour 39: (tablespace, relNumber, fork, block) order, tablespaces interleaved in proportion', async () => {
     const io = new GatedIO(new SimDisk());
-    const engine = await Engine.open({ dataDir: '/data', io, sharedBuffers: 64 });
-    try {
+    await withEngine({ dataDir: '/data', io, sharedBuffers: 64 }, async (engine) => {
       // Tablespace 1663: relations 20 and 10 (12 dirty buffers); tablespace 16500: relation 15 (6).
       const rels: [RelFileLocator, ForkNumber][] = [
-        [{ spcOid: 1663, dbOid: 5, relNumber: 20 }, ForkNumber.MAIN],
+        [locator(20), ForkNumber.MAIN],
         [{ spcOid: 16500, dbOid: 5, relNumber: 15 }, ForkNumber.MAIN],
-        [{ spcOid: 1663, dbOid: 5, relNumber: 10 }, ForkNumber.FSM],
-        [{ spcOid: 1663, dbOid: 5, relNumber: 10 }, ForkNumber.MAIN],
+        [locator(10), ForkNumber.FSM],
+        [locator(10), ForkNumber.MAIN],
       ];
       for (const [loc, fork] of rels) {
         const rel = engine.relation(loc);
@@ -64,16 +62,13 @@ describe('BufferSync', () => {
         else b++;
         expect(Math.abs(a * (18 / 12) - b * (18 / 6))).toBeLessThanOrEqual(3);
       }
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('consecutive blocks of one file coalesce into one vectored write, split at md segment boundaries', async () => {
     const io = new GatedIO(new SimDisk());
-    const engine = await Engine.open({ dataDir: '/data', io, sharedBuffers: 64, relSegBlocks: 4 });
-    try {
-      const rel = engine.relation({ spcOid: 1663, dbOid: 5, relNumber: 30 });
+    await withEngine({ dataDir: '/data', io, sharedBuffers: 64, relSegBlocks: 4 }, async (engine) => {
+      const rel = engine.relation(locator(30));
       await rel.create(ForkNumber.MAIN);
       for (let b = 0; b < 14; b++) await rel.extend(ForkNumber.MAIN);
       await engine.checkpoint();
@@ -91,9 +86,7 @@ describe('BufferSync', () => {
       ]);
       expect(stats.bytesWritten).toBe(12 * BS);
       for (const b of [0, 5, 9, 13]) expect((await rel.read(ForkNumber.MAIN, b))[100]).toBe(b + 1);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('a storage manager gets its pages through writeBuffers in BufferSync (tag) order, batches of at most 256, checksums set', async () => {
@@ -132,10 +125,9 @@ describe('BufferSync', () => {
       },
     };
     const ext = { name: 'fake', init: (ctx: { registerStorageManager: (n: string, f: () => StorageManager) => void }) => ctx.registerStorageManager('fake', () => fake) };
-    const engine = await Engine.open({ dataDir: '/data', io: new SimDisk(), sharedBuffers: 512, preload: [ext] });
-    try {
+    await withEngine({ dataDir: '/data', io: new SimDisk(), sharedBuffers: 512, preload: [ext] }, async (engine) => {
       for (let r = 1; r <= 4; r++) {
-        const rel = engine.relation({ spcOid: 1663, dbOid: 5, relNumber: r }, { storage: 'fake' });
+        const rel = engine.relation(locator(r), { storage: 'fake' });
         await rel.create(ForkNumber.MAIN);
         for (let b = 0; b < 100; b++) await rel.extend(ForkNumber.MAIN);
         for (let b = 99; b >= 0; b--) await rel.write(ForkNumber.MAIN, b, pageOf(r));
@@ -149,8 +141,6 @@ describe('BufferSync', () => {
       // Pages arrive with their checksums set, as md's would.
       const { verifyPageChecksum } = await import('../engine/page.js');
       for (const i of batches.flat()) expect(verifyPageChecksum(i.page, i.blockNum)).toBe(true);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 });

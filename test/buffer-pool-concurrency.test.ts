@@ -9,30 +9,37 @@
  * dirtyCount and checkInvariants) and counted reads.
  */
 import { describe, expect, it } from 'vitest';
-import { Engine, ErrorCode, ForkNumber, isLamstoreError, type RelFileLocator } from '../engine/index.js';
+import { ErrorCode, ForkNumber, isLamstoreError, type Engine, type Relation } from '../engine/index.js';
 import { SimDisk } from '../engine/testing.js';
 import { GatedIO } from './helpers/gated-io.js';
+import { BS, locator, onDisk, pageOf, withEngine } from './helpers/engine.js';
 
-const BS = 8192;
-const REL: RelFileLocator = { spcOid: 1663, dbOid: 5, relNumber: 42 };
-const pageOf = (v: number) => new Uint8Array(BS).fill(v);
+const REL = locator(42);
 const tick = () => new Promise<void>((r) => setImmediate(r));
 const isRel = (p: string) => p.endsWith('/base/5/42');
 
-async function setup(blocks: number, sharedBuffers = 16) {
+interface Setup {
+  disk: SimDisk;
+  io: GatedIO;
+  engine: Engine;
+  rel: Relation;
+}
+
+/** withEngine (16 buffers) on GatedIO over a SimDisk, with REL's main fork of `blocks` pages (block b holds b + 1). */
+async function withRelation(blocks: number, run: (s: Setup) => Promise<void>): Promise<void> {
   const disk = new SimDisk();
   const io = new GatedIO(disk);
-  const engine = await Engine.open({ dataDir: '/data', io, sharedBuffers });
-  const rel = engine.relation(REL);
-  await rel.create(ForkNumber.MAIN);
-  for (let b = 0; b < blocks; b++) await rel.extend(ForkNumber.MAIN, pageOf(b + 1));
-  return { disk, io, engine, rel };
+  await withEngine(onDisk(io, { sharedBuffers: 16 }), async (engine) => {
+    const rel = engine.relation(REL);
+    await rel.create(ForkNumber.MAIN);
+    for (let b = 0; b < blocks; b++) await rel.extend(ForkNumber.MAIN, pageOf(b + 1));
+    await run({ disk, io, engine, rel });
+  });
 }
 
 describe('buffer pool concurrency', () => {
   it('a page being read in is not handed out half-filled: the second reader waits, one pread in all', async () => {
-    const { io, engine, rel } = await setup(4);
-    try {
+    await withRelation(4, async ({ io, engine, rel }) => {
       const gate = io.hold('pread', isRel);
       const before = engine.ioCounts().pread;
       let secondDone = false;
@@ -52,14 +59,11 @@ describe('buffer pool concurrency', () => {
       expect(a[BS - 1]).toBe(3);
       expect(engine.ioCounts().pread - before).toBe(1);
       engine.bufferPool.checkInvariants(true);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('a page modified while BufferSync writes it stays dirty and the next checkpoint writes it', async () => {
-    const { disk, io, engine, rel } = await setup(4);
-    try {
+    await withRelation(4, async ({ disk, io, engine, rel }) => {
       await engine.checkpoint();
       await rel.write(ForkNumber.MAIN, 1, pageOf(20));
       const gate = io.hold('pwrite', isRel);
@@ -73,20 +77,14 @@ describe('buffer pool concurrency', () => {
       const s2 = await engine.checkpoint();
       expect(s2.buffersWritten).toBe(1);
       expect(engine.bufferPool.dirtyCount()).toBe(0);
-      const after = await Engine.open({ dataDir: '/data', io: disk.crash('drop'), sharedBuffers: 16 });
-      try {
+      await withEngine({ dataDir: '/data', io: disk.crash('drop'), sharedBuffers: 16 }, async (after) => {
         expect((await after.relation(REL).read(ForkNumber.MAIN, 1))[100]).toBe(30);
-      } finally {
-        await after.close();
-      }
-    } finally {
-      await engine.close();
-    }
+      });
+    });
   });
 
   it('behaviour 39 (first half): BufferSync writes only buffers dirty at checkpoint start', async () => {
-    const { io, engine, rel } = await setup(8);
-    try {
+    await withRelation(8, async ({ io, engine, rel }) => {
       await engine.checkpoint();
       await rel.write(ForkNumber.MAIN, 0, pageOf(50));
       await rel.write(ForkNumber.MAIN, 4, pageOf(51));
@@ -98,14 +96,11 @@ describe('buffer pool concurrency', () => {
       const s = await ckpt;
       expect(s.buffersWritten).toBe(2);
       expect(engine.bufferPool.dirtyCount()).toBe(1);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('a buffer being written by eviction is not evicted or reused; readers still find its page', async () => {
-    const { io, engine, rel } = await setup(17);
-    try {
+    await withRelation(17, async ({ io, engine, rel }) => {
       for (let b = 0; b < 16; b++) await rel.write(ForkNumber.MAIN, b, pageOf(100 + b)); // 16 dirty buffers
       expect(engine.bufferPool.dirtyCount()).toBe(16);
       const gate = io.hold('pwrite', isRel);
@@ -122,14 +117,11 @@ describe('buffer pool concurrency', () => {
       expect(engine.bufferPool.dirtyCount()).toBe(15);
       expect(engine.bufferPool.stats.evictionWrites).toBe(1);
       engine.bufferPool.checkInvariants(true);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('a write failure fails the checkpoint and leaves the buffers dirty; the next checkpoint writes them', async () => {
-    const { disk, engine, rel } = await setup(6);
-    try {
+    await withRelation(6, async ({ disk, engine, rel }) => {
       await engine.checkpoint();
       for (let b = 0; b < 6; b += 2) await rel.write(ForkNumber.MAIN, b, pageOf(60 + b));
       disk.injectFault({ kind: 'pwrite', code: 'EIO', pathIncludes: '/base/5/42' });
@@ -141,14 +133,11 @@ describe('buffer pool concurrency', () => {
       const s = await engine.checkpoint();
       expect(s.buffersWritten).toBe(3);
       expect(engine.bufferPool.dirtyCount()).toBe(0);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('truncate and drop discard buffers, dirty ones too; regrown blocks read as what extend wrote', async () => {
-    const { engine, rel } = await setup(10);
-    try {
+    await withRelation(10, async ({ engine, rel }) => {
       await engine.checkpoint();
       for (let b = 0; b < 10; b++) await rel.write(ForkNumber.MAIN, b, pageOf(70 + b));
       await rel.truncate(ForkNumber.MAIN, 5);
@@ -161,14 +150,11 @@ describe('buffer pool concurrency', () => {
       await rel.drop();
       expect(engine.bufferPool.dirtyCount()).toBe(0);
       engine.bufferPool.checkInvariants(true);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('a write racing a truncation never leaves a buffer past the new end', async () => {
-    const { io, engine, rel } = await setup(20);
-    try {
+    await withRelation(20, async ({ io, engine, rel }) => {
       for (let b = 0; b < 16; b++) await rel.write(ForkNumber.MAIN, b, pageOf(1)); // pool full of dirty pages
       const gate = io.hold('pwrite', isRel);
       const w = rel.write(ForkNumber.MAIN, 18, pageOf(2)); // checked nblocks, now evicting
@@ -183,25 +169,19 @@ describe('buffer pool concurrency', () => {
       const s = await engine.checkpoint(); // would fail if a buffer for block 18 were left dirty
       expect(s.buffersWritten).toBeLessThanOrEqual(10);
       engine.bufferPool.checkInvariants(true);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('concurrent extends get distinct block numbers', async () => {
-    const { engine, rel } = await setup(0);
-    try {
+    await withRelation(0, async ({ engine, rel }) => {
       const blocks = await Promise.all(Array.from({ length: 20 }, (_, i) => rel.extend(ForkNumber.MAIN, pageOf(i + 1))));
       expect([...blocks].sort((a, b) => a - b)).toEqual(Array.from({ length: 20 }, (_, i) => i));
       for (let i = 0; i < 20; i++) expect((await rel.read(ForkNumber.MAIN, blocks[i]!))[0]).toBe(i + 1);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('more writes in flight than buffers: a write that finds every buffer pinned and none doing I/O is BUFFERS_EXHAUSTED, the others land', async () => {
-    const { engine, rel } = await setup(20, 16);
-    try {
+    await withRelation(20, async ({ engine, rel }) => {
       const results = await Promise.allSettled(Array.from({ length: 17 }, (_, b) => rel.write(ForkNumber.MAIN, b, pageOf(100 + b))));
       const refused = results.flatMap((r, b) => (r.status === 'rejected' ? [{ b, err: r.reason as { code?: string; message?: string } }] : []));
       expect(refused.length).toBeGreaterThan(0);
@@ -214,8 +194,6 @@ describe('buffer pool concurrency', () => {
         expect((await rel.read(ForkNumber.MAIN, b))[0]).toBe(landed ? 100 + b : b + 1);
       }
       engine.bufferPool.checkInvariants(true);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 });

@@ -9,11 +9,11 @@
 import { describe, expect, it } from 'vitest';
 import { Engine, ForkNumber, type RelFileLocator } from '../engine/index.js';
 import { SimDisk, prng } from '../engine/testing.js';
+import { withEngine, BS, locator } from './helpers/engine.js';
 
-const BS = 8192;
 const RELS = 4;
 const PER_REL = 500; // 2000 pages
-const loc = (r: number): RelFileLocator => ({ spcOid: 1663, dbOid: 9, relNumber: 500 + r });
+const loc = (r: number): RelFileLocator => (locator(500 + r, 9));
 
 function stamp(r: number, b: number, version: number): Uint8Array {
   const p = new Uint8Array(BS);
@@ -90,8 +90,7 @@ describe('buffer pool eviction', () => {
 
   it('clock sweep: a page used over and over stays resident while a scan streams through', async () => {
     const disk = new SimDisk();
-    const engine = await Engine.open({ dataDir: '/data', io: disk, sharedBuffers: 16 });
-    try {
+    await withEngine({ dataDir: '/data', io: disk, sharedBuffers: 16 }, async (engine) => {
       const rel = engine.relation(loc(0));
       await rel.create(ForkNumber.MAIN);
       for (let b = 0; b < 200; b++) await rel.extend(ForkNumber.MAIN, stamp(0, b, 0));
@@ -104,8 +103,6 @@ describe('buffer pool eviction', () => {
       // 199 scanned pages missed; block 0 never did.
       expect(engine.ioCounts().pread - before).toBe(199);
       engine.bufferPool.checkInvariants(true);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 });

@@ -45,8 +45,9 @@ import { SimDisk, prng } from '../engine/testing.js';
 import { Volume, checkVolume, openVolumeReadOnly, volumeExtension } from '../volume/index.js';
 import type { VolumeInfo } from '../volume/index.js';
 import { decodeSuperblock, SUPERBLOCK_BYTES } from '../volume/format.js';
-import { BS, hashFile, makePage, openVolumeEngine, rel, sha256 } from './volume-helpers.js';
+import { hashFile, makePage, openVolumeEngine, rel, sha256 } from './helpers/volume.js';
 import { tempDir } from './helpers/index.js';
+import { SMALL_BS } from './helpers/engine.js';
 
 const PATH = '/v/lam.vol';
 const SOAK = process.env.LAMSTORE_SOAK !== undefined && process.env.LAMSTORE_SOAK !== '';
@@ -84,7 +85,7 @@ function visibleState(info: VolumeInfo): string {
 
 function activeSuperblock(image: Uint8Array) {
   const a = decodeSuperblock(image.subarray(0, SUPERBLOCK_BYTES), 0);
-  const b = decodeSuperblock(image.subarray(BS, BS + SUPERBLOCK_BYTES), 1);
+  const b = decodeSuperblock(image.subarray(SMALL_BS, SMALL_BS + SUPERBLOCK_BYTES), 1);
   if (a.ok && (!b.ok || a.sb.generation > b.sb.generation)) return a.sb;
   if (b.ok) return b.sb;
   throw new Error('fixture has a valid superblock');
@@ -224,13 +225,13 @@ function record(what: string, o: Outcome, original: string, forged = false): Out
 
 /** Rewrite a superblock slot's CRC after a field change. */
 function fixSlotCrc(img: Uint8Array, slot: number): void {
-  const at = slot * BS;
+  const at = slot * SMALL_BS;
   new DataView(img.buffer, img.byteOffset + at, SUPERBLOCK_BYTES).setUint32(SUPERBLOCK_BYTES - 4, crc32c(img.subarray(at, at + SUPERBLOCK_BYTES - 4)), true);
 }
 
 /** After changing catalog bytes: fix the catalog CRC (and length) in the active slot and that slot's CRC. */
 function fixCatalogCrc(img: Uint8Array, slot: number, catalogAt: number, lengthBytes: number): void {
-  const v = new DataView(img.buffer, img.byteOffset + slot * BS, SUPERBLOCK_BYTES);
+  const v = new DataView(img.buffer, img.byteOffset + slot * SMALL_BS, SUPERBLOCK_BYTES);
   v.setUint32(48, lengthBytes, true);
   v.setUint32(52, crc32c(img.subarray(catalogAt, catalogAt + lengthBytes)), true);
   fixSlotCrc(img, slot);
@@ -249,14 +250,14 @@ describe('campaign: bad input on the volume open path', () => {
     const originalState = visibleState(original.info!);
     const sb = activeSuperblock(image);
     const slot = sb.slot;
-    const catalogAt = sb.catalogOffsetBlocks * BS;
+    const catalogAt = sb.catalogOffsetBlocks * SMALL_BS;
     const catalogLen = sb.catalogLengthBytes;
     expect(original.info!.slots.every((s) => s.valid)).toBe(true);
 
     // Exhaustive flips: both superblocks' CRC'd bytes and the whole active catalog.
     const regions: [string, number, number][] = [
       ['slot 0', 0, SUPERBLOCK_BYTES],
-      ['slot 1', BS, BS + SUPERBLOCK_BYTES],
+      ['slot 1', SMALL_BS, SMALL_BS + SUPERBLOCK_BYTES],
       ['catalog', catalogAt, catalogAt + catalogLen],
     ];
     for (const [name, from, to] of regions) {
@@ -270,8 +271,8 @@ describe('campaign: bad input on the volume open path', () => {
       }
     }
     // Sampled flips in the ignored rest of each superblock block (provably harmless, F2).
-    for (const base of [0, BS]) {
-      for (let byte = base + SUPERBLOCK_BYTES; byte < base + BS; byte += 61) {
+    for (const base of [0, SMALL_BS]) {
+      for (let byte = base + SUPERBLOCK_BYTES; byte < base + SMALL_BS; byte += 61) {
         const bad = image.slice();
         bad[byte]! ^= 0x10;
         tally.paddingFlips++;
@@ -291,14 +292,14 @@ describe('campaign: bad input on the volume open path', () => {
       const mutateOnce = (k: (typeof kinds)[number]) => {
         if (k === 'raw-bytes') {
           const n = 1 + Math.floor(rand() * 8);
-          const span = Math.max(catalogAt + catalogLen, 2 * BS);
+          const span = Math.max(catalogAt + catalogLen, 2 * SMALL_BS);
           for (let j = 0; j < n; j++) bad[Math.floor(rand() * span)] = Math.floor(rand() * 256);
         } else if (k === 'superblock-field') {
           // A 32-bit field of either slot set to an interesting value, CRC recomputed, so the
           // value gets past the CRC and reaches validation.
           const s = rand() < 0.7 ? slot : 1 - slot;
           const off = 4 * Math.floor(rand() * ((SUPERBLOCK_BYTES - 4) / 4));
-          new DataView(bad.buffer, s * BS, SUPERBLOCK_BYTES).setUint32(off, rand() < 0.5 ? pick(INTERESTING32) : Math.floor(rand() * 0x1_0000_0000), true);
+          new DataView(bad.buffer, s * SMALL_BS, SUPERBLOCK_BYTES).setUint32(off, rand() < 0.5 ? pick(INTERESTING32) : Math.floor(rand() * 0x1_0000_0000), true);
           fixSlotCrc(bad, s);
           forged = true;
         } else if (k === 'catalog-field') {
@@ -307,7 +308,7 @@ describe('campaign: bad input on the volume open path', () => {
           fixCatalogCrc(bad, slot, catalogAt, catalogLen);
           forged = true;
         } else if (k === 'truncate') {
-          const cut = pick([0, 1, SUPERBLOCK_BYTES - 1, SUPERBLOCK_BYTES, BS, BS + 100, 2 * BS, catalogAt + 10, image.length - BS, Math.floor(rand() * image.length)]);
+          const cut = pick([0, 1, SUPERBLOCK_BYTES - 1, SUPERBLOCK_BYTES, SMALL_BS, SMALL_BS + 100, 2 * SMALL_BS, catalogAt + 10, image.length - SMALL_BS, Math.floor(rand() * image.length)]);
           bad = bad.slice(0, cut);
         } else {
           mutateOnce(pick(['raw-bytes', 'superblock-field', 'catalog-field'] as const));
@@ -363,7 +364,7 @@ describe('campaign: bad input on the volume open path', () => {
       expect((e as Error).message).toContain(dangling);
     }
     // Through the engine too: nothing is created at the symlink's target.
-    const viaEngine = await Engine.open({ dataDir: join(dir, 'data'), blockSize: BS, preload: [volumeExtension({ path: dangling })] }).catch((e: unknown) => e);
+    const viaEngine = await Engine.open({ dataDir: join(dir, 'data'), blockSize: SMALL_BS, preload: [volumeExtension({ path: dangling })] }).catch((e: unknown) => e);
     expect((viaEngine as LamstoreError).code).toBe('IO_ERROR');
 
     const real = join(dir, 'real');
@@ -383,12 +384,12 @@ describe('campaign: bad input on the volume open path', () => {
     const image = await makeImage();
     const sb = activeSuperblock(image);
     const cases: [string, (img: Uint8Array) => void, RegExp][] = [
-      ['generation', (img) => [0, 1].forEach((s) => (new DataView(img.buffer, s * BS, SUPERBLOCK_BYTES).setBigUint64(32, (1n << 60n) + BigInt(s), true), fixSlotCrc(img, s))), /2\^53/],
-      ['catalog offset', (img) => [0, 1].forEach((s) => (new DataView(img.buffer, s * BS, SUPERBLOCK_BYTES).setBigUint64(40, 1n << 55n, true), fixSlotCrc(img, s))), /2\^53/],
+      ['generation', (img) => [0, 1].forEach((s) => (new DataView(img.buffer, s * SMALL_BS, SUPERBLOCK_BYTES).setBigUint64(32, (1n << 60n) + BigInt(s), true), fixSlotCrc(img, s))), /2\^53/],
+      ['catalog offset', (img) => [0, 1].forEach((s) => (new DataView(img.buffer, s * SMALL_BS, SUPERBLOCK_BYTES).setBigUint64(40, 1n << 55n, true), fixSlotCrc(img, s))), /2\^53/],
       [
         'catalog generation',
         (img) => {
-          const at = sb.catalogOffsetBlocks * BS;
+          const at = sb.catalogOffsetBlocks * SMALL_BS;
           new DataView(img.buffer, at, sb.catalogLengthBytes).setBigUint64(16, BigInt(sb.generation + 2), true);
           fixCatalogCrc(img, sb.slot, at, sb.catalogLengthBytes);
         },

@@ -29,18 +29,18 @@ import { SimDisk, CRASH_MODES } from '../engine/testing.js';
 import type { ForkNumber, RelFileLocator } from '../engine/index.js';
 import { checkVolume, volumeExtension } from '../volume/index.js';
 import type { VolumeExtension } from '../volume/index.js';
-import { makePage, rel } from './volume-helpers.js';
+import { makePage, rel } from './helpers/volume.js';
 import { CrashModel, forkKey, judgePage, sha256 } from './helpers/campaign-crash-model.js';
 import type { Storage } from './helpers/campaign-crash-model.js';
+import { SMALL_BS } from './helpers/engine.js';
 
-const BS = 4096;
 const SEG = 4;
 const VOL = '/vol/lam.vol';
 const DATA = '/data';
 const SEEDS = Number(process.env.LAMSTORE_CRASH_SEEDS ?? (process.env.LAMSTORE_SOAK ? 50 : 2));
-/** xids per clog segment: 4 per byte, BS bytes per page, 32 pages per segment. */
-const XIDS_PER_SEGMENT = 4 * BS * 32;
-const ZERO = new Uint8Array(BS);
+/** xids per clog segment: 4 per byte, SMALL_BS bytes per page, 32 pages per segment. */
+const XIDS_PER_SEGMENT = 4 * SMALL_BS * 32;
+const ZERO = new Uint8Array(SMALL_BS);
 const ZERO_HASH = sha256(ZERO);
 
 interface Image {
@@ -77,7 +77,7 @@ describe('campaign: crash matrix over volume, md and SLRU', () => {
     const started = Date.now();
     const disk = new SimDisk();
     await disk.mkdir('/vol');
-    const engineOptions = (io: SimDisk, ext: VolumeExtension) => ({ dataDir: DATA, blockSize: BS, relSegBlocks: SEG, sharedBuffers: 16, io, preload: [ext] });
+    const engineOptions = (io: SimDisk, ext: VolumeExtension) => ({ dataDir: DATA, blockSize: SMALL_BS, relSegBlocks: SEG, sharedBuffers: 16, io, preload: [ext] });
     const engine = await Engine.open(engineOptions(disk, volumeExtension({ path: VOL, create: { sizeBytes: 256 * 1024 } })));
     const model = new CrashModel();
     const t = tally();
@@ -96,13 +96,13 @@ describe('campaign: crash matrix over volume, md and SLRU', () => {
         const st = model.fork(storage, r.relNumber, f);
         while (st.nblocks < n) {
           const blk = st.nblocks;
-          const page = makePage(r, f, blk, ++version, BS);
+          const page = makePage(r, f, blk, ++version, SMALL_BS);
           model.noteWrite(st, blk, page);
           expect(await handle(storage, r).extend(f, page)).toBe(blk);
         }
       },
       write: async (storage: Storage, r: RelFileLocator, f: ForkNumber, blk: number) => {
-        const page = makePage(r, f, blk, ++version, BS);
+        const page = makePage(r, f, blk, ++version, SMALL_BS);
         model.noteWrite(model.fork(storage, r.relNumber, f), blk, page);
         await handle(storage, r).write(f, blk, page);
       },
@@ -261,7 +261,7 @@ describe('campaign: crash matrix over volume, md and SLRU', () => {
 
         // D4 on clog: segments of C_k exist; every status is C_k's or one set since.
         const xids = new Set([...base.clog.keys(), ...since.clog.keys()]);
-        const xidsPerPage = 4 * BS;
+        const xidsPerPage = 4 * SMALL_BS;
         const pagesChanged = new Set([...since.clog.keys()].map((x) => Math.floor(x / xidsPerPage)));
         for (const seg of new Set([...base.clog.keys()].map((x) => Math.floor(x / XIDS_PER_SEGMENT)))) {
           const p = `${DATA}/pg_xact/${seg.toString(16).toUpperCase().padStart(4, '0')}`;

@@ -33,12 +33,12 @@ import { SimDisk } from '../engine/testing.js';
 import type { ForkNumber, IoKind, MultiXactMember } from '../engine/index.js';
 import type { FaultCode } from '../engine/testing.js';
 import { volumeExtension } from '../volume/index.js';
-import { makePage } from './volume-helpers.js';
+import { makePage } from './helpers/volume.js';
 import { DB_OID, DurabilityModel, SPC_OID, forkKey, newTally, pageDigest, parseForkKey } from './helpers/durability-model.js';
 import type { StorageName, VerifyTally } from './helpers/durability-model.js';
+import { SMALL_BS } from './helpers/engine.js';
 
 const SOAK = process.env.LAMSTORE_SOAK === '1' || process.env.LAMSTORE_FAULT_FULL === '1';
-const BS = 4096;
 const VOL = '/vol/lam.vol';
 const DATA = '/data';
 const KINDS: IoKind[] = ['pwrite', 'pread', 'fsync', 'fdatasync', 'open', 'rename', 'fsyncDir'];
@@ -198,7 +198,7 @@ async function runPoint(fault: Fault | null, t: Totals, trace = false): Promise<
     [
       'open',
       async () => {
-        engine = await Engine.open({ dataDir: DATA, blockSize: BS, sharedBuffers: 16, relSegBlocks: 4, slruBuffers: 4, io: disk, preload: [volumeExtension({ path: VOL, create: { sizeBytes: 256 * 1024 } })] });
+        engine = await Engine.open({ dataDir: DATA, blockSize: SMALL_BS, sharedBuffers: 16, relSegBlocks: 4, slruBuffers: 4, io: disk, preload: [volumeExtension({ path: VOL, create: { sizeBytes: 256 * 1024 } })] });
       },
     ],
     [
@@ -397,7 +397,7 @@ async function runPoint(fault: Fault | null, t: Totals, trace = false): Promise<
   const tally: VerifyTally = newTally();
   let e2: Engine | null = null;
   try {
-    e2 = await Engine.open({ dataDir: DATA, blockSize: BS, sharedBuffers: 16, relSegBlocks: 4, slruBuffers: 4, io: img, preload: [volumeExtension({ path: VOL, create: { sizeBytes: 256 * 1024 } })] });
+    e2 = await Engine.open({ dataDir: DATA, blockSize: SMALL_BS, sharedBuffers: 16, relSegBlocks: 4, slruBuffers: 4, io: img, preload: [volumeExtension({ path: VOL, create: { sizeBytes: 256 * 1024 } })] });
   } catch (err) {
     // Only a volume whose creation never completed may be refused.
     if (!(pages.acks === 0 && isLamstoreError(err, 'VOLUME_CORRUPT'))) t.failures.push(`${where}: reopen after power loss failed: ${(err as Error).message}`);

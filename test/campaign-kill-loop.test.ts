@@ -29,6 +29,7 @@ import { prng } from '../engine/testing.js';
 import { checkVolume, volumeExtension } from '../volume/index.js';
 import { tempDir } from './helpers/index.js';
 import { DurabilityModel, newTally, pageDigest, parseForkKey } from './helpers/durability-model.js';
+import { SMALL_BS } from './helpers/engine.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const WORKER = join(ROOT, 'test', 'workers', 'kill-worker.mjs');
@@ -36,7 +37,6 @@ const SOAK = process.env.LAMSTORE_SOAK === '1';
 const KILLS = Number(process.env.LAMSTORE_KILLS ?? (SOAK ? 2000 : 40));
 const SEED = Number(process.env.LAMSTORE_KILL_SEED ?? 20240610);
 const POINTS = ['before-page-writes', 'between-writes', 'after-volume-fdatasync', 'after-metadata-write', 'after-metadata-sync', 'segment-syncs', 'unlinks'] as const;
-const BS = 4096;
 /** A child that has not died by then is stuck (or missed its kill point for good). */
 const WATCHDOG_MS = 30_000;
 
@@ -179,7 +179,7 @@ describe('kill -9 loop on real files', () => {
       }
       let engine: Engine;
       try {
-        engine = await Engine.open({ dataDir, blockSize: BS, sharedBuffers: 64, relSegBlocks: 4, preload: [volumeExtension({ path: volPath })] });
+        engine = await Engine.open({ dataDir, blockSize: SMALL_BS, sharedBuffers: 64, relSegBlocks: 4, preload: [volumeExtension({ path: volPath })] });
       } catch (err) {
         counts.reopenFailed++;
         failures.push(`${where}: reopen failed: ${(err as Error).message}`);

@@ -7,13 +7,13 @@
 import { describe, expect, it } from 'vitest';
 import { Engine, ForkNumber } from '../engine/index.js';
 import { ManualClock, SimDisk } from '../engine/testing.js';
+import { withEngine, BS, locator } from './helpers/engine.js';
 
-const BLOCK = 8192;
 const settle = () => new Promise((r) => setImmediate(r));
-const rel = { spcOid: 1663, dbOid: 5, relNumber: 16384 };
+const rel = locator(16384);
 
 function page(block: number, version: number): Uint8Array {
-  const p = new Uint8Array(BLOCK);
+  const p = new Uint8Array(BS);
   p.fill((block * 7 + version) & 0xff, 16);
   new DataView(p.buffer).setUint32(0, block, true);
   new DataView(p.buffer).setUint32(4, version, true);
@@ -55,8 +55,7 @@ describe('checkpointer through the engine', () => {
     expect(writesDuring).toBeGreaterThan(5);
 
     const crashed = disk.crash('drop', 7);
-    const again = await Engine.open({ dataDir: '/data', io: crashed, relSegBlocks: 8 });
-    try {
+    await withEngine({ dataDir: '/data', io: crashed, relSegBlocks: 8 }, async (again) => {
       const r2 = again.relation(rel);
       expect(await r2.nblocks(ForkNumber.MAIN)).toBe(N);
       for (let b = 0; b < N; b++) {
@@ -66,16 +65,13 @@ describe('checkpointer through the engine', () => {
         got.fill(0, 8, 12); // the engine's checksum bytes
         expect(got).toEqual(page(b, v));
       }
-    } finally {
-      await again.close();
-    }
+    });
     await engine.close().catch(() => {});
   });
 
   it('maxDirtyBytes: dirtying more than the limit starts a checkpoint by itself', async () => {
     const disk = new SimDisk();
-    const engine = await Engine.open({ dataDir: '/data', io: disk, sharedBuffers: 64, maxDirtyBytes: 8 * BLOCK, completionTarget: 0 });
-    try {
+    await withEngine({ dataDir: '/data', io: disk, sharedBuffers: 64, maxDirtyBytes: 8 * BS, completionTarget: 0 }, async (engine) => {
       const r = engine.relation(rel);
       await r.create(ForkNumber.MAIN);
       // extend writes the new block through at once (as smgrextend does); the rewrites dirty buffers.
@@ -89,16 +85,13 @@ describe('checkpointer through the engine', () => {
       expect(engine.ioCounts().fsync).toBeGreaterThan(before);
       expect(engine.bufferPool.dirtyCount()).toBe(0);
       const durable = disk.crash('drop').readFileNow('/data/base/5/16384')!;
-      expect(durable[BLOCK * 8 + 4]).toBe(2);
-    } finally {
-      await engine.close();
-    }
+      expect(durable[BS * 8 + 4]).toBe(2);
+    });
   });
 
   it('a write failure fails that checkpoint, leaves the buffers dirty, and a later checkpoint writes them', async () => {
     const disk = new SimDisk();
-    const engine = await Engine.open({ dataDir: '/data', io: disk, sharedBuffers: 64 });
-    try {
+    await withEngine({ dataDir: '/data', io: disk, sharedBuffers: 64 }, async (engine) => {
       const r = engine.relation(rel);
       await r.create(ForkNumber.MAIN);
       for (let b = 0; b < 4; b++) await r.extend(ForkNumber.MAIN, page(b, 1));
@@ -111,9 +104,7 @@ describe('checkpointer through the engine', () => {
       const s = await engine.checkpoint();
       expect(s.buffersWritten).toBe(4);
       const durable = disk.crash('drop').readFileNow('/data/base/5/16384')!;
-      for (let b = 0; b < 4; b++) expect(durable[b * BLOCK + 4]).toBe(2);
-    } finally {
-      await engine.close();
-    }
+      for (let b = 0; b < 4; b++) expect(durable[b * BS + 4]).toBe(2);
+    });
   });
 });

@@ -10,6 +10,7 @@ import { Checkpointer, CheckpointFlags, SPREAD_NAP_MS, formatCheckpointLine, msR
 import { ManualClock } from '../engine/testing.js';
 import { Engine, SyncRequestType } from '../engine/index.js';
 import { countingHandler, tempDir, testTag } from './helpers/index.js';
+import { withEngine } from './helpers/engine.js';
 
 interface Harness {
   cp: Checkpointer<string>;
@@ -249,8 +250,7 @@ describe('checkpointer through the engine', () => {
   it('a timed checkpoint through the engine syncs what was requested; an idle one dispatches nothing', async () => {
     const clock = new ManualClock(0);
     const h = countingHandler();
-    const engine = await Engine.open({ dataDir: await tempDir(), preload: [h.extension], clock, checkpointTimeoutMs: 60_000 });
-    try {
+    await withEngine({ dataDir: await tempDir(), preload: [h.extension], clock, checkpointTimeoutMs: 60_000 }, async (engine) => {
       await engine.registerSyncRequest(testTag(h.id, 1), SyncRequestType.SYNC);
       await clock.advance(60_000);
       await settle();
@@ -258,9 +258,7 @@ describe('checkpointer through the engine', () => {
       await clock.advance(60_000);
       await settle();
       expect(h.syncCalls.length).toBe(1);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('behaviour 29: a request the checkpointer itself made during a sync phase waits; a timed idle checkpoint leaves it pending, a forced one syncs it', async () => {
@@ -294,15 +292,12 @@ describe('checkpointer through the engine', () => {
   it('onLog receives the checkpoint complete line and the per-file sync lines (behaviour 45)', async () => {
     const lines: string[] = [];
     const h = countingHandler();
-    const engine = await Engine.open({ dataDir: await tempDir(), preload: [h.extension], onLog: (l) => lines.push(l) });
-    try {
+    await withEngine({ dataDir: await tempDir(), preload: [h.extension], onLog: (l) => lines.push(l) }, async (engine) => {
       await engine.registerSyncRequest(testTag(h.id, 7), SyncRequestType.SYNC);
       await engine.checkpoint();
       expect(lines.some((l) => /^checkpoint sync: number=1 file=test_sync_handler:seg7 time=\d+\.\d{3} ms$/.test(l))).toBe(true);
       expect(lines.some((l) => l.startsWith('checkpoint complete: wrote 0 buffers'))).toBe(true);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('a sync failure enters the failed state: later checkpoints are refused with ENGINE_FAILED until reopen', async () => {

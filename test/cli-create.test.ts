@@ -14,8 +14,8 @@ import { mkdir, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { tempDir } from './helpers/index.js';
-import { hashFile } from './volume-helpers.js';
-import { BIN, builtBinMissing, expectRefusal, lamstore } from './cli-helpers.js';
+import { hashFile } from './helpers/volume.js';
+import { BIN, builtBinMissing, expectRefusal, lamstore } from './helpers/cli.js';
 
 beforeAll(() => {
   expect(builtBinMissing()).toBeNull();

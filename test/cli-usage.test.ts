@@ -8,7 +8,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { readFile } from 'node:fs/promises';
 import { tempDir } from './helpers/index.js';
-import { builtBinMissing, expectRefusal, lamstore } from './cli-helpers.js';
+import { builtBinMissing, expectRefusal, lamstore } from './helpers/cli.js';
 
 beforeAll(() => {
   expect(builtBinMissing()).toBeNull();

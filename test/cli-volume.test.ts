@@ -11,10 +11,11 @@ import { chmod, mkdir, readFile, stat, symlink, truncate, writeFile } from 'node
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { tempDir } from './helpers/index.js';
-import { BS, hashFile } from './volume-helpers.js';
+import { hashFile } from './helpers/volume.js';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { BIN, builtBinMissing, expectRefusal, flipByte, holdVolume, lamstore, makeVolume } from './cli-helpers.js';
+import { BIN, builtBinMissing, expectRefusal, flipByte, holdVolume, lamstore, makeVolume } from './helpers/cli.js';
+import { SMALL_BS } from './helpers/engine.js';
 
 beforeAll(() => {
   expect(builtBinMissing()).toBeNull();
@@ -61,7 +62,7 @@ describe('lamstore inspect, check and map on good volumes', () => {
 
     expect(json.code, json.stderr).toBe(0);
     const doc = JSON.parse(json.stdout) as InspectJson;
-    expect(doc).toMatchObject({ volume: 'vol.lam', blockSizeBytes: BS, volumeSizeBytes: 1024 * 1024, volumeBlocks: 256, forkCount: 4, relationCount: 3, pendingFreeBlocks: 0 });
+    expect(doc).toMatchObject({ volume: 'vol.lam', blockSizeBytes: SMALL_BS, volumeSizeBytes: 1024 * 1024, volumeBlocks: 256, forkCount: 4, relationCount: 3, pendingFreeBlocks: 0 });
     expect(doc.slots.map((s) => s.valid)).toEqual([true, true]);
     expect(doc.metadataBlocks + doc.usedBlocks + doc.freeBlocks + doc.pendingFreeBlocks).toBe(doc.volumeBlocks);
     const forks = doc.forks!;
@@ -98,7 +99,7 @@ describe('lamstore inspect, check and map on good volumes', () => {
     // Damage block 3 of relation 16385 in the middle of its page.
     const fork = (JSON.parse(inspect.stdout) as InspectJson).forks!.find((f) => f.relNumber === 16385)!;
     const volumeBlock = fork.extents[0]!.startBlock + 3;
-    await flipByte(path, volumeBlock * BS + 1000);
+    await flipByte(path, volumeBlock * SMALL_BS + 1000);
     const before = await hashFile(path);
     const [meta, bad, badJson] = await Promise.all([
       lamstore(['check', 'vol.lam'], dir),
@@ -202,7 +203,7 @@ describe('lamstore refuses bad volumes: exit code, one line naming the file, no 
     await truncate(join(dir, 'truncated.lam'), 300 * 1024);
     await writeFile(join(dir, 'both.lam'), await readFile(good));
     await flipByte(join(dir, 'both.lam'), 40);
-    await flipByte(join(dir, 'both.lam'), BS + 40);
+    await flipByte(join(dir, 'both.lam'), SMALL_BS + 40);
     // [file, inspect/map exit, check exit, problem]
     const cases: [string, number, number, RegExp][] = [
       ['missing.lam', 1, 2, /no such file or directory \(ENOENT\)/],
@@ -257,7 +258,7 @@ describe('lamstore refuses bad volumes: exit code, one line naming the file, no 
     const path = await makeVolume(dir);
     const json = JSON.parse((await lamstore(['inspect', 'vol.lam', '--json'], dir)).stdout) as InspectJson;
     const inactive = 1 - json.activeSlot;
-    await flipByte(path, inactive * BS + 40);
+    await flipByte(path, inactive * SMALL_BS + 40);
     const before = await hashFile(path);
     const [inspect, inspectJson, check, checkJson] = await Promise.all([
       lamstore(['inspect', 'vol.lam'], dir),

@@ -14,11 +14,11 @@
 import { describe, expect, it } from 'vitest';
 import { Engine, ForkNumber, LamstoreError } from '../engine/index.js';
 import { ManualClock, SimDisk, WRITE_COMBINE_MAX_BLOCKS, BOUNDED_WRITE_BLOCKS_MAX } from '../engine/testing.js';
-import type { Extension, FileIO } from '../engine/index.js';
+import type { EngineOptions, Extension, FileIO } from '../engine/index.js';
 import { volumeExtension } from '../volume/index.js';
 import { SlowWriteIO } from './helpers/io-doubles.js';
+import { onDisk, withEngine, SMALL_BS, REL, pageOf, fillOf } from './helpers/engine.js';
 
-const BLOCK = 4096;
 const MS_PER_BLOCK = 1;
 /** Blocks the relation has, all v1 at the completed checkpoint. */
 const NBLOCKS = 240;
@@ -30,28 +30,20 @@ const NBLOCKS = 240;
 const DIRTY = 200;
 /** Writing DIRTY blocks takes DIRTY ms; the bound allows a quarter of that. */
 const BOUND_MS = 50;
-const REL = { spcOid: 1663, dbOid: 5, relNumber: 16384 };
 const VOLUME_PATH = '/vol/lam.vol';
 
 type Storage = 'md' | 'volume';
 
-function page(version: number): Uint8Array {
-  return new Uint8Array(BLOCK).fill(version);
-}
-
-/** The version a page carries (bytes 8-11 hold the checksum, so read past them). */
-function versionOf(p: Uint8Array): number {
-  expect(p[16]).toBe(p[BLOCK - 1]);
-  return p[16]!;
-}
+/** Version `version` of a page: every byte is the version. */
+const page = (version: number) => pageOf(version, SMALL_BS);
 
 function preload(storage: Storage): Extension[] {
   return storage === 'volume' ? [volumeExtension({ path: VOLUME_PATH, create: { sizeBytes: 8 * 1024 * 1024 } })] : [];
 }
 
-async function openOn(io: FileIO, storage: Storage, extra: { clock?: ManualClock; onLog?: (line: string) => void } = {}): Promise<Engine> {
+function boundedOptions(io: FileIO, storage: Storage, extra: { clock?: ManualClock; onLog?: (line: string) => void } = {}): EngineOptions {
   // relSegBlocks 128: md's relation spans two segments, as any real one of size does.
-  return Engine.open({ dataDir: '/data', io, blockSize: BLOCK, sharedBuffers: 512, relSegBlocks: 128, preload: preload(storage), ...extra });
+  return onDisk(io, { blockSize: SMALL_BS, sharedBuffers: 512, relSegBlocks: 128, preload: preload(storage), ...extra });
 }
 
 interface BoundedClose {
@@ -68,9 +60,9 @@ async function boundedClose(storage: Storage): Promise<BoundedClose> {
   const disk = new SimDisk();
   await disk.mkdir('/vol');
   const clock = new ManualClock(0);
-  const io = new SlowWriteIO(disk, clock, MS_PER_BLOCK, BLOCK);
+  const io = new SlowWriteIO(disk, clock, MS_PER_BLOCK, SMALL_BS);
   const lines: string[] = [];
-  const engine = await openOn(io, storage, { clock, onLog: (l) => lines.push(l) });
+  const engine = await Engine.open(boundedOptions(io, storage, { clock, onLog: (l) => lines.push(l) }));
   const rel = engine.relation(REL, { storage });
   await rel.create(ForkNumber.MAIN);
   for (let b = 0; b < NBLOCKS; b++) await rel.extend(ForkNumber.MAIN, page(1));
@@ -89,16 +81,13 @@ async function boundedClose(storage: Storage): Promise<BoundedClose> {
 
 /** Versions of every block of the relation, read through a fresh engine on `disk`. */
 async function reopenAndRead(disk: SimDisk, storage: Storage): Promise<{ uncleanStop: boolean; versions: number[] }> {
-  const engine = await openOn(disk, storage);
-  try {
+  return withEngine(boundedOptions(disk, storage), async (engine) => {
     const rel = engine.relation(REL, { storage });
     expect(await rel.nblocks(ForkNumber.MAIN)).toBe(NBLOCKS);
     const versions: number[] = [];
-    for (let b = 0; b < NBLOCKS; b++) versions.push(versionOf(await rel.read(ForkNumber.MAIN, b)));
+    for (let b = 0; b < NBLOCKS; b++) versions.push(fillOf(await rel.read(ForkNumber.MAIN, b)));
     return { uncleanStop: engine.openStats.uncleanStop, versions };
-  } finally {
-    await engine.close();
-  }
+  });
 }
 
 function pagesLeftIn(error: unknown): number {

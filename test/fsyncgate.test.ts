@@ -24,37 +24,29 @@ import { Engine, ForkNumber } from '../engine/index.js';
 import { SimDisk } from '../engine/testing.js';
 import type { Extension } from '../engine/index.js';
 import { volumeExtension } from '../volume/index.js';
+import { SMALL_BS, REL, pageOf, fillOf } from './helpers/engine.js';
 
-const BLOCK = 4096;
-const REL = { spcOid: 1663, dbOid: 5, relNumber: 16384 };
 const MD_SEGMENT = '/data/base/5/16384';
 const VOLUME_PATH = '/vol/lam.vol';
 
 type Storage = 'md' | 'volume';
 
 /** Versions: 1 at the completed checkpoint, 2 the overwrite and 3 the append that fail to sync, 4 a later change. */
-function page(version: number): Uint8Array {
-  return new Uint8Array(BLOCK).fill(version);
-}
-
-function versionOf(p: Uint8Array): number {
-  expect(p[16]).toBe(p[BLOCK - 1]);
-  return p[16]!;
-}
+const page = (version: number) => pageOf(version, SMALL_BS);
 
 function preload(storage: Storage): Extension[] {
   return storage === 'volume' ? [volumeExtension({ path: VOLUME_PATH, create: { sizeBytes: 4 * 1024 * 1024 } })] : [];
 }
 
 async function open(disk: SimDisk, storage: Storage): Promise<Engine> {
-  return Engine.open({ dataDir: '/data', io: disk, blockSize: BLOCK, preload: preload(storage) });
+  return Engine.open({ dataDir: '/data', io: disk, blockSize: SMALL_BS, preload: preload(storage) });
 }
 
 async function versions(engine: Engine, storage: Storage): Promise<number[]> {
   const rel = engine.relation(REL, { storage });
   const out: number[] = [];
   const n = await rel.nblocks(ForkNumber.MAIN);
-  for (let b = 0; b < n; b++) out.push(versionOf(await rel.read(ForkNumber.MAIN, b)));
+  for (let b = 0; b < n; b++) out.push(fillOf(await rel.read(ForkNumber.MAIN, b)));
   return out;
 }
 
@@ -93,8 +85,8 @@ describe("fsyncgate: today's known limit (no WAL)", () => {
     expect(engine.failed).toBe(true);
     await expect(engine.relation(REL).write(ForkNumber.MAIN, 1, page(9))).rejects.toMatchObject({ code: 'ENGINE_FAILED' });
     // What the kernel serves and what the disk holds now differ, and no sync will reconcile them.
-    expect(disk.readFileNow(MD_SEGMENT)!.length).toBe(3 * BLOCK);
-    expect(disk.readFileDurable(MD_SEGMENT)!.length).toBe(2 * BLOCK);
+    expect(disk.readFileNow(MD_SEGMENT)!.length).toBe(3 * SMALL_BS);
+    expect(disk.readFileDurable(MD_SEGMENT)!.length).toBe(2 * SMALL_BS);
     expect(disk.readFileDurable(MD_SEGMENT)![16]).toBe(1);
     await expect(engine.close()).rejects.toMatchObject({ code: 'ENGINE_FAILED' });
 

@@ -14,8 +14,8 @@ import { SimDisk } from '../engine/testing.js';
 import type { FileHandle, FileTag } from '../engine/index.js';
 import { countingHandler, tempDir, testTag } from './helpers/index.js';
 import { PassThroughIO } from './helpers/io-doubles.js';
+import { withEngine, BS, locator } from './helpers/engine.js';
 
-const BS = 8192;
 const tick = () => new Promise<void>((r) => setImmediate(r));
 
 describe('forEachInFlight (in-flight.ts I1-I3)', () => {
@@ -140,8 +140,7 @@ describe('the sync phase with syncConcurrency (pending-ops P5)', () => {
         return new Promise<void>((resolve, reject) => held.push({ tag, release: (err) => (err ? reject(err) : resolve()) }));
       },
     });
-    const engine = await Engine.open({ dataDir: await tempDir(), preload: [h.extension], syncConcurrency: 4, dataSyncRetry: true });
-    try {
+    await withEngine({ dataDir: await tempDir(), preload: [h.extension], syncConcurrency: 4, dataSyncRetry: true }, async (engine) => {
       for (let seg = 1; seg <= 12; seg++) await engine.registerSyncRequest(testTag(h.id, seg), SyncRequestType.SYNC);
       const first = engine.checkpoint().then(
         () => null,
@@ -157,9 +156,7 @@ describe('the sync phase with syncConcurrency (pending-ops P5)', () => {
       const stats = await second;
       expect(held.map((c) => c.tag.segno).sort((a, b) => a - b)).toEqual([2, 5, 6, 7, 8, 9, 10, 11, 12]);
       expect(stats.syncFiles).toBe(9);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 });
 
@@ -194,7 +191,7 @@ describe('md writes in flight (smgr.ts W1-W4)', () => {
     const engine = await Engine.open({ dataDir: '/data', io, sharedBuffers: 256, checkpointFlushAfter: 0 });
     const rels = [];
     for (let r = 0; r < relations; r++) {
-      const rel = engine.relation({ spcOid: 1663, dbOid: 5, relNumber: 100 + r });
+      const rel = engine.relation(locator(100 + r));
       await rel.create(ForkNumber.MAIN);
       await rel.extend(ForkNumber.MAIN, new Uint8Array(BS).fill(1, 16));
       rels.push(rel);

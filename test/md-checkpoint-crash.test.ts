@@ -9,8 +9,8 @@
 import { describe, expect, it } from 'vitest';
 import { Engine, ErrorCode, ForkNumber, isLamstoreError, type RelFileLocator } from '../engine/index.js';
 import { SimDisk, diffCounts, prng } from '../engine/testing.js';
+import { withEngine, BS, locator } from './helpers/engine.js';
 
-const BS = 8192;
 const SEG = 4;
 
 function pageFor(rel: number, block: number, version: number): Uint8Array {
@@ -28,7 +28,7 @@ function body(p: Uint8Array): string {
   return Buffer.from(c).toString('base64');
 }
 
-const loc = (n: number): RelFileLocator => ({ spcOid: 1663, dbOid: 5, relNumber: 1000 + n });
+const loc = (n: number): RelFileLocator => (locator(1000 + n));
 
 describe('md checkpoint and crash', () => {
   it('a checkpoint then a crash (drop) reads back every page written before it, across several segments per relation', async () => {
@@ -66,9 +66,8 @@ describe('md checkpoint and crash', () => {
 
   it('new files and directories are durable after the checkpoint that syncs them, not before', async () => {
     const disk = new SimDisk();
-    const engine = await Engine.open({ dataDir: '/data', io: disk, sharedBuffers: 16, relSegBlocks: SEG });
-    try {
-      const rel = engine.relation({ spcOid: 1663, dbOid: 77, relNumber: 5 });
+    await withEngine({ dataDir: '/data', io: disk, sharedBuffers: 16, relSegBlocks: SEG }, async (engine) => {
+      const rel = engine.relation(locator(5, 77));
       await rel.create(ForkNumber.MAIN);
       for (let b = 0; b < SEG + 1; b++) await rel.extend(ForkNumber.MAIN, pageFor(5, b, 1));
       // Before a checkpoint nothing of it has a durable name.
@@ -80,9 +79,7 @@ describe('md checkpoint and crash', () => {
       expect(disk.crash('drop').listFiles().filter((f) => f.includes('/base/77/'))).toHaveLength(2);
       await engine.checkpoint();
       expect(disk.crash('drop').listFiles().filter((f) => f.includes('/base/77/'))).toHaveLength(3);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('a torn page (crash mode torn) fails its checksum with CHECKSUM_MISMATCH naming relation, fork and block, and is never returned', async () => {
@@ -105,8 +102,7 @@ describe('md checkpoint and crash', () => {
       const crashed = disk.crash('torn', seed);
       await engine.close();
 
-      const after = await Engine.open({ dataDir: '/data', io: crashed, sharedBuffers: 16, relSegBlocks: SEG });
-      try {
+      await withEngine({ dataDir: '/data', io: crashed, sharedBuffers: 16, relSegBlocks: SEG }, async (after) => {
         const r = after.relation(loc(1));
         for (let attempt = 0; attempt < 2; attempt++) {
           let got: Uint8Array | undefined;
@@ -129,9 +125,7 @@ describe('md checkpoint and crash', () => {
         // The neighbours are intact.
         expect(body(await r.read(ForkNumber.MAIN, 5))).toBe(body(pageFor(1, 5, 1)));
         after.bufferPool.checkInvariants(true);
-      } finally {
-        await after.close();
-      }
+      });
     }
     expect(mismatches).toBeGreaterThan(0);
   });
@@ -161,8 +155,7 @@ describe('md checkpoint and crash', () => {
   it('an md checkpoint for R dirty relations makes exactly R fsyncs on data files (directory fsyncs counted apart)', async () => {
     for (const R of [1, 10, 40]) {
       const disk = new SimDisk();
-      const engine = await Engine.open({ dataDir: '/data', io: disk, sharedBuffers: 64, relSegBlocks: SEG });
-      try {
+      await withEngine({ dataDir: '/data', io: disk, sharedBuffers: 64, relSegBlocks: SEG }, async (engine) => {
         for (let r = 0; r < R; r++) {
           const rel = engine.relation(loc(r));
           await rel.create(ForkNumber.MAIN);
@@ -189,9 +182,7 @@ describe('md checkpoint and crash', () => {
         expect(second.fsyncCalls - d.fsyncDir).toBe(R);
         expect(second.syncFiles).toBe(R);
         expect(second.tagsDispatched).toEqual({ md: R });
-      } finally {
-        await engine.close();
-      }
+      });
     }
   });
 });

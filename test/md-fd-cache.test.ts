@@ -19,12 +19,12 @@ import { SimDisk, diffCounts } from '../engine/testing.js';
 import { openFilesLimit } from '../engine/io/real-io.js';
 import { MAX_OPEN_FILES_MIN, MdStorageManager, defaultMaxOpenFiles } from '../engine/md/md.js';
 import { tempDir } from './helpers/index.js';
+import { withEngine, BS, locator } from './helpers/engine.js';
 
-const BS = 8192;
 const MAX_OPEN = 32;
 /** The data directory lock file, held open for the engine's lifetime. */
 const LOCK_FILE_HANDLES = 1;
-const loc = (n: number): RelFileLocator => ({ spcOid: 1663, dbOid: 5, relNumber: 20000 + n });
+const loc = (n: number): RelFileLocator => (locator(20000 + n));
 function pageFor(r: number, b: number): Uint8Array {
   const p = new Uint8Array(BS);
   new DataView(p.buffer).setUint32(0, r, true);
@@ -111,8 +111,7 @@ describe('md fd cache', () => {
  * and return the I/O counts of the second checkpoint.
  */
 async function checkpointOverRelations(dataDir: string, io: SimDisk | undefined, relations: number, maxOpenFiles?: number) {
-  const engine = await Engine.open({ dataDir, io, sharedBuffers: 2 * relations + 64, maxOpenFiles });
-  try {
+  return withEngine({ dataDir, io, sharedBuffers: 2 * relations + 64, maxOpenFiles }, async (engine) => {
     for (let r = 0; r < relations; r++) {
       const rel = engine.relation(loc(r));
       await rel.create(ForkNumber.MAIN);
@@ -126,9 +125,7 @@ async function checkpointOverRelations(dataDir: string, io: SimDisk | undefined,
     expect(stats.buffersWritten).toBe(relations);
     expect(d.fsync).toBe(relations); // one per dirty segment, no directory: the names are durable
     return { maxOpenFiles: engine.maxOpenFiles, opens: d.open, closes: d.close };
-  } finally {
-    await engine.close();
-  }
+  });
 }
 
 describe('md fd cache default (M7a)', () => {

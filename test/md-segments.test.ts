@@ -6,7 +6,7 @@
  * behaviours through the relation API and checkpoints. relSegBlocks is 4 so segments are small.
  */
 import { describe, expect, it } from 'vitest';
-import { Engine, ErrorCode, ForkNumber, SyncRequestType, isLamstoreError, type FileTag, type RelFileLocator } from '../engine/index.js';
+import { ErrorCode, ForkNumber, SyncRequestType, isLamstoreError, type FileTag, type RelFileLocator } from '../engine/index.js';
 import { SimDisk, CountingIO } from '../engine/testing.js';
 import { MdStorageManager } from '../engine/md/md.js';
 import type { SmgrContext } from '../engine/smgr/smgr.js';
@@ -14,10 +14,10 @@ import { systemClock } from '../engine/clock.js';
 import { tempDir } from './helpers/index.js';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { withEngine, BS, pageOf, locator } from './helpers/engine.js';
 
-const BS = 8192;
 const SEG = 4;
-const REL: RelFileLocator = { spcOid: 1663, dbOid: 5, relNumber: 700 };
+const REL: RelFileLocator = locator(700);
 const TYPE_NAMES = ['SYNC', 'UNLINK', 'FORGET', 'FILTER'];
 
 interface Harness {
@@ -61,7 +61,6 @@ function harness(): Harness {
   return { disk, md: new MdStorageManager(ctx), log, accept, backendFsyncs, failures };
 }
 
-const pageOf = (v: number) => new Uint8Array(BS).fill(v);
 const sizeOf = (disk: SimDisk, rel: string) => disk.readFileNow(`/data/${rel}`)?.length ?? null;
 
 async function fill(md: MdStorageManager, fork: ForkNumber, n: number): Promise<void> {
@@ -93,8 +92,7 @@ describe('md segments', () => {
 
   it('behaviour 37 through the relation API: appends fill each segment to exactly relSegBlocks', async () => {
     const disk = new SimDisk();
-    const engine = await Engine.open({ dataDir: '/data', io: disk, sharedBuffers: 16, relSegBlocks: SEG });
-    try {
+    await withEngine({ dataDir: '/data', io: disk, sharedBuffers: 16, relSegBlocks: SEG }, async (engine) => {
       const rel = engine.relation(REL);
       await rel.create(ForkNumber.MAIN);
       for (let i = 0; i < 2 * SEG + 3; i++) await rel.extend(ForkNumber.MAIN, pageOf(i + 1));
@@ -102,9 +100,7 @@ describe('md segments', () => {
       expect(sizeOf(disk, 'base/5/700')).toBe(SEG * BS);
       expect(sizeOf(disk, 'base/5/700.1')).toBe(SEG * BS);
       expect(sizeOf(disk, 'base/5/700.2')).toBe(3 * BS);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('behaviour 36: truncation inside segment k leaves later segments at length 0 and registers each touched segment', async () => {
@@ -173,8 +169,7 @@ describe('md segments', () => {
 
   it('behaviour 35 in the engine: the tombstone disappears only at the end of the next checkpoint', async () => {
     const disk = new SimDisk();
-    const engine = await Engine.open({ dataDir: '/data', io: disk, sharedBuffers: 16, relSegBlocks: SEG });
-    try {
+    await withEngine({ dataDir: '/data', io: disk, sharedBuffers: 16, relSegBlocks: SEG }, async (engine) => {
       const rel = engine.relation(REL);
       await rel.create(ForkNumber.MAIN);
       await rel.create(ForkNumber.VISIBILITY_MAP);
@@ -192,16 +187,13 @@ describe('md segments', () => {
       await rel.create(ForkNumber.MAIN);
       expect(await rel.nblocks(ForkNumber.MAIN)).toBe(0);
       engine.bufferPool.checkInvariants(true);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('behaviour 38: paths base/<db>/<rel>[_fsm|_vm|_init], global/<rel>, pg_tblspc/<spc>/PG_<major>_<catver>/<db>/<rel>', async () => {
     const dataDir = await tempDir();
-    const engine = await Engine.open({ dataDir, sharedBuffers: 16 });
-    try {
-      const rel = engine.relation({ spcOid: 1663, dbOid: 5, relNumber: 16384 });
+    await withEngine({ dataDir, sharedBuffers: 16 }, async (engine) => {
+      const rel = engine.relation(locator(16384));
       for (const f of [ForkNumber.MAIN, ForkNumber.FSM, ForkNumber.VISIBILITY_MAP, ForkNumber.INIT]) await rel.create(f);
       const glob = engine.relation({ spcOid: 1664, dbOid: 0, relNumber: 1262 });
       await glob.create(ForkNumber.MAIN);
@@ -210,9 +202,7 @@ describe('md segments', () => {
       for (const p of ['base/5/16384', 'base/5/16384_fsm', 'base/5/16384_vm', 'base/5/16384_init', 'global/1262', 'pg_tblspc/16500/PG_17_202406281/5/16390_fsm']) {
         expect((await stat(join(dataDir, p))).isFile(), p).toBe(true);
       }
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('a refused SYNC request makes md fsync the segment itself and count a backend fsync', async () => {
@@ -234,8 +224,7 @@ describe('md segments', () => {
     expect(failures.length).toBe(1);
 
     const disk2 = new SimDisk();
-    const engine = await Engine.open({ dataDir: '/data', io: disk2, sharedBuffers: 16, syncQueueSize: 1 });
-    try {
+    await withEngine({ dataDir: '/data', io: disk2, sharedBuffers: 16, syncQueueSize: 1 }, async (engine) => {
       const rel = engine.relation(REL);
       await rel.create(ForkNumber.MAIN); // fills the one-slot queue
       disk2.injectFault({ kind: 'fsync', code: 'EIO' });
@@ -243,23 +232,18 @@ describe('md segments', () => {
       expect(isLamstoreError(err, ErrorCode.ENGINE_FAILED)).toBe(true);
       expect(engine.failed).toBe(true);
       await expect(engine.close()).rejects.toMatchObject({ code: 'ENGINE_FAILED' });
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('a full queue makes engine writes fall back to backend fsyncs, reported in CheckpointStats', async () => {
     const disk = new SimDisk();
     const io = new CountingIO(disk);
-    const engine = await Engine.open({ dataDir: '/data', io, sharedBuffers: 16, syncQueueSize: 1, relSegBlocks: SEG });
-    try {
+    await withEngine({ dataDir: '/data', io, sharedBuffers: 16, syncQueueSize: 1, relSegBlocks: SEG }, async (engine) => {
       const rel = engine.relation(REL);
       await rel.create(ForkNumber.MAIN); // seg 0 SYNC fills the queue
       for (let i = 0; i < 2 * SEG; i++) await rel.extend(ForkNumber.MAIN); // seg 1 cannot be queued
       const stats = await engine.checkpoint();
       expect(stats.backendFsyncs).toBeGreaterThan(0);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 });

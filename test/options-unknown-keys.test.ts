@@ -16,8 +16,8 @@ import { ManualClock } from '../engine/testing.js';
 import type { EngineOptions } from '../engine/index.js';
 import { createVolumeFile, volumeExtension } from '../volume/index.js';
 import { tempDir } from './helpers/index.js';
+import { REL } from './helpers/engine.js';
 
-const REL = { spcOid: 1663, dbOid: 5, relNumber: 16384 };
 
 /** The BAD_ARGUMENT `fn` throws (synchronously or by rejecting); fails the test otherwise. */
 async function badArgument(fn: () => unknown): Promise<string> {

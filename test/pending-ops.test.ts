@@ -10,7 +10,7 @@
  * PendingOps.checkInvariants() runs after every phase.
  */
 import { describe, expect, it } from 'vitest';
-import { Engine, SyncRequestType, isLamstoreError } from '../engine/index.js';
+import { Engine, ErrorCode, SyncRequestType, isLamstoreError } from '../engine/index.js';
 import { ManualClock, SimDisk } from '../engine/testing.js';
 import type { EngineOptions, FileTag, SyncOps } from '../engine/index.js';
 import { BUILTIN_HANDLER_NAMES, SyncHandlerId, SyncHandlerRegistry } from '../engine/sync/registry.js';
@@ -20,6 +20,7 @@ import { describeTag } from '../engine/sync/file-tag.js';
 import { mdSyncOps } from '../engine/md/sync-ops.js';
 import { countingHandler, tempDir, testTag } from './helpers/index.js';
 import type { CountingHandler } from './helpers/index.js';
+import { withEngine, type WithEngineExpectations } from './helpers/engine.js';
 
 const { SYNC, UNLINK, FORGET, FILTER } = SyncRequestType;
 
@@ -147,14 +148,28 @@ interface Opened {
   logs: string[];
 }
 
-/** An Engine with one counting handler; `ops` override its callbacks (they may use `engine`). */
-async function openEngine(options: Partial<EngineOptions> = {}, ops: (o: () => Opened) => Partial<SyncOps> = () => ({})): Promise<Opened> {
+type OpsOf = (o: () => Opened) => Partial<SyncOps>;
+type Run<T> = (o: Opened) => Promise<T>;
+
+type Setup = Partial<EngineOptions> & WithEngineExpectations;
+
+/**
+ * withEngine on an engine with one counting handler, in a new temporary directory: `setup`
+ * adds to the engine's options (and says what its close must do, `closeRejects`), `ops` override
+ * the handler's callbacks (they may use the engine).
+ */
+async function withCountingEngine<T>(run: Run<T>): Promise<T>;
+async function withCountingEngine<T>(setup: Setup, run: Run<T>): Promise<T>;
+async function withCountingEngine<T>(setup: Setup, ops: OpsOf, run: Run<T>): Promise<T>;
+async function withCountingEngine<T>(...args: [Run<T>] | [Setup, Run<T>] | [Setup, OpsOf, Run<T>]): Promise<T> {
+  const run = args[args.length - 1] as Run<T>;
+  const { closeRejects, ...options } = args.length > 1 ? (args[0] as Setup) : {};
+  const ops = args.length > 2 ? (args[1] as OpsOf) : () => ({});
   let opened: Opened | undefined;
   const h = countingHandler('test_sync_handler', ops(() => opened!));
   const logs: string[] = [];
-  const engine = await Engine.open({ dataDir: await tempDir(), preload: [h.extension], onLog: (l) => logs.push(l), ...options });
-  opened = { engine, h, logs };
-  return opened;
+  const engineOptions = { dataDir: await tempDir(), preload: [h.extension], onLog: (l: string) => logs.push(l), ...options };
+  return withEngine(engineOptions, (engine) => run((opened = { engine, h, logs })), { closeRejects });
 }
 
 const segs = (tags: FileTag[]): number[] => tags.map((t) => t.segno).sort((x, y) => x - y);
@@ -185,21 +200,18 @@ describe('pending ops: requests arriving during the sync phase', () => {
   });
 
   it('behaviour 9 (Engine): a request registered from inside a sync callback is synced by the next checkpoint', async () => {
-    const { engine, h } = await openEngine({}, (o) => ({
+    await withCountingEngine({}, (o) => ({
       async syncFileTag(tag) {
         o().h.syncCalls.push(tag);
         if (tag.segno === 1) await o().engine.registerSyncRequest(testTag(o().h.id, 2), SYNC);
       },
-    }));
-    try {
+    }), async ({ engine, h }) => {
       await engine.registerSyncRequest(testTag(h.id, 1), SYNC);
       expect((await engine.checkpoint()).syncFiles).toBe(1);
       expect(segs(h.syncCalls)).toEqual([1]);
       expect((await engine.checkpoint()).syncFiles).toBe(1);
       expect(segs(h.syncCalls)).toEqual([1, 2]);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('behaviour 10: a SYNC absorbed mid-run for an entry still waiting in the run merges into its one sync', async () => {
@@ -263,17 +275,14 @@ describe('pending ops: FORGET and FILTER', () => {
   });
 
   it('behaviour 12 (Engine): a forgotten tag is never synced', async () => {
-    const { engine, h } = await openEngine();
-    try {
+    await withCountingEngine(async ({ engine, h }) => {
       await engine.registerSyncRequest(testTag(h.id, 1), SYNC);
       await engine.registerSyncRequest(testTag(h.id, 2), SYNC);
       await engine.registerSyncRequest(testTag(h.id, 1), FORGET);
       expect((await engine.checkpoint()).syncFiles).toBe(1);
       expect((await engine.checkpoint()).syncFiles).toBe(0);
       expect(segs(h.syncCalls)).toEqual([2]);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('behaviour 13: FORGET then SYNC revives the entry with the current cycle; it syncs once', async () => {
@@ -292,8 +301,7 @@ describe('pending ops: FORGET and FILTER', () => {
   });
 
   it('behaviour 13 (Engine): SYNC, FORGET, SYNC gives one sync', async () => {
-    const { engine, h } = await openEngine();
-    try {
+    await withCountingEngine(async ({ engine, h }) => {
       const A = testTag(h.id, 7);
       await engine.registerSyncRequest(A, SYNC);
       await engine.registerSyncRequest(A, FORGET);
@@ -301,9 +309,7 @@ describe('pending ops: FORGET and FILTER', () => {
       await engine.checkpoint();
       await engine.checkpoint();
       expect(segs(h.syncCalls)).toEqual([7]);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('behaviour 14: FORGET for an unknown tag is a no-op and creates no entry (and never touches unlinks)', async () => {
@@ -354,8 +360,7 @@ describe('pending ops: FORGET and FILTER', () => {
     const bCalls: FileTag[][] = [];
     const a = countingHandler('a', yes(aCalls));
     const b = countingHandler('b', yes(bCalls));
-    const engine = await Engine.open({ dataDir: await tempDir(), preload: [a.extension, b.extension] });
-    try {
+    await withEngine({ dataDir: await tempDir(), preload: [a.extension, b.extension] }, async (engine) => {
       for (let seg = 1; seg <= 3; seg++) {
         await engine.registerSyncRequest(testTag(a.id, seg), SYNC);
         await engine.registerSyncRequest(testTag(b.id, seg), SYNC);
@@ -372,9 +377,7 @@ describe('pending ops: FORGET and FILTER', () => {
       expect(aCalls.length).toBe(4); // three syncs and one unlink of handler a
       expect(aCalls.every(([f, c]) => f!.handler === a.id && c!.handler === a.id)).toBe(true);
       expect(bCalls).toEqual([]);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('a FILTER for a handler without fileTagMatches cancels nothing', async () => {
@@ -404,8 +407,7 @@ describe('pending ops: fsync off', () => {
   });
 
   it('behaviour 17 (Engine option fsync: false): no sync callback, syncFiles 0, entries consumed; unlinks still run', async () => {
-    const { engine, h } = await openEngine({ fsync: false });
-    try {
+    await withCountingEngine({ fsync: false }, async ({ engine, h }) => {
       for (let seg = 1; seg <= 5; seg++) await engine.registerSyncRequest(testTag(h.id, seg), SYNC);
       await engine.registerSyncRequest(testTag(h.id, 9), UNLINK);
       const s = await engine.checkpoint();
@@ -417,9 +419,7 @@ describe('pending ops: fsync off', () => {
       const s2 = await engine.checkpoint();
       expect(s2.syncFiles).toBe(0);
       expect(h.syncCalls).toEqual([]);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 });
 
@@ -463,7 +463,7 @@ describe('pending ops: sync failures', () => {
   });
 
   it('behaviour 18 (Engine): a sync callback that FORGETs its own tag and fails with ENOENT does not fail the checkpoint', async () => {
-    const { engine, h } = await openEngine({}, (o) => ({
+    await withCountingEngine({}, (o) => ({
       async syncFileTag(tag) {
         if (tag.segno === 1) {
           await o().engine.registerSyncRequest(tag, FORGET);
@@ -471,17 +471,14 @@ describe('pending ops: sync failures', () => {
         }
         o().h.syncCalls.push(tag);
       },
-    }));
-    try {
+    }), async ({ engine, h }) => {
       await engine.registerSyncRequest(testTag(h.id, 1), SYNC);
       await engine.registerSyncRequest(testTag(h.id, 2), SYNC);
       const s = await engine.checkpoint();
       expect(s.syncFiles).toBe(1);
       expect(engine.failed).toBe(false);
       expect((await engine.checkpoint()).syncFiles).toBe(0);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('behaviour 19: ENOENT twice for an un-canceled entry is a sync failure after exactly two attempts', async () => {
@@ -503,8 +500,8 @@ describe('pending ops: sync failures', () => {
   });
 
   it('behaviour 19 (Engine): ENOENT twice fails the engine; with dataSyncRetry only the checkpoint fails', async () => {
-    {
-      const { engine, h, logs } = await openEngine();
+    // No shutdown checkpoint in the failed state, and close says so.
+    await withCountingEngine({ closeRejects: ErrorCode.ENGINE_FAILED }, async ({ engine, h, logs }) => {
       await engine.registerSyncRequest(testTag(h.id, 1), SYNC);
       h.failNext.push('ENOENT', 'ENOENT');
       await expect(engine.checkpoint()).rejects.toMatchObject({ errno: 'ENOENT' });
@@ -513,23 +510,16 @@ describe('pending ops: sync failures', () => {
       expect(engine.failure).toMatchObject({ code: 'ENGINE_FAILED' });
       expect(logs.some((l) => l.startsWith('PANIC:'))).toBe(true);
       await expect(engine.checkpoint()).rejects.toMatchObject({ code: 'ENGINE_FAILED' });
-      // No shutdown checkpoint in the failed state, and close says so.
-      await expect(engine.close()).rejects.toMatchObject({ code: 'ENGINE_FAILED' });
-    }
-    {
-      const { engine, h } = await openEngine({ dataSyncRetry: true });
-      try {
-        await engine.registerSyncRequest(testTag(h.id, 1), SYNC);
-        h.failNext.push('ENOENT', 'ENOENT');
-        await expect(engine.checkpoint()).rejects.toMatchObject({ errno: 'ENOENT' });
-        expect(engine.failed).toBe(false);
-        const s = await engine.checkpoint(); // the entry is still there and now succeeds
-        expect(s.syncFiles).toBe(1);
-        expect(segs(h.syncCalls)).toEqual([1]);
-      } finally {
-        await engine.close();
-      }
-    }
+    });
+    await withCountingEngine({ dataSyncRetry: true }, async ({ engine, h }) => {
+      await engine.registerSyncRequest(testTag(h.id, 1), SYNC);
+      h.failNext.push('ENOENT', 'ENOENT');
+      await expect(engine.checkpoint()).rejects.toMatchObject({ errno: 'ENOENT' });
+      expect(engine.failed).toBe(false);
+      const s = await engine.checkpoint(); // the entry is still there and now succeeds
+      expect(s.syncFiles).toBe(1);
+      expect(segs(h.syncCalls)).toEqual([1]);
+    });
   });
 
   it('behaviour 20: any other error fails on the first attempt, without retry or absorb', async () => {
@@ -546,21 +536,22 @@ describe('pending ops: sync failures', () => {
   });
 
   it('behaviour 20 (Engine): EIO puts the engine in the failed state: failed is true and checkpoint() rejects with ENGINE_FAILED', async () => {
-    const { engine, h } = await openEngine();
-    await engine.registerSyncRequest(testTag(h.id, 1), SYNC);
-    h.failNext.push('EIO');
-    await expect(engine.checkpoint()).rejects.toMatchObject({ code: 'IO_ERROR', errno: 'EIO' });
-    expect(h.failNext).toEqual([]);
-    expect(engine.failed).toBe(true);
-    expect(engine.failure?.cause).toMatchObject({ code: 'IO_ERROR' });
-    await expect(engine.checkpoint()).rejects.toMatchObject({ code: 'ENGINE_FAILED' });
-    await expect(engine.checkpoint()).rejects.toMatchObject({ code: 'ENGINE_FAILED' });
-    await expect(engine.close()).rejects.toMatchObject({ code: 'ENGINE_FAILED' });
+    const dataDir = await withCountingEngine({ closeRejects: ErrorCode.ENGINE_FAILED }, async ({ engine, h }) => {
+      await engine.registerSyncRequest(testTag(h.id, 1), SYNC);
+      h.failNext.push('EIO');
+      await expect(engine.checkpoint()).rejects.toMatchObject({ code: 'IO_ERROR', errno: 'EIO' });
+      expect(h.failNext).toEqual([]);
+      expect(engine.failed).toBe(true);
+      expect(engine.failure?.cause).toMatchObject({ code: 'IO_ERROR' });
+      await expect(engine.checkpoint()).rejects.toMatchObject({ code: 'ENGINE_FAILED' });
+      await expect(engine.checkpoint()).rejects.toMatchObject({ code: 'ENGINE_FAILED' });
+      return engine.dataDir;
+    });
     // Reopening starts afresh.
-    const again = await Engine.open({ dataDir: engine.dataDir });
-    expect(again.failed).toBe(false);
-    await again.checkpoint();
-    await again.close();
+    await withEngine({ dataDir }, async (again) => {
+      expect(again.failed).toBe(false);
+      await again.checkpoint();
+    });
   });
 
   it('behaviour 21: after a failed sync phase, the next one syncs every leftover entry, including ones created during the failed run', async () => {
@@ -602,14 +593,13 @@ describe('pending ops: sync failures', () => {
   });
 
   it('behaviour 21 (Engine option dataSyncRetry: true): the failed checkpoint leaves entries for the next one', async () => {
-    const { engine, h } = await openEngine({ dataSyncRetry: true }, (o) => ({
+    await withCountingEngine({ dataSyncRetry: true }, (o) => ({
       async syncFileTag(tag) {
         if (tag.segno === 2) await o().engine.registerSyncRequest(testTag(o().h.id, 6), SYNC);
         if (tag.segno === 3 && o().h.failNext.shift()) throw eio(tag);
         o().h.syncCalls.push(tag);
       },
-    }));
-    try {
+    }), async ({ engine, h }) => {
       for (let seg = 1; seg <= 5; seg++) await engine.registerSyncRequest(testTag(h.id, seg), SYNC);
       h.failNext.push('EIO');
       await expect(engine.checkpoint()).rejects.toMatchObject({ errno: 'EIO' });
@@ -618,9 +608,7 @@ describe('pending ops: sync failures', () => {
       const s = await engine.checkpoint();
       expect(s.syncFiles).toBe(4);
       expect(segs(h.syncCalls)).toEqual([1, 2, 3, 4, 5, 6]);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 });
 
@@ -699,14 +687,13 @@ describe('pending ops: statistics and log lines', () => {
     // Start the clock off a whole number so that ms differences carry floating-point noise.
     const clock = new ManualClock(1.03); // (1.03 + 1) - 1.03 is 1.0000000000000002
     const durationsMs: Record<number, number> = { 1: 1, 2: 2.5, 3: 0.25, 4: 0 };
-    const { engine, h } = await openEngine({ clock }, (o) => ({
+    await withCountingEngine({ clock }, (o) => ({
       syncFileTag(tag) {
         void clock.advance(durationsMs[tag.segno] ?? 0);
         if (tag.segno === 5) throw eio(tag); // never reached below: only with failNext
         o().h.syncCalls.push(tag);
       },
-    }));
-    try {
+    }), async ({ engine, h }) => {
       const empty = await engine.checkpoint();
       expect(empty).toMatchObject({ syncFiles: 0, longestSyncMs: 0, averageSyncMs: 0 });
 
@@ -723,21 +710,19 @@ describe('pending ops: statistics and log lines', () => {
       await engine.registerSyncRequest(testTag(h.id, 2), SYNC);
       await engine.registerSyncRequest(testTag(h.id, 2), FORGET);
       expect(await engine.checkpoint()).toMatchObject({ syncFiles: 0, longestSyncMs: 0, averageSyncMs: 0 });
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('behaviour 45: onLog gets one "checkpoint sync:" line per successful sync, numbered, naming the file and its time', async () => {
     const clock = new ManualClock();
-    const { engine, h, logs } = await openEngine({ clock }, (o) => ({
+    // The last sync fails the engine (dataSyncRetry is off), so its close rejects.
+    await withCountingEngine({ clock, closeRejects: ErrorCode.ENGINE_FAILED }, (o) => ({
       syncFileTag(tag) {
         void clock.advance(tag.segno);
         if (o().h.failNext.shift()) throw enoent(tag);
         o().h.syncCalls.push(tag);
       },
-    }));
-    try {
+    }), async ({ engine, h, logs }) => {
       for (const seg of [1, 2, 3]) await engine.registerSyncRequest(testTag(h.id, seg), SYNC);
       await engine.registerSyncRequest(testTag(h.id, 4), SYNC);
       await engine.registerSyncRequest(testTag(h.id, 4), FORGET);
@@ -755,10 +740,7 @@ describe('pending ops: statistics and log lines', () => {
       h.failNext.push('ENOENT', 'ENOENT');
       await expect(engine.checkpoint()).rejects.toMatchObject({ errno: 'ENOENT' });
       expect(logs.filter((l) => l.startsWith('checkpoint sync:'))).toEqual([]);
-      await expect(engine.close()).rejects.toMatchObject({ code: 'ENGINE_FAILED' });
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('behaviour 45: the PendingOps line counts only successful syncs', async () => {
@@ -775,14 +757,13 @@ describe('pending ops: statistics and log lines', () => {
 
 describe('pending ops: unlinks after the checkpoint', () => {
   it('behaviour 24: an UNLINK absorbed before pre-checkpoint runs at the end of that checkpoint; one absorbed after waits for the next', async () => {
-    const { engine, h } = await openEngine({}, (o) => ({
+    await withCountingEngine({}, (o) => ({
       async syncFileTag(tag) {
         o().h.syncCalls.push(tag);
         // Absorbed during this checkpoint, after its pre-checkpoint step.
         if (tag.segno === 1) await o().engine.registerSyncRequest(testTag(o().h.id, 21), UNLINK);
       },
-    }));
-    try {
+    }), async ({ engine, h }) => {
       await engine.registerSyncRequest(testTag(h.id, 20), UNLINK);
       await engine.registerSyncRequest(testTag(h.id, 1), SYNC);
       const s1 = await engine.checkpoint();
@@ -791,9 +772,7 @@ describe('pending ops: unlinks after the checkpoint', () => {
       const s2 = await engine.checkpoint();
       expect(segs(h.unlinkCalls)).toEqual([20, 21]);
       expect(s2.unlinks).toBe(1);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('behaviour 24: at the PendingOps level, the cycle boundary is the pre-checkpoint absorb', async () => {
@@ -811,20 +790,16 @@ describe('pending ops: unlinks after the checkpoint', () => {
   });
 
   it('behaviour 25: unlinks forwarded just before a checkpoint are absorbed by its pre-checkpoint step and done by it', async () => {
-    const { engine, h } = await openEngine();
-    try {
+    await withCountingEngine(async ({ engine, h }) => {
       for (const seg of [31, 32, 33]) await engine.registerSyncRequest(testTag(h.id, seg), UNLINK);
       const s = await engine.checkpoint();
       expect(segs(h.unlinkCalls)).toEqual([31, 32, 33]);
       expect(s.unlinks).toBe(3);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('behaviour 26: a failed checkpoint performs no unlinks; they run at the next completed one', async () => {
-    const { engine, h } = await openEngine({ dataSyncRetry: true });
-    try {
+    await withCountingEngine({ dataSyncRetry: true }, async ({ engine, h }) => {
       await engine.registerSyncRequest(testTag(h.id, 40), UNLINK);
       await engine.registerSyncRequest(testTag(h.id, 1), SYNC);
       h.failNext.push('EIO');
@@ -833,21 +808,18 @@ describe('pending ops: unlinks after the checkpoint', () => {
       const s = await engine.checkpoint();
       expect(segs(h.unlinkCalls)).toEqual([40]);
       expect(s.unlinks).toBe(1);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('behaviour 27: an unlink failing with ENOENT is silent, another error is a warning; both are consumed, never retried', async () => {
     const attempts: number[] = [];
-    const { engine, h, logs } = await openEngine({}, () => ({
+    await withCountingEngine({}, () => ({
       unlinkFileTag(tag) {
         attempts.push(tag.segno);
         if (tag.segno === 1) throw enoent(tag);
         if (tag.segno === 2) throw eio(tag);
       },
-    }));
-    try {
+    }), async ({ engine, h, logs }) => {
       for (const seg of [1, 2, 3]) await engine.registerSyncRequest(testTag(h.id, seg), UNLINK);
       const s = await engine.checkpoint();
       expect(attempts).toEqual([1, 2, 3]);
@@ -859,31 +831,26 @@ describe('pending ops: unlinks after the checkpoint', () => {
       expect(engine.failed).toBe(false);
       await engine.checkpoint();
       expect(attempts).toEqual([1, 2, 3]);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('behaviour 28: identical UNLINK requests are not merged: two requests, two unlink calls (the second ENOENT, silent)', async () => {
     const gone = new Set<number>();
     const calls: number[] = [];
-    const { engine, h, logs } = await openEngine({}, () => ({
+    await withCountingEngine({}, () => ({
       unlinkFileTag(tag) {
         calls.push(tag.segno);
         if (gone.has(tag.segno)) throw enoent(tag);
         gone.add(tag.segno);
       },
-    }));
-    try {
+    }), async ({ engine, h, logs }) => {
       await engine.registerSyncRequest(testTag(h.id, 50), UNLINK);
       await engine.registerSyncRequest(testTag(h.id, 50), UNLINK);
       const s = await engine.checkpoint();
       expect(calls).toEqual([50, 50]);
       expect(s.unlinks).toBe(1);
       expect(logs.filter((l) => l.includes('could not remove file'))).toEqual([]);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 });
 
@@ -891,7 +858,7 @@ describe('pending ops: requests of the checkpointer itself', () => {
   it('behaviour 30: requests registered by the checkpointer (inside a checkpoint) bypass the queue and resolve true at once', async () => {
     const clock = new ManualClock();
     const results: boolean[] = [];
-    const { engine, h } = await openEngine({ clock, syncQueueSize: 2 }, (o) => ({
+    await withCountingEngine({ clock, syncQueueSize: 2 }, (o) => ({
       async syncFileTag(tag) {
         o().h.syncCalls.push(tag);
         if (tag.segno !== 1) return;
@@ -900,8 +867,7 @@ describe('pending ops: requests of the checkpointer itself', () => {
         for (let i = 0; i < 10; i++) results.push(await o().engine.registerSyncRequest(testTag(o().h.id, 200 + i), SYNC));
         expect(clock.sleeping).toBe(1); // only the checkpoint timer sleeps; no request waited
       },
-    }));
-    try {
+    }), async ({ engine, h }) => {
       await engine.registerSyncRequest(testTag(h.id, 1), SYNC);
       const s1 = await engine.checkpoint();
       expect(results).toEqual(new Array(20).fill(true));
@@ -915,9 +881,7 @@ describe('pending ops: requests of the checkpointer itself', () => {
       const s3 = await engine.checkpoint();
       expect(s3.queueCompactions).toBeGreaterThan(0);
       expect(s3.syncFiles).toBe(1);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 });
 
@@ -938,28 +902,22 @@ describe('pending ops: invariants', () => {
   });
 
   it('behaviour 8 (the sync part): handler NONE (-1) is never a valid dispatch index; requests for it are refused', async () => {
-    const { engine } = await openEngine();
-    try {
+    await withCountingEngine(async ({ engine }) => {
       const none: FileTag = { handler: SyncHandlerId.NONE, forkNum: 0, rlocator: { spcOid: 0, dbOid: 0, relNumber: 0 }, segno: 1 };
       for (const type of [SYNC, UNLINK, FORGET, FILTER]) await expect(engine.registerSyncRequest(none, type)).rejects.toMatchObject({ code: 'UNKNOWN_SYNC_HANDLER' });
       await expect(engine.registerSyncRequest({ ...none, handler: 99 }, SYNC)).rejects.toMatchObject({ code: 'UNKNOWN_SYNC_HANDLER' });
       expect((await engine.checkpoint()).syncFiles).toBe(0);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('an UNLINK for a handler without unlinkFileTag is refused up front and cannot break later checkpoints', async () => {
-    const { engine } = await openEngine();
-    try {
+    await withCountingEngine(async ({ engine }) => {
       const clog: FileTag = { handler: SyncHandlerId.CLOG, forkNum: 0, rlocator: { spcOid: 0, dbOid: 0, relNumber: 0 }, segno: 1 };
       await expect(engine.registerSyncRequest(clog, UNLINK)).rejects.toMatchObject({ code: 'BAD_ARGUMENT' });
       await engine.checkpoint();
       await engine.checkpoint();
       expect(engine.failed).toBe(false);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('an unknown request type is BAD_ARGUMENT', () => {

@@ -5,34 +5,14 @@
  * refusal is followed by a check that the files and I/O counters did not change.
  */
 import { describe, expect, it } from 'vitest';
-import { Engine, ErrorCode, ForkNumber, isLamstoreError, type RelFileLocator } from '../engine/index.js';
+import { ErrorCode, ForkNumber, verifyPageChecksum, type Engine, type Relation, type RelFileLocator } from '../engine/index.js';
 import { SimDisk } from '../engine/testing.js';
 import { tempDir } from './helpers/index.js';
-
-const BS = 8192;
-const REL: RelFileLocator = { spcOid: 1663, dbOid: 5, relNumber: 16384 };
-
-function page(fill: number): Uint8Array {
-  const p = new Uint8Array(BS);
-  p.fill(fill);
-  return p;
-}
-
-async function codeOf(p: Promise<unknown> | (() => unknown)): Promise<string | undefined> {
-  try {
-    if (typeof p === 'function') p();
-    else await p;
-  } catch (err) {
-    if (isLamstoreError(err)) return err.code;
-    throw err;
-  }
-  return undefined;
-}
+import { BS, REL, codeOf, onDisk, pageOf as page, withEngine, type WithEngineExpectations } from './helpers/engine.js';
 
 describe('relation API', () => {
   it('create, extend, read a copy, write, nblocks, truncate, drop', async () => {
-    const engine = await Engine.open({ dataDir: await tempDir(), sharedBuffers: 16, relSegBlocks: 4 });
-    try {
+    await withEngine({ dataDir: await tempDir(), sharedBuffers: 16, relSegBlocks: 4 }, async (engine) => {
       const rel = engine.relation(REL);
       expect(await rel.exists(ForkNumber.MAIN)).toBe(false);
       await rel.create(ForkNumber.MAIN);
@@ -58,40 +38,50 @@ describe('relation API', () => {
       expect(await rel.exists(ForkNumber.MAIN)).toBe(false);
       expect(await codeOf(rel.read(ForkNumber.MAIN, 0))).toBe(ErrorCode.RELATION_NOT_FOUND);
       engine.bufferPool.checkInvariants(true);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('pages survive close and reopen (the shutdown checkpoint writes dirty buffers)', async () => {
-    const dataDir = await tempDir();
-    let engine = await Engine.open({ dataDir, sharedBuffers: 16, relSegBlocks: 4 });
-    const rel = engine.relation(REL);
-    await rel.create(ForkNumber.MAIN);
-    for (let i = 0; i < 9; i++) await rel.extend(ForkNumber.MAIN);
-    for (let i = 0; i < 9; i++) await rel.write(ForkNumber.MAIN, i, page(i + 10));
-    await engine.close();
-    engine = await Engine.open({ dataDir, sharedBuffers: 16, relSegBlocks: 4 });
-    try {
-      const r2 = engine.relation(REL);
-      expect(await r2.nblocks(ForkNumber.MAIN)).toBe(9);
-      for (let i = 0; i < 9; i++) expect((await r2.read(ForkNumber.MAIN, i))[0]).toBe(i + 10);
-    } finally {
-      await engine.close();
-    }
+    const options = { dataDir: await tempDir(), sharedBuffers: 16, relSegBlocks: 4 };
+    await withEngine(options, async (engine) => {
+      const rel = engine.relation(REL);
+      await rel.create(ForkNumber.MAIN);
+      for (let i = 0; i < 9; i++) await rel.extend(ForkNumber.MAIN);
+      for (let i = 0; i < 9; i++) await rel.write(ForkNumber.MAIN, i, page(i + 10));
+    });
+    await withEngine(options, async (engine) => {
+      const rel = engine.relation(REL);
+      expect(await rel.nblocks(ForkNumber.MAIN)).toBe(9);
+      for (let i = 0; i < 9; i++) expect((await rel.read(ForkNumber.MAIN, i))[0]).toBe(i + 10);
+    });
   });
 
   describe('bad input: a clear LamstoreError and nothing written', () => {
-    async function setup() {
+    interface Setup {
+      disk: SimDisk;
+      engine: Engine;
+      rel: Relation;
+      /** The files' bytes, the pwrite count and the dirty buffers, before the refusals. */
+      before: object;
+      snapshot: () => object;
+    }
+
+    /** withEngine on a SimDisk with REL's main fork of two checkpointed pages. */
+    async function withSetup(run: (s: Setup) => Promise<void>, expected: WithEngineExpectations = {}): Promise<void> {
       const disk = new SimDisk();
-      const engine = await Engine.open({ dataDir: '/data', io: disk, sharedBuffers: 16, relSegBlocks: 4 });
-      const rel = engine.relation(REL);
-      await rel.create(ForkNumber.MAIN);
-      await rel.extend(ForkNumber.MAIN, page(1));
-      await rel.extend(ForkNumber.MAIN, page(2));
-      await engine.checkpoint();
-      const snapshot = () => ({ files: disk.listFiles().map((f) => [f, Buffer.from(disk.readFileNow(f)!).toString('hex')]), writes: engine.ioCounts().pwrite, dirty: engine.bufferPool.dirtyCount() });
-      return { disk, engine, rel, before: snapshot(), snapshot };
+      await withEngine(
+        onDisk(disk, { sharedBuffers: 16, relSegBlocks: 4 }),
+        async (engine) => {
+          const rel = engine.relation(REL);
+          await rel.create(ForkNumber.MAIN);
+          await rel.extend(ForkNumber.MAIN, page(1));
+          await rel.extend(ForkNumber.MAIN, page(2));
+          await engine.checkpoint();
+          const snapshot = () => ({ files: disk.listFiles().map((f) => [f, Buffer.from(disk.readFileNow(f)!).toString('hex')]), writes: engine.ioCounts().pwrite, dirty: engine.bufferPool.dirtyCount() });
+          await run({ disk, engine, rel, before: snapshot(), snapshot });
+        },
+        expected,
+      );
     }
 
     it.each([
@@ -102,47 +92,37 @@ describe('relation API', () => {
       ['InvalidBlockNumber', 0xffffffff],
       ['a string', '1' as unknown as number],
     ])('block number %s is BAD_ARGUMENT for read and write', async (_name, block) => {
-      const { engine, rel, before, snapshot } = await setup();
-      try {
+      await withSetup(async ({ engine, rel, before, snapshot }) => {
         expect(await codeOf(rel.read(ForkNumber.MAIN, block))).toBe(ErrorCode.BAD_ARGUMENT);
         expect(await codeOf(rel.write(ForkNumber.MAIN, block, page(9)))).toBe(ErrorCode.BAD_ARGUMENT);
         expect(await codeOf(rel.truncate(ForkNumber.MAIN, block))).toBe(ErrorCode.BAD_ARGUMENT);
         expect(snapshot()).toEqual(before);
-      } finally {
-        await engine.close();
-      }
+      });
     });
 
     it('reading or writing a block >= nblocks is BLOCK_OUT_OF_RANGE; truncating up too', async () => {
-      const { engine, rel, before, snapshot } = await setup();
-      try {
+      await withSetup(async ({ engine, rel, before, snapshot }) => {
         expect(await codeOf(rel.read(ForkNumber.MAIN, 2))).toBe(ErrorCode.BLOCK_OUT_OF_RANGE);
         expect(await codeOf(rel.read(ForkNumber.MAIN, 1000))).toBe(ErrorCode.BLOCK_OUT_OF_RANGE);
         expect(await codeOf(rel.write(ForkNumber.MAIN, 2, page(9)))).toBe(ErrorCode.BLOCK_OUT_OF_RANGE);
         expect(await codeOf(rel.truncate(ForkNumber.MAIN, 3))).toBe(ErrorCode.BLOCK_OUT_OF_RANGE);
         expect(snapshot()).toEqual(before);
-      } finally {
-        await engine.close();
-      }
+      });
     });
 
     it('a page of the wrong length or type is BAD_ARGUMENT', async () => {
-      const { engine, rel, before, snapshot } = await setup();
-      try {
+      await withSetup(async ({ engine, rel, before, snapshot }) => {
         for (const bad of [new Uint8Array(BS - 1), new Uint8Array(BS + 1), new Uint8Array(0), 'x' as unknown as Uint8Array, null as unknown as Uint8Array]) {
           expect(await codeOf(rel.write(ForkNumber.MAIN, 0, bad))).toBe(ErrorCode.BAD_ARGUMENT);
           expect(await codeOf(rel.extend(ForkNumber.MAIN, bad))).toBe(ErrorCode.BAD_ARGUMENT);
         }
         expect(await rel.nblocks(ForkNumber.MAIN)).toBe(2);
         expect(snapshot()).toEqual(before);
-      } finally {
-        await engine.close();
-      }
+      });
     });
 
     it('a relation or fork never created is RELATION_NOT_FOUND', async () => {
-      const { engine, rel, before, snapshot } = await setup();
-      try {
+      await withSetup(async ({ engine, rel, before, snapshot }) => {
         const other = engine.relation({ ...REL, relNumber: 99999 });
         expect(await codeOf(other.read(ForkNumber.MAIN, 0))).toBe(ErrorCode.RELATION_NOT_FOUND);
         expect(await codeOf(other.write(ForkNumber.MAIN, 0, page(1)))).toBe(ErrorCode.RELATION_NOT_FOUND);
@@ -153,14 +133,11 @@ describe('relation API', () => {
         expect(await codeOf(rel.read(ForkNumber.FSM, 0))).toBe(ErrorCode.RELATION_NOT_FOUND);
         expect(await codeOf(rel.extend(ForkNumber.VISIBILITY_MAP))).toBe(ErrorCode.RELATION_NOT_FOUND);
         expect(snapshot()).toEqual(before);
-      } finally {
-        await engine.close();
-      }
+      });
     });
 
     it('a locator with an out-of-range oid, a bad fork or an unknown storage is refused at once', async () => {
-      const { engine, rel, before, snapshot } = await setup();
-      try {
+      await withSetup(async ({ engine, rel, before, snapshot }) => {
         for (const loc of [
           { ...REL, spcOid: -1 },
           { ...REL, dbOid: 2 ** 32 },
@@ -177,26 +154,31 @@ describe('relation API', () => {
           expect(await codeOf(rel.create(fork as ForkNumber))).toBe(ErrorCode.BAD_ARGUMENT);
         }
         expect(snapshot()).toEqual(before);
-      } finally {
-        await engine.close();
-      }
+      });
     });
 
     it('writes after a failed sync are ENGINE_FAILED; after close ENGINE_CLOSED', async () => {
-      const { disk, engine, rel } = await setup();
-      await rel.write(ForkNumber.MAIN, 0, page(5));
-      disk.injectFault({ kind: 'fsync', code: 'EIO' });
-      expect(await codeOf(engine.checkpoint())).toBeDefined();
-      expect(engine.failed).toBe(true);
-      const writesBefore = engine.ioCounts().pwrite;
-      expect(await codeOf(rel.write(ForkNumber.MAIN, 0, page(6)))).toBe(ErrorCode.ENGINE_FAILED);
-      expect(await codeOf(rel.extend(ForkNumber.MAIN))).toBe(ErrorCode.ENGINE_FAILED);
-      expect(await codeOf(rel.truncate(ForkNumber.MAIN, 0))).toBe(ErrorCode.ENGINE_FAILED);
-      expect(await codeOf(rel.drop())).toBe(ErrorCode.ENGINE_FAILED);
-      expect(await codeOf(rel.create(ForkNumber.FSM))).toBe(ErrorCode.ENGINE_FAILED);
-      expect((await rel.read(ForkNumber.MAIN, 0))[0]).toBe(5); // reads keep working
-      expect(engine.ioCounts().pwrite).toBe(writesBefore);
-      await expect(engine.close()).rejects.toMatchObject({ code: 'ENGINE_FAILED' });
+      let failed: { engine: Engine; rel: Relation } | undefined;
+      // A failed engine's close rejects with ENGINE_FAILED: withSetup requires exactly that.
+      await withSetup(
+        async ({ disk, engine, rel }) => {
+          await rel.write(ForkNumber.MAIN, 0, page(5));
+          disk.injectFault({ kind: 'fsync', code: 'EIO' });
+          await expect(engine.checkpoint()).rejects.toMatchObject({ code: ErrorCode.IO_ERROR, errno: 'EIO', syscall: 'fsync' });
+          expect(engine.failed).toBe(true);
+          const writesBefore = engine.ioCounts().pwrite;
+          expect(await codeOf(rel.write(ForkNumber.MAIN, 0, page(6)))).toBe(ErrorCode.ENGINE_FAILED);
+          expect(await codeOf(rel.extend(ForkNumber.MAIN))).toBe(ErrorCode.ENGINE_FAILED);
+          expect(await codeOf(rel.truncate(ForkNumber.MAIN, 0))).toBe(ErrorCode.ENGINE_FAILED);
+          expect(await codeOf(rel.drop())).toBe(ErrorCode.ENGINE_FAILED);
+          expect(await codeOf(rel.create(ForkNumber.FSM))).toBe(ErrorCode.ENGINE_FAILED);
+          expect((await rel.read(ForkNumber.MAIN, 0))[0]).toBe(5); // reads keep working
+          expect(engine.ioCounts().pwrite).toBe(writesBefore);
+          failed = { engine, rel };
+        },
+        { closeRejects: ErrorCode.ENGINE_FAILED },
+      );
+      const { engine, rel } = failed!;
       expect(await codeOf(rel.read(ForkNumber.MAIN, 0))).toBe(ErrorCode.ENGINE_CLOSED);
       expect(await codeOf(rel.write(ForkNumber.MAIN, 0, page(1)))).toBe(ErrorCode.ENGINE_CLOSED);
       expect(await codeOf(() => engine.relation(REL))).toBe(ErrorCode.ENGINE_CLOSED);
@@ -206,23 +188,19 @@ describe('relation API', () => {
 
 describe('relation API: page bytes 8-11', () => {
   it('read returns the checksum in bytes 8-11, the same from a buffer hit and from disk', async () => {
-    const { verifyPageChecksum } = await import('../engine/page.js');
-    const dataDir = await tempDir();
-    let engine = await Engine.open({ dataDir, sharedBuffers: 16 });
-    const p = new Uint8Array(BS).fill(7);
-    const rel = engine.relation(REL);
-    await rel.create(ForkNumber.MAIN);
-    await rel.extend(ForkNumber.MAIN);
-    await rel.write(ForkNumber.MAIN, 0, p);
-    const hit = await rel.read(ForkNumber.MAIN, 0);
+    const options = { dataDir: await tempDir(), sharedBuffers: 16 };
+    const p = page(7);
+    const hit = await withEngine(options, async (engine) => {
+      const rel = engine.relation(REL);
+      await rel.create(ForkNumber.MAIN);
+      await rel.extend(ForkNumber.MAIN);
+      await rel.write(ForkNumber.MAIN, 0, p);
+      return rel.read(ForkNumber.MAIN, 0);
+    });
     expect(verifyPageChecksum(hit, 0)).toBe(true);
     expect(p[8]).toBe(7); // the caller's page is not touched
-    await engine.close();
-    engine = await Engine.open({ dataDir, sharedBuffers: 16 });
-    try {
+    await withEngine(options, async (engine) => {
       expect(Buffer.from(await engine.relation(REL).read(ForkNumber.MAIN, 0)).equals(Buffer.from(hit))).toBe(true);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 });

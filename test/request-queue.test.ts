@@ -8,9 +8,10 @@
  */
 import { describe, expect, it } from 'vitest';
 import { ABSORB_BATCH_SIZE, SyncRequestQueue, defaultSyncQueueSize, SYNC_QUEUE_SIZE_MAX } from '../checkpointer/request-queue.js';
-import { Engine, SyncRequestType } from '../engine/index.js';
+import { SyncRequestType } from '../engine/index.js';
 import { ManualClock } from '../engine/testing.js';
 import { countingHandler, tempDir, testTag } from './helpers/index.js';
+import { withEngine } from './helpers/engine.js';
 
 function queue(capacity: number): SyncRequestQueue<string> {
   return new SyncRequestQueue<string>(capacity, (r) => r);
@@ -133,22 +134,18 @@ describe('request queue through the Engine', () => {
   it('behaviour 32: with syncQueueSize 2, registerSyncRequest still resolves true for many distinct requests', async () => {
     const h = countingHandler();
     const clock = new ManualClock();
-    const engine = await Engine.open({ dataDir: await tempDir(), preload: [h.extension], syncQueueSize: 2, clock });
-    try {
+    await withEngine({ dataDir: await tempDir(), preload: [h.extension], syncQueueSize: 2, clock }, async (engine) => {
       for (let seg = 1; seg <= 9; seg++) expect(await engine.registerSyncRequest(testTag(h.id, seg), SyncRequestType.SYNC)).toBe(true);
       expect(clock.sleeping).toBe(1); // accepted without waiting: only the checkpoint timer sleeps
       const s = await engine.checkpoint();
       expect(h.syncCalls.map((t) => t.segno).sort()).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
       expect(s.queueCompactions).toBe(0);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('behaviour 31: through the Engine, a compacted queue keeps FORGET-then-SYNC meaning', async () => {
     const h = countingHandler();
-    const engine = await Engine.open({ dataDir: await tempDir(), preload: [h.extension], syncQueueSize: 4 });
-    try {
+    await withEngine({ dataDir: await tempDir(), preload: [h.extension], syncQueueSize: 4 }, async (engine) => {
       const a = testTag(h.id, 1);
       const b = testTag(h.id, 2);
       await engine.registerSyncRequest(a, SyncRequestType.SYNC);
@@ -159,8 +156,6 @@ describe('request queue through the Engine', () => {
       const s = await engine.checkpoint();
       expect(s.queueCompactions).toBe(1);
       expect(h.syncCalls.map((t) => t.segno).sort()).toEqual([1, 2, 3]);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 });

@@ -8,15 +8,13 @@
  * counted through CheckpointStats.tagsDispatched and engine.ioCounts(), never timed.
  */
 import { describe, expect, it } from 'vitest';
-import { ClogStatus, Engine, ErrorCode, isLamstoreError } from '../engine/index.js';
+import { ClogStatus, ErrorCode, isLamstoreError } from '../engine/index.js';
 import { SimDisk } from '../engine/testing.js';
+import { onDisk, openOn, withEngine } from './helpers/engine.js';
 
 const XIDS_PER_PAGE = 32768; // 8 KiB pages, 4 xids per byte
 const XIDS_PER_SEGMENT = XIDS_PER_PAGE * 32;
 
-async function openOn(disk: SimDisk, extra: { slruBuffers?: number } = {}): Promise<Engine> {
-  return Engine.open({ dataDir: '/data', io: disk, ...extra });
-}
 
 /** A deterministic status per xid, covering all four values. */
 function statusOf(xid: number): ClogStatus {
@@ -26,8 +24,7 @@ function statusOf(xid: number): ClogStatus {
 describe('clog', () => {
   it('behaviour 43: page p of clog is pg_xact/<hex p/32>, one sync request for it, xid bits at (x % 4) * 2 of byte (x % 32768) / 4', async () => {
     const disk = new SimDisk();
-    const engine = await openOn(disk);
-    try {
+    await withEngine(onDisk(disk), async (engine) => {
       const pageNo = 33 * 32 + 7; // segment 0x21, page 7 inside it
       const xid = pageNo * XIDS_PER_PAGE + 4 * 1000 + 2; // byte 1000, shift 4
       await engine.clog.setStatus(xid, ClogStatus.ABORTED);
@@ -51,9 +48,7 @@ describe('clog', () => {
       expect(disk.readFileDurable(`/data/pg_xact/${Math.floor(0xffff_ffff / XIDS_PER_SEGMENT).toString(16).toUpperCase().padStart(4, '0')}`)).not.toBeNull();
       expect(disk.listFiles().filter((p) => p.startsWith('/data/pg_xact/'))).toEqual(['/data/pg_xact/0021', '/data/pg_xact/0FFF']);
       engine.clog.checkInvariants();
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('100,000 statuses survive a checkpoint and a crash (drop) and read back exactly', async () => {
@@ -68,8 +63,7 @@ describe('clog', () => {
     // Written after the checkpoint: may be lost, must not disturb what the checkpoint synced.
     await engine.clog.setStatus(base, ClogStatus.ABORTED);
     const crashed = disk.crash('drop', 1);
-    const reopened = await openOn(crashed);
-    try {
+    await withEngine(onDisk(crashed), async (reopened) => {
       for (let i = 0; i < N; i++) {
         const xid = base + i;
         const got = await reopened.clog.getStatus(xid);
@@ -80,9 +74,7 @@ describe('clog', () => {
       }
       expect(await reopened.commitTs.get(base + 1)).toBeNull();
       reopened.clog.checkInvariants();
-    } finally {
-      await reopened.close();
-    }
+    });
   });
 
   it('sync calls per checkpoint equal the dirty segments of each SLRU', async () => {
@@ -125,8 +117,7 @@ describe('clog', () => {
 
   it('behaviour 44: truncation forgets pending syncs of removed segments, which are then not synced', async () => {
     const disk = new SimDisk();
-    const engine = await openOn(disk);
-    try {
+    await withEngine(onDisk(disk), async (engine) => {
       for (const seg of [0, 1, 2]) await engine.clog.setStatus(seg * XIDS_PER_SEGMENT + 9, ClogStatus.COMMITTED);
       // Write the pages outside a checkpoint: three SYNC requests wait in the queue.
       await engine.clog.slru.writeAll();
@@ -146,22 +137,16 @@ describe('clog', () => {
       expect(await engine.commitTs.truncate(26208 * 3)).toBe(1);
       await expect(engine.commitTs.get(5)).rejects.toMatchObject({ code: ErrorCode.BAD_ARGUMENT });
       expect(await engine.commitTs.get(26208 * 3)).toEqual({ timestampUs: 6n, originId: 0 });
-    } finally {
-      await engine.close();
-    }
+    });
     // After a restart the cutoff is the lowest segment left on disk.
-    const reopened = await openOn(disk);
-    try {
+    await withEngine(onDisk(disk), async (reopened) => {
       await expect(reopened.clog.getStatus(XIDS_PER_SEGMENT)).rejects.toMatchObject({ code: ErrorCode.BAD_ARGUMENT });
       expect(await reopened.clog.getStatus(2 * XIDS_PER_SEGMENT + 9)).toBe(ClogStatus.COMMITTED);
-    } finally {
-      await reopened.close();
-    }
+    });
   });
 
   it('bad input: xids outside uint32, unknown statuses, bad timestamps and origins are BAD_ARGUMENT', async () => {
-    const engine = await openOn(new SimDisk());
-    try {
+    await withEngine(onDisk(new SimDisk()), async (engine) => {
       for (const xid of [-1, 2 ** 32, 1.5, Number.NaN, '7' as unknown as number]) {
         await expect(engine.clog.setStatus(xid, ClogStatus.COMMITTED)).rejects.toMatchObject({ code: ErrorCode.BAD_ARGUMENT, message: expect.stringContaining('xid') });
         await expect(engine.clog.getStatus(xid)).rejects.toMatchObject({ code: ErrorCode.BAD_ARGUMENT });
@@ -178,30 +163,24 @@ describe('clog', () => {
       // commit_ts layout: 10-byte entries, 819 per page, little-endian.
       await engine.commitTs.set(819 + 2, 0x0102030405060708n, 0x0a0b);
       await engine.checkpoint();
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('commit_ts entries sit at (x % 819) * 10 of page x / 819, timestamp then origin', async () => {
     const disk = new SimDisk();
-    const engine = await openOn(disk);
-    try {
+    await withEngine(onDisk(disk), async (engine) => {
       await engine.commitTs.set(819 + 2, 0x0102030405060708n, 0x0a0b);
       await engine.checkpoint();
       const bytes = disk.readFileDurable('/data/pg_commit_ts/0000')!;
       const at = 8192 + 2 * 10;
       expect([...bytes.subarray(at, at + 10)]).toEqual([8, 7, 6, 5, 4, 3, 2, 1, 0x0b, 0x0a]);
       expect(engine.commitTs.xidsPerPage).toBe(819);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('a full request queue makes the SLRU fsync its segment itself, counted in backendFsyncs', async () => {
     const disk = new SimDisk();
-    const engine = await Engine.open({ dataDir: '/data', io: disk, syncQueueSize: 1, slruBuffers: 4 });
-    try {
+    await withEngine({ dataDir: '/data', io: disk, syncQueueSize: 1, slruBuffers: 4 }, async (engine) => {
       // Eight pages in eight segments through four buffers: four evictions, each a different
       // segment, so the one-slot queue cannot compact and refuses all but the first.
       for (let seg = 0; seg < 8; seg++) await engine.clog.setStatus(seg * XIDS_PER_SEGMENT, ClogStatus.COMMITTED);
@@ -212,9 +191,7 @@ describe('clog', () => {
       expect(stats.backendFsyncs).toBe(3);
       // The queued one and the four still buffered are synced by the checkpoint.
       expect(stats.tagsDispatched).toEqual({ clog: 5 });
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('concurrent calls and a checkpoint interleave safely through few buffers', async () => {
@@ -231,29 +208,23 @@ describe('clog', () => {
     } finally {
       await engine.close();
     }
-    const reopened = await openOn(disk);
-    try {
+    await withEngine(onDisk(disk), async (reopened) => {
       for (const x of xids) {
         const got = await reopened.clog.getStatus(x);
         if (got !== statusOf(x)) expect({ x, got }).toEqual({ x, got: statusOf(x) });
       }
-    } finally {
-      await reopened.close();
-    }
+    });
   });
 
   it('an idle checkpoint of a fresh data directory makes no SLRU I/O', async () => {
-    const engine = await openOn(new SimDisk());
-    try {
+    await withEngine(onDisk(new SimDisk()), async (engine) => {
       const before = engine.ioCounts();
       const stats = await engine.checkpoint();
       const after = engine.ioCounts();
       expect(stats.fsyncCalls).toBe(0);
       expect(stats.bytesWritten).toBe(0);
       expect(after.open - before.open).toBe(0);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('after close every SLRU call is ENGINE_CLOSED; in the failed state changes are ENGINE_FAILED', async () => {

@@ -15,8 +15,8 @@ import { SLRU_PAGES_PER_SEGMENT } from '../engine/slru/names.js';
 import { Slru } from '../engine/slru/slru.js';
 import type { FileTag } from '../engine/index.js';
 import type { SlruContext } from '../engine/slru/slru.js';
+import { BS } from './helpers/engine.js';
 
-const BLOCK = 8192;
 
 class LoggingIO extends CountingIO {
   constructor(
@@ -62,7 +62,7 @@ async function fake(): Promise<Fake> {
   f.ctx = {
     io,
     dataDir: '/data',
-    blockSize: BLOCK,
+    blockSize: BS,
     async registerSyncRequest(tag, type, retryOnError) {
       const names = ['SYNC', 'UNLINK', 'FORGET', 'FILTER'];
       log.push(`${names[type]} ${tag.segno}`);
@@ -109,12 +109,12 @@ describe('generic SLRU', () => {
     await slru.writeAll();
     const after = f.io.counts();
     expect(after.pwrite - before.pwrite).toBe(1);
-    expect(after.bytesWritten - before.bytesWritten).toBe(BLOCK);
+    expect(after.bytesWritten - before.bytesWritten).toBe(BS);
     expect(f.requests).toEqual([{ tag: { handler: 1, forkNum: 0, rlocator: { spcOid: 0, dbOid: 0, relNumber: 0 }, segno: 0x1f }, type: SyncRequestType.SYNC, retryOnError: false }]);
     const bytes = f.disk.readFileNow('/data/pg_xact/001F')!;
-    expect(bytes.length).toBe(4 * BLOCK); // pages 0-2 are a hole
-    expect(bytes[3 * BLOCK]).toBe(0xab);
-    expect(bytes[3 * BLOCK - 1]).toBe(0);
+    expect(bytes.length).toBe(4 * BS); // pages 0-2 are a hole
+    expect(bytes[3 * BS]).toBe(0xab);
+    expect(bytes[3 * BS - 1]).toBe(0);
     // A new segment makes the directory fsync part of the SLRU checkpoint; the file's own
     // fsync is left to the sync phase.
     expect(after.fsyncDir - before.fsyncDir).toBe(1);
@@ -137,7 +137,7 @@ describe('generic SLRU', () => {
     expect(slru.stats.pagesWritten).toBe(0);
     await slru.modifyPage(4, (pg) => fill(pg, 5));
     expect(slru.stats.pagesWritten).toBe(1);
-    expect(f.disk.readFileNow('/data/pg_xact/0000')![BLOCK]).toBe(2); // page 1 went out
+    expect(f.disk.readFileNow('/data/pg_xact/0000')![BS]).toBe(2); // page 1 went out
     expect(f.requests.map((r) => r.type)).toEqual([SyncRequestType.SYNC]);
     const reads = slru.stats.pagesRead;
     expect(await slru.readPage(0, (pg) => pg[0])).toBe(1); // still buffered
@@ -201,7 +201,7 @@ describe('generic SLRU', () => {
     await slru.modifyPage(2, (pg) => fill(pg, 1));
     await slru.writeAll();
     const reopened = await Slru.open(f.ctx, { name: 'clog', dirRelative: 'pg_xact', handler: SyncHandlerId.CLOG, bufferCount: 4 });
-    expect(await reopened.readPage(2, (pg) => pg[BLOCK - 1])).toBe(1);
+    expect(await reopened.readPage(2, (pg) => pg[BS - 1])).toBe(1);
     expect(await reopened.readPage(7, (pg) => pg.every((b) => b === 0))).toBe(true); // past the end
     expect(await reopened.readPage(5 * SLRU_PAGES_PER_SEGMENT, (pg) => pg.every((b) => b === 0))).toBe(true); // no file
     expect(reopened.stats.pagesRead).toBe(1); // zero pages cost no I/O
@@ -212,7 +212,7 @@ describe('generic SLRU', () => {
       // S7: what a power loss during an unsynced extending write can leave (crash matrix finding).
       const f = await fake();
       await f.disk.mkdir('/data/pg_commit_ts');
-      const bytes = new Uint8Array(BLOCK + 100).fill(7);
+      const bytes = new Uint8Array(BS + 100).fill(7);
       f.disk.putFile('/data/pg_commit_ts/0003', bytes);
       const slru = await Slru.open(f.ctx, { name: 'commit_ts', dirRelative: 'pg_commit_ts', handler: SyncHandlerId.COMMIT_TS });
       const base = 3 * SLRU_PAGES_PER_SEGMENT;
@@ -220,7 +220,7 @@ describe('generic SLRU', () => {
       expect(await slru.readPage(base + 1, (pg) => pg.every((b) => b === 0))).toBe(true);
       slru.checkInvariants();
     }
-    for (const sizeBytes of [33 * BLOCK, 33 * BLOCK + 100]) {
+    for (const sizeBytes of [33 * BS, 33 * BS + 100]) {
       const f = await fake();
       await f.disk.mkdir('/data/pg_commit_ts');
       f.disk.putFile('/data/pg_commit_ts/0003', new Uint8Array(sizeBytes));

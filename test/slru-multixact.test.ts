@@ -8,8 +8,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { ClogStatus, Engine, ErrorCode, MULTIXACT_ID_MAX, MultiXactStatus, isLamstoreError } from '../engine/index.js';
-import { CRASH_MODES, SimDisk } from '../engine/testing.js';
+import { CRASH_MODES, SimDisk, type CrashMode } from '../engine/testing.js';
 import type { MultiXactMember } from '../engine/index.js';
+import { onDisk, openOn, withEngine } from './helpers/engine.js';
 
 const MEMBERS_PER_PAGE = 1636;
 const OFFSETS_PER_PAGE = 1024;
@@ -19,15 +20,11 @@ function membersOf(mxid: number): MultiXactMember[] {
   return Array.from({ length: n }, (_, k) => ({ xid: (mxid * 7 + k) >>> 0, status: ((mxid + k) % 6) as MultiXactMember['status'] }));
 }
 
-async function openOn(disk: SimDisk): Promise<Engine> {
-  return Engine.open({ dataDir: '/data', io: disk });
-}
 
 describe('multixact', () => {
   it('members are stored in groups of 4 flag bytes + 4 xids, offsets as 8-byte entries', async () => {
     const disk = new SimDisk();
-    const engine = await openOn(disk);
-    try {
+    await withEngine(onDisk(disk), async (engine) => {
       const mx = engine.multixact;
       expect(mx.membersPerPage).toBe(MEMBERS_PER_PAGE);
       expect(mx.offsetsPerPage).toBe(OFFSETS_PER_PAGE);
@@ -56,15 +53,12 @@ describe('multixact', () => {
         { xid: 0xffff_ffff, status: 4 },
       ]);
       mx.checkInvariants();
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('member lists that cross member pages and offsets that cross offsets pages read back', async () => {
     const disk = new SimDisk();
-    const engine = await openOn(disk);
-    try {
+    await withEngine(onDisk(disk), async (engine) => {
       const mx = engine.multixact;
       const ids: number[] = [];
       for (let i = 1; i <= 2100; i++) ids.push(await mx.create(membersOf(i)));
@@ -74,9 +68,7 @@ describe('multixact', () => {
       for (const i of [1, 1023, 1024, 1025, 2047, 2048, 2100]) expect(await mx.getMembers(i)).toEqual(membersOf(i));
       expect(await mx.getMembers(bigId)).toEqual(big);
       mx.checkInvariants();
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('next mxid and offset survive a clean restart and a crash after a checkpoint; no durable mxid is handed out again', async () => {
@@ -89,8 +81,7 @@ describe('multixact', () => {
     // Made after the checkpoint: may be lost.
     for (let i = 3001; i <= 3100; i++) await engine.multixact.create(membersOf(i));
     const crashed = disk.crash('drop', 7);
-    const after = await openOn(crashed);
-    try {
+    await withEngine(onDisk(crashed), async (after) => {
       const mx = after.multixact;
       expect(mx.nextMxid).toBe(nextAtCheckpoint);
       expect(mx.nextOffset).toBe(offsetAtCheckpoint);
@@ -101,16 +92,11 @@ describe('multixact', () => {
       expect(await mx.getMembers(3000)).toEqual(membersOf(3000)); // not overwritten
       expect(await mx.getMembers(fresh)).toEqual([{ xid: 42, status: 5 }]);
       mx.checkInvariants();
-    } finally {
-      await after.close();
-    }
+    });
     // A clean close writes everything; the reopened engine carries on after 3100.
-    const e3 = await openOn(crashed);
-    try {
+    await withEngine(onDisk(crashed), async (e3) => {
       expect(e3.multixact.nextMxid).toBe(3002);
-    } finally {
-      await e3.close();
-    }
+    });
   });
 
   it('a checkpointed control file keeps next even when truncation removed the segments that held it', async () => {
@@ -126,22 +112,18 @@ describe('multixact', () => {
     await expect(engine.multixact.getMembers(5)).rejects.toMatchObject({ code: ErrorCode.BAD_ARGUMENT, message: expect.stringContaining('truncated') });
     // Crash before the next checkpoint: the removed segment 0 must not reset next to 1.
     const crashed = disk.crash('drop', 3);
-    const after = await openOn(crashed);
-    try {
+    await withEngine(onDisk(crashed), async (after) => {
       expect(after.multixact.nextMxid).toBeGreaterThanOrEqual(count + 1);
       expect(after.multixact.oldestMxid).toBe(next);
       const m = await after.multixact.create([{ xid: 9, status: 2 }]);
       expect(m).toBeGreaterThanOrEqual(next);
       await expect(after.multixact.getMembers(5)).rejects.toMatchObject({ code: ErrorCode.BAD_ARGUMENT });
-    } finally {
-      await after.close();
-    }
+    });
   });
 
   it('truncate(oldestMxid) removes whole offsets and members segments before it, FORGET first', async () => {
     const disk = new SimDisk();
-    const engine = await openOn(disk);
-    try {
+    await withEngine(onDisk(disk), async (engine) => {
       const mx = engine.multixact;
       // 40 members each: 32768 mxids would be a lot; 2000 mxids x 40 = 80000 members = 49
       // member pages (2 segments).
@@ -158,14 +140,11 @@ describe('multixact', () => {
       expect(await mx.truncate(10)).toBe(0); // older than the current cutoff: nothing to do
       await expect(mx.truncate(2002)).rejects.toMatchObject({ code: ErrorCode.BAD_ARGUMENT, message: expect.stringContaining('past the next') });
       mx.checkInvariants();
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('bad input: empty or malformed member lists, unknown statuses, mxids never created are BAD_ARGUMENT', async () => {
-    const engine = await openOn(new SimDisk());
-    try {
+    await withEngine(onDisk(new SimDisk()), async (engine) => {
       const mx = engine.multixact;
       await expect(mx.create([])).rejects.toMatchObject({ code: ErrorCode.BAD_ARGUMENT, message: expect.stringContaining('non-empty') });
       await expect(mx.create(null as unknown as MultiXactMember[])).rejects.toMatchObject({ code: ErrorCode.BAD_ARGUMENT });
@@ -177,9 +156,7 @@ describe('multixact', () => {
       await expect(mx.getMembers(2 ** 32)).rejects.toMatchObject({ code: ErrorCode.BAD_ARGUMENT });
       await expect(mx.truncate(0)).rejects.toMatchObject({ code: ErrorCode.BAD_ARGUMENT });
       expect(mx.nextMxid).toBe(1); // nothing was half-created
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('wraparound is refused: the last mxid and the end of the member space are ID_SPACE_EXHAUSTED', async () => {
@@ -191,8 +168,7 @@ describe('multixact', () => {
     const seg = new Uint8Array(((page % 32) + 1) * 8192);
     new DataView(seg.buffer).setBigUint64((page % 32) * 8192 + (MULTIXACT_ID_MAX % OFFSETS_PER_PAGE) * 8, 500n, true);
     disk.putFile(`/data/pg_multixact/offsets/${segno.toString(16).toUpperCase().padStart(4, '0')}`, seg);
-    const engine = await openOn(disk);
-    try {
+    await withEngine(onDisk(disk), async (engine) => {
       const mx = engine.multixact;
       expect(mx.nextMxid).toBe(MULTIXACT_ID_MAX);
       expect(mx.nextOffset).toBe(500);
@@ -201,9 +177,7 @@ describe('multixact', () => {
       const err = await mx.create([{ xid: 2, status: 0 }]).catch((e: unknown) => e);
       expect(isLamstoreError(err, ErrorCode.ID_SPACE_EXHAUSTED)).toBe(true);
       expect((err as Error).message).toContain('wraparound is not supported');
-    } finally {
-      await engine.close();
-    }
+    });
 
     // The member space: plant next offset two short of the limit.
     const d2 = new SimDisk();
@@ -212,8 +186,7 @@ describe('multixact', () => {
     const s2 = new Uint8Array(8192);
     new DataView(s2.buffer).setBigUint64(1 * 8, BigInt(limit - 2), true);
     d2.putFile('/data/pg_multixact/offsets/0000', s2);
-    const e2 = await openOn(d2);
-    try {
+    await withEngine(onDisk(d2), async (e2) => {
       expect(e2.multixact.memberOffsetLimit).toBe(limit);
       const err = await e2.multixact.create([{ xid: 1, status: 0 }, { xid: 2, status: 0 }, { xid: 3, status: 0 }]).catch((e: unknown) => e);
       expect(isLamstoreError(err, ErrorCode.ID_SPACE_EXHAUSTED)).toBe(true);
@@ -223,16 +196,17 @@ describe('multixact', () => {
       expect(await e2.multixact.getMembers(m)).toEqual([{ xid: 1, status: 0 }, { xid: 2, status: 3 }]);
       await e2.checkpoint();
       expect(d2.readFileNow('/data/pg_multixact/members/FFFFFFFF')).not.toBeNull();
-    } finally {
-      await e2.close();
-    }
+    });
   });
 
   it('every crash mode after a checkpoint: checkpointed mxids and statuses read back and no mxid is reissued', async () => {
+    // Images opened and checked, and images refused (each must be DATA_CORRUPT), per crash mode.
+    const verified = new Map<CrashMode, number>(CRASH_MODES.map((m) => [m, 0]));
+    const refused: string[] = [];
     for (const mode of CRASH_MODES) {
       for (let seed = 1; seed <= 3; seed++) {
         const disk = new SimDisk();
-        const engine = await Engine.open({ dataDir: '/data', io: disk, slruBuffers: 4 });
+        const engine = await openOn(disk, { slruBuffers: 4 });
         for (let i = 1; i <= 1200; i++) await engine.multixact.create(membersOf(i));
         for (let x = 0; x < 1500; x += 3) await engine.clog.setStatus(x * 40, ClogStatus.COMMITTED);
         await engine.checkpoint();
@@ -243,10 +217,11 @@ describe('multixact', () => {
         const crashed = disk.crash(mode, seed);
         let after: Engine;
         try {
-          after = await Engine.open({ dataDir: '/data', io: crashed });
+          after = await openOn(crashed);
         } catch (err) {
           // Allowed only as a clear DATA_CORRUPT naming a file (a torn write past the end).
           expect(isLamstoreError(err, ErrorCode.DATA_CORRUPT), `${mode}/${seed}: ${String(err)}`).toBe(true);
+          refused.push(`${mode}/${seed}`);
           continue;
         }
         try {
@@ -263,8 +238,15 @@ describe('multixact', () => {
         } finally {
           await after.close();
         }
+        verified.set(mode, verified.get(mode)! + 1);
       }
     }
+    // A test whose every reopen was refused would check nothing. drop, prefix and subset keep
+    // whole writes only, so none of theirs may be refused; torn and garbage may leave a torn
+    // write a reopen refuses, but they must still leave images to check.
+    expect(refused.filter((r) => !r.startsWith('torn/') && !r.startsWith('garbage/'))).toEqual([]);
+    for (const mode of CRASH_MODES) expect(verified.get(mode), `${mode}: images checked`).toBeGreaterThan(0);
+    expect([...verified.values()].reduce((a, b) => a + b, 0) + refused.length).toBe(CRASH_MODES.length * 3);
   });
 
   it('a damaged control file is DATA_CORRUPT naming it', async () => {

@@ -7,6 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { Engine } from '../engine/index.js';
 import { SimDisk } from '../engine/testing.js';
+import { withEngine } from './helpers/engine.js';
 
 async function writeUnsynced(disk: SimDisk, path: string, byte: number, lengthBytes = 64): Promise<void> {
   await disk.mkdir(path.slice(0, path.lastIndexOf('/')));
@@ -20,14 +21,11 @@ describe('startup sync after an unclean stop', () => {
     const disk = new SimDisk();
     const a = await Engine.open({ dataDir: '/data', io: disk });
     await a.close();
-    const b = await Engine.open({ dataDir: '/data', io: disk });
-    try {
+    await withEngine({ dataDir: '/data', io: disk }, async (b) => {
       expect(b.openStats.uncleanStop).toBe(false);
       expect(b.openStats.startupSyncFiles).toBe(0);
       expect(b.ioCounts().fsync).toBe(0);
-    } finally {
-      await b.close();
-    }
+    });
   });
 
   it('after a process crash every file and directory is synced at open, so a later power loss keeps what the page cache held', async () => {
@@ -81,12 +79,9 @@ describe('startup sync of the volume', () => {
     expect(clean.openStats.uncleanStop).toBe(false);
     expect(clean.ioCounts().fdatasync).toBe(0);
     disk.processCrash(); // dies without closing
-    const unclean = await Engine.open({ dataDir: '/data', io: disk, preload: [ext()] });
-    try {
+    await withEngine({ dataDir: '/data', io: disk, preload: [ext()] }, async (unclean) => {
       expect(unclean.openStats.uncleanStop).toBe(true);
       expect(unclean.ioCounts().fdatasync).toBe(1);
-    } finally {
-      await unclean.close();
-    }
+    });
   });
 });

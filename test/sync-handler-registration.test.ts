@@ -7,13 +7,13 @@ import { describe, expect, it } from 'vitest';
 import { Engine, SyncHandlerId, SyncRequestType, LamstoreError } from '../engine/index.js';
 import { countingHandler, tempDir, testTag } from './helpers/index.js';
 import { encodeFileTag, rawTagKey, fileTagKey, decodeFileTag } from '../engine/sync/file-tag.js';
+import { withEngine } from './helpers/engine.js';
 
 describe('sync handler registration', () => {
   it('behaviour 1: the first extension gets id 5, the second 6', async () => {
     const a = countingHandler('a');
     const b = countingHandler('b');
-    const engine = await Engine.open({ dataDir: await tempDir(), preload: [a.extension, b.extension] });
-    try {
+    await withEngine({ dataDir: await tempDir(), preload: [a.extension, b.extension] }, async (engine) => {
       expect(a.id).toBe(SyncHandlerId.FIRST_DYNAMIC);
       expect(b.id).toBe(6);
       expect(engine.syncHandlers()).toEqual([
@@ -25,15 +25,12 @@ describe('sync handler registration', () => {
         { id: 5, name: 'a', builtin: false },
         { id: 6, name: 'b', builtin: false },
       ]);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('behaviours 2-4: five distinct tags sync five times, ten identical once, then nothing', async () => {
     const h = countingHandler();
-    const engine = await Engine.open({ dataDir: await tempDir(), preload: [h.extension] });
-    try {
+    await withEngine({ dataDir: await tempDir(), preload: [h.extension] }, async (engine) => {
       for (let seg = 1; seg <= 5; seg++) await engine.registerSyncRequest(testTag(h.id, seg), SyncRequestType.SYNC);
       const s1 = await engine.checkpoint();
       expect(h.syncCalls.map((t) => t.segno).sort()).toEqual([1, 2, 3, 4, 5]);
@@ -47,9 +44,7 @@ describe('sync handler registration', () => {
       const s3 = await engine.checkpoint();
       expect(h.syncCalls.length).toBe(6);
       expect(s3.syncFiles).toBe(0);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('behaviour 5: tags coalesce by their canonical zero-padded encoding, not raw bytes', () => {
@@ -72,8 +67,7 @@ describe('sync handler registration', () => {
         late = (name) => ctx.registerSyncHandler({ name, syncFileTag() {} });
       },
     };
-    const engine = await Engine.open({ dataDir: await tempDir(), preload: [ext] });
-    try {
+    await withEngine({ dataDir: await tempDir(), preload: [ext] }, async (engine) => {
       const before = engine.syncHandlers();
       expect(before.length).toBe(5); // the built-ins, exactly once
       let caught: unknown;
@@ -85,9 +79,7 @@ describe('sync handler registration', () => {
       expect(caught).toBeInstanceOf(LamstoreError);
       expect((caught as LamstoreError).code).toBe('REGISTRATION_CLOSED');
       expect(engine.syncHandlers()).toEqual(before);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('behaviour 7: an empty name or a missing syncFileTag is BAD_ARGUMENT', async () => {
@@ -99,12 +91,9 @@ describe('sync handler registration', () => {
 
   it('a second engine on the same data directory is refused with DATADIR_LOCKED', async () => {
     const dir = await tempDir();
-    const engine = await Engine.open({ dataDir: dir });
-    try {
+    await withEngine({ dataDir: dir }, async (engine) => {
       await expect(Engine.open({ dataDir: dir })).rejects.toMatchObject({ code: 'DATADIR_LOCKED' });
-    } finally {
-      await engine.close();
-    }
+    });
     const again = await Engine.open({ dataDir: dir });
     await again.close();
   });

@@ -21,6 +21,7 @@ import { SimDisk } from '../engine/testing.js';
 import { volumeExtension } from '../volume/index.js';
 import { tempDir } from './helpers/index.js';
 import { NoSyncIO } from './helpers/io-doubles.js';
+import { withEngine, SMALL_BS, REL } from './helpers/engine.js';
 
 function fileStore(skipFsync: boolean) {
   const state = { id: -1, io: undefined as unknown as FileIO, dir: '' };
@@ -73,15 +74,12 @@ describe('sync ledger', () => {
 
   it('a correct handler passes, and the ledger is empty after the checkpoint', async () => {
     const store = fileStore(false);
-    const engine = await Engine.open({ dataDir: await tempDir(), preload: [store.extension], verifySync: true });
-    try {
+    await withEngine({ dataDir: await tempDir(), preload: [store.extension], verifySync: true }, async (engine) => {
       for (let s = 0; s < 5; s++) await store.write(engine, s);
       expect(engine.ledger!.unsyncedPaths().length).toBe(5);
       await engine.checkpoint();
       expect(engine.ledger!.unsyncedPaths()).toEqual([]);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('a write issued after the checkpoint started is not held against it', async () => {
@@ -119,19 +117,17 @@ describe('sync ledger', () => {
   });
 });
 
-const BLOCK = 4096;
-const REL = { spcOid: 1663, dbOid: 5, relNumber: 16384 };
 const VOLUME_PATH = '/vol/lam.vol';
 
 function page(fill: number): Uint8Array {
-  return new Uint8Array(BLOCK).fill(fill);
+  return new Uint8Array(SMALL_BS).fill(fill);
 }
 
 describe('sync ledger on the built-in sync paths', () => {
   it("md: a segment sync that skips one segment's fsync fails the checkpoint with SYNC_LEDGER naming that segment file and byte range", async () => {
     const dir = await tempDir();
     // Four blocks a segment: six blocks make segments 0 (full) and 1 (two blocks).
-    const engine = await Engine.open({ dataDir: dir, blockSize: BLOCK, relSegBlocks: 4, verifySync: true });
+    const engine = await Engine.open({ dataDir: dir, blockSize: SMALL_BS, relSegBlocks: 4, verifySync: true });
     try {
       const md = engine.storageManager('md');
       expect(md).toBeInstanceOf(MdStorageManager);
@@ -152,7 +148,7 @@ describe('sync ledger on the built-in sync paths', () => {
       expect(err).toMatchObject({ code: 'SYNC_LEDGER', path: join(dir, 'base/5/16384.1') });
       // Segment 1's oldest unsynced write: block 4, the first block of the segment.
       expect((err as Error).message).toBe(
-        `${join(dir, 'base/5/16384.1')}: bytes 0..${BLOCK - 1} written before the checkpoint started are still not synced after it (a sync path skipped this file)`,
+        `${join(dir, 'base/5/16384.1')}: bytes 0..${SMALL_BS - 1} written before the checkpoint started are still not synced after it (a sync path skipped this file)`,
       );
       // Segment 0 was synced: the ledger names only the file that was skipped.
       expect(engine.ledger!.unsyncedPaths()).toEqual([join(dir, 'base/5/16384.1')]);
@@ -165,7 +161,7 @@ describe('sync ledger on the built-in sync paths', () => {
     const disk = new SimDisk();
     await disk.mkdir('/vol');
     const ext = volumeExtension({ path: VOLUME_PATH, create: { sizeBytes: 4 * 1024 * 1024 } });
-    const engine = await Engine.open({ dataDir: '/data', io: disk, blockSize: BLOCK, preload: [ext], verifySync: true });
+    const engine = await Engine.open({ dataDir: '/data', io: disk, blockSize: SMALL_BS, preload: [ext], verifySync: true });
     try {
       const volume = ext.volume!;
       let skipped = 0;
@@ -175,12 +171,12 @@ describe('sync ledger on the built-in sync paths', () => {
       const rel = engine.relation(REL, { storage: 'volume' });
       await rel.create(ForkNumber.MAIN);
       for (let b = 0; b < 3; b++) await rel.extend(ForkNumber.MAIN, page(b + 1));
-      const first = volume.physicalBlock(REL, ForkNumber.MAIN, 0) * BLOCK;
+      const first = volume.physicalBlock(REL, ForkNumber.MAIN, 0) * SMALL_BS;
       const err = await engine.checkpoint().catch((e: unknown) => e);
       expect(skipped).toBeGreaterThan(0);
       expect(err).toMatchObject({ code: 'SYNC_LEDGER', path: VOLUME_PATH });
       expect((err as Error).message).toBe(
-        `${VOLUME_PATH}: bytes ${first}..${first + BLOCK - 1} written before the checkpoint started are still not synced after it (a sync path skipped this file)`,
+        `${VOLUME_PATH}: bytes ${first}..${first + SMALL_BS - 1} written before the checkpoint started are still not synced after it (a sync path skipped this file)`,
       );
     } finally {
       await engine.close().catch(() => {});
@@ -191,7 +187,7 @@ describe('sync ledger on the built-in sync paths', () => {
     const disk = new SimDisk();
     await disk.mkdir('/vol');
     const ext = volumeExtension({ path: VOLUME_PATH, create: { sizeBytes: 4 * 1024 * 1024 } });
-    const engine = await Engine.open({ dataDir: '/data', io: disk, blockSize: BLOCK, preload: [ext], verifySync: true });
+    const engine = await Engine.open({ dataDir: '/data', io: disk, blockSize: SMALL_BS, preload: [ext], verifySync: true });
     try {
       const volume = ext.volume!;
       const rel = engine.relation(REL, { storage: 'volume' });
@@ -204,8 +200,8 @@ describe('sync ledger on the built-in sync paths', () => {
       await rel.write(ForkNumber.MAIN, 0, page(2));
       await engine.checkpoint();
       expect(engine.ledger!.unsyncedPaths()).toEqual([VOLUME_PATH]);
-      const at = volume.physicalBlock(REL, ForkNumber.MAIN, 0) * BLOCK;
-      await expect(engine.checkpoint()).rejects.toMatchObject({ code: 'SYNC_LEDGER', message: expect.stringContaining(`${VOLUME_PATH}: bytes ${at}..${at + BLOCK - 1} written`) });
+      const at = volume.physicalBlock(REL, ForkNumber.MAIN, 0) * SMALL_BS;
+      await expect(engine.checkpoint()).rejects.toMatchObject({ code: 'SYNC_LEDGER', message: expect.stringContaining(`${VOLUME_PATH}: bytes ${at}..${at + SMALL_BS - 1} written`) });
     } finally {
       await engine.close().catch(() => {});
     }
@@ -215,7 +211,7 @@ describe('sync ledger on the built-in sync paths', () => {
     const disk = new SimDisk();
     const segment = '/data/base/5/16384';
     const io: FileIO = new NoSyncIO(disk, (path) => path === segment);
-    const engine = await Engine.open({ dataDir: '/data', io, blockSize: BLOCK, verifySync: true });
+    const engine = await Engine.open({ dataDir: '/data', io, blockSize: SMALL_BS, verifySync: true });
     const rel = engine.relation(REL);
     await rel.create(ForkNumber.MAIN);
     await rel.extend(ForkNumber.MAIN, page(7));

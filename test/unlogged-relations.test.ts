@@ -7,28 +7,22 @@
 import { describe, expect, it } from 'vitest';
 import { Engine, ForkNumber } from '../engine/index.js';
 import { SimDisk } from '../engine/testing.js';
+import { withEngine, BS, locator, taggedPage, tagOf } from './helpers/engine.js';
 
-const BLOCK = 8192;
-const unloggedRel = { spcOid: 1663, dbOid: 5, relNumber: 500 };
-const permanentRel = { spcOid: 1663, dbOid: 5, relNumber: 600 };
+const unloggedRel = locator(500);
+const permanentRel = locator(600);
 
-function page(tag: number): Uint8Array {
-  const p = new Uint8Array(BLOCK).fill(tag, 16);
-  p[0] = tag;
-  return p;
-}
-const body = (p: Uint8Array) => p[0];
 
 async function setUp(disk: SimDisk) {
   const engine = await Engine.open({ dataDir: '/data', io: disk, sharedBuffers: 64 });
   const u = engine.relation(unloggedRel, { persistence: 'unlogged' });
   await u.create(ForkNumber.INIT);
-  await u.extend(ForkNumber.INIT, page(1)); // the empty state: one page
+  await u.extend(ForkNumber.INIT, taggedPage(1)); // the empty state: one page
   await u.create(ForkNumber.MAIN);
-  for (let b = 0; b < 4; b++) await u.extend(ForkNumber.MAIN, page(10 + b));
+  for (let b = 0; b < 4; b++) await u.extend(ForkNumber.MAIN, taggedPage(10 + b));
   const p = engine.relation(permanentRel);
   await p.create(ForkNumber.MAIN);
-  await p.extend(ForkNumber.MAIN, page(77));
+  await p.extend(ForkNumber.MAIN, taggedPage(77));
   return { engine, u, p };
 }
 
@@ -37,14 +31,14 @@ describe('unlogged relations', () => {
     const disk = new SimDisk();
     const { engine, u } = await setUp(disk);
     await engine.checkpoint();
-    for (let b = 0; b < 4; b++) await u.write(ForkNumber.MAIN, b, page(20 + b));
+    for (let b = 0; b < 4; b++) await u.write(ForkNumber.MAIN, b, taggedPage(20 + b));
     const s = await engine.checkpoint();
     expect(s.buffersWritten).toBe(0); // the unlogged buffers were skipped
     expect(s.tagsDispatched.md ?? 0).toBe(0);
     const durable = disk.crash('drop');
     // init and the permanent relation are durable; the unlogged main fork never was synced.
-    expect(durable.readFileNow('/data/base/5/500_init')?.length).toBe(BLOCK);
-    expect(durable.readFileNow('/data/base/5/600')?.length).toBe(BLOCK);
+    expect(durable.readFileNow('/data/base/5/500_init')?.length).toBe(BS);
+    expect(durable.readFileNow('/data/base/5/600')?.length).toBe(BS);
     expect(durable.readFileNow('/data/base/5/500')?.length ?? 0).toBe(0);
     await engine.close();
   });
@@ -52,52 +46,46 @@ describe('unlogged relations', () => {
   it('the shutdown checkpoint writes and syncs unlogged forks; a clean reopen keeps them', async () => {
     const disk = new SimDisk();
     const { engine, u } = await setUp(disk);
-    for (let b = 0; b < 4; b++) await u.write(ForkNumber.MAIN, b, page(30 + b));
+    for (let b = 0; b < 4; b++) await u.write(ForkNumber.MAIN, b, taggedPage(30 + b));
     const fsyncBefore = engine.ioCounts().fsync;
     await engine.close();
     expect(engine.ioCounts().fsync).toBeGreaterThan(fsyncBefore); // the shutdown synced them
     const durable = disk.crash('drop');
-    const again = await Engine.open({ dataDir: '/data', io: durable });
-    try {
+    await withEngine({ dataDir: '/data', io: durable }, async (again) => {
       expect(again.openStats.uncleanStop).toBe(false);
       expect(again.openStats.unloggedReset).toBe(0);
       const u2 = again.relation(unloggedRel, { persistence: 'unlogged' });
       expect(await u2.nblocks(ForkNumber.MAIN)).toBe(4);
-      for (let b = 0; b < 4; b++) expect(body(await u2.read(ForkNumber.MAIN, b))).toBe(30 + b);
-    } finally {
-      await again.close();
-    }
+      for (let b = 0; b < 4; b++) expect(tagOf(await u2.read(ForkNumber.MAIN, b))).toBe(30 + b);
+    });
   });
 
   it('after an unclean stop the main fork is reset from INIT; the permanent relation is untouched', async () => {
     const disk = new SimDisk();
     const { engine, u, p } = await setUp(disk);
-    for (let b = 0; b < 4; b++) await u.write(ForkNumber.MAIN, b, page(40 + b));
-    await p.write(ForkNumber.MAIN, 0, page(78));
+    for (let b = 0; b < 4; b++) await u.write(ForkNumber.MAIN, b, taggedPage(40 + b));
+    await p.write(ForkNumber.MAIN, 0, taggedPage(78));
     await engine.checkpoint();
     disk.processCrash(); // kill -9: no shutdown checkpoint
-    const again = await Engine.open({ dataDir: '/data', io: disk });
-    try {
+    await withEngine({ dataDir: '/data', io: disk }, async (again) => {
       expect(again.openStats.uncleanStop).toBe(true);
       expect(again.openStats.unloggedReset).toBe(1);
       const u2 = again.relation(unloggedRel, { persistence: 'unlogged' });
       expect(await u2.nblocks(ForkNumber.MAIN)).toBe(1);
-      expect(body(await u2.read(ForkNumber.MAIN, 0))).toBe(1); // the INIT fork's page
-      expect(body(await again.relation(permanentRel).read(ForkNumber.MAIN, 0))).toBe(78);
+      expect(tagOf(await u2.read(ForkNumber.MAIN, 0))).toBe(1); // the INIT fork's page
+      expect(tagOf(await again.relation(permanentRel).read(ForkNumber.MAIN, 0))).toBe(78);
       // The reset is durable: a power loss now still shows the reset state.
       const durable = disk.crash('drop');
       expect(durable.readFileNow('/data/base/5/500')?.[0]).toBe(1);
-      expect(durable.readFileNow('/data/base/5/500')?.length).toBe(BLOCK);
-    } finally {
-      await again.close();
-    }
+      expect(durable.readFileNow('/data/base/5/500')?.length).toBe(BS);
+    });
   });
 });
 
 describe('unlogged relations on the volume', () => {
   async function openVol(disk: SimDisk) {
     const { volumeExtension } = await import('../volume/index.js');
-    const ext = volumeExtension({ path: '/vol/v', create: { sizeBytes: 4 * 1024 * 1024, blockSize: BLOCK } });
+    const ext = volumeExtension({ path: '/vol/v', create: { sizeBytes: 4 * 1024 * 1024, blockSize: BS } });
     const engine = await Engine.open({ dataDir: '/data', io: disk, sharedBuffers: 16, preload: [ext] });
     return engine;
   }
@@ -108,13 +96,13 @@ describe('unlogged relations on the volume', () => {
     const engine = await openVol(disk);
     const u = engine.relation(unloggedRel, { storage: 'volume', persistence: 'unlogged' });
     await u.create(ForkNumber.INIT);
-    await u.extend(ForkNumber.INIT, page(1));
+    await u.extend(ForkNumber.INIT, taggedPage(1));
     await u.create(ForkNumber.MAIN);
-    for (let b = 0; b < 40; b++) await u.extend(ForkNumber.MAIN, page(10 + (b % 50)));
+    for (let b = 0; b < 40; b++) await u.extend(ForkNumber.MAIN, taggedPage(10 + (b % 50)));
     const s1 = await engine.checkpoint(); // INIT's tag only
     expect(s1.tagsDispatched.volume).toBe(1);
     // 40 rewrites through 16 buffers: evictions write unlogged pages; the ledger (on in tests) must not object.
-    for (let b = 0; b < 40; b++) await u.write(ForkNumber.MAIN, b, page(60 + b));
+    for (let b = 0; b < 40; b++) await u.write(ForkNumber.MAIN, b, taggedPage(60 + b));
     const s2 = await engine.checkpoint();
     expect(s2.tagsDispatched.volume ?? 0).toBe(0);
     expect(s2.buffersWritten).toBe(0);
@@ -125,8 +113,8 @@ describe('unlogged relations on the volume', () => {
       expect(again.openStats.unloggedReset).toBe(1);
       const u2 = again.relation(unloggedRel, { storage: 'volume', persistence: 'unlogged' });
       expect(await u2.nblocks(ForkNumber.MAIN)).toBe(1);
-      expect(body(await u2.read(ForkNumber.MAIN, 0))).toBe(1);
-      for (let b = 0; b < 3; b++) await u2.extend(ForkNumber.MAIN, page(90 + b));
+      expect(tagOf(await u2.read(ForkNumber.MAIN, 0))).toBe(1);
+      for (let b = 0; b < 3; b++) await u2.extend(ForkNumber.MAIN, taggedPage(90 + b));
       const before = again.ioCounts().fdatasync;
       await again.close();
       expect(again.ioCounts().fdatasync).toBeGreaterThan(before); // the shutdown synced the volume
@@ -139,7 +127,7 @@ describe('unlogged relations on the volume', () => {
       expect(third.openStats.uncleanStop).toBe(false);
       const u3 = third.relation(unloggedRel, { storage: 'volume', persistence: 'unlogged' });
       expect(await u3.nblocks(ForkNumber.MAIN)).toBe(4);
-      expect(body(await u3.read(ForkNumber.MAIN, 3))).toBe(92);
+      expect(tagOf(await u3.read(ForkNumber.MAIN, 3))).toBe(92);
     } finally {
       await third.close();
     }
@@ -152,7 +140,7 @@ describe('preload failure cleanup', () => {
     const disk = new SimDisk();
     await disk.mkdir('/vol');
     const failing = { name: 'boom', init() { throw new Error('boom'); } };
-    const vol = volumeExtension({ path: '/vol/v', create: { sizeBytes: 1024 * 1024, blockSize: BLOCK } });
+    const vol = volumeExtension({ path: '/vol/v', create: { sizeBytes: 1024 * 1024, blockSize: BS } });
     await expect(Engine.open({ dataDir: '/data', io: disk, preload: [vol, failing] })).rejects.toThrow('boom');
     expect(disk.openHandleCount).toBe(0);
     const ok = await Engine.open({ dataDir: '/data', io: disk, preload: [volumeExtension({ path: '/vol/v' })] });

@@ -13,7 +13,7 @@ import { fsError } from '../engine/index.js';
 import type { FileHandle, FileIO, FileStat } from '../engine/index.js';
 import { FreeSpace } from '../volume/extent-allocator.js';
 import { Volume, type VolumeHost } from '../volume/index.js';
-import { rel } from './volume-helpers.js';
+import { rel } from './helpers/volume.js';
 
 describe('FreeSpace', () => {
   it('matches a bitmap model under random take/defer/release sequences (A1-A3)', () => {

@@ -16,8 +16,9 @@ import { Engine, LamstoreError, RealIO, crc32c } from '../engine/index.js';
 import { SimDisk } from '../engine/testing.js';
 import { Volume, checkVolume, volumeExtension } from '../volume/index.js';
 import { decodeCatalog, decodeSuperblock, encodeCatalog, SUPERBLOCK_BYTES } from '../volume/format.js';
-import { BS, hashFile, makePage, openVolumeEngine, rel } from './volume-helpers.js';
+import { hashFile, makePage, openVolumeEngine, rel } from './helpers/volume.js';
 import { tempDir } from './helpers/index.js';
+import { SMALL_BS } from './helpers/engine.js';
 
 const SIZE = 1024 * 1024;
 
@@ -49,7 +50,7 @@ async function expectRefused(path: string, pattern: RegExp, codes = ['VOLUME_COR
   expect(e.message).toContain(path);
   expect(e.message).toMatch(pattern);
   // Through the extension too (what Engine.open users see).
-  const viaEngine = await Engine.open({ dataDir: join(path, '..', 'data-bad'), blockSize: BS, preload: [volumeExtension({ path })] }).catch((err: unknown) => err);
+  const viaEngine = await Engine.open({ dataDir: join(path, '..', 'data-bad'), blockSize: SMALL_BS, preload: [volumeExtension({ path })] }).catch((err: unknown) => err);
   expect(viaEngine).toBeInstanceOf(LamstoreError);
   expect((viaEngine as LamstoreError).code).toBe(e.code);
   if (before !== null) expect(await hashFile(path)).toBe(before);
@@ -61,7 +62,7 @@ async function expectRefused(path: string, pattern: RegExp, codes = ['VOLUME_COR
 /** Rewrite fields of a superblock slot and recompute its CRC. */
 async function patchSlot(path: string, slot: number, patch: (v: DataView) => void): Promise<void> {
   const buf = await readFile(path);
-  const at = slot * BS;
+  const at = slot * SMALL_BS;
   const v = new DataView(buf.buffer, buf.byteOffset + at, SUPERBLOCK_BYTES);
   patch(v);
   v.setUint32(SUPERBLOCK_BYTES - 4, crc32c(new Uint8Array(buf.buffer, buf.byteOffset + at, SUPERBLOCK_BYTES - 4)), true);
@@ -70,7 +71,7 @@ async function patchSlot(path: string, slot: number, patch: (v: DataView) => voi
 
 function activeSlot(buf: Uint8Array): number {
   const a = decodeSuperblock(buf.subarray(0, SUPERBLOCK_BYTES), 0);
-  const b = decodeSuperblock(buf.subarray(BS, BS + SUPERBLOCK_BYTES), 1);
+  const b = decodeSuperblock(buf.subarray(SMALL_BS, SMALL_BS + SUPERBLOCK_BYTES), 1);
   if (a.ok && b.ok) return a.sb.generation > b.sb.generation ? 0 : 1;
   return a.ok ? 0 : 1;
 }
@@ -79,9 +80,9 @@ function activeSlot(buf: Uint8Array): number {
 async function patchCatalog(path: string, mutate: (c: ReturnType<typeof decodeCatalog>) => Uint8Array | void): Promise<void> {
   const buf = new Uint8Array(await readFile(path));
   const slot = activeSlot(buf);
-  const r = decodeSuperblock(buf.subarray(slot * BS, slot * BS + SUPERBLOCK_BYTES), slot);
+  const r = decodeSuperblock(buf.subarray(slot * SMALL_BS, slot * SMALL_BS + SUPERBLOCK_BYTES), slot);
   if (!r.ok) throw new Error('fixture has a valid active slot');
-  const at = r.sb.catalogOffsetBlocks * BS;
+  const at = r.sb.catalogOffsetBlocks * SMALL_BS;
   const cat = decodeCatalog(buf.subarray(at, at + r.sb.catalogLengthBytes), path, r.sb.generation);
   const bytes = mutate(cat) ?? encodeCatalog(cat);
   buf.set(bytes, at);
@@ -117,7 +118,7 @@ describe('volume bad input', () => {
     const path = await makeVolume(await tempDir());
     const buf = await readFile(path);
     buf.write('NOTAVOLM', 0, 'latin1');
-    buf.write('NOTAVOLM', BS, 'latin1');
+    buf.write('NOTAVOLM', SMALL_BS, 'latin1');
     await writeFile(path, buf);
     await expectRefused(path, /wrong magic/);
     expect((await checkVolume(path)).map((f) => f.part)).toEqual(expect.arrayContaining(['superblock slot 0', 'superblock slot 1']));
@@ -147,9 +148,9 @@ describe('volume bad input', () => {
     const path = await makeVolume(await tempDir());
     const buf = new Uint8Array(await readFile(path));
     const slot = activeSlot(buf);
-    const r = decodeSuperblock(buf.subarray(slot * BS, slot * BS + SUPERBLOCK_BYTES), slot);
+    const r = decodeSuperblock(buf.subarray(slot * SMALL_BS, slot * SMALL_BS + SUPERBLOCK_BYTES), slot);
     if (!r.ok) throw new Error('valid');
-    buf[r.sb.catalogOffsetBlocks * BS + 40]! ^= 0x10;
+    buf[r.sb.catalogOffsetBlocks * SMALL_BS + 40]! ^= 0x10;
     await writeFile(path, buf);
     await expectRefused(path, /catalog CRC mismatch/);
     expect((await checkVolume(path)).some((f) => f.part === 'catalog' && /CRC/.test(f.message))).toBe(true);
@@ -159,7 +160,7 @@ describe('volume bad input', () => {
     const cases: [string, (c: ReturnType<typeof decodeCatalog>) => void, RegExp][] = [
       ['overlap', (c) => void (c.forks[1]!.extents[0]!.startBlock = c.forks[0]!.extents[0]!.startBlock + 1), /overlaps/],
       ['metadata', (c) => void (c.forks[0]!.extents[0]!.startBlock = 1), /overlaps the superblocks/],
-      ['leaves', (c) => void (c.forks[0]!.extents[0]!.startBlock = SIZE / BS - 2), /leave the volume/],
+      ['leaves', (c) => void (c.forks[0]!.extents[0]!.startBlock = SIZE / SMALL_BS - 2), /leave the volume/],
       ['zero length', (c) => void (c.forks[0]!.extents[0]!.lengthBlocks = 0), /length 0|nblocks/],
       ['nblocks beyond extents', (c) => void (c.forks[0]!.nblocks = 1000), /exceeds/],
     ];
@@ -228,7 +229,7 @@ describe('volume bad input', () => {
       const buf = new Uint8Array(await readFile(path));
       const active = activeSlot(buf);
       const slot = damage === 'active' ? active : 1 - active;
-      buf[slot * BS + 30]! ^= 0x01;
+      buf[slot * SMALL_BS + 30]! ^= 0x01;
       await writeFile(path, buf);
       const before = await hashFile(path);
       const findings = await checkVolume(path, { checkPages: true });
@@ -248,7 +249,7 @@ describe('volume bad input', () => {
     const path = await makeVolume(await tempDir());
     const buf = await readFile(path);
     buf[30]! ^= 1;
-    buf[BS + 30]! ^= 1;
+    buf[SMALL_BS + 30]! ^= 1;
     await writeFile(path, buf);
     await expectRefused(path, /no valid superblock.*CRC mismatch/);
   });
@@ -266,7 +267,7 @@ describe('volume bad input', () => {
     await disk.mkdir('/v');
     disk.injectFault({ kind: 'pwrite', code: 'ENOSPC', nth: 2, pathIncludes: 'lam.vol' });
     const progress: number[] = [];
-    const err = await Volume.open({ io: disk, path: '/v/lam.vol', create: { sizeBytes: 16 * 1024 * 1024, blockSize: BS, onProgress: (p) => progress.push(p.doneBytes) } }).catch((e: unknown) => e);
+    const err = await Volume.open({ io: disk, path: '/v/lam.vol', create: { sizeBytes: 16 * 1024 * 1024, blockSize: SMALL_BS, onProgress: (p) => progress.push(p.doneBytes) } }).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'IO_ERROR', errno: 'ENOSPC' });
     expect((err as Error).message).toContain('/v/lam.vol');
     expect(progress).toEqual([4 * 1024 * 1024]);

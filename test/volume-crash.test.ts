@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { Engine } from '../engine/index.js';
 import { SimDisk, CRASH_MODES } from '../engine/testing.js';
 import { volumeExtension } from '../volume/index.js';
-import { BS } from './volume-helpers.js';
+import { SMALL_BS } from './helpers/engine.js';
 
 const VOL = '/vol/lam.vol';
 
@@ -23,7 +23,7 @@ describe('volume crash safety', () => {
     disk.onCall = (index) => {
       for (const mode of CRASH_MODES) images.push({ index, disk: disk.crash(mode, index) });
     };
-    await Engine.open({ dataDir: '/data', blockSize: BS, sharedBuffers: 16, io: disk, preload: [volumeExtension({ path: VOL, create: { sizeBytes: 256 * 1024 } })] }).then((e) => e.close());
+    await Engine.open({ dataDir: '/data', blockSize: SMALL_BS, sharedBuffers: 16, io: disk, preload: [volumeExtension({ path: VOL, create: { sizeBytes: 256 * 1024 } })] }).then((e) => e.close());
     disk.onCall = undefined;
     let absent = 0;
     let refused = 0;
@@ -31,7 +31,7 @@ describe('volume crash safety', () => {
     for (const img of images) {
       const ext = volumeExtension({ path: VOL });
       try {
-        const e = await Engine.open({ dataDir: '/data', blockSize: BS, sharedBuffers: 16, io: img.disk, preload: [ext] });
+        const e = await Engine.open({ dataDir: '/data', blockSize: SMALL_BS, sharedBuffers: 16, io: img.disk, preload: [ext] });
         expect(ext.volume!.info().forks).toEqual([]);
         await e.close();
         valid++;

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { Engine, ForkNumber } from '../engine/index.js';
 import { checkVolume, openVolumeReadOnly, volumeExtension } from '../volume/index.js';
 import { tempDir } from './helpers/index.js';
+import { locator } from './helpers/engine.js';
 
 describe('volume embedded use', () => {
   it('the README example: create, extend, write, checkpoint, close, reopen, read back', async () => {
@@ -17,7 +18,7 @@ describe('volume embedded use', () => {
     const progress: number[] = [];
     const engine = await Engine.open({ dataDir: join(dir, 'data'), sharedBuffers: 64, preload: [volumeExtension({ path, create: { sizeBytes: 1 << 22, onProgress: (p) => progress.push(p.doneBytes) } })] });
     expect(progress[progress.length - 1]).toBe(1 << 22);
-    const rel = engine.relation({ spcOid: 1663, dbOid: 5, relNumber: 16384 }, { storage: 'volume' });
+    const rel = engine.relation(locator(16384), { storage: 'volume' });
     await rel.create(ForkNumber.MAIN);
     const page = new Uint8Array(8192).fill(7);
     const page2 = new Uint8Array(8192).fill(9);
@@ -28,7 +29,7 @@ describe('volume embedded use', () => {
     await engine.close();
 
     const again = await Engine.open({ dataDir: join(dir, 'data'), sharedBuffers: 64, preload: [volumeExtension({ path })] });
-    const back = await again.relation({ spcOid: 1663, dbOid: 5, relNumber: 16384 }, { storage: 'volume' }).read(ForkNumber.MAIN, blk);
+    const back = await again.relation(locator(16384), { storage: 'volume' }).read(ForkNumber.MAIN, blk);
     expect(back[0]).toBe(9);
     expect(back[8191]).toBe(9);
     await again.close();
@@ -39,7 +40,7 @@ describe('volume embedded use', () => {
     const dir = await tempDir();
     const path = join(dir, 'lam.vol');
     const engine = await Engine.open({ dataDir: join(dir, 'data'), sharedBuffers: 64, blockSize: 4096, preload: [volumeExtension({ path, create: { sizeBytes: 1 << 20 } })] });
-    const a = engine.relation({ spcOid: 1663, dbOid: 5, relNumber: 1 }, { storage: 'volume' });
+    const a = engine.relation(locator(1), { storage: 'volume' });
     await a.create(ForkNumber.MAIN);
     await a.create(ForkNumber.FSM);
     for (let i = 0; i < 20; i++) await a.extend(ForkNumber.MAIN);

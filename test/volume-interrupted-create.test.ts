@@ -16,8 +16,9 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { Engine, ErrorCode, isLamstoreError } from '../engine/index.js';
 import { volumeExtension } from '../volume/index.js';
 import { tempDir } from './helpers/index.js';
-import { BS, hashFile } from './volume-helpers.js';
-import { builtBinMissing, expectRefusal, lamstore } from './cli-helpers.js';
+import { hashFile } from './helpers/volume.js';
+import { builtBinMissing, expectRefusal, lamstore } from './helpers/cli.js';
+import { SMALL_BS } from './helpers/engine.js';
 
 const NEVER_COMPLETED = /the file was never completed as a volume \(both superblock slots are all zero: its creation was interrupted\); it may be removed/;
 
@@ -28,7 +29,7 @@ beforeAll(() => {
 /** The error Engine.open with the volume extension on `path` rejects with. */
 async function openError(dataDir: string, path: string, create?: { sizeBytes: number }): Promise<Error> {
   try {
-    const engine = await Engine.open({ dataDir, blockSize: BS, preload: [volumeExtension({ path, create })] });
+    const engine = await Engine.open({ dataDir, blockSize: SMALL_BS, preload: [volumeExtension({ path, create })] });
     await engine.close();
   } catch (err) {
     return err as Error;
@@ -44,8 +45,8 @@ describe('a volume whose creation never completed', () => {
     const script = `
       const { Engine } = await import(${JSON.stringify(resolve('dist/engine/index.js'))});
       const { volumeExtension } = await import(${JSON.stringify(resolve('dist/volume/index.js'))});
-      await Engine.open({ dataDir: ${JSON.stringify(join(dir, 'child-data'))}, blockSize: ${BS},
-        preload: [volumeExtension({ path: ${JSON.stringify(path)}, create: { sizeBytes: ${size}, blockSize: ${BS} } })] });
+      await Engine.open({ dataDir: ${JSON.stringify(join(dir, 'child-data'))}, blockSize: ${SMALL_BS},
+        preload: [volumeExtension({ path: ${JSON.stringify(path)}, create: { sizeBytes: ${size}, blockSize: ${SMALL_BS} } })] });
       console.log('created');`;
     const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -117,7 +118,7 @@ describe('a volume whose creation never completed', () => {
   });
 
   it.each([
-    ['slot 1 of a 4 KiB volume', BS],
+    ['slot 1 of a 4 KiB volume', SMALL_BS],
     ['slot 1 of an 8 KiB volume', 8192],
   ])('other damage is not called an interrupted creation: slot 0 zero, %s garbage', async (_what, at) => {
     const dir = await tempDir();

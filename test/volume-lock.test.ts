@@ -13,7 +13,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { RealIO } from '../engine/index.js';
 import { Volume, openVolumeReadOnly } from '../volume/index.js';
-import { openVolumeEngine } from './volume-helpers.js';
+import { openVolumeEngine } from './helpers/volume.js';
 import { tempDir } from './helpers/index.js';
 
 const run = promisify(execFile);

@@ -11,7 +11,8 @@ import { ForkNumber, verifyPageChecksum } from '../engine/index.js';
 import { SimDisk } from '../engine/testing.js';
 import type { ForkNumber as Fork } from '../engine/index.js';
 import { EXTENT_BLOCKS_FIRST } from '../volume/index.js';
-import { BS, makePage, openVolumeEngine, rel, writePages } from './volume-helpers.js';
+import { makePage, openVolumeEngine, rel, writePages } from './helpers/volume.js';
+import { SMALL_BS } from './helpers/engine.js';
 
 const VOL = '/vol/lam.vol';
 
@@ -48,14 +49,14 @@ describe('volume storage manager', () => {
     }
     await smgr.truncate(r, ForkNumber.FSM, 5);
     await smgr.unlink(r, ForkNumber.INIT);
-    await expect(smgr.read(r, ForkNumber.INIT, 0, new Uint8Array(BS))).rejects.toMatchObject({ code: 'RELATION_NOT_FOUND' });
-    await expect(smgr.read(r, ForkNumber.FSM, 5, new Uint8Array(BS))).rejects.toMatchObject({ code: 'BLOCK_OUT_OF_RANGE' });
+    await expect(smgr.read(r, ForkNumber.INIT, 0, new Uint8Array(SMALL_BS))).rejects.toMatchObject({ code: 'RELATION_NOT_FOUND' });
+    await expect(smgr.read(r, ForkNumber.FSM, 5, new Uint8Array(SMALL_BS))).rejects.toMatchObject({ code: 'BLOCK_OUT_OF_RANGE' });
     await expect(writePages(smgr, r, ForkNumber.MAIN, 20, [makePage(r, 0, 20)])).rejects.toMatchObject({ code: 'BLOCK_OUT_OF_RANGE' });
     volume.checkInvariants();
     await engine.close();
 
     const again = await openVolumeEngine({ io: disk, dataDir: '/data', path: VOL });
-    const buf = new Uint8Array(BS);
+    const buf = new Uint8Array(SMALL_BS);
     for (const f of [ForkNumber.MAIN, ForkNumber.VISIBILITY_MAP] as Fork[]) {
       expect(await again.smgr.nblocks(r, f)).toBe(20);
       for (let b = 0; b < 20; b++) {
@@ -105,7 +106,7 @@ describe('volume storage manager', () => {
     for (let i = 0; i < 8; i++) await smgr.extend(a, 0, i, makePage(a, 0, i));
     const before = engine.ioCounts();
     await writePages(smgr, a, 0, 0, Array.from({ length: 8 }, (_, i) => makePage(a, 0, i, 3)));
-    const buf = new Uint8Array(BS);
+    const buf = new Uint8Array(SMALL_BS);
     await smgr.read(a, 0, 5, buf);
     const after = engine.ioCounts();
     expect(after.pwrite - before.pwrite).toBe(1);
@@ -196,7 +197,7 @@ describe('volume storage manager', () => {
     await engine.checkpoint(); // the catalog still fits: the checkpoint succeeds
     await engine.close();
     const again = await openVolumeEngine({ io: disk, dataDir: '/data', path: VOL });
-    const buf = new Uint8Array(BS);
+    const buf = new Uint8Array(SMALL_BS);
     for (const r of rels) {
       expect(await again.smgr.nblocks(r, 0)).toBe(written.get(r.relNumber));
       for (let b = 0; b < written.get(r.relNumber)!; b++) {
@@ -214,7 +215,7 @@ describe('volume storage manager', () => {
     await smgr.extend(a, 0, 0, makePage(a, 0, 0));
     await engine.close();
     const ro = await openVolumeEngine({ io: disk, dataDir: '/data2', path: VOL, readOnly: true });
-    const buf = new Uint8Array(BS);
+    const buf = new Uint8Array(SMALL_BS);
     await ro.smgr.read(a, 0, 0, buf);
     expect(Buffer.from(buf).equals(makePage(a, 0, 0))).toBe(true);
     await expect(writePages(ro.smgr, a, 0, 0, [buf])).rejects.toMatchObject({ code: 'VOLUME_READ_ONLY', path: VOL });
@@ -227,7 +228,7 @@ describe('volume storage manager', () => {
     await smgr.create(a, 0);
     await smgr.extend(a, 0, 5, makePage(a, 0, 5));
     expect(await smgr.nblocks(a, 0)).toBe(6);
-    const buf = new Uint8Array(BS);
+    const buf = new Uint8Array(SMALL_BS);
     await smgr.read(a, 0, 2, buf);
     expect(buf.every((x) => x === 0)).toBe(true);
     await engine.close();

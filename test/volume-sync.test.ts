@@ -11,9 +11,10 @@ import { Engine, RealIO } from '../engine/index.js';
 import { SimDisk } from '../engine/testing.js';
 import type { FileHandle, FileIO, FileStat, LockMode, OpenOptions } from '../engine/index.js';
 import { openVolumeReadOnly, volumeExtension } from '../volume/index.js';
-import { BS, makePage, openVolumeEngine, rel, writePages } from './volume-helpers.js';
+import { makePage, openVolumeEngine, rel, writePages } from './helpers/volume.js';
 import { tempDir } from './helpers/index.js';
 import { join } from 'node:path';
+import { SMALL_BS } from './helpers/engine.js';
 
 /** Counts fsync/fdatasync per path. */
 class PathCountingIO implements FileIO {
@@ -48,7 +49,7 @@ async function simEngine(sizeBytes = 64 * 1024 * 1024, extra: { syncQueueSize?: 
   await disk.mkdir('/vol');
   const io = new PathCountingIO(disk);
   const ext = volumeExtension({ path: VOL, create: { sizeBytes } });
-  const engine = await Engine.open({ dataDir: '/data', blockSize: BS, sharedBuffers: 256, syncQueueSize: 4096, io, preload: [ext], ...extra });
+  const engine = await Engine.open({ dataDir: '/data', blockSize: SMALL_BS, sharedBuffers: 256, syncQueueSize: 4096, io, preload: [ext], ...extra });
   return { disk, io, engine, smgr: engine.storageManager('volume'), volume: ext.volume! };
 }
 
@@ -89,7 +90,7 @@ describe('volume sync handler', () => {
     const dir = await tempDir();
     const path = join(dir, 'lam.vol');
     const io = new PathCountingIO(new RealIO());
-    const engine = await Engine.open({ dataDir: join(dir, 'data'), blockSize: BS, io, preload: [volumeExtension({ path, create: { sizeBytes: 8 * 1024 * 1024 } })] });
+    const engine = await Engine.open({ dataDir: join(dir, 'data'), blockSize: SMALL_BS, io, preload: [volumeExtension({ path, create: { sizeBytes: 8 * 1024 * 1024 } })] });
     const smgr = engine.storageManager('volume');
     for (let i = 0; i < 100; i++) {
       await smgr.create(rel(i + 1), 0);
@@ -160,7 +161,7 @@ describe('volume sync handler', () => {
     expect(err).toMatchObject({ code: 'ENGINE_FAILED' });
     expect((err as Error).message).toContain(VOL);
     // Reads keep working.
-    const buf = new Uint8Array(BS);
+    const buf = new Uint8Array(SMALL_BS);
     await smgr.read(a, 0, 0, buf);
     await expect(engine.close()).rejects.toMatchObject({ code: 'ENGINE_FAILED' });
   });
@@ -186,7 +187,7 @@ describe('volume sync handler through the relation API and the buffer pool', () 
       await disk.mkdir('/vol');
       const io = new PathCountingIO(disk);
       const ext = volumeExtension({ path: VOL, create: { sizeBytes: 40 * 1024 * 1024 } });
-      const engine = await Engine.open({ dataDir: '/data', blockSize: BS, sharedBuffers: Math.max(64, 8 * n), io, preload: [ext] });
+      const engine = await Engine.open({ dataDir: '/data', blockSize: SMALL_BS, sharedBuffers: Math.max(64, 8 * n), io, preload: [ext] });
       const rels = Array.from({ length: n }, (_, i) => engine.relation(rel(i + 1), { storage: 'volume' }));
       for (const r of rels) {
         await r.create(0);

@@ -18,9 +18,8 @@ import { CountingIO, SimDisk } from '../engine/testing.js';
 import { WritebackContext, type WritebackTag } from '../engine/buffer/writeback.js';
 import { SyncLedgerIO } from '../engine/io/sync-ledger.js';
 import { tempDir } from './helpers/index.js';
+import { withEngine, BS, pageOf, locator } from './helpers/engine.js';
 
-const BS = 8192;
-const pageOf = (v: number) => new Uint8Array(BS).fill(v);
 
 interface Hint {
   path: string;
@@ -48,7 +47,7 @@ class HintDisk extends SimDisk {
   }
 }
 
-const LOC: RelFileLocator = { spcOid: 1663, dbOid: 5, relNumber: 100 };
+const LOC: RelFileLocator = locator(100);
 
 /** Create `nblocks` blocks of `fork`, checkpoint so they are clean, then dirty `dirty`. */
 async function prepare(engine: Engine, loc: RelFileLocator, fork: ForkNumber, nblocks: number, dirty: readonly number[]): Promise<void> {
@@ -62,8 +61,7 @@ async function prepare(engine: Engine, loc: RelFileLocator, fork: ForkNumber, nb
 describe('writeback hints through the engine (md on SimDisk)', () => {
   it('behaviour 40: with the default limit 32, one batch is issued after every 32 written buffers, the rest at the end', async () => {
     const disk = new HintDisk();
-    const engine = await Engine.open({ dataDir: '/data', io: disk, sharedBuffers: 256 });
-    try {
+    await withEngine({ dataDir: '/data', io: disk, sharedBuffers: 256 }, async (engine) => {
       // Every other block: no two dirty blocks adjacent, so each buffer is its own write and its own range.
       const dirty = Array.from({ length: 70 }, (_, i) => 2 * i);
       await prepare(engine, LOC, ForkNumber.MAIN, 140, dirty);
@@ -86,15 +84,12 @@ describe('writeback hints through the engine (md on SimDisk)', () => {
       expect(engine.ioCounts().writeback - before.writeback).toBe(70);
       expect(stats.writebacksIssued).toBe(70); // SimDisk carries every hint out
       expect(engine.bufferPool.stats.writebackIssues - issuesBefore).toBe(3);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('behaviour 40: consecutive blocks of one file and fork merge into one range; other files, forks and gaps start new ones', async () => {
     const disk = new HintDisk();
-    const engine = await Engine.open({ dataDir: '/data', io: disk, sharedBuffers: 256 });
-    try {
+    await withEngine({ dataDir: '/data', io: disk, sharedBuffers: 256 }, async (engine) => {
       const other: RelFileLocator = { ...LOC, relNumber: 101 };
       await prepare(engine, LOC, ForkNumber.MAIN, 40, Array.from({ length: 32 }, (_, i) => i));
       await engine.checkpoint();
@@ -121,15 +116,12 @@ describe('writeback hints through the engine (md on SimDisk)', () => {
         { path: 'base/5/100_fsm', offsetBlocks: 0, lengthBlocks: 5 },
         { path: 'base/5/101', offsetBlocks: 2, lengthBlocks: 10 },
       ]);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('behaviour 40: md splits a range at segment boundaries (relSegBlocks 8)', async () => {
     const disk = new HintDisk();
-    const engine = await Engine.open({ dataDir: '/data', io: disk, sharedBuffers: 256, relSegBlocks: 8 });
-    try {
+    await withEngine({ dataDir: '/data', io: disk, sharedBuffers: 256, relSegBlocks: 8 }, async (engine) => {
       const dirty = Array.from({ length: 20 }, (_, i) => 2 + i); // blocks 2..21
       await prepare(engine, LOC, ForkNumber.MAIN, 24, dirty);
       disk.reset();
@@ -143,9 +135,7 @@ describe('writeback hints through the engine (md on SimDisk)', () => {
         { path: 'base/5/100.1', offsetBlocks: 0, lengthBlocks: 8 },
         { path: 'base/5/100.2', offsetBlocks: 0, lengthBlocks: 6 },
       ]);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('behaviour 40: md hints only open segments and stops at the first one not open, opening nothing', async () => {
@@ -158,8 +148,7 @@ describe('writeback hints through the engine (md on SimDisk)', () => {
     await prepare(first, LOC, ForkNumber.MAIN, 48, []);
     await first.close();
     // A fresh engine: no segment is open when the checkpoint starts (writes to cached pages open nothing).
-    const engine = await Engine.open(options);
-    try {
+    await withEngine(options, async (engine) => {
       for (let b = 0; b < 48; b++) await engine.relation(LOC).write(ForkNumber.MAIN, b, pageOf(2));
       disk.reset();
       const before = engine.ioCounts();
@@ -197,23 +186,18 @@ describe('writeback hints through the engine (md on SimDisk)', () => {
       expect(engine.ioCounts().writeback - before.writeback).toBe(k);
       expect(engine.ioCounts().writebacksIssued - before.writebacksIssued).toBe(k);
       expect(opensDuringHint).toBe(0);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('behaviour 40: nothing is hinted when fsync is off', async () => {
     const disk = new HintDisk();
-    const engine = await Engine.open({ dataDir: '/data', io: disk, sharedBuffers: 256, fsync: false });
-    try {
+    await withEngine({ dataDir: '/data', io: disk, sharedBuffers: 256, fsync: false }, async (engine) => {
       await prepare(engine, LOC, ForkNumber.MAIN, 80, Array.from({ length: 80 }, (_, i) => i));
       await engine.checkpoint();
       expect(disk.hints).toEqual([]);
       expect(engine.ioCounts().writeback).toBe(0);
       expect(engine.bufferPool.stats.writebackIssues).toBe(0);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('behaviour 40: checkpointFlushAfter 0 disables the hints; 1 hints after every buffer', async () => {
@@ -222,8 +206,7 @@ describe('writeback hints through the engine (md on SimDisk)', () => {
       [1, 10],
     ] as const) {
       const disk = new HintDisk();
-      const engine = await Engine.open({ dataDir: '/data', io: disk, sharedBuffers: 256, checkpointFlushAfter: limit });
-      try {
+      await withEngine({ dataDir: '/data', io: disk, sharedBuffers: 256, checkpointFlushAfter: limit }, async (engine) => {
         await prepare(engine, LOC, ForkNumber.MAIN, 10, []);
         disk.reset();
         const issuesBefore = engine.bufferPool.stats.writebackIssues;
@@ -231,9 +214,7 @@ describe('writeback hints through the engine (md on SimDisk)', () => {
         await engine.checkpoint();
         expect(engine.bufferPool.stats.writebackIssues - issuesBefore).toBe(issues);
         expect(disk.hints.length).toBe(issues);
-      } finally {
-        await engine.close();
-      }
+      });
     }
   });
 
@@ -267,8 +248,7 @@ describe('writeback hints through the engine (md on SimDisk)', () => {
     const io = new RealIO({ syncFileRange: null });
     expect(io.writeback).toBeUndefined(); // left out, not faked (FileIO C7)
     expect(io.writebackSupported).toBe(false);
-    const engine = await Engine.open({ dataDir: dir, io, sharedBuffers: 256 });
-    try {
+    await withEngine({ dataDir: dir, io, sharedBuffers: 256 }, async (engine) => {
       expect(engine.io.writebackSupported).toBe(false);
       await prepare(engine, LOC, ForkNumber.MAIN, 40, Array.from({ length: 40 }, (_, i) => i));
       const before = engine.ioCounts();
@@ -277,9 +257,7 @@ describe('writeback hints through the engine (md on SimDisk)', () => {
       expect(engine.ioCounts().writeback - before.writeback).toBe(2);
       expect(stats.writebacksIssued).toBe(0);
       for (let b = 0; b < 40; b++) expect((await engine.relation(LOC).read(ForkNumber.MAIN, b))[100]).toBe(2);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 });
 

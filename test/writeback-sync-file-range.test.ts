@@ -16,11 +16,10 @@ import { describe, expect, it } from 'vitest';
 import { Engine, ErrorCode, ForkNumber, RealIO, type RelFileLocator, type SyncFileRangeFn } from '../engine/index.js';
 import { SYNC_FILE_RANGE_WRITE, loadSyncFileRange, probeSyncFileRange } from '../engine/testing.js';
 import { tempDir } from './helpers/index.js';
+import { withEngine, BS, pageOf, locator } from './helpers/engine.js';
 
-const BS = 8192;
-const LOC: RelFileLocator = { spcOid: 1663, dbOid: 5, relNumber: 100 };
+const LOC: RelFileLocator = locator(100);
 const linux = process.platform === 'linux';
-const pageOf = (v: number) => new Uint8Array(BS).fill(v);
 
 interface Call {
   file: string;
@@ -63,8 +62,7 @@ describe.runIf(linux)('writeback hints reach the kernel (Linux, real files)', ()
   it('a checkpoint with checkpointFlushAfter 32 over 40 dirty blocks makes 2 sync_file_range calls on the segment file, both returning 0, counted in writebacksIssued', async () => {
     const dir = await tempDir();
     const calls: Call[] = [];
-    const engine = await Engine.open({ dataDir: dir, io: new RealIO({ syncFileRange: recording(calls) }), sharedBuffers: 256 });
-    try {
+    await withEngine({ dataDir: dir, io: new RealIO({ syncFileRange: recording(calls) }), sharedBuffers: 256 }, async (engine) => {
       await prepare(engine, 40, Array.from({ length: 40 }, (_, i) => i));
       calls.length = 0;
       const before = engine.ioCounts();
@@ -79,22 +77,17 @@ describe.runIf(linux)('writeback hints reach the kernel (Linux, real files)', ()
       expect(engine.ioCounts().writeback - before.writeback).toBe(2);
       expect(engine.io.writebackSupported).toBe(true);
       for (let b = 0; b < 40; b++) expect((await engine.relation(LOC).read(ForkNumber.MAIN, b))[100]).toBe(2);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('the default RealIO (no double) counts the same hints as reaching the kernel', async () => {
     const dir = await tempDir();
-    const engine = await Engine.open({ dataDir: dir, sharedBuffers: 256 });
-    try {
+    await withEngine({ dataDir: dir, sharedBuffers: 256 }, async (engine) => {
       await prepare(engine, 70, Array.from({ length: 35 }, (_, i) => 2 * i)); // no two adjacent
       const stats = await engine.checkpoint();
       expect(stats.buffersWritten).toBe(35);
       expect(stats.writebacksIssued).toBe(35); // one range per buffer, 32 + 3
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('RealIO.writeback: a written range is accepted; a bad range is EINVAL and a closed handle EBADF before any call', async () => {
@@ -160,8 +153,7 @@ describe.runIf(linux)('writeback hints reach the kernel (Linux, real files)', ()
         return 38; // ENOSYS
       },
     });
-    const engine = await Engine.open({ dataDir: dir, io, sharedBuffers: 256 });
-    try {
+    await withEngine({ dataDir: dir, io, sharedBuffers: 256 }, async (engine) => {
       await prepare(engine, 40, Array.from({ length: 40 }, (_, i) => i));
       const stats = await engine.checkpoint();
       expect(calls).toBe(1); // the second hint was not tried
@@ -169,9 +161,7 @@ describe.runIf(linux)('writeback hints reach the kernel (Linux, real files)', ()
       expect(io.writebackSupported).toBe(false);
       expect(engine.io.writebackSupported).toBe(false);
       expect(io.writebackUnsupportedReason).toMatch(/ENOSYS/);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 });
 

@@ -58,6 +58,7 @@ import type { CrashMode, FaultCode } from '../../engine/testing.js';
 import type { MdStorageManager } from '../../engine/md/md.js';
 import { volumeExtension } from '../../volume/index.js';
 import type { VolumeExtension } from '../../volume/index.js';
+import { locator } from './engine.js';
 
 export type Storage = 'md' | 'volume';
 export const STORAGES: readonly Storage[] = ['md', 'volume'];
@@ -135,7 +136,7 @@ export interface Real {
 }
 
 export const keyOf = (storage: Storage, rel: number, fork: number): string => `${storage}:${rel}:${fork}`;
-export const loc = (rel: number): RelFileLocator => ({ spcOid: 1663, dbOid: 5, relNumber: rel });
+export const loc = (rel: number): RelFileLocator => (locator(rel));
 const clone = (s: Store): Store => new Map([...s].map(([k, v]) => [k, [...v]]));
 const sizeOf = (s: Store, k: string): number => s.get(k)?.length ?? ABSENT;
 

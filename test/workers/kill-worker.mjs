@@ -142,7 +142,7 @@ class KillIO {
   }
 }
 
-/** A page that says which relation, fork, block and version it is (as test/volume-helpers.ts). */
+/** A page that says which relation, fork, block and version it is (as test/helpers/volume.ts). */
 function makePage(relNumber, fork, blk, version) {
   const p = new Uint8Array(BS);
   const v = new DataView(p.buffer);

@@ -9,8 +9,9 @@ import { existsSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { expect } from 'vitest';
-import { ForkNumber } from '../engine/index.js';
-import { openVolumeEngine, makePage, rel, BS } from './volume-helpers.js';
+import { ForkNumber } from '../../engine/index.js';
+import { SMALL_BS } from './engine.js';
+import { openVolumeEngine, makePage, rel } from './volume.js';
 
 export const BIN = resolve('dist/cli/main.js');
 const DIST_ENGINE = resolve('dist/engine/index.js');
@@ -61,7 +62,7 @@ export function expectRefusal(r: RunResult, exitCode: number, file: string | nul
  */
 export async function makeVolume(dir: string, name = 'vol.lam'): Promise<string> {
   const path = join(dir, name);
-  const { engine, smgr } = await openVolumeEngine({ dataDir: join(dir, `${name}.data`), path, create: { sizeBytes: 1024 * 1024, blockSize: BS } });
+  const { engine, smgr } = await openVolumeEngine({ dataDir: join(dir, `${name}.data`), path, create: { sizeBytes: 1024 * 1024, blockSize: SMALL_BS } });
   const grow = async (relNumber: number, fork: ForkNumber, count: number) => {
     const r = rel(relNumber);
     if (!(await smgr.exists(r, fork))) await smgr.create(r, fork);
@@ -109,7 +110,7 @@ export async function holdVolume(path: string, dataDir: string): Promise<{ child
   const script = `
     const { Engine } = await import(${JSON.stringify(DIST_ENGINE)});
     const { volumeExtension } = await import(${JSON.stringify(DIST_VOLUME)});
-    const e = await Engine.open({ dataDir: ${JSON.stringify(dataDir)}, blockSize: ${BS}, preload: [volumeExtension({ path: ${JSON.stringify(path)} })] });
+    const e = await Engine.open({ dataDir: ${JSON.stringify(dataDir)}, blockSize: ${SMALL_BS}, preload: [volumeExtension({ path: ${JSON.stringify(path)} })] });
     console.log('ready');
     process.stdin.on('end', async () => { await e.close(); process.exit(0); });
     process.stdin.resume();`;

@@ -4,12 +4,12 @@
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { Engine, setPageChecksum } from '../engine/index.js';
-import type { FileIO, ForkNumber, RelFileLocator, StorageManager } from '../engine/index.js';
-import { volumeExtension } from '../volume/index.js';
-import type { Volume, VolumeCreateOptions } from '../volume/index.js';
+import { Engine, setPageChecksum } from '../../engine/index.js';
+import type { FileIO, ForkNumber, RelFileLocator, StorageManager } from '../../engine/index.js';
+import { SMALL_BS } from './engine.js';
+import { volumeExtension } from '../../volume/index.js';
+import type { Volume, VolumeCreateOptions } from '../../volume/index.js';
 
-export const BS = 4096;
 
 export interface VolumeEngine {
   engine: Engine;
@@ -26,7 +26,7 @@ export async function openVolumeEngine(options: {
   blockSize?: number;
 }): Promise<VolumeEngine> {
   const ext = volumeExtension({ path: options.path, create: options.create, readOnly: options.readOnly });
-  const engine = await Engine.open({ dataDir: options.dataDir, blockSize: options.blockSize ?? BS, sharedBuffers: 256, io: options.io, preload: [ext] });
+  const engine = await Engine.open({ dataDir: options.dataDir, blockSize: options.blockSize ?? SMALL_BS, sharedBuffers: 256, io: options.io, preload: [ext] });
   return { engine, smgr: engine.storageManager('volume'), volume: ext.volume! };
 }
 
@@ -40,7 +40,7 @@ export function rel(relNumber: number, dbOid = 5): RelFileLocator {
 }
 
 /** A page whose bytes say which relation, fork, block and version it is, with its checksum. */
-export function makePage(r: RelFileLocator, fork: ForkNumber, blk: number, version = 1, bs = BS): Uint8Array {
+export function makePage(r: RelFileLocator, fork: ForkNumber, blk: number, version = 1, bs = SMALL_BS): Uint8Array {
   const p = new Uint8Array(bs);
   const v = new DataView(p.buffer);
   v.setUint32(0, r.relNumber, true);
