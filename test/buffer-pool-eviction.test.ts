@@ -7,7 +7,7 @@
  * with relSegBlocks 32 (several segments per relation).
  */
 import { describe, expect, it } from 'vitest';
-import { Engine, ForkNumber, type RelFileLocator } from '../engine/index.js';
+import { ForkNumber, type RelFileLocator } from '../engine/index.js';
 import { SimDisk, prng } from '../engine/testing.js';
 import { withEngine, BS, locator } from './helpers/engine.js';
 
@@ -32,60 +32,57 @@ describe('buffer pool eviction', () => {
     const rand = prng(seed);
     const disk = new SimDisk();
     const opts = { dataDir: '/data', io: disk, sharedBuffers: 16, relSegBlocks: 32 };
-    let engine = await Engine.open(opts);
     const model = new Map<string, number>();
-    for (let r = 0; r < RELS; r++) {
-      const rel = engine.relation(loc(r));
-      await rel.create(ForkNumber.MAIN);
-      for (let b = 0; b < PER_REL; b++) await rel.extend(ForkNumber.MAIN, stamp(r, b, 0));
-    }
-    let version = 1;
-    for (let step = 0; step < 800; step++) {
-      const picked = new Set<string>();
-      const ops: Promise<void>[] = [];
-      for (let k = 0; k < 6; k++) {
-        // Skewed: a quarter of the accesses go to 8 hot pages.
-        const hot = rand() < 0.25;
-        const r = hot ? 0 : Math.floor(rand() * RELS);
-        const b = hot ? Math.floor(rand() * 8) : Math.floor(rand() * PER_REL);
-        const key = `${r}/${b}`;
-        if (picked.has(key)) continue;
-        picked.add(key);
+    await withEngine(opts, async (engine) => {
+      for (let r = 0; r < RELS; r++) {
         const rel = engine.relation(loc(r));
-        if (rand() < 0.4) {
-          const v = version++;
-          model.set(key, v);
-          ops.push(rel.write(ForkNumber.MAIN, b, stamp(r, b, v)));
-        } else {
-          const want = model.get(key) ?? 0;
-          ops.push(
-            rel.read(ForkNumber.MAIN, b).then((p) => {
-              expect(versionOf(p), `seed ${seed} step ${step} page ${key}`).toBe(want);
-              expect(new DataView(p.buffer).getUint32(BS - 4, true)).toBe((want ^ 0xa5a5a5a5) >>> 0);
-            }),
-          );
-        }
+        await rel.create(ForkNumber.MAIN);
+        for (let b = 0; b < PER_REL; b++) await rel.extend(ForkNumber.MAIN, stamp(r, b, 0));
       }
-      await Promise.all(ops);
-      engine.bufferPool.checkInvariants(true);
-      if (step % 200 === 199) await engine.checkpoint();
-    }
-    const { hits, misses, evictionWrites } = engine.bufferPool.stats;
-    expect(misses).toBeGreaterThan(1000); // the pool really was under pressure
-    expect(evictionWrites).toBeGreaterThan(100);
-    expect(hits).toBeGreaterThan(0);
-    await engine.close();
+      let version = 1;
+      for (let step = 0; step < 800; step++) {
+        const picked = new Set<string>();
+        const ops: Promise<void>[] = [];
+        for (let k = 0; k < 6; k++) {
+          // Skewed: a quarter of the accesses go to 8 hot pages.
+          const hot = rand() < 0.25;
+          const r = hot ? 0 : Math.floor(rand() * RELS);
+          const b = hot ? Math.floor(rand() * 8) : Math.floor(rand() * PER_REL);
+          const key = `${r}/${b}`;
+          if (picked.has(key)) continue;
+          picked.add(key);
+          const rel = engine.relation(loc(r));
+          if (rand() < 0.4) {
+            const v = version++;
+            model.set(key, v);
+            ops.push(rel.write(ForkNumber.MAIN, b, stamp(r, b, v)));
+          } else {
+            const want = model.get(key) ?? 0;
+            ops.push(
+              rel.read(ForkNumber.MAIN, b).then((p) => {
+                expect(versionOf(p), `seed ${seed} step ${step} page ${key}`).toBe(want);
+                expect(new DataView(p.buffer).getUint32(BS - 4, true)).toBe((want ^ 0xa5a5a5a5) >>> 0);
+              }),
+            );
+          }
+        }
+        await Promise.all(ops);
+        engine.bufferPool.checkInvariants(true);
+        if (step % 200 === 199) await engine.checkpoint();
+      }
+      const { hits, misses, evictionWrites } = engine.bufferPool.stats;
+      expect(misses).toBeGreaterThan(1000); // the pool really was under pressure
+      expect(evictionWrites).toBeGreaterThan(100);
+      expect(hits).toBeGreaterThan(0);
+    });
 
-    engine = await Engine.open(opts);
-    try {
+    await withEngine(opts, async (engine) => {
       for (let r = 0; r < RELS; r++) {
         const rel = engine.relation(loc(r));
         for (let b = 0; b < PER_REL; b++) expect(versionOf(await rel.read(ForkNumber.MAIN, b)), `page ${r}/${b}`).toBe(model.get(`${r}/${b}`) ?? 0);
       }
       engine.bufferPool.checkInvariants(true);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('clock sweep: a page used over and over stays resident while a scan streams through', async () => {

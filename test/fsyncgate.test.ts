@@ -22,9 +22,9 @@
 import { describe, expect, it } from 'vitest';
 import { Engine, ForkNumber } from '../engine/index.js';
 import { SimDisk } from '../engine/testing.js';
-import type { Extension } from '../engine/index.js';
+import type { EngineOptions, Extension } from '../engine/index.js';
 import { volumeExtension } from '../volume/index.js';
-import { SMALL_BS, REL, pageOf, fillOf } from './helpers/engine.js';
+import { REL, SMALL_BS, fillOf, onDisk, pageOf, withEngine } from './helpers/engine.js';
 
 const MD_SEGMENT = '/data/base/5/16384';
 const VOLUME_PATH = '/vol/lam.vol';
@@ -38,8 +38,8 @@ function preload(storage: Storage): Extension[] {
   return storage === 'volume' ? [volumeExtension({ path: VOLUME_PATH, create: { sizeBytes: 4 * 1024 * 1024 } })] : [];
 }
 
-async function open(disk: SimDisk, storage: Storage): Promise<Engine> {
-  return Engine.open({ dataDir: '/data', io: disk, blockSize: SMALL_BS, preload: preload(storage) });
+function optionsOn(disk: SimDisk, storage: Storage): EngineOptions {
+  return onDisk(disk, { blockSize: SMALL_BS, preload: preload(storage) });
 }
 
 async function versions(engine: Engine, storage: Storage): Promise<number[]> {
@@ -58,7 +58,7 @@ async function versions(engine: Engine, storage: Storage): Promise<number[]> {
 async function failSyncInFsyncgateMode(storage: Storage): Promise<{ disk: SimDisk; engine: Engine; error: unknown }> {
   const disk = new SimDisk();
   await disk.mkdir('/vol');
-  const engine = await open(disk, storage);
+  const engine = await Engine.open(optionsOn(disk, storage));
   const rel = engine.relation(REL, { storage });
   await rel.create(ForkNumber.MAIN);
   await rel.extend(ForkNumber.MAIN, page(1));
@@ -91,25 +91,22 @@ describe("fsyncgate: today's known limit (no WAL)", () => {
     await expect(engine.close()).rejects.toMatchObject({ code: 'ENGINE_FAILED' });
 
     // Reopen, no crash: the startup sync "succeeds" with nothing left to write.
-    const reopened = await open(disk, 'md');
-    expect(reopened.openStats.uncleanStop).toBe(true);
-    expect(reopened.failed).toBe(false);
-    expect(await versions(reopened, 'md')).toEqual([2, 1, 3]); // as if written
-    // A later checkpoint that completes and syncs the same file: the failed writes are not dirty.
-    await reopened.relation(REL).write(ForkNumber.MAIN, 1, page(4));
-    const stats = await reopened.checkpoint();
-    expect(stats.buffersWritten).toBe(1);
-    expect(await versions(reopened, 'md')).toEqual([2, 4, 3]);
-    await reopened.close();
+    await withEngine(optionsOn(disk, 'md'), async (reopened) => {
+      expect(reopened.openStats.uncleanStop).toBe(true);
+      expect(reopened.failed).toBe(false);
+      expect(await versions(reopened, 'md')).toEqual([2, 1, 3]); // as if written
+      // A later checkpoint that completes and syncs the same file: the failed writes are not dirty.
+      await reopened.relation(REL).write(ForkNumber.MAIN, 1, page(4));
+      const stats = await reopened.checkpoint();
+      expect(stats.buffersWritten).toBe(1);
+      expect(await versions(reopened, 'md')).toEqual([2, 4, 3]);
+    });
 
     // Power loss after a clean close: the failed writes are lost, the later checkpoint's kept.
-    const afterPowerLoss = await open(disk.crash('drop'), 'md');
-    try {
+    await withEngine(optionsOn(disk.crash('drop'), 'md'), async (afterPowerLoss) => {
       expect(afterPowerLoss.openStats.uncleanStop).toBe(false);
       expect(await versions(afterPowerLoss, 'md')).toEqual([1, 4]);
-    } finally {
-      await afterPowerLoss.close();
-    }
+    });
   });
 
   it('volume, known limit until the copy-on-write volume issue flips it to recovered: an fsyncgate fdatasync failure fails the engine; a reopen without a crash reads the overwritten block as written (the append is already gone), a later checkpoint does not rewrite it, and a power loss then reverts it to the last completed checkpoint', async () => {
@@ -122,24 +119,21 @@ describe("fsyncgate: today's known limit (no WAL)", () => {
     // Reopen, no crash. The superblock was never switched, so the catalog is the completed
     // checkpoint's (2 blocks: the append is gone), but block 0 is read in place from the cache.
     // With copy-on-write this becomes [1, 1]: the v2 page would sit in free space.
-    const reopened = await open(disk, 'volume');
-    expect(reopened.openStats.uncleanStop).toBe(true);
-    expect(reopened.failed).toBe(false);
-    expect(await versions(reopened, 'volume')).toEqual([2, 1]);
-    await reopened.relation(REL, { storage: 'volume' }).write(ForkNumber.MAIN, 1, page(4));
-    const stats = await reopened.checkpoint();
-    expect(stats.buffersWritten).toBe(1);
-    expect(await versions(reopened, 'volume')).toEqual([2, 4]);
-    await reopened.close();
+    await withEngine(optionsOn(disk, 'volume'), async (reopened) => {
+      expect(reopened.openStats.uncleanStop).toBe(true);
+      expect(reopened.failed).toBe(false);
+      expect(await versions(reopened, 'volume')).toEqual([2, 1]);
+      await reopened.relation(REL, { storage: 'volume' }).write(ForkNumber.MAIN, 1, page(4));
+      const stats = await reopened.checkpoint();
+      expect(stats.buffersWritten).toBe(1);
+      expect(await versions(reopened, 'volume')).toEqual([2, 4]);
+    });
 
     // Power loss after a clean close: block 0 is back to the last completed checkpoint before
     // the failure. With copy-on-write: [1, 4] here too, but the reopen above agrees with it.
-    const afterPowerLoss = await open(disk.crash('drop'), 'volume');
-    try {
+    await withEngine(optionsOn(disk.crash('drop'), 'volume'), async (afterPowerLoss) => {
       expect(afterPowerLoss.openStats.uncleanStop).toBe(false);
       expect(await versions(afterPowerLoss, 'volume')).toEqual([1, 4]);
-    } finally {
-      await afterPowerLoss.close();
-    }
+    });
   });
 });

@@ -9,7 +9,7 @@
 import { describe, expect, it } from 'vitest';
 import { Engine, ErrorCode, ForkNumber, isLamstoreError, type RelFileLocator } from '../engine/index.js';
 import { SimDisk, diffCounts, prng } from '../engine/testing.js';
-import { withEngine, BS, locator } from './helpers/engine.js';
+import { BS, locator, onDisk, withEngine } from './helpers/engine.js';
 
 const SEG = 4;
 
@@ -132,24 +132,21 @@ describe('md checkpoint and crash', () => {
 
   it('a corrupted byte on disk is CHECKSUM_MISMATCH, an all-zero page is valid', async () => {
     const disk = new SimDisk();
-    let engine = await Engine.open({ dataDir: '/data', io: disk, sharedBuffers: 16 });
-    const rel = engine.relation(loc(3));
-    await rel.create(ForkNumber.MAIN);
-    await rel.extend(ForkNumber.MAIN, pageFor(3, 0, 1));
-    await rel.extend(ForkNumber.MAIN);
-    await engine.close();
+    await withEngine(onDisk(disk, { sharedBuffers: 16 }), async (engine) => {
+      const rel = engine.relation(loc(3));
+      await rel.create(ForkNumber.MAIN);
+      await rel.extend(ForkNumber.MAIN, pageFor(3, 0, 1));
+      await rel.extend(ForkNumber.MAIN);
+    });
     const bytes = disk.readFileNow('/data/base/5/1003')!;
     bytes[100] = bytes[100]! ^ 1;
     disk.putFile('/data/base/5/1003', bytes);
-    engine = await Engine.open({ dataDir: '/data', io: disk, sharedBuffers: 16 });
-    try {
+    await withEngine(onDisk(disk, { sharedBuffers: 16 }), async (engine) => {
       const r = engine.relation(loc(3));
       const err = await r.read(ForkNumber.MAIN, 0).catch((e: unknown) => e);
       expect(isLamstoreError(err, ErrorCode.CHECKSUM_MISMATCH)).toBe(true);
       expect((await r.read(ForkNumber.MAIN, 1)).every((b) => b === 0)).toBe(true);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('an md checkpoint for R dirty relations makes exactly R fsyncs on data files (directory fsyncs counted apart)', async () => {

@@ -19,7 +19,7 @@ import { SimDisk, diffCounts } from '../engine/testing.js';
 import { openFilesLimit } from '../engine/io/real-io.js';
 import { MAX_OPEN_FILES_MIN, MdStorageManager, defaultMaxOpenFiles } from '../engine/md/md.js';
 import { tempDir } from './helpers/index.js';
-import { withEngine, BS, locator } from './helpers/engine.js';
+import { BS, locator, onDisk, withEngine } from './helpers/engine.js';
 
 const MAX_OPEN = 32;
 /** The data directory lock file, held open for the engine's lifetime. */
@@ -34,9 +34,8 @@ function pageFor(r: number, b: number): Uint8Array {
 
 async function exercise(dataDir: string, io: SimDisk | undefined, relations: number): Promise<void> {
   const opts = { dataDir, io, sharedBuffers: 64, maxOpenFiles: MAX_OPEN, relSegBlocks: 2 };
-  let engine = await Engine.open(opts);
-  const md = engine.storageManager('md') as MdStorageManager;
-  try {
+  const closed = await withEngine(opts, async (engine) => {
+    const md = engine.storageManager('md') as MdStorageManager;
     for (let r = 0; r < relations; r++) {
       const rel = engine.relation(loc(r));
       await rel.create(ForkNumber.MAIN);
@@ -49,13 +48,11 @@ async function exercise(dataDir: string, io: SimDisk | undefined, relations: num
     md.checkInvariants();
     expect(engine.ioCounts().openHandlesMax).toBeLessThanOrEqual(MAX_OPEN + LOCK_FILE_HANDLES);
     expect(engine.ioCounts().openHandlesMax).toBeGreaterThan(MAX_OPEN / 2); // the cache was used
-  } finally {
-    await engine.close();
-  }
-  expect(engine.ioCounts().openHandles).toBe(0); // close released every fd
+    return engine;
+  });
+  expect(closed.ioCounts().openHandles).toBe(0); // close released every fd
 
-  engine = await Engine.open(opts);
-  try {
+  await withEngine(opts, async (engine) => {
     for (let r = 0; r < relations; r++) {
       const rel = engine.relation(loc(r));
       for (let b = 0; b < 3; b++) {
@@ -66,9 +63,7 @@ async function exercise(dataDir: string, io: SimDisk | undefined, relations: num
       }
     }
     expect(engine.ioCounts().openHandlesMax).toBeLessThanOrEqual(MAX_OPEN + LOCK_FILE_HANDLES);
-  } finally {
-    await engine.close();
-  }
+  });
 }
 
 describe('md fd cache', () => {
@@ -82,9 +77,8 @@ describe('md fd cache', () => {
 
   it('a handle in use is not closed by eviction; it closes when its user is done', async () => {
     const disk = new SimDisk();
-    const engine = await Engine.open({ dataDir: '/data', io: disk, sharedBuffers: 64, maxOpenFiles: 4 });
-    const md = engine.storageManager('md') as MdStorageManager;
-    try {
+    await withEngine(onDisk(disk, { sharedBuffers: 64, maxOpenFiles: 4 }), async (engine) => {
+      const md = engine.storageManager('md') as MdStorageManager;
       for (let r = 0; r < 8; r++) {
         const rel = engine.relation(loc(r));
         await rel.create(ForkNumber.MAIN);
@@ -99,9 +93,7 @@ describe('md fd cache', () => {
       expect(got).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
       md.checkInvariants();
       expect(md.openFileCount).toBeLessThanOrEqual(4);
-    } finally {
-      await engine.close();
-    }
+    });
     expect(disk.openHandleCount).toBe(0);
   });
 });

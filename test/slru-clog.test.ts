@@ -79,8 +79,8 @@ describe('clog', () => {
 
   it('sync calls per checkpoint equal the dirty segments of each SLRU', async () => {
     const disk = new SimDisk();
-    const engine = await openOn(disk, { slruBuffers: 8 }); // small: evictions before the checkpoint too
-    try {
+    // slruBuffers 8 is small: evictions before the checkpoint too.
+    await withEngine(onDisk(disk, { slruBuffers: 8 }), async (engine) => {
       // clog: three segments; commit_ts: 819 xids per page, 26208 per segment.
       for (const seg of [0, 2, 5]) {
         for (let k = 0; k < 10; k++) await engine.clog.setStatus(seg * XIDS_PER_SEGMENT + k * XIDS_PER_PAGE, ClogStatus.COMMITTED);
@@ -110,9 +110,7 @@ describe('clog', () => {
       const s3 = await engine.checkpoint();
       expect(s3.tagsDispatched).toEqual({});
       expect(s3.fsyncCalls).toBe(0);
-    } finally {
-      await engine.close();
-    }
+    });
   });
 
   it('behaviour 44: truncation forgets pending syncs of removed segments, which are then not synced', async () => {
@@ -196,18 +194,15 @@ describe('clog', () => {
 
   it('concurrent calls and a checkpoint interleave safely through few buffers', async () => {
     const disk = new SimDisk();
-    const engine = await openOn(disk, { slruBuffers: 4 });
     const xids = Array.from({ length: 2000 }, (_, i) => (i % 10) * XIDS_PER_PAGE * 3 + i);
-    try {
+    await withEngine(onDisk(disk, { slruBuffers: 4 }), async (engine) => {
       const work: Promise<unknown>[] = xids.map((x) => engine.clog.setStatus(x, statusOf(x)));
       work.push(engine.checkpoint());
       await Promise.all(work);
       const got = await Promise.all(xids.map((x) => engine.clog.getStatus(x)));
       expect(got).toEqual(xids.map(statusOf));
       engine.clog.checkInvariants();
-    } finally {
-      await engine.close();
-    }
+    });
     await withEngine(onDisk(disk), async (reopened) => {
       for (const x of xids) {
         const got = await reopened.clog.getStatus(x);
@@ -235,8 +230,7 @@ describe('clog', () => {
     await expect(clog.setStatus(1, ClogStatus.COMMITTED)).rejects.toMatchObject({ code: ErrorCode.ENGINE_CLOSED });
     expect(() => engine.clog).toThrow(expect.objectContaining({ code: ErrorCode.ENGINE_CLOSED }));
 
-    const e2 = await openOn(disk);
-    try {
+    await withEngine(onDisk(disk), async (e2) => {
       await e2.clog.setStatus(1, ClogStatus.COMMITTED);
       disk.injectFault({ kind: 'fsync', code: 'EIO', pathIncludes: 'pg_xact' });
       const err = await e2.checkpoint().catch((x: unknown) => x);
@@ -244,8 +238,6 @@ describe('clog', () => {
       expect(e2.failed).toBe(true);
       await expect(e2.clog.setStatus(2, ClogStatus.COMMITTED)).rejects.toMatchObject({ code: ErrorCode.ENGINE_FAILED });
       expect(await e2.clog.getStatus(1)).toBe(ClogStatus.COMMITTED); // reads keep working
-    } finally {
-      await e2.close().catch(() => undefined);
-    }
+    }, { closeRejects: ErrorCode.ENGINE_FAILED });
   });
 });

@@ -15,7 +15,7 @@
  */
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Engine, ForkNumber, SyncRequestType, type Extension, type FileIO, type FileTag } from '../engine/index.js';
+import { Engine, ErrorCode, ForkNumber, SyncRequestType, type Extension, type FileIO, type FileTag } from '../engine/index.js';
 import { MdStorageManager } from '../engine/md/md.js';
 import { SimDisk } from '../engine/testing.js';
 import { volumeExtension } from '../volume/index.js';
@@ -56,20 +56,23 @@ function fileStore(skipFsync: boolean) {
   return { extension, write, pathOf };
 }
 
+/**
+ * The sync path a test breaks stays broken, so the shutdown checkpoint of close fails the same way
+ * the test's checkpoint did: its close must reject with SYNC_LEDGER too.
+ */
+const SHUTDOWN_FAILS_TOO = { closeRejects: ErrorCode.SYNC_LEDGER };
+
 describe('sync ledger', () => {
   it('a handler that skips its fsync fails the checkpoint with SYNC_LEDGER naming the file and byte range', async () => {
     const store = fileStore(true);
     const dir = await tempDir();
-    const engine = await Engine.open({ dataDir: dir, preload: [store.extension], verifySync: true });
-    try {
+    await withEngine({ dataDir: dir, preload: [store.extension], verifySync: true }, async (engine) => {
       await store.write(engine, 3);
       const err = await engine.checkpoint().catch((e: unknown) => e);
       expect(err).toMatchObject({ code: 'SYNC_LEDGER' });
       expect((err as Error).message).toContain(join(dir, 'seg3'));
       expect((err as Error).message).toContain('bytes 0..99');
-    } finally {
-      await engine.close().catch(() => {});
-    }
+    }, SHUTDOWN_FAILS_TOO);
   });
 
   it('a correct handler passes, and the ledger is empty after the checkpoint', async () => {
@@ -85,7 +88,6 @@ describe('sync ledger', () => {
   it('a write issued after the checkpoint started is not held against it', async () => {
     const disk = new SimDisk();
     const store = fileStore(false);
-    let engine!: Engine;
     let late = false;
     // The extension's sync callback writes a new file mid-checkpoint: it belongs to the next one.
     const ext: Extension = {
@@ -104,16 +106,13 @@ describe('sync ledger', () => {
         void id;
       },
     };
-    engine = await Engine.open({ dataDir: '/data', io: disk, preload: [store.extension, ext], verifySync: true });
-    try {
+    await withEngine({ dataDir: '/data', io: disk, preload: [store.extension, ext], verifySync: true }, async (engine) => {
       await engine.registerSyncRequest({ handler: 6, forkNum: 0, rlocator: { spcOid: 0, dbOid: 0, relNumber: 0 }, segno: 0 }, SyncRequestType.SYNC);
       await engine.checkpoint();
       expect(engine.ledger!.unsyncedPaths()).toEqual(['/data/late']);
       // The next checkpoint has no request covering it: now it is a bug, and it is reported.
       await expect(engine.checkpoint()).rejects.toMatchObject({ code: 'SYNC_LEDGER' });
-    } finally {
-      await engine.close().catch(() => {});
-    }
+    }, SHUTDOWN_FAILS_TOO);
   });
 });
 
@@ -127,8 +126,7 @@ describe('sync ledger on the built-in sync paths', () => {
   it("md: a segment sync that skips one segment's fsync fails the checkpoint with SYNC_LEDGER naming that segment file and byte range", async () => {
     const dir = await tempDir();
     // Four blocks a segment: six blocks make segments 0 (full) and 1 (two blocks).
-    const engine = await Engine.open({ dataDir: dir, blockSize: SMALL_BS, relSegBlocks: 4, verifySync: true });
-    try {
+    await withEngine({ dataDir: dir, blockSize: SMALL_BS, relSegBlocks: 4, verifySync: true }, async (engine) => {
       const md = engine.storageManager('md');
       expect(md).toBeInstanceOf(MdStorageManager);
       const syncSegment = (md as MdStorageManager).syncSegment.bind(md);
@@ -152,17 +150,14 @@ describe('sync ledger on the built-in sync paths', () => {
       );
       // Segment 0 was synced: the ledger names only the file that was skipped.
       expect(engine.ledger!.unsyncedPaths()).toEqual([join(dir, 'base/5/16384.1')]);
-    } finally {
-      await engine.close().catch(() => {});
-    }
+    }, SHUTDOWN_FAILS_TOO);
   });
 
   it('volume: a volume sync that skips its fdatasync fails the checkpoint with SYNC_LEDGER naming the volume file and the byte range of the first page', async () => {
     const disk = new SimDisk();
     await disk.mkdir('/vol');
     const ext = volumeExtension({ path: VOLUME_PATH, create: { sizeBytes: 4 * 1024 * 1024 } });
-    const engine = await Engine.open({ dataDir: '/data', io: disk, blockSize: SMALL_BS, preload: [ext], verifySync: true });
-    try {
+    await withEngine({ dataDir: '/data', io: disk, blockSize: SMALL_BS, preload: [ext], verifySync: true }, async (engine) => {
       const volume = ext.volume!;
       let skipped = 0;
       volume.syncTag = async () => {
@@ -178,17 +173,14 @@ describe('sync ledger on the built-in sync paths', () => {
       expect((err as Error).message).toBe(
         `${VOLUME_PATH}: bytes ${first}..${first + SMALL_BS - 1} written before the checkpoint started are still not synced after it (a sync path skipped this file)`,
       );
-    } finally {
-      await engine.close().catch(() => {});
-    }
+    }, SHUTDOWN_FAILS_TOO);
   });
 
   it('volume: pages a checkpoint writes itself and then skips syncing pass that checkpoint and fail the next one (the ledger holds a checkpoint only to writes from before its start)', async () => {
     const disk = new SimDisk();
     await disk.mkdir('/vol');
     const ext = volumeExtension({ path: VOLUME_PATH, create: { sizeBytes: 4 * 1024 * 1024 } });
-    const engine = await Engine.open({ dataDir: '/data', io: disk, blockSize: SMALL_BS, preload: [ext], verifySync: true });
-    try {
+    await withEngine({ dataDir: '/data', io: disk, blockSize: SMALL_BS, preload: [ext], verifySync: true }, async (engine) => {
       const volume = ext.volume!;
       const rel = engine.relation(REL, { storage: 'volume' });
       await rel.create(ForkNumber.MAIN);
@@ -202,9 +194,7 @@ describe('sync ledger on the built-in sync paths', () => {
       expect(engine.ledger!.unsyncedPaths()).toEqual([VOLUME_PATH]);
       const at = volume.physicalBlock(REL, ForkNumber.MAIN, 0) * SMALL_BS;
       await expect(engine.checkpoint()).rejects.toMatchObject({ code: 'SYNC_LEDGER', message: expect.stringContaining(`${VOLUME_PATH}: bytes ${at}..${at + SMALL_BS - 1} written`) });
-    } finally {
-      await engine.close().catch(() => {});
-    }
+    }, SHUTDOWN_FAILS_TOO);
   });
 
   it('limit: a FileIO whose fsync returns without syncing is beyond the ledger; the checkpoint passes and a power loss loses the page', async () => {

@@ -5,9 +5,10 @@
  * Method: SimDisk with counted calls; processCrash() for a kill -9 (page cache kept).
  */
 import { describe, expect, it } from 'vitest';
-import { Engine, ForkNumber } from '../engine/index.js';
+import { Engine, ForkNumber, type EngineOptions } from '../engine/index.js';
 import { SimDisk } from '../engine/testing.js';
-import { withEngine, BS, locator, taggedPage, tagOf } from './helpers/engine.js';
+import { volumeExtension } from '../volume/index.js';
+import { BS, locator, onDisk, taggedPage, tagOf, withEngine } from './helpers/engine.js';
 
 const unloggedRel = locator(500);
 const permanentRel = locator(600);
@@ -83,17 +84,15 @@ describe('unlogged relations', () => {
 });
 
 describe('unlogged relations on the volume', () => {
-  async function openVol(disk: SimDisk) {
-    const { volumeExtension } = await import('../volume/index.js');
-    const ext = volumeExtension({ path: '/vol/v', create: { sizeBytes: 4 * 1024 * 1024, blockSize: BS } });
-    const engine = await Engine.open({ dataDir: '/data', io: disk, sharedBuffers: 16, preload: [ext] });
-    return engine;
+  /** An engine at /data on `disk` with a 4 MiB volume at /vol/v and 16 buffers. */
+  function volumeOptions(disk: SimDisk): EngineOptions {
+    return onDisk(disk, { sharedBuffers: 16, preload: [volumeExtension({ path: '/vol/v', create: { sizeBytes: 4 * 1024 * 1024, blockSize: BS } })] });
   }
 
   it('no tags for the unlogged main fork at ordinary checkpoints (even after eviction); shutdown syncs it; an unclean stop resets it from INIT', async () => {
     const disk = new SimDisk();
     await disk.mkdir('/vol');
-    const engine = await openVol(disk);
+    const engine = await Engine.open(volumeOptions(disk));
     const u = engine.relation(unloggedRel, { storage: 'volume', persistence: 'unlogged' });
     await u.create(ForkNumber.INIT);
     await u.extend(ForkNumber.INIT, taggedPage(1));
@@ -108,29 +107,21 @@ describe('unlogged relations on the volume', () => {
     expect(s2.buffersWritten).toBe(0);
 
     disk.processCrash();
-    const again = await openVol(disk);
-    try {
+    const { again, before } = await withEngine(volumeOptions(disk), async (again) => {
       expect(again.openStats.unloggedReset).toBe(1);
       const u2 = again.relation(unloggedRel, { storage: 'volume', persistence: 'unlogged' });
       expect(await u2.nblocks(ForkNumber.MAIN)).toBe(1);
       expect(tagOf(await u2.read(ForkNumber.MAIN, 0))).toBe(1);
       for (let b = 0; b < 3; b++) await u2.extend(ForkNumber.MAIN, taggedPage(90 + b));
-      const before = again.ioCounts().fdatasync;
-      await again.close();
-      expect(again.ioCounts().fdatasync).toBeGreaterThan(before); // the shutdown synced the volume
-    } finally {
-      await again.close();
-    }
-    const durable = disk.crash('drop');
-    const third = await openVol(durable);
-    try {
+      return { again, before: again.ioCounts().fdatasync };
+    });
+    expect(again.ioCounts().fdatasync).toBeGreaterThan(before); // the shutdown synced the volume
+    await withEngine(volumeOptions(disk.crash('drop')), async (third) => {
       expect(third.openStats.uncleanStop).toBe(false);
       const u3 = third.relation(unloggedRel, { storage: 'volume', persistence: 'unlogged' });
       expect(await u3.nblocks(ForkNumber.MAIN)).toBe(4);
       expect(tagOf(await u3.read(ForkNumber.MAIN, 3))).toBe(92);
-    } finally {
-      await third.close();
-    }
+    });
   });
 });
 

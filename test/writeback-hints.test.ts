@@ -229,8 +229,7 @@ describe('writeback hints through the engine (md on SimDisk)', () => {
 
   it('behaviour 40: a failed hint is a failed sync: the checkpoint fails and the engine enters the failed state', async () => {
     const disk = new HintDisk();
-    const engine = await Engine.open({ dataDir: '/data', io: disk, sharedBuffers: 256 });
-    try {
+    await withEngine({ dataDir: '/data', io: disk, sharedBuffers: 256 }, async (engine) => {
       await prepare(engine, LOC, ForkNumber.MAIN, 4, [0, 1]);
       disk.injectFault({ kind: 'writeback', code: 'EIO' });
       await expect(engine.checkpoint()).rejects.toMatchObject({
@@ -238,9 +237,7 @@ describe('writeback hints through the engine (md on SimDisk)', () => {
         cause: { code: ErrorCode.IO_ERROR, errno: 'EIO', syscall: 'sync_file_range', path: '/data/base/5/100' },
       });
       await expect(engine.relation(LOC).write(ForkNumber.MAIN, 0, pageOf(6))).rejects.toMatchObject({ code: ErrorCode.ENGINE_FAILED });
-    } finally {
-      await engine.close().catch(() => undefined);
-    }
+    }, { closeRejects: ErrorCode.ENGINE_FAILED });
   });
 
   it('behaviour 40: on real files without sync_file_range (RealIO syncFileRange: null, as off Linux) the hint is counted as issued, reaches nothing, and is harmless', async () => {

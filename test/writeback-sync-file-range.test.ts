@@ -129,8 +129,7 @@ describe.runIf(linux)('writeback hints reach the kernel (Linux, real files)', ()
     const real = loadSyncFileRange().fn!;
     let fail = false;
     const io = new RealIO({ syncFileRange: (fd, offsetBytes, nbytes) => real(fail ? -1 : fd, offsetBytes, nbytes) });
-    const engine = await Engine.open({ dataDir: dir, io, sharedBuffers: 256 });
-    try {
+    await withEngine({ dataDir: dir, io, sharedBuffers: 256 }, async (engine) => {
       await prepare(engine, 4, [0, 1]);
       fail = true;
       await expect(engine.checkpoint()).rejects.toMatchObject({
@@ -139,9 +138,7 @@ describe.runIf(linux)('writeback hints reach the kernel (Linux, real files)', ()
       });
       await expect(engine.relation(LOC).write(ForkNumber.MAIN, 0, pageOf(6))).rejects.toMatchObject({ code: ErrorCode.ENGINE_FAILED });
       await expect(engine.checkpoint()).rejects.toMatchObject({ code: ErrorCode.ENGINE_FAILED });
-    } finally {
-      await engine.close().catch(() => undefined);
-    }
+    }, { closeRejects: ErrorCode.ENGINE_FAILED });
   });
 
   it('ENOSYS from the kernel turns the hints off without an error (pg_flush_data), and says why', async () => {
