@@ -35,8 +35,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
-import { Engine, ForkNumber, RealIO, systemClock, type Clock, type FileHandle, type FileIO, type FileStat, type LockMode, type OpenOptions, type Relation } from '../engine/index.js';
-import { makeTempDir, removeTree } from '../engine/testing.js';
+import { Engine, ForkNumber, RealIO, systemClock, type Clock, type Relation } from '../engine/index.js';
+import { ForwardingIO, makeTempDir, removeTree, type FileIOMethod } from '../engine/testing.js';
 import { volumeExtension } from '../volume/index.js';
 import { matrixVolumeSizeBytes } from './matrix.js';
 import { patternPage } from './page-path-measure.js';
@@ -70,74 +70,28 @@ interface CallRecord {
 const UV_REQUESTS: Record<string, number> = { open: 2 };
 
 /** A FileIO that records every call's kind, start and end while `recording`. */
-class TracingIO implements FileIO {
+class TracingIO extends ForwardingIO {
   recording = false;
   calls: CallRecord[] = [];
   #inFlight = 0;
-  constructor(readonly inner: FileIO) {}
 
-  async #t<T>(kind: string, f: () => Promise<T>): Promise<T> {
-    if (!this.recording) return f();
-    const rec: CallRecord = { kind, t0: performance.now(), t1: 0, inFlightAtStart: this.#inFlight };
+  protected override async around<T>(method: FileIOMethod, call: () => Promise<T>): Promise<T> {
+    if (!this.recording) return call();
+    const rec: CallRecord = { kind: method, t0: performance.now(), t1: 0, inFlightAtStart: this.#inFlight };
     this.#inFlight++;
     try {
-      return await f();
+      return await call();
     } finally {
       this.#inFlight--;
       rec.t1 = performance.now();
       this.calls.push(rec);
     }
   }
-  open(path: string, o?: OpenOptions) {
-    return this.#t('open', () => this.inner.open(path, o));
-  }
-  close(h: FileHandle) {
-    return this.#t('close', () => this.inner.close(h));
-  }
-  pread(h: FileHandle, b: Uint8Array, off: number) {
-    return this.#t('pread', () => this.inner.pread(h, b, off));
-  }
-  pwrite(h: FileHandle, b: Uint8Array, off: number) {
-    return this.#t('pwrite', () => this.inner.pwrite(h, b, off));
-  }
-  pwritev(h: FileHandle, bs: readonly Uint8Array[], off: number) {
-    return this.#t('pwritev', () => this.inner.pwritev(h, bs, off));
-  }
-  fsync(h: FileHandle) {
-    return this.#t('fsync', () => this.inner.fsync(h));
-  }
-  fdatasync(h: FileHandle) {
-    return this.#t('fdatasync', () => this.inner.fdatasync(h));
-  }
-  ftruncate(h: FileHandle, n: number) {
-    return this.#t('ftruncate', () => this.inner.ftruncate(h, n));
-  }
-  size(h: FileHandle) {
-    return this.#t('size', () => this.inner.size(h));
-  }
-  unlink(p: string) {
-    return this.#t('unlink', () => this.inner.unlink(p));
-  }
-  rename(a: string, b: string) {
-    return this.#t('rename', () => this.inner.rename(a, b));
-  }
-  mkdir(p: string) {
-    return this.#t('mkdir', () => this.inner.mkdir(p));
-  }
-  rmdir(p: string) {
-    return this.#t('rmdir', () => this.inner.rmdir!(p));
-  }
-  fsyncDir(p: string) {
-    return this.#t('fsyncDir', () => this.inner.fsyncDir(p));
-  }
-  stat(p: string): Promise<FileStat | null> {
-    return this.#t('stat', () => this.inner.stat(p));
-  }
-  readdir(p: string) {
-    return this.#t('readdir', () => this.inner.readdir(p));
-  }
-  flock(h: FileHandle, m: LockMode) {
-    return this.#t('flock', () => this.inner.flock(h, m));
+
+  /** Writeback hints end here: the profile measures the checkpoint without them, as it always has. */
+  override async writeback(): Promise<void> {}
+  override get writebackSupported(): boolean {
+    return false;
   }
 }
 

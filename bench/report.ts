@@ -27,23 +27,23 @@ function hasPostgres(cells: readonly CellResult[]): boolean {
   return cells.some((c) => c.rows.postgres !== undefined);
 }
 
+/** A table of one row per (R, P) cell: R and P, then `columns`. */
+function cellTable(columns: string[]): InstanceType<typeof Table> {
+  return new Table({ head: ['R', 'P', ...columns], style: PLAIN });
+}
+
 export function ratioTable(cells: readonly CellResult[]): string {
   const pg = hasPostgres(cells);
-  const t = new Table({
-    head: [
-      'R',
-      'P',
-      'md/volume sync',
-      'md/volume total',
-      ...(pg ? ['md/postgres total', 'postgres/volume total'] : []),
-      'raw seg/extent sync',
-      'volume/floor total',
-      'md/raw seg total',
-      'md fsyncs',
-      'volume fdatasyncs',
-    ],
-    style: PLAIN,
-  });
+  const t = cellTable([
+    'md/volume sync',
+    'md/volume total',
+    ...(pg ? ['md/postgres total', 'postgres/volume total'] : []),
+    'raw seg/extent sync',
+    'volume/floor total',
+    'md/raw seg total',
+    'md fsyncs',
+    'volume fdatasyncs',
+  ]);
   for (const c of cells) {
     const r = c.ratios;
     t.push([
@@ -64,24 +64,19 @@ export function ratioTable(cells: readonly CellResult[]): string {
 
 export function timeTable(cells: readonly CellResult[]): string {
   const pg = hasPostgres(cells);
-  const t = new Table({
-    head: [
-      'R',
-      'P',
-      'md write',
-      'md sync',
-      'md total',
-      'vol write',
-      'vol sync',
-      'vol total',
-      ...(pg ? ['pg write', 'pg sync', 'pg total', 'pg files'] : []),
-      'raw seg sync',
-      'raw seg total',
-      'floor sync',
-      'floor total',
-    ],
-    style: PLAIN,
-  });
+  const t = cellTable([
+    'md write',
+    'md sync',
+    'md total',
+    'vol write',
+    'vol sync',
+    'vol total',
+    ...(pg ? ['pg write', 'pg sync', 'pg total', 'pg files'] : []),
+    'raw seg sync',
+    'raw seg total',
+    'floor sync',
+    'floor total',
+  ]);
   for (const c of cells) {
     const { md, volume, rawSegments, rawExtent, postgres } = c.rows;
     const pgCols = !pg ? [] : postgres ? [ms(postgres.writeMs.median), ms(postgres.syncMs.median), ms(postgres.totalMs.median), range(postgres.fsyncCalls)] : ['n/a', 'n/a', 'n/a', 'n/a'];

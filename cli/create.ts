@@ -21,6 +21,7 @@ import { checkVolumeGeometry, createVolumeFile } from '../volume/index.js';
 import { formatBytes, parseSize } from '../cmdline/args.js';
 import { CliCode, CliFailure, EXIT_VOLUME, toFailure, usageFailure, withFile } from '../cmdline/failure.js';
 import { onStopSignals, signalExitCode, type StopSignal } from '../cmdline/signals.js';
+import { onOpenFile } from '../cmdline/files.js';
 import { startProgress } from './progress.js';
 import type { Progress } from './progress.js';
 
@@ -46,13 +47,7 @@ async function clearPath(io: RealIO, path: string, file: string, force: boolean)
   if (st.kind === 'directory') throw new CliFailure(EXIT_VOLUME, CliCode.EXISTS, file, 'is a directory; give the path of a new volume file');
   if (st.kind !== 'file') throw new CliFailure(EXIT_VOLUME, CliCode.EXISTS, file, 'exists and is not a regular file; refusing to replace it');
   if (!force) throw new CliFailure(EXIT_VOLUME, CliCode.EXISTS, file, 'already exists (use --force to replace it)');
-  let handle;
-  try {
-    handle = await io.open(path, { readOnly: true });
-  } catch (err) {
-    throw ioError('open', path, err);
-  }
-  try {
+  await onOpenFile(io, path, { readOnly: true }, 'unlink', async (handle) => {
     try {
       await io.flock(handle, 'exclusive');
     } catch (err) {
@@ -61,14 +56,9 @@ async function clearPath(io: RealIO, path: string, file: string, force: boolean)
       }
       throw ioError('flock', path, err);
     }
-    try {
-      await io.unlink(path);
-    } catch (err) {
-      throw ioError('unlink', path, err);
-    }
-  } finally {
-    await io.close(handle).catch(() => {});
-  }
+    // Unlinked while the lock is held: no other process can be using the file it removes.
+    await io.unlink(path);
+  });
 }
 
 export async function runCreate(file: string, options: CreateOptions): Promise<void> {

@@ -21,12 +21,12 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import pc from 'picocolors';
-import { RealIO, ioError } from '../engine/index.js';
-import type { FileHandle } from '../engine/index.js';
-import { openVolumeReadOnly } from '../volume/index.js';
+import { RealIO } from '../engine/index.js';
+import { METADATA_BLOCKS, openVolumeReadOnly } from '../volume/index.js';
 import type { VolumeInfo } from '../volume/index.js';
 import { formatBytes, parsePositiveInt } from '../cmdline/args.js';
 import { toFailure, usageFailure, withFile } from '../cmdline/failure.js';
+import { onOpenFile } from '../cmdline/files.js';
 import { relationKey } from './inspect.js';
 
 export interface MapOptions {
@@ -38,10 +38,8 @@ export const MAP_WIDTH_DEFAULT = 64;
 export const MAP_WIDTH_MAX = 1024;
 export const ROWS_MAX = 32;
 
-const OWNER_METADATA = 0;
-const OWNER_FREE = 1;
-const OWNER_PENDING = 2;
-const OWNER_FIRST_RELATION = 3;
+/** Owner numbers: the index of each owner in `OccupancyMap.owners`; relations from FIRST_RELATION on. */
+const Owner = { METADATA: 0, FREE: 1, PENDING: 2, FIRST_RELATION: 3 } as const;
 const RELATION_CHARS = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLNOPQRSTUVWXYZ0123456789';
 
 export interface OwnerInfo {
@@ -80,17 +78,17 @@ export function buildMap(info: VolumeInfo, width: number): OccupancyMap {
     { char: '~', label: 'pending free (reusable after the next checkpoint)', blocks: 0, fill: '#f2c14e' },
   ];
   const spans: Span[] = [
-    { start: 0, end: 2, owner: OWNER_METADATA },
-    { start: info.catalog.offsetBlocks, end: info.catalog.offsetBlocks + info.catalog.blocks, owner: OWNER_METADATA },
+    { start: 0, end: METADATA_BLOCKS, owner: Owner.METADATA },
+    { start: info.catalog.offsetBlocks, end: info.catalog.offsetBlocks + info.catalog.blocks, owner: Owner.METADATA },
   ];
-  for (const r of info.freeRuns) spans.push({ start: r.startBlock, end: r.startBlock + r.lengthBlocks, owner: OWNER_FREE });
+  for (const r of info.freeRuns) spans.push({ start: r.startBlock, end: r.startBlock + r.lengthBlocks, owner: Owner.FREE });
   const relationOwner = new Map<string, number>();
   for (const f of info.forks) {
     const key = relationKey(f);
     let owner = relationOwner.get(key);
     if (owner === undefined) {
       const n = relationOwner.size;
-      owner = OWNER_FIRST_RELATION + n;
+      owner = Owner.FIRST_RELATION + n;
       relationOwner.set(key, owner);
       // Spread hues by the golden angle so neighbouring relations differ clearly.
       owners.push({ char: RELATION_CHARS[n] ?? '#', label: `relation ${key}`, blocks: 0, fill: `hsl(${Math.round((n * 137.508) % 360)}, 65%, 50%)` });
@@ -102,12 +100,12 @@ export function buildMap(info: VolumeInfo, width: number): OccupancyMap {
   const full: Span[] = [];
   let at = 0;
   for (const s of spans) {
-    if (s.start > at) full.push({ start: at, end: s.start, owner: OWNER_PENDING });
+    if (s.start > at) full.push({ start: at, end: s.start, owner: Owner.PENDING });
     const start = Math.max(s.start, at);
     if (s.end > start) full.push({ start, end: s.end, owner: s.owner });
     at = Math.max(at, s.end);
   }
-  if (at < volumeBlocks) full.push({ start: at, end: volumeBlocks, owner: OWNER_PENDING });
+  if (at < volumeBlocks) full.push({ start: at, end: volumeBlocks, owner: Owner.PENDING });
   for (const s of full) owners[s.owner]!.blocks += s.end - s.start;
 
   const cells = new Uint32Array(cellCount);
@@ -123,11 +121,11 @@ export function buildMap(info: VolumeInfo, width: number): OccupancyMap {
       const n = Math.min(s.end, cEnd) - Math.max(s.start, cStart);
       if (n > 0) tally.set(s.owner, (tally.get(s.owner) ?? 0) + n);
     }
-    let best = OWNER_FREE;
+    let best: number = Owner.FREE;
     let bestN = -1;
     let bestUsed = false;
     for (const [owner, n] of tally) {
-      const used = owner === OWNER_METADATA || owner >= OWNER_FIRST_RELATION;
+      const used = owner === Owner.METADATA || owner >= Owner.FIRST_RELATION;
       if ((used && !bestUsed) || (used === bestUsed && n > bestN)) {
         best = owner;
         bestN = n;
@@ -143,10 +141,10 @@ const RELATION_COLOURS = [pc.cyan, pc.green, pc.blue, pc.magenta, pc.yellow, pc.
 
 function paint(owner: number, text: string, colour: boolean): string {
   if (!colour) return text;
-  if (owner === OWNER_METADATA) return pc.bold(pc.red(text));
-  if (owner === OWNER_FREE) return pc.dim(text);
-  if (owner === OWNER_PENDING) return pc.yellow(text);
-  return RELATION_COLOURS[(owner - OWNER_FIRST_RELATION) % RELATION_COLOURS.length]!(text);
+  if (owner === Owner.METADATA) return pc.bold(pc.red(text));
+  if (owner === Owner.FREE) return pc.dim(text);
+  if (owner === Owner.PENDING) return pc.yellow(text);
+  return RELATION_COLOURS[(owner - Owner.FIRST_RELATION) % RELATION_COLOURS.length]!(text);
 }
 
 export function formatMap(file: string, info: VolumeInfo, map: OccupancyMap, colour: boolean): string {
@@ -219,22 +217,11 @@ export function renderSvg(file: string, info: VolumeInfo, map: OccupancyMap): st
 /** Write a small text file through FileIO (M5): create or truncate, write, fsync, close. */
 async function writeTextFile(path: string, text: string): Promise<void> {
   const io = new RealIO();
-  let handle: FileHandle;
-  try {
-    handle = await io.open(path, { create: true });
-  } catch (err) {
-    throw ioError('open', path, err);
-  }
-  try {
-    const bytes = new TextEncoder().encode(text);
+  await onOpenFile(io, path, { create: true }, 'write', async (handle) => {
     await io.ftruncate(handle, 0);
-    await io.pwrite(handle, bytes, 0);
+    await io.pwrite(handle, new TextEncoder().encode(text), 0);
     await io.fsync(handle);
-  } catch (err) {
-    throw ioError('write', path, err);
-  } finally {
-    await io.close(handle).catch(() => {});
-  }
+  });
 }
 
 export async function runMap(file: string, options: MapOptions): Promise<void> {

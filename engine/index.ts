@@ -24,7 +24,7 @@ export { checkOptionKeys, optionKeys } from './options.js';
 
 // Files: the FileIO contract and the real file system.
 export type { FileIO, FileHandle, OpenOptions, FileStat, LockMode, IoKind } from './io/file-io.js';
-export { IO_KINDS, carriesWriteback, fsError } from './io/file-io.js';
+export { IO_KINDS, carriesWriteback, fsError, openFile } from './io/file-io.js';
 export { RealIO } from './io/real-io.js';
 export type { RealIOOptions } from './io/real-io.js';
 export type { SyncFileRangeFn } from './io/sync-file-range.js';

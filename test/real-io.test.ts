@@ -8,7 +8,8 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { RealIO } from '../engine/io/real-io.js';
-import { CountingIO, SimDisk } from '../engine/testing.js';
+import { CountingIO, ForwardingIO, SimDisk, type FileIOMethod } from '../engine/testing.js';
+import type { FileHandle, FileIO } from '../engine/index.js';
 import { tempDir } from './helpers/index.js';
 
 function bytes(length: number, seed: number): Uint8Array {
@@ -239,5 +240,60 @@ describe('CountingIO', () => {
     await io.fdatasync(h);
     await io.close(h);
     expect(io.counts()).toMatchObject({ open: 1, pwrite: 1, fdatasync: 1, close: 1, bytesWritten: 4096, openHandles: 0, openHandlesMax: 1 });
+  });
+});
+
+describe('ForwardingIO (the base of CountingIO and the test doubles)', () => {
+  /** Every method of FileIO with arguments it accepts on a fresh SimDisk file '/f'. */
+  async function everyCall(io: FileIO): Promise<void> {
+    const h = await io.open('/f', { create: true });
+    await io.pwrite(h, new Uint8Array(8), 0);
+    await io.pwritev(h, [new Uint8Array(8)], 8);
+    await io.pread(h, new Uint8Array(8), 0);
+    await io.fsync(h);
+    await io.fdatasync(h);
+    await io.ftruncate(h, 8);
+    await io.size(h);
+    await io.flock(h, 'exclusive');
+    await io.writeback!(h, 0, 8);
+    await io.close(h);
+    await io.mkdir('/d');
+    await io.rename('/f', '/d/g');
+    await io.fsyncDir('/d');
+    await io.stat('/d/g');
+    await io.readdir('/d');
+    await io.unlink('/d/g');
+    await io.rmdir!('/d');
+  }
+
+  it('passes every call to the inner FileIO through its hook, by name', async () => {
+    const seen: string[] = [];
+    class Recording extends ForwardingIO {
+      protected override around<T>(method: FileIOMethod, call: () => Promise<T>): Promise<T> {
+        seen.push(method);
+        return call();
+      }
+    }
+    const disk = new SimDisk();
+    await everyCall(new Recording(disk));
+    expect(seen).toEqual(['open', 'pwrite', 'pwritev', 'pread', 'fsync', 'fdatasync', 'ftruncate', 'size', 'flock', 'writeback', 'close', 'mkdir', 'rename', 'fsyncDir', 'stat', 'readdir', 'unlink', 'rmdir']);
+    expect(disk.listFiles()).toEqual([]);
+    expect(disk.openHandleCount).toBe(0);
+  });
+
+  it('W1: an inner that throws at once still gives a rejection; W2: rmdir without one is ENOSYS, writeback without one ends there', async () => {
+    const throwsAtOnce = {
+      fsync: () => {
+        throw new Error('thrown, not rejected');
+      },
+    } as unknown as FileIO;
+    const io = new ForwardingIO(throwsAtOnce);
+    const fsync = io.fsync({ path: '/f' } as FileHandle);
+    expect(fsync).toBeInstanceOf(Promise);
+    await expect(fsync).rejects.toThrow('thrown, not rejected');
+    await expect(io.rmdir('/d')).rejects.toMatchObject({ code: 'ENOSYS', syscall: 'rmdir' });
+    await expect(io.writeback({ path: '/f' } as FileHandle, 0, 8)).resolves.toBeUndefined();
+    expect(io.writebackSupported).toBe(false);
+    expect(new ForwardingIO(new SimDisk()).writebackSupported).toBe(true);
   });
 });

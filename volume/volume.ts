@@ -72,6 +72,7 @@ import {
   fsError,
   ioError,
   isUnloggedFork,
+  openFile,
   locatorKey,
   optionKeys,
 } from '../engine/index.js';
@@ -484,12 +485,7 @@ async function openHandle(io: FileIO, path: string, readOnly: boolean): Promise<
   if (!st) throw ioError('open', path, fsError('ENOENT', 'open', path, 'no such file or directory'));
   if (st.kind === 'directory') throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `${path}: is a directory, not a volume file`, { path, errno: 'EISDIR' });
   if (st.kind !== 'file') throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `${path}: is not a regular file, not a volume file`, { path });
-  let handle: FileHandle;
-  try {
-    handle = await io.open(path, { readOnly });
-  } catch (err) {
-    throw ioError('open', path, err);
-  }
+  const handle = await openFile(io, path, { readOnly });
   try {
     await io.flock(handle, readOnly ? 'shared' : 'exclusive');
   } catch (err) {

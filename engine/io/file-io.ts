@@ -20,6 +20,7 @@
  *     count on it in place of fsync/fdatasync. An implementation that cannot do it leaves it out
  *     (or, for a wrapper, says `writebackSupported: false`).
  */
+import { ioError } from '../errors.js';
 
 /** An open file. Opaque: only the implementation that returned it may use it. */
 export interface FileHandle {
@@ -106,6 +107,18 @@ export interface FileIO {
 /** Whether `io`'s writeback hints go anywhere (see FileIO.writebackSupported). */
 export function carriesWriteback(io: FileIO): boolean {
   return typeof io.writeback === 'function' && io.writebackSupported !== false;
+}
+
+/**
+ * `io.open` with its failure turned into an IO_ERROR that names the file and the syscall
+ * (errors.ts `ioError`): what every caller opening a file to work on it needs around the call.
+ */
+export async function openFile(io: FileIO, path: string, options?: OpenOptions): Promise<FileHandle> {
+  try {
+    return await io.open(path, options);
+  } catch (err) {
+    throw ioError('open', path, err);
+  }
 }
 
 /** Build an error shaped like Node's fs errors (contract C1). */

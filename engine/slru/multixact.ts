@@ -45,6 +45,7 @@ import { join } from 'node:path';
 import { crc32c } from '../checksum.js';
 import { ErrorCode, LamstoreError, assert, ioError } from '../errors.js';
 import type { FileHandle } from '../io/file-io.js';
+import { openFile } from '../io/file-io.js';
 import { isUint32 } from '../relfile.js';
 import { SyncHandlerId } from '../sync/registry.js';
 import { SLRU_DIRS, SLRU_PAGES_PER_SEGMENT } from './names.js';
@@ -362,12 +363,7 @@ export class MultiXact {
     const bytes = encodeControl(state);
     const tmp = join(this.#dirPath, `${CONTROL_FILE}.tmp`);
     const path = join(this.#dirPath, CONTROL_FILE);
-    let h: FileHandle;
-    try {
-      h = await io.open(tmp, { create: true });
-    } catch (err) {
-      throw ioError('open', tmp, err);
-    }
+    const h = await openFile(io, tmp, { create: true });
     try {
       await io.ftruncate(h, 0);
       await io.pwrite(h, bytes, 0);

@@ -51,6 +51,7 @@ import { Mutex } from '../mutex.js';
 import { join } from 'node:path';
 import { ErrorCode, LamstoreError, assert, errnoOf, ioError } from '../errors.js';
 import type { FileHandle, FileIO } from '../io/file-io.js';
+import { openFile } from '../io/file-io.js';
 import type { FileTag } from '../sync/file-tag.js';
 import { SyncHandlerId, SyncRequestType } from '../sync/registry.js';
 import { SLRU_PAGES_PER_SEGMENT, slruSegmentName } from './names.js';
@@ -415,12 +416,7 @@ export class Slru {
       return;
     }
     const path = this.segmentPath(segno);
-    let h: FileHandle;
-    try {
-      h = await this.#io.open(path, { readOnly: true });
-    } catch (err) {
-      throw ioError('open', path, err);
-    }
+    const h = await openFile(this.#io, path, { readOnly: true });
     let error: unknown;
     try {
       const n = await this.#io.pread(h, into, inSegment * this.blockSize);
@@ -442,13 +438,8 @@ export class Slru {
     const segno = Math.floor(s.pageNo / SLRU_PAGES_PER_SEGMENT);
     const inSegment = s.pageNo % SLRU_PAGES_PER_SEGMENT;
     const path = this.segmentPath(segno);
-    let h: FileHandle;
-    try {
-      // No O_EXCL, no O_TRUNC: the segment may exist with other pages in it.
-      h = await this.#io.open(path, { create: true });
-    } catch (err) {
-      throw ioError('open', path, err);
-    }
+    // No O_EXCL, no O_TRUNC: the segment may exist with other pages in it.
+    const h = await openFile(this.#io, path, { create: true });
     if (!this.#segments.has(segno)) {
       this.#segments.set(segno, 0);
       this.#dirSyncNeeded = true;

@@ -6,63 +6,11 @@
  *  - NoSyncIO makes fsync/fdatasync of chosen paths return without syncing: a disk that lies.
  * No double swallows an error of the FileIO it wraps.
  */
-import type { FileHandle, FileIO, FileStat, LockMode, OpenOptions } from '../../engine/index.js';
-import type { ManualClock } from '../../engine/testing.js';
+import type { FileHandle, FileIO } from '../../engine/index.js';
+import { ForwardingIO, type ManualClock } from '../../engine/testing.js';
 
-export class PassThroughIO implements FileIO {
-  constructor(readonly inner: FileIO) {}
-  open(path: string, options?: OpenOptions): Promise<FileHandle> {
-    return this.inner.open(path, options);
-  }
-  close(h: FileHandle): Promise<void> {
-    return this.inner.close(h);
-  }
-  pread(h: FileHandle, buffer: Uint8Array, offsetBytes: number): Promise<number> {
-    return this.inner.pread(h, buffer, offsetBytes);
-  }
-  pwrite(h: FileHandle, buffer: Uint8Array, offsetBytes: number): Promise<void> {
-    return this.inner.pwrite(h, buffer, offsetBytes);
-  }
-  pwritev(h: FileHandle, buffers: readonly Uint8Array[], offsetBytes: number): Promise<void> {
-    return this.inner.pwritev(h, buffers, offsetBytes);
-  }
-  fsync(h: FileHandle): Promise<void> {
-    return this.inner.fsync(h);
-  }
-  fdatasync(h: FileHandle): Promise<void> {
-    return this.inner.fdatasync(h);
-  }
-  ftruncate(h: FileHandle, lengthBytes: number): Promise<void> {
-    return this.inner.ftruncate(h, lengthBytes);
-  }
-  size(h: FileHandle): Promise<number> {
-    return this.inner.size(h);
-  }
-  unlink(path: string): Promise<void> {
-    return this.inner.unlink(path);
-  }
-  rename(fromPath: string, toPath: string): Promise<void> {
-    return this.inner.rename(fromPath, toPath);
-  }
-  mkdir(path: string): Promise<void> {
-    return this.inner.mkdir(path);
-  }
-  fsyncDir(path: string): Promise<void> {
-    return this.inner.fsyncDir(path);
-  }
-  stat(path: string): Promise<FileStat | null> {
-    return this.inner.stat(path);
-  }
-  readdir(path: string): Promise<string[]> {
-    return this.inner.readdir(path);
-  }
-  flock(h: FileHandle, mode: LockMode): Promise<void> {
-    return this.inner.flock(h, mode);
-  }
-  async writeback(h: FileHandle, offsetBytes: number, lengthBytes: number): Promise<void> {
-    await this.inner.writeback?.(h, offsetBytes, lengthBytes);
-  }
-}
+/** Forwards every call (ForwardingIO); the doubles below override what they change. */
+export class PassThroughIO extends ForwardingIO {}
 
 /**
  * While `slow` is set, every pwrite/pwritev first moves `clock` forward by `msPerBlock` for each
