@@ -7,36 +7,19 @@
  * Method: spawn the built CLI (dist/, built here if missing) on a small matrix in a temp dir and
  * read its stdout, stderr and exit code; then list the --dir. Timings are never asserted.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from './helpers/index.js';
+import { lamstore, type RunResult } from './helpers/cli.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const cli = join(root, 'dist', 'cli', 'main.js');
 
-interface Run {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-function runCli(args: string[], onSpawn?: (child: ReturnType<typeof spawn>) => void): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cli, ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-    onSpawn?.(child);
-  });
-}
+/** The built `lamstore` run from the repository root (helpers/cli.ts). */
+const runCli = (args: string[], onSpawn?: (child: ChildProcess) => void): Promise<RunResult> => lamstore(args, root, {}, onSpawn);
 
 /** Whether a file named `name` is somewhere under `dir`. */
 async function findFile(dir: string, name: string): Promise<boolean> {
@@ -186,7 +169,7 @@ describe('lamstore bench', () => {
   });
 
   /** Run a bench that takes long enough, and send `signals` once its temporary directory exists. */
-  async function interrupted(signals: NodeJS.Signals[], extra: string[] = []): Promise<{ run: Run; dir: string }> {
+  async function interrupted(signals: NodeJS.Signals[], extra: string[] = []): Promise<{ run: RunResult; dir: string }> {
     const dir = await tempDir('lamstore-bench-test-');
     let poll: ReturnType<typeof setInterval> | undefined;
     const run = await runCli(['bench', '--quick', '--json', '--no-postgres', '--relations', '200', '--pages', '4', '--rounds', '50', '--dir', dir, ...extra], (child) => {

@@ -9,7 +9,7 @@
  * dir; read stdout/stderr/exit code, the --dir afterwards, and /proc for leftover servers.
  * runBench in process with a finder that finds nothing. Timings are never asserted.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, readFile, readdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -20,29 +20,13 @@ import { BENCH_DEFAULTS, BENCH_QUICK, runBench } from '../bench/run.js';
 import { formatReport } from '../bench/report.js';
 import { renderSvg } from '../bench/svg.js';
 import { tempDir } from './helpers/index.js';
+import { lamstore, type RunResult } from './helpers/cli.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const cli = join(root, 'dist', 'cli', 'main.js');
 const install = await findPostgres();
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function runCli(args: string[], onSpawn?: (child: ReturnType<typeof spawn>) => void): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cli, ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-    onSpawn?.(child);
-  });
-}
+/** The built `lamstore` run from the repository root (helpers/cli.ts). */
+const runCli = (args: string[], onSpawn?: (child: ChildProcess) => void): Promise<RunResult> => lamstore(args, root, {}, onSpawn);
 
 /** Processes whose command line mentions `dir` (a server left running there). */
 async function processesUnder(dir: string): Promise<string[]> {

@@ -29,8 +29,11 @@ export function builtBinMissing(): string | null {
   return null;
 }
 
-/** Run `lamstore <args>` in `cwd`; never rejects (the exit code is the result). */
-export function lamstore(args: string[], cwd: string, env: Record<string, string> = {}): Promise<RunResult> {
+/**
+ * Run `lamstore <args>` in `cwd`; never rejects (the exit code is the result). `onSpawn` gets
+ * the child at once (to signal it while it runs).
+ */
+export function lamstore(args: string[], cwd: string, env: Record<string, string> = {}, onSpawn?: (child: ChildProcess) => void): Promise<RunResult> {
   return new Promise((done, fail) => {
     const child = spawn(process.execPath, [BIN, ...args], { cwd, env: { ...process.env, LAMSTORE_DEBUG: '', NO_COLOR: '', FORCE_COLOR: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -39,6 +42,7 @@ export function lamstore(args: string[], cwd: string, env: Record<string, string
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('error', fail);
     child.on('close', (code, signal) => done({ code, signal, stdout, stderr }));
+    onSpawn?.(child);
   });
 }
 
