@@ -5,13 +5,13 @@
  *  C1 Bad flags are refused before anything is written: one line `lamstore: bench: <problem>` on
  *     stderr, exit 2, no stack trace, no help dump; with --json also `{"error": ...}` on stdout.
  *     Every failure leaves here as a CliFailure whose problem starts with "bench: "; cli/main.ts
- *     prints it (cli/failure.ts E1) and exits with its code.
+ *     prints it (cmdline/failure.ts E1) and exits with its code.
  *  C2 stdout holds the report only (the table, or with --json one JSON document, also on failure:
  *     `{"error": {"code", "message"}}`); progress and --verbose log lines go to stderr.
  *  C3 Progress: a bar on a TTY (stderr), otherwise one line per finished cell; --verbose prints
  *     the engines' checkpoint log lines instead of the bar.
  *  C4 The temporary directory is removed on success, on error and on a stop signal (SIGINT,
- *     SIGTERM, SIGHUP: cli/signals.ts): the first one stops the run at the next step (between
+ *     SIGTERM, SIGHUP: cmdline/signals.ts): the first one stops the run at the next step (between
  *     relations at setup, every 4 MiB of the volume's zero-fill, between rows of a round) and
  *     cleans up (exit 128 + its number, code INTERRUPTED); a second one, of any kind, removes
  *     the directory at once and exits (128 + its number) without waiting for the step.

@@ -7,7 +7,7 @@
  *  C2 An existing path is refused (exit 1) unless --force; --force never replaces a directory,
  *     nor a file another process holds locked (that would pull a live volume from under it).
  *  C3 No partial file survives: createVolumeFile removes its file on any error, and a stop
- *     signal (SIGINT, SIGTERM, SIGHUP: cli/signals.ts) makes the next progress callback throw
+ *     signal (SIGINT, SIGTERM, SIGHUP: cmdline/signals.ts) makes the next progress callback throw
  *     (so the same cleanup runs, within one 4 MiB chunk); a signal that arrives after the last
  *     chunk (during the final fdatasync) removes the finished file too, since the user asked
  *     to stop. Interrupted is exit 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM,

@@ -6,7 +6,7 @@
  *
  * Invariants (the table of exit codes is in cli/README.md):
  *  L1 Every failure is one line on stderr, `lamstore: <file>: <problem>` (no file for a failure
- *     about no file, e.g. an unknown command), with the exit code of failure.ts (E3); commander's
+ *     about no file, e.g. an unknown command), with the exit code of cmdline/failure.ts (E3); commander's
  *     own error printing is silenced so it cannot add a usage dump or a second line.
  *  L2 No stack trace unless LAMSTORE_DEBUG=1.
  *  L3 When `--json` is on the command line, a failure also prints `{ "error": { "code",
