@@ -24,8 +24,8 @@ export interface IoCandidatesOptions {
   json: boolean;
   runs: number;
   pages: number;
-  /** Internal: this process is the UV_THREADPOOL_SIZE=16 child the parent forked (`--child uv16`). */
-  child: 'uv16' | null;
+  /** Internal: this process is a child the parent forked with another libuv setting (`--child uv16|uring`). */
+  child: ChildRuntime | null;
   help: boolean;
 }
 
@@ -67,8 +67,8 @@ export function parseIoCandidatesArgs(argv: readonly string[]): IoCandidatesOpti
     } else if (flag === '--runs') out.runs = parsePositiveInt(value, '--runs', 100);
     else if (flag === '--pages') out.pages = parsePositiveInt(value, '--pages', 16384);
     else {
-      if (value !== 'uv16') throw new UsageError(`option '--child' '${value}' is not a child kind (uv16)`);
-      out.child = 'uv16';
+      if (value !== 'uv16' && value !== 'uring') throw new UsageError(`option '--child' '${value}' is not a child kind (uv16, uring)`);
+      out.child = value;
     }
   }
   return out;
@@ -148,8 +148,10 @@ export function volumeBytes(pages: number): number {
 /**
  * How a candidate makes its calls.
  *  - async: node:fs callback calls wrapped in Promises (as RealIO makes them), `inFlight` at a
- *    time through the engine's forEachInFlight; `pool` is libuv's thread count (16: a child
- *    process started with UV_THREADPOOL_SIZE=16).
+ *    time through the engine's forEachInFlight. `runtime`: this process (libuv's 4 threads), or
+ *    a child process started with UV_THREADPOOL_SIZE=16 (`uv16`) or with UV_USE_IO_URING=1
+ *    (`uring`: libuv submits the file calls to an io_uring instead of its threads; Node 20
+ *    ships it off by default).
  *  - sync: fs.writeSync / writevSync / fsyncSync / fdatasyncSync on the main thread; with
  *    `yieldMs`, a turn of the event loop (setImmediate) whenever that long has passed.
  *  - workers: `workers` worker threads making synchronous calls (node:fs, or koffi's), pulling
@@ -158,22 +160,35 @@ export function volumeBytes(pages: number): number {
  *  - koffi: libc's pwrite / pwritev / fsync / fdatasync through koffi, synchronous on the main thread.
  */
 export type Candidate =
-  | { id: string; group: number; label: string; kind: 'async'; inFlight: number; pool: 4 | 16 }
+  | { id: string; group: number; label: string; kind: 'async'; inFlight: number; runtime: AsyncRuntime }
   | { id: string; group: number; label: string; kind: 'sync'; yieldMs: number | null }
   | { id: string; group: number; label: string; kind: 'workers'; workers: number; via: 'fs' | 'koffi' }
   | { id: string; group: number; label: string; kind: 'koffi' };
 
+/** Where an async candidate runs: this process, or a child started with other libuv settings. */
+export type ChildRuntime = 'uv16' | 'uring';
+export type AsyncRuntime = 'main' | ChildRuntime;
+
+/** The environment of each child: the one libuv setting that differs, the other pinned to its default. */
+export const CHILD_ENV: Readonly<Record<ChildRuntime, Readonly<Record<string, string>>>> = {
+  uv16: { UV_THREADPOOL_SIZE: '16', UV_USE_IO_URING: '0' },
+  uring: { UV_THREADPOOL_SIZE: '4', UV_USE_IO_URING: '1' },
+};
+
 export const IN_FLIGHT_CANDIDATES = [4, 8, 16, 64] as const;
 
 export function candidates(): Candidate[] {
-  const out: Candidate[] = [{ id: 'async-1', group: 1, label: 'async, awaited one by one', kind: 'async', inFlight: 1, pool: 4 }];
-  for (const k of IN_FLIGHT_CANDIDATES) out.push({ id: `async-k${k}`, group: 2, label: `async, ${k} in flight`, kind: 'async', inFlight: k, pool: 4 });
-  for (const k of IN_FLIGHT_CANDIDATES) out.push({ id: `uv16-k${k}`, group: 3, label: `async, ${k} in flight, UV_THREADPOOL_SIZE=16`, kind: 'async', inFlight: k, pool: 16 });
+  const out: Candidate[] = [{ id: 'async-1', group: 1, label: 'async, awaited one by one', kind: 'async', inFlight: 1, runtime: 'main' }];
+  for (const k of IN_FLIGHT_CANDIDATES) out.push({ id: `async-k${k}`, group: 2, label: `async, ${k} in flight`, kind: 'async', inFlight: k, runtime: 'main' });
+  for (const k of IN_FLIGHT_CANDIDATES) out.push({ id: `uv16-k${k}`, group: 3, label: `async, ${k} in flight, UV_THREADPOOL_SIZE=16`, kind: 'async', inFlight: k, runtime: 'uv16' });
   out.push({ id: 'sync', group: 4, label: 'sync calls on the main thread', kind: 'sync', yieldMs: null });
   out.push({ id: 'sync-yield5', group: 4, label: 'sync calls, event loop turn every 5 ms', kind: 'sync', yieldMs: 5 });
-  for (const w of [2, 4]) out.push({ id: `workers-${w}`, group: 5, label: `${w} worker threads, fs sync calls`, kind: 'workers', workers: w, via: 'fs' });
+  // 16 as well: the thread count of (3), to tell the threads' number from the way calls reach them.
+  for (const w of [2, 4, 16]) out.push({ id: `workers-${w}`, group: 5, label: `${w} worker threads, fs sync calls`, kind: 'workers', workers: w, via: 'fs' });
   out.push({ id: 'koffi', group: 6, label: 'koffi libc calls on the main thread', kind: 'koffi' });
   for (const w of [2, 4]) out.push({ id: `koffi-workers-${w}`, group: 6, label: `${w} worker threads, koffi libc calls`, kind: 'workers', workers: w, via: 'koffi' });
+  // io_uring, the issue's other anchor: what Node 20 offers of it (libuv's, behind UV_USE_IO_URING).
+  for (const k of IN_FLIGHT_CANDIDATES) out.push({ id: `uring-k${k}`, group: 7, label: `async, ${k} in flight, io_uring (UV_USE_IO_URING=1)`, kind: 'async', inFlight: k, runtime: 'uring' });
   return out;
 }
 

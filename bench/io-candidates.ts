@@ -13,8 +13,8 @@
  *
  * Candidates (plan: `candidates()`): (1) node:fs calls awaited one by one; (2) K = 4, 8, 16, 64
  * in flight (the engine's forEachInFlight); (3) the same in a child process started with
- * UV_THREADPOOL_SIZE=16; (4) fs.*Sync on the main thread, also yielding every 5 ms; (5) 2 and 4
- * worker threads making synchronous calls; (6) koffi's libc calls on the main thread and in 2
+ * UV_THREADPOOL_SIZE=16; (4) fs.*Sync on the main thread, also yielding every 5 ms; (5) 2, 4 and
+ * 16 worker threads making synchronous calls; (6) koffi's libc calls on the main thread and in 2
  * and 4 worker threads. Every (candidate, shape) is measured once per run, runs rotate the
  * candidate order, one warm-up run is discarded; reported: medians, ratios to (1), and the main
  * thread's longest event-loop stall (perf_hooks.monitorEventLoopDelay, 1 ms resolution).
@@ -46,7 +46,9 @@ import {
   planShape,
   rotate,
   volumeBytes,
+  CHILD_ENV,
   type Candidate,
+  type ChildRuntime,
   type IoCandidatesOptions,
   type Item,
   type ShapeFiles,
@@ -390,14 +392,41 @@ function findIovMax(libc: Libc | null): { value: number; source: string } {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The UV_THREADPOOL_SIZE=16 child
+// The children: the async candidates under other libuv settings (CHILD_ENV)
 
 interface ChildRequest {
   round: number;
 }
-type ChildMessage = { ready: true; uvThreadpoolSize: string | null } | { round: number; samples: RoundSamples } | { error: string };
+interface ChildEnv {
+  uvThreadpoolSize: string | null;
+  uvUseIoUring: string | null;
+  /** io_uring instances open in the child after the round (anon_inode:[io_uring] descriptors): > 0 when libuv uses one. */
+  ioUringRings: number | null;
+}
+type ChildMessage = { ready: true } | { round: number; samples: RoundSamples; env: ChildEnv } | { error: string };
 
-async function runChild(opts: IoCandidatesOptions): Promise<void> {
+/** Descriptors of this process that are io_uring instances (Linux /proc), null where /proc says nothing. */
+function ioUringRings(): number | null {
+  try {
+    let n = 0;
+    for (const name of fs.readdirSync('/proc/self/fd')) {
+      try {
+        if (fs.readlinkSync(`/proc/self/fd/${name}`).includes('io_uring')) n++;
+      } catch {
+        // closed meanwhile
+      }
+    }
+    return n;
+  } catch {
+    return null;
+  }
+}
+
+function childEnv(): ChildEnv {
+  return { uvThreadpoolSize: process.env.UV_THREADPOOL_SIZE ?? null, uvUseIoUring: process.env.UV_USE_IO_URING ?? null, ioUringRings: ioUringRings() };
+}
+
+async function runChild(opts: IoCandidatesOptions, runtime: ChildRuntime): Promise<void> {
   // The parent owns the files and removes them; a stop signal here only ends this process.
   onStopSignals((signal) => process.exit(signalExitCode(signal)));
   const send = (m: ChildMessage): void => void process.send!(m);
@@ -405,8 +434,8 @@ async function runChild(opts: IoCandidatesOptions): Promise<void> {
   const files = openFiles(opts.dir, opts.pages);
   const pageData = new Pages(opts.pages);
   const iovMax = findIovMax(loadLibc().libc).value;
-  const mine = candidates().filter((c): c is Extract<Candidate, { kind: 'async' }> => c.kind === 'async' && c.pool === 16);
-  const ctx: Context = { pages: opts.pages, iovMax, files, pageData, stampBase: 0x40000000, check: () => undefined };
+  const mine = candidates().filter((c): c is Extract<Candidate, { kind: 'async' }> => c.kind === 'async' && c.runtime === runtime);
+  const ctx: Context = { pages: opts.pages, iovMax, files, pageData, stampBase: runtime === 'uv16' ? 0x40000000 : 0x60000000, check: () => undefined };
   process.on('disconnect', () => {
     closeFiles(files);
     process.exit(0);
@@ -416,23 +445,31 @@ async function runChild(opts: IoCandidatesOptions): Promise<void> {
       try {
         const samples: RoundSamples = {};
         for (const c of rotate(mine, req.round)) samples[c.id] = await measureCandidate(ctx, asyncExecutor(pageData, c.inFlight), req.round, c.inFlight);
-        send({ round: req.round, samples });
+        send({ round: req.round, samples, env: childEnv() });
       } catch (err) {
         send({ error: err instanceof Error ? err.message : String(err) });
       }
     })();
   });
-  send({ ready: true, uvThreadpoolSize: process.env.UV_THREADPOOL_SIZE ?? null });
+  send({ ready: true });
 }
 
-class Uv16Child {
+class Child {
   readonly #child: ChildProcess;
+  readonly #name: string;
   #waiting: { resolve: (m: ChildMessage) => void; reject: (e: Error) => void } | null = null;
   #exited: string | null = null;
+  /** What the child reported of its environment after its last round. */
+  env: ChildEnv | null = null;
 
-  constructor(workDir: string, pages: number) {
-    this.#child = fork(fileURLToPath(import.meta.url), ['--child', 'uv16', '--dir', workDir, '--pages', String(pages)], {
-      env: { ...process.env, UV_THREADPOOL_SIZE: '16' },
+  constructor(
+    readonly runtime: ChildRuntime,
+    workDir: string,
+    pages: number,
+  ) {
+    this.#name = `the ${Object.entries(CHILD_ENV[runtime]).map(([k, v]) => `${k}=${v}`).join(' ')} child`;
+    this.#child = fork(fileURLToPath(import.meta.url), ['--child', runtime, '--dir', workDir, '--pages', String(pages)], {
+      env: { ...process.env, ...CHILD_ENV[runtime] },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     this.#child.on('message', (m: ChildMessage) => {
@@ -441,7 +478,7 @@ class Uv16Child {
       w?.resolve(m);
     });
     this.#child.on('exit', (code, signal) => {
-      this.#exited = `the UV_THREADPOOL_SIZE=16 child exited (${signal ?? code})`;
+      this.#exited = `${this.#name} exited (${signal ?? code})`;
       const w = this.#waiting;
       this.#waiting = null;
       w?.reject(new Error(this.#exited));
@@ -455,16 +492,20 @@ class Uv16Child {
 
   async ready(): Promise<void> {
     const m = await this.#next();
-    if ('error' in m) throw new Error(`UV_THREADPOOL_SIZE=16 child: ${m.error}`);
-    if (!('ready' in m) || m.uvThreadpoolSize !== '16') throw new Error(`the child of (3) did not start with UV_THREADPOOL_SIZE=16 (${JSON.stringify(m)})`);
+    if ('error' in m) throw new Error(`${this.#name}: ${m.error}`);
   }
 
   async round(round: number): Promise<RoundSamples> {
     const reply = this.#next();
     this.#child.send({ round } satisfies ChildRequest);
     const m = await reply;
-    if ('error' in m) throw new Error(`UV_THREADPOOL_SIZE=16 child: ${m.error}`);
-    if (!('samples' in m) || m.round !== round) throw new Error('UV_THREADPOOL_SIZE=16 child: unexpected reply');
+    if ('error' in m) throw new Error(`${this.#name}: ${m.error}`);
+    if (!('samples' in m) || m.round !== round) throw new Error(`${this.#name}: unexpected reply`);
+    const want = CHILD_ENV[this.runtime];
+    if (m.env.uvThreadpoolSize !== want.UV_THREADPOOL_SIZE || m.env.uvUseIoUring !== want.UV_USE_IO_URING) {
+      throw new Error(`${this.#name} did not start with its settings (${JSON.stringify(m.env)})`);
+    }
+    this.env = m.env;
     return m.samples;
   }
 
@@ -587,7 +628,7 @@ async function runParent(opts: IoCandidatesOptions): Promise<void> {
   const progress = (text: string): void => void process.stderr.write(`${TOOL}: ${text}\n`);
   let workDir: string | null = null;
   let interrupted: StopSignal | null = null;
-  let child: Uv16Child | null = null;
+  const children: Child[] = [];
   const removeWorkDir = (): void => {
     if (workDir) fs.rmSync(workDir, { recursive: true, force: true });
   };
@@ -600,12 +641,12 @@ async function runParent(opts: IoCandidatesOptions): Promise<void> {
       } catch (err) {
         problem = `interrupted again (${signal}); could not remove ${workDir}: ${err instanceof Error ? err.message : String(err)}`;
       }
-      child?.kill();
+      for (const c of children) c.kill();
       report(new Failure('INTERRUPTED', signalExitCode(signal), problem), opts.json);
       process.exit(signalExitCode(signal));
     }
     interrupted = signal;
-    child?.kill();
+    for (const c of children) c.kill();
   });
   const check = (): void => {
     if (interrupted !== null) throw new Failure('INTERRUPTED', signalExitCode(interrupted), `interrupted (${interrupted}); temporary files removed`);
@@ -626,23 +667,28 @@ async function runParent(opts: IoCandidatesOptions): Promise<void> {
     check();
     const pageData = new Pages(opts.pages);
     const ctx: Context = { pages: opts.pages, iovMax: iov.value, files, pageData, stampBase: 0, check };
-    pool = new WorkerPool(4, pageData, opts.pages);
-    child = new Uv16Child(workDir, opts.pages);
-    await child.ready();
-    check();
+    pool = new WorkerPool(Math.max(...list.map((c) => (c.kind === 'workers' ? c.workers : 0))), pageData, opts.pages);
+    for (const runtime of ['uv16', 'uring'] as const) {
+      if (!list.some((c) => c.kind === 'async' && c.runtime === runtime)) continue;
+      const c = new Child(runtime, workDir, opts.pages);
+      children.push(c);
+      await c.ready();
+      check();
+    }
 
     const executors = new Map<string, Executor>();
     for (const c of list) {
-      if (c.kind === 'async' && c.pool === 4) executors.set(c.id, asyncExecutor(pageData, c.inFlight));
+      if (c.kind === 'async' && c.runtime === 'main') executors.set(c.id, asyncExecutor(pageData, c.inFlight));
       else if (c.kind === 'sync') executors.set(c.id, syncExecutor(pageData, fsSyncCalls, c.yieldMs));
       else if (c.kind === 'koffi') executors.set(c.id, syncExecutor(pageData, libc!, null));
       else if (c.kind === 'workers') executors.set(c.id, workerExecutor(pool, c.workers, c.via));
     }
-    // One unit per candidate of this process, one for the child's four; the order rotates by round.
-    const units: (string | 'uv16')[] = [];
+    // One unit per candidate of this process, one per child (its four); the order rotates by round.
+    const units: (string | Child)[] = [];
     for (const c of list) {
-      if (c.kind === 'async' && c.pool === 16) {
-        if (!units.includes('uv16')) units.push('uv16');
+      if (c.kind === 'async' && c.runtime !== 'main') {
+        const ch = children.find((x) => x.runtime === c.runtime)!;
+        if (!units.includes(ch)) units.push(ch);
       } else units.push(c.id);
     }
     const samples = new Map<string, Map<ShapeId, Sample[]>>();
@@ -659,8 +705,8 @@ async function runParent(opts: IoCandidatesOptions): Promise<void> {
       const t0 = performance.now();
       for (const [salt, unit] of rotate(units, round).entries()) {
         check();
-        if (unit === 'uv16') {
-          const got = await child.round(round).catch(async (err: unknown) => {
+        if (unit instanceof Child) {
+          const got = await unit.round(round).catch(async (err: unknown) => {
             await sleep(50); // a signal to the whole process group reaches the child first at times
             check();
             throw err;
@@ -685,7 +731,9 @@ async function runParent(opts: IoCandidatesOptions): Promise<void> {
       kernel: release(),
       node: process.version,
       fsType,
+      libuv: process.versions.uv,
       uvThreadpoolSize: process.env.UV_THREADPOOL_SIZE ?? '4 (default)',
+      uvUseIoUring: process.env.UV_USE_IO_URING ?? 'unset (off in Node 20)',
       loadAverage1m: { atStart: load[0], median: median(load), max: Math.max(...load) },
       fdatasync8KiBMs: latency,
     };
@@ -700,6 +748,7 @@ async function runParent(opts: IoCandidatesOptions): Promise<void> {
         machine,
         iovMax: iov,
         koffi: libc ? { available: true } : { available: false, reason: (probe as { reason: string }).reason },
+        children: children.map((c) => ({ runtime: c.runtime, env: c.env })),
         shapes: SHAPE_LABELS,
         candidates: list,
         results: rs,
@@ -710,13 +759,16 @@ async function runParent(opts: IoCandidatesOptions): Promise<void> {
         `I/O candidates: medians of ${opts.runs} runs (after 1 warm-up run), N = ${opts.pages} pages of 8 KiB, ${startedAt.toISOString()}, ${((finishedAt.getTime() - startedAt.getTime()) / 1000).toFixed(0)} s`,
         `Machine: ${machine.cpus} x ${machine.cpuModel}, ${(machine.memoryBytes / 2 ** 30).toFixed(0)} GiB, ${machine.platform} ${machine.kernel}, Node ${machine.node}; ${fsType} under ${baseDir}`,
         `Load average (1 min) at start ${load[0]!.toFixed(2)}, median over runs ${median(load).toFixed(2)}, max ${Math.max(...load).toFixed(2)}; fdatasync of an 8 KiB overwrite: median ${latency.median} ms (min ${latency.min}, max ${latency.max})`,
-        `libuv pool: ${machine.uvThreadpoolSize} here, 16 in the child of (3); IOV_MAX ${iov.value} (${iov.source}); koffi: ${libc ? 'loaded' : (probe as { reason: string }).reason}`,
+        `libuv ${machine.libuv}: pool ${machine.uvThreadpoolSize} and UV_USE_IO_URING ${machine.uvUseIoUring} here; ${children
+          .map((c) => `${c.runtime} child: pool ${c.env?.uvThreadpoolSize}, UV_USE_IO_URING ${c.env?.uvUseIoUring}, io_uring instances ${c.env?.ioUringRings ?? 'unknown'}`)
+          .join('; ')}`,
+        `IOV_MAX ${iov.value} (${iov.source}); koffi: ${libc ? 'loaded' : (probe as { reason: string }).reason}`,
         markdown(rs),
       ];
       process.stdout.write(`${out.join('\n')}\n`);
     }
   } finally {
-    await child?.close().catch(() => undefined);
+    for (const c of children) await c.close().catch(() => undefined);
     await pool?.close().catch(() => undefined);
     closeFiles(files);
     removeWorkDir();
@@ -745,7 +797,7 @@ async function main(): Promise<void> {
     return;
   }
   try {
-    if (opts.child) await runChild(opts);
+    if (opts.child) await runChild(opts, opts.child);
     else await runParent(opts);
   } catch (err) {
     const f =

@@ -62,6 +62,7 @@ describe('io-candidates flags (P1)', () => {
     expect(parseIoCandidatesArgs([])).toEqual({ dir: null, json: false, runs: 5, pages: 1000, child: null, help: false });
     expect(parseIoCandidatesArgs(['--dir', '/x', '--json', '--runs=3', '--pages', '10'])).toEqual({ dir: '/x', json: true, runs: 3, pages: 10, child: null, help: false });
     expect(parseIoCandidatesArgs(['--child', 'uv16', '--dir', '/w']).child).toBe('uv16');
+    expect(parseIoCandidatesArgs(['--child', 'uring', '--dir', '/w']).child).toBe('uring');
     expect(parseIoCandidatesArgs(['-h']).help).toBe(true);
   });
 
@@ -130,10 +131,10 @@ describe('io-candidates plan (P2, P3)', () => {
     expect(volumeBytes(2000)).toBe(2000 * 65536);
   });
 
-  it('candidates: the six groups of the issue, unique ids; rotation keeps every one', () => {
+  it('candidates: the six groups of the issue and io_uring, unique ids; rotation keeps every one', () => {
     const list = candidates();
     expect(new Set(list.map((c) => c.id)).size).toBe(list.length);
-    expect([...new Set(list.map((c) => c.group))]).toEqual([1, 2, 3, 4, 5, 6]);
+    expect([...new Set(list.map((c) => c.group))]).toEqual([1, 2, 3, 4, 5, 6, 7]);
     expect(list[0]).toMatchObject({ id: 'async-1', kind: 'async', inFlight: 1 });
     for (let r = 0; r < 5; r++) expect([...rotate(list, r)].sort((p, q) => p.id.localeCompare(q.id))).toEqual([...list].sort((p, q) => p.id.localeCompare(q.id)));
     expect(rotate([1, 2, 3], 1)).toEqual([2, 3, 1]);
@@ -155,6 +156,10 @@ describe('io-candidates script', () => {
     expect(out.koffi.available).toBe(true);
     expect(ids).toEqual(candidates().map((c) => c.id));
     expect(out.results).toHaveLength(ids.length * SHAPES.length);
+    // Each child ran with its one libuv setting changed (CHILD_ENV), and said so.
+    expect(out.children.map((c: { runtime: string }) => c.runtime)).toEqual(['uv16', 'uring']);
+    expect(out.children[0].env).toMatchObject({ uvThreadpoolSize: '16', uvUseIoUring: '0' });
+    expect(out.children[1].env).toMatchObject({ uvThreadpoolSize: '4', uvUseIoUring: '1' });
     for (const r of out.results) {
       expect(r.samples).toHaveLength(1);
       for (const f of ['writeMs', 'syncMs', 'totalMs', 'stallMs']) expect(typeof r[f].median).toBe('number');
