@@ -15,9 +15,12 @@
  * in flight (the engine's forEachInFlight); (3) the same in a child process started with
  * UV_THREADPOOL_SIZE=16; (4) fs.*Sync on the main thread, also yielding every 5 ms; (5) 2, 4 and
  * 16 worker threads making synchronous calls; (6) koffi's libc calls on the main thread and in 2
- * and 4 worker threads. Every (candidate, shape) is measured once per run, runs rotate the
- * candidate order, one warm-up run is discarded; reported: medians, ratios to (1), and the main
- * thread's longest event-loop stall (perf_hooks.monitorEventLoopDelay, 1 ms resolution).
+ * and 4 worker threads; (7) K in flight in a child started with UV_USE_IO_URING=1 (libuv's
+ * io_uring, off by default in Node 20; the child counts its io_uring descriptors to show it is
+ * on). Every (candidate, shape) is measured once per run, runs rotate the candidate order (each
+ * child's candidates count as one unit), one warm-up run is discarded; reported: medians, ratios
+ * to (1), and the main thread's longest event-loop stall (perf_hooks.monitorEventLoopDelay at
+ * 1 ms resolution, so about 1 ms when nothing stalls; for (3) and (7), the child's main thread).
  *
  * Files go in a fresh subdirectory of --dir (default: the OS temp directory), removed at the
  * end, on failure, and on SIGINT, SIGTERM or SIGHUP (a first signal stops at the next step, a
