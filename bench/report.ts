@@ -62,13 +62,15 @@ export function timeTable(cells: readonly CellResult[]): string {
 
 export function pagePathTable(result: BenchResult): string {
   const t = new Table({
-    head: ['storage', 'hit reads', 'miss reads', 'pool writes', 'eviction writes', 'raw pread', 'raw pwrite'],
+    head: ['storage', 'hit reads', 'readInto hits', 'readInto / CPU s (to floor)', 'miss reads', 'pool writes', 'eviction writes', 'raw pread', 'raw pwrite'],
     style: PLAIN,
   });
   for (const p of [result.pagePath.md, result.pagePath.volume]) {
     t.push([
       p.storage,
       `${rate(p.hitReadsPerS)} (${x(p.ratios.hitReadToRawPread)})`,
+      `${rate(p.hitReadIntosPerS)} (${x(p.ratios.hitReadIntoToHitRead)} read)`,
+      `${rate(p.hitReadIntosPerCpuS)} (${x(p.ratios.hitReadIntoToCopyFloor)})`,
       `${rate(p.missReadsPerS)} (${x(p.ratios.missReadToRawPread)})`,
       `${rate(p.poolWritesPerS)} (${x(p.ratios.poolWriteToRawPwrite)})`,
       `${rate(p.evictionWritesPerS)} (${x(p.ratios.evictionWriteToRawPwrite)})`,
@@ -97,7 +99,7 @@ export function formatReport(result: BenchResult): string {
   lines.push('Medians in ms (write and sync phase from CheckpointStats; raw rows timed around pwrite / fsync / fdatasync)');
   lines.push(timeTable(result.cells));
   lines.push('');
-  lines.push(`Page path: ${o.pagePathPages} pages, ${o.pagePathOps} random operations each (ratio to raw RealIO of the same pages)`);
+  lines.push(`Page path: ${o.pagePathPages} pages, ${o.pagePathOps} random operations each (ratio to raw RealIO of the same pages; readInto hits: ratio to read hits, and per second of process CPU with the ratio to the floor of a hit, a Map lookup and an 8 KiB copy with no engine)`);
   lines.push(pagePathTable(result));
   lines.push('');
   const c = result.crc32c;

@@ -99,8 +99,8 @@ describe('lamstore bench', () => {
     for (const storage of ['md', 'volume']) {
       const p = out.pagePath[storage];
       expect(p.storage).toBe(storage);
-      for (const f of ['hitReadsPerS', 'missReadsPerS', 'poolWritesPerS', 'evictionWritesPerS', 'rawPreadsPerS', 'rawPwritesPerS']) expect(p[f]).toBeGreaterThan(0);
-      expect(Object.keys(p.ratios).sort()).toEqual(['evictionWriteToRawPwrite', 'hitReadToRawPread', 'missReadToRawPread', 'poolWriteToRawPwrite']);
+      for (const f of ['hitReadsPerS', 'hitReadIntosPerS', 'hitReadIntosPerCpuS', 'copyFloorPerS', 'copyFloorPerCpuS', 'missReadsPerS', 'poolWritesPerS', 'evictionWritesPerS', 'rawPreadsPerS', 'rawPwritesPerS']) expect(p[f]).toBeGreaterThan(0);
+      expect(Object.keys(p.ratios).sort()).toEqual(['evictionWriteToRawPwrite', 'hitReadIntoToCopyFloor', 'hitReadIntoToHitRead', 'hitReadToRawPread', 'missReadToRawPread', 'poolWriteToRawPwrite']);
     }
     expect(out.crc32c.nativeMBps).toBeGreaterThan(0);
     expect(out.crc32c.tableMBps).toBeGreaterThan(0);
