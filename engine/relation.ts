@@ -215,9 +215,13 @@ export class Relation {
     this.#host.checkWritable();
     const pool = this.#host.pool;
     const fb = this.#fork(f);
-    // Checksum in place now, so a hit returns the same bytes a read from disk would (R3).
+    // A resident page in range is overwritten at once, with no copy allocated: a page per write
+    // was 8 KiB of garbage per call, and the GC it caused landed in checkpoints (part 6).
+    if (this.#knownInRange(fb, f, b) && pool.writeHit(fb, b, this.persistence, p)) return;
+    // Otherwise we will await before the pool takes the bytes: snapshot them now, so a caller
+    // changing its array after the call does not change what is written. The pool sets the
+    // checksum in its own copy (R3).
     const copy = p.slice();
-    setPageChecksum(copy, b);
     for (;;) {
       const epoch = fb.epoch;
       if (!this.#knownInRange(fb, f, b)) {

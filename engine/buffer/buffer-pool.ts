@@ -123,8 +123,14 @@ const IO_NONE = 0;
 const IO_READ = 1;
 const IO_WRITE = 2;
 
+/*
+ * Keys are built with Array.join, not template literals: a template literal past 12 characters
+ * leaves a rope of ConsString objects (five per buffer key), and a pool of 16384 mapped buffers
+ * then keeps some 80,000 extra heap objects that every major GC marks; a major GC inside a
+ * checkpoint is an event-loop stall (the issue's part 6). join returns one flat string.
+ */
 export function forkBufferKey(storage: string, rel: RelFileLocator, fork: number): string {
-  return `${storage}|${rel.spcOid}/${rel.dbOid}/${rel.relNumber}/${fork}`;
+  return [`${storage}|${rel.spcOid}`, rel.dbOid, rel.relNumber, fork].join('/');
 }
 
 /**
@@ -150,7 +156,7 @@ class ForkEntry implements ForkBuffers {
 }
 
 export function bufferKey(tag: BufferTag): string {
-  return `${forkBufferKey(tag.storage, tag.rel, tag.fork)}/${tag.block}`;
+  return [`${tag.storage}|${tag.rel.spcOid}`, tag.rel.dbOid, tag.rel.relNumber, tag.fork, tag.block].join('/');
 }
 
 interface SyncItem {
@@ -395,7 +401,7 @@ export class BufferPool {
       entry.blocks.set(block, id);
       this.#usage[id] = 1;
       if (fill) {
-        this.#page(id).set(fill);
+        this.#install(id, block, fill);
         this.#setFlags(id, F_VALID | F_DIRTY | F_JUST_DIRTIED);
         return id;
       }
@@ -464,8 +470,39 @@ export class BufferPool {
   }
 
   /**
-   * Overwrite a whole page in the pool (marked dirty; written at eviction or checkpoint).
-   * `stillValid` is checked right before the page is changed; false means nothing was written.
+   * Copy `page` into buffer `id` and set its checksum there, so the pool's page carries the
+   * bytes a read from disk would return (relation.ts R3) with no copy allocated for it.
+   */
+  #install(id: number, block: number, page: Uint8Array): void {
+    const dst = this.#pages[id]!;
+    dst.set(page);
+    setPageChecksum(dst, block);
+  }
+
+  /**
+   * The write hit path: when block `block` of the fork is resident and valid, overwrite it with
+   * `page` (checksum set in the pool's copy; `page` itself is not changed), mark it dirty and
+   * return true; otherwise return false and touch nothing. Synchronous, like readHit. The caller
+   * has checked the block is in range at the fork's current epoch.
+   */
+  writeHit(fb: ForkBuffers, block: number, persistence: Persistence, page: Uint8Array): boolean {
+    assert(page.length === this.blockSize, 'buffer pool write: page is one block');
+    const id = this.#own(fb).blocks.get(block);
+    if (id === undefined || this.#ioKind[id] === IO_READ || !(this.#flags[id]! & F_VALID)) return false;
+    this.#install(id, block, page);
+    this.#setFlags(id, this.#flags[id]! | (F_DIRTY | F_JUST_DIRTIED));
+    this.#tags[id]!.persistence = persistence;
+    this.#bumpUsage(id);
+    this.stats.hits++;
+    return true;
+  }
+
+  /**
+   * Overwrite a whole page in the pool (marked dirty; written at eviction or checkpoint); the
+   * checksum is set in the pool's copy. `stillValid` is checked right before the page is
+   * changed; false means nothing was written. `page` must not change until this resolves (the
+   * caller passes its own snapshot). A miss installs `page` in #pin and again here: a copy and
+   * a checksum more, on a path that already swept the clock.
    */
   async write(fb: ForkBuffers, block: number, persistence: Persistence, page: Uint8Array, stillValid: () => boolean): Promise<boolean> {
     assert(page.length === this.blockSize, 'buffer pool write: page is one block');
@@ -481,7 +518,7 @@ export class BufferPool {
         this.#unpin(id);
         return false;
       }
-      this.#page(id).set(page);
+      this.#install(id, block, page);
       this.#setFlags(id, this.#flags[id]! | (F_DIRTY | F_JUST_DIRTIED));
       this.#tags[id]!.persistence = persistence;
       this.#unpin(id);
