@@ -5,7 +5,7 @@
  */
 import Table from 'cli-table3';
 import type { BenchResult } from './run.js';
-import type { CellResult } from './matrix.js';
+import { STALL_TARGET_MS, type CellResult } from './matrix.js';
 
 const PLAIN = { head: [] as string[], border: [] as string[] };
 
@@ -60,6 +60,20 @@ export function timeTable(cells: readonly CellResult[]): string {
   return t.toString();
 }
 
+/** Longest event-loop stall during any checkpoint of each cell's engine rows (matrix M7). */
+export function stallTable(cells: readonly CellResult[]): string {
+  const t = new Table({ head: ['R', 'P', 'md longest stall', 'volume longest stall', 'md per round', 'volume per round'], style: PLAIN });
+  const per = (c: CellResult, k: 'md' | 'volume') => c.rows[k].samples.map((s) => ms(s.maxStallMs ?? NaN)).join(' ');
+  for (const c of cells) t.push([c.relations, c.pages, ms(c.rows.md.longestStallMs), ms(c.rows.volume.longestStallMs), per(c, 'md'), per(c, 'volume')]);
+  return t.toString();
+}
+
+/** The longest stall of the whole matrix, over both engines (NaN without cells). */
+export function longestStallMs(cells: readonly CellResult[]): number {
+  const all = cells.flatMap((c) => [c.rows.md.longestStallMs, c.rows.volume.longestStallMs]).filter(Number.isFinite);
+  return all.length > 0 ? Math.max(...all) : NaN;
+}
+
 export function pagePathTable(result: BenchResult): string {
   const t = new Table({
     head: ['storage', 'hit reads', 'readInto hits', 'readInto / CPU s (to floor)', 'miss reads', 'pool writes', 'eviction writes', 'raw pread', 'raw pwrite'],
@@ -98,6 +112,9 @@ export function formatReport(result: BenchResult): string {
   lines.push('');
   lines.push('Medians in ms (write and sync phase from CheckpointStats; raw rows timed around pwrite / fsync / fdatasync)');
   lines.push(timeTable(result.cells));
+  lines.push('');
+  lines.push(`Longest event-loop stall during the checkpoint, ms (monitorEventLoopDelay, resolution 1 ms; target <= ${STALL_TARGET_MS}): ${ms(longestStallMs(result.cells))} over the matrix`);
+  lines.push(stallTable(result.cells));
   lines.push('');
   lines.push(`Page path: ${o.pagePathPages} pages, ${o.pagePathOps} random operations each (ratio to raw RealIO of the same pages; readInto hits: ratio to read hits, and per second of process CPU with the ratio to the floor of a hit, a Map lookup and an 8 KiB copy with no engine)`);
   lines.push(pagePathTable(result));
