@@ -27,8 +27,16 @@
  *     maxOpenFiles is full), so at most one raw file is open at a time.
  *  M7 The postgres row is optional: a cell has it in every round or in none, and it rotates with
  *     the others (M3). Its times are the server's (log_checkpoints), not timed here.
+ *  M8 Engine rows also record the longest event-loop stall during the checkpoint: a
+ *     `monitorEventLoopDelay({ resolution: 1 })` histogram covers `engine.checkpoint()` and
+ *     nothing of the rewrite loop. The histogram records the gap between two firings of its
+ *     timer, and its first firing records nothing: so the checkpoint starts only after the timer
+ *     has fired once (a stall at its start is then measured), and the histogram is disabled only
+ *     after the timer could fire again (a stall right before it resolves is measured too;
+ *     disabling at once would drop it). The machine's scheduling lands in it as well.
  */
 import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Engine, ForkNumber, RealIO, WRITE_COMBINE_MAX_BLOCKS, assert, diffCounts, type CheckpointStats, type FileHandle, type FileIO, type IoCounts, type Relation, type RelFileLocator } from '../engine/index.js';
 import { volumeExtension } from '../volume/index.js';
 import { patternPage } from './page-path-measure.js';
@@ -41,6 +49,9 @@ export const BASE_ROW_KINDS = ['md', 'volume', 'rawSegments', 'rawExtent'] as co
 export type BaseRowKind = (typeof BASE_ROW_KINDS)[number];
 export const ROW_KINDS = [...BASE_ROW_KINDS, 'postgres'] as const;
 export type RowKind = (typeof ROW_KINDS)[number];
+
+/** The longest event-loop stall a checkpoint may cause, ms (the I/O path issue, part 6). */
+export const STALL_TARGET_MS = 20;
 
 /** First relNumber of the bench relations (PostgreSQL's FirstNormalObjectId is 16384). */
 const REL_NUMBER_FIRST = 20000;
@@ -64,6 +75,8 @@ export interface RoundSample {
   buffersWritten?: number;
   syncFiles?: number;
   tagsDispatched?: Record<string, number>;
+  /** Engine rows: the longest event-loop stall during engine.checkpoint(), ms (M8). */
+  maxStallMs?: number;
   io?: Pick<IoCounts, 'open' | 'close' | 'pwrite' | 'fsync' | 'fdatasync' | 'fsyncDir' | 'bytesWritten'>;
   /** Postgres row: the server's checkpoint line and CHECKPOINT as the client timed it. */
   postgres?: { clientMs: number; line: PgCheckpointLine };
@@ -78,6 +91,8 @@ export interface RowResult {
   /** Per checkpoint (or raw run): min and max over the rounds. */
   fsyncCalls: { min: number; max: number };
   fdatasyncCalls: { min: number; max: number };
+  /** Engine rows: the longest event-loop stall of any round's checkpoint, ms (M8); NaN for raw rows. */
+  longestStallMs: number;
 }
 
 export interface CellRatios {
@@ -146,6 +161,14 @@ export function matrixVolumeSizeBytes(relationsMax: number, pagesMax: number, bl
   const perRelationBlocks = Math.max(8, 2 ** Math.ceil(Math.log2(pagesMax)));
   const bytes = relationsMax * perRelationBlocks * blockSize * 1.25 + 8 * MiB;
   return Math.ceil(bytes / MiB) * MiB;
+}
+
+/**
+ * Resolves after a 2 ms timer: the histogram's 1 ms timer, due first, fires before it (timers
+ * run in due order), so it has fired at least once since the call.
+ */
+function timerTurns(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 2));
 }
 
 /** Writes `page` stamped with (generation, relation, block) in bytes 16..27 (M1). */
@@ -351,7 +374,18 @@ export class CheckpointMatrix {
       }
     }
     const before = engine.ioCounts();
-    const st: CheckpointStats = await engine.checkpoint();
+    const stalls = monitorEventLoopDelay({ resolution: 1 });
+    stalls.enable();
+    let st: CheckpointStats;
+    try {
+      await timerTurns(); // M8: the timer's first firing, which records nothing
+      st = await engine.checkpoint();
+      await timerTurns(); // M8: a firing after the checkpoint's last synchronous stretch
+    } finally {
+      stalls.disable();
+    }
+    // Histogram values are ns; an empty histogram (a checkpoint shorter than one tick) has max 0.
+    const maxStallMs = stalls.count > 0 ? stalls.max / 1e6 : 0;
     const d = diffCounts(engine.ioCounts(), before);
     assert(st.buffersWritten === R * P, `checkpoint of ${engine.dataDir} wrote ${st.buffersWritten} buffers, expected R*P = ${R * P} (M1)`);
     return {
@@ -365,6 +399,7 @@ export class CheckpointMatrix {
       buffersWritten: st.buffersWritten,
       syncFiles: st.syncFiles,
       tagsDispatched: { ...st.tagsDispatched },
+      maxStallMs,
       io: { open: d.open, close: d.close, pwrite: d.pwrite, fsync: d.fsync, fdatasync: d.fdatasync, fsyncDir: d.fsyncDir, bytesWritten: d.bytesWritten },
     };
   }
@@ -457,7 +492,10 @@ export function summarizeCell(relations: number, pages: number, blockSize: numbe
   for (const kind of ROW_KINDS) {
     // M7: a row is in every round of the cell or in none.
     if (kind === 'postgres' && !rounds.every((m) => m.has(kind))) continue;
-    const samples = rounds.map((m) => m.get(kind)!).map((s) => ({ ...s, writeMs: roundMs(s.writeMs), syncMs: roundMs(s.syncMs), totalMs: roundMs(s.totalMs) }));
+    const samples = rounds
+      .map((m) => m.get(kind)!)
+      .map((s) => ({ ...s, writeMs: roundMs(s.writeMs), syncMs: roundMs(s.syncMs), totalMs: roundMs(s.totalMs), ...(s.maxStallMs !== undefined ? { maxStallMs: roundMs(s.maxStallMs) } : {}) }));
+    const stalls = samples.flatMap((s) => (s.maxStallMs !== undefined ? [s.maxStallMs] : []));
     const fs = samples.map((s) => s.fsyncCalls);
     const fds = samples.map((s) => s.fdatasyncCalls);
     rows[kind] = {
@@ -468,6 +506,7 @@ export function summarizeCell(relations: number, pages: number, blockSize: numbe
       totalMs: summarize(samples.map((s) => s.totalMs)),
       fsyncCalls: { min: Math.min(...fs), max: Math.max(...fs) },
       fdatasyncCalls: { min: Math.min(...fds), max: Math.max(...fds) },
+      longestStallMs: stalls.length > 0 ? Math.max(...stalls) : NaN,
     };
   }
   const med = (k: RowKind, f: 'syncMs' | 'totalMs') => rows[k]?.[f].median ?? NaN;

@@ -5,7 +5,7 @@
  */
 import Table from 'cli-table3';
 import type { BenchResult } from './run.js';
-import type { CellResult } from './matrix.js';
+import { STALL_TARGET_MS, type CellResult } from './matrix.js';
 
 const PLAIN = { head: [] as string[], border: [] as string[] };
 
@@ -104,15 +104,31 @@ export function timeTable(cells: readonly CellResult[]): string {
   return t.toString();
 }
 
+/** Longest event-loop stall during any checkpoint of each cell's engine rows (matrix M7). */
+export function stallTable(cells: readonly CellResult[]): string {
+  const t = new Table({ head: ['R', 'P', 'md longest stall', 'volume longest stall', 'md per round', 'volume per round'], style: PLAIN });
+  const per = (c: CellResult, k: 'md' | 'volume') => c.rows[k].samples.map((s) => ms(s.maxStallMs ?? NaN)).join(' ');
+  for (const c of cells) t.push([c.relations, c.pages, ms(c.rows.md.longestStallMs), ms(c.rows.volume.longestStallMs), per(c, 'md'), per(c, 'volume')]);
+  return t.toString();
+}
+
+/** The longest stall of the whole matrix, over both engines (NaN without cells). */
+export function longestStallMs(cells: readonly CellResult[]): number {
+  const all = cells.flatMap((c) => [c.rows.md.longestStallMs, c.rows.volume.longestStallMs]).filter(Number.isFinite);
+  return all.length > 0 ? Math.max(...all) : NaN;
+}
+
 export function pagePathTable(result: BenchResult): string {
   const t = new Table({
-    head: ['storage', 'hit reads', 'miss reads', 'pool writes', 'eviction writes', 'raw pread', 'raw pwrite'],
+    head: ['storage', 'hit reads', 'readInto hits', 'readInto / CPU s (to floor)', 'miss reads', 'pool writes', 'eviction writes', 'raw pread', 'raw pwrite'],
     style: PLAIN,
   });
   for (const p of [result.pagePath.md, result.pagePath.volume]) {
     t.push([
       p.storage,
       `${rate(p.hitReadsPerS)} (${x(p.ratios.hitReadToRawPread)})`,
+      `${rate(p.hitReadIntosPerS)} (${x(p.ratios.hitReadIntoToHitRead)} read)`,
+      `${rate(p.hitReadIntosPerCpuS)} (${x(p.ratios.hitReadIntoToCopyFloor)})`,
       `${rate(p.missReadsPerS)} (${x(p.ratios.missReadToRawPread)})`,
       `${rate(p.poolWritesPerS)} (${x(p.ratios.poolWriteToRawPwrite)})`,
       `${rate(p.evictionWritesPerS)} (${x(p.ratios.evictionWriteToRawPwrite)})`,
@@ -149,7 +165,10 @@ export function formatReport(result: BenchResult): string {
   lines.push(timeTable(result.cells));
   lines.push(postgresLine(result));
   lines.push('');
-  lines.push(`Page path: ${o.pagePathPages} pages, ${o.pagePathOps} random operations each (ratio to raw RealIO of the same pages)`);
+  lines.push(`Longest event-loop stall during the checkpoint, ms (monitorEventLoopDelay, resolution 1 ms; target <= ${STALL_TARGET_MS}): ${ms(longestStallMs(result.cells))} over the matrix`);
+  lines.push(stallTable(result.cells));
+  lines.push('');
+  lines.push(`Page path: ${o.pagePathPages} pages, ${o.pagePathOps} random operations each (ratio to raw RealIO of the same pages; readInto hits: ratio to read hits, and per second of process CPU with the ratio to the floor of a hit, a Map lookup and an 8 KiB copy with no engine)`);
   lines.push(pagePathTable(result));
   lines.push('');
   const c = result.crc32c;

@@ -20,7 +20,7 @@
 import { join } from 'node:path';
 import { RealIO, makeTempDir, removeTree } from '../engine/index.js';
 import { machineInfo, type MachineInfo } from './machine.js';
-import { CheckpointMatrix, summarizeCell, type CellResult, type RoundSample, type RowKind } from './matrix.js';
+import { CheckpointMatrix, STALL_TARGET_MS, summarizeCell, type CellResult, type RoundSample, type RowKind } from './matrix.js';
 import { findPostgres, searchedWhere, type PgInstall } from './postgres.js';
 import { compareCrc32c, measurePagePath, type CrcResult, type PagePathResult } from './page-path-measure.js';
 
@@ -87,7 +87,7 @@ export const BENCH_QUICK = {
 export interface BenchCheck {
   relations: number;
   pages: number;
-  name: 'mdFsyncsAtLeastR' | 'volumeFdatasyncsAtMost2' | 'volumeNoFsync' | 'syncRatioWithin20Percent' | 'volumeWithin1.3xFloor';
+  name: 'mdFsyncsAtLeastR' | 'volumeFdatasyncsAtMost2' | 'volumeNoFsync' | 'syncRatioWithin20Percent' | 'volumeWithin1.3xFloor' | 'checkpointStallAtMost20ms';
   /** Design facts (counts) must pass; timing shapes are expectations that may miss on a noisy machine. */
   kind: 'count' | 'timing';
   pass: boolean;
@@ -144,6 +144,14 @@ export function shapeChecks(cells: readonly CellResult[]): BenchCheck[] {
       detail: `md/volume sync ${c.ratios.mdToVolumeSync.toFixed(2)} vs raw segments/extent sync ${c.ratios.rawSegmentsToExtentSync.toFixed(2)} (x${a.toFixed(2)})`,
     });
     out.push({ ...base, name: 'volumeWithin1.3xFloor', kind: 'timing', pass: c.ratios.volumeToFloorTotal <= 1.3, detail: `volume total / floor total ${c.ratios.volumeToFloorTotal.toFixed(2)}` });
+    const stall = Math.max(md.longestStallMs, vol.longestStallMs);
+    out.push({
+      ...base,
+      name: 'checkpointStallAtMost20ms',
+      kind: 'timing',
+      pass: stall <= STALL_TARGET_MS,
+      detail: `longest event-loop stall during a checkpoint: md ${md.longestStallMs.toFixed(1)} ms, volume ${vol.longestStallMs.toFixed(1)} ms (target ${STALL_TARGET_MS})`,
+    });
   }
   return out;
 }

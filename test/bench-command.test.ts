@@ -100,6 +100,14 @@ describe('lamstore bench', () => {
     expect(vol.fsyncCalls).toBe(0);
     expect(vol.io.fsync + vol.io.fsyncDir).toBe(0);
     expect(vol.tagsDispatched.volume).toBe(R);
+    // Part 6: the longest event-loop stall of each engine checkpoint, per sample and per row.
+    for (const kind of ['md', 'volume']) {
+      expect(typeof cell.rows[kind].samples[0].maxStallMs).toBe('number');
+      expect(cell.rows[kind].samples[0].maxStallMs).toBeGreaterThanOrEqual(0);
+      expect(cell.rows[kind].longestStallMs).toBe(cell.rows[kind].samples[0].maxStallMs);
+    }
+    expect(cell.rows.rawExtent.samples[0].maxStallMs).toBeUndefined();
+    expect(out.checks.filter((c: { name: string }) => c.name === 'checkpointStallAtMost20ms')).toHaveLength(1);
     expect(cell.rows.rawSegments.samples[0].fsyncCalls).toBe(R);
     expect(cell.rows.rawExtent.samples[0].fdatasyncCalls).toBe(1);
     expect(out.checks.filter((c: { kind: string; pass: boolean }) => c.kind === 'count' && !c.pass)).toEqual([]);
@@ -107,8 +115,8 @@ describe('lamstore bench', () => {
     for (const storage of ['md', 'volume']) {
       const p = out.pagePath[storage];
       expect(p.storage).toBe(storage);
-      for (const f of ['hitReadsPerS', 'missReadsPerS', 'poolWritesPerS', 'evictionWritesPerS', 'rawPreadsPerS', 'rawPwritesPerS']) expect(p[f]).toBeGreaterThan(0);
-      expect(Object.keys(p.ratios).sort()).toEqual(['evictionWriteToRawPwrite', 'hitReadToRawPread', 'missReadToRawPread', 'poolWriteToRawPwrite']);
+      for (const f of ['hitReadsPerS', 'hitReadIntosPerS', 'hitReadIntosPerCpuS', 'copyFloorPerS', 'copyFloorPerCpuS', 'missReadsPerS', 'poolWritesPerS', 'evictionWritesPerS', 'rawPreadsPerS', 'rawPwritesPerS']) expect(p[f]).toBeGreaterThan(0);
+      expect(Object.keys(p.ratios).sort()).toEqual(['evictionWriteToRawPwrite', 'hitReadIntoToCopyFloor', 'hitReadIntoToHitRead', 'hitReadToRawPread', 'missReadToRawPread', 'poolWriteToRawPwrite']);
     }
     expect(out.crc32c.nativeMBps).toBeGreaterThan(0);
     expect(out.crc32c.tableMBps).toBeGreaterThan(0);
@@ -122,6 +130,7 @@ describe('lamstore bench', () => {
     const run = await runCli(['bench', '--quick', '--no-postgres', '--relations', '5,10', '--pages', '1,2', '--rounds', '1', '--dir', dir, '--svg', svg]);
     expect(run.code).toBe(0);
     expect(run.stdout).toContain('md/volume sync');
+    expect(run.stdout).toContain('Longest event-loop stall during the checkpoint');
     const { readFile } = await import('node:fs/promises');
     const text = await readFile(svg, 'utf8');
     expect(text.startsWith('<svg')).toBe(true);
