@@ -5,7 +5,7 @@
  */
 import Table from 'cli-table3';
 import type { BenchResult } from './run.js';
-import { STALL_TARGET_MS, type CellResult } from './matrix.js';
+import { MD_CONCURRENT_SYNCS, STALL_TARGET_MS, type CellResult } from './matrix.js';
 
 const PLAIN = { head: [] as string[], border: [] as string[] };
 
@@ -39,6 +39,9 @@ export function ratioTable(cells: readonly CellResult[]): string {
       'raw seg/extent sync',
       'volume/floor total',
       'md/raw seg total',
+      `md(sync×${MD_CONCURRENT_SYNCS})/raw seg total`,
+      ...(pg ? [`md(sync×${MD_CONCURRENT_SYNCS})/postgres total`] : []),
+      'vol write/raw vol write',
       'md fsyncs',
       'volume fdatasyncs',
     ],
@@ -55,6 +58,9 @@ export function ratioTable(cells: readonly CellResult[]): string {
       x(r.rawSegmentsToExtentSync),
       x(r.volumeToFloorTotal),
       x(r.mdToRawSegmentsTotal),
+      x(r.mdConcurrentToRawSegmentsTotal),
+      ...(pg ? [x(r.mdConcurrentToPostgresTotal)] : []),
+      x(r.volumeToRawVolumeWrite),
       range(c.rows.md.fsyncCalls),
       range(c.rows.volume.fdatasyncCalls),
     ]);
@@ -71,19 +77,23 @@ export function timeTable(cells: readonly CellResult[]): string {
       'md write',
       'md sync',
       'md total',
+      `md(sync×${MD_CONCURRENT_SYNCS}) sync`,
+      `md(sync×${MD_CONCURRENT_SYNCS}) total`,
       'vol write',
       'vol sync',
       'vol total',
       ...(pg ? ['pg write', 'pg sync', 'pg total', 'pg files'] : []),
       'raw seg sync',
       'raw seg total',
+      'raw vol write',
+      'raw vol sync',
       'floor sync',
       'floor total',
     ],
     style: PLAIN,
   });
   for (const c of cells) {
-    const { md, volume, rawSegments, rawExtent, postgres } = c.rows;
+    const { md, mdConcurrent, volume, rawSegments, rawVolume, rawExtent, postgres } = c.rows;
     const pgCols = !pg ? [] : postgres ? [ms(postgres.writeMs.median), ms(postgres.syncMs.median), ms(postgres.totalMs.median), range(postgres.fsyncCalls)] : ['n/a', 'n/a', 'n/a', 'n/a'];
     t.push([
       c.relations,
@@ -91,12 +101,16 @@ export function timeTable(cells: readonly CellResult[]): string {
       ms(md.writeMs.median),
       ms(md.syncMs.median),
       ms(md.totalMs.median),
+      ms(mdConcurrent.syncMs.median),
+      ms(mdConcurrent.totalMs.median),
       ms(volume.writeMs.median),
       ms(volume.syncMs.median),
       ms(volume.totalMs.median),
       ...pgCols,
       ms(rawSegments.syncMs.median),
       ms(rawSegments.totalMs.median),
+      ms(rawVolume.writeMs.median),
+      ms(rawVolume.syncMs.median),
       ms(rawExtent.syncMs.median),
       ms(rawExtent.totalMs.median),
     ]);
@@ -106,15 +120,15 @@ export function timeTable(cells: readonly CellResult[]): string {
 
 /** Longest event-loop stall during any checkpoint of each cell's engine rows (matrix M7). */
 export function stallTable(cells: readonly CellResult[]): string {
-  const t = new Table({ head: ['R', 'P', 'md longest stall', 'volume longest stall', 'md per round', 'volume per round'], style: PLAIN });
+  const t = new Table({ head: ['R', 'P', 'md longest stall', `md(sync×${MD_CONCURRENT_SYNCS}) longest stall`, 'volume longest stall', 'md per round', 'volume per round'], style: PLAIN });
   const per = (c: CellResult, k: 'md' | 'volume') => c.rows[k].samples.map((s) => ms(s.maxStallMs ?? NaN)).join(' ');
-  for (const c of cells) t.push([c.relations, c.pages, ms(c.rows.md.longestStallMs), ms(c.rows.volume.longestStallMs), per(c, 'md'), per(c, 'volume')]);
+  for (const c of cells) t.push([c.relations, c.pages, ms(c.rows.md.longestStallMs), ms(c.rows.mdConcurrent.longestStallMs), ms(c.rows.volume.longestStallMs), per(c, 'md'), per(c, 'volume')]);
   return t.toString();
 }
 
 /** The longest stall of the whole matrix, over both engines (NaN without cells). */
 export function longestStallMs(cells: readonly CellResult[]): number {
-  const all = cells.flatMap((c) => [c.rows.md.longestStallMs, c.rows.volume.longestStallMs]).filter(Number.isFinite);
+  const all = cells.flatMap((c) => [c.rows.md.longestStallMs, c.rows.mdConcurrent.longestStallMs, c.rows.volume.longestStallMs]).filter(Number.isFinite);
   return all.length > 0 ? Math.max(...all) : NaN;
 }
 

@@ -72,7 +72,7 @@ describe('lamstore bench', () => {
     expect(out.cells).toHaveLength(1);
     const cell = out.cells[0];
     expect(cell).toMatchObject({ relations: R, pages: 1, dirtyPages: R, dirtyBytes: R * 8192 });
-    for (const kind of ['md', 'volume', 'rawSegments', 'rawExtent']) {
+    for (const kind of ['md', 'mdConcurrent', 'volume', 'rawSegments', 'rawVolume', 'rawExtent']) {
       const row = cell.rows[kind];
       expect(row.kind).toBe(kind);
       expect(row.samples).toHaveLength(1);
@@ -83,7 +83,7 @@ describe('lamstore bench', () => {
       expect(row.samples[0].bytesWritten).toBeGreaterThanOrEqual(R * 8192);
       expect(row.samples[0].rangesWritten).toBeGreaterThan(0);
     }
-    for (const k of ['mdToVolumeSync', 'mdToVolumeTotal', 'rawSegmentsToExtentSync', 'syncRatioAgreement', 'volumeToFloorTotal', 'mdToRawSegmentsTotal']) {
+    for (const k of ['mdToVolumeSync', 'mdToVolumeTotal', 'rawSegmentsToExtentSync', 'syncRatioAgreement', 'volumeToFloorTotal', 'mdToRawSegmentsTotal', 'mdConcurrentToRawSegmentsTotal', 'volumeToRawVolumeWrite']) {
       expect(cell.ratios).toHaveProperty(k);
     }
 
@@ -94,6 +94,11 @@ describe('lamstore bench', () => {
     expect(md.fsyncCalls).toBeGreaterThanOrEqual(R);
     expect(md.io.fsync).toBeGreaterThanOrEqual(R);
     expect(md.tagsDispatched.md).toBe(R);
+    // The same counts with the sync phase's calls in flight: concurrency changes no count.
+    const mdc = cell.rows.mdConcurrent.samples[0];
+    expect(mdc.buffersWritten).toBe(R);
+    expect(mdc.fsyncCalls).toBe(md.fsyncCalls);
+    expect(mdc.tagsDispatched.md).toBe(R);
     expect(vol.buffersWritten).toBe(R);
     expect(vol.fdatasyncCalls).toBeGreaterThanOrEqual(1);
     expect(vol.fdatasyncCalls).toBeLessThanOrEqual(2);
@@ -101,7 +106,7 @@ describe('lamstore bench', () => {
     expect(vol.io.fsync + vol.io.fsyncDir).toBe(0);
     expect(vol.tagsDispatched.volume).toBe(R);
     // Part 6: the longest event-loop stall of each engine checkpoint, per sample and per row.
-    for (const kind of ['md', 'volume']) {
+    for (const kind of ['md', 'mdConcurrent', 'volume']) {
       expect(typeof cell.rows[kind].samples[0].maxStallMs).toBe('number');
       expect(cell.rows[kind].samples[0].maxStallMs).toBeGreaterThanOrEqual(0);
       expect(cell.rows[kind].longestStallMs).toBe(cell.rows[kind].samples[0].maxStallMs);
@@ -110,6 +115,7 @@ describe('lamstore bench', () => {
     expect(out.checks.filter((c: { name: string }) => c.name === 'checkpointStallAtMost20ms')).toHaveLength(1);
     expect(cell.rows.rawSegments.samples[0].fsyncCalls).toBe(R);
     expect(cell.rows.rawExtent.samples[0].fdatasyncCalls).toBe(1);
+    expect(cell.rows.rawVolume.samples[0].fdatasyncCalls).toBe(1);
     expect(out.checks.filter((c: { kind: string; pass: boolean }) => c.kind === 'count' && !c.pass)).toEqual([]);
 
     for (const storage of ['md', 'volume']) {
