@@ -30,6 +30,10 @@
  *     pass a `stillValid` check on the epoch, so a write racing a truncation never re-creates a
  *     buffer past the new end.
  *  B7 Usage counts are capped at USAGE_COUNT_MAX (5, as PostgreSQL's BM_MAX_USAGE_COUNT).
+ *  B8 A valid page in the pool always carries its checksum: it came from disk and passed
+ *     verification, or it was put there by #install, which sets it. So a write copies the page
+ *     as it is and computes no checksum (at 16,000 pages a checkpoint, recomputing cost more
+ *     than the copy). Every change of a pool page goes through #install: keep it that way.
  *  B8 A hit copies out only a VALID buffer that is not being read in; a buffer being written
  *     (io kind WRITE) is readable, since the write goes out from its own copy (B3). A miss copies
  *     into the caller's array only after the page passed its checksum, so a failed read leaves
@@ -61,6 +65,7 @@ import { describeFork } from '../relfile.js';
 import type { PageWrite, Persistence, StorageManager } from '../smgr/smgr.js';
 import { setPageChecksum, verifyPageChecksum, PAGE_CHECKSUM_OFFSET } from '../page.js';
 import { CHECKPOINT_FLUSH_AFTER_DEFAULT, WRITEBACK_MAX_PENDING_FLUSHES, WritebackContext } from './writeback.js';
+import { forEachInFlight } from '../io/in-flight.js';
 
 export interface BufferTag {
   storage: string;
@@ -116,6 +121,11 @@ interface SyncRun {
 const INIT_FORK = 3;
 /** BufferSync's batch (256 pages): its scratch copies are allocated once, at the first checkpoint. */
 export const WRITE_COMBINE_MAX_BLOCKS = 256;
+/**
+ * Batches BufferSync keeps in flight (#writeAll): 4, libuv's pool. The scratch holds that many
+ * batches (8 MiB at 8 KiB pages), allocated once, at the first checkpoint.
+ */
+const BATCHES_IN_FLIGHT = 4;
 /**
  * The same limit for a bounded BufferSync (a shutdown checkpoint with a deadline, checkpointer
  * K5). The deadline is looked at only in `pace`, between the writes BufferSync hands out, so a
@@ -423,8 +433,7 @@ export class BufferPool {
     const copy = this.#takeScratch();
     const endIo = this.#beginIo(id, IO_WRITE);
     this.#setFlags(id, this.#flags[id]! & ~F_JUST_DIRTIED);
-    copy.set(this.#page(id));
-    setPageChecksum(copy, tag.block);
+    copy.set(this.#page(id)); // checksum included (B8)
     try {
       await this.#smgr(tag.storage).writeBuffers([{ rel: tag.rel, fork: tag.fork, blockNum: tag.block, page: copy }]);
       // B3: modified meanwhile -> stays dirty (and keeps CHECKPOINT_NEEDED: this copy may predate the checkpoint).
@@ -651,8 +660,7 @@ export class BufferPool {
       const slot = slots.subarray(ready.length * this.blockSize, (ready.length + 1) * this.blockSize);
       endIo.push(this.#beginIo(it.id, IO_WRITE));
       this.#flags[it.id]! &= ~F_JUST_DIRTIED;
-      slot.set(this.#page(it.id));
-      setPageChecksum(slot, it.tag.block);
+      slot.set(this.#page(it.id)); // checksum included (B8)
       ready.push(it);
     }
     return { ready, endIo };
@@ -700,7 +708,7 @@ export class BufferPool {
     let total = 0;
     for (const l of byStorage.values()) total += l.length;
     if (total === 0) return result;
-    this.#batchScratch ??= new Uint8Array(WRITE_COMBINE_MAX_BLOCKS * this.blockSize);
+    this.#batchScratch ??= new Uint8Array(BATCHES_IN_FLIGHT * WRITE_COMBINE_MAX_BLOCKS * this.blockSize);
     // WritebackContextInit: a fresh context per BufferSync; none at all when fsync is off.
     const wb = this.#enableFsync && this.#flushAfter > 0 ? new WritebackContext(this.#flushAfter, this.#smgr) : null;
     const run: SyncRun = { slots: this.#batchScratch, writeBlocksMax, result, total, processed: 0, wb, pace };
@@ -725,37 +733,54 @@ export class BufferPool {
     await run.pace(run.processed / run.total);
   }
 
-  /** Each storage manager gets its buffers in BufferSync order, in batches (smgr.ts W1). */
+  /**
+   * Each storage manager gets its buffers in BufferSync order, in batches (smgr.ts W1). Up to
+   * BATCHES_IN_FLIGHT batches are written at once, each from its own part of the scratch, so
+   * the next batch is copied while the previous ones are on their way: a batch the volume turns
+   * into one long pwritev no longer waits for the one before it. One at a time where order
+   * matters: when the storage manager takes writeback hints (behaviour 40: a hint follows the
+   * writes it covers) and when the checkpoint is bounded (K5: overshoot one batch at most).
+   */
   async #writeAll(byStorage: Map<string, SyncItem[]>, run: SyncRun): Promise<void> {
-    const slots = run.slots;
+    const pageCount = WRITE_COMBINE_MAX_BLOCKS;
     for (const storage of [...byStorage.keys()].sort()) {
       const smgr = this.#smgr(storage);
       const order = syncOrder(byStorage.get(storage)!, run.writeBlocksMax);
+      const hinted = run.wb !== null && smgr.writeback !== undefined;
       // Behaviour 40: hints go out after every checkpointFlushAfter buffers written, so a storage
       // manager that takes hints gets batches no larger than that.
-      const batchMax = run.wb && smgr.writeback ? Math.min(run.writeBlocksMax, this.#flushAfter) : run.writeBlocksMax;
-      for (let i = 0; i < order.length; i += batchMax) {
-        const chunk = order.slice(i, i + batchMax);
-        const { ready, endIo } = await this.#prepare(chunk, slots);
-        if (ready.length > 0) {
-          const batch: PageWrite[] = ready.map((it, k) => ({
-            rel: it.tag.rel,
-            fork: it.tag.fork,
-            blockNum: it.tag.block,
-            page: slots.subarray(k * this.blockSize, (k + 1) * this.blockSize),
-          }));
-          let ranges: number;
-          try {
-            ranges = await smgr.writeBuffers(batch);
-          } catch (err) {
-            this.#finish(ready, endIo, false);
-            throw err;
+      const batchMax = hinted ? Math.min(run.writeBlocksMax, this.#flushAfter) : run.writeBlocksMax;
+      const chunks: SyncItem[][] = [];
+      for (let i = 0; i < order.length; i += batchMax) chunks.push(order.slice(i, i + batchMax));
+      const inFlight = hinted || run.writeBlocksMax < WRITE_COMBINE_MAX_BLOCKS ? 1 : BATCHES_IN_FLIGHT;
+      // Exactly `inFlight` scratch parts for at most `inFlight` batches at once: one is always free.
+      const free = Array.from({ length: inFlight }, (_, k) => run.slots.subarray(k * pageCount * this.blockSize, (k + 1) * pageCount * this.blockSize));
+      await forEachInFlight(chunks, inFlight, async (chunk) => {
+        const slots = free.pop()!;
+        try {
+          const { ready, endIo } = await this.#prepare(chunk, slots);
+          if (ready.length > 0) {
+            const batch: PageWrite[] = ready.map((it, k) => ({
+              rel: it.tag.rel,
+              fork: it.tag.fork,
+              blockNum: it.tag.block,
+              page: slots.subarray(k * this.blockSize, (k + 1) * this.blockSize),
+            }));
+            let ranges: number;
+            try {
+              ranges = await smgr.writeBuffers(batch);
+            } catch (err) {
+              this.#finish(ready, endIo, false);
+              throw err;
+            }
+            this.#finish(ready, endIo, true);
+            run.result.rangesWritten += ranges;
           }
-          this.#finish(ready, endIo, true);
-          run.result.rangesWritten += ranges;
+          await this.#written(run, ready, chunk.length);
+        } finally {
+          free.push(slots);
         }
-        await this.#written(run, ready, chunk.length);
-      }
+      });
     }
   }
 
