@@ -177,7 +177,8 @@ export class PendingOps {
     // skipped (P1), exactly as dynahash's "may or may not be visited".
     for (const [key, e] of this.#pending) {
       if (e.cycle === this.#syncCycle) continue;
-      assert((e.cycle + 1) % CYCLE_MOD === this.#syncCycle, `pending entry ${describeTag(e.tag)} is exactly one sync cycle old`);
+      // The message (a tag description) is built only on failure: this runs for every entry.
+      if ((e.cycle + 1) % CYCLE_MOD !== this.#syncCycle) assert(false, `pending entry ${describeTag(e.tag)} is exactly one sync cycle old`);
 
       if (enableFsync) {
         if (--absorbCounter <= 0) {
