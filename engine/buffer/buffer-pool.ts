@@ -338,7 +338,8 @@ export class BufferPool {
 
   /** Mark buffer `id` as under I/O; the returned function ends it and wakes waiters. */
   #beginIo(id: number, kind: number): () => void {
-    assert(this.#ioKind[id] === IO_NONE, `buffer ${id}: one I/O at a time (B4)`);
+    // The message is built only on failure: these run on every read miss, write and eviction.
+    if (this.#ioKind[id] !== IO_NONE) assert(false, `buffer ${id}: one I/O at a time (B4)`);
     let wake!: () => void;
     this.#io[id] = new Promise<void>((resolve) => (wake = resolve));
     this.#ioKind[id] = kind;
@@ -350,7 +351,7 @@ export class BufferPool {
   }
 
   #unpin(id: number): void {
-    assert(this.#pins[id]! > 0, `buffer ${id}: unpin of an unpinned buffer`);
+    if (!(this.#pins[id]! > 0)) assert(false, `buffer ${id}: unpin of an unpinned buffer`);
     this.#pins[id]!--;
   }
 
