@@ -1,10 +1,16 @@
 /**
  * The checkpoint matrix: for each (R relations, P pages) cell and each
- * round, four rows measured back to back on the same file system:
+ * round, its rows measured back to back on the same file system:
  *
  *   md           R relations in md segment files, P pages rewritten in each, engine.checkpoint()
+ *                with the engine's defaults: PostgreSQL's sync loop, one fsync after another
+ *   mdConcurrent the same with `syncConcurrency` MD_CONCURRENT_SYNCS: fsyncs overlap on the pool
  *   volume       the same in one volume file, engine.checkpoint()
- *   rawSegments  no engine: the same bytes pwritten into R files, then one fsync per file
+ *   rawSegments  no engine: the same bytes pwritten into R files, then one fsync per file, the
+ *                fastest way this machine allows (M6)
+ *   rawVolume    no engine: the same pages at the same offsets as the volume row's, in a file of
+ *                the volume's size zero-filled at setup: adjacent ones in one pwritev, 64 in
+ *                flight, one fdatasync (what the volume's write phase could cost at best)
  *   rawExtent    no engine: the same bytes pwritten into one preallocated file, one fdatasync
  *                (the floor: nothing can make these bytes durable with less work)
  *   postgres     (when the server binaries are given) R tables with P dirty heap pages each in a
@@ -17,19 +23,29 @@
  *     and the kernel has the same number of dirty bytes to flush for each row.
  *  M2 Every row starts with nothing of the bench dirty in the page cache: each row ends with its
  *     sync, and setup ends with checkpoints and syncs of everything it wrote.
- *  M3 The order of the four rows rotates by one each round, so md and volume alternate in
+ *  M3 The order of the rows rotates by one each round, so md and volume alternate in
  *     position and no row always runs first (after setup) or last.
  *  M4 Relations and raw files are created once, for the largest R and P, and rewritten by every
  *     cell: cells differ only in how many pages they dirty, not in file creation cost.
  *  M5 Engines run with their defaults (relSegBlocks, maxOpenFiles, fsync on) except: a pool
  *     large enough that every rewrite is a buffer hit, no timed checkpoints, no sync ledger.
- *  M6 Raw segments open and close each file in each phase (as md does once its fd cache of
- *     maxOpenFiles is full), so at most one raw file is open at a time.
+ *  M6 Raw segments keep every file open (as md's fd cache does up to maxOpenFiles) and issue the
+ *     calls the fastest way measured here (BENCHMARKS.md, "The I/O candidates, side by side"):
+ *     IN_FLIGHT_DEFAULT writes in flight, then RAW_SYNCS_IN_FLIGHT fsyncs in flight (libuv's pool
+ *     of 4 runs that many; more in flight added nothing there).
  *  M7 The postgres row is optional: a cell has it in every round or in none, and it rotates with
  *     the others (M3). Its times are the server's (log_checkpoints), not timed here.
+ *  M8 Engine rows also record the longest event-loop stall during the checkpoint: a
+ *     `monitorEventLoopDelay({ resolution: 1 })` histogram covers `engine.checkpoint()` and
+ *     nothing of the rewrite loop. The histogram records the gap between two firings of its
+ *     timer, and its first firing records nothing: so the checkpoint starts only after the timer
+ *     has fired once (a stall at its start is then measured), and the histogram is disabled only
+ *     after the timer could fire again (a stall right before it resolves is measured too;
+ *     disabling at once would drop it). The machine's scheduling lands in it as well.
  */
 import { join } from 'node:path';
-import { Engine, ForkNumber, RealIO, assert, type CheckpointStats, type FileHandle, type FileIO, type IoCounts, type Relation, type RelFileLocator } from '../engine/index.js';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { Engine, ForkNumber, IN_FLIGHT_DEFAULT, RealIO, assert, forEachInFlight, type CheckpointStats, type FileHandle, type FileIO, type IoCounts, type Relation, type RelFileLocator } from '../engine/index.js';
 import { WRITE_COMBINE_MAX_BLOCKS, diffCounts } from '../engine/testing.js';
 import { volumeExtension } from '../volume/index.js';
 import { patternPage } from './page-path-measure.js';
@@ -38,16 +54,25 @@ import type { PgCheckpointLine } from './postgres-log.js';
 import { nowMs, ratio, roundMs, summarize, type Summary } from './stats.js';
 
 /** The rows every cell has. */
-export const BASE_ROW_KINDS = ['md', 'volume', 'rawSegments', 'rawExtent'] as const;
+export const BASE_ROW_KINDS = ['md', 'mdConcurrent', 'volume', 'rawSegments', 'rawVolume', 'rawExtent'] as const;
 export type BaseRowKind = (typeof BASE_ROW_KINDS)[number];
 export const ROW_KINDS = [...BASE_ROW_KINDS, 'postgres'] as const;
 export type RowKind = (typeof ROW_KINDS)[number];
+
+/** The longest event-loop stall a checkpoint may cause, ms (the I/O path issue, part 6). */
+export const STALL_TARGET_MS = 20;
 
 /** First relNumber of the bench relations (PostgreSQL's FirstNormalObjectId is 16384). */
 const REL_NUMBER_FIRST = 20000;
 const DB_OID = 5;
 /** md relations created side by side at setup (file creation is latency-bound). */
 const MD_SETUP_CONCURRENCY = 8;
+/** The mdConcurrent row's syncConcurrency: libuv's default pool runs 4 calls at once. */
+export const MD_CONCURRENT_SYNCS = 4;
+/** rawSegments' fsyncs in flight (M6). */
+const RAW_SYNCS_IN_FLIGHT = 4;
+/** Pages one pwritev may carry (IOV_MAX on Linux). */
+const IOV_MAX = 1024;
 
 export interface RoundSample {
   round: number;
@@ -65,6 +90,8 @@ export interface RoundSample {
   buffersWritten?: number;
   syncFiles?: number;
   tagsDispatched?: Record<string, number>;
+  /** Engine rows: the longest event-loop stall during engine.checkpoint(), ms (M8). */
+  maxStallMs?: number;
   io?: Pick<IoCounts, 'open' | 'close' | 'pwrite' | 'fsync' | 'fdatasync' | 'fsyncDir' | 'bytesWritten'>;
   /** Postgres row: the server's checkpoint line and CHECKPOINT as the client timed it. */
   postgres?: { clientMs: number; line: PgCheckpointLine };
@@ -79,6 +106,8 @@ export interface RowResult {
   /** Per checkpoint (or raw run): min and max over the rounds. */
   fsyncCalls: { min: number; max: number };
   fdatasyncCalls: { min: number; max: number };
+  /** Engine rows: the longest event-loop stall of any round's checkpoint, ms (M8); NaN for raw rows. */
+  longestStallMs: number;
 }
 
 export interface CellRatios {
@@ -94,6 +123,11 @@ export interface CellRatios {
   volumeToFloorSync: number;
   mdToRawSegmentsTotal: number;
   mdToRawSegmentsSync: number;
+  /** mdConcurrent / rawSegments and / postgres, medians of totals. */
+  mdConcurrentToRawSegmentsTotal: number;
+  mdConcurrentToPostgresTotal: number;
+  /** volume write phase / rawVolume write phase: what the engine adds to the same writes. */
+  volumeToRawVolumeWrite: number;
   /** With the postgres row (NaN, JSON null, without): md / postgres and postgres / volume, medians. */
   mdToPostgresTotal: number;
   mdToPostgresSync: number;
@@ -117,7 +151,7 @@ export interface MatrixOptions {
   pagesMax: number;
   blockSize: number;
   /** Checkpoint log lines of the engines (the caller prints them with --verbose). */
-  onLog?: (storage: 'md' | 'volume', line: string) => void;
+  onLog?: (storage: 'md' | 'mdConcurrent' | 'volume', line: string) => void;
   /** Called between steps; throws to stop the run (a stop signal). */
   checkAbort?: () => void;
   /** Measure the postgres row with these binaries (M7). */
@@ -149,6 +183,14 @@ export function matrixVolumeSizeBytes(relationsMax: number, pagesMax: number, bl
   return Math.ceil(bytes / MiB) * MiB;
 }
 
+/**
+ * Resolves after a 2 ms timer: the histogram's 1 ms timer, due first, fires before it (timers
+ * run in due order), so it has fired at least once since the call.
+ */
+function timerTurns(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 2));
+}
+
 /** Writes `page` stamped with (generation, relation, block) in bytes 16..27 (M1). */
 function stamp(page: Uint8Array, generation: number, r: number, b: number): void {
   const v = new DataView(page.buffer, page.byteOffset, page.byteLength);
@@ -161,9 +203,15 @@ export class CheckpointMatrix {
   readonly #o: MatrixOptions;
   readonly #io: FileIO = new RealIO();
   #md: Engine | null = null;
+  #mdConcurrent: Engine | null = null;
   #volume: Engine | null = null;
   #mdRels: Relation[] = [];
+  #mdConcurrentRels: Relation[] = [];
   #volumeRels: Relation[] = [];
+  /** Volume block of (relation r, block b) at r * pagesMax + b, for the rawVolume row. */
+  #volumeBlocks: Float64Array = new Float64Array(0);
+  /** rawSegments' files, open for the whole run (M6). */
+  #segHandles: FileHandle[] = [];
   #postgres: PostgresRow | null = null;
   #generation = 0;
 
@@ -177,6 +225,9 @@ export class CheckpointMatrix {
   get #extentPath(): string {
     return join(this.#o.dir, 'raw-extent.dat');
   }
+  get #rawVolumePath(): string {
+    return join(this.#o.dir, 'raw-volume.dat');
+  }
   #segPath(r: number): string {
     return join(this.#segDir, String(REL_NUMBER_FIRST + r));
   }
@@ -185,7 +236,7 @@ export class CheckpointMatrix {
    * No onLog at all unless the caller wants the lines: with one set, the sync phase formats a
    * "checkpoint sync: file=..." line per synced file, which at R=1000 is measurable time.
    */
-  #logTo(storage: 'md' | 'volume'): ((line: string) => void) | undefined {
+  #logTo(storage: 'md' | 'mdConcurrent' | 'volume'): ((line: string) => void) | undefined {
     const onLog = this.#o.onLog;
     return onLog ? (line) => onLog(storage, line) : undefined;
   }
@@ -217,23 +268,27 @@ export class CheckpointMatrix {
       (async () => {
         this.#md = await Engine.open({ ...common, dataDir: join(dir, 'md'), onLog: this.#logTo('md') });
         await this.#setupRelations(this.#md, this.#mdRels, 'md', page, MD_SETUP_CONCURRENCY);
+        this.#mdConcurrent = await Engine.open({ ...common, dataDir: join(dir, 'md-concurrent'), syncConcurrency: MD_CONCURRENT_SYNCS, onLog: this.#logTo('mdConcurrent') });
+        await this.#setupRelations(this.#mdConcurrent, this.#mdConcurrentRels, 'md', page, MD_SETUP_CONCURRENCY);
       })(),
       (async () => {
+        const ext = volumeExtension({
+          path: join(dir, 'volume', 'bench.lamvol'),
+          // The zero-fill is most of setup at large R (8.6 GB at R = 100000): a stop asked
+          // for meanwhile takes effect within a chunk, and createVolumeFile removes the file.
+          create: { sizeBytes: matrixVolumeSizeBytes(R, P, blockSize), onProgress: () => this.#o.checkAbort?.() },
+        });
         this.#volume = await Engine.open({
           ...common,
           dataDir: join(dir, 'volume'),
           onLog: this.#logTo('volume'),
-          preload: [
-            volumeExtension({
-              path: join(dir, 'volume', 'bench.lamvol'),
-              // The zero-fill is most of setup at large R (8.6 GB at R = 100000): a stop asked
-              // for meanwhile takes effect within a chunk, and createVolumeFile removes the file.
-              create: { sizeBytes: matrixVolumeSizeBytes(R, P, blockSize), onProgress: () => this.#o.checkAbort?.() },
-            }),
-          ],
+          preload: [ext],
         });
         // One volume relation at a time, so each grows in place into few, long extents.
         await this.#setupRelations(this.#volume, this.#volumeRels, 'volume', page, 1);
+        // Where each page lives, for the rawVolume row (the volume relocates nothing in place).
+        this.#volumeBlocks = new Float64Array(R * P);
+        for (let r = 0; r < R; r++) for (let b = 0; b < P; b++) this.#volumeBlocks[r * P + b] = ext.volume!.physicalBlock(locator(r), ForkNumber.MAIN, b);
       })(),
       this.#setupRaw(page),
       this.#setupPostgres(),
@@ -293,14 +348,21 @@ export class CheckpointMatrix {
     for (let r = 0; r < R; r++) {
       this.#o.checkAbort?.();
       const h = await io.open(this.#segPath(r), { create: true });
-      try {
-        await io.pwritev(h, Array.from({ length: P }, () => page), 0);
-        await io.fsync(h);
-      } finally {
-        await io.close(h);
-      }
+      this.#segHandles.push(h); // open for the whole run (M6); closed by close()
+      await io.pwritev(h, Array.from({ length: P }, () => page), 0);
+      await io.fsync(h);
     }
     await io.fsyncDir(this.#segDir);
+    // The rawVolume row's file: as large as the volume and zero-filled like it, so its
+    // overwrites change no file size either.
+    const sizeBlocks = matrixVolumeSizeBytes(R, P, page.length) / page.length;
+    const hv = await io.open(this.#rawVolumePath, { create: true });
+    try {
+      await this.#writeContiguous(hv, new Uint8Array(page.length), sizeBlocks);
+      await io.fsync(hv);
+    } finally {
+      await io.close(hv);
+    }
     const h = await io.open(this.#extentPath, { create: true });
     try {
       await this.#writeContiguous(h, page, R * P);
@@ -333,6 +395,8 @@ export class CheckpointMatrix {
       const gen = ++this.#generation;
       let s: Omit<RoundSample, 'round' | 'position'>;
       if (kind === 'md') s = await this.#engineRow(this.#md!, this.#mdRels, R, P, gen);
+      else if (kind === 'mdConcurrent') s = await this.#engineRow(this.#mdConcurrent!, this.#mdConcurrentRels, R, P, gen);
+      else if (kind === 'rawVolume') s = await this.#rawVolume(R, P, gen);
       else if (kind === 'volume') s = await this.#engineRow(this.#volume!, this.#volumeRels, R, P, gen);
       else if (kind === 'rawSegments') s = await this.#rawSegments(R, P, gen);
       else if (kind === 'postgres') s = await this.#postgresRow(R, P);
@@ -352,7 +416,18 @@ export class CheckpointMatrix {
       }
     }
     const before = engine.ioCounts();
-    const st: CheckpointStats = await engine.checkpoint();
+    const stalls = monitorEventLoopDelay({ resolution: 1 });
+    stalls.enable();
+    let st: CheckpointStats;
+    try {
+      await timerTurns(); // M8: the timer's first firing, which records nothing
+      st = await engine.checkpoint();
+      await timerTurns(); // M8: a firing after the checkpoint's last synchronous stretch
+    } finally {
+      stalls.disable();
+    }
+    // Histogram values are ns; an empty histogram (a checkpoint shorter than one tick) has max 0.
+    const maxStallMs = stalls.count > 0 ? stalls.max / 1e6 : 0;
     const d = diffCounts(engine.ioCounts(), before);
     assert(st.buffersWritten === R * P, `checkpoint of ${engine.dataDir} wrote ${st.buffersWritten} buffers, expected R*P = ${R * P} (M1)`);
     return {
@@ -366,6 +441,7 @@ export class CheckpointMatrix {
       buffersWritten: st.buffersWritten,
       syncFiles: st.syncFiles,
       tagsDispatched: { ...st.tagsDispatched },
+      maxStallMs,
       io: { open: d.open, close: d.close, pwrite: d.pwrite, fsync: d.fsync, fdatasync: d.fdatasync, fsyncDir: d.fsyncDir, bytesWritten: d.bytesWritten },
     };
   }
@@ -392,26 +468,45 @@ export class CheckpointMatrix {
     const io = this.#io;
     const page = patternPage(this.#o.blockSize, gen);
     const pages = Array.from({ length: P }, () => page);
+    const files = this.#segHandles.slice(0, R);
     const t0 = nowMs();
-    for (let r = 0; r < R; r++) {
-      const h = await io.open(this.#segPath(r));
-      try {
-        await io.pwritev(h, pages, 0);
-      } finally {
-        await io.close(h);
-      }
-    }
+    await forEachInFlight(files, IN_FLIGHT_DEFAULT, (h) => (P === 1 ? io.pwrite(h, page, 0) : io.pwritev(h, pages, 0)));
     const t1 = nowMs();
-    for (let r = 0; r < R; r++) {
-      const h = await io.open(this.#segPath(r));
-      try {
-        await io.fsync(h);
-      } finally {
-        await io.close(h);
-      }
-    }
+    await forEachInFlight(files, RAW_SYNCS_IN_FLIGHT, (h) => io.fsync(h));
     const t2 = nowMs();
     return { writeMs: t1 - t0, syncMs: t2 - t1, totalMs: t2 - t0, fsyncCalls: R, fdatasyncCalls: 0, bytesWritten: R * P * page.length, rangesWritten: R };
+  }
+
+  /** The volume row's pages, at the volume row's offsets, with no engine (see the header). */
+  async #rawVolume(R: number, P: number, gen: number): Promise<Omit<RoundSample, 'round' | 'position'>> {
+    const io = this.#io;
+    const page = patternPage(this.#o.blockSize, gen);
+    const blocks: number[] = [];
+    for (let r = 0; r < R; r++) for (let b = 0; b < P; b++) blocks.push(this.#volumeBlocks[r * this.#o.pagesMax + b]!);
+    const h = await io.open(this.#rawVolumePath);
+    let t0: number;
+    let t1: number;
+    let t2: number;
+    let runs: { start: number; length: number }[];
+    try {
+      t0 = nowMs();
+      blocks.sort((a, b) => a - b);
+      runs = [];
+      for (const b of blocks) {
+        const last = runs[runs.length - 1];
+        if (last && last.start + last.length === b && last.length < IOV_MAX) last.length++;
+        else runs.push({ start: b, length: 1 });
+      }
+      await forEachInFlight(runs, IN_FLIGHT_DEFAULT, (run) =>
+        run.length === 1 ? io.pwrite(h, page, run.start * page.length) : io.pwritev(h, Array.from({ length: run.length }, () => page), run.start * page.length),
+      );
+      t1 = nowMs();
+      await io.fdatasync(h);
+      t2 = nowMs();
+    } finally {
+      await io.close(h);
+    }
+    return { writeMs: t1 - t0, syncMs: t2 - t1, totalMs: t2 - t0, fsyncCalls: 0, fdatasyncCalls: 1, bytesWritten: R * P * page.length, rangesWritten: runs.length };
   }
 
   async #rawExtent(R: number, P: number, gen: number): Promise<Omit<RoundSample, 'round' | 'position'>> {
@@ -437,10 +532,13 @@ export class CheckpointMatrix {
    * files are about to be removed; errors of that close are dropped in favour of the first one.
    */
   async close(options: { discard?: boolean } = {}): Promise<void> {
-    const engines = [this.#md, this.#volume].filter((e): e is Engine => e !== null);
+    const engines = [this.#md, this.#mdConcurrent, this.#volume].filter((e): e is Engine => e !== null);
     const pg = this.#postgres;
-    this.#md = this.#volume = this.#postgres = null;
+    const handles = this.#segHandles;
+    this.#md = this.#mdConcurrent = this.#volume = this.#postgres = null;
+    this.#segHandles = [];
     try {
+      for (const h of handles) await this.#io.close(h);
       for (const e of engines) {
         if (options.discard) await e.close({ timeoutMs: 0 }).catch(() => undefined);
         else await e.close();
@@ -458,7 +556,10 @@ export function summarizeCell(relations: number, pages: number, blockSize: numbe
   for (const kind of ROW_KINDS) {
     // M7: a row is in every round of the cell or in none.
     if (kind === 'postgres' && !rounds.every((m) => m.has(kind))) continue;
-    const samples = rounds.map((m) => m.get(kind)!).map((s) => ({ ...s, writeMs: roundMs(s.writeMs), syncMs: roundMs(s.syncMs), totalMs: roundMs(s.totalMs) }));
+    const samples = rounds
+      .map((m) => m.get(kind)!)
+      .map((s) => ({ ...s, writeMs: roundMs(s.writeMs), syncMs: roundMs(s.syncMs), totalMs: roundMs(s.totalMs), ...(s.maxStallMs !== undefined ? { maxStallMs: roundMs(s.maxStallMs) } : {}) }));
+    const stalls = samples.flatMap((s) => (s.maxStallMs !== undefined ? [s.maxStallMs] : []));
     const fs = samples.map((s) => s.fsyncCalls);
     const fds = samples.map((s) => s.fdatasyncCalls);
     rows[kind] = {
@@ -469,6 +570,7 @@ export function summarizeCell(relations: number, pages: number, blockSize: numbe
       totalMs: summarize(samples.map((s) => s.totalMs)),
       fsyncCalls: { min: Math.min(...fs), max: Math.max(...fs) },
       fdatasyncCalls: { min: Math.min(...fds), max: Math.max(...fds) },
+      longestStallMs: stalls.length > 0 ? Math.max(...stalls) : NaN,
     };
   }
   const med = (k: RowKind, f: 'syncMs' | 'totalMs') => rows[k]?.[f].median ?? NaN;
@@ -490,6 +592,9 @@ export function summarizeCell(relations: number, pages: number, blockSize: numbe
       volumeToFloorSync: ratio(med('volume', 'syncMs'), med('rawExtent', 'syncMs')),
       mdToRawSegmentsTotal: ratio(med('md', 'totalMs'), med('rawSegments', 'totalMs')),
       mdToRawSegmentsSync: ratio(med('md', 'syncMs'), med('rawSegments', 'syncMs')),
+      mdConcurrentToRawSegmentsTotal: ratio(med('mdConcurrent', 'totalMs'), med('rawSegments', 'totalMs')),
+      mdConcurrentToPostgresTotal: ratio(med('mdConcurrent', 'totalMs'), med('postgres', 'totalMs')),
+      volumeToRawVolumeWrite: ratio(rows.volume?.writeMs.median ?? NaN, rows.rawVolume?.writeMs.median ?? NaN),
       mdToPostgresTotal: ratio(med('md', 'totalMs'), med('postgres', 'totalMs')),
       mdToPostgresSync: ratio(med('md', 'syncMs'), med('postgres', 'syncMs')),
       postgresToVolumeTotal: ratio(med('postgres', 'totalMs'), med('volume', 'totalMs')),

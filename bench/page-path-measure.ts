@@ -4,7 +4,14 @@
  *
  * What is measured, in one call, on one relation of `pages` pages and the same seeded random
  * sequence of `ops` block numbers for every measurement:
- *  - hitReads       rel.read of pages resident in the pool (a copy out per read)
+ *  - hitReads       rel.read of pages resident in the pool (a new array per read)
+ *  - hitReadIntos   rel.readInto of the same pages into one caller array (the lookup and the
+ *                   8 KiB copy only), in whole passes over the same sequence: 200,000 calls
+ *                   unrecorded (JIT warm-up), then at least 100,000 timed; also per second of
+ *                   process CPU time (process.cpuUsage), which is what one core does when the
+ *                   machine is shared and the wall clock counts time the process did not run
+ *  - copyFloor      no engine: a Map lookup and an 8 KiB copy out of one array as large as the
+ *                   pool, same sequence, same passes: what the issue says a hit should cost
  *  - poolWrites     rel.write absorbed by the pool (memcpy + dirty flag)
  *  - missReads      rel.read with sharedBuffers 16 (clock sweep + pread + checksum check)
  *  - evictionWrites rel.write with sharedBuffers 16: each write evicts a dirty page first
@@ -29,6 +36,9 @@ import { nowMs, ratio } from './stats.js';
 export type BenchStorage = 'md' | 'volume';
 
 const PAGE_PATH_REL: RelFileLocator = { spcOid: 1663, dbOid: 5, relNumber: 16384 };
+/** readInto hits: unrecorded calls before timing, and the fewest timed (see measurePagePath). */
+const READ_INTO_WARMUP_CALLS = 200_000;
+const READ_INTO_MIN_CALLS = 100_000;
 /** PostgreSQL's smallest pool; every read or write of a random page then misses. */
 const SMALL_POOL_BUFFERS = 16;
 
@@ -50,6 +60,12 @@ export interface PagePathResult {
   ops: number;
   /** Operations per second. */
   hitReadsPerS: number;
+  hitReadIntosPerS: number;
+  /** readInto hits per second of this process's CPU time (user + system). */
+  hitReadIntosPerCpuS: number;
+  /** The floor of a hit (lookup + copy, no engine), by wall clock and by process CPU time. */
+  copyFloorPerS: number;
+  copyFloorPerCpuS: number;
   poolWritesPerS: number;
   missReadsPerS: number;
   evictionWritesPerS: number;
@@ -58,6 +74,10 @@ export interface PagePathResult {
   /** Misses counted by the pool during the miss measurement (should be close to ops). */
   misses: number;
   ratios: {
+    /** readInto hits / read hits: what not allocating a page per read buys. */
+    hitReadIntoToHitRead: number;
+    /** readInto hits / the copy floor, per CPU second: 1 means a hit costs a lookup and a copy. */
+    hitReadIntoToCopyFloor: number;
     hitReadToRawPread: number;
     missReadToRawPread: number;
     poolWriteToRawPwrite: number;
@@ -77,6 +97,16 @@ export async function ratePerS(ops: number, fn: () => Promise<void>): Promise<nu
   await fn();
   const s = (nowMs() - t0) / 1000;
   return ops / Math.max(s, 1e-9);
+}
+
+/** Operations per second of `fn` doing `ops` operations, by wall clock and by process CPU time. */
+export async function ratesPerS(ops: number, fn: () => Promise<void>): Promise<{ wall: number; cpu: number }> {
+  const c0 = process.cpuUsage();
+  const t0 = nowMs();
+  await fn();
+  const s = (nowMs() - t0) / 1000;
+  const c = process.cpuUsage(c0);
+  return { wall: ops / Math.max(s, 1e-9), cpu: ops / Math.max((c.user + c.system) / 1e6, 1e-9) };
 }
 
 /** A page whose bytes depend on `seed` (the engine owns bytes 8-11 and overwrites them). */
@@ -112,6 +142,34 @@ async function withEngine<T>(engine: Engine, fn: (engine: Engine) => Promise<T>)
   return result;
 }
 
+/**
+ * The floor of a buffer hit: `pages` pages in one array (as the pool keeps them), a Map from
+ * block to slot, and per call one lookup and one copy into `dst`, over the same block sequence
+ * with the same warm-up and passes as the readInto measurement. Synchronous: it leaves out the
+ * promise every engine call costs, so readInto/floor shows all the engine adds to a hit.
+ */
+async function copyFloor(pages: number, blockSize: number, blocks: readonly number[], passes: number): Promise<{ wall: number; cpu: number }> {
+  const memory = new Uint8Array(pages * blockSize).fill(7);
+  const views = Array.from({ length: pages }, (_, i) => memory.subarray(i * blockSize, (i + 1) * blockSize));
+  const slotOf = new Map<number, number>();
+  for (let b = 0; b < pages; b++) slotOf.set(b, pages - 1 - b);
+  const dst = new Uint8Array(blockSize);
+  let sum = 0;
+  const pass = () => {
+    for (const b of blocks) {
+      dst.set(views[slotOf.get(b)!]!);
+      sum += dst[b & 4095]!;
+    }
+  };
+  for (let n = 0; n < READ_INTO_WARMUP_CALLS; n += blocks.length) pass();
+  const r = await ratesPerS(passes * blocks.length, async () => {
+    for (let k = 0; k < passes; k++) pass();
+  });
+  // `sum` keeps the copies from being optimised away.
+  if (sum < 0) throw new Error('unreachable');
+  return r;
+}
+
 export async function measurePagePath(options: PagePathOptions): Promise<PagePathResult> {
   const { dir, storage, pages, ops } = options;
   const blockSize = options.blockSize ?? 8192;
@@ -144,10 +202,26 @@ export async function measurePagePath(options: PagePathOptions): Promise<PagePat
     const hitReadsPerS = await ratePerS(ops, async () => {
       for (const b of blocks) await rel.read(fork, b);
     });
+    const dst = new Uint8Array(blockSize);
+    // At a million calls a second, `ops` readInto calls (3000 by default) are over before V8 has
+    // optimised the path, and would measure the compiler: run whole passes over `blocks`, first
+    // READ_INTO_WARMUP_CALLS unrecorded, then at least READ_INTO_MIN_CALLS timed. One function
+    // for both, so the timed passes run the code the warm-up optimised.
+    const pass = async () => {
+      for (const b of blocks) await rel.readInto(fork, b, dst);
+    };
+    for (let n = 0; n < READ_INTO_WARMUP_CALLS; n += blocks.length) await pass();
+    const passes = Math.ceil(READ_INTO_MIN_CALLS / blocks.length);
+    const hitsBefore = engine.bufferPool.stats.hits;
+    const into = await ratesPerS(passes * blocks.length, async () => {
+      for (let k = 0; k < passes; k++) await pass();
+    });
+    if (engine.bufferPool.stats.hits - hitsBefore !== passes * blocks.length) throw new Error('page path: the timed readInto calls were not all buffer hits');
+    const floor = await copyFloor(pages, blockSize, blocks, passes);
     const poolWritesPerS = await ratePerS(ops, async () => {
       for (const b of blocks) await rel.write(fork, b, page);
     });
-    return { hitReadsPerS, poolWritesPerS };
+    return { hitReadsPerS, hitReadIntosPerS: into.wall, hitReadIntosPerCpuS: into.cpu, copyFloorPerS: floor.wall, copyFloorPerCpuS: floor.cpu, poolWritesPerS };
   });
 
   const miss = await withEngine(await openEngine(dir, storage, SMALL_POOL_BUFFERS, blockSize, pages), async (engine) => {
@@ -189,6 +263,8 @@ export async function measurePagePath(options: PagePathOptions): Promise<PagePat
     ...miss,
     ...raw,
     ratios: {
+      hitReadIntoToHitRead: ratio(hit.hitReadIntosPerS, hit.hitReadsPerS),
+      hitReadIntoToCopyFloor: ratio(hit.hitReadIntosPerCpuS, hit.copyFloorPerCpuS),
       hitReadToRawPread: ratio(hit.hitReadsPerS, raw.rawPreadsPerS),
       missReadToRawPread: ratio(miss.missReadsPerS, raw.rawPreadsPerS),
       poolWriteToRawPwrite: ratio(hit.poolWritesPerS, raw.rawPwritesPerS),

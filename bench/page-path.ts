@@ -29,6 +29,9 @@ async function main(): Promise<void> {
       const r = await measurePagePath({ dir: join(root, storage), storage, pages: PAGES, ops: OPS });
       const row = (label: string, v: number) => console.log(`${storage.padEnd(7)} ${label.padEnd(24)} ${v.toFixed(0).padStart(10)} /s`);
       row('buffer-hit reads', r.hitReadsPerS);
+      row('buffer-hit readInto', r.hitReadIntosPerS);
+      row('readInto per CPU-second', r.hitReadIntosPerCpuS);
+      row('copy floor per CPU-second', r.copyFloorPerCpuS);
       row('pool writes (absorbed)', r.poolWritesPerS);
       row('miss reads', r.missReadsPerS);
       row('eviction writes', r.evictionWritesPerS);
@@ -36,7 +39,7 @@ async function main(): Promise<void> {
       row('raw pwrite', r.rawPwritesPerS);
       const q = r.ratios;
       console.log(
-        `${storage.padEnd(7)} ratios: hit/raw-pread ${q.hitReadToRawPread.toFixed(2)}, miss/raw-pread ${q.missReadToRawPread.toFixed(2)}, ` +
+        `${storage.padEnd(7)} ratios: readInto-hit/read-hit ${q.hitReadIntoToHitRead.toFixed(2)}, readInto/copy-floor (CPU) ${q.hitReadIntoToCopyFloor.toFixed(2)}, hit/raw-pread ${q.hitReadToRawPread.toFixed(2)}, miss/raw-pread ${q.missReadToRawPread.toFixed(2)}, ` +
           `pool-write/raw-pwrite ${q.poolWriteToRawPwrite.toFixed(2)}, eviction-write/raw-pwrite ${q.evictionWriteToRawPwrite.toFixed(2)} (misses ${r.misses} of ${OPS})`,
       );
     }

@@ -5,7 +5,7 @@
  */
 import Table from 'cli-table3';
 import type { BenchResult } from './run.js';
-import type { CellResult } from './matrix.js';
+import { MD_CONCURRENT_SYNCS, STALL_TARGET_MS, type CellResult } from './matrix.js';
 
 const PLAIN = { head: [] as string[], border: [] as string[] };
 
@@ -41,6 +41,9 @@ export function ratioTable(cells: readonly CellResult[]): string {
     'raw seg/extent sync',
     'volume/floor total',
     'md/raw seg total',
+    `md(sync×${MD_CONCURRENT_SYNCS})/raw seg total`,
+    ...(pg ? [`md(sync×${MD_CONCURRENT_SYNCS})/postgres total`] : []),
+    'vol write/raw vol write',
     'md fsyncs',
     'volume fdatasyncs',
   ]);
@@ -55,6 +58,9 @@ export function ratioTable(cells: readonly CellResult[]): string {
       x(r.rawSegmentsToExtentSync),
       x(r.volumeToFloorTotal),
       x(r.mdToRawSegmentsTotal),
+      x(r.mdConcurrentToRawSegmentsTotal),
+      ...(pg ? [x(r.mdConcurrentToPostgresTotal)] : []),
+      x(r.volumeToRawVolumeWrite),
       range(c.rows.md.fsyncCalls),
       range(c.rows.volume.fdatasyncCalls),
     ]);
@@ -68,17 +74,21 @@ export function timeTable(cells: readonly CellResult[]): string {
     'md write',
     'md sync',
     'md total',
+    `md(sync×${MD_CONCURRENT_SYNCS}) sync`,
+    `md(sync×${MD_CONCURRENT_SYNCS}) total`,
     'vol write',
     'vol sync',
     'vol total',
     ...(pg ? ['pg write', 'pg sync', 'pg total', 'pg files'] : []),
     'raw seg sync',
     'raw seg total',
+    'raw vol write',
+    'raw vol sync',
     'floor sync',
     'floor total',
   ]);
   for (const c of cells) {
-    const { md, volume, rawSegments, rawExtent, postgres } = c.rows;
+    const { md, mdConcurrent, volume, rawSegments, rawVolume, rawExtent, postgres } = c.rows;
     const pgCols = !pg ? [] : postgres ? [ms(postgres.writeMs.median), ms(postgres.syncMs.median), ms(postgres.totalMs.median), range(postgres.fsyncCalls)] : ['n/a', 'n/a', 'n/a', 'n/a'];
     t.push([
       c.relations,
@@ -86,12 +96,16 @@ export function timeTable(cells: readonly CellResult[]): string {
       ms(md.writeMs.median),
       ms(md.syncMs.median),
       ms(md.totalMs.median),
+      ms(mdConcurrent.syncMs.median),
+      ms(mdConcurrent.totalMs.median),
       ms(volume.writeMs.median),
       ms(volume.syncMs.median),
       ms(volume.totalMs.median),
       ...pgCols,
       ms(rawSegments.syncMs.median),
       ms(rawSegments.totalMs.median),
+      ms(rawVolume.writeMs.median),
+      ms(rawVolume.syncMs.median),
       ms(rawExtent.syncMs.median),
       ms(rawExtent.totalMs.median),
     ]);
@@ -99,15 +113,31 @@ export function timeTable(cells: readonly CellResult[]): string {
   return t.toString();
 }
 
+/** Longest event-loop stall during any checkpoint of each cell's engine rows (matrix M7). */
+export function stallTable(cells: readonly CellResult[]): string {
+  const t = new Table({ head: ['R', 'P', 'md longest stall', `md(sync×${MD_CONCURRENT_SYNCS}) longest stall`, 'volume longest stall', 'md per round', 'volume per round'], style: PLAIN });
+  const per = (c: CellResult, k: 'md' | 'volume') => c.rows[k].samples.map((s) => ms(s.maxStallMs ?? NaN)).join(' ');
+  for (const c of cells) t.push([c.relations, c.pages, ms(c.rows.md.longestStallMs), ms(c.rows.mdConcurrent.longestStallMs), ms(c.rows.volume.longestStallMs), per(c, 'md'), per(c, 'volume')]);
+  return t.toString();
+}
+
+/** The longest stall of the whole matrix, over both engines (NaN without cells). */
+export function longestStallMs(cells: readonly CellResult[]): number {
+  const all = cells.flatMap((c) => [c.rows.md.longestStallMs, c.rows.mdConcurrent.longestStallMs, c.rows.volume.longestStallMs]).filter(Number.isFinite);
+  return all.length > 0 ? Math.max(...all) : NaN;
+}
+
 export function pagePathTable(result: BenchResult): string {
   const t = new Table({
-    head: ['storage', 'hit reads', 'miss reads', 'pool writes', 'eviction writes', 'raw pread', 'raw pwrite'],
+    head: ['storage', 'hit reads', 'readInto hits', 'readInto / CPU s (to floor)', 'miss reads', 'pool writes', 'eviction writes', 'raw pread', 'raw pwrite'],
     style: PLAIN,
   });
   for (const p of [result.pagePath.md, result.pagePath.volume]) {
     t.push([
       p.storage,
       `${rate(p.hitReadsPerS)} (${x(p.ratios.hitReadToRawPread)})`,
+      `${rate(p.hitReadIntosPerS)} (${x(p.ratios.hitReadIntoToHitRead)} read)`,
+      `${rate(p.hitReadIntosPerCpuS)} (${x(p.ratios.hitReadIntoToCopyFloor)})`,
       `${rate(p.missReadsPerS)} (${x(p.ratios.missReadToRawPread)})`,
       `${rate(p.poolWritesPerS)} (${x(p.ratios.poolWriteToRawPwrite)})`,
       `${rate(p.evictionWritesPerS)} (${x(p.ratios.evictionWriteToRawPwrite)})`,
@@ -144,7 +174,10 @@ export function formatReport(result: BenchResult): string {
   lines.push(timeTable(result.cells));
   lines.push(postgresLine(result));
   lines.push('');
-  lines.push(`Page path: ${o.pagePathPages} pages, ${o.pagePathOps} random operations each (ratio to raw RealIO of the same pages)`);
+  lines.push(`Longest event-loop stall during the checkpoint, ms (monitorEventLoopDelay, resolution 1 ms; target <= ${STALL_TARGET_MS}): ${ms(longestStallMs(result.cells))} over the matrix`);
+  lines.push(stallTable(result.cells));
+  lines.push('');
+  lines.push(`Page path: ${o.pagePathPages} pages, ${o.pagePathOps} random operations each (ratio to raw RealIO of the same pages; readInto hits: ratio to read hits, and per second of process CPU with the ratio to the floor of a hit, a Map lookup and an 8 KiB copy with no engine)`);
   lines.push(pagePathTable(result));
   lines.push('');
   const c = result.crc32c;

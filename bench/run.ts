@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { RealIO } from '../engine/index.js';
 import { makeTempDir, removeTree } from '../engine/testing.js';
 import { machineInfo, type MachineInfo } from './machine.js';
-import { CheckpointMatrix, summarizeCell, type CellResult, type RoundSample, type RowKind } from './matrix.js';
+import { CheckpointMatrix, MD_CONCURRENT_SYNCS, STALL_TARGET_MS, summarizeCell, type CellResult, type RoundSample, type RowKind } from './matrix.js';
 import { findPostgres, searchedWhere, type PgInstall } from './postgres.js';
 import { compareCrc32c, measurePagePath, type CrcResult, type PagePathResult } from './page-path-measure.js';
 
@@ -88,7 +88,7 @@ export const BENCH_QUICK = {
 export interface BenchCheck {
   relations: number;
   pages: number;
-  name: 'mdFsyncsAtLeastR' | 'volumeFdatasyncsAtMost2' | 'volumeNoFsync' | 'syncRatioWithin20Percent' | 'volumeWithin1.3xFloor';
+  name: 'mdFsyncsAtLeastR' | 'volumeFdatasyncsAtMost2' | 'volumeNoFsync' | 'syncRatioWithin20Percent' | 'volumeWithin1.3xFloor' | 'checkpointStallAtMost20ms' | 'mdConcurrentWithin1.3xRawSegments' | 'mdWithin1.5xPostgres' | 'volumeWriteWithin1.5xRawVolume';
   /** Design facts (counts) must pass; timing shapes are expectations that may miss on a noisy machine. */
   kind: 'count' | 'timing';
   pass: boolean;
@@ -120,7 +120,7 @@ export interface BenchHooks {
   onStep?(step: BenchStep, label: string): void;
   /** A matrix cell finished (all its rounds). */
   onCell?(cell: CellResult): void;
-  onLog?(storage: 'md' | 'volume', line: string): void;
+  onLog?(storage: 'md' | 'mdConcurrent' | 'volume', line: string): void;
   /** Throws to stop the run (between steps). */
   checkAbort?(): void;
 }
@@ -145,6 +145,22 @@ export function shapeChecks(cells: readonly CellResult[]): BenchCheck[] {
       detail: `md/volume sync ${c.ratios.mdToVolumeSync.toFixed(2)} vs raw segments/extent sync ${c.ratios.rawSegmentsToExtentSync.toFixed(2)} (x${a.toFixed(2)})`,
     });
     out.push({ ...base, name: 'volumeWithin1.3xFloor', kind: 'timing', pass: c.ratios.volumeToFloorTotal <= 1.3, detail: `volume total / floor total ${c.ratios.volumeToFloorTotal.toFixed(2)}` });
+    // The I/O path's targets (BENCHMARKS.md): md at most 1.3x the raw segments row (with the
+    // sync phase's calls in flight, as the raw row has them), at most 1.5x PostgreSQL, and the
+    // volume's write phase at most 1.5x the same writes with no engine.
+    out.push({ ...base, name: 'mdConcurrentWithin1.3xRawSegments', kind: 'timing', pass: c.ratios.mdConcurrentToRawSegmentsTotal <= 1.3, detail: `md (syncConcurrency ${MD_CONCURRENT_SYNCS}) total / raw segments total ${c.ratios.mdConcurrentToRawSegmentsTotal.toFixed(2)}` });
+    if (Number.isFinite(c.ratios.mdToPostgresTotal)) {
+      out.push({ ...base, name: 'mdWithin1.5xPostgres', kind: 'timing', pass: c.ratios.mdToPostgresTotal <= 1.5, detail: `md total / postgres total ${c.ratios.mdToPostgresTotal.toFixed(2)}; with syncConcurrency ${MD_CONCURRENT_SYNCS} ${c.ratios.mdConcurrentToPostgresTotal.toFixed(2)}` });
+    }
+    out.push({ ...base, name: 'volumeWriteWithin1.5xRawVolume', kind: 'timing', pass: c.ratios.volumeToRawVolumeWrite <= 1.5, detail: `volume write phase / raw volume write ${c.ratios.volumeToRawVolumeWrite.toFixed(2)}` });
+    const stall = Math.max(md.longestStallMs, c.rows.mdConcurrent.longestStallMs, vol.longestStallMs);
+    out.push({
+      ...base,
+      name: 'checkpointStallAtMost20ms',
+      kind: 'timing',
+      pass: stall <= STALL_TARGET_MS,
+      detail: `longest event-loop stall during a checkpoint: md ${md.longestStallMs.toFixed(1)} ms, volume ${vol.longestStallMs.toFixed(1)} ms (target ${STALL_TARGET_MS})`,
+    });
   }
   return out;
 }

@@ -45,12 +45,16 @@ export function checkFork(fork: unknown): ForkNumber {
   throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `fork number must be 0 (main), 1 (fsm), 2 (vm) or 3 (init), got ${String(fork)}`);
 }
 
-/** A block number that may be read or written: uint32 and not InvalidBlockNumber. */
+/**
+ * A block number that may be read or written: uint32 and not InvalidBlockNumber. Returned as
+ * `block >>> 0` (the same value): a block number that arrives as a double (from Math.floor, say)
+ * leaves as an integer, so the buffer pool's Map lookups hash an integer rather than a boxed double.
+ */
 export function checkBlock(block: unknown, what = 'block number'): number {
   if (!isUint32(block) || block === INVALID_BLOCK_NUMBER) {
     throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `${what} must be an integer in 0..${INVALID_BLOCK_NUMBER - 1}, got ${String(block)}`);
   }
-  return block;
+  return block >>> 0;
 }
 
 /** "relation 1663/5/16384 fork main" for messages (a number for a fork that has no name). */

@@ -35,6 +35,16 @@ function volumeOptions(disk: SimDisk, extra: Partial<EngineOptions> = {}, sizeBy
   return onDisk(disk, { blockSize: SMALL_BS, sharedBuffers: 512, preload: [volumeExtension({ path: VOL, create: { sizeBytes } })], ...extra });
 }
 
+/** Unlogged volume relation 7: INIT holds page 1, MAIN pages 40, 41, ... (`mainPages` of them). */
+async function unloggedWithInit(engine: Engine, mainPages: number): Promise<Relation> {
+  const u = engine.relation(loc(7), { storage: 'volume', persistence: 'unlogged' });
+  await u.create(ForkNumber.INIT);
+  await u.extend(ForkNumber.INIT, page(1));
+  await u.create(ForkNumber.MAIN);
+  for (let b = 0; b < mainPages; b++) await u.extend(ForkNumber.MAIN, page(40 + b));
+  return u;
+}
+
 async function readAll(r: Relation, fork: ForkNumber = ForkNumber.MAIN): Promise<number[]> {
   const out: number[] = [];
   const n = await r.nblocks(fork);
@@ -78,11 +88,7 @@ describe('a failed Engine.open leaves the data directory as it found it (audit 2
   it('after a clean close, one failed open (mistyped volume path) and a good open, nothing is reset', async () => {
     const disk = await simDisk();
     const engine = await Engine.open(volumeOptions(disk));
-    const u = engine.relation(loc(7), { storage: 'volume', persistence: 'unlogged' });
-    await u.create(ForkNumber.INIT);
-    await u.extend(ForkNumber.INIT, page(1));
-    await u.create(ForkNumber.MAIN);
-    for (let b = 0; b < 4; b++) await u.extend(ForkNumber.MAIN, page(40 + b));
+    await unloggedWithInit(engine, 4);
     await engine.close();
 
     const typo = Engine.open({ dataDir: '/data', blockSize: SMALL_BS, io: disk, preload: [volumeExtension({ path: '/vol/lam.vl' })] });
@@ -99,12 +105,7 @@ describe('a failed Engine.open leaves the data directory as it found it (audit 2
   it('a failed open after an unclean stop leaves it unclean: the next open still resets', async () => {
     const disk = await simDisk();
     const engine = await Engine.open(volumeOptions(disk));
-    const u = engine.relation(loc(7), { storage: 'volume', persistence: 'unlogged' });
-    await u.create(ForkNumber.INIT);
-    await u.extend(ForkNumber.INIT, page(1));
-    await u.create(ForkNumber.MAIN);
-    await u.extend(ForkNumber.MAIN, page(40));
-    await u.extend(ForkNumber.MAIN, page(41));
+    await unloggedWithInit(engine, 2);
     await engine.checkpoint();
     disk.processCrash();
     await expect(Engine.open({ dataDir: '/data', blockSize: SMALL_BS, io: disk, preload: [volumeExtension({ path: '/vol/nope.vol' })] })).rejects.toMatchObject({ errno: 'ENOENT' });

@@ -55,7 +55,7 @@ describe('lamstore bench', () => {
     expect(out.cells).toHaveLength(1);
     const cell = out.cells[0];
     expect(cell).toMatchObject({ relations: R, pages: 1, dirtyPages: R, dirtyBytes: R * 8192 });
-    for (const kind of ['md', 'volume', 'rawSegments', 'rawExtent']) {
+    for (const kind of ['md', 'mdConcurrent', 'volume', 'rawSegments', 'rawVolume', 'rawExtent']) {
       const row = cell.rows[kind];
       expect(row.kind).toBe(kind);
       expect(row.samples).toHaveLength(1);
@@ -66,7 +66,7 @@ describe('lamstore bench', () => {
       expect(row.samples[0].bytesWritten).toBeGreaterThanOrEqual(R * 8192);
       expect(row.samples[0].rangesWritten).toBeGreaterThan(0);
     }
-    for (const k of ['mdToVolumeSync', 'mdToVolumeTotal', 'rawSegmentsToExtentSync', 'syncRatioAgreement', 'volumeToFloorTotal', 'mdToRawSegmentsTotal']) {
+    for (const k of ['mdToVolumeSync', 'mdToVolumeTotal', 'rawSegmentsToExtentSync', 'syncRatioAgreement', 'volumeToFloorTotal', 'mdToRawSegmentsTotal', 'mdConcurrentToRawSegmentsTotal', 'volumeToRawVolumeWrite']) {
       expect(cell.ratios).toHaveProperty(k);
     }
 
@@ -77,21 +77,35 @@ describe('lamstore bench', () => {
     expect(md.fsyncCalls).toBeGreaterThanOrEqual(R);
     expect(md.io.fsync).toBeGreaterThanOrEqual(R);
     expect(md.tagsDispatched.md).toBe(R);
+    // The same counts with the sync phase's calls in flight: concurrency changes no count.
+    const mdc = cell.rows.mdConcurrent.samples[0];
+    expect(mdc.buffersWritten).toBe(R);
+    expect(mdc.fsyncCalls).toBe(md.fsyncCalls);
+    expect(mdc.tagsDispatched.md).toBe(R);
     expect(vol.buffersWritten).toBe(R);
     expect(vol.fdatasyncCalls).toBeGreaterThanOrEqual(1);
     expect(vol.fdatasyncCalls).toBeLessThanOrEqual(2);
     expect(vol.fsyncCalls).toBe(0);
     expect(vol.io.fsync + vol.io.fsyncDir).toBe(0);
     expect(vol.tagsDispatched.volume).toBe(R);
+    // Part 6: the longest event-loop stall of each engine checkpoint, per sample and per row.
+    for (const kind of ['md', 'mdConcurrent', 'volume']) {
+      expect(typeof cell.rows[kind].samples[0].maxStallMs).toBe('number');
+      expect(cell.rows[kind].samples[0].maxStallMs).toBeGreaterThanOrEqual(0);
+      expect(cell.rows[kind].longestStallMs).toBe(cell.rows[kind].samples[0].maxStallMs);
+    }
+    expect(cell.rows.rawExtent.samples[0].maxStallMs).toBeUndefined();
+    expect(out.checks.filter((c: { name: string }) => c.name === 'checkpointStallAtMost20ms')).toHaveLength(1);
     expect(cell.rows.rawSegments.samples[0].fsyncCalls).toBe(R);
     expect(cell.rows.rawExtent.samples[0].fdatasyncCalls).toBe(1);
+    expect(cell.rows.rawVolume.samples[0].fdatasyncCalls).toBe(1);
     expect(out.checks.filter((c: { kind: string; pass: boolean }) => c.kind === 'count' && !c.pass)).toEqual([]);
 
     for (const storage of ['md', 'volume']) {
       const p = out.pagePath[storage];
       expect(p.storage).toBe(storage);
-      for (const f of ['hitReadsPerS', 'missReadsPerS', 'poolWritesPerS', 'evictionWritesPerS', 'rawPreadsPerS', 'rawPwritesPerS']) expect(p[f]).toBeGreaterThan(0);
-      expect(Object.keys(p.ratios).sort()).toEqual(['evictionWriteToRawPwrite', 'hitReadToRawPread', 'missReadToRawPread', 'poolWriteToRawPwrite']);
+      for (const f of ['hitReadsPerS', 'hitReadIntosPerS', 'hitReadIntosPerCpuS', 'copyFloorPerS', 'copyFloorPerCpuS', 'missReadsPerS', 'poolWritesPerS', 'evictionWritesPerS', 'rawPreadsPerS', 'rawPwritesPerS']) expect(p[f]).toBeGreaterThan(0);
+      expect(Object.keys(p.ratios).sort()).toEqual(['evictionWriteToRawPwrite', 'hitReadIntoToCopyFloor', 'hitReadIntoToHitRead', 'hitReadToRawPread', 'missReadToRawPread', 'poolWriteToRawPwrite']);
     }
     expect(out.crc32c.nativeMBps).toBeGreaterThan(0);
     expect(out.crc32c.tableMBps).toBeGreaterThan(0);
@@ -105,6 +119,7 @@ describe('lamstore bench', () => {
     const run = await runCli(['bench', '--quick', '--no-postgres', '--relations', '5,10', '--pages', '1,2', '--rounds', '1', '--dir', dir, '--svg', svg]);
     expect(run.code).toBe(0);
     expect(run.stdout).toContain('md/volume sync');
+    expect(run.stdout).toContain('Longest event-loop stall during the checkpoint');
     const { readFile } = await import('node:fs/promises');
     const text = await readFile(svg, 'utf8');
     expect(text.startsWith('<svg')).toBe(true);

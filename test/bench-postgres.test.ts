@@ -101,9 +101,9 @@ describe('postgres row, live', () => {
       for (const k of ['mdToPostgresTotal', 'postgresToVolumeTotal', 'mdToPostgresSync', 'postgresToVolumeSync']) expect(cell.ratios).toHaveProperty(k);
       expect(cell.ratios.mdToPostgresTotal === null || typeof cell.ratios.mdToPostgresTotal === 'number').toBe(true);
     }
-    // The rows rotate with the others: five rows, positions 0..4.
-    expect(Object.keys(out.cells[0].rows).sort()).toEqual(['md', 'postgres', 'rawExtent', 'rawSegments', 'volume']);
-    expect(out.cells[0].rows.postgres.samples[0].position).toBeLessThan(5);
+    // The rows rotate with the others: seven rows, positions 0..6.
+    expect(Object.keys(out.cells[0].rows).sort()).toEqual(['md', 'mdConcurrent', 'postgres', 'rawExtent', 'rawSegments', 'rawVolume', 'volume']);
+    expect(out.cells[0].rows.postgres.samples[0].position).toBeLessThan(7);
     // The same result as a table: md/postgres and postgres/volume in the headline, the postgres
     // line; as a chart: a postgres series.
     const report = formatReport(out);

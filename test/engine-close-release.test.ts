@@ -11,13 +11,20 @@
  * every promise the process creates, so after a few hundred engines every await in the process
  * was over 100 times slower. Method: spy on AsyncLocalStorage.prototype.run and count the
  * instances engines run their checkpoints in: one, whatever the number of engines.
+ * Third (the I/O path issue, parts 6 and 8): even one enabled AsyncLocalStorage keeps Node's
+ * promise hook on, a JavaScript call for every promise the process makes, so after the first
+ * checkpoint every engine call and every await was slower for good. The instance is disabled
+ * whenever no checkpoint runs. Method: hold one engine's checkpoint at a pwrite (GatedIO) while
+ * another engine checkpoints, and read the instance's `enabled` flag (Node's own field) at each
+ * step.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { describe, expect, it, vi } from 'vitest';
-import { Engine } from '../engine/index.js';
+import { Engine, ForkNumber } from '../engine/index.js';
 import { SimDisk } from '../engine/testing.js';
+import { GatedIO } from './helpers/gated-io.js';
 
 v8.setFlagsFromString('--expose_gc');
 const gc = vm.runInNewContext('gc') as () => void;
@@ -60,5 +67,43 @@ describe('close releases the engine', () => {
       spy.mockRestore();
     }
     expect(instances.size).toBe(1);
+  });
+
+  it('the checkpointer flag is disabled whenever no checkpoint runs, and stays on while any engine still checkpoints', async () => {
+    let instance: (AsyncLocalStorage<unknown> & { enabled?: boolean }) | null = null;
+    const original = AsyncLocalStorage.prototype.run;
+    const spy = vi.spyOn(AsyncLocalStorage.prototype, 'run').mockImplementation(function (this: AsyncLocalStorage<unknown>, store: unknown, fn: (...args: unknown[]) => unknown, ...args: unknown[]) {
+      if (store instanceof Engine) instance = this;
+      return original.call(this, store, fn, ...args);
+    });
+    const io = new GatedIO(new SimDisk());
+    const a = await Engine.open({ dataDir: '/a', io, sharedBuffers: 16 });
+    const b = await Engine.open({ dataDir: '/b', io: new SimDisk(), sharedBuffers: 16 });
+    try {
+      for (const e of [a, b]) {
+        const rel = e.relation({ spcOid: 1663, dbOid: 5, relNumber: 42 });
+        await rel.create(ForkNumber.MAIN);
+        await rel.extend(ForkNumber.MAIN);
+        await rel.write(ForkNumber.MAIN, 0, new Uint8Array(8192).fill(3));
+      }
+      await b.checkpoint();
+      expect(instance).not.toBeNull();
+      expect(instance!.enabled).toBe(false);
+      const gate = io.hold('pwrite', (p) => p.endsWith('/base/5/42'));
+      const held = a.checkpoint();
+      await gate.reached;
+      expect(instance!.enabled).toBe(true);
+      await b.relation({ spcOid: 1663, dbOid: 5, relNumber: 42 }).write(ForkNumber.MAIN, 0, new Uint8Array(8192).fill(4));
+      await b.checkpoint(); // finishes while a's still runs: the flag must stay on for a
+      expect(instance!.enabled).toBe(true);
+      gate.release();
+      const st = await held;
+      expect(st.buffersWritten).toBe(1);
+      expect(instance!.enabled).toBe(false);
+    } finally {
+      spy.mockRestore();
+      await a.close();
+      await b.close();
+    }
   });
 });

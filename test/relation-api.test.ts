@@ -203,4 +203,35 @@ describe('relation API: page bytes 8-11', () => {
       expect(Buffer.from(await engine.relation(REL).read(ForkNumber.MAIN, 0)).equals(Buffer.from(hit))).toBe(true);
     });
   });
+
+  it('a write that hits the pool sets the checksum in the pool copy only, and what was written is the page as it was at the call', async () => {
+    await withEngine({ dataDir: await tempDir(), sharedBuffers: 16 }, async (engine) => {
+      const rel = engine.relation(REL);
+      await rel.create(ForkNumber.MAIN);
+      await rel.extend(ForkNumber.MAIN);
+      await rel.extend(ForkNumber.MAIN);
+      await rel.read(ForkNumber.MAIN, 0); // resident: the next write of block 0 is a hit
+      const hits = engine.bufferPool.stats.hits;
+      const p = new Uint8Array(BS).fill(9);
+      const done = rel.write(ForkNumber.MAIN, 0, p);
+      p.fill(1); // changed before the write resolves: must not change what was written
+      await done;
+      expect(engine.bufferPool.stats.hits - hits).toBe(1);
+      expect(p.every((b) => b === 1)).toBe(true); // bytes 8-11 of the caller's array untouched
+      const back = await rel.read(ForkNumber.MAIN, 0);
+      expect(back[0]).toBe(9);
+      expect(back[BS - 1]).toBe(9);
+      expect(verifyPageChecksum(back, 0)).toBe(true);
+      // The same for a write that misses (block 1 was never loaded): it awaits, from a snapshot.
+      const q = new Uint8Array(BS).fill(5);
+      const missed = rel.write(ForkNumber.MAIN, 1, q);
+      q.fill(2);
+      await missed;
+      const back1 = await rel.read(ForkNumber.MAIN, 1);
+      expect(back1[100]).toBe(5);
+      expect(verifyPageChecksum(back1, 1)).toBe(true);
+      await engine.checkpoint();
+      engine.bufferPool.checkInvariants(true);
+    });
+  });
 });

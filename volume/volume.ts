@@ -1023,8 +1023,15 @@ export class Volume {
   async writeBuffers(items: readonly PageWrite[], host: VolumeHost): Promise<number> {
     this.#checkWritable();
     const handle = this.#checkOpen();
+    // W1 puts a fork's pages together: look the fork up once per stretch, not once per page
+    // (at 16,000 pages a checkpoint the per-page lookups were a stall of their own).
+    let prev: PageWrite | null = null;
+    let st: ForkState | null = null;
     const located = items.map((it) => {
-      const st = this.#fork(checkLocator(it.rel), checkFork(it.fork));
+      if (st === null || prev!.fork !== it.fork || prev!.rel.relNumber !== it.rel.relNumber || prev!.rel.dbOid !== it.rel.dbOid || prev!.rel.spcOid !== it.rel.spcOid) {
+        st = this.#fork(checkLocator(it.rel), checkFork(it.fork));
+      }
+      prev = it;
       const blk = checkBlock(it.blockNum);
       this.#checkPage(it.page, 'page');
       if (blk >= st.nblocks) throw this.#outOfRange(st, blk, 'write');

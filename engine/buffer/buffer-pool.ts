@@ -1,8 +1,14 @@
 /**
  * The buffer pool (PostgreSQL's bufmgr.c, reduced to what lamstore needs): `sharedBuffers`
- * pages in one ArrayBuffer allocated at open, a Map from buffer key (storage, locator, fork,
- * block) to buffer id, clock-sweep replacement with usage counts, pins, and BufferSync for the
- * checkpointer.
+ * pages in one ArrayBuffer allocated at open, a two-level map (fork entry by fork key, then
+ * block number to buffer id), clock-sweep replacement with usage counts, pins, and BufferSync
+ * for the checkpointer.
+ *
+ * The read path (readHit, readInto): a Relation handle keeps the ForkBuffers entry of each fork
+ * it touches, so a buffer hit is one numeric Map lookup and one 8 KiB copy, synchronous, with no
+ * key string built and nothing allocated (the issue's part 8: string keys, tag objects and a
+ * `slice()` per hit made a hit cost 6-7 us). Key strings (`bufferKey`) are built on a miss only,
+ * for BufferSync and the invariant check.
  *
  * Concurrency: the engine is single-threaded but operations interleave at every await. The
  * rules that keep them from hurting each other:
@@ -24,10 +30,14 @@
  *     pass a `stillValid` check on the epoch, so a write racing a truncation never re-creates a
  *     buffer past the new end.
  *  B7 Usage counts are capped at USAGE_COUNT_MAX (5, as PostgreSQL's BM_MAX_USAGE_COUNT).
- *  B8 Every valid page in the pool carries its checksum: a page read from disk was verified, and
- *     a page given to `write` has it already (Relation.write sets it on its copy, so a hit returns
- *     the bytes a read from disk would). So a write copies the page out as it is: the checksum is
- *     computed once per write, where the page enters the pool, not again on the way out.
+ *  B8 A valid page in the pool always carries its checksum: it came from disk and passed
+ *     verification, or it was put there by #install, which sets it. So a write copies the page
+ *     as it is and computes no checksum (at 16,000 pages a checkpoint, recomputing cost more
+ *     than the copy). Every change of a pool page goes through #install: keep it that way.
+ *  B8 A hit copies out only a VALID buffer that is not being read in; a buffer being written
+ *     (io kind WRITE) is readable, since the write goes out from its own copy (B3). A miss copies
+ *     into the caller's array only after the page passed its checksum, so a failed read leaves
+ *     the caller's array untouched.
  *
  * BufferSync (reference section 9): flags every buffer dirty at its start with
  * CHECKPOINT_NEEDED and writes only those still flagged when reached. Each storage manager gets
@@ -46,16 +56,18 @@
  * is 0. A hint that fails fails the BufferSync, as a failed write does (md turns it into the
  * failed state, as PostgreSQL's data_sync_elevel does).
  *
- * The pool computes no checksum on the way out (B8) and checks one on every read from disk; a
- * mismatch is CHECKSUM_MISMATCH and the page is never returned.
+ * The pool never computes anything but page checksums: set once, when a page enters it
+ * (#install), never again on the way out (B8); checked on every read from disk, where a mismatch
+ * is CHECKSUM_MISMATCH and the page is never returned.
  */
 import { ErrorCode, LamstoreError, assert } from '../errors.js';
 import type { ForkNumber, RelFileLocator } from '../relfile.js';
 import { FORKS, describeFork } from '../relfile.js';
 import { isUnloggedFork } from '../smgr/smgr.js';
 import type { PageWrite, Persistence, StorageManager } from '../smgr/smgr.js';
-import { verifyPageChecksum, PAGE_CHECKSUM_OFFSET } from '../page.js';
+import { setPageChecksum, verifyPageChecksum, PAGE_CHECKSUM_OFFSET } from '../page.js';
 import { CHECKPOINT_FLUSH_AFTER_DEFAULT, WRITEBACK_MAX_PENDING_FLUSHES, WritebackContext } from './writeback.js';
+import { forEachInFlight } from '../io/in-flight.js';
 
 export interface BufferTag {
   storage: string;
@@ -111,6 +123,11 @@ interface SyncRun {
 /** BufferSync's batch (256 pages): its scratch copies are allocated once, at the first checkpoint. */
 export const WRITE_COMBINE_MAX_BLOCKS = 256;
 /**
+ * Batches BufferSync keeps in flight (#writeAll): 4, libuv's pool. The scratch holds that many
+ * batches (8 MiB at 8 KiB pages), allocated once, at the first checkpoint.
+ */
+const BATCHES_IN_FLIGHT = 4;
+/**
  * The same limit for a bounded BufferSync (a shutdown checkpoint with a deadline, checkpointer
  * K5). The deadline is looked at only in `pace`, between the writes BufferSync hands out, so a
  * slow disk overshoots the bound by up to one such write. At 256 blocks a batch, a volume whose
@@ -130,12 +147,40 @@ const IO_NONE = 0;
 const IO_READ = 1;
 const IO_WRITE = 2;
 
+/*
+ * Keys are built with Array.join, not template literals: a template literal past 12 characters
+ * leaves a rope of ConsString objects (five per buffer key), and a pool of 16384 mapped buffers
+ * then keeps some 80,000 extra heap objects that every major GC marks; a major GC inside a
+ * checkpoint is an event-loop stall (the issue's part 6). join returns one flat string.
+ */
 export function forkBufferKey(storage: string, rel: RelFileLocator, fork: number): string {
-  return `${storage}|${rel.spcOid}/${rel.dbOid}/${rel.relNumber}/${fork}`;
+  return [`${storage}|${rel.spcOid}`, rel.dbOid, rel.relNumber, fork].join('/');
+}
+
+/**
+ * A fork's entry in the pool, handed to Relation handles (`forkBuffers`) so they look blocks up
+ * without building keys. `epoch` is the fork's truncation epoch (B6): it grows at every discard,
+ * so a caller that learnt nblocks at one epoch knows the fork has not shrunk while it is unchanged.
+ */
+export interface ForkBuffers {
+  readonly epoch: number;
+}
+
+/** The pool's side of a ForkBuffers: the fork's identity, its blocks' buffer ids, its epoch. */
+class ForkEntry implements ForkBuffers {
+  epoch = 0;
+  readonly blocks = new Map<number, number>();
+  constructor(
+    readonly owner: object,
+    readonly storage: string,
+    readonly rel: RelFileLocator,
+    readonly fork: ForkNumber,
+    readonly key: string,
+  ) {}
 }
 
 export function bufferKey(tag: BufferTag): string {
-  return `${forkBufferKey(tag.storage, tag.rel, tag.fork)}/${tag.block}`;
+  return [`${tag.storage}|${tag.rel.spcOid}`, tag.rel.dbOid, tag.rel.relNumber, tag.fork, tag.block].join('/');
 }
 
 interface SyncItem {
@@ -213,8 +258,12 @@ export class BufferPool {
   readonly #io: (Promise<void> | null)[];
   readonly #tags: (BufferTag | null)[];
   readonly #keys: (string | null)[];
-  readonly #map = new Map<string, number>();
-  readonly #epochs = new Map<string, number>();
+  /** The fork entry a mapped buffer belongs to (null when unmapped). */
+  readonly #entries: (ForkEntry | null)[];
+  /** One view per buffer, made at open, so copying a page out creates no view object. */
+  readonly #pages: Uint8Array[];
+  /** Fork entries by forkBufferKey; an entry stays once made (it carries the epoch). */
+  readonly #forks = new Map<string, ForkEntry>();
   #hand = 0;
   /** Single-page copies for eviction writes (one per concurrent writer, reused). */
   readonly #scratch: Uint8Array[] = [];
@@ -259,17 +308,39 @@ export class BufferPool {
     this.#io = new Array<Promise<void> | null>(this.nBuffers).fill(null);
     this.#tags = new Array<BufferTag | null>(this.nBuffers).fill(null);
     this.#keys = new Array<string | null>(this.nBuffers).fill(null);
+    this.#entries = new Array<ForkEntry | null>(this.nBuffers).fill(null);
+    this.#pages = Array.from({ length: this.nBuffers }, (_, id) => this.#memory.subarray(id * this.blockSize, (id + 1) * this.blockSize));
   }
 
   #page(id: number): Uint8Array {
-    return this.#memory.subarray(id * this.blockSize, (id + 1) * this.blockSize);
+    return this.#pages[id]!;
+  }
+
+  /** The entry of a fork, made on first use (see ForkBuffers). */
+  forkBuffers(storage: string, rel: RelFileLocator, fork: ForkNumber): ForkBuffers {
+    return this.#entry(storage, rel, fork);
+  }
+
+  #entry(storage: string, rel: RelFileLocator, fork: ForkNumber): ForkEntry {
+    const key = forkBufferKey(storage, rel, fork);
+    let e = this.#forks.get(key);
+    if (!e) this.#forks.set(key, (e = new ForkEntry(this, storage, { spcOid: rel.spcOid, dbOid: rel.dbOid, relNumber: rel.relNumber }, fork, key)));
+    return e;
+  }
+
+  /** A ForkBuffers handed out by this pool (a foreign one is a programming error). */
+  #own(fb: ForkBuffers): ForkEntry {
+    // A field compare, not a key lookup: this runs on every hit.
+    assert(fb instanceof ForkEntry && fb.owner === this, 'buffer pool: a ForkBuffers of this pool');
+    return fb;
   }
 
   // ------------------------------------------------------------------ I/O state
 
   /** Mark buffer `id` as under I/O; the returned function ends it and wakes waiters. */
   #beginIo(id: number, kind: number): () => void {
-    assert(this.#ioKind[id] === IO_NONE, `buffer ${id}: one I/O at a time (B4)`);
+    // The message is built only on failure: these run on every read miss, write and eviction.
+    if (this.#ioKind[id] !== IO_NONE) assert(false, `buffer ${id}: one I/O at a time (B4)`);
     let wake!: () => void;
     this.#io[id] = new Promise<void>((resolve) => (wake = resolve));
     this.#ioKind[id] = kind;
@@ -281,7 +352,7 @@ export class BufferPool {
   }
 
   #unpin(id: number): void {
-    assert(this.#pins[id]! > 0, `buffer ${id}: unpin of an unpinned buffer`);
+    if (!(this.#pins[id]! > 0)) assert(false, `buffer ${id}: unpin of an unpinned buffer`);
     this.#pins[id]!--;
   }
 
@@ -291,8 +362,10 @@ export class BufferPool {
 
   /** Unmap buffer `id` and forget its contents (pins are left to their holders). */
   #invalidate(id: number): void {
-    const key = this.#keys[id];
-    if (key != null && this.#map.get(key) === id) this.#map.delete(key);
+    const entry = this.#entries[id];
+    const tag = this.#tags[id];
+    if (entry && tag && entry.blocks.get(tag.block) === id) entry.blocks.delete(tag.block);
+    this.#entries[id] = null;
     this.#keys[id] = null;
     this.#tags[id] = null;
     this.#setFlags(id, 0);
@@ -362,7 +435,7 @@ export class BufferPool {
     const copy = this.#takeScratch();
     const endIo = this.#beginIo(id, IO_WRITE);
     this.#setFlags(id, this.#flags[id]! & ~F_JUST_DIRTIED);
-    copy.set(this.#page(id)); // carries its checksum already (B8)
+    copy.set(this.#page(id)); // checksum included (B8)
     try {
       await this.#smgr(tag.storage).writeBuffers([{ rel: tag.rel, fork: tag.fork, blockNum: tag.block, page: copy }]);
       // B3: modified meanwhile -> stays dirty (and keeps CHECKPOINT_NEEDED: this copy may predate the checkpoint).
@@ -375,13 +448,13 @@ export class BufferPool {
   }
 
   /**
-   * Pin the buffer of `tag`, reading it in on a miss. With `fill`, a miss installs `fill` as a
-   * dirty page instead of reading (a full-page overwrite), if `stillValid()` holds; returns -1
-   * when it does not.
+   * Pin the buffer of (`entry`, `block`), reading it in on a miss. With `fill`, a miss installs
+   * `fill` as a dirty page instead of reading (a full-page overwrite). On a miss `stillValid()`
+   * is checked before the buffer is mapped; -1 when it does not hold (nothing mapped).
    */
-  async #pin(tag: BufferTag, key: string, fill: Uint8Array | null, stillValid: (() => boolean) | null): Promise<number> {
+  async #pin(entry: ForkEntry, block: number, persistence: Persistence, fill: Uint8Array | null, stillValid: () => boolean): Promise<number> {
     for (;;) {
-      const found = this.#map.get(key);
+      const found = entry.blocks.get(block);
       if (found !== undefined) {
         if (this.#ioKind[found] === IO_READ) {
           await this.#io[found]; // B1
@@ -393,21 +466,23 @@ export class BufferPool {
         return found;
       }
       const id = await this.#getVictim();
-      if (this.#map.has(key)) {
+      if (entry.blocks.has(block)) {
         // Loaded by someone else while we evicted: give the victim back.
         this.#unpin(id);
         continue;
       }
-      if (stillValid && !stillValid()) {
+      if (!stillValid()) {
         this.#unpin(id);
         return -1;
       }
+      const tag: BufferTag = { storage: entry.storage, rel: entry.rel, fork: entry.fork, block, persistence };
       this.#tags[id] = tag;
-      this.#keys[id] = key;
-      this.#map.set(key, id);
+      this.#keys[id] = bufferKey(tag);
+      this.#entries[id] = entry;
+      entry.blocks.set(block, id);
       this.#usage[id] = 1;
       if (fill) {
-        this.#page(id).set(fill);
+        this.#install(id, block, fill);
         this.#setFlags(id, F_VALID | F_DIRTY | F_JUST_DIRTIED);
         return id;
       }
@@ -438,34 +513,85 @@ export class BufferPool {
 
   // ------------------------------------------------------------------ page access
 
-  /** A copy of the page (read from disk and verified on a miss). */
-  async read(tag: BufferTag): Promise<Uint8Array> {
-    const key = bufferKey(tag);
+  /**
+   * The hit path (B8): when block `block` of the fork is resident and valid, copy it into `dst`
+   * and return true; otherwise return false and touch nothing. Synchronous: no await, no
+   * allocation. `dst` is blockSize bytes (the caller checked).
+   */
+  readHit(fb: ForkBuffers, block: number, dst: Uint8Array): boolean {
+    const id = this.#own(fb).blocks.get(block);
+    if (id === undefined || this.#ioKind[id] === IO_READ || !(this.#flags[id]! & F_VALID)) return false;
+    dst.set(this.#pages[id]!);
+    this.#bumpUsage(id);
+    this.stats.hits++;
+    return true;
+  }
+
+  /**
+   * Copy the page into `dst` (blockSize bytes), reading it from disk and verifying its checksum
+   * on a miss. False, with `dst` untouched, when `stillValid()` failed before a miss could map
+   * a buffer (the fork was truncated or dropped meanwhile: the caller looks at nblocks again).
+   */
+  async readInto(fb: ForkBuffers, block: number, persistence: Persistence, dst: Uint8Array, stillValid: () => boolean): Promise<boolean> {
+    assert(dst.length === this.blockSize, 'buffer pool readInto: dst is one block');
+    const entry = this.#own(fb);
     for (;;) {
-      const id = await this.#pin(tag, key, null, null);
+      if (this.readHit(entry, block, dst)) return true;
+      const id = await this.#pin(entry, block, persistence, null, stillValid);
+      if (id < 0) return false;
       // Synchronous from here: check it was not discarded while we resumed (B6).
-      if (this.#keys[id] !== key || !(this.#flags[id]! & F_VALID)) {
+      if (entry.blocks.get(block) !== id || !(this.#flags[id]! & F_VALID)) {
         this.#unpin(id);
         continue;
       }
-      const out = this.#page(id).slice();
+      dst.set(this.#pages[id]!);
       this.#unpin(id);
-      return out;
+      return true;
     }
   }
 
   /**
-   * Overwrite a whole page in the pool (marked dirty; written at eviction or checkpoint). The
-   * page carries its checksum for `tag.block` already (B8). `stillValid` is checked right before
-   * the page is changed; false means nothing was written.
+   * Copy `page` into buffer `id` and set its checksum there, so the pool's page carries the
+   * bytes a read from disk would return (relation.ts R3) with no copy allocated for it.
    */
-  async write(tag: BufferTag, page: Uint8Array, stillValid: () => boolean): Promise<boolean> {
+  #install(id: number, block: number, page: Uint8Array): void {
+    const dst = this.#pages[id]!;
+    dst.set(page);
+    setPageChecksum(dst, block);
+  }
+
+  /**
+   * The write hit path: when block `block` of the fork is resident and valid, overwrite it with
+   * `page` (checksum set in the pool's copy; `page` itself is not changed), mark it dirty and
+   * return true; otherwise return false and touch nothing. Synchronous, like readHit. The caller
+   * has checked the block is in range at the fork's current epoch.
+   */
+  writeHit(fb: ForkBuffers, block: number, persistence: Persistence, page: Uint8Array): boolean {
     assert(page.length === this.blockSize, 'buffer pool write: page is one block');
-    const key = bufferKey(tag);
+    const id = this.#own(fb).blocks.get(block);
+    if (id === undefined || this.#ioKind[id] === IO_READ || !(this.#flags[id]! & F_VALID)) return false;
+    this.#install(id, block, page);
+    this.#setFlags(id, this.#flags[id]! | (F_DIRTY | F_JUST_DIRTIED));
+    this.#tags[id]!.persistence = persistence;
+    this.#bumpUsage(id);
+    this.stats.hits++;
+    return true;
+  }
+
+  /**
+   * Overwrite a whole page in the pool (marked dirty; written at eviction or checkpoint); the
+   * checksum is set in the pool's copy. `stillValid` is checked right before the page is
+   * changed; false means nothing was written. `page` must not change until this resolves (the
+   * caller passes its own snapshot). A miss installs `page` in #pin and again here: a copy and
+   * a checksum more, on a path that already swept the clock.
+   */
+  async write(fb: ForkBuffers, block: number, persistence: Persistence, page: Uint8Array, stillValid: () => boolean): Promise<boolean> {
+    assert(page.length === this.blockSize, 'buffer pool write: page is one block');
+    const entry = this.#own(fb);
     for (;;) {
-      const id = await this.#pin(tag, key, page, stillValid);
+      const id = await this.#pin(entry, block, persistence, page, stillValid);
       if (id < 0) return false;
-      if (this.#keys[id] !== key || !(this.#flags[id]! & F_VALID)) {
+      if (entry.blocks.get(block) !== id || !(this.#flags[id]! & F_VALID)) {
         this.#unpin(id);
         continue;
       }
@@ -473,17 +599,12 @@ export class BufferPool {
         this.#unpin(id);
         return false;
       }
-      this.#page(id).set(page);
+      this.#install(id, block, page);
       this.#setFlags(id, this.#flags[id]! | (F_DIRTY | F_JUST_DIRTIED));
-      this.#tags[id]!.persistence = tag.persistence;
+      this.#tags[id]!.persistence = persistence;
       this.#unpin(id);
       return true;
     }
-  }
-
-  /** The fork's truncation epoch (B6). */
-  epoch(storage: string, rel: RelFileLocator, fork: number): number {
-    return this.#epochs.get(forkBufferKey(storage, rel, fork)) ?? 0;
   }
 
   /**
@@ -492,10 +613,7 @@ export class BufferPool {
    */
   async discard(storage: string, rel: RelFileLocator, fork: ForkNumber | undefined, fromBlock: number): Promise<void> {
     const forks = fork === undefined ? FORKS : [fork];
-    for (const f of forks) {
-      const k = forkBufferKey(storage, rel, f);
-      this.#epochs.set(k, (this.#epochs.get(k) ?? 0) + 1);
-    }
+    for (const f of forks) this.#entry(storage, rel, f).epoch++;
     const matches = (id: number): boolean => {
       const t = this.#tags[id];
       return (
@@ -544,7 +662,7 @@ export class BufferPool {
       const slot = slots.subarray(ready.length * this.blockSize, (ready.length + 1) * this.blockSize);
       endIo.push(this.#beginIo(it.id, IO_WRITE));
       this.#flags[it.id]! &= ~F_JUST_DIRTIED;
-      slot.set(this.#page(it.id)); // carries its checksum already (B8)
+      slot.set(this.#page(it.id)); // checksum included (B8)
       ready.push(it);
     }
     return { ready, endIo };
@@ -591,7 +709,7 @@ export class BufferPool {
     let total = 0;
     for (const l of byStorage.values()) total += l.length;
     if (total === 0) return result;
-    this.#batchScratch ??= new Uint8Array(WRITE_COMBINE_MAX_BLOCKS * this.blockSize);
+    this.#batchScratch ??= new Uint8Array(BATCHES_IN_FLIGHT * WRITE_COMBINE_MAX_BLOCKS * this.blockSize);
     // WritebackContextInit: a fresh context per BufferSync; none at all when fsync is off.
     const wb = this.#enableFsync && this.#flushAfter > 0 ? new WritebackContext(this.#flushAfter, this.#smgr) : null;
     const run: SyncRun = { slots: this.#batchScratch, writeBlocksMax, result, total, processed: 0, wb, pace };
@@ -616,37 +734,54 @@ export class BufferPool {
     await run.pace(run.processed / run.total);
   }
 
-  /** Each storage manager gets its buffers in BufferSync order, in batches (smgr.ts W1). */
+  /**
+   * Each storage manager gets its buffers in BufferSync order, in batches (smgr.ts W1). Up to
+   * BATCHES_IN_FLIGHT batches are written at once, each from its own part of the scratch, so
+   * the next batch is copied while the previous ones are on their way: a batch the volume turns
+   * into one long pwritev no longer waits for the one before it. One at a time where order
+   * matters: when the storage manager takes writeback hints (behaviour 40: a hint follows the
+   * writes it covers) and when the checkpoint is bounded (K5: overshoot one batch at most).
+   */
   async #writeAll(byStorage: Map<string, SyncItem[]>, run: SyncRun): Promise<void> {
-    const slots = run.slots;
+    const pageCount = WRITE_COMBINE_MAX_BLOCKS;
     for (const storage of [...byStorage.keys()].sort()) {
       const smgr = this.#smgr(storage);
       const order = syncOrder(byStorage.get(storage)!, run.writeBlocksMax);
+      const hinted = run.wb !== null && smgr.writeback !== undefined;
       // Behaviour 40: hints go out after every checkpointFlushAfter buffers written, so a storage
       // manager that takes hints gets batches no larger than that.
-      const batchMax = run.wb && smgr.writeback ? Math.min(run.writeBlocksMax, this.#flushAfter) : run.writeBlocksMax;
-      for (let i = 0; i < order.length; i += batchMax) {
-        const chunk = order.slice(i, i + batchMax);
-        const { ready, endIo } = await this.#prepare(chunk, slots);
-        if (ready.length > 0) {
-          const batch: PageWrite[] = ready.map((it, k) => ({
-            rel: it.tag.rel,
-            fork: it.tag.fork,
-            blockNum: it.tag.block,
-            page: slots.subarray(k * this.blockSize, (k + 1) * this.blockSize),
-          }));
-          let ranges: number;
-          try {
-            ranges = await smgr.writeBuffers(batch);
-          } catch (err) {
-            this.#finish(ready, endIo, false);
-            throw err;
+      const batchMax = hinted ? Math.min(run.writeBlocksMax, this.#flushAfter) : run.writeBlocksMax;
+      const chunks: SyncItem[][] = [];
+      for (let i = 0; i < order.length; i += batchMax) chunks.push(order.slice(i, i + batchMax));
+      const inFlight = hinted || run.writeBlocksMax < WRITE_COMBINE_MAX_BLOCKS ? 1 : BATCHES_IN_FLIGHT;
+      // Exactly `inFlight` scratch parts for at most `inFlight` batches at once: one is always free.
+      const free = Array.from({ length: inFlight }, (_, k) => run.slots.subarray(k * pageCount * this.blockSize, (k + 1) * pageCount * this.blockSize));
+      await forEachInFlight(chunks, inFlight, async (chunk) => {
+        const slots = free.pop()!;
+        try {
+          const { ready, endIo } = await this.#prepare(chunk, slots);
+          if (ready.length > 0) {
+            const batch: PageWrite[] = ready.map((it, k) => ({
+              rel: it.tag.rel,
+              fork: it.tag.fork,
+              blockNum: it.tag.block,
+              page: slots.subarray(k * this.blockSize, (k + 1) * this.blockSize),
+            }));
+            let ranges: number;
+            try {
+              ranges = await smgr.writeBuffers(batch);
+            } catch (err) {
+              this.#finish(ready, endIo, false);
+              throw err;
+            }
+            this.#finish(ready, endIo, true);
+            run.result.rangesWritten += ranges;
           }
-          this.#finish(ready, endIo, true);
-          run.result.rangesWritten += ranges;
+          await this.#written(run, ready, chunk.length);
+        } finally {
+          free.push(slots);
         }
-        await this.#written(run, ready, chunk.length);
-      }
+      });
     }
   }
 
@@ -674,8 +809,12 @@ export class BufferPool {
         assert(f === 0, `buffer ${id}: an unmapped buffer has no flags`);
         assert(this.#tags[id] === null, `buffer ${id}: an unmapped buffer has no tag`);
       } else {
-        assert(this.#map.get(key) === id, `buffer ${id}: its key maps back to it`);
-        assert(bufferKey(this.#tags[id]!) === key, `buffer ${id}: key matches tag`);
+        const tag = this.#tags[id]!;
+        const entry = this.#entries[id];
+        assert(entry != null && entry.blocks.get(tag.block) === id, `buffer ${id}: its fork entry maps its block back to it`);
+        assert(this.#forks.get(entry.key) === entry, `buffer ${id}: its fork entry is the pool's`);
+        assert(entry.storage === tag.storage && entry.fork === tag.fork && forkBufferKey(tag.storage, tag.rel, tag.fork) === entry.key, `buffer ${id}: fork entry matches tag`);
+        assert(bufferKey(tag) === key, `buffer ${id}: key matches tag`);
         assert(f & F_VALID || this.#ioKind[id] === IO_READ, `buffer ${id}: mapped implies valid or being read (B1)`);
         mapped++;
       }
@@ -685,6 +824,8 @@ export class BufferPool {
         assert(this.#ioKind[id] === IO_NONE, `buffer ${id}: no I/O when idle`);
       }
     }
-    assert(mapped === this.#map.size, 'buffer pool: every map entry is a mapped buffer');
+    let entries = 0;
+    for (const e of this.#forks.values()) entries += e.blocks.size;
+    assert(mapped === entries, 'buffer pool: every fork entry block is a mapped buffer');
   }
 }

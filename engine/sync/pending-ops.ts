@@ -183,7 +183,8 @@ export class PendingOps {
     // dynahash scan skips them.
     const eligible: [string, PendingFsync][] = [];
     for (const [key, e] of this.#pending) {
-      assert((e.cycle + 1) % CYCLE_MOD === this.#syncCycle, `pending entry ${describeTag(e.tag)} is exactly one sync cycle old`);
+      // The message (a tag description) is built only on failure: this runs for every entry.
+      if ((e.cycle + 1) % CYCLE_MOD !== this.#syncCycle) assert(false, `pending entry ${describeTag(e.tag)} is exactly one sync cycle old`);
       eligible.push([key, e]);
     }
     let absorbCounter = FSYNCS_PER_ABSORB;

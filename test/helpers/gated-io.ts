@@ -1,8 +1,8 @@
 /**
  * GatedIO: a FileIO wrapper that can hold chosen calls until the test releases them, so a test
  * can make operations interleave at exactly the await it wants (a write in flight while a page
- * is modified, a read in flight while another reader arrives). Also records every write as
- * (path, offset, bytes) in issue order.
+ * is modified, a read in flight while another reader arrives, a truncation half done). Also
+ * records every write as (path, offset, bytes) in issue order.
  */
 import type { FileHandle, FileIO, FileStat, LockMode, OpenOptions } from '../../engine/index.js';
 
@@ -12,7 +12,7 @@ export interface WriteRecord {
   lengthBytes: number;
 }
 
-type Kind = 'pread' | 'pwrite';
+type Kind = 'pread' | 'pwrite' | 'ftruncate';
 
 export class GatedIO implements FileIO {
   readonly inner: FileIO;
@@ -71,7 +71,8 @@ export class GatedIO implements FileIO {
   fdatasync(h: FileHandle): Promise<void> {
     return this.inner.fdatasync(h);
   }
-  ftruncate(h: FileHandle, lengthBytes: number): Promise<void> {
+  async ftruncate(h: FileHandle, lengthBytes: number): Promise<void> {
+    await this.#gate('ftruncate', h.path);
     return this.inner.ftruncate(h, lengthBytes);
   }
   size(h: FileHandle): Promise<number> {
