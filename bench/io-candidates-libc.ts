@@ -1,17 +1,12 @@
 /**
  * libc's pwrite, pwritev, fsync, fdatasync and sysconf through koffi, for the FFI candidates of
  * `bench/io-candidates.ts` (main thread and worker threads alike: koffi loads in a worker).
- * The symbols are looked up in the running process (dlopen of NULL), as
- * engine/io/sync-file-range.ts does. Every call is synchronous on the calling thread.
+ * The symbols are looked up in the running process (dlopen of NULL) through the engine's
+ * `openLibc` (engine/io/libc.ts, lamstore/testing), as sync_file_range is. Every call is
+ * synchronous on the calling thread.
  */
-import { createRequire } from 'node:module';
 import { getSystemErrorMap } from 'node:util';
-
-interface KoffiLike {
-  load(path: string | null): { func(definition: string): (...args: unknown[]) => number | bigint };
-  struct(name: string, def: Record<string, string>): unknown;
-  errno(): number;
-}
+import { openLibc } from '../engine/testing.js';
 
 export interface Libc {
   pwrite(fd: number, buf: Uint8Array, offset: number): void;
@@ -44,14 +39,10 @@ export function loadLibc(): LibcProbe {
 
 function probe(): LibcProbe {
   if (process.platform !== 'linux') return { libc: null, reason: `the libc calls are declared for Linux only (platform ${process.platform})` };
-  let koffi: KoffiLike;
+  const opened = openLibc();
+  if (opened.koffi === null) return { libc: null, reason: opened.reason };
+  const { koffi, lib } = opened;
   try {
-    koffi = createRequire(import.meta.url)('koffi') as KoffiLike;
-  } catch (err) {
-    return { libc: null, reason: `koffi did not load (${err instanceof Error ? err.message : String(err)})` };
-  }
-  try {
-    const lib = koffi.load(null);
     koffi.struct('lamstore_bench_iovec', { iov_base: 'void *', iov_len: 'size_t' });
     const pwrite = lib.func('int64_t pwrite(int fd, const void *buf, size_t count, int64_t offset)');
     const pwritev = lib.func('int64_t pwritev(int fd, const lamstore_bench_iovec *iov, int iovcnt, int64_t offset)');

@@ -31,7 +31,7 @@
  *     large enough that every rewrite is a buffer hit, no timed checkpoints, no sync ledger.
  *  M6 Raw segments keep every file open (as md's fd cache does up to maxOpenFiles) and issue the
  *     calls the fastest way measured here (BENCHMARKS.md, "The I/O candidates, side by side"):
- *     IN_FLIGHT_DEFAULT writes in flight, then RAW_SYNCS_IN_FLIGHT fsyncs in flight (libuv's pool
+ *     IN_FLIGHT_DEFAULT writes in flight, then LIBUV_POOL_THREADS fsyncs in flight (libuv's pool
  *     of 4 runs that many; more in flight added nothing there).
  *  M7 The postgres row is optional: a cell has it in every round or in none, and it rotates with
  *     the others (M3). Its times are the server's (log_checkpoints), not timed here.
@@ -45,7 +45,7 @@
  */
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { Engine, ForkNumber, IN_FLIGHT_DEFAULT, RealIO, assert, forEachInFlight, type CheckpointStats, type FileHandle, type FileIO, type IoCounts, type Relation, type RelFileLocator } from '../engine/index.js';
+import { Engine, ForkNumber, IN_FLIGHT_DEFAULT, LIBUV_POOL_THREADS, RealIO, assert, forEachInFlight, type CheckpointStats, type FileHandle, type FileIO, type IoCounts, type Relation, type RelFileLocator } from '../engine/index.js';
 import { WRITE_COMBINE_MAX_BLOCKS, diffCounts } from '../engine/testing.js';
 import { volumeExtension } from '../volume/index.js';
 import { patternPage } from './page-path-measure.js';
@@ -67,10 +67,8 @@ const REL_NUMBER_FIRST = 20000;
 const DB_OID = 5;
 /** md relations created side by side at setup (file creation is latency-bound). */
 const MD_SETUP_CONCURRENCY = 8;
-/** The mdConcurrent row's syncConcurrency: libuv's default pool runs 4 calls at once. */
-export const MD_CONCURRENT_SYNCS = 4;
-/** rawSegments' fsyncs in flight (M6). */
-const RAW_SYNCS_IN_FLIGHT = 4;
+/** The mdConcurrent row's syncConcurrency: libuv's pool runs that many calls at once. */
+export const MD_CONCURRENT_SYNCS = LIBUV_POOL_THREADS;
 /** Pages one pwritev may carry (IOV_MAX on Linux). */
 const IOV_MAX = 1024;
 
@@ -472,7 +470,7 @@ export class CheckpointMatrix {
     const t0 = nowMs();
     await forEachInFlight(files, IN_FLIGHT_DEFAULT, (h) => (P === 1 ? io.pwrite(h, page, 0) : io.pwritev(h, pages, 0)));
     const t1 = nowMs();
-    await forEachInFlight(files, RAW_SYNCS_IN_FLIGHT, (h) => io.fsync(h));
+    await forEachInFlight(files, LIBUV_POOL_THREADS, (h) => io.fsync(h));
     const t2 = nowMs();
     return { writeMs: t1 - t0, syncMs: t2 - t1, totalMs: t2 - t0, fsyncCalls: R, fdatasyncCalls: 0, bytesWritten: R * P * page.length, rangesWritten: R };
   }

@@ -5,7 +5,7 @@
  */
 import Table from 'cli-table3';
 import type { BenchResult } from './run.js';
-import { MD_CONCURRENT_SYNCS, STALL_TARGET_MS, type CellResult } from './matrix.js';
+import { MD_CONCURRENT_SYNCS, STALL_TARGET_MS, type CellResult, type RowResult } from './matrix.js';
 
 const PLAIN = { head: [] as string[], border: [] as string[] };
 
@@ -25,6 +25,11 @@ function range(r: { min: number; max: number }): string {
 
 function hasPostgres(cells: readonly CellResult[]): boolean {
   return cells.some((c) => c.rows.postgres !== undefined);
+}
+
+/** The medians of a row's phases, in the order asked for, formatted as ms. */
+function medians(row: RowResult, ...phases: ('writeMs' | 'syncMs' | 'totalMs')[]): string[] {
+  return phases.map((p) => ms(row[p].median));
 }
 
 /** A table of one row per (R, P) cell: R and P, then `columns`. */
@@ -89,25 +94,17 @@ export function timeTable(cells: readonly CellResult[]): string {
   ]);
   for (const c of cells) {
     const { md, mdConcurrent, volume, rawSegments, rawVolume, rawExtent, postgres } = c.rows;
-    const pgCols = !pg ? [] : postgres ? [ms(postgres.writeMs.median), ms(postgres.syncMs.median), ms(postgres.totalMs.median), range(postgres.fsyncCalls)] : ['n/a', 'n/a', 'n/a', 'n/a'];
+    const pgCols = !pg ? [] : postgres ? [...medians(postgres, 'writeMs', 'syncMs', 'totalMs'), range(postgres.fsyncCalls)] : ['n/a', 'n/a', 'n/a', 'n/a'];
     t.push([
       c.relations,
       c.pages,
-      ms(md.writeMs.median),
-      ms(md.syncMs.median),
-      ms(md.totalMs.median),
-      ms(mdConcurrent.syncMs.median),
-      ms(mdConcurrent.totalMs.median),
-      ms(volume.writeMs.median),
-      ms(volume.syncMs.median),
-      ms(volume.totalMs.median),
+      ...medians(md, 'writeMs', 'syncMs', 'totalMs'),
+      ...medians(mdConcurrent, 'syncMs', 'totalMs'),
+      ...medians(volume, 'writeMs', 'syncMs', 'totalMs'),
       ...pgCols,
-      ms(rawSegments.syncMs.median),
-      ms(rawSegments.totalMs.median),
-      ms(rawVolume.writeMs.median),
-      ms(rawVolume.syncMs.median),
-      ms(rawExtent.syncMs.median),
-      ms(rawExtent.totalMs.median),
+      ...medians(rawSegments, 'syncMs', 'totalMs'),
+      ...medians(rawVolume, 'writeMs', 'syncMs'),
+      ...medians(rawExtent, 'syncMs', 'totalMs'),
     ]);
   }
   return t.toString();

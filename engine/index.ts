@@ -28,7 +28,7 @@ export { IO_KINDS, carriesWriteback, fsError, openFile } from './io/file-io.js';
 export { RealIO } from './io/real-io.js';
 export type { RealIOOptions } from './io/real-io.js';
 export type { SyncFileRangeFn } from './io/sync-file-range.js';
-export { forEachInFlight, IN_FLIGHT_DEFAULT } from './io/in-flight.js';
+export { forEachInFlight, IN_FLIGHT_DEFAULT, LIBUV_POOL_THREADS } from './io/in-flight.js';
 
 // Relations, forks and pages (DESIGN.md section 3).
 export { ForkNumber, FORKS, FORK_NAMES, checkLocator, checkFork, checkBlock, describeFork, locatorKey, forkKey, isUint32, INVALID_BLOCK_NUMBER, DEFAULTTABLESPACE_OID, GLOBALTABLESPACE_OID } from './relfile.js';

@@ -20,3 +20,5 @@ export type { SyncFileRangeProbe } from './io/sync-file-range.js';
 export { WRITE_COMBINE_MAX_BLOCKS, BOUNDED_WRITE_BLOCKS_MAX, USAGE_COUNT_MAX } from './buffer/buffer-pool.js';
 export { ForwardingIO } from './io/forwarding-io.js';
 export type { FileIOMethod } from './io/forwarding-io.js';
+export { openLibc } from './io/libc.js';
+export type { Koffi, LibcOpening } from './io/libc.js';

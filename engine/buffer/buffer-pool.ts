@@ -67,7 +67,7 @@ import { isUnloggedFork } from '../smgr/smgr.js';
 import type { PageWrite, Persistence, StorageManager } from '../smgr/smgr.js';
 import { setPageChecksum, verifyPageChecksum, PAGE_CHECKSUM_OFFSET } from '../page.js';
 import { CHECKPOINT_FLUSH_AFTER_DEFAULT, WRITEBACK_MAX_PENDING_FLUSHES, WritebackContext } from './writeback.js';
-import { forEachInFlight } from '../io/in-flight.js';
+import { LIBUV_POOL_THREADS, forEachInFlight } from '../io/in-flight.js';
 
 export interface BufferTag {
   storage: string;
@@ -126,7 +126,7 @@ export const WRITE_COMBINE_MAX_BLOCKS = 256;
  * Batches BufferSync keeps in flight (#writeAll): 4, libuv's pool. The scratch holds that many
  * batches (8 MiB at 8 KiB pages), allocated once, at the first checkpoint.
  */
-const BATCHES_IN_FLIGHT = 4;
+const BATCHES_IN_FLIGHT = LIBUV_POOL_THREADS;
 /**
  * The same limit for a bounded BufferSync (a shutdown checkpoint with a deadline, checkpointer
  * K5). The deadline is looked at only in `pace`, between the writes BufferSync hands out, so a
@@ -535,18 +535,27 @@ export class BufferPool {
   async readInto(fb: ForkBuffers, block: number, persistence: Persistence, dst: Uint8Array, stillValid: () => boolean): Promise<boolean> {
     assert(dst.length === this.blockSize, 'buffer pool readInto: dst is one block');
     const entry = this.#own(fb);
-    for (;;) {
-      if (this.readHit(entry, block, dst)) return true;
-      const id = await this.#pin(entry, block, persistence, null, stillValid);
-      if (id < 0) return false;
-      // Synchronous from here: check it was not discarded while we resumed (B6).
-      if (entry.blocks.get(block) !== id || !(this.#flags[id]! & F_VALID)) {
-        this.#unpin(id);
-        continue;
-      }
+    if (this.readHit(entry, block, dst)) return true;
+    return this.#usePinned(entry, block, persistence, null, stillValid, (id) => {
       dst.set(this.#pages[id]!);
       this.#unpin(id);
       return true;
+    });
+  }
+
+  /**
+   * #pin, then `use` the pinned buffer (use unpins it) once it still holds the block and is
+   * valid: a discard or a failed read may have unmapped it while we waited (B6, B1), and then we
+   * pin again. `use` runs in the same synchronous stretch as that check: called after another
+   * await, it could find the buffer taken by a BufferSync or discarded since. Resolves false when
+   * `stillValid()` failed before a buffer was mapped.
+   */
+  async #usePinned(entry: ForkEntry, block: number, persistence: Persistence, fill: Uint8Array | null, stillValid: () => boolean, use: (id: number) => boolean): Promise<boolean> {
+    for (;;) {
+      const id = await this.#pin(entry, block, persistence, fill, stillValid);
+      if (id < 0) return false;
+      if (entry.blocks.get(block) === id && (this.#flags[id]! & F_VALID) !== 0) return use(id);
+      this.#unpin(id);
     }
   }
 
@@ -587,14 +596,7 @@ export class BufferPool {
    */
   async write(fb: ForkBuffers, block: number, persistence: Persistence, page: Uint8Array, stillValid: () => boolean): Promise<boolean> {
     assert(page.length === this.blockSize, 'buffer pool write: page is one block');
-    const entry = this.#own(fb);
-    for (;;) {
-      const id = await this.#pin(entry, block, persistence, page, stillValid);
-      if (id < 0) return false;
-      if (entry.blocks.get(block) !== id || !(this.#flags[id]! & F_VALID)) {
-        this.#unpin(id);
-        continue;
-      }
+    return this.#usePinned(this.#own(fb), block, persistence, page, stillValid, (id) => {
       if (!stillValid()) {
         this.#unpin(id);
         return false;
@@ -604,7 +606,7 @@ export class BufferPool {
       this.#tags[id]!.persistence = persistence;
       this.#unpin(id);
       return true;
-    }
+    });
   }
 
   /**

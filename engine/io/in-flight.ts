@@ -22,6 +22,13 @@
  */
 export const IN_FLIGHT_DEFAULT = 64;
 
+/**
+ * Threads in libuv's pool unless UV_THREADPOOL_SIZE says otherwise: how many file calls run at
+ * once, and so how many of a kind it pays to keep in flight where each is long (fsyncs, whole
+ * batches of writes).
+ */
+export const LIBUV_POOL_THREADS = 4;
+
 export async function forEachInFlight<T>(
   items: readonly T[],
   limit: number,

@@ -21,7 +21,7 @@
  * absent), `loadSyncFileRange` says why once and RealIO leaves `writeback` out: the hints stop
  * at CountingIO, counted as issued but not as reaching the kernel.
  */
-import { createRequire } from 'node:module';
+import { openLibc } from './libc.js';
 
 /**
  * <linux/fs.h>, the same value on every architecture: start writeback of the range's dirty
@@ -41,11 +41,6 @@ export type SyncFileRangeFn = (fd: number, offsetBytes: number, nbytes: number) 
 
 export type SyncFileRangeProbe = { fn: SyncFileRangeFn; via: string } | { fn: null; reason: string };
 
-interface KoffiLike {
-  load(path: string | null): { func(definition: string): (...args: number[]) => number };
-  errno(): number;
-}
-
 let probed: SyncFileRangeProbe | undefined;
 
 /**
@@ -60,15 +55,12 @@ export function loadSyncFileRange(): SyncFileRangeProbe {
 /** The look-up itself, for `platform` (a parameter so that a test can ask as another platform would). */
 export function probeSyncFileRange(platform: string): SyncFileRangeProbe {
   if (platform !== 'linux') return { fn: null, reason: `sync_file_range is Linux only (platform ${platform})` };
-  let koffi: KoffiLike;
-  try {
-    koffi = createRequire(import.meta.url)('koffi') as KoffiLike;
-  } catch (err) {
-    return { fn: null, reason: `koffi did not load (${err instanceof Error ? err.message : String(err)})` };
-  }
+  const opened = openLibc();
+  if (opened.koffi === null) return { fn: null, reason: opened.reason };
+  const { koffi, lib } = opened;
   try {
     // off64_t on every Linux ABI koffi supports: the C library's symbol takes 64-bit offsets.
-    const call = koffi.load(null).func('int sync_file_range(int fd, int64_t offset, int64_t nbytes, unsigned int flags)');
+    const call = lib.func('int sync_file_range(int fd, int64_t offset, int64_t nbytes, unsigned int flags)');
     const errno = koffi.errno.bind(koffi);
     return {
       via: 'koffi',
