@@ -255,7 +255,14 @@ export class BufferPool {
   readonly #usage: Uint8Array;
   readonly #pins: Uint32Array;
   readonly #ioKind: Uint8Array;
-  readonly #io: (Promise<void> | null)[];
+  /**
+   * Per buffer, while its I/O runs and only once someone waits for it: the promise waiters
+   * await, and what resolves it. Made on demand (#ioOf), not per I/O: a checkpoint starts one
+   * write per dirty buffer, and a promise per buffer (through the checkpointer's async context
+   * hooks) was the longest stall of a volume checkpoint's write phase.
+   */
+  readonly #ioWait: (Promise<void> | null)[];
+  readonly #ioWake: ((() => void) | null)[];
   readonly #tags: (BufferTag | null)[];
   readonly #keys: (string | null)[];
   /** The fork entry a mapped buffer belongs to (null when unmapped). */
@@ -305,7 +312,8 @@ export class BufferPool {
     this.#usage = new Uint8Array(this.nBuffers);
     this.#pins = new Uint32Array(this.nBuffers);
     this.#ioKind = new Uint8Array(this.nBuffers);
-    this.#io = new Array<Promise<void> | null>(this.nBuffers).fill(null);
+    this.#ioWait = new Array<Promise<void> | null>(this.nBuffers).fill(null);
+    this.#ioWake = new Array<(() => void) | null>(this.nBuffers).fill(null);
     this.#tags = new Array<BufferTag | null>(this.nBuffers).fill(null);
     this.#keys = new Array<string | null>(this.nBuffers).fill(null);
     this.#entries = new Array<ForkEntry | null>(this.nBuffers).fill(null);
@@ -337,18 +345,32 @@ export class BufferPool {
 
   // ------------------------------------------------------------------ I/O state
 
-  /** Mark buffer `id` as under I/O; the returned function ends it and wakes waiters. */
-  #beginIo(id: number, kind: number): () => void {
+  /** Mark buffer `id` as under I/O; #endIo ends it and wakes whoever waits. */
+  #beginIo(id: number, kind: number): void {
     // The message is built only on failure: these run on every read miss, write and eviction.
     if (this.#ioKind[id] !== IO_NONE) assert(false, `buffer ${id}: one I/O at a time (B4)`);
-    let wake!: () => void;
-    this.#io[id] = new Promise<void>((resolve) => (wake = resolve));
     this.#ioKind[id] = kind;
-    return () => {
-      this.#io[id] = null;
-      this.#ioKind[id] = IO_NONE;
+  }
+
+  #endIo(id: number): void {
+    this.#ioKind[id] = IO_NONE;
+    const wake = this.#ioWake[id];
+    if (wake) {
+      this.#ioWait[id] = null;
+      this.#ioWake[id] = null;
       wake();
-    };
+    }
+  }
+
+  /** The I/O running on buffer `id`, as a promise to wait on (made on first ask), or null. */
+  #ioOf(id: number): Promise<void> | null {
+    if (this.#ioKind[id] === IO_NONE) return null;
+    let wait = this.#ioWait[id];
+    if (!wait) {
+      wait = new Promise<void>((resolve) => (this.#ioWake[id] = resolve));
+      this.#ioWait[id] = wait;
+    }
+    return wait;
   }
 
   #unpin(id: number): void {
@@ -400,7 +422,8 @@ export class BufferPool {
       const id = this.#clockSweep();
       if (id < 0) {
         // Everything pinned or under I/O: wait for some I/O to finish, then sweep again.
-        const busy = this.#io.find((p) => p !== null);
+        const busyId = this.#ioKind.findIndex((k) => k !== IO_NONE);
+        const busy = busyId < 0 ? null : this.#ioOf(busyId);
         if (!busy) {
           throw new LamstoreError(ErrorCode.BUFFERS_EXHAUSTED, `no unpinned buffers available: sharedBuffers (${this.nBuffers}) is too small for the operations in flight`);
         }
@@ -429,11 +452,11 @@ export class BufferPool {
 
   /** Write one pinned dirty buffer (eviction). False when it was clean by the time it was its turn. */
   async #flushOne(id: number): Promise<boolean> {
-    while (this.#io[id]) await this.#io[id];
+    for (let wait = this.#ioOf(id); wait; wait = this.#ioOf(id)) await wait;
     if (!(this.#flags[id]! & F_DIRTY)) return false;
     const tag = this.#tags[id]!;
     const copy = this.#takeScratch();
-    const endIo = this.#beginIo(id, IO_WRITE);
+    this.#beginIo(id, IO_WRITE);
     this.#setFlags(id, this.#flags[id]! & ~F_JUST_DIRTIED);
     copy.set(this.#page(id)); // checksum included (B8)
     try {
@@ -442,7 +465,7 @@ export class BufferPool {
       if (!(this.#flags[id]! & F_JUST_DIRTIED)) this.#setFlags(id, this.#flags[id]! & ~(F_DIRTY | F_CHECKPOINT_NEEDED));
     } finally {
       this.#scratch.push(copy);
-      endIo();
+      this.#endIo(id);
     }
     return true;
   }
@@ -457,7 +480,7 @@ export class BufferPool {
       const found = entry.blocks.get(block);
       if (found !== undefined) {
         if (this.#ioKind[found] === IO_READ) {
-          await this.#io[found]; // B1
+          await this.#ioOf(found); // B1
           continue;
         }
         this.#pins[found]!++;
@@ -488,7 +511,7 @@ export class BufferPool {
       }
       this.stats.misses++;
       this.#setFlags(id, 0);
-      const endIo = this.#beginIo(id, IO_READ);
+      this.#beginIo(id, IO_READ);
       const page = this.#page(id);
       try {
         await this.#smgr(tag.storage).read(tag.rel, tag.fork, tag.block, page);
@@ -501,12 +524,12 @@ export class BufferPool {
       } catch (err) {
         page.fill(0); // never leave a bad page's bytes behind (B1)
         this.#invalidate(id);
-        endIo();
+        this.#endIo(id);
         this.#unpin(id);
         throw err;
       }
       this.#setFlags(id, F_VALID);
-      endIo();
+      this.#endIo(id);
       return id;
     }
   }
@@ -629,7 +652,7 @@ export class BufferPool {
       );
     };
     for (let id = 0; id < this.nBuffers; id++) {
-      while (matches(id) && this.#io[id]) await this.#io[id];
+      for (let wait = matches(id) ? this.#ioOf(id) : null; wait; wait = matches(id) ? this.#ioOf(id) : null) await wait;
       if (matches(id)) this.#invalidate(id);
     }
   }
@@ -645,16 +668,15 @@ export class BufferPool {
    * Pin the items that still need writing, wait out other I/O on them, then (synchronously)
    * start a write on each: clear JUST_DIRTIED, copy with checksum into `slots`.
    */
-  async #prepare(items: readonly SyncItem[], slots: Uint8Array): Promise<{ ready: SyncItem[]; endIo: (() => void)[] }> {
+  async #prepare(items: readonly SyncItem[], slots: Uint8Array): Promise<SyncItem[]> {
     const pinned: SyncItem[] = [];
     for (const it of items) {
-      while (this.#qualifies(it) && this.#io[it.id]) await this.#io[it.id];
+      for (let wait = this.#qualifies(it) ? this.#ioOf(it.id) : null; wait; wait = this.#qualifies(it) ? this.#ioOf(it.id) : null) await wait;
       if (!this.#qualifies(it)) continue;
       this.#pins[it.id]!++;
       pinned.push(it);
     }
     const ready: SyncItem[] = [];
-    const endIo: (() => void)[] = [];
     for (const it of pinned) {
       // Re-check: an earlier await may have let a discard or an eviction through.
       if (!this.#qualifies(it) || this.#ioKind[it.id] !== IO_NONE) {
@@ -662,15 +684,15 @@ export class BufferPool {
         continue;
       }
       const slot = slots.subarray(ready.length * this.blockSize, (ready.length + 1) * this.blockSize);
-      endIo.push(this.#beginIo(it.id, IO_WRITE));
+      this.#beginIo(it.id, IO_WRITE);
       this.#flags[it.id]! &= ~F_JUST_DIRTIED;
       slot.set(this.#page(it.id)); // checksum included (B8)
       ready.push(it);
     }
-    return { ready, endIo };
+    return ready;
   }
 
-  #finish(ready: readonly SyncItem[], endIo: readonly (() => void)[], ok: boolean): void {
+  #finish(ready: readonly SyncItem[], ok: boolean): void {
     for (let i = 0; i < ready.length; i++) {
       const id = ready[i]!.id;
       if (ok) {
@@ -678,7 +700,7 @@ export class BufferPool {
         this.#setFlags(id, this.#flags[id]! & ~F_CHECKPOINT_NEEDED);
         if (!(this.#flags[id]! & F_JUST_DIRTIED)) this.#setFlags(id, this.#flags[id]! & ~F_DIRTY);
       }
-      endIo[i]!();
+      this.#endIo(id);
       this.#unpin(id);
     }
   }
@@ -761,7 +783,7 @@ export class BufferPool {
       await forEachInFlight(chunks, inFlight, async (chunk) => {
         const slots = free.pop()!;
         try {
-          const { ready, endIo } = await this.#prepare(chunk, slots);
+          const ready = await this.#prepare(chunk, slots);
           if (ready.length > 0) {
             const batch: PageWrite[] = ready.map((it, k) => ({
               rel: it.tag.rel,
@@ -773,10 +795,10 @@ export class BufferPool {
             try {
               ranges = await smgr.writeBuffers(batch);
             } catch (err) {
-              this.#finish(ready, endIo, false);
+              this.#finish(ready, false);
               throw err;
             }
-            this.#finish(ready, endIo, true);
+            this.#finish(ready, true);
             run.result.rangesWritten += ranges;
           }
           await this.#written(run, ready, chunk.length);
@@ -820,7 +842,7 @@ export class BufferPool {
         assert(f & F_VALID || this.#ioKind[id] === IO_READ, `buffer ${id}: mapped implies valid or being read (B1)`);
         mapped++;
       }
-      assert((this.#io[id] === null) === (this.#ioKind[id] === IO_NONE), `buffer ${id}: I/O promise matches I/O kind`);
+      assert(this.#ioWait[id] === null || this.#ioKind[id] !== IO_NONE, `buffer ${id}: a wait promise only while I/O runs`);
       if (idle) {
         assert(this.#pins[id] === 0, `buffer ${id}: no pins when idle`);
         assert(this.#ioKind[id] === IO_NONE, `buffer ${id}: no I/O when idle`);
