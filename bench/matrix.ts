@@ -535,16 +535,26 @@ export class CheckpointMatrix {
     const handles = this.#segHandles;
     this.#md = this.#mdConcurrent = this.#volume = this.#postgres = null;
     this.#segHandles = [];
+    // Every file and engine is closed whatever fails before it; the first failure is thrown.
+    let first: unknown;
+    const attempt = async (fn: () => Promise<void>) => {
+      try {
+        await fn();
+      } catch (err) {
+        first ??= err;
+      }
+    };
     try {
-      for (const h of handles) await this.#io.close(h);
+      for (const h of handles) await attempt(() => this.#io.close(h));
       for (const e of engines) {
         if (options.discard) await e.close({ timeoutMs: 0 }).catch(() => undefined);
-        else await e.close();
+        else await attempt(() => e.close());
       }
     } finally {
       // The server goes in every case (bench/postgres.ts G1).
       await pg?.stop();
     }
+    if (first !== undefined) throw first;
   }
 }
 
