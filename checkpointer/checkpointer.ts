@@ -66,6 +66,9 @@ export interface BufferSyncResult {
   buffersWritten: number;
   bytesWritten: number;
   rangesWritten: number;
+  /** Contiguous stretches written, and pages moved to a new block (WriteResult). */
+  runsWritten: number;
+  pagesRelocated: number;
 }
 
 /** What the checkpointer needs from the engine's buffer pool, SLRUs and storage managers. */
@@ -133,6 +136,13 @@ export interface CheckpointStats {
    */
   writebacksIssued: number;
   rangesWritten: number;
+  /**
+   * Contiguous stretches of storage BufferSync wrote (md: its ranges; the volume: runs of
+   * volume blocks, each one or more pwritev calls of at most IOV_MAX pages).
+   */
+  runsWritten: number;
+  /** Pages BufferSync wrote to a block other than their old one (the copy-on-write volume; md 0). */
+  pagesRelocated: number;
   unlinks: number;
   /** Files storage managers synced themselves because the queue was full, since the last checkpoint. */
   backendFsyncs: number;
@@ -405,7 +415,7 @@ export class Checkpointer<R> {
     try {
       const writeStart = clock.now();
       const shutdown = (flags & CheckpointFlags.SHUTDOWN) !== 0;
-      const bs = p.bufferSync ? await p.bufferSync(pace, { includeUnlogged: shutdown, bounded }) : { buffersWritten: 0, bytesWritten: 0, rangesWritten: 0 };
+      const bs = p.bufferSync ? await p.bufferSync(pace, { includeUnlogged: shutdown, bounded }) : { buffersWritten: 0, bytesWritten: 0, rangesWritten: 0, runsWritten: 0, pagesRelocated: 0 };
       await p.checkpointSlrus?.();
       if (shutdown) await p.syncUnlogged?.();
       if (bounded) this.#checkDeadline('before the sync phase');
@@ -437,6 +447,8 @@ export class Checkpointer<R> {
         averageSyncMs: syncStats.syncFiles === 0 ? 0 : msRoundedUp(Math.floor(syncStats.totalSyncUs / syncStats.syncFiles)),
         tagsDispatched: syncStats.tagsDispatched,
         rangesWritten: bs.rangesWritten,
+        runsWritten: bs.runsWritten,
+        pagesRelocated: bs.pagesRelocated,
         unlinks,
         sleptMs,
       });
@@ -463,6 +475,8 @@ export class Checkpointer<R> {
       bytesWritten: ioAfter.bytesWritten - ioBefore.bytesWritten,
       writebacksIssued: (ioAfter.writebacksIssued ?? 0) - (ioBefore.writebacksIssued ?? 0),
       rangesWritten: 0,
+      runsWritten: 0,
+      pagesRelocated: 0,
       unlinks: 0,
       backendFsyncs: this.#backendFsyncs,
       queueCompactions: this.queue.stats.compactions - this.#compactionsSeen,

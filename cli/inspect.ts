@@ -78,7 +78,7 @@ export function formatInspect(file: string, info: VolumeInfo, withRelations: boo
   rows.push(
     ['block size', `${bs} bytes`],
     ['volume size', `${formatBytes(info.volumeSizeBytes)} (${info.volumeSizeBytes} bytes, ${info.volumeBlocks} blocks); file ${info.fileSizeBytes} bytes`],
-    ['catalog', `block ${info.catalog.offsetBlocks}, ${info.catalog.blocks} block${info.catalog.blocks === 1 ? '' : 's'}, ${info.catalog.lengthBytes} bytes, generation ${info.generation}`],
+    ['catalog', `format ${info.formatVersion}, generation ${info.generation}: index at block ${info.catalog.indexBlock}, ${info.catalog.indexPages} index and ${info.catalog.leafPages} leaf page${info.catalog.leafPages === 1 ? '' : 's'}`],
     ['metadata', blocks(info.metadataBlocks, bs, info.volumeBlocks)],
     ['used', blocks(info.usedBlocks, bs, info.volumeBlocks)],
     ['free', blocks(info.freeBlocks, bs, info.volumeBlocks)],

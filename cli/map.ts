@@ -79,8 +79,8 @@ export function buildMap(info: VolumeInfo, width: number): OccupancyMap {
   ];
   const spans: Span[] = [
     { start: 0, end: METADATA_BLOCKS, owner: Owner.METADATA },
-    { start: info.catalog.offsetBlocks, end: info.catalog.offsetBlocks + info.catalog.blocks, owner: Owner.METADATA },
   ];
+  for (const b of info.catalog.pageBlocks) spans.push({ start: b, end: b + 1, owner: Owner.METADATA });
   for (const r of info.freeRuns) spans.push({ start: r.startBlock, end: r.startBlock + r.lengthBlocks, owner: Owner.FREE });
   const relationOwner = new Map<string, number>();
   for (const f of info.forks) {

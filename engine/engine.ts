@@ -119,6 +119,8 @@ export interface PreloadContext {
   readonly enableFsync: boolean;
   /** Engine option `dataSyncRetry` (as SmgrContext.dataSyncRetry). */
   readonly dataSyncRetry: boolean;
+  /** Engine option `sharedBuffers` (as SmgrContext.sharedBuffers). */
+  readonly sharedBuffers: number;
   /** Register a sync handler; returns its id (5, 6, ... in order). Only during preload. */
   registerSyncHandler(ops: SyncOps): number;
   /** Register a storage manager by name. Only during preload. */
@@ -518,6 +520,7 @@ export class Engine {
       uncleanStart: this.openStats.uncleanStop,
       enableFsync: this.#options.fsync !== false,
       dataSyncRetry: this.#options.dataSyncRetry === true,
+      sharedBuffers: this.sharedBuffers,
       registerSyncHandler: (ops) => this.#registry.register(ops),
       registerStorageManager: (name, factory) => {
         if (!open) throw new LamstoreError(ErrorCode.REGISTRATION_CLOSED, `cannot register storage manager "${name}": registration is only allowed during preload`);
@@ -588,6 +591,7 @@ export class Engine {
       maxOpenFiles: this.maxOpenFiles,
       enableFsync: this.#options.fsync !== false,
       dataSyncRetry: this.#options.dataSyncRetry === true,
+      sharedBuffers: this.sharedBuffers,
       registerSyncRequest: (tag, type, retryOnError) => this.#register(tag, type, retryOnError),
       countBackendFsync: () => this.#checkpointer.countBackendFsync(),
       exemptFromLedger: (path, offsetBytes, lengthBytes) => this.ledger?.exemptNextWrite(path, offsetBytes, lengthBytes),

@@ -39,7 +39,7 @@ export { crc32c } from './checksum.js';
 export { setPageChecksum, verifyPageChecksum, computePageChecksum, PAGE_CHECKSUM_OFFSET } from './page.js';
 
 // The extension API: storage managers and sync handlers (DESIGN.md sections 3-4).
-export type { StorageManager, StorageManagerFactory, SmgrContext, Persistence, PageWrite } from './smgr/smgr.js';
+export type { StorageManager, StorageManagerFactory, SmgrContext, Persistence, PageWrite, WriteOrigin, WriteResult } from './smgr/smgr.js';
 export { isUnloggedFork } from './smgr/smgr.js';
 export { MD_NAME } from './md/md.js';
 export { SyncHandlerId, SyncRequestType, BUILTIN_HANDLER_NAMES } from './sync/registry.js';

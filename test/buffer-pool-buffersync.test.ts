@@ -121,7 +121,7 @@ describe('BufferSync', () => {
       async writeBuffers(items) {
         batches.push(items.map((i) => ({ ...i, page: i.page.slice() })));
         for (const i of items) pages.set(`${fk(i.rel, i.fork)}/${i.blockNum}`, i.page.slice());
-        return 1;
+        return { writes: 1, runs: 1, relocated: 0 };
       },
     };
     const ext = { name: 'fake', init: (ctx: { registerStorageManager: (n: string, f: () => StorageManager) => void }) => ctx.registerStorageManager('fake', () => fake) };

@@ -55,7 +55,7 @@ function harness(options: { timeoutMs?: number; maxDirtyBytes?: number; syncFail
         await pace(i / ranges);
       }
       dirty.n = 0;
-      return { buffersWritten: ranges, bytesWritten: ranges * 8192, rangesWritten: ranges };
+      return { buffersWritten: ranges, bytesWritten: ranges * 8192, rangesWritten: ranges, runsWritten: ranges, pagesRelocated: 0 };
     },
     bufferCount: () => 100,
     dirtyPageCount: () => dirty.n,

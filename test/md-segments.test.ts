@@ -46,6 +46,7 @@ function harness(): Harness {
     clock: systemClock,
     relSegBlocks: SEG,
     maxOpenFiles: 8,
+    sharedBuffers: 16,
     enableFsync: true,
     dataSyncRetry: false,
     async registerSyncRequest(tag: FileTag, type, retryOnError) {

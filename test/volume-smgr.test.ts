@@ -115,7 +115,7 @@ describe('volume storage manager', () => {
     await engine.close();
   });
 
-  it('writeBuffers coalesces volume-adjacent pages of different forks into one pwritev', async () => {
+  it('writeBuffers writes a batch of pages of different forks as one run: one pwritev (copy-on-write)', async () => {
     const { engine, smgr } = await fresh();
     const a = rel(1);
     const b = rel(2);
@@ -128,8 +128,8 @@ describe('volume storage manager', () => {
       ...Array.from({ length: 8 }, (_, i) => ({ rel: b, fork: 0 as Fork, blockNum: i, page: makePage(b, 0, i, 2) })),
     ];
     const before = engine.ioCounts();
-    const ranges = await smgr.writeBuffers(items); // in tag order: the volume puts them in volume order
-    expect(ranges).toBe(1);
+    const written = await smgr.writeBuffers(items, 'checkpoint'); // in tag order: one stream of new blocks
+    expect(written).toEqual({ writes: 1, runs: 1, relocated: 16 });
     expect(engine.ioCounts().pwrite - before.pwrite).toBe(1);
     const stats = await engine.checkpoint();
     expect(stats.tagsDispatched.volume).toBe(2);

@@ -4,10 +4,11 @@
  * What it verifies, each problem a finding naming the part that is wrong:
  *  K1 both superblock slots: magic, version, CRC, slot/generation parity, geometry; the two
  *     valid slots agree on geometry and their generations differ by one;
- *  K2 the active catalog: length and CRC recorded in its superblock, structure (counts, order,
- *     no duplicates, fork numbers), generation equal to its superblock's;
- *  K3 placement: extents inside the volume, non-empty, overlapping neither each other nor the
- *     superblocks nor the catalog; nblocks consistent with the extents (F4, F6);
+ *  K2 the active catalog: every index and leaf page against the CRC its parent records, its
+ *     structure (counts, order, no duplicates, fork numbers, pages no newer than the superblock)
+ *     and the forks its items make (F3, F4);
+ *  K3 placement: extents and catalog pages inside the volume, non-empty, overlapping neither
+ *     each other nor the superblocks (F6);
  *  K4 optionally (`checkPages`), every page below nblocks of every fork carries a valid page
  *     checksum for its block number (an all-zero page is valid).
  * The older slot's catalog is not checked: copy-on-write may already have reused its space (F5).
@@ -17,7 +18,8 @@ import type { FileIO } from '../engine/index.js';
 import { resolve } from 'node:path';
 import type { Finding } from './format.js';
 import { describeForkKey } from './format.js';
-import { examineVolume, openHandleShared } from './volume.js';
+import { openHandleShared } from './volume.js';
+import { examineVolume } from './examine.js';
 
 export interface CheckVolumeOptions {
   /** @default RealIO */
@@ -40,16 +42,16 @@ export async function checkVolume(rawPath: string, options: CheckVolumeOptions =
   try {
     const ex = await examineVolume(io, handle, path);
     const findings = [...ex.findings];
-    if (ex.fatal !== undefined || !options.checkPages || !ex.catalog || !ex.active) return findings;
+    if (ex.fatal !== undefined || !options.checkPages || !ex.forks || !ex.active) return findings;
     const bs = ex.active.blockSizeBytes;
     const max = options.pageFindingsMax ?? 100;
     let totalBlocks = 0;
-    for (const f of ex.catalog.forks) totalBlocks += f.nblocks;
+    for (const f of ex.forks) totalBlocks += f.nblocks;
     let doneBlocks = 0;
     options.onProgress?.({ doneBlocks, totalBlocks });
     let bad = 0;
     const buf = new Uint8Array(CHECK_READ_BLOCKS * bs);
-    for (const f of ex.catalog.forks) {
+    for (const f of ex.forks) {
       let blk = 0;
       for (const e of f.extents) {
         for (let i = 0; i < e.lengthBlocks && blk < f.nblocks; ) {

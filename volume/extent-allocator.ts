@@ -1,27 +1,28 @@
 /**
- * The extent allocator: free space of a volume as runs of blocks, the growth policy, and space
- * waiting for a checkpoint before it may be reused.
+ * The extent allocator: free space of a volume as runs of blocks, the placement policy (where
+ * relocated pages, grown forks and catalog pages go), and space waiting for a checkpoint before
+ * it may be reused.
  *
  * Invariants (checkInvariants() verifies them; tests call it after every step):
  *  A1 Free runs are disjoint, non-empty, never adjacent (adjacent runs are merged on release),
  *     and lie inside [METADATA_BLOCKS, volumeBlocks).
  *  A2 `#byStart` and `#bySize` hold the same runs, ordered by start and by (length, start);
  *     `freeBlocks` is the sum of their lengths.
- *  A3 Space freed by truncate or drop goes to `pending`, tagged with the metadata version that
- *     no longer references it. It returns to the free runs only through `releaseUpTo(v)`, called
- *     when a checkpoint has completed whose durable catalog has version >= that tag: until then
- *     the durable catalog may still point at it (DESIGN.md section 5), and a crash must find the
- *     old pages there.
- *  A4 Catalog reserve: after any allocation, the free runs hold two disjoint stretches of at least
- *     `reserveBlocks` each (one run of twice that size counts), where `reserveBlocks` is the size
- *     of the catalog that would describe the volume after the allocation. The next checkpoint
- *     needs one of them for its copy-on-write catalog; the other keeps one available for the
- *     checkpoint after, even when the catalog grew meanwhile and the old catalog area it frees is
- *     smaller. Without this a full volume could make a checkpoint fail, which is fatal; with it
- *     the allocation that would eat the reserve fails with VOLUME_FULL and nothing is lost.
+ *  A3 Space a durable or published catalog may still reference (a relocated page's old block, a
+ *     truncated or dropped fork's blocks, a replaced catalog page) goes to `pending`, tagged with
+ *     the first capture that no longer references it. It returns to the free runs only through
+ *     `releaseUpTo(c)`, called once the superblock of capture c is durable: until then a crash
+ *     must find the old pages there (F5).
+ *  A4 Placement (the policy lives here): a checkpoint's pages go to `takeStream`, which continues
+ *     where the last stream stopped while that run lasts, then takes the largest free run, so a
+ *     checkpoint becomes as few sequential runs as free space allows; catalog pages take the
+ *     smallest run (`takeOne`: they fill holes and leave long runs for data); a growing fork
+ *     takes the space right after its last extent when free, else the best fit (volume.ts).
+ *     The reserve that keeps a checkpoint possible is a number of free blocks, wherever they
+ *     are (every catalog page is one block), checked by the volume (V5).
  *
- * Costs: best fit, in-place lookup and the reserve check are binary searches, O(log runs);
- * taking or releasing a run is a binary search plus an array splice.
+ * Costs: best fit and in-place lookup are binary searches, O(log runs); taking or releasing a
+ * run is a binary search plus an array splice.
  */
 import { assert } from '../engine/index.js';
 import type { Extent } from './format.js';
@@ -49,7 +50,7 @@ function lowerBound<T>(arr: readonly T[], before: (el: T) => boolean): number {
 }
 
 export interface PendingFree extends Extent {
-  /** Metadata version from which on no catalog references this space (A3). */
+  /** The first capture whose catalog no longer references this space (A3). */
   version: number;
 }
 
@@ -158,13 +159,13 @@ export class FreeSpace {
     this.#insert({ start, length });
   }
 
-  /** Space a truncate or drop gave up at metadata version `version` (A3). */
+  /** Space the durable or a published catalog may reference until capture `version` is durable (A3). */
   deferFree(extent: Extent, version: number): void {
     assert(extent.lengthBlocks >= 1, 'deferred extent is not empty');
     this.#pending.push({ startBlock: extent.startBlock, lengthBlocks: extent.lengthBlocks, version });
   }
 
-  /** A checkpoint completed with durable metadata version `version`: reuse what it no longer references. */
+  /** The superblock of capture `version` is durable: reuse what it no longer references (A3). */
   releaseUpTo(version: number): number {
     let released = 0;
     const keep: PendingFree[] = [];
@@ -179,24 +180,38 @@ export class FreeSpace {
   }
 
   /**
-   * A4: would two stretches of `reserveBlocks` remain if [start, start+length) were taken?
-   * Looks at the three largest runs only: the taken part touches one run, so two of the three
-   * largest others (or the pieces of the touched one) decide.
+   * A4: `n` blocks for a stream of pages, as runs in the order to fill them: from `cursor` while
+   * its run lasts, then from the start of the largest run. Returns the runs and the new cursor;
+   * the caller checked that `n <= freeBlocks`.
    */
-  reserveHoldsAfter(startBlock: number, lengthBlocks: number, reserveBlocks: number): boolean {
-    const touched = lengthBlocks > 0 ? this.runContaining(startBlock) : undefined;
-    const sizes: number[] = [];
-    for (let i = this.#bySize.length - 1; i >= 0 && sizes.length < 3; i--) {
-      const r = this.#bySize[i]!;
-      if (r !== touched) sizes.push(r.length);
+  takeStream(n: number, cursor: number): { runs: Extent[]; cursor: number } {
+    assert(n <= this.freeBlocks, 'a stream fits the free space');
+    const runs: Extent[] = [];
+    let at = cursor;
+    while (n > 0) {
+      let r = this.runContaining(at);
+      if (!r) {
+        r = this.#bySize[this.#bySize.length - 1]!;
+        at = r.start;
+      }
+      const len = Math.min(n, r.start + r.length - at);
+      this.take(at, len);
+      const last = runs[runs.length - 1];
+      if (last && last.startBlock + last.lengthBlocks === at) last.lengthBlocks += len;
+      else runs.push({ startBlock: at, lengthBlocks: len });
+      at += len;
+      n -= len;
     }
-    if (touched) {
-      sizes.push(startBlock - touched.start);
-      sizes.push(touched.start + touched.length - (startBlock + lengthBlocks));
-    }
-    let stretches = 0;
-    for (const s of sizes) stretches += Math.floor(s / Math.max(1, reserveBlocks));
-    return stretches >= 2;
+    return { runs, cursor: at };
+  }
+
+  /** A4: one block from the smallest run (catalog pages fill holes). */
+  takeOne(): number {
+    const r = this.#bySize[0];
+    assert(r !== undefined, 'a free block exists');
+    const b = r.start;
+    this.take(b, 1);
+    return b;
   }
 
   /** A1, A2 and A3's disjointness from free space. */

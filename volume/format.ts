@@ -1,6 +1,7 @@
 /**
- * The volume's on-disk format: superblocks and catalog (DESIGN.md section 5; byte tables in
- * volume/README.md). Pure functions: encode, decode, validate. No I/O here.
+ * The volume's on-disk format, version 2 (copy-on-write): superblocks and catalog pages
+ * (DESIGN.md section 5; byte tables in volume/README.md). Pure functions: encode, decode,
+ * validate. No I/O here.
  *
  * On-disk contract (all integers little-endian, all checksums CRC-32C):
  *  F1 Blocks 0 and 1 are the two superblock slots. Generation g is always written to slot g % 2,
@@ -10,19 +11,23 @@
  *  F2 A superblock is SUPERBLOCK_BYTES long at the start of its block, with its own CRC in the
  *     last 4 bytes; reserved bytes are zero (checked before trusting the CRC'd content, so a
  *     future format cannot be misread as this one). The rest of the block is ignored.
- *  F3 Opening picks the valid slot with the highest generation. Its catalog must match the
- *     length and CRC the superblock records; if it does not, the volume is VOLUME_CORRUPT (the
- *     older slot's catalog may legitimately have been overwritten, see F5, so there is no
- *     fallback past a valid superblock).
- *  F4 The catalog lists every relation fork in strictly increasing (spcOid, dbOid, relNumber,
- *     fork) order, each with nblocks and its extents in fork-block order. A fork with nblocks 0
- *     has no extents; otherwise its extents hold at least nblocks blocks and the last one holds
- *     block nblocks-1 (no wholly unused extent is recorded).
- *  F5 A catalog is written copy-on-write into space that neither the newest durable catalog nor
- *     any extent it lists uses. Free space is not stored: it is everything not used by blocks
- *     0-1, the catalog and the extents, rebuilt at open.
- *  F6 Extents lie inside [METADATA_BLOCKS, volumeBlocks), have length >= 1, and overlap neither
- *     each other nor the catalog's blocks.
+ *  F3 The catalog is a tree of one-block pages: a chain of index pages (the superblock names
+ *     the first) whose entries name the leaf pages in key order; leaves hold the items. Every
+ *     page's CRC (over the whole block) is stored in the page or superblock that names it, so a
+ *     stale page left at a reused block is caught as surely as a torn one (ZFS's rule: the
+ *     parent checksums the child). Opening picks the valid slot with the highest generation;
+ *     every page of its catalog must verify or the volume is VOLUME_CORRUPT (no fallback: the
+ *     older slot's catalog pages may have been reused).
+ *  F4 Items are in strictly increasing (spcOid, dbOid, relNumber, fork, firstBlock) order across
+ *     the leaves. A fork is one or more consecutive items: the first has firstBlock 0, each next
+ *     one starts where the previous one's extents end, every item repeats the fork's nblocks,
+ *     and the extents of all its items hold exactly nblocks blocks (no spare capacity is ever
+ *     recorded). A fork with nblocks 0 is one item with no extents.
+ *  F5 Every page and every extent a durable catalog references is never written again while it
+ *     is durable: new pages and relocated data go to free space (volume.ts V3).
+ *  F6 Extents and catalog pages lie inside [METADATA_BLOCKS, volumeBlocks), extents have length
+ *     >= 1, and no two of them overlap. Free space is not stored: it is everything else,
+ *     rebuilt at open.
  *
  * Every count and length read from disk is checked against the bytes actually present (and the
  * volume size) before anything sized by it is allocated.
@@ -30,38 +35,33 @@
 import { ErrorCode, LamstoreError, assert, crc32c, describeFork } from '../engine/index.js';
 
 export const SUPERBLOCK_MAGIC = 'LAMSTORE';
-export const CATALOG_MAGIC = 'LAMCATLG';
-export const FORMAT_VERSION = 1;
+export const INDEX_PAGE_MAGIC = 'LAMCATIX';
+export const LEAF_PAGE_MAGIC = 'LAMCATLF';
+export const FORMAT_VERSION = 2;
 
 /** Superblock slots: blocks 0 and 1 (DESIGN.md section 6). */
 export const SLOT_COUNT = 2;
 export const METADATA_BLOCKS = 2;
 /** Bytes of a superblock covered by its CRC, CRC included. Fits in one 512-byte sector. */
 export const SUPERBLOCK_BYTES = 128;
-export const CATALOG_HEADER_BYTES = 32;
-export const CATALOG_FORK_BYTES = 24;
-export const CATALOG_EXTENT_BYTES = 8;
+/** Every catalog page (index or leaf) starts with this header. */
+export const PAGE_HEADER_BYTES = 32;
+export const INDEX_ENTRY_BYTES = 32;
+export const ITEM_HEADER_BYTES = 32;
+export const EXTENT_BYTES = 8;
 
 export const VOLUME_SIZE_BYTES_MIN = 64 * 1024;
 /** 1 TiB: with 4 KiB blocks that is 2^28 blocks, so block offsets fit a uint32 with room. */
 export const VOLUME_SIZE_BYTES_MAX = 1024 ** 4;
 export const BLOCK_SIZE_BYTES_MIN = 4096;
 export const BLOCK_SIZE_BYTES_MAX = 32768;
-/**
- * Largest catalog we agree to read: a length field above it is corruption, refused before any
- * buffer is allocated. 1 GiB is ~130 million extents, far beyond any real volume.
- */
-export const CATALOG_BYTES_MAX = 1024 ** 3;
 
 /** The first extent of a fork (DESIGN.md section 6: at most 8 blocks). */
 export const EXTENT_BLOCKS_FIRST = 8;
 /**
- * Growth doubles a fork's capacity until one step would exceed this many bytes (then it grows
- * by this much at a time). Why 16 MiB: a 1 GiB fork needs ~70 extents (under 600 bytes of
- * catalog, 7 binary-search steps per lookup), while the space a fork reserves beyond its data
- * stays below its own size for small forks and below 16 MiB for large ones. Extents that land
- * next to each other are merged (in-place extension), so the cap does not split sequential
- * writes: checkpoint writes coalesce across extent boundaries anyway.
+ * Growth doubles a fork's reserved capacity until one step would exceed this many bytes (then it
+ * grows by this much at a time). Capacity beyond nblocks lives in memory only (F4): it keeps a
+ * fork's extensions next to each other while the volume is open.
  */
 export const EXTENT_BYTES_MAX = 16 * 1024 * 1024;
 
@@ -74,10 +74,13 @@ const SB_OFF = {
   reserved1: 20,
   volumeSize: 24,
   generation: 32,
-  catalogOffset: 40,
-  catalogLength: 48,
-  catalogCrc: 52,
-  reserved2: 56,
+  indexBlock: 40,
+  indexPages: 48,
+  indexCrc: 52,
+  leafPages: 56,
+  forkCount: 60,
+  timeMs: 64,
+  reserved2: 72,
   crc: SUPERBLOCK_BYTES - 4,
 } as const;
 assert(SB_OFF.reserved2 < SB_OFF.crc, 'superblock fields end before its CRC');
@@ -90,9 +93,14 @@ export interface Superblock {
   blockSizeBytes: number;
   volumeSizeBytes: number;
   generation: number;
-  catalogOffsetBlocks: number;
-  catalogLengthBytes: number;
-  catalogCrc: number;
+  /** The first index page of the catalog, and the CRC of its block. */
+  indexBlock: number;
+  indexCrc: number;
+  indexPages: number;
+  leafPages: number;
+  forkCount: number;
+  /** When the checkpoint that wrote this superblock published it (ms since 1970). */
+  timeMs: number;
 }
 
 export interface Extent {
@@ -113,9 +121,33 @@ export interface CatalogFork extends ForkKey {
   extents: Extent[];
 }
 
-export interface Catalog {
+/** One leaf item: a stretch of a fork's map starting at fork block `firstBlock` (F4). */
+export interface CatalogItem extends CatalogFork {
+  firstBlock: number;
+}
+
+/** An index entry: the key of a leaf's first item, where the leaf is, and its CRC. */
+export interface IndexEntry extends ForkKey {
+  firstBlock: number;
+  block: number;
+  crc: number;
+}
+
+/** A reference to a page: its block and the CRC of the whole block. */
+export interface PageRef {
+  block: number;
+  crc: number;
+}
+
+export interface IndexPage {
   generation: number;
-  forks: CatalogFork[];
+  entries: IndexEntry[];
+  next: PageRef | null;
+}
+
+export interface LeafPage {
+  generation: number;
+  items: CatalogItem[];
 }
 
 function corrupt(path: string, what: string): LamstoreError {
@@ -164,9 +196,12 @@ export function encodeSuperblock(sb: Superblock): Uint8Array {
   v.setUint32(SB_OFF.blockSize, sb.blockSizeBytes, true);
   v.setBigUint64(SB_OFF.volumeSize, BigInt(sb.volumeSizeBytes), true);
   v.setBigUint64(SB_OFF.generation, BigInt(sb.generation), true);
-  v.setBigUint64(SB_OFF.catalogOffset, BigInt(sb.catalogOffsetBlocks), true);
-  v.setUint32(SB_OFF.catalogLength, sb.catalogLengthBytes, true);
-  v.setUint32(SB_OFF.catalogCrc, sb.catalogCrc, true);
+  v.setBigUint64(SB_OFF.indexBlock, BigInt(sb.indexBlock), true);
+  v.setUint32(SB_OFF.indexPages, sb.indexPages, true);
+  v.setUint32(SB_OFF.indexCrc, sb.indexCrc, true);
+  v.setUint32(SB_OFF.leafPages, sb.leafPages, true);
+  v.setUint32(SB_OFF.forkCount, sb.forkCount, true);
+  v.setBigUint64(SB_OFF.timeMs, BigInt(Math.max(0, Math.floor(sb.timeMs))), true);
   v.setUint32(SB_OFF.crc, crc32c(out.subarray(0, SB_OFF.crc)), true);
   // Pair assertion: what we write must decode to what we meant.
   const back = decodeSuperblock(out, sb.slot);
@@ -197,6 +232,9 @@ export function decodeSuperblock(bytes: Uint8Array, slot: number): SlotResult {
   const actual = crc32c(bytes.subarray(0, SB_OFF.crc));
   if (stored !== actual) return { ok: false, reason: `superblock CRC mismatch (stored ${hex(stored)}, computed ${hex(actual)})` };
   const version = v.getUint32(SB_OFF.version, true);
+  if (version === 1) {
+    return { ok: false, reason: `format version 1 (the in-place volume) is not read by this lamstore, which reads version ${FORMAT_VERSION} (copy-on-write) only; copy the data out with the lamstore that wrote it` };
+  }
   if (version !== FORMAT_VERSION) return { ok: false, reason: `unknown format version ${version} (this lamstore reads version ${FORMAT_VERSION})` };
   for (let i = SB_OFF.reserved2; i < SB_OFF.crc; i++) if (bytes[i] !== 0) return { ok: false, reason: `reserved byte ${i} is not zero` };
   if (v.getUint32(SB_OFF.reserved1, true) !== 0) return { ok: false, reason: 'reserved bytes 20..23 are not zero' };
@@ -204,8 +242,9 @@ export function decodeSuperblock(bytes: Uint8Array, slot: number): SlotResult {
   const blockSizeBytes = v.getUint32(SB_OFF.blockSize, true);
   const volumeSizeBytes = u64(v, SB_OFF.volumeSize);
   const generation = u64(v, SB_OFF.generation);
-  const catalogOffsetBlocks = u64(v, SB_OFF.catalogOffset);
-  if (volumeSizeBytes === null || generation === null || catalogOffsetBlocks === null) return { ok: false, reason: 'a 64-bit field is above 2^53' };
+  const indexBlock = u64(v, SB_OFF.indexBlock);
+  const timeMs = u64(v, SB_OFF.timeMs);
+  if (volumeSizeBytes === null || generation === null || indexBlock === null || timeMs === null) return { ok: false, reason: 'a 64-bit field is above 2^53' };
   if (writtenSlot !== slot) return { ok: false, reason: `written for slot ${writtenSlot}, found in slot ${slot}` };
   if (generation % SLOT_COUNT !== slot) return { ok: false, reason: `generation ${generation} does not belong in slot ${slot} (generation g lives in slot g % 2)` };
   const geometry = checkVolumeGeometry(volumeSizeBytes, blockSizeBytes);
@@ -215,17 +254,21 @@ export function decodeSuperblock(bytes: Uint8Array, slot: number): SlotResult {
     blockSizeBytes,
     volumeSizeBytes,
     generation,
-    catalogOffsetBlocks,
-    catalogLengthBytes: v.getUint32(SB_OFF.catalogLength, true),
-    catalogCrc: v.getUint32(SB_OFF.catalogCrc, true),
+    indexBlock,
+    indexPages: v.getUint32(SB_OFF.indexPages, true),
+    indexCrc: v.getUint32(SB_OFF.indexCrc, true),
+    leafPages: v.getUint32(SB_OFF.leafPages, true),
+    forkCount: v.getUint32(SB_OFF.forkCount, true),
+    timeMs,
   };
   const volumeBlocks = volumeSizeBytes / blockSizeBytes;
-  if (sb.catalogLengthBytes < CATALOG_HEADER_BYTES || sb.catalogLengthBytes > CATALOG_BYTES_MAX) {
-    return { ok: false, reason: `catalog length ${sb.catalogLengthBytes} is outside ${CATALOG_HEADER_BYTES}..${CATALOG_BYTES_MAX} bytes` };
+  if (sb.indexBlock < METADATA_BLOCKS || sb.indexBlock >= volumeBlocks) {
+    return { ok: false, reason: `catalog index page at block ${sb.indexBlock} is outside ${METADATA_BLOCKS}..${volumeBlocks - 1}` };
   }
-  const catalogBlocks = Math.ceil(sb.catalogLengthBytes / blockSizeBytes);
-  if (sb.catalogOffsetBlocks < METADATA_BLOCKS || sb.catalogOffsetBlocks + catalogBlocks > volumeBlocks) {
-    return { ok: false, reason: `catalog at blocks ${sb.catalogOffsetBlocks}..${sb.catalogOffsetBlocks + catalogBlocks - 1} is outside ${METADATA_BLOCKS}..${volumeBlocks - 1}` };
+  // Every page is a block of its own: the counts cannot exceed the volume (this bounds every
+  // allocation sized by them before a page is read).
+  if (sb.indexPages < 1 || sb.indexPages + sb.leafPages > volumeBlocks - METADATA_BLOCKS) {
+    return { ok: false, reason: `catalog of ${sb.indexPages} index and ${sb.leafPages} leaf pages does not fit a volume of ${volumeBlocks} blocks` };
   }
   return { ok: true, sb };
 }
@@ -234,102 +277,202 @@ export function hex(n: number): string {
   return '0x' + (n >>> 0).toString(16).padStart(8, '0');
 }
 
-// ---------------------------------------------------------------- catalog
-
-export function catalogBytes(forkCount: number, extentCount: number): number {
-  return CATALOG_HEADER_BYTES + forkCount * CATALOG_FORK_BYTES + extentCount * CATALOG_EXTENT_BYTES;
-}
+// ---------------------------------------------------------------- catalog pages
 
 export function compareForkKeys(a: ForkKey, b: ForkKey): number {
   return a.spcOid - b.spcOid || a.dbOid - b.dbOid || a.relNumber - b.relNumber || a.fork - b.fork;
 }
 
-/** Encode a catalog; `forks` must be in F4 order (asserted). */
-export function encodeCatalog(catalog: Catalog): Uint8Array {
-  let extentCount = 0;
-  for (const f of catalog.forks) extentCount += f.extents.length;
-  const out = new Uint8Array(catalogBytes(catalog.forks.length, extentCount));
-  const v = new DataView(out.buffer);
-  out.set(Buffer.from(CATALOG_MAGIC, 'latin1'), 0);
+/** F4's order: fork key, then firstBlock. */
+export function compareItemKeys(a: ForkKey & { firstBlock: number }, b: ForkKey & { firstBlock: number }): number {
+  return compareForkKeys(a, b) || a.firstBlock - b.firstBlock;
+}
+
+/** Bytes an item with `extents` extents takes in a leaf. */
+export function itemBytes(extents: number): number {
+  return ITEM_HEADER_BYTES + extents * EXTENT_BYTES;
+}
+
+/** Most extents one item may hold (one item alone fills a leaf). */
+export function itemExtentsMax(blockSizeBytes: number): number {
+  return Math.floor((blockSizeBytes - PAGE_HEADER_BYTES - ITEM_HEADER_BYTES) / EXTENT_BYTES);
+}
+
+/** Index entries one index page holds. */
+export function indexEntriesMax(blockSizeBytes: number): number {
+  return Math.floor((blockSizeBytes - PAGE_HEADER_BYTES) / INDEX_ENTRY_BYTES);
+}
+
+function writeHeader(out: Uint8Array, v: DataView, magic: string, count: number, generation: number, next: PageRef | null): void {
+  out.set(Buffer.from(magic, 'latin1'), 0);
   v.setUint32(8, FORMAT_VERSION, true);
-  v.setUint32(12, catalog.forks.length, true);
-  v.setBigUint64(16, BigInt(catalog.generation), true);
-  v.setUint32(24, extentCount, true);
-  let at = CATALOG_HEADER_BYTES;
-  let prev: ForkKey | null = null;
-  for (const f of catalog.forks) {
-    assert(prev === null || compareForkKeys(prev, f) < 0, 'catalog forks strictly increasing (F4)');
-    prev = f;
-    v.setUint32(at, f.spcOid, true);
-    v.setUint32(at + 4, f.dbOid, true);
-    v.setUint32(at + 8, f.relNumber, true);
-    v.setUint8(at + 12, f.fork);
-    v.setUint32(at + 16, f.nblocks, true);
-    v.setUint32(at + 20, f.extents.length, true);
-    at += CATALOG_FORK_BYTES;
-    for (const e of f.extents) {
-      v.setUint32(at, e.startBlock, true);
-      v.setUint32(at + 4, e.lengthBlocks, true);
-      at += CATALOG_EXTENT_BYTES;
-    }
+  v.setUint32(12, count, true);
+  v.setBigUint64(16, BigInt(generation), true);
+  v.setUint32(24, next?.block ?? 0, true);
+  v.setUint32(28, next?.crc ?? 0, true);
+}
+
+function writeKey(v: DataView, at: number, k: ForkKey): void {
+  v.setUint32(at, k.spcOid, true);
+  v.setUint32(at + 4, k.dbOid, true);
+  v.setUint32(at + 8, k.relNumber, true);
+  v.setUint8(at + 12, k.fork);
+}
+
+/** One index page (a whole block); `next` names the following index page, null on the last. */
+export function encodeIndexPage(page: IndexPage, blockSizeBytes: number): Uint8Array {
+  assert(page.entries.length <= indexEntriesMax(blockSizeBytes), 'index entries fit the page');
+  const out = new Uint8Array(blockSizeBytes);
+  const v = new DataView(out.buffer);
+  writeHeader(out, v, INDEX_PAGE_MAGIC, page.entries.length, page.generation, page.next);
+  let at = PAGE_HEADER_BYTES;
+  for (const e of page.entries) {
+    writeKey(v, at, e);
+    v.setUint32(at + 16, e.firstBlock, true);
+    v.setUint32(at + 20, e.block, true);
+    v.setUint32(at + 24, e.crc, true);
+    at += INDEX_ENTRY_BYTES;
   }
-  assert(at === out.length, 'catalog length matches its contents');
   return out;
 }
 
-/**
- * Decode a catalog whose CRC already matched. Throws VOLUME_CORRUPT on a structural problem
- * (the bytes cannot be parsed as a catalog); placement problems are `catalogFindings`'s job.
- */
-export function decodeCatalog(bytes: Uint8Array, path: string, expectedGeneration: number): Catalog {
-  if (bytes.length < CATALOG_HEADER_BYTES) throw corrupt(path, `catalog is ${bytes.length} bytes, shorter than its ${CATALOG_HEADER_BYTES}-byte header`);
+/** One leaf page (a whole block); items must be in F4 order (asserted) and fit. */
+export function encodeLeafPage(page: LeafPage, blockSizeBytes: number): Uint8Array {
+  const out = new Uint8Array(blockSizeBytes);
+  const v = new DataView(out.buffer);
+  writeHeader(out, v, LEAF_PAGE_MAGIC, page.items.length, page.generation, null);
+  let at = PAGE_HEADER_BYTES;
+  let prev: CatalogItem | null = null;
+  for (const it of page.items) {
+    assert(prev === null || compareItemKeys(prev, it) < 0, 'leaf items strictly increasing (F4)');
+    assert(at + itemBytes(it.extents.length) <= blockSizeBytes, 'leaf items fit the page');
+    prev = it;
+    writeKey(v, at, it);
+    v.setUint32(at + 16, it.nblocks, true);
+    v.setUint32(at + 20, it.firstBlock, true);
+    v.setUint32(at + 24, it.extents.length, true);
+    at += ITEM_HEADER_BYTES;
+    for (const e of it.extents) {
+      v.setUint32(at, e.startBlock, true);
+      v.setUint32(at + 4, e.lengthBlocks, true);
+      at += EXTENT_BYTES;
+    }
+  }
+  return out;
+}
+
+function readHeader(bytes: Uint8Array, path: string, what: string, magic: string, maxGeneration: number): { v: DataView; count: number; generation: number; next: PageRef | null } {
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
-  const magic = Buffer.from(bytes.buffer, bytes.byteOffset, 8).toString('latin1');
-  if (magic !== CATALOG_MAGIC) throw corrupt(path, `catalog has wrong magic ${JSON.stringify(magic)}`);
+  if (bytes.length < PAGE_HEADER_BYTES) throw corrupt(path, `${what} is ${bytes.length} bytes, shorter than a page header`);
+  const m = Buffer.from(bytes.buffer, bytes.byteOffset, 8).toString('latin1');
+  if (m !== magic) throw corrupt(path, `${what} has wrong magic ${JSON.stringify(m)} (expected "${magic}")`);
   const version = v.getUint32(8, true);
-  if (version !== FORMAT_VERSION) throw corrupt(path, `catalog has unknown format version ${version}`);
-  const forkCount = v.getUint32(12, true);
+  if (version !== FORMAT_VERSION) throw corrupt(path, `${what} has unknown format version ${version}`);
   const generation = u64(v, 16);
-  const extentCount = v.getUint32(24, true);
-  if (generation !== expectedGeneration) throw corrupt(path, `catalog generation ${String(generation)} does not match its superblock's ${expectedGeneration}`);
-  if (v.getUint32(28, true) !== 0) throw corrupt(path, 'catalog reserved header bytes are not zero');
-  // Guard the counts against the bytes present before allocating anything sized by them.
-  if (catalogBytes(forkCount, extentCount) !== bytes.length) {
-    throw corrupt(path, `catalog claims ${forkCount} forks and ${extentCount} extents (${catalogBytes(forkCount, extentCount)} bytes) but is ${bytes.length} bytes long`);
+  if (generation === null || generation > maxGeneration) throw corrupt(path, `${what} has generation ${String(generation)}, newer than its superblock's ${maxGeneration}`);
+  const nextBlock = v.getUint32(24, true);
+  const next = nextBlock === 0 ? null : { block: nextBlock, crc: v.getUint32(28, true) };
+  if (next === null && v.getUint32(28, true) !== 0) throw corrupt(path, `${what} names no next page but carries a next CRC`);
+  return { v, count: v.getUint32(12, true), generation, next };
+}
+
+function readKey(v: DataView, at: number): ForkKey & { reservedOk: boolean } {
+  return {
+    spcOid: v.getUint32(at, true),
+    dbOid: v.getUint32(at + 4, true),
+    relNumber: v.getUint32(at + 8, true),
+    fork: v.getUint8(at + 12),
+    reservedOk: v.getUint8(at + 13) === 0 && v.getUint16(at + 14, true) === 0,
+  };
+}
+
+/** Decode an index page whose CRC already matched. Throws VOLUME_CORRUPT on a structural problem. */
+export function decodeIndexPage(bytes: Uint8Array, path: string, what: string, maxGeneration: number): IndexPage {
+  const { v, count, generation, next } = readHeader(bytes, path, what, INDEX_PAGE_MAGIC, maxGeneration);
+  if (count > indexEntriesMax(bytes.length)) throw corrupt(path, `${what} claims ${count} entries, more than a page holds`);
+  const entries: IndexEntry[] = [];
+  let at = PAGE_HEADER_BYTES;
+  for (let i = 0; i < count; i++, at += INDEX_ENTRY_BYTES) {
+    const k = readKey(v, at);
+    if (!k.reservedOk || v.getUint32(at + 28, true) !== 0) throw corrupt(path, `${what} entry ${i}: reserved bytes are not zero`);
+    if (k.fork > 3) throw corrupt(path, `${what} entry ${i}: fork number ${k.fork} is out of range 0..3`);
+    entries.push({ spcOid: k.spcOid, dbOid: k.dbOid, relNumber: k.relNumber, fork: k.fork, firstBlock: v.getUint32(at + 16, true), block: v.getUint32(at + 20, true), crc: v.getUint32(at + 24, true) });
   }
+  return { generation, entries, next };
+}
+
+/** Decode a leaf page whose CRC already matched. Throws VOLUME_CORRUPT on a structural problem. */
+export function decodeLeafPage(bytes: Uint8Array, path: string, what: string, maxGeneration: number): LeafPage {
+  const { v, count, generation, next } = readHeader(bytes, path, what, LEAF_PAGE_MAGIC, maxGeneration);
+  if (next !== null) throw corrupt(path, `${what}: a leaf page names a next page`);
+  if (count === 0) throw corrupt(path, `${what} holds no items`);
+  const items: CatalogItem[] = [];
+  let at = PAGE_HEADER_BYTES;
+  for (let i = 0; i < count; i++) {
+    if (at + ITEM_HEADER_BYTES > bytes.length) throw corrupt(path, `${what} item ${i} runs past the page's end`);
+    const k = readKey(v, at);
+    const name = `${what} item ${i} (relation ${k.spcOid}/${k.dbOid}/${k.relNumber} fork ${k.fork})`;
+    if (!k.reservedOk || v.getUint32(at + 28, true) !== 0) throw corrupt(path, `${name}: reserved bytes are not zero`);
+    if (k.fork > 3) throw corrupt(path, `${name}: fork number ${k.fork} is out of range 0..3`);
+    const n = v.getUint32(at + 24, true);
+    const it: CatalogItem = { spcOid: k.spcOid, dbOid: k.dbOid, relNumber: k.relNumber, fork: k.fork, nblocks: v.getUint32(at + 16, true), firstBlock: v.getUint32(at + 20, true), extents: [] };
+    at += ITEM_HEADER_BYTES;
+    if (at + n * EXTENT_BYTES > bytes.length) throw corrupt(path, `${name}: claims ${n} extents, more than the page holds`);
+    for (let x = 0; x < n; x++, at += EXTENT_BYTES) it.extents.push({ startBlock: v.getUint32(at, true), lengthBlocks: v.getUint32(at + 4, true) });
+    if (items.length > 0 && compareItemKeys(items[items.length - 1]!, it) >= 0) throw corrupt(path, `${name}: items are out of order or duplicated`);
+    items.push(it);
+  }
+  return { generation, items };
+}
+
+/**
+ * Join the items of a whole catalog (in index order) into forks, checking F4. Throws
+ * VOLUME_CORRUPT naming the fork on the first problem.
+ */
+export function joinItems(items: readonly CatalogItem[], path: string): CatalogFork[] {
   const forks: CatalogFork[] = [];
-  let at = CATALOG_HEADER_BYTES;
-  let extentsSeen = 0;
-  let prev: ForkKey | null = null;
-  for (let i = 0; i < forkCount; i++) {
-    if (at + CATALOG_FORK_BYTES > bytes.length) throw corrupt(path, `catalog entry ${i} runs past the catalog's end`);
-    const f: CatalogFork = {
-      spcOid: v.getUint32(at, true),
-      dbOid: v.getUint32(at + 4, true),
-      relNumber: v.getUint32(at + 8, true),
-      fork: v.getUint8(at + 12),
-      nblocks: v.getUint32(at + 16, true),
-      extents: [],
-    };
-    const name = `catalog entry ${i} (relation ${f.spcOid}/${f.dbOid}/${f.relNumber} fork ${f.fork})`;
-    if (f.fork > 3) throw corrupt(path, `${name}: fork number ${f.fork} is out of range 0..3`);
-    if (v.getUint8(at + 13) !== 0 || v.getUint16(at + 14, true) !== 0) throw corrupt(path, `${name}: reserved bytes are not zero`);
-    if (prev !== null && compareForkKeys(prev, f) >= 0) {
-      throw corrupt(path, compareForkKeys(prev, f) === 0 ? `${name}: duplicate entry` : `${name}: entries are out of order`);
+  let cur: CatalogFork | null = null;
+  let covered = 0;
+  const finish = (): void => {
+    if (cur && covered !== cur.nblocks) throw corrupt(path, `${describeForkKey(cur)}: its extents hold ${covered} blocks but nblocks is ${cur.nblocks}`);
+  };
+  for (const it of items) {
+    if (cur === null || compareForkKeys(cur, it) !== 0) {
+      finish();
+      if (cur !== null && compareForkKeys(cur, it) > 0) throw corrupt(path, `${describeForkKey(it)}: items are out of order`);
+      if (it.firstBlock !== 0) throw corrupt(path, `${describeForkKey(it)}: its first item starts at block ${it.firstBlock}, not 0`);
+      cur = { spcOid: it.spcOid, dbOid: it.dbOid, relNumber: it.relNumber, fork: it.fork, nblocks: it.nblocks, extents: [] };
+      forks.push(cur);
+      covered = 0;
+    } else if (it.nblocks !== cur.nblocks) {
+      throw corrupt(path, `${describeForkKey(it)}: items disagree on nblocks (${cur.nblocks}, ${it.nblocks})`);
+    } else if (it.firstBlock !== covered) {
+      throw corrupt(path, `${describeForkKey(it)}: an item starts at block ${it.firstBlock}, the previous ones end at ${covered}`);
     }
-    prev = f;
-    const n = v.getUint32(at + 20, true);
-    at += CATALOG_FORK_BYTES;
-    if (n > extentCount - extentsSeen) throw corrupt(path, `${name}: claims ${n} extents, more than the ${extentCount - extentsSeen} left in the catalog`);
-    extentsSeen += n;
-    for (let k = 0; k < n; k++) {
-      f.extents.push({ startBlock: v.getUint32(at, true), lengthBlocks: v.getUint32(at + 4, true) });
-      at += CATALOG_EXTENT_BYTES;
+    if (it.extents.length === 0 && it.nblocks !== 0) throw corrupt(path, `${describeForkKey(it)}: an item of a fork with ${it.nblocks} blocks holds no extents`);
+    for (const e of it.extents) {
+      cur.extents.push(e);
+      covered += e.lengthBlocks;
     }
-    forks.push(f);
   }
-  if (extentsSeen !== extentCount || at !== bytes.length) throw corrupt(path, `catalog header counts ${extentCount} extents but its entries hold ${extentsSeen}`);
-  return { generation: expectedGeneration, forks };
+  finish();
+  return forks;
+}
+
+/**
+ * Cut a fork's map into items of at most `itemExtentsMax` extents (F4). A fork with no blocks is
+ * one empty item.
+ */
+export function forkItems(f: CatalogFork, extentsMax: number): CatalogItem[] {
+  const items: CatalogItem[] = [];
+  let first = 0;
+  for (let i = 0; i < f.extents.length || items.length === 0; i += extentsMax) {
+    const extents = f.extents.slice(i, i + extentsMax);
+    items.push({ spcOid: f.spcOid, dbOid: f.dbOid, relNumber: f.relNumber, fork: f.fork, nblocks: f.nblocks, firstBlock: first, extents });
+    for (const e of extents) first += e.lengthBlocks;
+    if (f.extents.length === 0) break;
+  }
+  return items;
 }
 
 export interface Finding {
@@ -345,29 +488,24 @@ export function describeForkKey(k: ForkKey): string {
 }
 
 /**
- * Placement checks of a decoded catalog (F4, F6): extents inside the volume, not overlapping
- * each other, the superblocks or the catalog, and nblocks consistent with the extents.
+ * Placement checks of a decoded catalog (F6): extents and catalog pages inside the volume, no
+ * extent empty, nothing overlapping anything else or the superblocks.
  */
-export function catalogFindings(catalog: Catalog, volumeBlocks: number, catalogArea: Extent): Finding[] {
+export function catalogFindings(forks: readonly CatalogFork[], catalogPages: readonly number[], volumeBlocks: number): Finding[] {
   const findings: Finding[] = [];
-  const spans: { start: number; end: number; owner: string }[] = [
-    { start: 0, end: METADATA_BLOCKS, owner: 'the superblocks' },
-    { start: catalogArea.startBlock, end: catalogArea.startBlock + catalogArea.lengthBlocks, owner: 'the catalog' },
-  ];
-  for (const f of catalog.forks) {
+  const spans: { start: number; end: number; owner: string }[] = [{ start: 0, end: METADATA_BLOCKS, owner: 'the superblocks' }];
+  for (const b of catalogPages) {
+    if (b < METADATA_BLOCKS || b >= volumeBlocks) findings.push({ severity: 'error', part: 'catalog', message: `a page at block ${b} lies outside ${METADATA_BLOCKS}..${volumeBlocks - 1}` });
+    else spans.push({ start: b, end: b + 1, owner: `the catalog page at block ${b}` });
+  }
+  for (const f of forks) {
     const part = describeForkKey(f);
-    let capacity = 0;
     f.extents.forEach((e, i) => {
       if (e.lengthBlocks === 0) findings.push({ severity: 'error', part: `${part} extent ${i}`, message: 'has length 0' });
-      else if (e.startBlock + e.lengthBlocks > volumeBlocks) {
-        findings.push({ severity: 'error', part: `${part} extent ${i}`, message: `blocks ${e.startBlock}..${e.startBlock + e.lengthBlocks - 1} leave the volume (${volumeBlocks} blocks)` });
+      else if (e.startBlock < METADATA_BLOCKS || e.startBlock + e.lengthBlocks > volumeBlocks) {
+        findings.push({ severity: 'error', part: `${part} extent ${i}`, message: `blocks ${e.startBlock}..${e.startBlock + e.lengthBlocks - 1} leave the data area ${METADATA_BLOCKS}..${volumeBlocks - 1}` });
       } else spans.push({ start: e.startBlock, end: e.startBlock + e.lengthBlocks, owner: `${part} extent ${i}` });
-      capacity += e.lengthBlocks;
     });
-    const last = f.extents[f.extents.length - 1];
-    if (f.nblocks === 0 && f.extents.length > 0) findings.push({ severity: 'error', part, message: `has nblocks 0 but ${f.extents.length} extents` });
-    if (f.nblocks > capacity) findings.push({ severity: 'error', part, message: `nblocks ${f.nblocks} exceeds its extents' ${capacity} blocks` });
-    else if (last && f.nblocks <= capacity - last.lengthBlocks) findings.push({ severity: 'error', part, message: `last extent is unused (nblocks ${f.nblocks}, ${capacity} blocks in extents)` });
   }
   spans.sort((a, b) => a.start - b.start || a.end - b.end);
   // Compare each span with the one reaching furthest so far, so a span nested in a long one

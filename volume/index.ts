@@ -10,14 +10,19 @@
  */
 import { ErrorCode, LamstoreError, checkOptionKeys, optionKeys } from '../engine/index.js';
 import type { Extension, PreloadContext } from '../engine/index.js';
-import { Volume, checkCreateOptionKeys } from './volume.js';
-import type { VolumeCreateOptions } from './volume.js';
+import { Volume } from './volume.js';
+import { checkCreateOptionKeys } from './create.js';
+import type { VolumeCreateOptions } from './create.js';
 import { volumeStorageManager, volumeSyncOps, VOLUME_SMGR_NAME } from './smgr.js';
 
-export { Volume, openVolumeReadOnly, openVolumeReadOnly as inspectVolume, createVolumeFile, examineVolume } from './volume.js';
+export { Volume, openVolumeReadOnly, openVolumeReadOnly as inspectVolume, IOV_MAX, DEFRAG_EXTENTS_MIN, DEFRAG_BLOCKS_PER_EXTENT } from './volume.js';
+export { createVolumeFile } from './create.js';
+export { examineVolume } from './examine.js';
 /** The forks' names (ForkInfo.forkName): the engine's list, here for callers of `inspectVolume`. */
 export { FORK_NAMES } from '../engine/index.js';
-export type { VolumeInfo, SlotInfo, ForkInfo, CreateProgress, VolumeCreateOptions, VolumeOpenOptions, VolumeStats, VolumeExamination, VolumeHost } from './volume.js';
+export type { VolumeInfo, ForkInfo, VolumeOpenOptions, VolumeStats, VolumeHost } from './volume.js';
+export type { CreateProgress, VolumeCreateOptions } from './create.js';
+export type { SlotInfo, VolumeExamination } from './examine.js';
 export { checkVolume } from './check.js';
 export type { CheckVolumeOptions } from './check.js';
 export type { Finding, Extent } from './format.js';
@@ -80,6 +85,7 @@ export function volumeExtension(options: VolumeExtensionOptions): VolumeExtensio
         uncleanStart: ctx.uncleanStart,
         enableFsync: ctx.enableFsync,
         dataSyncRetry: ctx.dataSyncRetry,
+        poolPages: ctx.sharedBuffers,
       });
       try {
         // The order of volume/smgr.ts: the handler's id first, then the storage manager that

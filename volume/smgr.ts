@@ -49,7 +49,7 @@ export function volumeStorageManager(volume: Volume, ctx: SmgrContext, handlerId
     exists: async (rel, fork) => volume.exists(rel, fork),
     extend: (rel, fork, blockNum, page) => volume.extend(rel, fork, blockNum, page, host),
     read: (rel, fork, blockNum, into) => volume.read(rel, fork, blockNum, into),
-    writeBuffers: (pages: readonly PageWrite[]) => volume.writeBuffers(pages, host),
+    writeBuffers: (pages: readonly PageWrite[], origin) => volume.writeBuffers(pages, host, origin),
     nblocks: async (rel, fork) => volume.nblocks(rel, fork),
     truncate: (rel, fork, nblocks) => volume.truncate(rel, fork, nblocks, host),
     unlink: (rel, fork) => volume.unlink(rel, fork, host),

@@ -1,37 +1,57 @@
 /**
- * Volume: one preallocated file holding relation forks as extents; its in-memory catalog, the
- * allocator, the page I/O, and the volume sync that makes a checkpoint durable with at most two
- * fdatasync calls (DESIGN.md section 5; format in format.ts and README.md).
+ * Volume: one preallocated file holding relation forks, written copy-on-write. Its in-memory
+ * fork maps, the page I/O, and the volume sync that publishes a checkpoint with at most two
+ * fdatasync calls (DESIGN.md section 5; format in format.ts and README.md, the catalog tree in
+ * catalog.ts, placement in extent-allocator.ts, reading the metadata in examine.ts, creating a
+ * file in create.ts).
  *
- * Invariants (checkInvariants() verifies V1-V4; tests call it after every step):
- *  V1 Every block of the volume is exactly one of: superblock slot (0-1), the durable catalog,
- *     the catalog being written (during a volume sync), an extent of a fork, pending free
- *     (A3 in extent-allocator.ts), or free.
+ * Three maps of every fork exist at once: the durable one (what the newest durable superblock's
+ * catalog says), the published one (a capture being made durable by a running volume sync), and
+ * the current one (memory: what reads see). A capture copies the current maps into a catalog.
+ *
+ * Invariants (checkInvariants() verifies V1, V2, V4 and V5; the crash tests check V3):
+ *  V1 Every block of the volume is exactly one of: superblock slot (0-1), a page of the newest
+ *     built catalog, a block of a fork's current map (data below nblocks, or capacity reserved
+ *     beyond it), a block being written (allocated, not yet mapped), pending free (A3), or free.
  *  V2 A fork's extents hold capacity >= nblocks blocks; `firstBlock[i]` is the fork block number
  *     of extent i's first block (prefix sums), so block -> volume offset is a binary search.
- *  V3 The durable state (the newest valid superblock and the catalog it points at) is never
- *     overwritten: new catalogs go to free space, superblock generation g goes to slot g % 2
- *     (F1, F5), and space the durable catalog references is never free (A3).
+ *  V3 No write ever lands on a block that the durable or a published catalog references. A page
+ *     write always goes to a newly allocated block (never in place); an extension goes to capacity
+ *     beyond nblocks, which no catalog ever records (F4). The block a write replaces is free at
+ *     once if no capture has been taken since it was written (its extent's `era` is the current
+ *     one), else pending until a capture without it is durable (A3). One exception, documented
+ *     at resetUnlogged: an unlogged MAIN fork is rewritten inside its own blocks after an unclean
+ *     stop, because its durable contents are void by definition.
  *  V4 `#syncedSeq <= #writeSeq` and `#durableMeta <= #metaVersion`. A write is covered by a
  *     volume sync iff its sequence number is <= `#syncedSeq`; a metadata change iff its version
  *     is <= `#durableMeta`.
+ *  V5 The reserve that keeps the next checkpoint possible: every allocation except a
+ *     checkpoint's own page writes leaves at least `#reserveBlocks()` free: the catalog a build
+ *     could write, plus one block for every page that could be dirty in the buffer pool
+ *     (min(sharedBuffers, the blocks of all forks)), which the checkpoint must relocate. So a
+ *     write that would make the next checkpoint impossible fails with VOLUME_FULL, and nothing
+ *     already written is lost; a checkpoint never runs out of room.
  *
  * Checkpoint order (the volume sync, `#syncOnce`), and why:
- *  1. Dirty pages were written in place by BufferSync before the sync phase (volume-offset
- *     order, through writeBuffers). The file was zero-filled at creation, so these overwrites never
- *     change the file size: fdatasync covers them without a metadata journal commit.
- *  2. If metadata changed: the new catalog is written to free space (never over the durable one).
- *  3. fdatasync: pages and the new catalog are durable. A crash before this returns leaves the
- *     old superblock pointing at the old, intact catalog.
- *  4. If metadata changed: the older superblock slot is overwritten with generation + 1, then a
- *     second fdatasync. The switch is one 128-byte write inside one sector; a torn or lost write
- *     leaves the previous slot as the newest valid one (D1: old or new metadata, never a mix).
- * Sync epoch: a sync captures (write sequence, metadata version) at its start. Inside a
- * checkpoint (checkpointBegin..checkpointEnd) the first tag the sync phase visits starts one sync
- * and every tag of the phase waits for that same sync: each was registered before the phase
- * began, after its change, so the capture covers it; a write racing the checkpoint registered a
- * request of its own for the next cycle. So a checkpoint costs at most 2 fdatasyncs with writers
- * running. Outside a checkpoint a tag syncs until its fork is covered (V4).
+ *  1. BufferSync handed the dirty pages over (writeBuffers): each batch went, in (fork, block)
+ *     order, to the next blocks of one stream (A4), one pwritev per run of up to IOV_MAX pages.
+ *  2. Forks whose maps have scattered past their bound are rewritten whole into one run (the
+ *     defragmentation pass, D1-D2 at #defragment).
+ *  3. Capture: the current maps become a new catalog (catalog.ts T3), synchronously, so it
+ *     describes one instant; writes that land after it belong to the next capture and are never
+ *     referenced by it. The changed leaves and the index chain go to free blocks.
+ *  4. fdatasync: pages and the new catalog are durable. A crash before this returns leaves the
+ *     old superblock pointing at the old, intact catalog and pages (V3).
+ *  5. The older superblock slot is overwritten with generation + 1, then a second fdatasync.
+ *     The switch is one 128-byte write inside one sector; a torn or lost write leaves the
+ *     previous slot as the newest valid one. Once durable, the blocks the capture stopped
+ *     referencing become free (A3).
+ * Sync epoch: inside a checkpoint (checkpointBegin..checkpointEnd) the first tag the sync phase
+ * visits starts one sync and every tag of the phase waits for that same sync: each was
+ * registered before the phase began, after its change, so the capture covers it; a write racing
+ * the checkpoint registered a request of its own for the next cycle. So a checkpoint costs at
+ * most 2 fdatasyncs with writers running. Outside a checkpoint a tag syncs until its fork is
+ * covered (V4).
  *
  * fsync off (the engine's `fsync`, VolumeOpenOptions.enableFsync false): no sync handler is
  * called, so checkpointEnd runs the volume sync itself without its fdatasyncs: the catalog and
@@ -41,17 +61,19 @@
  * The failed state: a failed fdatasync, a failed catalog or superblock write, or any error inside
  * the volume sync sets `#failure`. From then on every write, extend, create, truncate, unlink and
  * sync throws ENGINE_FAILED naming the volume; reads keep working. The sync handler rethrows, so
- * the engine enters its own failed state too (F1 of engine.ts).
+ * the engine enters its own failed state too (F1 of engine.ts). Because nothing durable was ever
+ * overwritten, reopening finds the last published checkpoint whole (fsyncgate: a page whose
+ * fdatasync failed was never referenced by a durable superblock).
  *
  * dataSyncRetry (PostgreSQL's data_sync_retry, for kernels that keep failed pages dirty):
- *  R1 A failed volume sync fails only its checkpoint. Nothing it covered is marked durable; a
- *     catalog that no superblock names yet goes back to free space at once.
+ *  R1 A failed volume sync fails only its checkpoint. Nothing it covered is marked durable; the
+ *     catalog pages no superblock names yet go back to free space at once (catalog.ts abandon).
  *  R2 A failure from the superblock write on leaves the switch in doubt: the slot may hold the
  *     old or the new generation. The next sync writes the same superblock again and syncs it
  *     before writing anything else, so generation g + 2 never overwrites the slot of g while g + 1
  *     may not be durable (that would leave no valid superblock after a torn write).
  */
-import { dirname, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import {
   ErrorCode,
   FORKS,
@@ -63,7 +85,6 @@ import {
   checkBlock,
   checkFork,
   checkLocator,
-  checkOptionKeys,
   crc32c,
   forEachInFlight,
   IN_FLIGHT_DEFAULT,
@@ -74,44 +95,17 @@ import {
   isUnloggedFork,
   openFile,
   locatorKey,
-  optionKeys,
 } from '../engine/index.js';
-import type { FileHandle, FileIO, FileTag, PageWrite, Persistence, RelFileLocator } from '../engine/index.js';
-import {
-  EXTENT_BLOCKS_FIRST,
-  METADATA_BLOCKS,
-  SLOT_COUNT,
-  SLOT_NEVER_WRITTEN,
-  SUPERBLOCK_BYTES,
-  catalogBytes,
-  catalogFindings,
-  checkVolumeGeometry,
-  compareForkKeys,
-  decodeCatalog,
-  decodeSuperblock,
-  describeForkKey,
-  encodeCatalog,
-  encodeSuperblock,
-  extentBlocksMax,
-  BLOCK_SIZE_BYTES_MIN,
-  BLOCK_SIZE_BYTES_MAX,
-} from './format.js';
-import type { Catalog, CatalogFork, Extent, Finding, SlotResult, Superblock } from './format.js';
+import type { FileHandle, FileIO, FileTag, PageWrite, Persistence, RelFileLocator, WriteOrigin, WriteResult } from '../engine/index.js';
+import { EXTENT_BLOCKS_FIRST, METADATA_BLOCKS, SLOT_COUNT, compareForkKeys, describeForkKey, encodeSuperblock, extentBlocksMax } from './format.js';
+import type { CatalogFork, Extent, ForkKey } from './format.js';
 import { FreeSpace, growthBlocks } from './extent-allocator.js';
-
-export interface CreateProgress {
-  doneBytes: number;
-  totalBytes: number;
-}
-
-export interface VolumeCreateOptions {
-  /** Whole size of the volume file: 64 KiB..1 TiB, a multiple of blockSize. */
-  sizeBytes: number;
-  /** Page size; must equal the engine's. @default the engine's blockSize (8192) */
-  blockSize?: number;
-  /** Called after every zero-filled chunk (the CLI draws a progress bar from it). */
-  onProgress?: (progress: CreateProgress) => void;
-}
+import { CatalogTree } from './catalog.js';
+import type { BuiltCatalog } from './catalog.js';
+import { examineVolume } from './examine.js';
+import type { SlotInfo, VolumeExamination } from './examine.js';
+import { checkCreateOptions, createVolumeFile } from './create.js';
+import type { VolumeCreateOptions } from './create.js';
 
 export interface VolumeOpenOptions {
   io: FileIO;
@@ -134,6 +128,12 @@ export interface VolumeOpenOptions {
   enableFsync?: boolean;
   /** The engine's `dataSyncRetry` (R1, R2). @default false */
   dataSyncRetry?: boolean;
+  /**
+   * Pages the engine's buffer pool holds (its sharedBuffers): at most that many pages can be
+   * dirty, and each needs a new block at the next checkpoint (V5). @default 0 (no pool: every
+   * write reaches the volume at once)
+   */
+  poolPages?: number;
 }
 
 /**
@@ -152,14 +152,6 @@ export interface VolumeHost {
   exemptFromLedger(offsetBytes: number, lengthBytes: number): void;
 }
 
-export interface SlotInfo {
-  slot: number;
-  valid: boolean;
-  generation?: number;
-  /** Why the slot is not valid. */
-  reason?: string;
-}
-
 export interface ForkInfo {
   spcOid: number;
   dbOid: number;
@@ -167,12 +159,14 @@ export interface ForkInfo {
   fork: number;
   forkName: string;
   nblocks: number;
+  /** The fork's map: runs of consecutive fork blocks at consecutive volume blocks. */
   extents: Extent[];
 }
 
 /** What `lamstore inspect` and `lamstore map` show. */
 export interface VolumeInfo {
   path: string;
+  formatVersion: number;
   blockSizeBytes: number;
   volumeSizeBytes: number;
   volumeBlocks: number;
@@ -180,28 +174,32 @@ export interface VolumeInfo {
   slots: SlotInfo[];
   activeSlot: number;
   generation: number;
-  catalog: { offsetBlocks: number; lengthBytes: number; blocks: number };
-  /** Superblocks + catalog. */
+  /** When the active superblock was published (ms since 1970). */
+  checkpointTimeMs: number;
+  catalog: { indexBlock: number; indexPages: number; leafPages: number; blocks: number; pageBlocks: number[] };
+  /** Superblocks + catalog pages. */
   metadataBlocks: number;
-  /** Blocks in forks' extents. */
+  /** Blocks in forks' maps (data and reserved capacity). */
   usedBlocks: number;
   freeBlocks: number;
-  /** Freed by truncate/drop, reusable after the next completed checkpoint. */
+  /** Space a durable catalog may still reference, reusable after the next checkpoint. */
   pendingFreeBlocks: number;
   largestFreeRunBlocks: number;
   freeRuns: Extent[];
   forks: ForkInfo[];
 }
 
-/** Zero-fill chunk at creation: large enough to stream, small enough to report progress. */
-export const ZERO_CHUNK_BYTES = 4 * 1024 * 1024;
+/** A fork's map extent: `era` is the capture count when it was written (V3: fresh iff current). */
+interface MapExtent extends Extent {
+  era: number;
+}
 
 interface ForkState {
   key: string;
   rel: RelFileLocator;
   fork: ForkNumber;
   nblocks: number;
-  extents: Extent[];
+  extents: MapExtent[];
   /** V2: fork block number of each extent's first block. */
   firstBlock: number[];
   capacity: number;
@@ -210,9 +208,9 @@ interface ForkState {
 /** A new catalog written and waiting for its superblock (the second half of a volume sync). */
 interface PendingSwitch {
   generation: number;
+  capture: number;
   superblock: Uint8Array;
-  area: Extent;
-  catalogLengthBytes: number;
+  built: BuiltCatalog;
   /** The metadata version the catalog describes. */
   meta: number;
 }
@@ -222,6 +220,38 @@ interface SyncNeed {
   seq: number;
   meta: number;
 }
+
+export interface VolumeStats {
+  /** Volume syncs that did work (fdatasync issued). */
+  volumeSyncs: number;
+  /** Of those, syncs that switched the superblock (metadata changed). */
+  metadataSwitches: number;
+  fdatasyncs: number;
+  /** checkpointBegin calls: the sync epochs. */
+  epoch: number;
+  /** Pages written to a new block (every page write: copy-on-write). */
+  pagesRelocated: number;
+  /** Contiguous volume runs written by page writes. */
+  runsWritten: number;
+  /** Forks rewritten whole by the defragmentation pass, and the pages that cost. */
+  forksDefragmented: number;
+  pagesDefragmented: number;
+  /** Catalog pages written (leaves + index). */
+  catalogPagesWritten: number;
+}
+
+/** Most buffers one pwritev takes (Linux's IOV_MAX). */
+export const IOV_MAX = 1024;
+/**
+ * D1: a fork is rewritten whole at a checkpoint when its map has more extents than
+ * max(DEFRAG_EXTENTS_MIN, nblocks / DEFRAG_BLOCKS_PER_EXTENT): 8 for a fork up to 2 MiB, then one
+ * extent per 256 blocks (2 MiB at 8 KiB), so a sequential read of any fork does at least one
+ * long read per 2 MiB on average.
+ */
+export const DEFRAG_EXTENTS_MIN = 8;
+export const DEFRAG_BLOCKS_PER_EXTENT = 256;
+/** Pages the defragmentation pass copies per read/write. */
+const DEFRAG_CHUNK_BLOCKS = 256;
 
 function volumeFailedError(path: string, cause: unknown): LamstoreError {
   const detail = cause instanceof Error ? cause.message : String(cause);
@@ -235,244 +265,6 @@ function volumeFailedError(path: string, cause: unknown): LamstoreError {
 
 function badArg(message: string): LamstoreError {
   return new LamstoreError(ErrorCode.BAD_ARGUMENT, message);
-}
-
-// ---------------------------------------------------------------- reading the metadata
-
-export interface VolumeExamination {
-  fileSizeBytes: number;
-  slots: SlotInfo[];
-  /** The newest valid superblock. */
-  active?: Superblock;
-  catalog?: Catalog;
-  catalogArea?: Extent;
-  findings: Finding[];
-  /** Set when the volume cannot be opened: the problem, in one line. */
-  fatal?: string;
-}
-
-async function readAt(io: FileIO, handle: FileHandle, path: string, length: number, offset: number): Promise<Uint8Array> {
-  const buf = new Uint8Array(length);
-  let n: number;
-  try {
-    n = await io.pread(handle, buf, offset);
-  } catch (err) {
-    throw ioError('read', path, err);
-  }
-  return n === length ? buf : buf.subarray(0, n);
-}
-
-/**
- * Read and judge both superblocks and the active catalog. Never writes; never throws for bad
- * content (only for I/O errors): open() turns `fatal` into VOLUME_CORRUPT, checkVolume lists
- * `findings`.
- */
-export async function examineVolume(io: FileIO, handle: FileHandle, path: string): Promise<VolumeExamination> {
-  let fileSizeBytes: number;
-  try {
-    fileSizeBytes = await io.size(handle);
-  } catch (err) {
-    throw ioError('fstat', path, err);
-  }
-  const ex: VolumeExamination = { fileSizeBytes, slots: [], findings: [] };
-  if (fileSizeBytes < SUPERBLOCK_BYTES) {
-    // 0 bytes is also what a creation killed before it sized the file leaves: holding nothing,
-    // it may go.
-    ex.fatal = fileSizeBytes === 0 ? 'file is empty (0 bytes), not a volume (an interrupted volume creation leaves this); it holds nothing and may be removed' : `file is ${fileSizeBytes} bytes, shorter than a ${SUPERBLOCK_BYTES}-byte superblock`;
-    ex.findings.push({ severity: 'error', part: 'file', message: ex.fatal });
-    return ex;
-  }
-  const results: SlotResult[] = [];
-  results[0] = decodeSuperblock(await readAt(io, handle, path, SUPERBLOCK_BYTES, 0), 0);
-  // Slot 1 sits at one block size; the block size is in the superblock. Take slot 0's when it
-  // is valid, else try every legal block size.
-  const r0 = results[0];
-  const candidates = r0.ok ? [r0.sb.blockSizeBytes] : [8192, 4096, 16384, 32768];
-  let r1: SlotResult | undefined;
-  // Every place slot 1 may be is all zero (r1 reports only the first place tried).
-  let slot1Zero = true;
-  for (const bs of candidates) {
-    if (fileSizeBytes < bs + SUPERBLOCK_BYTES) continue;
-    const r = decodeSuperblock(await readAt(io, handle, path, SUPERBLOCK_BYTES, bs), 1);
-    if (r.ok || r.reason !== SLOT_NEVER_WRITTEN) slot1Zero = false;
-    if (r.ok && r.sb.blockSizeBytes !== bs) {
-      r1 ??= { ok: false, reason: `found at offset ${bs} but records block size ${r.sb.blockSizeBytes}` };
-      continue;
-    }
-    if (r.ok || r1 === undefined) r1 = r;
-    if (r.ok) break;
-  }
-  results[1] = r1 ?? { ok: false, reason: `file is too short (${fileSizeBytes} bytes) to hold slot 1` };
-  for (let slot = 0; slot < SLOT_COUNT; slot++) {
-    const r = results[slot]!;
-    ex.slots.push(r.ok ? { slot, valid: true, generation: r.sb.generation } : { slot, valid: false, reason: r.reason });
-    if (!r.ok) ex.findings.push({ severity: 'error', part: `superblock slot ${slot}`, message: r.reason });
-  }
-  const valid = results.filter((r): r is { ok: true; sb: Superblock } => r.ok).map((r) => r.sb);
-  if (valid.length === 0) {
-    if (ex.slots.every((s) => s.reason === SLOT_NEVER_WRITTEN) && slot1Zero) {
-      // createVolumeFile writes the superblocks last and removes its file on any error, so two
-      // zero slots mean a process killed while creating (a signal, a crash, an Engine.open
-      // stopped mid-creation). Say so: "corrupt" alone sends people looking for lost data.
-      ex.fatal = 'the file was never completed as a volume (both superblock slots are all zero: its creation was interrupted); it may be removed and the volume created again';
-      ex.findings.push({ severity: 'error', part: 'file', message: ex.fatal });
-      return ex;
-    }
-    ex.fatal = `no valid superblock (slot 0: ${ex.slots[0]!.reason}; slot 1: ${ex.slots[1]!.reason})`;
-    return ex;
-  }
-  valid.sort((a, b) => b.generation - a.generation);
-  const sb = valid[0]!;
-  ex.active = sb;
-  if (valid.length === 2) {
-    const other = valid[1]!;
-    if (sb.generation !== other.generation + 1) {
-      ex.findings.push({ severity: 'warning', part: `superblock slot ${other.slot}`, message: `generation ${other.generation} is not one below the active slot's ${sb.generation}` });
-    }
-    if (other.blockSizeBytes !== sb.blockSizeBytes || other.volumeSizeBytes !== sb.volumeSizeBytes) {
-      ex.findings.push({ severity: 'error', part: `superblock slot ${other.slot}`, message: 'block size or volume size differs from the active slot' });
-    }
-  }
-  if (sb.volumeSizeBytes > fileSizeBytes) {
-    ex.fatal = `superblock slot ${sb.slot} says the volume is ${sb.volumeSizeBytes} bytes but the file has only ${fileSizeBytes}`;
-    ex.findings.push({ severity: 'error', part: 'file', message: ex.fatal });
-    return ex;
-  }
-  const volumeBlocks = sb.volumeSizeBytes / sb.blockSizeBytes;
-  // decodeSuperblock bounded the catalog length (<= CATALOG_BYTES_MAX) and placed it inside the
-  // volume, which the file holds: this allocation is sized by checked values only.
-  const bytes = await readAt(io, handle, path, sb.catalogLengthBytes, sb.catalogOffsetBlocks * sb.blockSizeBytes);
-  const area: Extent = { startBlock: sb.catalogOffsetBlocks, lengthBlocks: Math.ceil(sb.catalogLengthBytes / sb.blockSizeBytes) };
-  ex.catalogArea = area;
-  const crc = crc32c(bytes);
-  if (bytes.length !== sb.catalogLengthBytes || crc !== sb.catalogCrc) {
-    ex.fatal = `catalog CRC mismatch (superblock slot ${sb.slot}, generation ${sb.generation}, catalog at block ${sb.catalogOffsetBlocks})`;
-    ex.findings.push({ severity: 'error', part: 'catalog', message: ex.fatal });
-    return ex;
-  }
-  try {
-    ex.catalog = decodeCatalog(bytes, path, sb.generation);
-  } catch (err) {
-    ex.fatal = (err as Error).message.replace(`${path}: volume is corrupt: `, '');
-    ex.findings.push({ severity: 'error', part: 'catalog', message: ex.fatal });
-    return ex;
-  }
-  const placement = catalogFindings(ex.catalog, volumeBlocks, area);
-  ex.findings.push(...placement);
-  const firstError = placement.find((f) => f.severity === 'error');
-  if (firstError) ex.fatal = `${firstError.part} ${firstError.message}`;
-  return ex;
-}
-
-// ---------------------------------------------------------------- creation
-
-const CREATE_OPTION_KEYS = optionKeys<VolumeCreateOptions>({ sizeBytes: true, blockSize: true, onProgress: true });
-
-/** Refuse a key VolumeCreateOptions does not have (a misspelt `blocksize` would silently mean the engine's block size). */
-export function checkCreateOptionKeys(create: object, what: string): void {
-  checkOptionKeys(create, CREATE_OPTION_KEYS, what);
-}
-
-function checkCreateOptions(create: VolumeCreateOptions, engineBlockSize: number | undefined): { sizeBytes: number; blockSize: number } {
-  if (typeof create !== 'object' || create === null) throw badArg('option create must be an object { sizeBytes, blockSize? }');
-  checkCreateOptionKeys(create, 'volume create options');
-  const blockSize = create.blockSize ?? engineBlockSize ?? 8192;
-  if (typeof blockSize !== 'number' || !Number.isInteger(blockSize) || blockSize < BLOCK_SIZE_BYTES_MIN || blockSize > BLOCK_SIZE_BYTES_MAX || (blockSize & (blockSize - 1)) !== 0) {
-    throw badArg(`option create.blockSize must be a power of two in ${BLOCK_SIZE_BYTES_MIN}..${BLOCK_SIZE_BYTES_MAX}, got ${String(blockSize)}`);
-  }
-  if (engineBlockSize !== undefined && blockSize !== engineBlockSize) {
-    throw badArg(`option create.blockSize ${blockSize} differs from the engine's blockSize ${engineBlockSize}`);
-  }
-  const sizeBytes = create.sizeBytes;
-  if (typeof sizeBytes !== 'number' || !Number.isSafeInteger(sizeBytes)) throw badArg(`option create.sizeBytes must be an integer number of bytes, got ${String(sizeBytes)}`);
-  const geometry = checkVolumeGeometry(sizeBytes, blockSize);
-  if (geometry) throw badArg(`option create.sizeBytes: ${geometry}`);
-  if (create.onProgress !== undefined && typeof create.onProgress !== 'function') throw badArg('option create.onProgress must be a function');
-  return { sizeBytes, blockSize };
-}
-
-/**
- * Create a volume file: zero-fill the whole size (reporting progress), fdatasync, then two
- * empty catalogs (generations 0 and 1) and both superblocks, fdatasync, and fsync the directory
- * so the name is durable. On any error the partial file is removed: a half-made file never
- * opens as a volume (and had it survived a crash, its superblocks would still be zero).
- */
-export async function createVolumeFile(io: FileIO, rawPath: string, create: VolumeCreateOptions, engineBlockSize?: number): Promise<void> {
-  const { sizeBytes, blockSize } = checkCreateOptions(create, engineBlockSize);
-  const path = resolve(rawPath);
-  let handle: FileHandle;
-  try {
-    handle = await io.open(path, { create: true, exclusive: true });
-  } catch (err) {
-    throw ioError('create', path, err);
-  }
-  let step = 'flock';
-  try {
-    await io.flock(handle, 'exclusive');
-    // Set the size first so the zero-fill below overwrites in place instead of appending
-    // (cheaper for SimDisk's in-memory image; the same blocks end up written on a real disk).
-    step = 'ftruncate';
-    await io.ftruncate(handle, sizeBytes);
-    step = 'write';
-    const chunk = new Uint8Array(Math.min(ZERO_CHUNK_BYTES, sizeBytes));
-    for (let done = 0; done < sizeBytes; ) {
-      const n = Math.min(chunk.length, sizeBytes - done);
-      await io.pwrite(handle, n === chunk.length ? chunk : chunk.subarray(0, n), done);
-      done += n;
-      create.onProgress?.({ doneBytes: done, totalBytes: sizeBytes });
-    }
-    step = 'fdatasync';
-    await io.fdatasync(handle);
-    step = 'write';
-    for (let generation = 0; generation < SLOT_COUNT; generation++) {
-      const catalog = encodeCatalog({ generation, forks: [] });
-      const at = METADATA_BLOCKS + generation;
-      await io.pwrite(handle, catalog, at * blockSize);
-      const sb = encodeSuperblock({
-        slot: generation % SLOT_COUNT,
-        blockSizeBytes: blockSize,
-        volumeSizeBytes: sizeBytes,
-        generation,
-        catalogOffsetBlocks: at,
-        catalogLengthBytes: catalog.length,
-        catalogCrc: crc32c(catalog),
-      });
-      await io.pwrite(handle, sb, (generation % SLOT_COUNT) * blockSize);
-    }
-    step = 'fdatasync';
-    await io.fdatasync(handle);
-    step = 'close';
-    const h = handle;
-    handle = undefined as unknown as FileHandle;
-    await io.close(h);
-    step = 'fsync directory';
-    await io.fsyncDir(dirname(path));
-  } catch (err) {
-    if (handle !== undefined) await io.close(handle).catch(() => {});
-    let removal = '';
-    try {
-      await io.unlink(path);
-    } catch (unlinkErr) {
-      removal = `; could not remove the partial file: ${errnoOf(unlinkErr) ?? String(unlinkErr)}`;
-    }
-    const e = ioError(step, path, err);
-    if (removal && e.code === ErrorCode.IO_ERROR) {
-      throw new LamstoreError(e.code, `${e.message}${removal}`, { cause: err, path, errno: e.errno, syscall: e.syscall });
-    }
-    throw e;
-  }
-}
-
-// ---------------------------------------------------------------- the volume
-
-export interface VolumeStats {
-  /** Volume syncs that did work (fdatasync issued). */
-  volumeSyncs: number;
-  /** Of those, syncs that switched the superblock (metadata changed). */
-  metadataSwitches: number;
-  fdatasyncs: number;
-  /** checkpointBegin calls: the sync epochs. */
-  epoch: number;
 }
 
 async function openHandle(io: FileIO, path: string, readOnly: boolean): Promise<FileHandle> {
@@ -513,28 +305,53 @@ export async function openVolumeReadOnly(path: string, options: { io?: FileIO } 
   }
 }
 
+/** The extents of `extents` that hold fork blocks [0, nblocks), physically adjacent ones merged (F4). */
+function trimmedMap(extents: readonly Extent[], nblocks: number): Extent[] {
+  const out: Extent[] = [];
+  let left = nblocks;
+  for (const e of extents) {
+    if (left === 0) break;
+    const len = Math.min(left, e.lengthBlocks);
+    const last = out[out.length - 1];
+    if (last && last.startBlock + last.lengthBlocks === e.startBlock) last.lengthBlocks += len;
+    else out.push({ startBlock: e.startBlock, lengthBlocks: len });
+    left -= len;
+  }
+  return out;
+}
+
 export class Volume {
   readonly path: string;
   readonly readOnly: boolean;
   readonly blockSize: number;
   readonly volumeSizeBytes: number;
   readonly volumeBlocks: number;
-  readonly stats: VolumeStats = { volumeSyncs: 0, metadataSwitches: 0, fdatasyncs: 0, epoch: 0 };
+  readonly stats: VolumeStats = { volumeSyncs: 0, metadataSwitches: 0, fdatasyncs: 0, epoch: 0, pagesRelocated: 0, runsWritten: 0, forksDefragmented: 0, pagesDefragmented: 0, catalogPagesWritten: 0 };
   readonly #io: FileIO;
-  /** VolumeOpenOptions.enableFsync and dataSyncRetry, fixed at open. */
+  /** VolumeOpenOptions.enableFsync, dataSyncRetry and poolPages, fixed at open. */
   readonly #enableFsync: boolean;
   readonly #dataSyncRetry: boolean;
+  readonly #poolPages: number;
   #handle: FileHandle | null;
   readonly #forks = new Map<string, ForkState>();
   readonly #free: FreeSpace;
+  readonly #tree: CatalogTree;
   readonly #extentMaxBlocks: number;
   #extentCount = 0;
+  /** Sum of nblocks over every fork (V5). */
+  #liveBlocks = 0;
   #slots: SlotInfo[];
   #fileSizeBytes: number;
   #generation: number;
-  #catalogArea: Extent;
-  #catalogLengthBytes: number;
-  #inflightArea: Extent | null = null;
+  #timeMs: number;
+  /** Captures taken (V3: an extent with this era was written since the last one). */
+  #captures = 0;
+  /** The newest capture whose superblock is durable (A3). */
+  #durableCapture = 0;
+  /** Where the last page stream stopped (A4). */
+  #cursor: number = METADATA_BLOCKS;
+  /** Blocks allocated for writes in flight (V1). */
+  #inFlightBlocks = 0;
   #metaVersion = 0;
   #durableMeta = 0;
   #writeSeq = 0;
@@ -549,9 +366,11 @@ export class Volume {
   /**
    * A superblock switch whose write or fdatasync failed under dataSyncRetry (R2): the slot may
    * hold either generation, so the next sync writes the same superblock again before anything
-   * else. Its catalog area stays reserved until then.
+   * else.
    */
   #switchInDoubt: PendingSwitch | null = null;
+  /** Forks whose map changed since the last capture: the candidates for defragmentation (D1). */
+  readonly #changed = new Set<ForkState>();
 
   private constructor(io: FileIO, handle: FileHandle, path: string, options: VolumeOpenOptions, ex: VolumeExamination) {
     const sb = ex.active!;
@@ -559,6 +378,7 @@ export class Volume {
     const readOnly = options.readOnly === true;
     this.#enableFsync = options.enableFsync !== false;
     this.#dataSyncRetry = options.dataSyncRetry === true;
+    this.#poolPages = options.poolPages ?? 0;
     this.#handle = handle;
     this.path = path;
     this.readOnly = readOnly;
@@ -569,17 +389,20 @@ export class Volume {
     this.#slots = ex.slots;
     this.#fileSizeBytes = ex.fileSizeBytes;
     this.#generation = sb.generation;
-    this.#catalogArea = ex.catalogArea!;
-    this.#catalogLengthBytes = sb.catalogLengthBytes;
-    const used: Extent[] = [this.#catalogArea];
-    for (const f of ex.catalog!.forks) {
+    this.#timeMs = sb.timeMs;
+    const used: Extent[] = [];
+    for (const b of [...ex.indexBlocks!, ...ex.leaves!.map((l) => l.block)]) used.push({ startBlock: b, lengthBlocks: 1 });
+    for (const f of ex.forks!) {
       const rel = { spcOid: f.spcOid, dbOid: f.dbOid, relNumber: f.relNumber };
       const st = this.#newFork(rel, f.fork as ForkNumber);
       st.nblocks = f.nblocks;
-      for (const e of f.extents) this.#appendExtent(st, { ...e });
+      this.#liveBlocks += f.nblocks;
+      // Durable blocks carry era -1: never fresh (V3).
+      for (const e of f.extents) this.#appendExtent(st, { startBlock: e.startBlock, lengthBlocks: e.lengthBlocks, era: -1 });
       used.push(...f.extents);
     }
     this.#free = new FreeSpace(this.volumeBlocks, used);
+    this.#tree = new CatalogTree(this.blockSize, ex.leaves!, ex.indexBlocks!, (k) => forkKey(k, k.fork as ForkNumber));
   }
 
   /** Open (or, with `create`, create) a volume file: lock, read, validate. Writes nothing to an existing file. */
@@ -610,8 +433,8 @@ export class Volume {
       if (!readOnly && options.uncleanStart !== false) {
         // A process that died with this volume open may have left writes in the page cache
         // only. Make them durable before anything is built on what reads now return. The
-        // engine's data directory records whether the last stop was clean (its running
-        // marker); when it says clean, there is nothing left to make durable.
+        // engine's data directory records whether the last stop was clean; when it says
+        // clean, there is nothing left to make durable.
         try {
           await options.io.fdatasync(handle);
         } catch (err) {
@@ -630,12 +453,12 @@ export class Volume {
   #newFork(rel: RelFileLocator, fork: ForkNumber): ForkState {
     const key = forkKey(rel, fork);
     assert(!this.#forks.has(key), `fork ${key} is new`);
-    const st: ForkState = { key, rel: { ...rel }, fork, nblocks: 0, extents: [], firstBlock: [], capacity: 0 };
+    const st: ForkState = { key, rel: { spcOid: rel.spcOid, dbOid: rel.dbOid, relNumber: rel.relNumber }, fork, nblocks: 0, extents: [], firstBlock: [], capacity: 0 };
     this.#forks.set(key, st);
     return st;
   }
 
-  #appendExtent(st: ForkState, e: Extent): void {
+  #appendExtent(st: ForkState, e: MapExtent): void {
     st.firstBlock.push(st.capacity);
     st.extents.push(e);
     st.capacity += e.lengthBlocks;
@@ -663,118 +486,183 @@ export class Volume {
     return { index: lo, volumeBlock: st.extents[lo]!.startBlock + (blk - st.firstBlock[lo]!) };
   }
 
-  /** The catalog if written now (F4: sorted, extents trimmed to those holding blocks). */
-  #catalogSnapshot(generation: number): Catalog {
-    const forks: CatalogFork[] = [];
-    for (const st of this.#forks.values()) {
-      const extents: Extent[] = [];
-      if (st.nblocks > 0) {
-        const last = this.#locate(st, st.nblocks - 1).index;
-        for (let i = 0; i <= last; i++) extents.push({ ...st.extents[i]! });
-      }
-      forks.push({ ...st.rel, fork: st.fork, nblocks: st.nblocks, extents });
-    }
-    forks.sort(compareForkKeys);
-    return { generation, forks };
+  /** The fork's map as a catalog records it (F4). */
+  #forkMap(st: ForkState): CatalogFork {
+    return { ...st.rel, fork: st.fork, nblocks: st.nblocks, extents: trimmedMap(st.extents, st.nblocks) };
   }
 
-  #catalogBlocks(extraForks: number, extraExtents: number): number {
-    return Math.ceil(catalogBytes(this.#forks.size + extraForks, this.#extentCount + extraExtents) / this.blockSize);
+  /** A fork's map, size or existence changed (V4, and its catalog leaf). */
+  #changedMeta(st: ForkState): void {
+    this.#metaVersion++;
+    this.#tree.touch(st.key);
+    this.#changed.add(st);
+    this.#noteMeta(st.key);
   }
 
-  // ------------------------------------------------------------ allocation
-
-  /** Largest length <= maxLen taken from `start` that keeps the catalog reserve (A4); 0 if none. */
-  #fitLength(start: number, maxLen: number, reserve: number): number {
-    if (maxLen < 1) return 0;
-    if (this.#free.reserveHoldsAfter(start, maxLen, reserve)) return maxLen;
-    let lo = 0;
-    let hi = maxLen - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >>> 1;
-      if (this.#free.reserveHoldsAfter(start, mid, reserve)) lo = mid;
-      else hi = mid - 1;
-    }
-    return lo;
-  }
+  // ------------------------------------------------------------ space
 
   /**
-   * Grow the fork's extents to hold `target` blocks: in place after the last extent when that
-   * space is free, else best fit, else as much of the largest free run as the catalog reserve
-   * allows. All or nothing: on VOLUME_FULL every step taken is undone.
+   * A block the current map no longer uses (A3, V3): free at once if written since the last
+   * capture (no catalog can name it), else pending until a capture without it is durable.
    */
+  #release(startBlock: number, lengthBlocks: number, era: number): void {
+    if (lengthBlocks < 1) return;
+    if (era === this.#captures) this.#free.give(startBlock, lengthBlocks);
+    else this.#free.deferFree({ startBlock, lengthBlocks }, this.#captures + 1);
+  }
+
+  /** V5: blocks to keep free so the next checkpoint can run, after adding `extraBlocks` to forks. */
+  #reserveBlocks(extraForks: number, extraBlocks: number): number {
+    const catalog = CatalogTree.blocksForBuild(this.blockSize, this.#forks.size + extraForks, this.#extentCount + extraForks + (extraBlocks > 0 ? 1 : 0), this.#tree.leafCount);
+    return catalog + Math.min(this.#poolPages, this.#liveBlocks + extraBlocks);
+  }
+
+  #full(what: string, wanted: number, reserve: number): LamstoreError {
+    return new LamstoreError(
+      ErrorCode.VOLUME_FULL,
+      `${this.path}: volume is full: no room to ${what} (${wanted} block${wanted === 1 ? '' : 's'} wanted, ${this.#free.freeBlocks} free, ${this.#free.pendingBlocks} waiting for a checkpoint, ${reserve} kept so the next checkpoint can relocate every dirty page and write its catalog)`,
+      { path: this.path },
+    );
+  }
+
+  /** The growth step when `st` needs `target` blocks: in place after its last extent, else best fit (A4). */
   #ensureCapacity(st: ForkState, target: number): void {
     if (st.capacity >= target) return;
     const undo: (() => void)[] = [];
     try {
       while (st.capacity < target) {
-        const want = Math.max(growthBlocks(st.capacity, EXTENT_BLOCKS_FIRST, this.#extentMaxBlocks), target - st.capacity);
-        const reserve = this.#catalogBlocks(0, 1);
+        const need = target - st.capacity;
+        const want = Math.max(growthBlocks(st.capacity, EXTENT_BLOCKS_FIRST, this.#extentMaxBlocks), need);
+        const reserve = this.#reserveBlocks(0, target - st.nblocks);
+        const spare = this.#free.freeBlocks - reserve;
+        if (spare < need) throw this.#full(`grow ${describeForkKey({ ...st.rel, fork: st.fork })}`, need, reserve);
+        const len0 = Math.min(want, spare);
         const last = st.extents[st.extents.length - 1];
         if (last) {
           const end = last.startBlock + last.lengthBlocks;
           const run = this.#free.runContaining(end);
           if (run && run.start === end) {
-            const len = this.#fitLength(end, Math.min(want, run.length), reserve);
-            if (len >= 1) {
-              this.#free.take(end, len);
-              last.lengthBlocks += len;
-              st.capacity += len;
-              undo.push(() => {
-                last.lengthBlocks -= len;
-                st.capacity -= len;
-                this.#free.give(end, len);
-              });
-              continue;
-            }
+            const len = Math.min(len0, run.length);
+            this.#free.take(end, len);
+            // Capacity beyond nblocks is never in a catalog (F4); a new extent keeps the era so
+            // a later write of these blocks knows they were never captured.
+            const era = this.#captures;
+            this.#appendExtent(st, { startBlock: end, lengthBlocks: len, era });
+            undo.push(() => this.#popExtent(st, end, len));
+            continue;
           }
         }
-        let start = -1;
-        let len = 0;
-        const best = this.#free.bestFit(want);
-        if (best && this.#free.reserveHoldsAfter(best.start, want, reserve)) {
+        const best = this.#free.bestFit(len0);
+        let start: number;
+        let len: number;
+        if (best) {
           start = best.start;
-          len = want;
+          len = len0;
         } else {
-          const runs = this.#free.runs();
           let largest: Extent | undefined;
-          for (const r of runs) if (!largest || r.lengthBlocks > largest.lengthBlocks) largest = r;
-          if (largest) {
-            start = largest.startBlock;
-            len = this.#fitLength(start, Math.min(want, largest.lengthBlocks), reserve);
-          }
-        }
-        if (len < 1) {
-          throw new LamstoreError(
-            ErrorCode.VOLUME_FULL,
-            `${this.path}: volume is full: no free space to grow ${describeForkKey({ ...st.rel, fork: st.fork })} (${this.#free.freeBlocks} blocks free, ${this.#free.pendingBlocks} waiting for a checkpoint, ${reserve} kept twice for the catalog)`,
-            { path: this.path },
-          );
+          for (const r of this.#free.runs()) if (!largest || r.lengthBlocks > largest.lengthBlocks) largest = r;
+          start = largest!.startBlock;
+          len = Math.min(len0, largest!.lengthBlocks);
         }
         this.#free.take(start, len);
-        this.#appendExtent(st, { startBlock: start, lengthBlocks: len });
-        undo.push(() => {
-          st.extents.pop();
-          st.firstBlock.pop();
-          st.capacity -= len;
-          this.#extentCount--;
-          this.#free.give(start, len);
-        });
+        this.#appendExtent(st, { startBlock: start, lengthBlocks: len, era: this.#captures });
+        undo.push(() => this.#popExtent(st, start, len));
       }
     } catch (err) {
       for (const u of undo.reverse()) u();
       throw err;
     }
-    this.#metaVersion++;
+    this.#mergeTail(st);
   }
 
-  /** Give up every extent from index `from` on (A3: reusable after the next checkpoint). */
-  #dropExtents(st: ForkState, from: number): void {
-    for (let i = from; i < st.extents.length; i++) this.#free.deferFree(st.extents[i]!, this.#metaVersion);
-    this.#extentCount -= st.extents.length - from;
-    st.extents.length = from;
-    st.firstBlock.length = from;
-    st.capacity = from === 0 ? 0 : st.firstBlock[from - 1]! + st.extents[from - 1]!.lengthBlocks;
+  #popExtent(st: ForkState, start: number, len: number): void {
+    st.extents.pop();
+    st.firstBlock.pop();
+    st.capacity -= len;
+    this.#extentCount--;
+    this.#free.give(start, len);
+  }
+
+  /** Merge the last extents when physically adjacent and of the same era (keeps maps short). */
+  #mergeTail(st: ForkState): void {
+    while (st.extents.length >= 2) {
+      const b = st.extents[st.extents.length - 1]!;
+      const a = st.extents[st.extents.length - 2]!;
+      if (a.startBlock + a.lengthBlocks !== b.startBlock || a.era !== b.era) return;
+      a.lengthBlocks += b.lengthBlocks;
+      st.extents.pop();
+      st.firstBlock.pop();
+      this.#extentCount--;
+    }
+  }
+
+  /** Give up every block of the fork from fork block `from` on (capacity included). */
+  #cutFrom(st: ForkState, from: number): void {
+    const kept: MapExtent[] = [];
+    let at = 0;
+    for (const e of st.extents) {
+      const keep = Math.max(0, Math.min(e.lengthBlocks, from - at));
+      if (keep > 0) kept.push({ startBlock: e.startBlock, lengthBlocks: keep, era: e.era });
+      // Blocks at or past nblocks were never captured (F4): free at once. The others may be.
+      const dataEnd = Math.max(keep, Math.min(e.lengthBlocks, st.nblocks - at));
+      if (dataEnd > keep) this.#release(e.startBlock + keep, dataEnd - keep, e.era);
+      if (e.lengthBlocks > dataEnd) this.#free.give(e.startBlock + dataEnd, e.lengthBlocks - dataEnd);
+      at += e.lengthBlocks;
+    }
+    this.#setExtents(st, kept);
+  }
+
+  #setExtents(st: ForkState, extents: MapExtent[]): void {
+    this.#extentCount += extents.length - st.extents.length;
+    st.extents = extents;
+    st.firstBlock = [];
+    let cap = 0;
+    for (const e of extents) {
+      st.firstBlock.push(cap);
+      cap += e.lengthBlocks;
+    }
+    st.capacity = cap;
+  }
+
+  /**
+   * Point fork blocks at new volume blocks (`updates` sorted by block, each below nblocks), in
+   * one pass over the map; the blocks replaced are released (V3). Pieces merge when physically
+   * adjacent and both fresh or both not.
+   */
+  #remap(st: ForkState, updates: readonly { blk: number; vb: number }[]): void {
+    if (updates.length === 0) return;
+    const era = this.#captures;
+    const out: MapExtent[] = [];
+    const push = (startBlock: number, lengthBlocks: number, e: number): void => {
+      const last = out[out.length - 1];
+      if (last && last.startBlock + last.lengthBlocks === startBlock && (last.era === e || (last.era !== era && e !== era))) {
+        last.lengthBlocks += lengthBlocks;
+        last.era = Math.min(last.era, e);
+      } else out.push({ startBlock, lengthBlocks, era: e });
+    };
+    let u = 0;
+    let at = 0;
+    for (const e of st.extents) {
+      let i = 0;
+      while (i < e.lengthBlocks) {
+        const blk = at + i;
+        if (u < updates.length && updates[u]!.blk === blk) {
+          const vb = updates[u]!.vb;
+          this.#release(e.startBlock + i, 1, e.era);
+          push(vb, 1, era);
+          u++;
+          i++;
+          continue;
+        }
+        // Copy the stretch up to the next update (or the extent's end) in one piece.
+        const until = u < updates.length ? Math.min(e.lengthBlocks, updates[u]!.blk - at) : e.lengthBlocks;
+        push(e.startBlock + i, until - i, e.era);
+        i = until;
+      }
+      at += e.lengthBlocks;
+    }
+    assert(u === updates.length, 'every update lies inside the map');
+    this.#setExtents(st, out);
   }
 
   // ------------------------------------------------------------ state checks
@@ -840,13 +728,14 @@ export class Volume {
     const fork = checkFork(forkIn);
     this.#checkWritable();
     if (this.#forks.has(forkKey(rel, fork))) return;
-    // A4 for the catalog entry the new fork adds.
-    if (!this.#free.reserveHoldsAfter(0, 0, this.#catalogBlocks(1, 0))) {
-      throw new LamstoreError(ErrorCode.VOLUME_FULL, `${this.path}: volume is full: no room left in the catalog for ${describeForkKey({ ...rel, fork })}`, { path: this.path });
+    // V5 for the catalog entry the new fork adds.
+    const reserve = this.#reserveBlocks(1, 0);
+    if (this.#free.freeBlocks < reserve) {
+      throw new LamstoreError(ErrorCode.VOLUME_FULL, `${this.path}: volume is full: no room left in the catalog for ${describeForkKey({ ...rel, fork })} (${this.#free.freeBlocks} blocks free, ${reserve} kept for the next checkpoint)`, { path: this.path });
     }
     const st = this.#newFork(rel, fork);
-    this.#metaVersion++;
-    this.#noteMeta(st.key);
+    this.#tree.addFork(st.key, { ...rel, fork });
+    this.#changedMeta(st);
     await this.#registerSync(rel, fork, host);
   }
 
@@ -867,34 +756,6 @@ export class Volume {
 
   #outOfRange(st: ForkState, blk: number, what: string): LamstoreError {
     return new LamstoreError(ErrorCode.BLOCK_OUT_OF_RANGE, `${this.path}: cannot ${what} block ${blk} of ${describeForkKey({ ...st.rel, fork: st.fork })}: it has ${st.nblocks} blocks`, { path: this.path });
-  }
-
-  /**
-   * Write pages for consecutive fork blocks [blk, blk + pages.length): one pwritev per
-   * physically contiguous run (extents that happen to be adjacent merge into one run).
-   */
-  async #writeRun(st: ForkState, blk: number, pages: readonly Uint8Array[], host: VolumeHost): Promise<number> {
-    const handle = this.#checkOpen();
-    let ranges = 0;
-    let i = 0;
-    while (i < pages.length) {
-      const startVol = this.#locate(st, blk + i).volumeBlock;
-      let j = i + 1;
-      while (j < pages.length && this.#locate(st, blk + j).volumeBlock === startVol + (j - i)) j++;
-      // An unlogged fork's pages are not owed durability before shutdown (U1): tell the sync
-      // ledger not to hold this write against a checkpoint.
-      if (this.#isUnlogged(st.rel, st.fork)) {
-        host.exemptFromLedger(startVol * this.blockSize, (j - i) * this.blockSize);
-      }
-      try {
-        await this.#io.pwritev(handle, pages.slice(i, j), startVol * this.blockSize);
-      } catch (err) {
-        throw ioError('write', this.path, err);
-      }
-      ranges++;
-      i = j;
-    }
-    return ranges;
   }
 
   /** Relations opened unlogged (smgropen), and whether an unlogged page was written since the last sync. */
@@ -926,30 +787,44 @@ export class Volume {
   /**
    * After an unclean stop (U2): every relation with an INIT fork is unlogged; drop its other
    * forks and make MAIN a copy of INIT, durable before the engine is used.
+   *
+   * MAIN is rewritten inside its own blocks, the one exception to V3: its contents are void
+   * after an unclean stop, so overwriting blocks the durable catalog names loses nothing (a crash
+   * during the reset leaves the stop unclean, and the next open resets again). Relocating it
+   * instead would need free space that only the next checkpoint returns: a nearly full volume
+   * then failed every open with VOLUME_FULL.
    */
   async resetUnlogged(host: VolumeHost): Promise<number> {
     if (this.readOnly) return 0;
     const inits = [...this.#forks.values()].filter((st) => st.fork === ForkNumber.INIT).map((st) => st.rel);
+    const handle = this.#checkOpen();
     for (const rel of inits) {
       for (const f of [ForkNumber.FSM, ForkNumber.VISIBILITY_MAP]) if (this.#forks.has(forkKey(rel, f))) await this.unlink(rel, f, host);
-      // MAIN keeps its own extents and is rewritten in place. Its contents are void after an
-      // unclean stop, so overwriting blocks the durable catalog still names loses nothing (a
-      // crash during the reset leaves the stop unclean, and the next open resets again). Dropping
-      // it and extending anew would need free space that only the next checkpoint returns: a
-      // nearly full volume then failed every open with VOLUME_FULL.
       if (!this.#forks.has(forkKey(rel, ForkNumber.MAIN))) await this.create(rel, ForkNumber.MAIN, host);
       const main = this.#fork(rel, ForkNumber.MAIN);
-      if (main.nblocks > 0) {
-        main.nblocks = 0;
-        this.#metaVersion++;
-        this.#noteMeta(main.key);
-      }
       const init = this.#fork(rel, ForkNumber.INIT);
       const page = new Uint8Array(this.blockSize);
-      for (let b = 0; b < init.nblocks; b++) {
+      const keep = Math.min(main.nblocks, init.nblocks);
+      for (let b = 0; b < keep; b++) {
+        await this.read(rel, ForkNumber.INIT, b, page);
+        try {
+          await this.#io.pwrite(handle, page, this.#locate(main, b).volumeBlock * this.blockSize);
+        } catch (err) {
+          throw ioError('write', this.path, err);
+        }
+      }
+      if (main.nblocks > init.nblocks) {
+        this.#liveBlocks -= main.nblocks - init.nblocks;
+        this.#cutFrom(main, init.nblocks);
+        main.nblocks = init.nblocks;
+        this.#changedMeta(main);
+      }
+      for (let b = main.nblocks; b < init.nblocks; b++) {
         await this.read(rel, ForkNumber.INIT, b, page);
         await this.extend(rel, ForkNumber.MAIN, b, page, host);
       }
+      this.#writeSeq++;
+      this.#noteWrite(main.key);
     }
     if (inits.length > 0) await this.immediateSync(host);
     return inits.length;
@@ -961,6 +836,7 @@ export class Volume {
     const blk = checkBlock(blockNum);
     this.#checkPage(page, 'page');
     this.#checkWritable();
+    const handle = this.#checkOpen();
     const st = this.#fork(rel, fork);
     if (blk < st.nblocks) throw badArg(`${this.path}: cannot extend ${describeForkKey({ ...rel, fork })} at block ${blk}: it already has ${st.nblocks} blocks`);
     this.#ensureCapacity(st, blk + 1);
@@ -973,14 +849,26 @@ export class Volume {
     }
     pages.push(page);
     const from = st.nblocks;
-    await this.#writeRun(st, from, pages, host);
+    // Capacity beyond nblocks was never captured (F4, V3): written where it is.
+    for (let i = 0; i < pages.length; ) {
+      const startVol = this.#locate(st, from + i).volumeBlock;
+      let j = i + 1;
+      while (j < pages.length && this.#locate(st, from + j).volumeBlock === startVol + (j - i)) j++;
+      if (this.#isUnlogged(st.rel, st.fork)) host.exemptFromLedger(startVol * this.blockSize, (j - i) * this.blockSize);
+      try {
+        await (j - i === 1 ? this.#io.pwrite(handle, pages[i]!, startVol * this.blockSize) : this.#io.pwritev(handle, pages.slice(i, j), startVol * this.blockSize));
+      } catch (err) {
+        throw ioError('write', this.path, err);
+      }
+      i = j;
+    }
     this.#writeSeq++;
     if (this.#forks.get(st.key) === st && st.nblocks < blk + 1) {
+      this.#liveBlocks += blk + 1 - st.nblocks;
       st.nblocks = blk + 1;
-      this.#metaVersion++;
+      this.#changedMeta(st);
     }
     this.#noteWrite(st.key);
-    this.#noteMeta(st.key);
     await this.#registerSync(rel, fork, host);
   }
 
@@ -1013,21 +901,26 @@ export class Volume {
   }
 
   /**
-   * The write contract (smgr.ts W1-W4) for the volume: each page is located once, the batch is
-   * put in volume order, and volume-adjacent pages become one pwritev whatever fork they belong
-   * to. Scattered runs (one dirty page per relation) are independent, so IN_FLIGHT_DEFAULT of
-   * them are in flight at once instead of paying one round trip each. A run counts as written
-   * (write sequence, V4) only once its pwritev has returned; on failure the runs still in flight
-   * are waited for before the first error is thrown (W3).
+   * The write contract (smgr.ts W1-W4) for the volume, copy-on-write (V3): the batch, in the
+   * (fork, block) order BufferSync gives it, goes to the next blocks of one stream (A4), so a
+   * fork's consecutive dirty blocks stay consecutive; each run of volume blocks is written with
+   * pwritev calls of at most IOV_MAX pages, up to IN_FLIGHT_DEFAULT at once. A page's map entry
+   * moves to its new block only once its write has returned (a read meanwhile finds the old
+   * page, whole); a page whose fork was truncated or dropped meanwhile gives its new block back.
+   * On failure the writes still in flight are waited for, the blocks of the failed ones are
+   * freed, and the first error is thrown (W3).
    */
-  async writeBuffers(items: readonly PageWrite[], host: VolumeHost): Promise<number> {
+  async writeBuffers(items: readonly PageWrite[], host: VolumeHost, origin: WriteOrigin = 'eviction'): Promise<WriteResult> {
     this.#checkWritable();
     const handle = this.#checkOpen();
-    // W1 puts a fork's pages together: look the fork up once per stretch, not once per page
-    // (at 16,000 pages a checkpoint the per-page lookups were a stall of their own).
+    const n = items.length;
+    if (n === 0) return { writes: 0, runs: 0, relocated: 0 };
+    // W1 puts a fork's pages together: look the fork up once per stretch.
     let prev: PageWrite | null = null;
     let st: ForkState | null = null;
-    const located = items.map((it) => {
+    const forks: ForkState[] = new Array(n);
+    for (let i = 0; i < n; i++) {
+      const it = items[i]!;
       if (st === null || prev!.fork !== it.fork || prev!.rel.relNumber !== it.rel.relNumber || prev!.rel.dbOid !== it.rel.dbOid || prev!.rel.spcOid !== it.rel.spcOid) {
         st = this.#fork(checkLocator(it.rel), checkFork(it.fork));
       }
@@ -1035,42 +928,84 @@ export class Volume {
       const blk = checkBlock(it.blockNum);
       this.#checkPage(it.page, 'page');
       if (blk >= st.nblocks) throw this.#outOfRange(st, blk, 'write');
-      return { st, volumeBlock: this.#locate(st, blk).volumeBlock, page: it.page };
-    });
-    located.sort((a, b) => a.volumeBlock - b.volumeBlock);
-    const runs: { from: number; to: number }[] = [];
-    for (let i = 0; i < located.length; ) {
-      let j = i + 1;
-      while (j < located.length && located[j]!.volumeBlock === located[j - 1]!.volumeBlock + 1) j++;
-      runs.push({ from: i, to: j });
-      i = j;
+      forks[i] = st;
     }
+    // V5: a checkpoint's own writes draw on the reserve kept for them; any other write keeps it.
+    const reserve = origin === 'checkpoint' ? CatalogTree.blocksForBuild(this.blockSize, this.#forks.size, this.#extentCount + n, this.#tree.leafCount) : this.#reserveBlocks(0, 0);
+    if (this.#free.freeBlocks - n < reserve) throw this.#full(`write ${n} page${n === 1 ? '' : 's'}`, n, reserve);
+    const placed = this.#free.takeStream(n, this.#cursor);
+    this.#cursor = placed.cursor;
+    this.#inFlightBlocks += n;
+    // Write calls: each run, cut at IOV_MAX pages.
+    const calls: { from: number; to: number; vb: number }[] = [];
+    let k = 0;
+    for (const r of placed.runs) {
+      for (let off = 0; off < r.lengthBlocks; off += IOV_MAX) {
+        const len = Math.min(IOV_MAX, r.lengthBlocks - off);
+        calls.push({ from: k, to: k + len, vb: r.startBlock + off });
+        k += len;
+      }
+    }
+    const done = new Array<boolean>(calls.length).fill(false);
     const landed = new Map<string, ForkState>();
+    let relocated = 0;
     try {
-      await forEachInFlight(runs, IN_FLIGHT_DEFAULT, async ({ from, to }) => {
-        const at = located[from]!.volumeBlock * this.blockSize;
+      await forEachInFlight(calls, IN_FLIGHT_DEFAULT, async ({ from, to, vb }, c) => {
         // An unlogged fork's pages are not owed durability before shutdown (U1): tell the sync
         // ledger not to hold them against a checkpoint.
         for (let x = from; x < to; x++) {
-          const { st, volumeBlock } = located[x]!;
-          if (this.#isUnlogged(st.rel, st.fork)) host.exemptFromLedger(volumeBlock * this.blockSize, this.blockSize);
+          const f = forks[x]!;
+          if (this.#isUnlogged(f.rel, f.fork)) host.exemptFromLedger((vb + x - from) * this.blockSize, this.blockSize);
         }
-        const pages = located.slice(from, to).map((x) => x.page);
-        await (pages.length === 1 ? this.#io.pwrite(handle, pages[0]!, at) : this.#io.pwritev(handle, pages, at));
+        const pages: Uint8Array[] = [];
+        for (let x = from; x < to; x++) pages.push(items[x]!.page);
+        await (pages.length === 1 ? this.#io.pwrite(handle, pages[0]!, vb * this.blockSize) : this.#io.pwritev(handle, pages, vb * this.blockSize));
+        done[c] = true;
+        this.#inFlightBlocks -= to - from;
         this.#writeSeq++;
-        for (let x = from; x < to; x++) {
-          const { st } = located[x]!;
-          this.#noteWrite(st.key);
-          landed.set(st.key, st);
-        }
+        relocated += this.#landed(items, forks, from, to, vb, landed);
       });
     } catch (err) {
+      // W3: the calls that failed or never started wrote nothing any map names: free again.
+      calls.forEach(({ from, to, vb }, c) => {
+        if (done[c]) return;
+        this.#inFlightBlocks -= to - from;
+        this.#free.give(vb, to - from);
+      });
       throw ioError('write', this.path, err);
     } finally {
       // W4: every fork with a write that landed is registered, failure or not.
-      for (const st of landed.values()) await this.#registerSync(st.rel, st.fork, host);
+      for (const f of landed.values()) await this.#registerSync(f.rel, f.fork, host);
     }
-    return runs.length;
+    this.stats.pagesRelocated += relocated;
+    this.stats.runsWritten += placed.runs.length;
+    return { writes: calls.length, runs: placed.runs.length, relocated };
+  }
+
+  /** A write of items[from, to) to volume blocks vb.. returned: move the maps (V3). */
+  #landed(items: readonly PageWrite[], forks: readonly ForkState[], from: number, to: number, vb: number, landed: Map<string, ForkState>): number {
+    let relocated = 0;
+    let x = from;
+    while (x < to) {
+      const st = forks[x]!;
+      let y = x;
+      const updates: { blk: number; vb: number }[] = [];
+      while (y < to && forks[y] === st) {
+        const blk = items[y]!.blockNum;
+        if (this.#forks.get(st.key) === st && blk < st.nblocks) updates.push({ blk, vb: vb + y - from });
+        else this.#free.give(vb + y - from, 1); // truncated or dropped meanwhile: nothing names it
+        y++;
+      }
+      if (updates.length > 0) {
+        this.#remap(st, updates);
+        this.#changedMeta(st);
+        this.#noteWrite(st.key);
+        landed.set(st.key, st);
+        relocated += updates.length;
+      }
+      x = y;
+    }
+    return relocated;
   }
 
   async truncate(relIn: RelFileLocator, forkIn: ForkNumber, nblocks: number, host: VolumeHost): Promise<void> {
@@ -1081,19 +1016,12 @@ export class Volume {
     const st = this.#fork(rel, fork);
     if (nblocks > st.nblocks) throw badArg(`${this.path}: cannot truncate ${describeForkKey({ ...rel, fork })} to ${nblocks} blocks: it has only ${st.nblocks}`);
     if (nblocks === st.nblocks) return;
-    this.#metaVersion++;
-    // Give up the extents after the one holding the new last block, and that extent's tail:
-    // once a checkpoint releases the tail, regrowth can take it back in place.
-    this.#dropExtents(st, nblocks === 0 ? 0 : this.#locate(st, nblocks - 1).index + 1);
-    const last = st.extents[st.extents.length - 1];
-    const excess = st.capacity - nblocks;
-    if (last && excess > 0) {
-      this.#free.deferFree({ startBlock: last.startBlock + last.lengthBlocks - excess, lengthBlocks: excess }, this.#metaVersion);
-      last.lengthBlocks -= excess;
-      st.capacity -= excess;
-    }
+    // Everything past the new end goes, reserved capacity too: a block past nblocks that a
+    // catalog still names (the old size) must never be written by a later extension (V3).
+    this.#cutFrom(st, nblocks);
+    this.#liveBlocks -= st.nblocks - nblocks;
     st.nblocks = nblocks;
-    this.#noteMeta(st.key);
+    this.#changedMeta(st);
     await this.#registerSync(rel, fork, host);
   }
 
@@ -1105,8 +1033,12 @@ export class Volume {
     for (const fork of forks) {
       const st = this.#forks.get(forkKey(rel, fork));
       if (!st) continue;
+      this.#cutFrom(st, 0);
+      this.#liveBlocks -= st.nblocks;
+      st.nblocks = 0;
       this.#metaVersion++;
-      this.#dropExtents(st, 0);
+      this.#tree.removeFork(st.key);
+      this.#changed.delete(st);
       this.#forks.delete(st.key);
       this.#noteMeta(st.key);
       await this.#registerSync(rel, fork, host);
@@ -1174,42 +1106,44 @@ export class Volume {
     if (this.readOnly) return;
     // fsync off (PostgreSQL's enableFsync): every write below still happens, no flush does.
     const flush = this.#enableFsync;
-    let unpublished: Extent | null = null;
+    let unpublished: BuiltCatalog | null = null;
     try {
       if (this.#switchInDoubt) await this.#switchSuperblock(handle, this.#switchInDoubt, flush);
-      // The epoch: what this sync makes durable, captured before its first await (V4).
+      if (this.#inCheckpoint) await this.#defragment(handle);
+      // The capture: what this sync makes durable, taken synchronously (V4, catalog.ts T3).
       const seq = this.#writeSeq;
       const meta = this.#metaVersion;
-      const metaChanged = meta !== this.#durableMeta;
+      const metaChanged = meta !== this.#durableMeta || this.#tree.dirty;
       if (!metaChanged && seq === this.#syncedSeq) return;
       let next: PendingSwitch | null = null;
       if (metaChanged) {
+        const capture = ++this.#captures;
+        this.#changed.clear();
         const generation = this.#generation + 1;
-        const catalog = encodeCatalog(this.#catalogSnapshot(generation));
-        const blocks = Math.ceil(catalog.length / this.blockSize);
-        const run = this.#free.bestFit(blocks);
-        // A4 guarantees this space; its absence is a bug, not a full volume.
-        assert(run !== undefined, `catalog reserve of ${blocks} blocks is free`);
-        this.#free.take(run.start, blocks);
-        const area = { startBlock: run.start, lengthBlocks: blocks };
-        unpublished = area;
-        this.#inflightArea = area;
-        await this.#io.pwrite(handle, catalog, area.startBlock * this.blockSize);
+        const built = this.#tree.build(generation, { forkMap: (key) => this.#forkMap(this.#forks.get(key)!) }, () => this.#free.takeOne());
+        unpublished = built;
+        // The pages the previous catalog had and this one does not: free once this is durable (A3).
+        for (const b of built.replaced) this.#free.deferFree({ startBlock: b, lengthBlocks: 1 }, capture);
+        const timeMs = Date.now();
         next = {
           generation,
-          area,
-          catalogLengthBytes: catalog.length,
+          capture,
           meta,
+          built,
           superblock: encodeSuperblock({
             slot: generation % SLOT_COUNT,
             blockSizeBytes: this.blockSize,
             volumeSizeBytes: this.volumeSizeBytes,
             generation,
-            catalogOffsetBlocks: area.startBlock,
-            catalogLengthBytes: catalog.length,
-            catalogCrc: crc32c(catalog),
+            indexBlock: built.indexBlock,
+            indexCrc: built.indexCrc,
+            indexPages: built.indexPages,
+            leafPages: built.leafPages,
+            forkCount: built.forkCount,
+            timeMs,
           }),
         };
+        await this.#writeCatalog(handle, built);
       }
       if (flush) {
         await this.#io.fdatasync(handle);
@@ -1226,11 +1160,26 @@ export class Volume {
     }
   }
 
+  /** The built catalog's pages, volume-adjacent ones in one pwritev. */
+  async #writeCatalog(handle: FileHandle, built: BuiltCatalog): Promise<void> {
+    const writes = [...built.writes].sort((a, b) => a.block - b.block);
+    const calls: { block: number; bufs: Uint8Array[] }[] = [];
+    for (const w of writes) {
+      const last = calls[calls.length - 1];
+      if (last && last.block + last.bufs.length === w.block && last.bufs.length < IOV_MAX) last.bufs.push(w.bytes);
+      else calls.push({ block: w.block, bufs: [w.bytes] });
+    }
+    await forEachInFlight(calls, IN_FLIGHT_DEFAULT, async ({ block, bufs }) => {
+      await (bufs.length === 1 ? this.#io.pwrite(handle, bufs[0]!, block * this.blockSize) : this.#io.pwritev(handle, bufs, block * this.blockSize));
+    });
+    this.stats.catalogPagesWritten += writes.length;
+  }
+
   /**
-   * Step 4: write the superblock of `sw` into its slot and make it durable; then the catalog it
-   * names is the durable one and the one it replaces becomes reusable at the next completed
-   * checkpoint (A3). Until the fdatasync returns the slot may hold either generation, so a
-   * failure leaves the switch in doubt (R2).
+   * Write the superblock of `sw` into its slot and make it durable; then the catalog it names
+   * is the durable one, and the blocks its capture stopped referencing become free (A3). Until
+   * the fdatasync returns the slot may hold either generation, so a failure leaves the switch
+   * in doubt (R2).
    */
   async #switchSuperblock(handle: FileHandle, sw: PendingSwitch, flush: boolean): Promise<void> {
     this.#switchInDoubt = sw;
@@ -1242,30 +1191,105 @@ export class Volume {
     }
     this.#switchInDoubt = null;
     this.stats.metadataSwitches++;
-    this.#free.deferFree(this.#catalogArea, sw.meta);
-    this.#catalogArea = sw.area;
-    this.#catalogLengthBytes = sw.catalogLengthBytes;
-    this.#inflightArea = null;
     this.#generation = sw.generation;
-    this.#durableMeta = sw.meta;
+    this.#timeMs = Date.now();
+    this.#durableMeta = Math.max(this.#durableMeta, sw.meta);
+    this.#durableCapture = sw.capture;
+    this.#free.releaseUpTo(sw.capture);
     this.#slots[slot] = { slot, valid: true, generation: sw.generation };
   }
 
   /**
    * A volume sync failed. Without dataSyncRetry the volume enters its failed state (the kernel
    * may have dropped the pages a later fdatasync would then report durable). With it (R1-R2),
-   * only this checkpoint fails: nothing is marked durable, a catalog no superblock names goes
+   * only this checkpoint fails: nothing is marked durable, catalog pages no superblock names go
    * back to free space at once, and a switch in doubt is redone by the next sync before it
    * writes anything else, so a later generation never overwrites the slot of the only
    * superblock that may be durable.
    */
-  #syncFailed(err: unknown, unpublished: Extent | null): LamstoreError {
+  #syncFailed(err: unknown, unpublished: BuiltCatalog | null): LamstoreError {
     if (!this.#dataSyncRetry) return this.#fail(err);
-    if (unpublished) {
-      this.#free.give(unpublished.startBlock, unpublished.lengthBlocks);
-      this.#inflightArea = null;
-    }
+    if (unpublished) for (const b of this.#tree.abandon(unpublished)) this.#free.give(b, 1);
     return ioError('sync', this.path, err);
+  }
+
+  /**
+   * The defragmentation pass, at the start of a checkpoint's volume sync:
+   *  D1 A fork whose map (as a catalog would record it) has more than
+   *     max(DEFRAG_EXTENTS_MIN, nblocks / DEFRAG_BLOCKS_PER_EXTENT) extents is rewritten whole,
+   *     in fork-block order, into one stream (A4), when the free space beyond the reserve (V5)
+   *     holds it; else it waits for a later checkpoint. Only forks changed since the last
+   *     capture are looked at: a fork nobody wrote does not scatter.
+   *  D2 A page is copied from the block the map names when the copy starts; if a write moved the
+   *     page meanwhile, the copy is dropped (its block freed) and the newer page stays.
+   */
+  async #defragment(handle: FileHandle): Promise<void> {
+    for (const st of [...this.#changed]) {
+      if (this.#forks.get(st.key) !== st || st.nblocks === 0) continue;
+      const bound = Math.max(DEFRAG_EXTENTS_MIN, Math.ceil(st.nblocks / DEFRAG_BLOCKS_PER_EXTENT));
+      if (trimmedMap(st.extents, st.nblocks).length <= bound) continue;
+      const n = st.nblocks;
+      if (this.#free.freeBlocks - n < this.#reserveBlocks(0, 0)) continue;
+      const placed = this.#free.takeStream(n, this.#cursor);
+      this.#cursor = placed.cursor;
+      const target: number[] = [];
+      for (const r of placed.runs) for (let i = 0; i < r.lengthBlocks; i++) target.push(r.startBlock + i);
+      this.#inFlightBlocks += n;
+      let copied = 0;
+      try {
+        for (let from = 0; from < n; from += DEFRAG_CHUNK_BLOCKS) {
+          const to = Math.min(n, from + DEFRAG_CHUNK_BLOCKS);
+          const source: number[] = [];
+          const alive = this.#forks.get(st.key) === st;
+          for (let b = from; b < to; b++) source.push(alive && b < st.nblocks ? this.#locate(st, b).volumeBlock : -1);
+          const buf = new Uint8Array((to - from) * this.blockSize);
+          // Read: one pread per stretch of consecutive source blocks.
+          for (let i = 0; i < source.length; ) {
+            if (source[i] === -1) {
+              i++;
+              continue;
+            }
+            let j = i + 1;
+            while (j < source.length && source[j] === source[j - 1]! + 1) j++;
+            const got = await this.#io.pread(handle, buf.subarray(i * this.blockSize, j * this.blockSize), source[i]! * this.blockSize);
+            assert(got === (j - i) * this.blockSize, 'a fork block reads whole');
+            i = j;
+          }
+          // Write: one call per stretch of consecutive target blocks.
+          const pages = Array.from({ length: to - from }, (_, i) => buf.subarray(i * this.blockSize, (i + 1) * this.blockSize));
+          for (let i = 0; i < pages.length; ) {
+            let j = i + 1;
+            while (j < pages.length && target[from + j] === target[from + j - 1]! + 1 && j - i < IOV_MAX) j++;
+            await this.#io.pwritev(handle, pages.slice(i, j), target[from + i]! * this.blockSize);
+            i = j;
+          }
+          // D2: move only the pages still where the copy found them.
+          const updates: { blk: number; vb: number }[] = [];
+          const stillHere = this.#forks.get(st.key) === st;
+          for (let b = from; b < to; b++) {
+            const src = source[b - from]!;
+            if (stillHere && src !== -1 && b < st.nblocks && this.#locate(st, b).volumeBlock === src) updates.push({ blk: b, vb: target[b]! });
+            else this.#free.give(target[b]!, 1);
+          }
+          this.#inFlightBlocks -= to - from;
+          copied += to - from;
+          if (updates.length > 0) {
+            this.#writeSeq++;
+            this.#remap(st, updates);
+            this.#metaVersion++;
+            this.#tree.touch(st.key);
+            this.#noteMeta(st.key);
+            this.#noteWrite(st.key);
+            this.stats.pagesDefragmented += updates.length;
+          }
+        }
+      } catch (err) {
+        for (let b = copied; b < n; b++) this.#free.give(target[b]!, 1);
+        this.#inFlightBlocks -= n - copied;
+        throw err;
+      }
+      this.stats.forksDefragmented++;
+    }
   }
 
   checkpointBegin(): void {
@@ -1274,7 +1298,7 @@ export class Volume {
     this.#epochSync = null;
   }
 
-  /** A completed checkpoint: space the durable catalog no longer references becomes free (A3). */
+  /** The end of a checkpoint: with fsync off, the catalog is published here (see the header). */
   async checkpointEnd(completed: boolean): Promise<void> {
     this.#inCheckpoint = false;
     this.#epochSync = null;
@@ -1283,7 +1307,6 @@ export class Volume {
     // written, or a clean close would lose every change of the volume's metadata. syncNow writes
     // them without a flush (no crash safety is promised with fsync off, as in PostgreSQL).
     if (!this.#enableFsync) await this.syncNow();
-    this.#free.releaseUpTo(this.#durableMeta);
     for (const key of [...this.#needs.keys()]) if (this.#covered(key)) this.#needs.delete(key);
   }
 
@@ -1306,10 +1329,15 @@ export class Volume {
     const sorted = [...this.#forks.values()].sort((a, b) => compareForkKeys({ ...a.rel, fork: a.fork }, { ...b.rel, fork: b.fork }));
     for (const st of sorted) {
       for (const e of st.extents) usedBlocks += e.lengthBlocks;
-      forks.push({ ...st.rel, fork: st.fork, forkName: FORK_NAMES[st.fork], nblocks: st.nblocks, extents: st.extents.map((e) => ({ ...e })) });
+      // The whole map, reserved capacity included (usedBlocks counts it too); offline, capacity
+      // equals nblocks.
+      forks.push({ ...st.rel, fork: st.fork, forkName: FORK_NAMES[st.fork], nblocks: st.nblocks, extents: trimmedMap(st.extents, st.capacity) });
     }
+    const treeBlocks = this.#tree.pageBlocks();
+    const pageBlocks = [...treeBlocks].sort((a, b) => a - b);
     return {
       path: this.path,
+      formatVersion: 2,
       blockSizeBytes: this.blockSize,
       volumeSizeBytes: this.volumeSizeBytes,
       volumeBlocks: this.volumeBlocks,
@@ -1317,8 +1345,9 @@ export class Volume {
       slots: this.#slots.map((s) => ({ ...s })),
       activeSlot: this.#generation % SLOT_COUNT,
       generation: this.#generation,
-      catalog: { offsetBlocks: this.#catalogArea.startBlock, lengthBytes: this.#catalogLengthBytes, blocks: this.#catalogArea.lengthBlocks },
-      metadataBlocks: METADATA_BLOCKS + this.#catalogArea.lengthBlocks + (this.#inflightArea?.lengthBlocks ?? 0),
+      checkpointTimeMs: this.#timeMs,
+      catalog: { indexBlock: treeBlocks[0] ?? 0, indexPages: this.#tree.indexPageCount, leafPages: this.#tree.leafCount, blocks: pageBlocks.length, pageBlocks },
+      metadataBlocks: METADATA_BLOCKS + pageBlocks.length,
       usedBlocks,
       freeBlocks: this.#free.freeBlocks,
       pendingFreeBlocks: this.#free.pendingBlocks,
@@ -1328,14 +1357,16 @@ export class Volume {
     };
   }
 
-  /** V1-V4 and the allocator's A1-A3. */
+  /** V1, V2, V4, the allocator's A1-A3 and the catalog tree's T1-T2. */
   checkInvariants(): void {
     this.#free.checkInvariants();
+    this.#tree.checkInvariants(this.#forks.keys());
     assert(this.#syncedSeq <= this.#writeSeq && this.#durableMeta <= this.#metaVersion, 'V4: sync marks never run ahead');
-    const spans: Extent[] = [{ startBlock: 0, lengthBlocks: METADATA_BLOCKS }, this.#catalogArea];
-    if (this.#inflightArea) spans.push(this.#inflightArea);
+    const spans: Extent[] = [{ startBlock: 0, lengthBlocks: METADATA_BLOCKS }];
+    for (const b of this.#tree.pageBlocks()) spans.push({ startBlock: b, lengthBlocks: 1 });
     spans.push(...this.#free.runs(), ...this.#free.pendingList());
     let extents = 0;
+    let live = 0;
     for (const st of this.#forks.values()) {
       let cap = 0;
       st.extents.forEach((e, i) => {
@@ -1346,15 +1377,25 @@ export class Volume {
       });
       assert(cap === st.capacity && st.nblocks <= cap, `V2: capacity of ${st.key}`);
       extents += st.extents.length;
+      live += st.nblocks;
     }
     assert(extents === this.#extentCount, 'extent count');
+    assert(live === this.#liveBlocks, 'V5: the live block count');
     spans.sort((a, b) => a.startBlock - b.startBlock);
     let at = 0;
+    let gaps = 0;
     for (const s of spans) {
-      assert(s.startBlock === at, `V1: block ${at} belongs to exactly one owner (next span starts at ${s.startBlock})`);
-      at += s.lengthBlocks;
+      assert(s.startBlock >= at, `V1: block ${s.startBlock} belongs to one owner only`);
+      gaps += s.startBlock - at;
+      at = s.startBlock + s.lengthBlocks;
     }
-    assert(at === this.volumeBlocks, 'V1: the spans cover the volume');
+    gaps += this.volumeBlocks - at;
+    // The gaps are exactly the blocks allocated to writes in flight.
+    assert(gaps === this.#inFlightBlocks, `V1: ${gaps} unowned blocks are the ${this.#inFlightBlocks} being written`);
   }
 }
 
+export type { SlotInfo, VolumeExamination } from './examine.js';
+export { examineVolume } from './examine.js';
+export type { CreateProgress, VolumeCreateOptions } from './create.js';
+export { createVolumeFile, checkCreateOptionKeys, ZERO_CHUNK_BYTES } from './create.js';

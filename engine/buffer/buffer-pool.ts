@@ -64,7 +64,7 @@ import { ErrorCode, LamstoreError, assert } from '../errors.js';
 import type { ForkNumber, RelFileLocator } from '../relfile.js';
 import { FORKS, describeFork } from '../relfile.js';
 import { isUnloggedFork } from '../smgr/smgr.js';
-import type { PageWrite, Persistence, StorageManager } from '../smgr/smgr.js';
+import type { PageWrite, Persistence, StorageManager, WriteResult } from '../smgr/smgr.js';
 import { setPageChecksum, verifyPageChecksum, PAGE_CHECKSUM_OFFSET } from '../page.js';
 import { CHECKPOINT_FLUSH_AFTER_DEFAULT, WRITEBACK_MAX_PENDING_FLUSHES, WritebackContext } from './writeback.js';
 import { LIBUV_POOL_THREADS, forEachInFlight } from '../io/in-flight.js';
@@ -94,6 +94,9 @@ export interface BufferSyncResult {
   buffersWritten: number;
   bytesWritten: number;
   rangesWritten: number;
+  /** Contiguous stretches written, and pages moved to a new block (WriteResult). */
+  runsWritten: number;
+  pagesRelocated: number;
 }
 
 export interface BufferPoolStats {
@@ -460,7 +463,7 @@ export class BufferPool {
     this.#setFlags(id, this.#flags[id]! & ~F_JUST_DIRTIED);
     copy.set(this.#page(id)); // checksum included (B8)
     try {
-      await this.#smgr(tag.storage).writeBuffers([{ rel: tag.rel, fork: tag.fork, blockNum: tag.block, page: copy }]);
+      await this.#smgr(tag.storage).writeBuffers([{ rel: tag.rel, fork: tag.fork, blockNum: tag.block, page: copy }], 'eviction');
       // B3: modified meanwhile -> stays dirty (and keeps CHECKPOINT_NEEDED: this copy may predate the checkpoint).
       if (!(this.#flags[id]! & F_JUST_DIRTIED)) this.#setFlags(id, this.#flags[id]! & ~(F_DIRTY | F_CHECKPOINT_NEEDED));
     } finally {
@@ -717,7 +720,7 @@ export class BufferPool {
   }
 
   async #bufferSync(pace: (progress: number) => Promise<void>, includeUnlogged: boolean, writeBlocksMax: number): Promise<BufferSyncResult> {
-    const result: BufferSyncResult = { buffersWritten: 0, bytesWritten: 0, rangesWritten: 0 };
+    const result: BufferSyncResult = { buffersWritten: 0, bytesWritten: 0, rangesWritten: 0, runsWritten: 0, pagesRelocated: 0 };
     const byStorage = new Map<string, SyncItem[]>();
     for (let id = 0; id < this.nBuffers; id++) {
       if (!(this.#flags[id]! & F_DIRTY)) continue;
@@ -791,15 +794,17 @@ export class BufferPool {
               blockNum: it.tag.block,
               page: slots.subarray(k * this.blockSize, (k + 1) * this.blockSize),
             }));
-            let ranges: number;
+            let written: WriteResult;
             try {
-              ranges = await smgr.writeBuffers(batch);
+              written = await smgr.writeBuffers(batch, 'checkpoint');
             } catch (err) {
               this.#finish(ready, false);
               throw err;
             }
             this.#finish(ready, true);
-            run.result.rangesWritten += ranges;
+            run.result.rangesWritten += written.writes;
+            run.result.runsWritten += written.runs;
+            run.result.pagesRelocated += written.relocated;
           }
           await this.#written(run, ready, chunk.length);
         } finally {

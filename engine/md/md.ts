@@ -105,7 +105,7 @@ import { SyncHandlerId, SyncRequestType } from '../sync/registry.js';
 import type { ForkNumber, RelFileLocator } from '../relfile.js';
 import { FORKS, INVALID_BLOCK_NUMBER, describeFork, forkKey, locatorKey } from '../relfile.js';
 import { isUnloggedFork } from '../smgr/smgr.js';
-import type { PageWrite, Persistence, SmgrContext, StorageManager } from '../smgr/smgr.js';
+import type { PageWrite, Persistence, SmgrContext, StorageManager, WriteResult } from '../smgr/smgr.js';
 import { IN_FLIGHT_DEFAULT, forEachInFlight } from '../io/in-flight.js';
 import { relDirRelative, relPath } from './paths.js';
 
@@ -520,7 +520,7 @@ export class MdStorageManager implements StorageManager {
    * overlaps their round trips on the thread pool instead of paying them one after another.
    * Each write registers its segment's SYNC as soon as it returns (W4).
    */
-  async writeBuffers(pages: readonly PageWrite[]): Promise<number> {
+  async writeBuffers(pages: readonly PageWrite[]): Promise<WriteResult> {
     interface Run {
       loc: RelFileLocator;
       fork: ForkNumber;
@@ -552,7 +552,7 @@ export class MdStorageManager implements StorageManager {
       });
       await this.#registerDirty(run.loc, run.fork, run.segno);
     });
-    return runs.length;
+    return { writes: runs.length, runs: runs.length, relocated: 0 };
   }
 
   /** Blocks from `blockNum` to the end of its segment: the most one vectored write may cover. */

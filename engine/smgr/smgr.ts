@@ -50,6 +50,23 @@ export function isUnloggedFork(persistence: Persistence, fork: number): boolean 
   return persistence === 'unlogged' && fork !== ForkNumber.INIT;
 }
 
+/**
+ * Who hands the pages over: BufferSync during a checkpoint, or the buffer pool evicting a dirty
+ * page (or a caller writing through). A copy-on-write storage manager keeps free space for the
+ * checkpoint's writes and may refuse other writes that would eat into it (the volume's V5).
+ */
+export type WriteOrigin = 'checkpoint' | 'eviction';
+
+/** What one writeBuffers call did. */
+export interface WriteResult {
+  /** Write calls issued (pwrite/pwritev). */
+  writes: number;
+  /** Contiguous stretches written (a stretch longer than IOV_MAX pages takes several calls). */
+  runs: number;
+  /** Pages written to a block other than the one they had (copy-on-write; 0 for md). */
+  relocated: number;
+}
+
 /** One page of a BufferSync batch (or an eviction write): block `blockNum` of the fork. */
 export interface PageWrite {
   rel: RelFileLocator;
@@ -74,9 +91,8 @@ export interface StorageManager {
   read(rel: RelFileLocator, fork: ForkNumber, blockNum: number, into: Uint8Array): Promise<void>;
   /**
    * The one write contract (W1-W4 above): write existing blocks of any forks of this storage.
-   * Returns the number of write calls (ranges) issued.
    */
-  writeBuffers(pages: readonly PageWrite[]): Promise<number>;
+  writeBuffers(pages: readonly PageWrite[], origin: WriteOrigin): Promise<WriteResult>;
   nblocks(rel: RelFileLocator, fork: ForkNumber): Promise<number>;
   truncate(rel: RelFileLocator, fork: ForkNumber, nblocks: number): Promise<void>;
   /** Drop the fork (or every fork when `fork` is undefined). */
@@ -111,6 +127,8 @@ export interface SmgrContext {
   readonly clock: Clock;
   /** Engine option `relSegBlocks` (md's segment size in blocks). */
   readonly relSegBlocks: number;
+  /** Engine option `sharedBuffers`: at most this many pages are dirty at once. */
+  readonly sharedBuffers: number;
   /** Engine option `maxOpenFiles`. */
   readonly maxOpenFiles: number;
   /**

@@ -31,8 +31,8 @@ export async function openVolumeEngine(options: {
 }
 
 /** Write existing blocks `blockNum`.. of one fork through the write contract (smgr.ts W1-W4). */
-export function writePages(smgr: StorageManager, r: RelFileLocator, fork: ForkNumber, blockNum: number, pages: readonly Uint8Array[]): Promise<number> {
-  return smgr.writeBuffers(pages.map((page, i) => ({ rel: r, fork, blockNum: blockNum + i, page })));
+export async function writePages(smgr: StorageManager, r: RelFileLocator, fork: ForkNumber, blockNum: number, pages: readonly Uint8Array[]): Promise<number> {
+  return (await smgr.writeBuffers(pages.map((page, i) => ({ rel: r, fork, blockNum: blockNum + i, page })), 'eviction')).writes;
 }
 
 export function rel(relNumber: number, dbOid = 5): RelFileLocator {

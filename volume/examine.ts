@@ -1,0 +1,203 @@
+/**
+ * Examining a volume file: both superblocks and the active catalog, read and judged. Never
+ * writes; never throws for bad content (only for I/O errors): Volume.open turns `fatal` into
+ * VOLUME_CORRUPT, checkVolume lists `findings`.
+ *
+ * Invariants:
+ *  E1 Nothing read is trusted before it is checked: a page is decoded only after its CRC matched
+ *     the one its parent recorded (F3), and every count is bounded by the volume's size before
+ *     anything sized by it is allocated (decodeSuperblock bounds the page counts).
+ *  E2 The active superblock is the valid slot with the highest generation; there is no fallback
+ *     past it (F3): the older slot's catalog pages may have been reused.
+ *  E3 The result names every block the durable catalog references (`catalogBlocks`, the forks'
+ *     extents), so the volume rebuilds its free space as everything else (F6).
+ */
+import { crc32c, forEachInFlight, ioError } from '../engine/index.js';
+import type { FileHandle, FileIO } from '../engine/index.js';
+import type { CatalogFork, CatalogItem, Finding, SlotResult, Superblock } from './format.js';
+import { SLOT_COUNT, SLOT_NEVER_WRITTEN, SUPERBLOCK_BYTES, catalogFindings, compareItemKeys, decodeIndexPage, decodeLeafPage, decodeSuperblock, joinItems } from './format.js';
+
+export interface SlotInfo {
+  slot: number;
+  valid: boolean;
+  generation?: number;
+  /** Why the slot is not valid. */
+  reason?: string;
+}
+
+/** A leaf page of the active catalog, as read. */
+export interface ExaminedLeaf {
+  block: number;
+  crc: number;
+  items: CatalogItem[];
+}
+
+export interface VolumeExamination {
+  fileSizeBytes: number;
+  slots: SlotInfo[];
+  /** The newest valid superblock. */
+  active?: Superblock;
+  /** The active catalog's forks in key order (F4: items joined). */
+  forks?: CatalogFork[];
+  /** Its index chain (blocks, in chain order) and leaves (in index order). */
+  indexBlocks?: number[];
+  leaves?: ExaminedLeaf[];
+  findings: Finding[];
+  /** Set when the volume cannot be opened: the problem, in one line. */
+  fatal?: string;
+}
+
+/** Leaf pages read at once at open (a volume of 100,000 forks has several hundred). */
+const LEAF_READS_IN_FLIGHT = 32;
+
+async function readAt(io: FileIO, handle: FileHandle, path: string, length: number, offset: number): Promise<Uint8Array> {
+  const buf = new Uint8Array(length);
+  let n: number;
+  try {
+    n = await io.pread(handle, buf, offset);
+  } catch (err) {
+    throw ioError('read', path, err);
+  }
+  return n === length ? buf : buf.subarray(0, n);
+}
+
+export async function examineVolume(io: FileIO, handle: FileHandle, path: string): Promise<VolumeExamination> {
+  let fileSizeBytes: number;
+  try {
+    fileSizeBytes = await io.size(handle);
+  } catch (err) {
+    throw ioError('fstat', path, err);
+  }
+  const ex: VolumeExamination = { fileSizeBytes, slots: [], findings: [] };
+  if (fileSizeBytes < SUPERBLOCK_BYTES) {
+    // 0 bytes is also what a creation killed before it sized the file leaves: holding nothing,
+    // it may go.
+    ex.fatal = fileSizeBytes === 0 ? 'file is empty (0 bytes), not a volume (an interrupted volume creation leaves this); it holds nothing and may be removed' : `file is ${fileSizeBytes} bytes, shorter than a ${SUPERBLOCK_BYTES}-byte superblock`;
+    ex.findings.push({ severity: 'error', part: 'file', message: ex.fatal });
+    return ex;
+  }
+  const results: SlotResult[] = [];
+  results[0] = decodeSuperblock(await readAt(io, handle, path, SUPERBLOCK_BYTES, 0), 0);
+  // Slot 1 sits at one block size; the block size is in the superblock. Take slot 0's when it
+  // is valid, else try every legal block size.
+  const r0 = results[0];
+  const candidates = r0.ok ? [r0.sb.blockSizeBytes] : [8192, 4096, 16384, 32768];
+  let r1: SlotResult | undefined;
+  // Every place slot 1 may be is all zero (r1 reports only the first place tried).
+  let slot1Zero = true;
+  for (const bs of candidates) {
+    if (fileSizeBytes < bs + SUPERBLOCK_BYTES) continue;
+    const r = decodeSuperblock(await readAt(io, handle, path, SUPERBLOCK_BYTES, bs), 1);
+    if (r.ok || r.reason !== SLOT_NEVER_WRITTEN) slot1Zero = false;
+    if (r.ok && r.sb.blockSizeBytes !== bs) {
+      r1 ??= { ok: false, reason: `found at offset ${bs} but records block size ${r.sb.blockSizeBytes}` };
+      continue;
+    }
+    if (r.ok || r1 === undefined) r1 = r;
+    if (r.ok) break;
+  }
+  results[1] = r1 ?? { ok: false, reason: `file is too short (${fileSizeBytes} bytes) to hold slot 1` };
+  for (let slot = 0; slot < SLOT_COUNT; slot++) {
+    const r = results[slot]!;
+    ex.slots.push(r.ok ? { slot, valid: true, generation: r.sb.generation } : { slot, valid: false, reason: r.reason });
+    if (!r.ok) ex.findings.push({ severity: 'error', part: `superblock slot ${slot}`, message: r.reason });
+  }
+  const valid = results.filter((r): r is { ok: true; sb: Superblock } => r.ok).map((r) => r.sb);
+  if (valid.length === 0) {
+    if (ex.slots.every((s) => s.reason === SLOT_NEVER_WRITTEN) && slot1Zero) {
+      // createVolumeFile writes the superblocks last and removes its file on any error, so two
+      // zero slots mean a process killed while creating (a signal, a crash, an Engine.open
+      // stopped mid-creation). Say so: "corrupt" alone sends people looking for lost data.
+      ex.fatal = 'the file was never completed as a volume (both superblock slots are all zero: its creation was interrupted); it may be removed and the volume created again';
+      ex.findings.push({ severity: 'error', part: 'file', message: ex.fatal });
+      return ex;
+    }
+    ex.fatal = `no valid superblock (slot 0: ${ex.slots[0]!.reason}; slot 1: ${ex.slots[1]!.reason})`;
+    return ex;
+  }
+  valid.sort((a, b) => b.generation - a.generation);
+  const sb = valid[0]!;
+  ex.active = sb;
+  if (valid.length === 2) {
+    const other = valid[1]!;
+    if (sb.generation !== other.generation + 1) {
+      ex.findings.push({ severity: 'warning', part: `superblock slot ${other.slot}`, message: `generation ${other.generation} is not one below the active slot's ${sb.generation}` });
+    }
+    if (other.blockSizeBytes !== sb.blockSizeBytes || other.volumeSizeBytes !== sb.volumeSizeBytes) {
+      ex.findings.push({ severity: 'error', part: `superblock slot ${other.slot}`, message: 'block size or volume size differs from the active slot' });
+    }
+  }
+  if (sb.volumeSizeBytes > fileSizeBytes) {
+    ex.fatal = `superblock slot ${sb.slot} says the volume is ${sb.volumeSizeBytes} bytes but the file has only ${fileSizeBytes}`;
+    ex.findings.push({ severity: 'error', part: 'file', message: ex.fatal });
+    return ex;
+  }
+  try {
+    await readCatalog(io, handle, path, sb, ex);
+  } catch (err) {
+    if (!(err instanceof CatalogProblem)) throw err;
+    ex.fatal = err.message;
+    ex.findings.push({ severity: 'error', part: 'catalog', message: ex.fatal });
+    return ex;
+  }
+  const placement = catalogFindings(ex.forks!, [...ex.indexBlocks!, ...ex.leaves!.map((l) => l.block)], sb.volumeSizeBytes / sb.blockSizeBytes);
+  ex.findings.push(...placement);
+  const firstError = placement.find((f) => f.severity === 'error');
+  if (firstError) ex.fatal = `${firstError.part} ${firstError.message}`;
+  return ex;
+}
+
+class CatalogProblem extends Error {}
+
+/** Read the index chain and the leaves it names, verifying each page against its parent (E1). */
+async function readCatalog(io: FileIO, handle: FileHandle, path: string, sb: Superblock, ex: VolumeExamination): Promise<void> {
+  const bs = sb.blockSizeBytes;
+  const volumeBlocks = sb.volumeSizeBytes / bs;
+  const where = `superblock slot ${sb.slot}, generation ${sb.generation}`;
+  const decode = <T>(fn: () => T): T => {
+    try {
+      return fn();
+    } catch (err) {
+      throw new CatalogProblem((err as Error).message.replace(`${path}: volume is corrupt: `, ''));
+    }
+  };
+  const indexBlocks: number[] = [];
+  const entries: { block: number; crc: number; key: CatalogItem }[] = [];
+  let at: { block: number; crc: number } | null = { block: sb.indexBlock, crc: sb.indexCrc };
+  for (let k = 0; at !== null; k++) {
+    if (k >= sb.indexPages) throw new CatalogProblem(`catalog index chain is longer than the ${sb.indexPages} pages its superblock records (${where})`);
+    if (at.block < 2 || at.block >= volumeBlocks) throw new CatalogProblem(`catalog index page ${k} at block ${at.block} lies outside the volume (${where})`);
+    const bytes = await readAt(io, handle, path, bs, at.block * bs);
+    if (bytes.length !== bs || crc32c(bytes) !== at.crc) throw new CatalogProblem(`catalog index page ${k} at block ${at.block}: CRC mismatch (${where})`);
+    const page = decode(() => decodeIndexPage(bytes, path, `catalog index page ${k} at block ${at!.block}`, sb.generation));
+    indexBlocks.push(at.block);
+    for (const e of page.entries) entries.push({ block: e.block, crc: e.crc, key: { ...e, nblocks: 0, extents: [] } });
+    at = page.next;
+  }
+  if (indexBlocks.length !== sb.indexPages) throw new CatalogProblem(`catalog index chain has ${indexBlocks.length} pages, its superblock records ${sb.indexPages} (${where})`);
+  if (entries.length !== sb.leafPages) throw new CatalogProblem(`catalog index names ${entries.length} leaf pages, its superblock records ${sb.leafPages} (${where})`);
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
+    if (e.block < 2 || e.block >= volumeBlocks) throw new CatalogProblem(`catalog leaf ${i} at block ${e.block} lies outside the volume (${where})`);
+    if (i > 0 && compareItemKeys(entries[i - 1]!.key, e.key) >= 0) throw new CatalogProblem(`catalog index entries ${i - 1} and ${i} are out of order (${where})`);
+  }
+  const leaves: ExaminedLeaf[] = new Array(entries.length);
+  await forEachInFlight(
+    entries.map((e, i) => ({ e, i })),
+    LEAF_READS_IN_FLIGHT,
+    async ({ e, i }) => {
+      const bytes = await readAt(io, handle, path, bs, e.block * bs);
+      if (bytes.length !== bs || crc32c(bytes) !== e.crc) throw new CatalogProblem(`catalog leaf ${i} at block ${e.block}: CRC mismatch (${where})`);
+      const page = decode(() => decodeLeafPage(bytes, path, `catalog leaf ${i} at block ${e.block}`, sb.generation));
+      if (compareItemKeys(page.items[0]!, e.key) !== 0) throw new CatalogProblem(`catalog leaf ${i} at block ${e.block} does not start with the key its index entry records (${where})`);
+      leaves[i] = { block: e.block, crc: e.crc, items: page.items };
+    },
+  );
+  const items: CatalogItem[] = [];
+  for (const l of leaves) for (const it of l.items) items.push(it);
+  const forks = decode(() => joinItems(items, path));
+  if (forks.length !== sb.forkCount) throw new CatalogProblem(`catalog holds ${forks.length} forks, its superblock records ${sb.forkCount} (${where})`);
+  ex.forks = forks;
+  ex.indexBlocks = indexBlocks;
+  ex.leaves = leaves;
+}
