@@ -180,14 +180,18 @@ export class FreeSpace {
   }
 
   /**
-   * A4: `n` blocks for a stream of pages, as runs in the order to fill them: from `cursor` while
-   * its run lasts, then from the start of the largest run. Returns the runs and the new cursor;
+   * A4: `n` blocks for a stream of pages, as runs in the order to fill them. Where the last
+   * stream stopped (`cursor`) when the rest of that run holds all `n` (consecutive batches of
+   * one checkpoint stay one run), else the largest run when it holds them, else as much as the
+   * cursor's run holds and then the largest runs in turn. Returns the runs and the new cursor;
    * the caller checked that `n <= freeBlocks`.
    */
   takeStream(n: number, cursor: number): { runs: Extent[]; cursor: number } {
     assert(n <= this.freeBlocks, 'a stream fits the free space');
     const runs: Extent[] = [];
-    let at = cursor;
+    const here = this.runContaining(cursor);
+    const largest = this.#bySize[this.#bySize.length - 1]!;
+    let at = here && here.start + here.length - cursor >= n ? cursor : largest.length >= n ? largest.start : cursor;
     while (n > 0) {
       let r = this.runContaining(at);
       if (!r) {

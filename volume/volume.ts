@@ -348,8 +348,8 @@ export class Volume {
   #captures = 0;
   /** The newest capture whose superblock is durable (A3). */
   #durableCapture = 0;
-  /** Where the last page stream stopped (A4). */
-  #cursor: number = METADATA_BLOCKS;
+  /** Where the last page stream stopped (A4); -1 before the first. */
+  #cursor = -1;
   /** Blocks allocated for writes in flight (V1). */
   #inFlightBlocks = 0;
   #metaVersion = 0;
@@ -839,6 +839,12 @@ export class Volume {
     const handle = this.#checkOpen();
     const st = this.#fork(rel, fork);
     if (blk < st.nblocks) throw badArg(`${this.path}: cannot extend ${describeForkKey({ ...rel, fork })} at block ${blk}: it already has ${st.nblocks} blocks`);
+    // V5: every new block is one more page a checkpoint may have to relocate, even when it goes
+    // into capacity reserved earlier.
+    const added = blk + 1 - st.nblocks;
+    const reserve = this.#reserveBlocks(0, added);
+    const taken = Math.max(0, blk + 1 - st.capacity);
+    if (this.#free.freeBlocks - taken < reserve) throw this.#full(`extend ${describeForkKey({ ...rel, fork })}`, added, reserve);
     this.#ensureCapacity(st, blk + 1);
     // Blocks skipped by the extension get zero pages: reused space holds old data, and an old
     // page of another fork must never be read as this fork's block.
