@@ -177,7 +177,9 @@ function locator(r: number): RelFileLocator {
 export function matrixVolumeSizeBytes(relationsMax: number, pagesMax: number, blockSize: number): number {
   const MiB = 1 << 20;
   const perRelationBlocks = Math.max(8, 2 ** Math.ceil(Math.log2(pagesMax)));
-  const bytes = relationsMax * perRelationBlocks * blockSize * 1.25 + 8 * MiB;
+  // The relations' extents, plus the copy-on-write reserve (one free block per page that may be
+  // dirty: every page here), plus a quarter for the catalog and the stream's slack.
+  const bytes = relationsMax * (perRelationBlocks + pagesMax) * blockSize * 1.25 + 8 * MiB;
   return Math.ceil(bytes / MiB) * MiB;
 }
 

@@ -119,7 +119,8 @@ export function patternPage(blockSize: number, seed: number): Uint8Array {
 /** A volume large enough for `pages` pages of `blockSize` with room for the catalog. */
 export function volumeSizeBytesFor(pages: number, blockSize: number): number {
   const MiB = 1 << 20;
-  const bytes = pages * blockSize * 2 + 4 * MiB;
+  // Data, its growth capacity, and the copy-on-write reserve (volume.ts V5).
+  const bytes = pages * blockSize * 3 + 4 * MiB;
   return Math.ceil(bytes / MiB) * MiB;
 }
 

@@ -1233,7 +1233,8 @@ export class Volume {
     for (const st of [...this.#changed]) {
       if (this.#forks.get(st.key) !== st || st.nblocks === 0) continue;
       const bound = Math.max(DEFRAG_EXTENTS_MIN, Math.ceil(st.nblocks / DEFRAG_BLOCKS_PER_EXTENT));
-      if (trimmedMap(st.extents, st.nblocks).length <= bound) continue;
+      // The map's extent count bounds the recorded one (merging only lowers it): most forks stop here.
+      if (st.extents.length <= bound || trimmedMap(st.extents, st.nblocks).length <= bound) continue;
       const n = st.nblocks;
       if (this.#free.freeBlocks - n < this.#reserveBlocks(0, 0)) continue;
       const placed = this.#free.takeStream(n, this.#cursor);
