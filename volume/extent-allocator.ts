@@ -162,18 +162,28 @@ export class FreeSpace {
   /** Space the durable or a published catalog may reference until capture `version` is durable (A3). */
   deferFree(extent: Extent, version: number): void {
     assert(extent.lengthBlocks >= 1, 'deferred extent is not empty');
-    this.#pending.push({ startBlock: extent.startBlock, lengthBlocks: extent.lengthBlocks, version });
+    // A checkpoint relocates a fork's consecutive blocks one after another: extend the last entry.
+    const last = this.#pending[this.#pending.length - 1];
+    if (last && last.version === version && last.startBlock + last.lengthBlocks === extent.startBlock) last.lengthBlocks += extent.lengthBlocks;
+    else this.#pending.push({ startBlock: extent.startBlock, lengthBlocks: extent.lengthBlocks, version });
   }
 
   /** The superblock of capture `version` is durable: reuse what it no longer references (A3). */
   releaseUpTo(version: number): number {
     let released = 0;
     const keep: PendingFree[] = [];
-    for (const p of this.#pending) {
-      if (p.version <= version) {
-        this.give(p.startBlock, p.lengthBlocks);
-        released += p.lengthBlocks;
-      } else keep.push(p);
+    const go: PendingFree[] = [];
+    for (const p of this.#pending) (p.version <= version ? go : keep).push(p);
+    // In volume order, adjacent pieces joined: one give per stretch, not per block.
+    go.sort((a, b) => a.startBlock - b.startBlock);
+    for (let i = 0; i < go.length; ) {
+      const start = go[i]!.startBlock;
+      let end = start + go[i]!.lengthBlocks;
+      let j = i + 1;
+      while (j < go.length && go[j]!.startBlock === end) end += go[j++]!.lengthBlocks;
+      this.give(start, end - start);
+      released += end - start;
+      i = j;
     }
     this.#pending = keep;
     return released;
@@ -182,7 +192,9 @@ export class FreeSpace {
   /**
    * A4: `n` blocks for a stream of pages, as runs in the order to fill them. Where the last
    * stream stopped (`cursor`) when the rest of that run holds all `n` (consecutive batches of
-   * one checkpoint stay one run), else the largest run when it holds them, else as much as the
+   * one checkpoint stay one run), else the lowest run that holds them (first fit: the space the
+   * checkpoint before last gave back is reused first, so the volume's working set stays compact
+   * and warm in the page cache instead of wandering over the whole file), else as much as the
    * cursor's run holds and then the largest runs in turn. Returns the runs and the new cursor;
    * the caller checked that `n <= freeBlocks`.
    */
@@ -190,8 +202,11 @@ export class FreeSpace {
     assert(n <= this.freeBlocks, 'a stream fits the free space');
     const runs: Extent[] = [];
     const here = this.runContaining(cursor);
-    const largest = this.#bySize[this.#bySize.length - 1]!;
-    let at = here && here.start + here.length - cursor >= n ? cursor : largest.length >= n ? largest.start : cursor;
+    let at = cursor;
+    if (!here || here.start + here.length - cursor < n) {
+      const first = this.#largestFits(n) ? this.#byStart.find((r) => r.length >= n) : undefined;
+      if (first) at = first.start;
+    }
     while (n > 0) {
       let r = this.runContaining(at);
       if (!r) {
@@ -207,6 +222,10 @@ export class FreeSpace {
       n -= len;
     }
     return { runs, cursor: at };
+  }
+
+  #largestFits(n: number): boolean {
+    return (this.#bySize[this.#bySize.length - 1]?.length ?? 0) >= n;
   }
 
   /** A4: one block from the smallest run (catalog pages fill holes). */

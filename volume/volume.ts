@@ -203,6 +203,8 @@ interface ForkState {
   /** V2: fork block number of each extent's first block. */
   firstBlock: number[];
   capacity: number;
+  /** Bumped whenever the map moves a block (D2: a copy made meanwhile is stale). */
+  moves: number;
 }
 
 /** A new catalog written and waiting for its superblock (the second half of a volume sync). */
@@ -453,7 +455,7 @@ export class Volume {
   #newFork(rel: RelFileLocator, fork: ForkNumber): ForkState {
     const key = forkKey(rel, fork);
     assert(!this.#forks.has(key), `fork ${key} is new`);
-    const st: ForkState = { key, rel: { spcOid: rel.spcOid, dbOid: rel.dbOid, relNumber: rel.relNumber }, fork, nblocks: 0, extents: [], firstBlock: [], capacity: 0 };
+    const st: ForkState = { key, rel: { spcOid: rel.spcOid, dbOid: rel.dbOid, relNumber: rel.relNumber }, fork, nblocks: 0, extents: [], firstBlock: [], capacity: 0, moves: 0 };
     this.#forks.set(key, st);
     return st;
   }
@@ -613,6 +615,7 @@ export class Volume {
   }
 
   #setExtents(st: ForkState, extents: MapExtent[]): void {
+    st.moves++;
     this.#extentCount += extents.length - st.extents.length;
     st.extents = extents;
     st.firstBlock = [];
@@ -1226,8 +1229,9 @@ export class Volume {
    *     in fork-block order, into one stream (A4), when the free space beyond the reserve (V5)
    *     holds it; else it waits for a later checkpoint. Only forks changed since the last
    *     capture are looked at: a fork nobody wrote does not scatter.
-   *  D2 A page is copied from the block the map names when the copy starts; if a write moved the
-   *     page meanwhile, the copy is dropped (its block freed) and the newer page stays.
+   *  D2 A chunk of pages is copied from the blocks the map names when its copy starts; if anything
+   *     moved a block of the fork meanwhile (a write, a truncate, a drop), the chunk's copies are
+   *     dropped (their blocks freed) and the newer pages stay.
    */
   async #defragment(handle: FileHandle): Promise<void> {
     for (const st of [...this.#changed]) {
@@ -1248,6 +1252,7 @@ export class Volume {
           const to = Math.min(n, from + DEFRAG_CHUNK_BLOCKS);
           const source: number[] = [];
           const alive = this.#forks.get(st.key) === st;
+          const moves = st.moves;
           for (let b = from; b < to; b++) source.push(alive && b < st.nblocks ? this.#locate(st, b).volumeBlock : -1);
           const buf = new Uint8Array((to - from) * this.blockSize);
           // Read: one pread per stretch of consecutive source blocks.
@@ -1270,12 +1275,14 @@ export class Volume {
             await this.#io.pwritev(handle, pages.slice(i, j), target[from + i]! * this.blockSize);
             i = j;
           }
-          // D2: move only the pages still where the copy found them.
+          // D2: the copy stands only if nothing moved a block of the fork meanwhile (a page moved
+          // away and back to a freed block would look unmoved block by block); else the chunk is
+          // dropped, and the next checkpoint tries again.
           const updates: { blk: number; vb: number }[] = [];
-          const stillHere = this.#forks.get(st.key) === st;
+          const stillHere = this.#forks.get(st.key) === st && st.moves === moves;
           for (let b = from; b < to; b++) {
             const src = source[b - from]!;
-            if (stillHere && src !== -1 && b < st.nblocks && this.#locate(st, b).volumeBlock === src) updates.push({ blk: b, vb: target[b]! });
+            if (stillHere && src !== -1 && b < st.nblocks) updates.push({ blk: b, vb: target[b]! });
             else this.#free.give(target[b]!, 1);
           }
           this.#inFlightBlocks -= to - from;
