@@ -64,6 +64,8 @@ import { crc32c } from './checksum.js';
 import { ErrorCode, LamstoreError, assert, errnoOf, ioError } from './errors.js';
 import type { FileHandle, FileIO } from './io/file-io.js';
 import { RealIO } from './io/real-io.js';
+import { CLOG_XACTS_PER_BYTE } from './slru/clog.js';
+import { COMMIT_TS_ENTRY_BYTES } from './slru/commit-ts.js';
 
 export const CONTROL_FILE_NAME = 'lam_control';
 /** One record, one sector (CF1). */
@@ -103,6 +105,17 @@ export interface SlruPositions {
   multixactOldestMxid: number;
   multixactNextOffset: number;
   multixactOldestOffset: number;
+}
+
+/**
+ * The oldest xid clog and commit_ts keep, from the record's cutoff pages (whole pages: clog
+ * holds 4 xids a byte, commit_ts 10 bytes an xid, at the record's block size).
+ */
+export function oldestXidsKept(r: Pick<ControlRecord, 'blockSize' | 'clogOldestPage' | 'commitTsOldestPage'>): { clog: number; commitTs: number } {
+  return {
+    clog: r.clogOldestPage * r.blockSize * CLOG_XACTS_PER_BYTE,
+    commitTs: r.commitTsOldestPage * Math.floor(r.blockSize / COMMIT_TS_ENTRY_BYTES),
+  };
 }
 
 /** A fresh data directory's positions: nothing truncated, mxid and member offset 1 next. */
