@@ -41,6 +41,7 @@ import { mdSyncOps } from './md/sync-ops.js';
 import { SLRU_DIRS, slruSyncOps } from './slru/names.js';
 import type { SmgrContext, StorageManager, StorageManagerFactory } from './smgr/smgr.js';
 import { MAX_OPEN_FILES_DEFAULT, MAX_OPEN_FILES_MIN, MD_NAME, MdStorageManager, defaultMaxOpenFiles } from './md/md.js';
+import { PENDING_UNLINKS_FILE } from './md/pending-unlinks.js';
 import { BufferPool } from './buffer/buffer-pool.js';
 import { CHECKPOINT_FLUSH_AFTER_DEFAULT, WRITEBACK_MAX_PENDING_FLUSHES } from './buffer/writeback.js';
 import { Relation, type RelationHost, type RelationOptions } from './relation.js';
@@ -162,6 +163,11 @@ export interface OpenStats {
   startupSyncMs: number;
   /** Unlogged relations whose main fork was reset from their INIT fork (after an unclean stop). */
   unloggedReset: number;
+  /**
+   * md relations dropped before the last stop whose placeholder no checkpoint had unlinked,
+   * removed by this open (md/pending-unlinks.ts PU5).
+   */
+  pendingUnlinksFinished: number;
 }
 
 function intOption(name: string, value: unknown, dflt: number, min: number, max: number): number {
@@ -275,7 +281,7 @@ export class Engine {
   #relationHost: RelationHost | null = null;
   #lockHandle: FileHandle | null = null;
   /** What opening found and did. */
-  readonly openStats: OpenStats = { uncleanStop: false, startupSyncFiles: 0, startupSyncDirs: 0, startupSyncMs: 0, unloggedReset: 0 };
+  readonly openStats: OpenStats = { uncleanStop: false, startupSyncFiles: 0, startupSyncDirs: 0, startupSyncMs: 0, unloggedReset: 0, pendingUnlinksFinished: 0 };
   #clog: Clog | null = null;
   #commitTs: CommitTs | null = null;
   #multixact: MultiXact | null = null;
@@ -408,6 +414,7 @@ export class Engine {
     try {
       await engine.#lockDataDir();
       await engine.#startup();
+      engine.openStats.pendingUnlinksFinished = await engine.#md.finishPendingUnlinks();
       await engine.#preload(options.preload ?? []);
       await engine.#openSlrus();
       if (engine.openStats.uncleanStop) {
@@ -596,7 +603,8 @@ export class Engine {
   async #syncTree(dir: string): Promise<void> {
     for (const name of await this.io.readdir(dir)) {
       // The lock file holds nothing; the control file is durable whenever it exists (CF3).
-      if (dir === this.dataDir && (name === LOCK_FILE || name === CONTROL_FILE_NAME || name === CONTROL_TMP_FILE)) continue;
+      // So is md's pending-unlink log (md/pending-unlinks.ts PU1).
+      if (dir === this.dataDir && (name === LOCK_FILE || name === CONTROL_FILE_NAME || name === CONTROL_TMP_FILE || name.startsWith(PENDING_UNLINKS_FILE))) continue;
       const path = join(dir, name);
       const st = await this.io.stat(path);
       if (st?.kind === 'directory') await this.#syncTree(path);
@@ -867,6 +875,14 @@ export class Engine {
       error = errnoOf(err) === 'TIMEOUT' ? new LamstoreError(ErrorCode.TIMEOUT, `${this.dataDir}: ${(err as Error).message}`, { cause: err }) : err;
     }
     await this.#checkpointer.idle();
+    if (!error && !this.#failure) {
+      // The shutdown checkpoint unlinked every placeholder: the next open need not read the log.
+      try {
+        await this.#md.tidyPendingUnlinks();
+      } catch (err) {
+        error = err;
+      }
+    }
     this.#closed = true;
     // Clean only if the shutdown checkpoint made everything durable: its last step wrote
     // "shut down" into the control file (CF5 b); a failed or bounded-out one left "shutting down".
