@@ -3,11 +3,12 @@
  * directory says the last engine died, for 1000 md relations and a 1 GiB volume.
  * Run: npx tsx bench/startup-sync.ts [dir]   (default: a temporary directory, removed after)
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Engine, ForkNumber } from '../engine/index.js';
 import { volumeExtension } from '../volume/index.js';
+import { markUncleanStop } from '../engine/testing.js';
 
 const RELATIONS = 1000;
 const VOLUME_BYTES = 1024 ** 3;
@@ -29,8 +30,8 @@ async function main(): Promise<void> {
     await v.create(ForkNumber.MAIN);
     for (let b = 0; b < 1000; b++) await v.extend(ForkNumber.MAIN, page);
     await engine.close();
-    // An unclean stop: the running marker is back, as if the engine had died.
-    await writeFile(join(dataDir, 'lamstore.running'), '');
+    // An unclean stop: the control file says "in production", as if the engine had died.
+    await markUncleanStop(dataDir);
     const t0 = performance.now();
     engine = await Engine.open({ dataDir, preload: [ext()], sharedBuffers: 2048 });
     const openMs = performance.now() - t0;

@@ -10,6 +10,9 @@
  *   5. sync phase       pending ops dispatched to their handlers (ProcessSyncRequests) [sync timer]
  *   6. storage end      storage managers learn the checkpoint completed (space reuse)
  *   7. post-checkpoint  unlinks requested before step 1 (SyncPostCheckpoint)
+ *   8. control file     the checkpoint's number and time (and, for a shutdown checkpoint, the
+ *                       clean state) written and synced (UpdateControlFile): the checkpoint is
+ *                       complete when this returns (K7)
  *
  * It imports nothing from engine/: the interfaces below are what it needs, and
  * engine/engine.ts satisfies them.
@@ -34,6 +37,10 @@
  *     within the bound. A single hung fsync cannot be interrupted from user space.
  *  K6 stop() ends the timer loop at once: nothing the checkpointer started (and so nothing of
  *     the engine) stays reachable from a pending clock timer after close.
+ *  K7 The control file is written last, after the unlinks and the sync ledger's check, so it
+ *     never names a checkpoint that failed; a checkpoint idle-skipped at step 1 does not write
+ *     it. Its write failing fails the checkpoint (the engine, which owns the file, puts itself
+ *     in the failed state).
  */
 import { ABSORB_BATCH_SIZE, SyncRequestQueue } from './request-queue.js';
 
@@ -102,6 +109,11 @@ export interface CheckpointParticipants {
   verifySynced?(epoch: number): void;
   /** Run `fn` as the checkpointer (its own sync requests bypass the queue, behaviour 30). */
   runAsCheckpointer<T>(fn: () => Promise<T>): Promise<T>;
+  /**
+   * Step 8 (K7): record the completed checkpoint durably. `startMs` is this checkpointer's
+   * clock at the checkpoint's start.
+   */
+  updateControlFile?(checkpoint: { shutdown: boolean; startMs: number }): Promise<void>;
 }
 
 export const CheckpointFlags = {
@@ -436,6 +448,7 @@ export class Checkpointer<R> {
       // The sync ledger looks after the unlinks: a dropped relation's tombstone was truncated
       // without a sync (PostgreSQL does not sync it either) and is gone now.
       if (ledgerEpoch !== undefined && this.#o.enableFsync) p.verifySynced?.(ledgerEpoch);
+      await p.updateControlFile?.({ shutdown, startMs }); // K7
       this.#activityAtLastCheckpoint = activityAtStart;
       this.completed++;
       const stats = this.#stats(flags, startMs, ioBefore, {

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
- * The `lamstore` command: create, inspect, check and map volumes. Each command lives in its own
+ * The `lamstore` command: create, inspect, check and map volumes; show a data directory's control
+ * file (controldata). Each command lives in its own
  * file `cli/<name>.ts` exporting `add<Name>Command(program)`; a new command (bench) is one more
  * import and one more call in `buildProgram`.
  *
@@ -16,6 +17,7 @@
 import { createRequire } from 'node:module';
 import { Command, CommanderError } from 'commander';
 import { addCheckCommand } from './check.js';
+import { addControldataCommand } from './controldata.js';
 import { addCreateCommand } from './create.js';
 import { CliFailure, CliCode, EXIT_OK, EXIT_USAGE, FindingsFailure, printFailure, toFailure } from '../cmdline/failure.js';
 import { addInspectCommand } from './inspect.js';
@@ -28,7 +30,7 @@ export function buildProgram(): Command {
   const program = new Command();
   program
     .name('lamstore')
-    .description('Create, inspect, check and map lamstore volumes.')
+    .description('Create, inspect, check and map lamstore volumes; show a data directory\'s control file.')
     .version(pkg.version, '-V, --version', 'print the package version')
     .helpOption('-h, --help', 'show help')
     .exitOverride()
@@ -41,12 +43,14 @@ Examples:
   $ lamstore create data.lam --size 1GiB
   $ lamstore inspect data.lam --relations
   $ lamstore check data.lam --pages
-  $ lamstore map data.lam --svg data-map.svg`,
+  $ lamstore map data.lam --svg data-map.svg
+  $ lamstore controldata /var/lib/lamstore`,
     );
   addCreateCommand(program);
   addInspectCommand(program);
   addCheckCommand(program);
   addMapCommand(program);
+  addControldataCommand(program);
   addBenchCommand(program);
   return program;
 }

@@ -10,10 +10,16 @@ export interface Clock {
    * process alive (the checkpointer's timer uses it, so an engine never blocks exit).
    */
   sleep(ms: number, options?: { background?: boolean }): Promise<void>;
+  /**
+   * Wall-clock milliseconds since the Unix epoch, for what is written down for people (the
+   * control file's checkpoint time). Optional: a clock without it gets `Date.now()`.
+   */
+  wallTimeMs?(): number;
 }
 
 export const systemClock: Clock = {
   now: () => performance.now(),
+  wallTimeMs: () => Date.now(),
   sleep: (ms, options) =>
     new Promise((resolve) => {
       const t = setTimeout(resolve, ms);
@@ -34,6 +40,11 @@ export class ManualClock implements Clock {
   }
 
   now(): number {
+    return this.#now;
+  }
+
+  /** The same time read as wall-clock ms since the epoch: deterministic too. */
+  wallTimeMs(): number {
     return this.#now;
   }
 

@@ -2,22 +2,29 @@
  * Engine: opens a data directory, runs the preload phase, owns the checkpointer.
  *
  * Lifecycle:
- *   open  -> lock the data directory -> built-in sync handlers 0..4 -> preload (each extension's
- *            init(ctx) may register sync handlers and storage managers) -> registration closed
- *   run   -> relations, SLRUs, sync requests, checkpoints
- *   close -> shutdown checkpoint -> storage managers closed -> lock released
+ *   open  -> lock the data directory -> read the control file (control-file.ts): its state says
+ *            whether the last engine stopped cleanly -> after an unclean stop, the startup sync
+ *            -> control file "in production" -> built-in sync handlers 0..4 -> preload (each
+ *            extension's init(ctx) may register sync handlers and storage managers) ->
+ *            registration closed -> SLRUs (their positions from the control file)
+ *   run   -> relations, SLRUs, sync requests, checkpoints (each completed one rewrites the
+ *            control file)
+ *   close -> control file "shutting down" -> shutdown checkpoint (which writes "shut down") ->
+ *            storage managers closed -> lock released
  *
  * The failed state (PostgreSQL PANICs for the same reasons; SQLite's pager ERROR state):
  *   F1 a sync (fsync/fdatasync) of any file fails, in the sync phase or in a storage manager's
- *      own fallback sync, or an SLRU's (queue-full fallback, directory, multixact control file);
- *   F2 a storage manager reports a failed metadata switch (through reportSyncFailure).
+ *      own fallback sync, or an SLRU's (queue-full fallback, directory);
+ *   F2 a storage manager reports a failed metadata switch (through reportSyncFailure);
+ *   F3 a write or fsync of the control file fails (control-file.ts CF4), `dataSyncRetry` or not:
+ *      like a volume's superblock, it is the switch that says what is durable.
  * After either, every write, extend, truncate, drop and checkpoint throws ENGINE_FAILED until
  * the engine is closed and opened again: the kernel may have dropped the dirty pages a later
  * sync would then falsely report durable. Reads keep working.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { join, resolve } from 'node:path';
-import { ErrorCode, LamstoreError, errnoOf, ioError } from './errors.js';
+import { ErrorCode, LamstoreError, assert, errnoOf, ioError } from './errors.js';
 import { checkOptionKeys, optionKeys } from './options.js';
 import type { FileHandle, FileIO } from './io/file-io.js';
 import { CountingIO, type IoCounts } from './io/counting-io.js';
@@ -34,6 +41,7 @@ import { mdSyncOps } from './md/sync-ops.js';
 import { SLRU_DIRS, slruSyncOps } from './slru/names.js';
 import type { SmgrContext, StorageManager, StorageManagerFactory } from './smgr/smgr.js';
 import { MAX_OPEN_FILES_DEFAULT, MAX_OPEN_FILES_MIN, MD_NAME, MdStorageManager, defaultMaxOpenFiles } from './md/md.js';
+import { PENDING_UNLINKS_FILE } from './md/pending-unlinks.js';
 import { BufferPool } from './buffer/buffer-pool.js';
 import { CHECKPOINT_FLUSH_AFTER_DEFAULT, WRITEBACK_MAX_PENDING_FLUSHES } from './buffer/writeback.js';
 import { Relation, type RelationHost, type RelationOptions } from './relation.js';
@@ -47,6 +55,9 @@ import { Clog } from './slru/clog.js';
 import { CommitTs } from './slru/commit-ts.js';
 import { MultiXact } from './slru/multixact.js';
 import { defaultSyncQueueSize } from '../checkpointer/request-queue.js';
+import { CONTROL_FILE_NAME, ControlFile, ControlState, INITIAL_SLRU_POSITIONS } from './control-file.js';
+import type { ControlRecord, SlruPositions } from './control-file.js';
+import { Mutex } from './mutex.js';
 
 /**
  * The checkpointer declares its statistics; they are part of the engine's API (what
@@ -142,11 +153,8 @@ export { MAX_OPEN_FILES_DEFAULT };
 export const SYNC_REQUEST_RETRY_MS = 10;
 
 const LOCK_FILE = 'lamstore.lock';
-/**
- * Present while an engine has the data directory open; removed (durably) by a clean close.
- * Finding it at open means the last engine stopped uncleanly.
- */
-const RUNNING_FILE = 'lamstore.running';
+/** What the control file's creation leaves behind when a crash cuts it (control-file.ts CF3). */
+const CONTROL_TMP_FILE = `${CONTROL_FILE_NAME}.tmp`;
 
 export interface OpenStats {
   /** The previous engine did not close cleanly (crash, kill, failed shutdown checkpoint). */
@@ -157,6 +165,11 @@ export interface OpenStats {
   startupSyncMs: number;
   /** Unlogged relations whose main fork was reset from their INIT fork (after an unclean stop). */
   unloggedReset: number;
+  /**
+   * md relations dropped before the last stop whose placeholder no checkpoint had unlinked,
+   * removed by this open (md/pending-unlinks.ts PU5).
+   */
+  pendingUnlinksFinished: number;
 }
 
 function intOption(name: string, value: unknown, dflt: number, min: number, max: number): number {
@@ -233,6 +246,15 @@ async function runAsCheckpointer<T>(engine: Engine, fn: () => Promise<T>): Promi
   }
 }
 
+/** A control file write (Engine#writeControl): what changes besides the SLRU positions. */
+interface ControlChange {
+  state?: ControlState | undefined;
+  /** A completed checkpoint: its number and its start, wall-clock ms. */
+  checkpoint?: { number: number; timeMs: number };
+  /** Skip the write when state and positions are what the file already says. */
+  onlyIfMoved?: boolean;
+}
+
 interface QueuedRequest {
   type: SyncRequestType;
   tag: FileTag;
@@ -261,15 +283,26 @@ export class Engine {
   #relationHost: RelationHost | null = null;
   #lockHandle: FileHandle | null = null;
   /** What opening found and did. */
-  readonly openStats: OpenStats = { uncleanStop: false, startupSyncFiles: 0, startupSyncDirs: 0, startupSyncMs: 0, unloggedReset: 0 };
+  readonly openStats: OpenStats = { uncleanStop: false, startupSyncFiles: 0, startupSyncDirs: 0, startupSyncMs: 0, unloggedReset: 0, pendingUnlinksFinished: 0 };
   #clog: Clog | null = null;
   #commitTs: CommitTs | null = null;
   #multixact: MultiXact | null = null;
   #failure: LamstoreError | null = null;
   #closed = false;
-  /** What this open created, so that a failed open can undo it (#undoOpen). */
+  /** The control file (control-file.ts), read and written by open, checkpoints and close. */
+  #control: ControlFile | null = null;
+  /** Control file writes one at a time (a checkpoint's and a truncation's may meet). */
+  readonly #controlMutex = new Mutex();
+  /** The state the control file says, or is about to say (CF5). */
+  #controlState: ControlState = ControlState.IN_PRODUCTION;
+  #checkpointNumber = 0;
+  #checkpointTimeMs = 0;
+  /** The SLRU positions the control file gave at open; the SLRUs' own once they are open. */
+  #positions: SlruPositions = { ...INITIAL_SLRU_POSITIONS };
+  /** What this open found and created, so that a failed open can undo it (#undoOpen). */
   #createdDataDir = false;
-  #createdRunningMarker = false;
+  #controlFound: ControlRecord | null = null;
+  #controlWritten = false;
 
   /**
    * Builds every part once, whole, in dependency order, and does no I/O (open does that). The
@@ -354,6 +387,11 @@ export class Engine {
           for (const s of this.#smgrs.values()) await s.checkpointEnd?.(completed);
         },
         runAsCheckpointer: (fn) => runAsCheckpointer(this, fn),
+        // K7 / CF5 (b): the checkpoint is complete once this is durable.
+        updateControlFile: async ({ shutdown, startMs }) => {
+          const timeMs = Math.max(0, Math.round(this.#wallNow() - (this.clock.now() - startMs)));
+          await this.#writeControlOrFail({ state: shutdown ? ControlState.SHUT_DOWN : undefined, checkpoint: { number: this.#checkpointNumber + 1, timeMs } });
+        },
         beginVerifyEpoch: ledger ? () => ledger.beginEpoch() : undefined,
         verifySynced: ledger ? (epoch) => ledger.verify(epoch) : undefined,
       },
@@ -377,7 +415,8 @@ export class Engine {
     const engine = new Engine(options);
     try {
       await engine.#lockDataDir();
-      await engine.#markRunning();
+      await engine.#startup();
+      engine.openStats.pendingUnlinksFinished = await engine.#md.finishPendingUnlinks();
       await engine.#preload(options.preload ?? []);
       await engine.#openSlrus();
       if (engine.openStats.uncleanStop) {
@@ -391,10 +430,11 @@ export class Engine {
   }
 
   /**
-   * A failed open leaves the data directory as it found it: closed files and locks, no running
-   * marker it did not find (else the next open would take the failure for a crash and reset
-   * unlogged relations), and no directory it created itself. Returns the error to throw: the
-   * original one, extended if the cleanup failed too (never swallowed).
+   * A failed open leaves the data directory as it found it: closed files and locks, a control
+   * file that says "shut down" if it said so before (else the next open would take the failure
+   * for a crash and reset unlogged relations), no control file if there was none, and no
+   * directory it created itself. Returns the error to throw: the original one, extended if the
+   * cleanup failed too (never swallowed).
    */
   async #undoOpen(err: unknown): Promise<unknown> {
     const problems: string[] = [];
@@ -405,16 +445,17 @@ export class Engine {
         problems.push(`${what}: ${e instanceof Error ? e.message : String(e)}`);
       }
     };
+    const control = this.#control;
+    if (!this.#createdDataDir && control && this.#controlWritten) {
+      const found = this.#controlFound;
+      if (!found) await attempt('remove the control file it created', () => control.remove());
+      else if (found.state === ControlState.SHUT_DOWN) await attempt('write the clean state back to the control file', () => this.#writeControl({ state: ControlState.SHUT_DOWN }));
+    }
     await attempt('release', () => this.#releaseAll());
     if (this.#createdDataDir) {
       await attempt('remove the data directory it created', async () => {
         await this.#removeTree(this.dataDir);
         await this.io.fsyncDir(join(this.dataDir, '..'));
-      });
-    } else if (this.#createdRunningMarker) {
-      await attempt('remove the running marker', async () => {
-        await this.io.unlink(join(this.dataDir, RUNNING_FILE));
-        await this.io.fsyncDir(this.dataDir);
       });
     }
     if (problems.length === 0) return err;
@@ -462,15 +503,36 @@ export class Engine {
   }
 
   /**
-   * Detect an unclean stop and, after one, make everything already in the data directory's
-   * files durable before anything is built on it: a page that survived a process crash only in
-   * the OS page cache must not vanish in a later power loss after new checkpoints counted on it
-   * (PostgreSQL's SyncDataDirectory at crash-recovery start). Then mark the directory running.
+   * Read the control file and, after an unclean stop, make everything already in the data
+   * directory's files durable before anything is built on it: a page that survived a process
+   * crash only in the OS page cache must not vanish in a later power loss after new checkpoints
+   * counted on it (PostgreSQL's SyncDataDirectory at crash-recovery start). Then the control
+   * file says "in production" (CF5 a) until a clean close says "shut down".
+   *
+   * Clean or not comes from the control file's state. A directory without a control file is new
+   * (clean: nothing in it but, perhaps, the lock file) or holds files from a lamstore before the
+   * control file, or from a first open cut short by a crash: taken as an unclean stop, since the
+   * startup sync costs time and never loses anything.
    */
-  async #markRunning(): Promise<void> {
-    const marker = join(this.dataDir, RUNNING_FILE);
+  async #startup(): Promise<void> {
+    const control = await ControlFile.open(this.io, this.dataDir, { blockSize: this.blockSize, enableFsync: this.#options.fsync !== false });
+    this.#control = control;
+    const found = control.record;
+    this.#controlFound = found;
+    if (found) {
+      this.#checkpointNumber = found.checkpointNumber;
+      this.#checkpointTimeMs = found.checkpointTimeMs;
+      this.#positions = {
+        clogOldestPage: found.clogOldestPage,
+        commitTsOldestPage: found.commitTsOldestPage,
+        multixactNextMxid: found.multixactNextMxid,
+        multixactOldestMxid: found.multixactOldestMxid,
+        multixactNextOffset: found.multixactNextOffset,
+        multixactOldestOffset: found.multixactOldestOffset,
+      };
+    }
     try {
-      const unclean = (await this.io.stat(marker)) !== null;
+      const unclean = found ? found.state !== ControlState.SHUT_DOWN : (await this.io.readdir(this.dataDir)).some((n) => n !== LOCK_FILE && n !== CONTROL_TMP_FILE);
       this.openStats.uncleanStop = unclean;
       if (unclean) {
         const started = this.clock.now();
@@ -479,20 +541,72 @@ export class Engine {
         this.#options.onLog?.(
           `startup sync after an unclean stop: ${this.openStats.startupSyncFiles} files, ${this.openStats.startupSyncDirs} directories in ${(this.openStats.startupSyncMs / 1000).toFixed(3)} s`,
         );
-      } else {
-        const h = await this.io.open(marker, { create: true });
-        this.#createdRunningMarker = true;
-        await this.io.close(h);
-        await this.io.fsyncDir(this.dataDir);
       }
     } catch (err) {
-      throw ioError('startup sync', marker, err);
+      throw ioError('startup sync', this.dataDir, err);
+    }
+    // Set first: a write that fails part-way is undone too (#undoOpen).
+    this.#controlWritten = true;
+    await this.#writeControl({ state: ControlState.IN_PRODUCTION });
+  }
+
+  /** Wall-clock ms for the control file (the injected clock's, when it has one). */
+  #wallNow(): number {
+    return this.clock.wallTimeMs?.() ?? Date.now();
+  }
+
+  /** The SLRU positions now: the SLRUs' own once open, else what the control file gave. */
+  #slruPositions(): SlruPositions {
+    const p = { ...this.#positions };
+    if (this.#clog) p.clogOldestPage = this.#clog.slru.oldestPage;
+    if (this.#commitTs) p.commitTsOldestPage = this.#commitTs.slru.oldestPage;
+    if (this.#multixact) {
+      const m = this.#multixact.positions();
+      p.multixactNextMxid = m.nextMxid;
+      p.multixactOldestMxid = m.oldestMxid;
+      p.multixactNextOffset = m.nextOffset;
+      p.multixactOldestOffset = m.oldestOffset;
+    }
+    return p;
+  }
+
+  /**
+   * Write the control record (CF5): the state, the last completed checkpoint and the SLRU
+   * positions now. `onlyIfMoved`: skip the write when the positions and state are what the
+   * file already says. Throws the I/O error; callers past open use #writeControlOrFail.
+   */
+  async #writeControl(change: ControlChange): Promise<void> {
+    await this.#controlMutex.run(async () => {
+      const control = this.#control;
+      assert(control, 'the control file is read before it is written');
+      const state = change.state ?? this.#controlState;
+      const positions = this.#slruPositions();
+      const number = change.checkpoint?.number ?? this.#checkpointNumber;
+      const timeMs = change.checkpoint?.timeMs ?? this.#checkpointTimeMs;
+      const old = control.record;
+      if (change.onlyIfMoved && old && old.state === state && (Object.keys(positions) as (keyof SlruPositions)[]).every((k) => old[k] === positions[k])) return;
+      await control.write({ blockSize: this.blockSize, state, checkpointNumber: number, checkpointTimeMs: timeMs, ...positions }, this.#wallNow());
+      this.#controlState = state;
+      this.#checkpointNumber = number;
+      this.#checkpointTimeMs = timeMs;
+    });
+  }
+
+  /** #writeControl for a running engine: a failure puts it in the failed state (F3). */
+  async #writeControlOrFail(change: ControlChange): Promise<void> {
+    try {
+      await this.#writeControl(change);
+    } catch (err) {
+      this.#enterFailedState(err);
+      throw this.#failure!;
     }
   }
 
   async #syncTree(dir: string): Promise<void> {
     for (const name of await this.io.readdir(dir)) {
-      if (name === LOCK_FILE || name === RUNNING_FILE) continue;
+      // The lock file holds nothing; the control file is durable whenever it exists (CF3).
+      // So is md's pending-unlink log (md/pending-unlinks.ts PU1).
+      if (dir === this.dataDir && (name === LOCK_FILE || name === CONTROL_FILE_NAME || name === CONTROL_TMP_FILE || name.startsWith(PENDING_UNLINKS_FILE))) continue;
       const path = join(dir, name);
       const st = await this.io.stat(path);
       if (st?.kind === 'directory') await this.#syncTree(path);
@@ -557,10 +671,15 @@ export class Engine {
         this.#checkNotFailed();
       },
       checkReadable: () => this.#checkOpen(),
+      saveControl: () => this.#writeControlOrFail({ onlyIfMoved: true }),
     };
-    this.#clog = await Clog.open(ctx, { bufferCount });
-    this.#commitTs = await CommitTs.open(ctx, { bufferCount });
-    this.#multixact = await MultiXact.open(ctx, { bufferCount });
+    // The positions the control file recorded; a directory without one derives them (slru.ts S6,
+    // multixact.ts M3).
+    const p = this.#controlFound ? this.#positions : null;
+    this.#clog = await Clog.open(ctx, { bufferCount, ...(p ? { oldestPage: p.clogOldestPage } : {}) });
+    this.#commitTs = await CommitTs.open(ctx, { bufferCount, ...(p ? { oldestPage: p.commitTsOldestPage } : {}) });
+    const positions = p ? { nextMxid: p.multixactNextMxid, oldestMxid: p.multixactOldestMxid, nextOffset: p.multixactNextOffset, oldestOffset: p.multixactOldestOffset } : undefined;
+    this.#multixact = await MultiXact.open(ctx, { bufferCount, ...(positions ? { positions } : {}) });
   }
 
   /** Transaction commit statuses, in `<dataDir>/pg_xact/` (sync handler CLOG). */
@@ -752,22 +871,25 @@ export class Engine {
     if (options.timeoutMs !== undefined) this.#checkpointer.setDeadline(intOption('timeoutMs', options.timeoutMs, 0, 0, 86_400_000));
     try {
       if (!this.#failure) {
+        // CF5 (c): from here until the shutdown checkpoint completes, a crash is an unclean stop.
+        await this.#writeControlOrFail({ state: ControlState.SHUTTING_DOWN });
         await this.#checkpointer.request(CheckpointFlags.SHUTDOWN | CheckpointFlags.FAST | CheckpointFlags.FORCE);
       }
     } catch (err) {
       error = errnoOf(err) === 'TIMEOUT' ? new LamstoreError(ErrorCode.TIMEOUT, `${this.dataDir}: ${(err as Error).message}`, { cause: err }) : err;
     }
     await this.#checkpointer.idle();
-    this.#closed = true;
-    // Clean only if the shutdown checkpoint made everything durable.
     if (!error && !this.#failure) {
+      // The shutdown checkpoint unlinked every placeholder: the next open need not read the log.
       try {
-        await this.io.unlink(join(this.dataDir, RUNNING_FILE));
-        await this.io.fsyncDir(this.dataDir);
+        await this.#md.tidyPendingUnlinks();
       } catch (err) {
-        error = ioError('unlink', join(this.dataDir, RUNNING_FILE), err);
+        error = err;
       }
     }
+    this.#closed = true;
+    // Clean only if the shutdown checkpoint made everything durable: its last step wrote
+    // "shut down" into the control file (CF5 b); a failed or bounded-out one left "shutting down".
     await this.#releaseAll();
     // A failed engine made nothing durable since its failure: a script must learn that its
     // last changes are not on disk, whatever else went right or wrong in the close.
@@ -780,6 +902,7 @@ export class Engine {
     this.#commitTs?.close();
     this.#multixact?.close();
     for (const s of this.#smgrs.values()) await s.close?.();
+    await this.#control?.close();
     if (this.#lockHandle) {
       const h = this.#lockHandle;
       this.#lockHandle = null;

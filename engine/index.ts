@@ -11,6 +11,9 @@
 // The engine and its options.
 export { Engine, checkBlockSize, BLOCK_SIZE_DEFAULT, SHARED_BUFFERS_DEFAULT, REL_SEG_BLOCKS_DEFAULT, MAX_OPEN_FILES_DEFAULT } from './engine.js';
 export type { EngineOptions, Extension, PreloadContext, OpenStats, CheckpointStats } from './engine.js';
+// The control file (`<dataDir>/lam_control`), read without an engine by `lamstore controldata`.
+export { readControlFile, oldestXidsKept, ControlState, CONTROL_STATE_NAMES, CONTROL_FILE_NAME, CONTROL_FORMAT_VERSION } from './control-file.js';
+export type { ControlRecord, ControlSlot, SlruPositions } from './control-file.js';
 export { CHECKPOINT_FLUSH_AFTER_DEFAULT } from './buffer/writeback.js';
 export { SLRU_BUFFER_COUNT_DEFAULT } from './slru/slru.js';
 export type { IoCounts } from './io/counting-io.js';

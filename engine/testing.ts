@@ -22,3 +22,4 @@ export { ForwardingIO } from './io/forwarding-io.js';
 export type { FileIOMethod } from './io/forwarding-io.js';
 export { openLibc } from './io/libc.js';
 export type { Koffi, LibcOpening } from './io/libc.js';
+export { markUncleanStop } from './control-file.js';

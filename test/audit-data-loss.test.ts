@@ -11,7 +11,7 @@
 import { describe, expect, it } from 'vitest';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Engine, ForkNumber } from '../engine/index.js';
+import { ControlState, Engine, ForkNumber, readControlFile } from '../engine/index.js';
 import { SimDisk } from '../engine/testing.js';
 import type { EngineOptions, Relation } from '../engine/index.js';
 import { openVolumeReadOnly, volumeExtension } from '../volume/index.js';
@@ -124,12 +124,12 @@ describe('a failed Engine.open leaves the data directory as it found it (audit 2
     expect(await stat(dataDir).catch((e: NodeJS.ErrnoException) => e.code)).toBe('ENOENT');
   });
 
-  it('a failed open of an existing clean directory leaves no running marker (real files)', async () => {
+  it('a failed open of an existing clean directory leaves its control file saying "shut down" (real files)', async () => {
     const dir = await tempDir();
     const dataDir = join(dir, 'data');
     await (await Engine.open({ dataDir })).close();
     await expect(Engine.open({ dataDir, preload: [volumeExtension({ path: join(dir, 'missing.vol') })] })).rejects.toMatchObject({ errno: 'ENOENT' });
-    expect(await stat(join(dataDir, 'lamstore.running')).catch((e: NodeJS.ErrnoException) => e.code)).toBe('ENOENT');
+    expect((await readControlFile(dataDir)).record.state).toBe(ControlState.SHUT_DOWN);
     const again = await Engine.open({ dataDir });
     expect(again.openStats.uncleanStop).toBe(false);
     await again.close();

@@ -20,7 +20,10 @@
  *  D4 md forks of C_k not dropped since exist with nblocks >= their smallest since C_k; clog
  *     segments of C_k exist and every status is C_k's or one set since (garbage mode: pages with
  *     a status set since are skipped, SLRU pages carry no checksum, like PostgreSQL's); the
- *     dropped relation's tombstone exists in every image taken before its unlink call.
+ *     dropped relation's tombstone exists in every image taken before its unlink call, and once
+ *     the image's pending-unlink log names the drop (the drop began; it returned once it had
+ *     truncated), the reopen removes it, whatever size the crash left: the drop is done after
+ *     the next open (md/pending-unlinks.ts PU5).
  * Prints the crash-matrix line of reliability-anchors 8(a) and asserts its zero counts.
  */
 import { describe, expect, it } from 'vitest';
@@ -31,6 +34,7 @@ import { checkVolume, volumeExtension } from '../volume/index.js';
 import type { VolumeExtension } from '../volume/index.js';
 import { makePage, rel } from './helpers/volume.js';
 import { CrashModel, forkKey, judgePage, sha256 } from './helpers/campaign-crash-model.js';
+import { PENDING_UNLINKS_FILE, pendingOf } from '../engine/md/pending-unlinks.js';
 import type { Storage } from './helpers/campaign-crash-model.js';
 import { SMALL_BS } from './helpers/engine.js';
 
@@ -69,6 +73,7 @@ function tally() {
     interruptedSwitch: 0,
     choseCompleting: 0,
     tombstoneChecks: 0,
+    placeholdersRemoved: 0,
   };
 }
 
@@ -180,11 +185,15 @@ describe('campaign: crash matrix over volume, md and SLRU', () => {
       const where = `crash before call ${img.index} mode ${img.mode} seed ${img.seed}`;
       const fail = (what: string) => failures.push(`${where}: ${what}`);
       // D4 tombstones: checked on the raw image, before an engine opens it.
+      const placeholders: string[] = [];
       for (const p of img.tombstones) {
         t.tombstoneChecks++;
-        if (img.disk.readFileNow(p) === null) {
+        const bytes = img.disk.readFileNow(p);
+        if (bytes === null) {
           t.lost++;
           fail(`tombstone ${p} is gone before its unlink`);
+        } else if (pendingOf(img.disk.readFileNow(`${DATA}/${PENDING_UNLINKS_FILE}`) ?? new Uint8Array(0)).some((r) => p.endsWith(`/${r.dbOid}/${r.relNumber}`))) {
+          placeholders.push(p);
         }
       }
       const ext = volumeExtension({ path: VOL });
@@ -195,6 +204,11 @@ describe('campaign: crash matrix over volume, md and SLRU', () => {
         t.reopenFailed++;
         fail(`reopen failed: ${(err as Error).message}`);
         return;
+      }
+      // D4: a relation dropped before the crash is gone after the next open.
+      for (const p of placeholders) {
+        t.placeholdersRemoved++;
+        if (img.disk.readFileNow(p) !== null) fail(`${p}, dropped before the crash, is still there after the reopen`);
       }
       let activeSlot = 0;
       try {
@@ -361,7 +375,7 @@ describe('campaign: crash matrix over volume, md and SLRU', () => {
     );
     console.log(
       `crash-matrix detail: crash-images=${t.crashImages} distinct=${t.states} xids-verified=${t.xidsVerified} slru-garbage-skipped=${t.slruSkipped} ` +
-        `tombstone-checks=${t.tombstoneChecks} interrupted-switch-slot-reported=${t.interruptedSwitch} chose-completing=${t.choseCompleting} time=${seconds}s`,
+        `tombstone-checks=${t.tombstoneChecks} drops-finished-at-reopen=${t.placeholdersRemoved} interrupted-switch-slot-reported=${t.interruptedSwitch} chose-completing=${t.choseCompleting} time=${seconds}s`,
     );
     expect(failures.slice(0, 10)).toEqual([]);
     expect(t.lost).toBe(0);
@@ -372,6 +386,7 @@ describe('campaign: crash matrix over volume, md and SLRU', () => {
     expect(t.choseCompleting).toBeGreaterThan(0);
     expect(t.tornDetected).toBeGreaterThan(0);
     expect(t.tombstoneChecks).toBeGreaterThan(0);
+    expect(t.placeholdersRemoved).toBeGreaterThan(0);
     expect([...tombstones], 'the tombstone\'s unlink call was seen').toEqual([]);
     expect(disk.readFileNow(`${DATA}/base/5/${m2.relNumber}`)).toBeNull();
   });

@@ -2,7 +2,7 @@
  * Goal: the fault loop (reliability-anchors.md 8(c), SQLite's I/O-error loop).
  * Method: a scripted workload on SimDisk (Engine with the volume extension and md; relations with
  * two forks, growth across a volume extent and an md segment boundary, a truncate, a drop, clog
- * in two SLRU segments, multixacts whose control file is replaced by rename; three checkpoints
+ * in two SLRU segments, multixacts whose positions go into the control file; three checkpoints
  * and a clean close) runs once untouched to count its calls; then, for every kind of call
  * (pwrite, pread, fsync, fdatasync, open, rename, fsyncDir) and every n from 1 until the
  * workload runs untouched, it runs again with the n-th call of that kind failing, once and

@@ -145,6 +145,9 @@ describe('md segments', () => {
     log.length = 0;
     await md.unlink(REL);
     expect(log).toEqual([
+      // M4a: the drop is recorded durably first (the log is new: its directory too).
+      'fsync lam_pending_unlinks',
+      'fsyncDir /data',
       'ftruncate base/5/700',
       'UNLINK fork=0 seg=0 retry=true',
       'ftruncate base/5/700.1',

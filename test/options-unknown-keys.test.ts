@@ -11,7 +11,7 @@ import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Engine, ErrorCode, ForkNumber, RealIO, checkOptionKeys, isLamstoreError } from '../engine/index.js';
+import { ControlState, Engine, ErrorCode, ForkNumber, RealIO, checkOptionKeys, isLamstoreError, readControlFile } from '../engine/index.js';
 import { ManualClock } from '../engine/testing.js';
 import type { EngineOptions } from '../engine/index.js';
 import { createVolumeFile, volumeExtension } from '../volume/index.js';
@@ -116,7 +116,7 @@ describe('unknown option keys are refused with BAD_ARGUMENT naming the key', () 
     } finally {
       await engine.close({ timeoutMs: 60_000 });
     }
-    expect(existsSync(join(dir, 'data', 'lamstore.running'))).toBe(false); // closed cleanly
+    expect((await readControlFile(join(dir, 'data'))).record.state).toBe(ControlState.SHUT_DOWN); // closed cleanly
   });
 
   it('checkOptionKeys (the extension API helper) refuses a non-object and names the first unknown key', () => {

@@ -249,17 +249,20 @@ describe('multixact', () => {
     expect([...verified.values()].reduce((a, b) => a + b, 0) + refused.length).toBe(CRASH_MODES.length * 3);
   });
 
-  it('a damaged control file is DATA_CORRUPT naming it', async () => {
+  it('the positions live in the data directory control file: a damaged one is DATA_CORRUPT naming it', async () => {
     const disk = new SimDisk();
     const engine = await openOn(disk);
     await engine.multixact.create([{ xid: 1, status: 0 }]);
     await engine.close();
-    const bytes = disk.readFileNow('/data/pg_multixact/control')!;
-    expect(bytes.length).toBe(36);
-    bytes[9] = (bytes[9]! ^ 0xff) & 0xff;
-    disk.putFile('/data/pg_multixact/control', bytes);
+    expect(disk.readFileNow('/data/pg_multixact/control')).toBeNull();
+    const bytes = disk.readFileNow('/data/lam_control')!;
+    expect(bytes.length).toBe(1024);
+    // Both slots (a single damaged one is a torn write the other slot covers).
+    bytes[57] = (bytes[57]! ^ 0xff) & 0xff;
+    bytes[512 + 57] = (bytes[512 + 57]! ^ 0xff) & 0xff;
+    disk.putFile('/data/lam_control', bytes);
     const err = await openOn(disk).catch((e: unknown) => e);
     expect(isLamstoreError(err, ErrorCode.DATA_CORRUPT)).toBe(true);
-    expect((err as Error).message).toContain('/data/pg_multixact/control');
+    expect((err as Error).message).toContain('/data/lam_control');
   });
 });

@@ -20,6 +20,13 @@
  *    it unlinked: the FORGET in the queue is what makes an ENOENT in the sync phase harmless.
  *    While a tombstone is pending, the relation does not exist and cannot be created again (its
  *    UNLINK would remove the new file).
+ *  - Pending unlinks survive a crash (M4a; lamstore has no WAL to redo the drop): before it
+ *    truncates a permanent relation's main fork to the tombstone, md records the drop durably in
+ *    `<dataDir>/lam_pending_unlinks` (pending-unlinks.ts PU1), and before it creates a fork of a
+ *    relation recorded there it records that too (PU2); the next open removes every relation
+ *    the record names as dropped and no checkpoint unlinked (PU5), even one a power loss gave
+ *    back its old size, so a relation dropped before a crash is gone after the next open
+ *    (DESIGN.md D4). One fsync per drop.
  *
  * Sync requests (M5): every write, extend, truncation and creation that dirties a segment of a
  * permanent relation registers one SYNC request for that segment with retryOnError = false. When
@@ -108,6 +115,7 @@ import { isUnloggedFork } from '../smgr/smgr.js';
 import type { PageWrite, Persistence, SmgrContext, StorageManager, WriteResult } from '../smgr/smgr.js';
 import { IN_FLIGHT_DEFAULT, forEachInFlight } from '../io/in-flight.js';
 import { relDirRelative, relPath } from './paths.js';
+import { PendingUnlinkLog } from './pending-unlinks.js';
 
 interface Seg {
   readonly path: string;
@@ -166,6 +174,8 @@ export class MdStorageManager implements StorageManager {
   readonly #unloggedDirty = new Set<string>();
   /** Relations opened unlogged (locatorKey), fixed for the engine's life (smgr.ts open). */
   readonly #unlogged = new Set<string>();
+  /** M4a: drops recorded durably until their placeholder is unlinked. */
+  readonly #unlinkLog: PendingUnlinkLog;
   #closed = false;
 
   constructor(ctx: SmgrContext) {
@@ -175,6 +185,7 @@ export class MdStorageManager implements StorageManager {
     this.#maxOpenFiles = ctx.maxOpenFiles;
     assert(Number.isInteger(this.#segBlocks) && this.#segBlocks >= 1, 'relSegBlocks is a positive integer');
     assert(Number.isInteger(this.#maxOpenFiles) && this.#maxOpenFiles >= 1, 'maxOpenFiles is a positive integer');
+    this.#unlinkLog = new PendingUnlinkLog({ io: ctx.io, dataDir: ctx.dataDir, enableFsync: ctx.enableFsync, reportSyncFailure: (err) => ctx.reportSyncFailure(err) });
     this.#cache = new LRUCache<string, Seg>({
       max: this.#maxOpenFiles,
       // Only reached when every cached handle is pinned (see M7): never close under a user.
@@ -476,6 +487,7 @@ export class MdStorageManager implements StorageManager {
       await this.#forget(this.#segPath(loc, 0, 0));
       this.#tombstones.delete(lk);
     }
+    await this.#unlinkLog.creating(loc); // M4a: no later open may take the new file for the drop's
     await this.#ensureDir(loc);
     const path = this.#segPath(loc, fork, 0);
     const created = await this.#withSeg(path, true, async (_h, c) => c).catch((err: unknown) => {
@@ -695,12 +707,32 @@ export class MdStorageManager implements StorageManager {
     const path = this.#segPath(tag.rlocator, 0, 0);
     await this.#forget(path);
     this.#dropNewEntry(path);
-    await this.#ctx.io.unlink(path);
+    try {
+      await this.#ctx.io.unlink(path);
+    } catch (err) {
+      if (errnoOf(err) === 'ENOENT') this.#unlinkLog.unlinked(tag.rlocator); // gone already
+      throw err;
+    }
     try {
       await this.#ctx.io.fsyncDir(dirname(path));
     } catch (err) {
       this.#ctx.reportSyncFailure(ioError('fsync', dirname(path), err));
     }
+    this.#unlinkLog.unlinked(tag.rlocator); // M4a: the removal is durable
+  }
+
+  /**
+   * At open, before anything else uses md (M4a, pending-unlinks.ts PU5): remove the placeholders
+   * of relations dropped before a stop that came before the checkpoint that would have unlinked
+   * them. Returns how many.
+   */
+  finishPendingUnlinks(): Promise<number> {
+    return this.#unlinkLog.finish();
+  }
+
+  /** After a clean shutdown checkpoint: empty the pending-unlink log if it names nothing waiting. */
+  tidyPendingUnlinks(): Promise<void> {
+    return this.#unlinkLog.tidy();
   }
 
   /** mdunlinkfork (M4). */
@@ -711,7 +743,18 @@ export class MdStorageManager implements StorageManager {
     this.#nblocks.delete(forkKey(loc, fork));
     if (fork === 0 && this.#tombstones.has(lk)) return; // dropped already
     const seg0 = this.#segPath(loc, fork, 0);
-    if (!(await this.#truncateToZero(seg0))) return;
+    if (fork === 0 && permanent) {
+      if ((await this.#statBlocks(seg0)) === null) return;
+      // M4a: durable before the placeholder exists, so no crash leaves one nobody removes.
+      await this.#unlinkLog.dropped(loc);
+      try {
+        if (!(await this.#truncateToZero(seg0))) return;
+      } catch (err) {
+        // No placeholder: the relation lives on, and no later open may take it for dropped.
+        await this.#unlinkLog.creating(loc).catch(() => undefined); // the truncation's error is the one to report
+        throw err;
+      }
+    } else if (!(await this.#truncateToZero(seg0))) return;
     if (fork === 0 && permanent) {
       // The tombstone: keeps the relfilenumber taken until the checkpoint after the drop.
       await this.#forget(seg0);
@@ -857,6 +900,11 @@ export class MdStorageManager implements StorageManager {
     const segs = [...this.#cache.values()];
     this.#cache.clear();
     let first: unknown;
+    try {
+      await this.#unlinkLog.close();
+    } catch (err) {
+      first = err;
+    }
     for (const s of segs) {
       try {
         await this.#closeSeg(s);

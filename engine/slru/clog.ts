@@ -13,8 +13,9 @@
  *  C1 Only the two bits of the xid change on setStatus; neighbours keep theirs.
  *  C2 xids below the truncation point (`truncate(oldestXid)` removes whole segments before the
  *     one holding oldestXid) are refused with BAD_ARGUMENT rather than read as IN_PROGRESS.
- *     The cutoff is remembered in memory and, after a restart, re-derived from the lowest
- *     segment on disk.
+ *     The cutoff is made durable in the control file before any segment goes (slru.ts
+ *     truncateBefore, control-file.ts CF5 d) and given back at open (ClogOptions.oldestPage), so
+ *     an xid refused before a restart is refused after it, crash or not.
  * No wraparound logic: lamstore treats xids as plain uint32 page indices (there is no xid
  * horizon to compare against), which is PostgreSQL's layout without its modulo-2^32 ordering.
  */
@@ -38,6 +39,8 @@ export interface ClogOptions {
   bufferCount?: number;
   /** Tests only: another handler (SyncHandlerId.NONE for behaviour 8). @default CLOG */
   handler?: number;
+  /** The truncation cutoff the control file recorded (SlruOptions.oldestPage). */
+  oldestPage?: number;
 }
 
 export class Clog extends XidSlru {
@@ -55,6 +58,7 @@ export class Clog extends XidSlru {
       dirRelative: SLRU_DIRS[SyncHandlerId.CLOG]!,
       handler: options.handler ?? SyncHandlerId.CLOG,
       ...(options.bufferCount === undefined ? {} : { bufferCount: options.bufferCount }),
+      ...(options.oldestPage === undefined ? {} : { oldestPage: options.oldestPage }),
     });
     return new Clog(slru);
   }

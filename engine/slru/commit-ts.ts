@@ -37,6 +37,8 @@ export interface CommitTsEntry {
 
 export interface CommitTsOptions {
   bufferCount?: number;
+  /** The truncation cutoff the control file recorded (SlruOptions.oldestPage). */
+  oldestPage?: number;
 }
 
 export class CommitTs extends XidSlru {
@@ -54,6 +56,7 @@ export class CommitTs extends XidSlru {
       dirRelative: SLRU_DIRS[SyncHandlerId.COMMIT_TS]!,
       handler: SyncHandlerId.COMMIT_TS,
       ...(options.bufferCount === undefined ? {} : { bufferCount: options.bufferCount }),
+      ...(options.oldestPage === undefined ? {} : { oldestPage: options.oldestPage }),
     });
     return new CommitTs(slru);
   }

@@ -1,6 +1,6 @@
 /**
  * MultiXact: a multixact id (mxid) names a set of transactions locking one row, each with a
- * lock status (PostgreSQL multixact.c). Two SLRUs plus a small control file.
+ * lock status (PostgreSQL multixact.c). Two SLRUs; its positions live in the control file.
  *
  * On-disk contract, with P = blockSize, all integers little-endian:
  *  - `pg_multixact/offsets/` (sync handler MULTIXACT_OFFSET 3): one 8-byte member offset per
@@ -13,10 +13,10 @@
  *    k = r % 4, flag byte `group * 20 + k`, xid at `group * 20 + 4 + k * 4`.
  *    Segment names are the short (>= 4 hex digits) form for both SLRUs, as names.ts gives
  *    the built-in sync handlers; PostgreSQL 19 uses 15-digit names for members.
- *  - `pg_multixact/control` (36 bytes): magic "LMXC", version 1, nextMxid u32, oldestMxid u32,
- *    nextOffset u64, oldestOffset u64, CRC-32C of bytes 0-31. Replaced atomically (write
- *    `control.tmp`, fsync, rename, fsync the directory). It plays the part of the multixact
- *    fields of PostgreSQL's checkpoint record.
+ *  - Its positions (next and oldest mxid, next and oldest member offset) live in the data
+ *    directory's control file (engine/control-file.ts), as PostgreSQL keeps them in pg_control's
+ *    checkpoint record: the engine writes them at the end of every checkpoint and whenever
+ *    truncation asks (`saveControl`), and hands them back at open (MultiXactOptions.positions).
  *
  * Invariants:
  *  M1 create(members) of mxid m writes the members at [start, end), then offsets[m] = start and
@@ -27,25 +27,20 @@
  *     (membersPerPage * 32 * 2^32, where the segment number stops fitting a FileTag). Reaching
  *     either is refused with ID_SPACE_EXHAUSTED: lamstore does not wrap around.
  *  M3 No mxid durable at a completed checkpoint is ever handed out again after a crash. Where
- *     next{Mxid,Offset} come from at open: the maximum of (a) the control file, written during
- *     every SLRU checkpoint that changed them (after the pages are written, fsynced inline, so
- *     it is durable before the checkpoint completes) and before truncation unlinks anything;
- *     and (b) a scan of the offsets SLRU for its highest non-zero entry, which is offsets[next]
- *     (M1) and also catches mxids made durable after the checkpoint by a backend fsync. Taking
- *     the maximum can only skip ids, never reuse one.
+ *     next{Mxid,Offset} come from at open: the maximum of (a) the control file, written at the
+ *     end of every completed checkpoint (after the sync phase made the pages durable) and
+ *     before truncation unlinks anything; and (b) a scan of the offsets SLRU for its highest
+ *     non-zero entry, which is offsets[next] (M1) and also catches mxids made durable after the
+ *     checkpoint by a backend fsync. Taking the maximum can only skip ids, never reuse one.
  *  M4 getMembers(m) answers only for oldestMxid <= m < nextMxid; an mxid never created (or 0)
  *     or truncated away is BAD_ARGUMENT; an mxid in range whose offsets were lost in a crash
  *     (not covered by a completed checkpoint) is DATA_CORRUPT naming the offsets file.
  *  M5 Truncation (truncate(oldestMxid)) removes members segments wholly before
  *     offsets[oldestMxid], then offsets segments wholly before oldestMxid's page; the control
- *     file recording the new oldest and the current next is made durable first.
+ *     file recording the new oldest and the current next is made durable first (saveControl).
  */
 import { Mutex } from '../mutex.js';
-import { join } from 'node:path';
-import { crc32c } from '../checksum.js';
-import { ErrorCode, LamstoreError, assert, ioError } from '../errors.js';
-import type { FileHandle } from '../io/file-io.js';
-import { openFile } from '../io/file-io.js';
+import { ErrorCode, LamstoreError, assert } from '../errors.js';
 import { isUint32 } from '../relfile.js';
 import { SyncHandlerId } from '../sync/registry.js';
 import { SLRU_DIRS, SLRU_PAGES_PER_SEGMENT } from './names.js';
@@ -79,16 +74,14 @@ export const MULTIXACT_ID_MAX = 0xffff_fffe;
 /** One mxid's member list is bounded (a multixact has one member per concurrent locker). */
 export const MULTIXACT_MEMBERS_MAX = 65536;
 
-const CONTROL_FILE = 'control';
-const CONTROL_MAGIC = 0x43584d4c; // "LMXC" little-endian
-const CONTROL_VERSION = 1;
-const CONTROL_BYTES = 36;
-
 export interface MultiXactOptions {
   bufferCount?: number;
+  /** The positions the control file recorded; none for a new data directory (M3). */
+  positions?: MultiXactPositions;
 }
 
-interface ControlState {
+/** What the control file keeps of multixact (control-file.ts). */
+export interface MultiXactPositions {
   nextMxid: number;
   oldestMxid: number;
   nextOffset: number;
@@ -105,21 +98,16 @@ export class MultiXact {
   /** Member offsets stay below this (M2). */
   readonly memberOffsetLimit: number;
   readonly #ctx: SlruContext;
-  readonly #dirPath: string;
-  #state: ControlState;
-  /** What the durable control file says (null: none yet). */
-  #written: ControlState | null;
+  #state: MultiXactPositions;
   readonly #mutex = new Mutex();
 
-  private constructor(ctx: SlruContext, offsets: Slru, members: Slru, control: ControlState | null) {
+  private constructor(ctx: SlruContext, offsets: Slru, members: Slru, control: MultiXactPositions | null) {
     this.#ctx = ctx;
     this.offsets = offsets;
     this.members = members;
-    this.#dirPath = join(ctx.dataDir, 'pg_multixact');
     this.offsetsPerPage = ctx.blockSize / MULTIXACT_OFFSET_BYTES;
     this.membersPerPage = Math.floor(ctx.blockSize / MULTIXACT_GROUP_BYTES) * MULTIXACT_MEMBERS_PER_GROUP;
     this.memberOffsetLimit = Math.min(this.membersPerPage * SLRU_PAGES_PER_SEGMENT * 2 ** 32, Number.MAX_SAFE_INTEGER);
-    this.#written = control;
     this.#state = control
       ? { ...control }
       : { nextMxid: FIRST_MULTIXACT_ID, oldestMxid: FIRST_MULTIXACT_ID, nextOffset: 1, oldestOffset: 1 };
@@ -139,15 +127,15 @@ export class MultiXact {
       handler: SyncHandlerId.MULTIXACT_MEMBER,
       ...buffers,
     });
-    const control = await readControl(ctx, join(ctx.dataDir, 'pg_multixact', CONTROL_FILE));
-    const mx = new MultiXact(ctx, offsets, members, control);
-    await mx.#recoverNext();
-    // Nothing was ever created: there is nothing for a control file to protect yet, so idle
-    // checkpoints of a fresh data directory stay free of I/O.
-    const s = mx.#state;
-    if (!control && s.nextMxid === FIRST_MULTIXACT_ID && s.nextOffset === 1 && s.oldestMxid === FIRST_MULTIXACT_ID && s.oldestOffset === 1) {
-      mx.#written = { ...s };
+    const control = options.positions ?? null;
+    if (control) {
+      const c = control;
+      if (!isUint32(c.nextMxid) || !isUint32(c.oldestMxid) || c.oldestMxid < FIRST_MULTIXACT_ID || c.oldestMxid > c.nextMxid || !Number.isSafeInteger(c.nextOffset) || !Number.isSafeInteger(c.oldestOffset) || c.oldestOffset < 1 || c.oldestOffset > c.nextOffset) {
+        throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `multixact: impossible positions (next ${c.nextMxid}/${c.nextOffset}, oldest ${c.oldestMxid}/${c.oldestOffset})`);
+      }
     }
+    const mx = new MultiXact(ctx, offsets, members, control ? { ...control } : null);
+    await mx.#recoverNext();
     return mx;
   }
 
@@ -188,6 +176,11 @@ export class MultiXact {
 
   get oldestMxid(): number {
     return this.#state.oldestMxid;
+  }
+
+  /** The positions now, for the control file (a copy). */
+  positions(): MultiXactPositions {
+    return { ...this.#state };
   }
 
   /** Create a multixact of `members`; resolves to its mxid (M1, M2). */
@@ -294,22 +287,20 @@ export class MultiXact {
       if (oldestOffset === 0 || oldestOffset > s.nextOffset) oldestOffset = s.oldestOffset;
       s.oldestMxid = oldestMxid;
       s.oldestOffset = Math.max(s.oldestOffset, oldestOffset);
-      await this.#writeControl();
+      await this.#ctx.saveControl?.();
       const removed = await this.members.truncateBefore(Math.floor(s.oldestOffset / this.membersPerPage));
       return removed + (await this.offsets.truncateBefore(Math.floor(oldestMxid / this.offsetsPerPage)));
     });
   }
 
-  /** The SLRU checkpoint: members, then offsets, then the control file if it changed (M3). */
+  /**
+   * The SLRU checkpoint: members, then offsets. The positions go into the control file at the
+   * end of the checkpoint, once the sync phase made these pages durable (M3).
+   */
   async checkpoint(): Promise<void> {
     await this.#locked(async () => {
       await this.members.writeAll();
       await this.offsets.writeAll();
-      const w = this.#written;
-      const s = this.#state;
-      if (!w || w.nextMxid !== s.nextMxid || w.nextOffset !== s.nextOffset || w.oldestMxid !== s.oldestMxid || w.oldestOffset !== s.oldestOffset) {
-        await this.#writeControl();
-      }
     });
   }
 
@@ -355,92 +346,4 @@ export class MultiXact {
     const byte = (mxid % this.offsetsPerPage) * MULTIXACT_OFFSET_BYTES;
     return this.offsets.readPage(pageNo, (page) => Number(new DataView(page.buffer, page.byteOffset, page.length).getBigUint64(byte, true)));
   }
-
-  /** Atomically replace the control file with the current state, durably (M3, M5). */
-  async #writeControl(): Promise<void> {
-    const io = this.#ctx.io;
-    const state = { ...this.#state };
-    const bytes = encodeControl(state);
-    const tmp = join(this.#dirPath, `${CONTROL_FILE}.tmp`);
-    const path = join(this.#dirPath, CONTROL_FILE);
-    const h = await openFile(io, tmp, { create: true });
-    try {
-      await io.ftruncate(h, 0);
-      await io.pwrite(h, bytes, 0);
-    } catch (err) {
-      await io.close(h).catch(() => undefined); // the write error is the one to report
-      throw ioError('pwrite', tmp, err);
-    }
-    try {
-      await io.fsync(h);
-    } catch (err) {
-      await io.close(h).catch(() => undefined);
-      this.#ctx.reportSyncFailure(ioError('fsync', tmp, err));
-    }
-    try {
-      await io.close(h);
-      await io.rename(tmp, path);
-    } catch (err) {
-      throw ioError('rename', path, err);
-    }
-    try {
-      await io.fsyncDir(this.#dirPath);
-    } catch (err) {
-      this.#ctx.reportSyncFailure(ioError('fsyncDir', this.#dirPath, err));
-    }
-    this.#written = state;
-  }
-}
-
-function encodeControl(s: ControlState): Uint8Array {
-  const bytes = new Uint8Array(CONTROL_BYTES);
-  const view = new DataView(bytes.buffer);
-  view.setUint32(0, CONTROL_MAGIC, true);
-  view.setUint32(4, CONTROL_VERSION, true);
-  view.setUint32(8, s.nextMxid, true);
-  view.setUint32(12, s.oldestMxid, true);
-  view.setBigUint64(16, BigInt(s.nextOffset), true);
-  view.setBigUint64(24, BigInt(s.oldestOffset), true);
-  view.setUint32(32, crc32c(bytes.subarray(0, 32)), true);
-  return bytes;
-}
-
-async function readControl(ctx: SlruContext, path: string): Promise<ControlState | null> {
-  const io = ctx.io;
-  let h: FileHandle;
-  try {
-    if (!(await io.stat(path))) return null;
-    h = await io.open(path, { readOnly: true });
-  } catch (err) {
-    throw ioError('open', path, err);
-  }
-  const bytes = new Uint8Array(CONTROL_BYTES + 1);
-  let n: number;
-  try {
-    n = await io.pread(h, bytes, 0);
-  } catch (err) {
-    await io.close(h).catch(() => undefined);
-    throw ioError('pread', path, err);
-  }
-  try {
-    await io.close(h);
-  } catch (err) {
-    throw ioError('close', path, err);
-  }
-  const corrupt = (why: string) => new LamstoreError(ErrorCode.DATA_CORRUPT, `${path}: multixact control file ${why}`, { path });
-  if (n !== CONTROL_BYTES) throw corrupt(`is ${n === CONTROL_BYTES + 1 ? 'longer than' : `${n} bytes, not`} ${CONTROL_BYTES} bytes`);
-  const view = new DataView(bytes.buffer);
-  if (view.getUint32(0, true) !== CONTROL_MAGIC) throw corrupt('has a bad magic number');
-  if (view.getUint32(32, true) !== crc32c(bytes.subarray(0, 32))) throw corrupt('fails its CRC-32C');
-  if (view.getUint32(4, true) !== CONTROL_VERSION) throw corrupt(`has version ${view.getUint32(4, true)}, expected ${CONTROL_VERSION}`);
-  const s: ControlState = {
-    nextMxid: view.getUint32(8, true),
-    oldestMxid: view.getUint32(12, true),
-    nextOffset: Number(view.getBigUint64(16, true)),
-    oldestOffset: Number(view.getBigUint64(24, true)),
-  };
-  if (s.nextMxid < FIRST_MULTIXACT_ID || s.oldestMxid < FIRST_MULTIXACT_ID || s.oldestMxid > s.nextMxid || s.nextOffset < 1 || s.oldestOffset < 1 || s.oldestOffset > s.nextOffset) {
-    throw corrupt(`holds an impossible state (next ${s.nextMxid}/${s.nextOffset}, oldest ${s.oldestMxid}/${s.oldestOffset})`);
-  }
-  return s;
 }

@@ -71,6 +71,13 @@ export interface SlruContext {
   checkWritable?(): void;
   /** Throws when the engine is closed. */
   checkReadable?(): void;
+  /**
+   * Make the SLRU positions (truncation cutoffs, multixact's ids) durable in the control file
+   * now (control-file.ts CF5 d). Called before a truncation removes anything, so a cutoff is
+   * never lost in a crash once the segments below it are gone. A failure puts the engine in the
+   * failed state and throws.
+   */
+  saveControl?(): Promise<void>;
 }
 
 export interface SlruOptions {
@@ -82,6 +89,12 @@ export interface SlruOptions {
   handler: number;
   /** Number of page buffers. @default 32 */
   bufferCount?: number;
+  /**
+   * The truncation cutoff (oldest page kept) the control file recorded. When given, it is the
+   * cutoff, exactly as before the restart; otherwise the cutoff is derived from the lowest
+   * segment on disk (S6).
+   */
+  oldestPage?: number;
 }
 
 export const SLRU_BUFFER_COUNT_DEFAULT = 32;
@@ -170,12 +183,16 @@ export class Slru {
     if (!Number.isInteger(bufferCount) || bufferCount < SLRU_BUFFER_COUNT_MIN || bufferCount > SLRU_BUFFER_COUNT_MAX) {
       throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `SLRU ${options.name}: option bufferCount must be an integer in ${SLRU_BUFFER_COUNT_MIN}..${SLRU_BUFFER_COUNT_MAX}, got ${String(bufferCount)}`);
     }
-    const slru = new Slru(ctx, { ...options, bufferCount });
-    await slru.#openDirectory(options.dirRelative);
+    const oldestPage = options.oldestPage;
+    if (oldestPage !== undefined && (!Number.isInteger(oldestPage) || oldestPage < 0 || Math.floor(oldestPage / SLRU_PAGES_PER_SEGMENT) > SLRU_SEGNO_MAX)) {
+      throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `SLRU ${options.name}: option oldestPage must be a page number, got ${String(oldestPage)}`);
+    }
+    const slru = new Slru(ctx, { ...options, bufferCount, oldestPage: oldestPage ?? -1 });
+    await slru.#openDirectory(options.dirRelative, oldestPage);
     return slru;
   }
 
-  async #openDirectory(dirRelative: string): Promise<void> {
+  async #openDirectory(dirRelative: string, recordedOldestPage: number | undefined): Promise<void> {
     const io = this.#io;
     // Make the directory and every missing parent durable: a segment whose directory vanishes
     // in a crash is as lost as one never synced.
@@ -226,8 +243,11 @@ export class Slru {
       // A partial last page is a torn unsynced extension (S7): it is not counted.
       this.#segments.set(segno, Math.floor(st.sizeBytes / this.blockSize));
     }
-    // Pages below the lowest segment left on disk were truncated away (S6).
-    if (this.#segments.size > 0) this.#oldestPage = Math.min(...this.#segments.keys()) * SLRU_PAGES_PER_SEGMENT;
+    // The control file's cutoff when there is one (segments below it are leftovers of a
+    // truncation cut short by a crash: the next truncation removes them). Otherwise pages below
+    // the lowest segment left on disk were truncated away (S6).
+    if (recordedOldestPage !== undefined) this.#oldestPage = recordedOldestPage;
+    else if (this.#segments.size > 0) this.#oldestPage = Math.min(...this.#segments.keys()) * SLRU_PAGES_PER_SEGMENT;
   }
 
   // ------------------------------------------------------------------ queries
@@ -320,6 +340,8 @@ export class Slru {
         const s = this.#slots[i]!;
         if (s.pageNo >= 0 && s.pageNo < firstKept) this.#dropSlot(i);
       }
+      // The new cutoff is durable before any segment goes (control-file.ts CF5 d).
+      if (this.handler !== SyncHandlerId.NONE) await this.#ctx.saveControl?.();
       let removed = 0;
       for (const segno of this.segments()) {
         if (segno >= cutoffSegno) break;

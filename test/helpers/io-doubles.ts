@@ -27,24 +27,26 @@ export class SlowWriteIO extends PassThroughIO {
     readonly clock: ManualClock,
     readonly msPerBlock: number,
     readonly blockSize: number,
+    /** The files whose writes are slow (and counted). @default every file */
+    readonly slowFile: (path: string) => boolean = () => true,
   ) {
     super(inner);
   }
 
-  async #cost(bytes: number): Promise<void> {
-    if (!this.slow) return;
+  async #cost(path: string, bytes: number): Promise<void> {
+    if (!this.slow || !this.slowFile(path)) return;
     const blocks = Math.ceil(bytes / this.blockSize);
     this.slowBlocksWritten += blocks;
     await this.clock.advance(blocks * this.msPerBlock);
   }
 
   override async pwrite(h: FileHandle, buffer: Uint8Array, offsetBytes: number): Promise<void> {
-    await this.#cost(buffer.length);
+    await this.#cost(h.path, buffer.length);
     return this.inner.pwrite(h, buffer, offsetBytes);
   }
 
   override async pwritev(h: FileHandle, buffers: readonly Uint8Array[], offsetBytes: number): Promise<void> {
-    await this.#cost(buffers.reduce((n, b) => n + b.length, 0));
+    await this.#cost(h.path, buffers.reduce((n, b) => n + b.length, 0));
     return this.inner.pwritev(h, buffers, offsetBytes);
   }
 }
