@@ -13,8 +13,8 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { FreeSpace } from '../volume/extent-allocator.js';
-import { Volume, type VolumeHost } from '../volume/index.js';
-import { rel } from './helpers/volume.js';
+import { Volume } from '../volume/index.js';
+import { STUB_HOST, rel } from './helpers/volume.js';
 import { SparseIO } from './helpers/io-doubles.js';
 
 describe('FreeSpace', () => {
@@ -219,14 +219,7 @@ describe('allocator figure', () => {
     const io = new SparseIO();
     const vol = await Volume.open({ io, path: '/figure.vol', create: { sizeBytes, blockSize: BS }, blockSize: BS });
     // No engine: every sync request is taken and nothing is synced (the figure counts blocks only).
-    const host: VolumeHost = {
-      requestSync: async () => true,
-      countBackendSync() {},
-      reportSyncFailure: (e: unknown) => {
-        throw e;
-      },
-      exemptFromLedger() {},
-    };
+    const host = STUB_HOST;
     const P = 1000;
     const zero = new Uint8Array(BS);
     for (let r = 1; r <= R; r++) await vol.create(rel(r), 0, host);
