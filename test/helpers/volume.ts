@@ -173,8 +173,9 @@ export function itemOffsets(leaf: Uint8Array): number[] {
 }
 
 /**
- * A volume that takes every sync request and syncs nothing until told (no engine): for building
- * volumes through the Volume API directly.
+ * A VolumeHost without an engine: every sync request is taken and nothing syncs until the test
+ * calls Volume.syncNow (or checkpointBegin/End around it). For building volumes through the
+ * Volume API directly.
  */
 export const STUB_HOST: VolumeHost = {
   requestSync: async () => true,
