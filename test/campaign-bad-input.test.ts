@@ -1,12 +1,13 @@
 /**
  * Goal: bad input on the volume open path (reliability-anchors 8(d)): every
- * single-bit flip of both superblocks and the active catalog of a small volume, and a
- * random-mutation fuzz of LAMSTORE_FUZZ_IMAGES images (CI 1000; soak 20000), either open to a
- * state that check accepts or are refused with a LamstoreError; never a TypeError/RangeError
- * (or any other untyped error), never a hang, never an allocation sized by a corrupt field, and
- * the file is never modified. Plus the open-path cases of 8(d) that test/volume-bad-input.test.ts
- * does not cover (FIFO, dangling symlink, 64-bit fields above 2^53 other than the volume size,
- * a catalog whose generation disagrees with its superblock).
+ * single-bit flip of both superblocks and of the used bytes of every page of the active catalog
+ * (its index page and its leaf) of a small volume, and a random-mutation fuzz of
+ * LAMSTORE_FUZZ_IMAGES images (CI 1000; soak 20000), either open to a state that check accepts
+ * or are refused with a LamstoreError; never a TypeError/RangeError (or any other untyped
+ * error), never a hang, never an allocation sized by a corrupt field, and the file is never
+ * modified. Plus the open-path cases of 8(d) that test/volume-bad-input.test.ts does not cover
+ * (FIFO, dangling symlink, 64-bit fields above 2^53 other than the volume size, a catalog page
+ * whose generation is newer than its superblock's).
  *
  * Method: each image is put on a fresh SimDisk and run through three entry points:
  * openVolumeReadOnly (what `inspect` shows), checkVolume (`check`), and a read-write
@@ -22,30 +23,34 @@
  *  - undetected: opens (read-only and read-write alike), check reports no error, and the
  *    visible state differs from the original image's. The visible state is what
  *    openVolumeReadOnly reports about geometry and contents: block size, volume size, active
- *    generation and slot, catalog location and length, and every fork (locator, fork, nblocks,
- *    extents). Slot details of the inactive slot are excluded: a damaged inactive slot is
+ *    generation and slot, the catalog's pages (index block, page counts, every page's block),
+ *    and every fork (locator, fork, nblocks, extents). Slot details of the inactive slot are excluded: a damaged inactive slot is
  *    either reported by check (detected) or changes nothing a reader sees.
  *    Fuzz images whose mutation was forged with recomputed CRCs (a field rewritten, then the
  *    CRCs fixed, so the value reaches validation) are not counted as undetected when they open
  *    cleanly to a changed state: such a catalog is valid by construction, no checksum can tell
- *    it from a real one; they count as forged-valid-accepted. Bit flips and raw byte
+ *    it from a real one; they count as forged-valid-accepted. A forged catalog page has every
+ *    CRC above it fixed too (index entry or previous index page, superblock: F3). Bit flips and raw byte
  *    mutations carry no recomputed CRC and count fully.
  *  - accepted-bad (fuzz): opens, but check reports an error other than "superblock slot N" for
  *    the slot open did not use (that one is the documented fallback case, 8(d)).
  * Bit flips in the part of each superblock block past its 128 CRC'd bytes are provably
  * harmless (decodeSuperblock reads only SUPERBLOCK_BYTES, F2); they are sampled (every 61st
- * byte), not flipped exhaustively, and counted apart.
+ * byte), not flipped exhaustively, and counted apart. The opposite holds for a catalog page: its
+ * CRC covers the whole block (F3), so a flip in the unused rest of a page must be refused; those
+ * are sampled the same way (every 61st byte) and must all be refused.
  */
 import { describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Engine, LamstoreError, RealIO, crc32c } from '../engine/index.js';
+import { Engine, LamstoreError, RealIO } from '../engine/index.js';
 import { SimDisk, prng } from '../engine/testing.js';
 import { Volume, checkVolume, openVolumeReadOnly, volumeExtension } from '../volume/index.js';
 import type { VolumeInfo } from '../volume/index.js';
-import { decodeSuperblock, SUPERBLOCK_BYTES } from '../volume/format.js';
-import { hashFile, makePage, openVolumeEngine, rel, sha256 } from './helpers/volume.js';
+import { INDEX_ENTRY_BYTES, PAGE_HEADER_BYTES, SUPERBLOCK_BYTES, decodeIndexPage, decodeLeafPage, encodeIndexPage, itemBytes } from '../volume/format.js';
+import { SB_FIELD, blockOf, catalogLayout, fixCatalogCrcs, fixSlotCrc, hashFile, makePage, openVolumeEngine, rel, rewriteLeaf, sha256 } from './helpers/volume.js';
+import type { CatalogLayout } from './helpers/volume.js';
 import { tempDir } from './helpers/index.js';
 import { SMALL_BS } from './helpers/engine.js';
 
@@ -55,11 +60,15 @@ const FUZZ_IMAGES = Number(process.env.LAMSTORE_FUZZ_IMAGES ?? (SOAK ? 20000 : 1
 const HANG_GUARD_MS = 2000;
 const RSS_JUMP_MAX_BYTES = 200 * 1024 * 1024;
 
-/** A small valid volume: three forks over two relations, both slots valid (generation >= 2). */
+/**
+ * A small valid volume: three forks over two relations, both slots valid (generation >= 2). 512
+ * KiB (128 blocks): the volume keeps free a block for every page the engine's 256 buffers could
+ * hold dirty (volume.ts V5), so 256 KiB no longer holds these 24 pages and their growth.
+ */
 async function makeImage(): Promise<Uint8Array> {
   const disk = new SimDisk();
   await disk.mkdir('/v');
-  const ve = await openVolumeEngine({ io: disk, dataDir: '/data', path: PATH, create: { sizeBytes: 256 * 1024 } });
+  const ve = await openVolumeEngine({ io: disk, dataDir: '/data', path: PATH, create: { sizeBytes: 512 * 1024 } });
   await ve.smgr.create(rel(1), 0);
   await ve.smgr.create(rel(1), 1);
   await ve.smgr.create(rel(2), 0);
@@ -81,14 +90,6 @@ function visibleState(info: VolumeInfo): string {
     catalog: info.catalog,
     forks: info.forks.map((f) => [f.spcOid, f.dbOid, f.relNumber, f.fork, f.nblocks, f.extents]),
   });
-}
-
-function activeSuperblock(image: Uint8Array) {
-  const a = decodeSuperblock(image.subarray(0, SUPERBLOCK_BYTES), 0);
-  const b = decodeSuperblock(image.subarray(SMALL_BS, SMALL_BS + SUPERBLOCK_BYTES), 1);
-  if (a.ok && (!b.ok || a.sb.generation > b.sb.generation)) return a.sb;
-  if (b.ok) return b.sb;
-  throw new Error('fixture has a valid superblock');
 }
 
 class HangError extends Error {}
@@ -165,6 +166,7 @@ interface Tally {
   cases: number;
   bitflips: number;
   paddingFlips: number;
+  pageTailFlips: number;
   fuzzImages: number;
   refused: number;
   fellBack: number;
@@ -179,7 +181,7 @@ interface Tally {
   rssJumpMaxBytes: number;
 }
 
-const tally: Tally = { cases: 0, bitflips: 0, paddingFlips: 0, fuzzImages: 0, refused: 0, fellBack: 0, harmless: 0, detected: 0, undetected: 0, acceptedBad: 0, forgedAccepted: 0, untypedErrors: 0, hangs: 0, filesModified: 0, rssJumpMaxBytes: 0 };
+const tally: Tally = { cases: 0, bitflips: 0, paddingFlips: 0, pageTailFlips: 0, fuzzImages: 0, refused: 0, fellBack: 0, harmless: 0, detected: 0, undetected: 0, acceptedBad: 0, forgedAccepted: 0, untypedErrors: 0, hangs: 0, filesModified: 0, rssJumpMaxBytes: 0 };
 const failures: string[] = [];
 
 /** Count one outcome; returns it for extra checks. */
@@ -223,24 +225,24 @@ function record(what: string, o: Outcome, original: string, forged = false): Out
   return o;
 }
 
-/** Rewrite a superblock slot's CRC after a field change. */
-function fixSlotCrc(img: Uint8Array, slot: number): void {
-  const at = slot * SMALL_BS;
-  new DataView(img.buffer, img.byteOffset + at, SUPERBLOCK_BYTES).setUint32(SUPERBLOCK_BYTES - 4, crc32c(img.subarray(at, at + SUPERBLOCK_BYTES - 4)), true);
-}
-
-/** After changing catalog bytes: fix the catalog CRC (and length) in the active slot and that slot's CRC. */
-function fixCatalogCrc(img: Uint8Array, slot: number, catalogAt: number, lengthBytes: number): void {
-  const v = new DataView(img.buffer, img.byteOffset + slot * SMALL_BS, SUPERBLOCK_BYTES);
-  v.setUint32(48, lengthBytes, true);
-  v.setUint32(52, crc32c(img.subarray(catalogAt, catalogAt + lengthBytes)), true);
-  fixSlotCrc(img, slot);
+/** The catalog pages of an image with the bytes of each that its counts use (the rest is zero). */
+function catalogPages(image: Uint8Array, layout: CatalogLayout): { name: string; block: number; usedBytes: number }[] {
+  const pages: { name: string; block: number; usedBytes: number }[] = [];
+  layout.index.forEach((ip, k) => {
+    const page = decodeIndexPage(blockOf(image, ip.block), PATH, 'index', layout.sb.generation);
+    pages.push({ name: `index page ${k}`, block: ip.block, usedBytes: PAGE_HEADER_BYTES + page.entries.length * INDEX_ENTRY_BYTES });
+  });
+  layout.leaves.forEach((block, i) => {
+    const page = decodeLeafPage(blockOf(image, block), PATH, 'leaf', layout.sb.generation);
+    pages.push({ name: `leaf ${i}`, block, usedBytes: PAGE_HEADER_BYTES + page.items.reduce((n, it) => n + itemBytes(it.extents.length), 0) });
+  });
+  return pages;
 }
 
 const INTERESTING32 = [0, 1, 2, 7, 8, 0x7f, 0x80, 0xff, 0x100, 0x7fff, 0xffff, 0x1_0000, 0x7fff_ffff, 0x8000_0000, 0xffff_fffe, 0xffff_ffff];
 
 describe('campaign: bad input on the volume open path', () => {
-  it('every single-bit flip of both superblocks and the catalog, and a random-mutation fuzz: typed refusal or a state check accepts; no hang, no big allocation, file unchanged', { timeout: SOAK ? 7_200_000 : 600_000 }, async () => {
+  it('every single-bit flip of both superblocks and the used bytes of every catalog page, and a random-mutation fuzz: typed refusal or a state check accepts; no hang, no big allocation, file unchanged', { timeout: SOAK ? 7_200_000 : 600_000 }, async () => {
     const started = Date.now();
     const maxRss0Kb = process.resourceUsage().maxRSS;
     const image = await makeImage();
@@ -248,17 +250,21 @@ describe('campaign: bad input on the volume open path', () => {
     expect(original.info).not.toBeNull();
     expect(original.checkErrors).toEqual([]);
     const originalState = visibleState(original.info!);
-    const sb = activeSuperblock(image);
-    const slot = sb.slot;
-    const catalogAt = sb.catalogOffsetBlocks * SMALL_BS;
-    const catalogLen = sb.catalogLengthBytes;
+    const layout = catalogLayout(image);
+    const slot = layout.sb.slot;
+    const pages = catalogPages(image, layout);
+    expect(pages.map((p) => p.name)).toEqual(['index page 0', 'leaf 0']);
+    // Random bytes land in the metadata: the two superblock blocks and the catalog pages' blocks
+    // (which lie after the data pages in this image; a damaged data page is check's business,
+    // not the open path's).
+    const metadataBlocks = [0, 1, ...pages.map((p) => p.block)];
     expect(original.info!.slots.every((s) => s.valid)).toBe(true);
 
-    // Exhaustive flips: both superblocks' CRC'd bytes and the whole active catalog.
+    // Exhaustive flips: both superblocks' CRC'd bytes and the used bytes of every catalog page.
     const regions: [string, number, number][] = [
       ['slot 0', 0, SUPERBLOCK_BYTES],
       ['slot 1', SMALL_BS, SMALL_BS + SUPERBLOCK_BYTES],
-      ['catalog', catalogAt, catalogAt + catalogLen],
+      ...pages.map((p): [string, number, number] => [p.name, p.block * SMALL_BS, p.block * SMALL_BS + p.usedBytes]),
     ];
     for (const [name, from, to] of regions) {
       for (let byte = from; byte < to; byte++) {
@@ -280,6 +286,16 @@ describe('campaign: bad input on the volume open path', () => {
         if (o.info === null || visibleState(o.info) !== originalState || o.checkErrors.length > 0) failures.push(`padding flip at ${byte} was not harmless`);
       }
     }
+    // Sampled flips in the unused rest of each catalog page: the page's CRC covers them (F3).
+    for (const p of pages) {
+      for (let byte = p.usedBytes; byte < SMALL_BS; byte += 61) {
+        const bad = image.slice();
+        bad[p.block * SMALL_BS + byte]! ^= 0x08;
+        tally.pageTailFlips++;
+        const o = record(`flip ${p.name} unused byte ${byte}`, await examine(bad), originalState);
+        if (o.info !== null) failures.push(`flip of ${p.name} unused byte ${byte} was not refused`);
+      }
+    }
 
     // Random mutations (seeded; the seed of a failing image is in its name).
     const kinds = ['raw-bytes', 'superblock-field', 'catalog-field', 'truncate', 'combo'] as const;
@@ -292,8 +308,7 @@ describe('campaign: bad input on the volume open path', () => {
       const mutateOnce = (k: (typeof kinds)[number]) => {
         if (k === 'raw-bytes') {
           const n = 1 + Math.floor(rand() * 8);
-          const span = Math.max(catalogAt + catalogLen, 2 * SMALL_BS);
-          for (let j = 0; j < n; j++) bad[Math.floor(rand() * span)] = Math.floor(rand() * 256);
+          for (let j = 0; j < n; j++) bad[pick(metadataBlocks) * SMALL_BS + Math.floor(rand() * SMALL_BS)] = Math.floor(rand() * 256);
         } else if (k === 'superblock-field') {
           // A 32-bit field of either slot set to an interesting value, CRC recomputed, so the
           // value gets past the CRC and reaches validation.
@@ -303,12 +318,14 @@ describe('campaign: bad input on the volume open path', () => {
           fixSlotCrc(bad, s);
           forged = true;
         } else if (k === 'catalog-field') {
-          const off = 4 * Math.floor(rand() * (catalogLen / 4));
-          new DataView(bad.buffer, catalogAt, catalogLen).setUint32(off, rand() < 0.5 ? pick(INTERESTING32) : Math.floor(rand() * 0x1_0000_0000), true);
-          fixCatalogCrc(bad, slot, catalogAt, catalogLen);
+          // A 32-bit field of the used part of a catalog page, every CRC above it recomputed.
+          const p = pick(pages);
+          const off = 4 * Math.floor(rand() * (p.usedBytes / 4));
+          new DataView(bad.buffer, p.block * SMALL_BS, SMALL_BS).setUint32(off, rand() < 0.5 ? pick(INTERESTING32) : Math.floor(rand() * 0x1_0000_0000), true);
+          fixCatalogCrcs(bad, layout);
           forged = true;
         } else if (k === 'truncate') {
-          const cut = pick([0, 1, SUPERBLOCK_BYTES - 1, SUPERBLOCK_BYTES, SMALL_BS, SMALL_BS + 100, 2 * SMALL_BS, catalogAt + 10, image.length - SMALL_BS, Math.floor(rand() * image.length)]);
+          const cut = pick([0, 1, SUPERBLOCK_BYTES - 1, SUPERBLOCK_BYTES, SMALL_BS, SMALL_BS + 100, 2 * SMALL_BS, pick(pages).block * SMALL_BS + 10, image.length - SMALL_BS, Math.floor(rand() * image.length)]);
           bad = bad.slice(0, cut);
         } else {
           mutateOnce(pick(['raw-bytes', 'superblock-field', 'catalog-field'] as const));
@@ -325,7 +342,7 @@ describe('campaign: bad input on the volume open path', () => {
     const peakJumpBytes = (process.resourceUsage().maxRSS - maxRss0Kb) * 1024;
     console.log(`bad-input: cases=${tally.cases} bitflips=${tally.bitflips} undetected=${tally.undetected} untyped-errors=${tally.untypedErrors} files-modified=${tally.filesModified}`);
     console.log(
-      `bad-input detail: padding-flips=${tally.paddingFlips} fuzz-images=${tally.fuzzImages} refused=${tally.refused} fell-back-to-other-slot=${tally.fellBack} ` +
+      `bad-input detail: padding-flips=${tally.paddingFlips} page-tail-flips=${tally.pageTailFlips} fuzz-images=${tally.fuzzImages} refused=${tally.refused} fell-back-to-other-slot=${tally.fellBack} ` +
         `detected=${tally.detected} harmless=${tally.harmless} forged-valid-accepted=${tally.forgedAccepted} accepted-bad=${tally.acceptedBad} hangs=${tally.hangs} rss-jump-max=${(tally.rssJumpMaxBytes / 1024 / 1024).toFixed(1)}MiB peak-rss-growth=${(peakJumpBytes / 1024 / 1024).toFixed(1)}MiB time=${seconds}s`,
     );
     expect(failures.slice(0, 10)).toEqual([]);
@@ -380,20 +397,35 @@ describe('campaign: bad input on the volume open path', () => {
     expect(await hashFile(target)).toBe(before);
   });
 
-  it('64-bit superblock fields above 2^53 (generation, catalog offset) and a catalog generation that disagrees with its superblock are refused before use', async () => {
+  it('64-bit superblock fields above 2^53 (generation, index block, checkpoint time) and a catalog page whose generation is newer than its superblock are refused before use', async () => {
     const image = await makeImage();
-    const sb = activeSuperblock(image);
+    const layout = catalogLayout(image);
+    const above53 = (field: number, value: bigint) => (img: Uint8Array) =>
+      [0, 1].forEach((s) => {
+        new DataView(img.buffer, s * SMALL_BS, SUPERBLOCK_BYTES).setBigUint64(field, value + BigInt(s), true);
+        fixSlotCrc(img, s);
+      });
     const cases: [string, (img: Uint8Array) => void, RegExp][] = [
-      ['generation', (img) => [0, 1].forEach((s) => (new DataView(img.buffer, s * SMALL_BS, SUPERBLOCK_BYTES).setBigUint64(32, (1n << 60n) + BigInt(s), true), fixSlotCrc(img, s))), /2\^53/],
-      ['catalog offset', (img) => [0, 1].forEach((s) => (new DataView(img.buffer, s * SMALL_BS, SUPERBLOCK_BYTES).setBigUint64(40, 1n << 55n, true), fixSlotCrc(img, s))), /2\^53/],
+      ['generation', above53(SB_FIELD.generation, 1n << 60n), /2\^53/],
+      ['index block', above53(SB_FIELD.indexBlock, 1n << 55n), /2\^53/],
+      ['checkpoint time', above53(SB_FIELD.timeMs, 1n << 62n), /2\^53/],
       [
-        'catalog generation',
+        'leaf generation',
         (img) => {
-          const at = sb.catalogOffsetBlocks * SMALL_BS;
-          new DataView(img.buffer, at, sb.catalogLengthBytes).setBigUint64(16, BigInt(sb.generation + 2), true);
-          fixCatalogCrc(img, sb.slot, at, sb.catalogLengthBytes);
+          rewriteLeaf(img, layout, 0, (p) => void (p.generation = layout.sb.generation + 2));
+          fixCatalogCrcs(img, layout);
         },
-        /catalog generation \d+ does not match/,
+        /catalog leaf 0 at block \d+ has generation \d+, newer than its superblock's \d+/,
+      ],
+      [
+        'index page generation',
+        (img) => {
+          const block = layout.index[0]!.block;
+          const page = decodeIndexPage(blockOf(img, block), PATH, 'index', layout.sb.generation);
+          img.set(encodeIndexPage({ ...page, generation: layout.sb.generation + 1 }, SMALL_BS), block * SMALL_BS);
+          fixCatalogCrcs(img, layout);
+        },
+        /catalog index page 0 at block \d+ has generation \d+, newer than its superblock's \d+/,
       ],
     ];
     const dir = await tempDir();

@@ -1,19 +1,21 @@
 /**
  * Goal: the extent allocator: free runs stay exact under any sequence of takes and releases
- * (property test against a bitmap), best fit picks the smallest run that fits, and the figure in
- * volume/README.md: 1000 relations grown page by page, interleaved, to 1000 pages each: extents
- * per fork (average, max) and the fraction of the volume used.
- * Method: FreeSpace alone under fast-check; for the figure, a real Volume over a sparse in-memory
- * FileIO (zero pages are not stored, so an 8 GiB volume costs little memory), extended through
- * Volume.extend with a stub sync context. Prints the figure line.
+ * (property test against a bitmap), best fit picks the smallest run that fits, the placement
+ * policy (A4: a page stream continues at its cursor while that run lasts, then takes the largest
+ * run; a catalog page takes the smallest run), and the figure in volume/README.md: 1000
+ * relations grown page by page, interleaved, to 1000 pages each: extents per fork (average, max)
+ * and the fraction of the volume used.
+ * Method: FreeSpace alone, on hand-made runs and under fast-check against a bitmap model; for the
+ * figure, a real Volume over SparseIO (helpers/io-doubles.ts: zero pages are not stored, so an
+ * 8 GiB volume costs little memory), extended through Volume.extend with a stub sync context.
+ * Prints the figure line.
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { fsError } from '../engine/index.js';
-import type { FileHandle, FileIO, FileStat } from '../engine/index.js';
 import { FreeSpace } from '../volume/extent-allocator.js';
-import { Volume, type VolumeHost } from '../volume/index.js';
-import { rel } from './helpers/volume.js';
+import { Volume } from '../volume/index.js';
+import { STUB_HOST, rel } from './helpers/volume.js';
+import { SparseIO } from './helpers/io-doubles.js';
 
 describe('FreeSpace', () => {
   it('matches a bitmap model under random take/defer/release sequences (A1-A3)', () => {
@@ -66,75 +68,146 @@ describe('FreeSpace', () => {
     );
   });
 
-  it('the catalog reserve check counts two stretches, in one run or two', () => {
-    const fs = new FreeSpace(100, [{ startBlock: 2, lengthBlocks: 50 }]); // free: 52..99 (48 blocks)
-    expect(fs.reserveHoldsAfter(52, 40, 4)).toBe(true); // 8 left = 2 x 4
-    expect(fs.reserveHoldsAfter(52, 41, 4)).toBe(false);
-    expect(fs.reserveHoldsAfter(60, 30, 4)).toBe(true); // 8 before + 10 after
+  it('takeStream continues at the cursor while its run lasts, then takes the largest run from its start (A4)', () => {
+    // Free runs: 10..14 (5), 20..49 (30), 60..69 (10).
+    const fs = new FreeSpace(100, [
+      { startBlock: 2, lengthBlocks: 8 },
+      { startBlock: 15, lengthBlocks: 5 },
+      { startBlock: 50, lengthBlocks: 10 },
+      { startBlock: 70, lengthBlocks: 30 },
+    ]);
+    expect(fs.runs()).toEqual([
+      { startBlock: 10, lengthBlocks: 5 },
+      { startBlock: 20, lengthBlocks: 30 },
+      { startBlock: 60, lengthBlocks: 10 },
+    ]);
+    // Inside a run: continue there, even though it is the smallest.
+    expect(fs.takeStream(3, 10)).toEqual({ runs: [{ startBlock: 10, lengthBlocks: 3 }], cursor: 13 });
+    // The run ends after 2 blocks: the rest goes to the start of the largest run, in fill order.
+    expect(fs.takeStream(4, 13)).toEqual({
+      runs: [
+        { startBlock: 13, lengthBlocks: 2 },
+        { startBlock: 20, lengthBlocks: 2 },
+      ],
+      cursor: 22,
+    });
+    // A cursor on a used block: the largest run (22..49, 28 blocks), then the next largest.
+    expect(fs.takeStream(33, 5)).toEqual({
+      runs: [
+        { startBlock: 22, lengthBlocks: 28 },
+        { startBlock: 60, lengthBlocks: 5 },
+      ],
+      cursor: 65,
+    });
+    expect(fs.freeBlocks).toBe(5);
+    fs.checkInvariants();
+    // More than is free is a programmer error: the volume checks its reserve first (V5).
+    expect(() => fs.takeStream(6, 65)).toThrow(/stream fits/);
+  });
+
+  it('takeOne takes the first block of the smallest run, the lowest among equals (A4: catalog pages fill holes)', () => {
+    // Free runs: 10..12 (3), 20..49 (30), 60..62 (3).
+    const fs = new FreeSpace(100, [
+      { startBlock: 2, lengthBlocks: 8 },
+      { startBlock: 13, lengthBlocks: 7 },
+      { startBlock: 50, lengthBlocks: 10 },
+      { startBlock: 63, lengthBlocks: 37 },
+    ]);
+    const got = Array.from({ length: 8 }, () => fs.takeOne());
+    // 10, then 11 and 12 (the run shrank and is still the smallest), then the other 3-block
+    // run, then the 30-block run.
+    expect(got).toEqual([10, 11, 12, 60, 61, 62, 20, 21]);
+    expect(fs.runs()).toEqual([{ startBlock: 22, lengthBlocks: 28 }]);
+    fs.checkInvariants();
+  });
+
+  it('takeStream and takeOne match a bitmap model of the policy under random use (A1, A2, A4)', () => {
+    const N = 120;
+    /** Free runs of the model, in volume order. */
+    const runsOf = (free: Uint8Array): [number, number][] => {
+      const out: [number, number][] = [];
+      for (let i = 2; i < N; ) {
+        if (!free[i]) {
+          i++;
+          continue;
+        }
+        let j = i;
+        while (j < N && free[j]) j++;
+        out.push([i, j - i]);
+        i = j;
+      }
+      return out;
+    };
+    const op = fc.oneof(
+      fc.record({ op: fc.constant('stream' as const), n: fc.integer({ min: 1, max: 25 }), cursor: fc.nat(N - 1), fromLast: fc.boolean() }),
+      fc.record({ op: fc.constant('one' as const) }),
+      fc.record({ op: fc.constant('give' as const), at: fc.nat(N - 1), n: fc.integer({ min: 1, max: 9 }) }),
+    );
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 60 }), (ops) => {
+        const fs = new FreeSpace(N, []);
+        const free = new Uint8Array(N).fill(1, 2);
+        let cursor = 2;
+        for (const o of ops) {
+          if (o.op === 'give') {
+            // Give back a used stretch (as releaseUpTo does).
+            let s = Math.max(2, o.at);
+            while (s < N && free[s]) s++;
+            let e = s;
+            while (e < N && e < s + o.n && !free[e]) e++;
+            if (e > s) {
+              fs.give(s, e - s);
+              free.fill(1, s, e);
+            }
+          } else if (o.op === 'one') {
+            const runs = runsOf(free);
+            if (runs.length === 0) continue;
+            // Model: the smallest run, the lowest start among equals; its first block.
+            let best = runs[0]!;
+            for (const r of runs) if (r[1] < best[1]) best = r;
+            expect(fs.takeOne()).toBe(best[0]);
+            free[best[0]] = 0;
+          } else {
+            const n = Math.min(o.n, free.reduce((a, b) => a + b, 0));
+            if (n === 0) continue;
+            // Either where the last stream stopped (as the volume calls it) or anywhere.
+            const at0 = o.fromLast ? cursor : o.cursor;
+            // Model: from the cursor while its run lasts, then the start of the largest run (the
+            // highest start among equals: the last in (length, start) order).
+            const want: [number, number][] = [];
+            let at = at0;
+            let left = n;
+            while (left > 0) {
+              if (at < 2 || at >= N || !free[at]) {
+                let best: [number, number] | null = null;
+                for (const r of runsOf(free)) if (!best || r[1] >= best[1]) best = r;
+                at = best![0];
+              }
+              let end = at;
+              while (end < N && free[end] && end - at < left) end++;
+              free.fill(0, at, end);
+              const last = want[want.length - 1];
+              if (last && last[0] + last[1] === at) last[1] += end - at;
+              else want.push([at, end - at]);
+              left -= end - at;
+              at = end;
+            }
+            const got = fs.takeStream(n, at0);
+            expect(got.runs.map((r) => [r.startBlock, r.lengthBlocks])).toEqual(want);
+            expect(got.cursor).toBe(at);
+            // Fill order with no two runs adjacent in it (merged), n blocks in all.
+            expect(got.runs.reduce((a, r) => a + r.lengthBlocks, 0)).toBe(n);
+            for (let i = 1; i < got.runs.length; i++) expect(got.runs[i - 1]!.startBlock + got.runs[i - 1]!.lengthBlocks).not.toBe(got.runs[i]!.startBlock);
+            cursor = got.cursor;
+          }
+          fs.checkInvariants();
+          expect(fs.runs().map((r) => [r.startBlock, r.lengthBlocks])).toEqual(runsOf(free));
+        }
+      }),
+      { numRuns: 300, seed: 7 },
+    );
   });
 });
-
-const ZERO = Buffer.alloc(65536);
-function isZero(b: Uint8Array): boolean {
-  return Buffer.compare(Buffer.from(b.buffer, b.byteOffset, b.length), ZERO.subarray(0, b.length)) === 0;
-}
-
-/** A FileIO holding one sparse file: blocks never written with non-zero bytes read as zeros. */
-class SparseIO implements FileIO {
-  blocks = new Map<number, Uint8Array>();
-  exists = false;
-  size_ = 0;
-  readonly unit = 4096;
-  async open(path: string, o: { create?: boolean } = {}): Promise<FileHandle> {
-    if (!this.exists && !o.create) throw fsError('ENOENT', 'open', path);
-    this.exists = true;
-    return { path };
-  }
-  async close() {}
-  async pread(_h: FileHandle, buf: Uint8Array, off: number) {
-    const n = Math.max(0, Math.min(buf.length, this.size_ - off));
-    buf.fill(0, 0, n);
-    for (let at = 0; at < n; ) {
-      const b = Math.floor((off + at) / this.unit);
-      const inB = (off + at) % this.unit;
-      const k = Math.min(this.unit - inB, n - at);
-      const blk = this.blocks.get(b);
-      if (blk) buf.set(blk.subarray(inB, inB + k), at);
-      at += k;
-    }
-    return n;
-  }
-  async pwrite(h: FileHandle, buf: Uint8Array, off: number) {
-    await this.pwritev(h, [buf], off);
-  }
-  async pwritev(_h: FileHandle, bufs: readonly Uint8Array[], off: number) {
-    for (const buf of bufs) {
-      for (let at = 0; at < buf.length; ) {
-        const b = Math.floor((off + at) / this.unit);
-        const inB = (off + at) % this.unit;
-        const k = Math.min(this.unit - inB, buf.length - at);
-        const part = buf.subarray(at, at + k);
-        let blk = this.blocks.get(b);
-        if (!blk && !isZero(part)) this.blocks.set(b, (blk = new Uint8Array(this.unit)));
-        if (blk) blk.set(part, inB);
-        at += k;
-      }
-      off += buf.length;
-      this.size_ = Math.max(this.size_, off);
-    }
-  }
-  async fsync() {}
-  async fdatasync() {}
-  async ftruncate(_h: FileHandle, n: number) { this.size_ = n; }
-  async size() { return this.size_; }
-  async unlink() { this.exists = false; }
-  async rename() {}
-  async mkdir() {}
-  async fsyncDir() {}
-  async stat(): Promise<FileStat | null> { return this.exists ? { kind: 'file', sizeBytes: this.size_ } : null; }
-  async readdir() { return []; }
-  async flock() {}
-}
 
 describe('allocator figure', () => {
   it('relations grown page by page, interleaved, to 1000 pages each (1000 relations with LAMSTORE_FIGURE_RELATIONS=1000)', async () => {
@@ -146,14 +219,7 @@ describe('allocator figure', () => {
     const io = new SparseIO();
     const vol = await Volume.open({ io, path: '/figure.vol', create: { sizeBytes, blockSize: BS }, blockSize: BS });
     // No engine: every sync request is taken and nothing is synced (the figure counts blocks only).
-    const host: VolumeHost = {
-      requestSync: async () => true,
-      countBackendSync() {},
-      reportSyncFailure: (e: unknown) => {
-        throw e;
-      },
-      exemptFromLedger() {},
-    };
+    const host = STUB_HOST;
     const P = 1000;
     const zero = new Uint8Array(BS);
     for (let r = 1; r <= R; r++) await vol.create(rel(r), 0, host);

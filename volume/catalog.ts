@@ -17,9 +17,10 @@
  *     superblock ever named them).
  *
  * Metadata per checkpoint: the leaves holding changed forks plus every index page. An index
- * entry is 32 bytes, so 100,000 forks of one extent each (about 400 to 800 leaves at 8 KiB) need
- * 4 to 7 index pages: a checkpoint that rewrote one page of one fork writes 1 leaf + at most 7
- * index pages, under 64 KiB. A base-plus-delta log would write less on most checkpoints but all
+ * entry is 32 bytes (255 per 8 KiB page), so 100,000 forks of one extent each, packed into 491
+ * leaves at 8 KiB, need 2 index pages: a checkpoint that rewrote one page of one fork writes
+ * 1 leaf + 2 index pages, 24 KiB (test/volume-format.test.ts); 64 KiB would allow 7 index pages,
+ * 1785 leaves. A base-plus-delta log would write less on most checkpoints but all
  * of the base whenever it folds; the tree's cost per checkpoint has no such spike.
  */
 import { assert, crc32c } from '../engine/index.js';

@@ -83,17 +83,26 @@ export async function examineVolume(io: FileIO, handle: FileHandle, path: string
   const r0 = results[0];
   const candidates = r0.ok ? [r0.sb.blockSizeBytes] : [8192, 4096, 16384, 32768];
   let r1: SlotResult | undefined;
-  // Every place slot 1 may be is all zero (r1 reports only the first place tried).
+  // Every place slot 1 may be is all zero (r1 reports the first place tried, unless a later one
+  // holds something with the superblock magic: that is the slot 1 to report on).
   let slot1Zero = true;
+  let r1Magic = false;
   for (const bs of candidates) {
     if (fileSizeBytes < bs + SUPERBLOCK_BYTES) continue;
     const r = decodeSuperblock(await readAt(io, handle, path, SUPERBLOCK_BYTES, bs), 1);
     if (r.ok || r.reason !== SLOT_NEVER_WRITTEN) slot1Zero = false;
     if (r.ok && r.sb.blockSizeBytes !== bs) {
-      r1 ??= { ok: false, reason: `found at offset ${bs} but records block size ${r.sb.blockSizeBytes}` };
+      if (!r1Magic) r1 = { ok: false, reason: `found at offset ${bs} but records block size ${r.sb.blockSizeBytes}` };
+      r1Magic = true;
       continue;
     }
-    if (r.ok || r1 === undefined) r1 = r;
+    // Block 2 of a 4 KiB volume sits where slot 1 of an 8 KiB one would: a catalog page there is
+    // not the reason slot 1 is invalid when slot 1 itself (at 4096) holds a damaged superblock.
+    const magic = r.ok || (r.reason !== SLOT_NEVER_WRITTEN && !r.reason.startsWith('wrong magic'));
+    if (r.ok || r1 === undefined || (magic && !r1Magic)) {
+      r1 = r;
+      r1Magic = magic;
+    }
     if (r.ok) break;
   }
   results[1] = r1 ?? { ok: false, reason: `file is too short (${fileSizeBytes} bytes) to hold slot 1` };
