@@ -89,7 +89,7 @@ async function growOpen(io: FileIO, handle: FileHandle, path: string, newSizeByt
   const oldSizeBytes = sb.volumeSizeBytes;
   const bs = sb.blockSizeBytes;
   const geometry = checkVolumeGeometry(newSizeBytes, bs);
-  if (geometry) throw badArg(`new size ${newSizeBytes}: ${geometry}`);
+  if (geometry) throw badArg(geometry); // names the size: "volume size N is ..."
   if (newSizeBytes < oldSizeBytes) throw badArg(`new size ${newSizeBytes} bytes is smaller than the volume's ${oldSizeBytes}: a volume cannot shrink`);
   if (newSizeBytes === oldSizeBytes) throw badArg(`new size ${newSizeBytes} bytes is the volume's size already: nothing to grow`);
   const fileSizeBytes = ex.fileSizeBytes;
