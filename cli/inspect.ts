@@ -11,6 +11,8 @@
  *  I4 Pending free space exists only inside a running engine (space freed since the last
  *     checkpoint); a volume opened offline rebuilds its free space from the catalog, so it
  *     shows 0 here.
+ *  I5 A file longer than the volume it records is not damage: a grow stopped before its
+ *     superblock switch leaves it (volume/grow.ts G4); the text says so next to the sizes.
  */
 import type { Command } from 'commander';
 import { openVolumeReadOnly } from '../volume/index.js';
@@ -67,6 +69,12 @@ function extentList(f: ForkInfo, max = 6): string {
   return shown.join(' ');
 }
 
+/** I5: a file longer than its volume is the tail of a grow that did not finish (volume/grow.ts G4). */
+function beyond(info: VolumeInfo): string {
+  const extra = info.fileSizeBytes - info.volumeSizeBytes;
+  return extra > 0 ? `, ${extra} beyond the volume (left by a grow that did not finish; not in use, the next grow reuses it)` : '';
+}
+
 export function formatInspect(file: string, info: VolumeInfo, withRelations: boolean): string {
   const s = summarize(info);
   const bs = info.blockSizeBytes;
@@ -77,7 +85,7 @@ export function formatInspect(file: string, info: VolumeInfo, withRelations: boo
   }
   rows.push(
     ['block size', `${bs} bytes`],
-    ['volume size', `${formatBytes(info.volumeSizeBytes)} (${info.volumeSizeBytes} bytes, ${info.volumeBlocks} blocks); file ${info.fileSizeBytes} bytes`],
+    ['volume size', `${formatBytes(info.volumeSizeBytes)} (${info.volumeSizeBytes} bytes, ${info.volumeBlocks} blocks); file ${info.fileSizeBytes} bytes${beyond(info)}`],
     ['catalog', `format ${info.formatVersion}, generation ${info.generation}: index at block ${info.catalog.indexBlock}, ${info.catalog.indexPages} index and ${info.catalog.leafPages} leaf page${info.catalog.leafPages === 1 ? '' : 's'}`],
     ['metadata', blocks(info.metadataBlocks, bs, info.volumeBlocks)],
     ['used', blocks(info.usedBlocks, bs, info.volumeBlocks)],

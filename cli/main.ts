@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
- * The `lamstore` command: create, inspect, check and map volumes; show a data directory's control
- * file (controldata). Each command lives in its own
+ * The `lamstore` command: create, grow, inspect, check and map volumes; show a data directory's
+ * control file (controldata). Each command lives in its own
  * file `cli/<name>.ts` exporting `add<Name>Command(program)`; a new command (bench) is one more
  * import and one more call in `buildProgram`.
  *
@@ -19,6 +19,7 @@ import { Command, CommanderError } from 'commander';
 import { addCheckCommand } from './check.js';
 import { addControldataCommand } from './controldata.js';
 import { addCreateCommand } from './create.js';
+import { addGrowCommand } from './grow.js';
 import { CliFailure, CliCode, EXIT_OK, EXIT_USAGE, FindingsFailure, printFailure, toFailure } from '../cmdline/failure.js';
 import { addInspectCommand } from './inspect.js';
 import { addMapCommand } from './map.js';
@@ -30,7 +31,7 @@ export function buildProgram(): Command {
   const program = new Command();
   program
     .name('lamstore')
-    .description('Create, inspect, check and map lamstore volumes; show a data directory\'s control file.')
+    .description('Create, grow, inspect, check and map lamstore volumes; show a data directory\'s control file.')
     .version(pkg.version, '-V, --version', 'print the package version')
     .helpOption('-h, --help', 'show help')
     .exitOverride()
@@ -41,12 +42,14 @@ export function buildProgram(): Command {
       `
 Examples:
   $ lamstore create data.lam --size 1GiB
+  $ lamstore grow data.lam --size 2GiB
   $ lamstore inspect data.lam --relations
   $ lamstore check data.lam --pages
   $ lamstore map data.lam --svg data-map.svg
   $ lamstore controldata /var/lib/lamstore`,
     );
   addCreateCommand(program);
+  addGrowCommand(program);
   addInspectCommand(program);
   addCheckCommand(program);
   addMapCommand(program);

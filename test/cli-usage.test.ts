@@ -62,7 +62,7 @@ describe('lamstore usage errors', () => {
   it('every command has --help with an example; --version prints the package version', async () => {
     const dir = await tempDir();
     const pkg = JSON.parse(await readFile('package.json', 'utf8')) as { version: string };
-    const [top, create, inspect, check, map, version, shortVersion, helpCmd] = await Promise.all([
+    const [top, create, inspect, check, map, version, shortVersion, helpCmd, grow] = await Promise.all([
       lamstore(['--help'], dir),
       lamstore(['create', '--help'], dir),
       lamstore(['inspect', '--help'], dir),
@@ -71,9 +71,11 @@ describe('lamstore usage errors', () => {
       lamstore(['--version'], dir),
       lamstore(['-V'], dir),
       lamstore(['help', 'check'], dir),
+      lamstore(['grow', '--help'], dir),
     ]);
     for (const [r, name] of [
       [create, 'create'],
+      [grow, 'grow'],
       [inspect, 'inspect'],
       [check, 'check'],
       [map, 'map'],

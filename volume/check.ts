@@ -3,7 +3,9 @@
  *
  * What it verifies, each problem a finding naming the part that is wrong:
  *  K1 both superblock slots: magic, version, CRC, slot/generation parity, geometry; the two
- *     valid slots agree on geometry and their generations differ by one;
+ *     valid slots agree on the block size, the older one records no larger a volume than the
+ *     active one (smaller is what a grow leaves, examine.ts E4), and their generations differ by
+ *     one; a file longer than the volume (an unfinished grow) is no finding;
  *  K2 the active catalog: every index and leaf page against the CRC its parent records, its
  *     structure (counts, order, no duplicates, fork numbers, pages no newer than the superblock)
  *     and the forks its items make (F3, F4);

@@ -33,6 +33,25 @@ export interface VolumeCreateOptions {
 /** Zero-fill chunk at creation: large enough to stream, small enough to report progress. */
 export const ZERO_CHUNK_BYTES = 4 * 1024 * 1024;
 
+/**
+ * Write zeros over bytes [fromBytes, toBytes) of a file, ZERO_CHUNK_BYTES at a time, calling
+ * `onProgress` after each chunk with the bytes of this range done so far (creation fills the
+ * whole file, a grow only its new tail). Written, not merely sized: a later page write into
+ * these blocks then allocates nothing, so fdatasync alone makes it durable, and a full disk
+ * shows up here instead of in the middle of a checkpoint. A throwing `onProgress` stops the
+ * fill (a stop signal in the CLI).
+ */
+export async function zeroFill(io: FileIO, handle: FileHandle, fromBytes: number, toBytes: number, onProgress?: (progress: CreateProgress) => void): Promise<void> {
+  const totalBytes = toBytes - fromBytes;
+  const chunk = new Uint8Array(Math.max(0, Math.min(ZERO_CHUNK_BYTES, totalBytes)));
+  for (let done = 0; done < totalBytes; ) {
+    const n = Math.min(chunk.length, totalBytes - done);
+    await io.pwrite(handle, n === chunk.length ? chunk : chunk.subarray(0, n), fromBytes + done);
+    done += n;
+    onProgress?.({ doneBytes: done, totalBytes });
+  }
+}
+
 function badArg(message: string): LamstoreError {
   return new LamstoreError(ErrorCode.BAD_ARGUMENT, message);
 }
@@ -85,13 +104,7 @@ export async function createVolumeFile(io: FileIO, rawPath: string, create: Volu
     step = 'ftruncate';
     await io.ftruncate(handle, sizeBytes);
     step = 'write';
-    const chunk = new Uint8Array(Math.min(ZERO_CHUNK_BYTES, sizeBytes));
-    for (let done = 0; done < sizeBytes; ) {
-      const n = Math.min(chunk.length, sizeBytes - done);
-      await io.pwrite(handle, n === chunk.length ? chunk : chunk.subarray(0, n), done);
-      done += n;
-      create.onProgress?.({ doneBytes: done, totalBytes: sizeBytes });
-    }
+    await zeroFill(io, handle, 0, sizeBytes, create.onProgress);
     step = 'fdatasync';
     await io.fdatasync(handle);
     step = 'write';

@@ -11,6 +11,12 @@
  *     past it (F3): the older slot's catalog pages may have been reused.
  *  E3 The result names every block the durable catalog references (`catalogBlocks`, the forks'
  *     extents), so the volume rebuilds its free space as everything else (F6).
+ *  E4 The volume is as large as the active superblock records. A file shorter than that is
+ *     refused (blocks the catalog may name are missing); a LONGER file is accepted without a
+ *     finding: a grow that stopped after extending the file and before its superblock switch
+ *     leaves exactly that (grow.ts G2), and the tail is simply not part of the volume until a
+ *     later grow zero-fills it again and records it. The older slot may record a smaller
+ *     volume than the active one (the size before a grow), never a larger one.
  */
 import { crc32c, forEachInFlight, ioError } from '../engine/index.js';
 import type { FileHandle, FileIO } from '../engine/index.js';
@@ -132,10 +138,15 @@ export async function examineVolume(io: FileIO, handle: FileHandle, path: string
     if (sb.generation !== other.generation + 1) {
       ex.findings.push({ severity: 'warning', part: `superblock slot ${other.slot}`, message: `generation ${other.generation} is not one below the active slot's ${sb.generation}` });
     }
-    if (other.blockSizeBytes !== sb.blockSizeBytes || other.volumeSizeBytes !== sb.volumeSizeBytes) {
-      ex.findings.push({ severity: 'error', part: `superblock slot ${other.slot}`, message: 'block size or volume size differs from the active slot' });
+    // E4: a grow (grow.ts G3) writes the larger size into the newer slot only, so the older slot
+    // may record a smaller volume; never a larger one (volumes do not shrink) nor another block size.
+    if (other.blockSizeBytes !== sb.blockSizeBytes) {
+      ex.findings.push({ severity: 'error', part: `superblock slot ${other.slot}`, message: `block size ${other.blockSizeBytes} differs from the active slot's ${sb.blockSizeBytes}` });
+    } else if (other.volumeSizeBytes > sb.volumeSizeBytes) {
+      ex.findings.push({ severity: 'error', part: `superblock slot ${other.slot}`, message: `records a larger volume (${other.volumeSizeBytes} bytes) than the active slot (${sb.volumeSizeBytes}); a volume never shrinks` });
     }
   }
+  // E4: only a shorter file is a problem; a longer one holds the tail of an unfinished grow.
   if (sb.volumeSizeBytes > fileSizeBytes) {
     ex.fatal = `superblock slot ${sb.slot} says the volume is ${sb.volumeSizeBytes} bytes but the file has only ${fileSizeBytes}`;
     ex.findings.push({ severity: 'error', part: 'file', message: ex.fatal });

@@ -55,7 +55,8 @@ export interface PendingFree extends Extent {
 }
 
 export class FreeSpace {
-  readonly volumeBlocks: number;
+  /** The data area ends here; only `grow` moves it (never down). */
+  #volumeBlocks: number;
   #byStart: Run[] = [];
   #bySize: Run[] = [];
   #pending: PendingFree[] = [];
@@ -63,7 +64,7 @@ export class FreeSpace {
 
   /** Free space = every block from METADATA_BLOCKS up that `used` does not cover. */
   constructor(volumeBlocks: number, used: readonly Extent[]) {
-    this.volumeBlocks = volumeBlocks;
+    this.#volumeBlocks = volumeBlocks;
     const sorted = [...used].sort((a, b) => a.startBlock - b.startBlock);
     let at = METADATA_BLOCKS;
     for (const u of sorted) {
@@ -73,6 +74,21 @@ export class FreeSpace {
     }
     assert(at <= volumeBlocks, 'used extents lie inside the volume');
     if (at < volumeBlocks) this.#insert({ start: at, length: volumeBlocks - at });
+  }
+
+  get volumeBlocks(): number {
+    return this.#volumeBlocks;
+  }
+
+  /**
+   * The volume grew to `volumeBlocks` (volume.ts V6): the new tail becomes one free run, joined
+   * to the last run when that one reaches the old end (A1 stays true: runs never adjacent).
+   */
+  grow(volumeBlocks: number): void {
+    assert(Number.isSafeInteger(volumeBlocks) && volumeBlocks > this.#volumeBlocks, `a volume grows (${this.#volumeBlocks} -> ${volumeBlocks} blocks)`);
+    const oldBlocks = this.#volumeBlocks;
+    this.#volumeBlocks = volumeBlocks;
+    this.give(oldBlocks, volumeBlocks - oldBlocks);
   }
 
   get runCount(): number {
@@ -139,7 +155,7 @@ export class FreeSpace {
 
   /** Return space to the free runs at once (only for space no durable catalog references). */
   give(startBlock: number, lengthBlocks: number): void {
-    assert(lengthBlocks >= 1 && startBlock >= METADATA_BLOCKS && startBlock + lengthBlocks <= this.volumeBlocks, 'given space lies inside the data area');
+    assert(lengthBlocks >= 1 && startBlock >= METADATA_BLOCKS && startBlock + lengthBlocks <= this.#volumeBlocks, 'given space lies inside the data area');
     let start = startBlock;
     let length = lengthBlocks;
     const i = lowerBound(this.#byStart, (x) => x.start < start);
@@ -244,7 +260,7 @@ export class FreeSpace {
     let prevEnd = -1;
     for (const r of this.#byStart) {
       assert(r.length >= 1, 'A1: runs are non-empty');
-      assert(r.start >= METADATA_BLOCKS && r.start + r.length <= this.volumeBlocks, 'A1: runs inside the data area');
+      assert(r.start >= METADATA_BLOCKS && r.start + r.length <= this.#volumeBlocks, 'A1: runs inside the data area');
       assert(r.start > prevEnd, `A1: runs disjoint and not adjacent (block ${r.start})`);
       prevEnd = r.start + r.length;
       sum += r.length;

@@ -32,7 +32,7 @@
  * Every count and length read from disk is checked against the bytes actually present (and the
  * volume size) before anything sized by it is allocated.
  */
-import { ErrorCode, LamstoreError, assert, crc32c, describeFork } from '../engine/index.js';
+import { ErrorCode, LamstoreError, assert, checkOptionKeys, crc32c, describeFork, optionKeys } from '../engine/index.js';
 
 export const SUPERBLOCK_MAGIC = 'LAMSTORE';
 export const INDEX_PAGE_MAGIC = 'LAMCATIX';
@@ -171,6 +171,41 @@ export function checkVolumeGeometry(volumeSizeBytes: number, blockSizeBytes: num
     return `volume size ${volumeSizeBytes} holds ${blocks} blocks of ${blockSizeBytes}; at least ${volumeBlocksMin()} are needed (2 superblocks, 2 catalog copies, one ${EXTENT_BLOCKS_FIRST}-block extent)`;
   }
   return null;
+}
+
+/** Online growth (`volumeExtension({ grow })`, volume.ts V6). */
+export interface VolumeGrowOptions {
+  /** Bytes added at each growth: a multiple of the block size, > 0. */
+  step: number;
+  /** The volume never grows past this many bytes: a multiple of the block size, >= its size. */
+  max: number;
+}
+
+const GROW_OPTION_KEYS = optionKeys<VolumeGrowOptions>({ step: true, max: true });
+
+/**
+ * Check `grow` options: BAD_ARGUMENT naming the key (`grow.step`, `grow.max`). Without a block
+ * size only the shape and the numbers are checked (at the volumeExtension call); with the
+ * volume's block size and size (at open) also the multiples and max >= the size.
+ */
+export function checkGrowOptions(grow: unknown, what: string, volume?: { blockSizeBytes: number; volumeSizeBytes: number }): VolumeGrowOptions {
+  if (typeof grow !== 'object' || grow === null) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `option grow must be an object { step, max }, got ${grow === null ? 'null' : typeof grow}`);
+  checkOptionKeys(grow, GROW_OPTION_KEYS, what);
+  const g = grow as Partial<VolumeGrowOptions>;
+  for (const key of ['step', 'max'] as const) {
+    const v = g[key];
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `option grow.${key} must be a positive whole number of bytes, got ${String(v)}`);
+  }
+  const step = g.step!;
+  const max = g.max!;
+  if (max > VOLUME_SIZE_BYTES_MAX) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `option grow.max ${max} is above the largest volume, ${VOLUME_SIZE_BYTES_MAX} bytes`);
+  if (volume) {
+    const bs = volume.blockSizeBytes;
+    if (step % bs !== 0) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `option grow.step ${step} is not a multiple of the block size ${bs}`);
+    if (max % bs !== 0) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `option grow.max ${max} is not a multiple of the block size ${bs}`);
+    if (max < volume.volumeSizeBytes) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `option grow.max ${max} is below the volume's size, ${volume.volumeSizeBytes} bytes`);
+  }
+  return { step, max };
 }
 
 /** Superblocks + two catalog copies (copy-on-write) + one first extent. */

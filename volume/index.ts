@@ -9,6 +9,8 @@
  * the preload context only: this folder imports nothing but the engine's public API.
  */
 import { ErrorCode, LamstoreError, checkOptionKeys, optionKeys } from '../engine/index.js';
+import { checkGrowOptions } from './format.js';
+import type { VolumeGrowOptions } from './format.js';
 import type { Extension, PreloadContext } from '../engine/index.js';
 import { Volume } from './volume.js';
 import { checkCreateOptionKeys } from './create.js';
@@ -17,6 +19,8 @@ import { volumeStorageManager, volumeSyncOps, VOLUME_SMGR_NAME } from './smgr.js
 
 export { Volume, openVolumeReadOnly, openVolumeReadOnly as inspectVolume, IOV_MAX, DEFRAG_EXTENTS_MIN, DEFRAG_BLOCKS_PER_EXTENT } from './volume.js';
 export { createVolumeFile } from './create.js';
+export { growVolumeFile } from './grow.js';
+export type { GrowVolumeOptions, GrowVolumeResult } from './grow.js';
 export { examineVolume } from './examine.js';
 /** The forks' names (ForkInfo.forkName): the engine's list, here for callers of `inspectVolume`. */
 export { FORK_NAMES } from '../engine/index.js';
@@ -25,7 +29,7 @@ export type { CreateProgress, VolumeCreateOptions } from './create.js';
 export type { SlotInfo, VolumeExamination } from './examine.js';
 export { checkVolume } from './check.js';
 export type { CheckVolumeOptions } from './check.js';
-export type { Finding, Extent } from './format.js';
+export type { Finding, Extent, VolumeGrowOptions } from './format.js';
 export {
   FORMAT_VERSION,
   checkVolumeGeometry,
@@ -45,6 +49,12 @@ export interface VolumeExtensionOptions {
   create?: VolumeCreateOptions;
   /** Open with a shared lock; writes are refused. @default false */
   readOnly?: boolean;
+  /**
+   * Let the running engine grow the file by `step` bytes (up to `max`) when an allocation would
+   * otherwise fail with VOLUME_FULL (volume.ts V6). Both are multiples of the block size; `max`
+   * is at least the volume's size. @default never grows
+   */
+  grow?: VolumeGrowOptions;
 }
 
 export interface VolumeExtension extends Extension {
@@ -53,22 +63,25 @@ export interface VolumeExtension extends Extension {
 }
 
 /**
- * Exactly the fields of VolumeExtensionOptions. DESIGN.md section 6 also shows `grow` and
- * `snapshot`: they are not implemented yet, so they are refused like any unknown key (accepted
- * and ignored, a caller would believe the volume grows or is snapshotted). Their issues add them
- * to VolumeExtensionOptions, and the compiler then asks for them here.
+ * Exactly the fields of VolumeExtensionOptions. DESIGN.md section 6 also shows `snapshot`: it is
+ * not implemented yet, so it is refused like any unknown key (accepted and ignored, a caller
+ * would believe the volume is snapshotted). Its issue adds it to VolumeExtensionOptions, and the
+ * compiler then asks for it here.
  */
-const VOLUME_EXTENSION_OPTION_KEYS = optionKeys<VolumeExtensionOptions>({ path: true, create: true, readOnly: true });
+const VOLUME_EXTENSION_OPTION_KEYS = optionKeys<VolumeExtensionOptions>({ path: true, create: true, readOnly: true, grow: true });
 
 /** The volume extension for `Engine.open({ preload: [...] })`. */
 export function volumeExtension(options: VolumeExtensionOptions): VolumeExtension {
-  if (typeof options !== 'object' || options === null) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, 'volumeExtension needs an options object { path, create?, readOnly? }');
+  if (typeof options !== 'object' || options === null) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, 'volumeExtension needs an options object { path, create?, readOnly?, grow? }');
   checkOptionKeys(options, VOLUME_EXTENSION_OPTION_KEYS, 'volumeExtension()');
   // The rest of create is checked at preload (its block size must match the engine's); a
   // misspelt key is refused here, where the caller wrote it.
   if (typeof options.create === 'object' && options.create !== null) checkCreateOptionKeys(options.create, 'volumeExtension({ create })');
   if (typeof options.path !== 'string' || options.path.length === 0) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, 'option path must be a non-empty file path');
   if (options.readOnly !== undefined && typeof options.readOnly !== 'boolean') throw new LamstoreError(ErrorCode.BAD_ARGUMENT, 'option readOnly must be a boolean');
+  // The multiples of the block size and max >= the volume's size are checked at preload, once
+  // the volume is known; a misspelt key or a bad number is refused here.
+  if (options.grow !== undefined) checkGrowOptions(options.grow, 'volumeExtension({ grow })');
   let volume: Volume | undefined;
   return {
     name: 'volume',
@@ -86,6 +99,7 @@ export function volumeExtension(options: VolumeExtensionOptions): VolumeExtensio
         enableFsync: ctx.enableFsync,
         dataSyncRetry: ctx.dataSyncRetry,
         poolPages: ctx.sharedBuffers,
+        grow: options.grow,
       });
       try {
         // The order of volume/smgr.ts: the handler's id first, then the storage manager that

@@ -31,6 +31,15 @@
  *     (min(sharedBuffers, the blocks of all forks)), which the checkpoint must relocate. So a
  *     write that would make the next checkpoint impossible fails with VOLUME_FULL, and nothing
  *     already written is lost; a checkpoint never runs out of room.
+ *  V6 Online growth (`grow: { step, max }`, the methods under "growth"): where an allocation
+ *     would fail with VOLUME_FULL, the file first grows by the fewest whole steps that make room
+ *     (never past max; one growth at a time): extend it, zero-fill the new tail, fdatasync (which
+ *     covers the size change, grow.ts G3), and only then add the tail to the free space and set
+ *     `volumeSizeBytes`. So no block past the durable superblock's size is ever written before
+ *     the file holds it durably, and the capture that first names such a block encodes the new
+ *     size in the same synchronous step (#syncOnce): the catalog naming blocks past the old size
+ *     and the superblock recording the new one become durable in one switch. A crash before it
+ *     leaves the old size and a longer file, which opens (examine.ts E4).
  *
  * Checkpoint order (the volume sync, `#syncOnce`), and why:
  *  1. BufferSync handed the dirty pages over (writeBuffers): each batch went, in (fork, block)
@@ -97,14 +106,14 @@ import {
   locatorKey,
 } from '../engine/index.js';
 import type { FileHandle, FileIO, FileTag, PageWrite, Persistence, RelFileLocator, WriteOrigin, WriteResult } from '../engine/index.js';
-import { EXTENT_BLOCKS_FIRST, METADATA_BLOCKS, SLOT_COUNT, compareForkKeys, describeForkKey, encodeSuperblock, extentBlocksMax } from './format.js';
-import type { CatalogFork, Extent, ForkKey } from './format.js';
+import { EXTENT_BLOCKS_FIRST, METADATA_BLOCKS, SLOT_COUNT, checkGrowOptions, compareForkKeys, describeForkKey, encodeSuperblock, extentBlocksMax } from './format.js';
+import type { CatalogFork, Extent, ForkKey, VolumeGrowOptions } from './format.js';
 import { FreeSpace, growthBlocks } from './extent-allocator.js';
 import { CatalogTree } from './catalog.js';
 import type { BuiltCatalog } from './catalog.js';
 import { examineVolume } from './examine.js';
 import type { SlotInfo, VolumeExamination } from './examine.js';
-import { checkCreateOptions, createVolumeFile } from './create.js';
+import { checkCreateOptions, createVolumeFile, zeroFill } from './create.js';
 import type { VolumeCreateOptions } from './create.js';
 
 export interface VolumeOpenOptions {
@@ -128,6 +137,8 @@ export interface VolumeOpenOptions {
   enableFsync?: boolean;
   /** The engine's `dataSyncRetry` (R1, R2). @default false */
   dataSyncRetry?: boolean;
+  /** Grow the file by `step` bytes, up to `max`, instead of failing with VOLUME_FULL (V6). Ignored read-only. */
+  grow?: VolumeGrowOptions;
   /**
    * Pages the engine's buffer pool holds (its sharedBuffers): at most that many pages can be
    * dirty, and each needs a new block at the next checkpoint (V5). @default 0 (no pool: every
@@ -240,6 +251,9 @@ export interface VolumeStats {
   pagesDefragmented: number;
   /** Catalog pages written (leaves + index). */
   catalogPagesWritten: number;
+  /** Online growths of the file (V6), and the bytes they added. */
+  grows: number;
+  grownBytes: number;
 }
 
 /** Most buffers one pwritev takes (Linux's IOV_MAX). */
@@ -297,6 +311,11 @@ export function openHandleShared(io: FileIO, path: string): Promise<FileHandle> 
   return openHandle(io, path, true);
 }
 
+/** Open a volume file read-write with an exclusive lock, as an engine would (grow.ts). */
+export function openHandleExclusive(io: FileIO, path: string): Promise<FileHandle> {
+  return openHandle(io, path, false);
+}
+
 /** Open a volume file with a shared lock and return what `inspect` shows; writes nothing. */
 export async function openVolumeReadOnly(path: string, options: { io?: FileIO } = {}): Promise<VolumeInfo> {
   const vol = await Volume.open({ io: options.io ?? new RealIO(), path, readOnly: true });
@@ -326,9 +345,10 @@ export class Volume {
   readonly path: string;
   readonly readOnly: boolean;
   readonly blockSize: number;
-  readonly volumeSizeBytes: number;
-  readonly volumeBlocks: number;
-  readonly stats: VolumeStats = { volumeSyncs: 0, metadataSwitches: 0, fdatasyncs: 0, epoch: 0, pagesRelocated: 0, runsWritten: 0, forksDefragmented: 0, pagesDefragmented: 0, catalogPagesWritten: 0 };
+  /** The volume's size in memory: the durable superblock's, or larger after a growth (V6 changes it, nothing else). */
+  volumeSizeBytes: number;
+  volumeBlocks: number;
+  readonly stats: VolumeStats = { volumeSyncs: 0, metadataSwitches: 0, fdatasyncs: 0, epoch: 0, pagesRelocated: 0, runsWritten: 0, forksDefragmented: 0, pagesDefragmented: 0, catalogPagesWritten: 0, grows: 0, grownBytes: 0 };
   readonly #io: FileIO;
   /** VolumeOpenOptions.enableFsync, dataSyncRetry and poolPages, fixed at open. */
   readonly #enableFsync: boolean;
@@ -373,6 +393,10 @@ export class Volume {
   #switchInDoubt: PendingSwitch | null = null;
   /** Forks whose map changed since the last capture: the candidates for defragmentation (D1). */
   readonly #changed = new Set<ForkState>();
+  /** VolumeOpenOptions.grow, checked against the volume at open (V6); null: never grows. */
+  readonly #grow: VolumeGrowOptions | null;
+  /** The growth under way (V6: one at a time). */
+  #growing: Promise<void> | null = null;
 
   private constructor(io: FileIO, handle: FileHandle, path: string, options: VolumeOpenOptions, ex: VolumeExamination) {
     const sb = ex.active!;
@@ -381,6 +405,7 @@ export class Volume {
     this.#enableFsync = options.enableFsync !== false;
     this.#dataSyncRetry = options.dataSyncRetry === true;
     this.#poolPages = options.poolPages ?? 0;
+    this.#grow = options.grow !== undefined && !readOnly ? checkGrowOptions(options.grow, 'volume grow options', sb) : null;
     this.#handle = handle;
     this.path = path;
     this.readOnly = readOnly;
@@ -413,9 +438,12 @@ export class Volume {
     if (typeof options.path !== 'string' || options.path.length === 0) throw badArg('option path must be a non-empty file path');
     const path = resolve(options.path);
     const readOnly = options.readOnly === true;
+    if (options.grow !== undefined && !readOnly) checkGrowOptions(options.grow, 'volume grow options');
     if (options.create !== undefined && !readOnly) {
       const create = options.create;
-      checkCreateOptions(create, options.blockSize);
+      const created = checkCreateOptions(create, options.blockSize);
+      // V6: a grow.max below the size to create would refuse the volume just made.
+      if (options.grow !== undefined) checkGrowOptions(options.grow, 'volume grow options', { blockSizeBytes: created.blockSize, volumeSizeBytes: created.sizeBytes });
       let st;
       try {
         st = await options.io.stat(path);
@@ -522,9 +550,99 @@ export class Volume {
   #full(what: string, wanted: number, reserve: number): LamstoreError {
     return new LamstoreError(
       ErrorCode.VOLUME_FULL,
-      `${this.path}: volume is full: no room to ${what} (${wanted} block${wanted === 1 ? '' : 's'} wanted, ${this.#free.freeBlocks} free, ${this.#free.pendingBlocks} waiting for a checkpoint, ${reserve} kept so the next checkpoint can relocate every dirty page and write its catalog)`,
+      `${this.path}: volume is full: no room to ${what} (${wanted} block${wanted === 1 ? '' : 's'} wanted, ${this.#free.freeBlocks} free, ${this.#free.pendingBlocks} waiting for a checkpoint, ${reserve} kept so the next checkpoint can relocate every dirty page and write its catalog)${this.#growHint()}`,
       { path: this.path },
     );
+  }
+
+  // ------------------------------------------------------------ growth (V6)
+
+  /** The end of every VOLUME_FULL message: how to make the volume larger. */
+  #growHint(): string {
+    const offline = `\`lamstore grow ${this.path} --size <larger size>\``;
+    if (this.#grow) return `; it may not grow past grow.max (${this.#grow.max} bytes, now ${this.volumeSizeBytes}): raise grow.max, or grow it with ${offline} while no engine holds it`;
+    return `; grow it with ${offline} while no engine holds it, or open it with volumeExtension({ path, grow: { step, max } }) to let it grow as needed`;
+  }
+
+  /**
+   * V6: with growth on, grow the file until `deficit()` (free blocks still missing for the
+   * caller's allocation) is <= 0, or growth cannot help. The caller then runs its own check,
+   * synchronously after this settles, and throws VOLUME_FULL if room is still short. Returns
+   * undefined when there is nothing to do, so that the caller awaits nothing then: without
+   * growth (or with room enough) an operation keeps exactly its old interleaving.
+   */
+  #roomFor(deficit: () => number): Promise<void> | undefined {
+    if (this.#grow === null || deficit() <= 0) return undefined;
+    return (async () => {
+      for (let d = deficit(); d > 0; d = deficit()) if (!(await this.#growFor(d))) return;
+    })();
+  }
+
+  /**
+   * Grow by the fewest whole steps that free `deficitBlocks` more blocks, never past max. One
+   * growth at a time: a caller arriving during one waits for it and looks again (true). False
+   * when growth cannot help: off, read-only, failed, closed, or even max too small.
+   */
+  async #growFor(deficitBlocks: number): Promise<boolean> {
+    if (this.#growing) {
+      await this.#growing.catch(() => {});
+      return true;
+    }
+    const grow = this.#grow;
+    if (grow === null || this.readOnly || this.#failure || this.#handle === null) return false;
+    const stepBlocks = grow.step / this.blockSize;
+    const newBlocks = Math.min(grow.max / this.blockSize, this.volumeBlocks + Math.ceil(deficitBlocks / stepBlocks) * stepBlocks);
+    if (newBlocks - this.volumeBlocks < deficitBlocks) return false;
+    const growing = this.#growTo(newBlocks);
+    this.#growing = growing;
+    try {
+      await growing;
+    } finally {
+      this.#growing = null;
+    }
+    return true;
+  }
+
+  /**
+   * Extend the file to `newBlocks`, zero-fill the tail, fdatasync, then make the tail free space
+   * and the new size the one the next capture records (V6; the order of grow.ts G2-G3). A
+   * failed extension or fill changes nothing (the file is cut back, best effort) and is
+   * VOLUME_FULL when the disk is full, IO_ERROR otherwise; a failed fdatasync is a failed volume
+   * sync (it may have lost other pages' writes too).
+   */
+  async #growTo(newBlocks: number): Promise<void> {
+    const handle = this.#checkOpen();
+    const oldBytes = this.volumeSizeBytes;
+    const newBytes = newBlocks * this.blockSize;
+    const fileBytes = this.#fileSizeBytes;
+    let step = 'ftruncate';
+    try {
+      if (fileBytes < newBytes) await this.#io.ftruncate(handle, newBytes);
+      step = 'write';
+      await zeroFill(this.#io, handle, oldBytes, newBytes);
+    } catch (err) {
+      if (fileBytes < newBytes) await this.#io.ftruncate(handle, fileBytes).catch(() => {});
+      const errno = errnoOf(err);
+      if (errno === 'ENOSPC' || errno === 'EDQUOT') {
+        throw new LamstoreError(ErrorCode.VOLUME_FULL, `${this.path}: volume is full and could not grow from ${oldBytes} to ${newBytes} bytes: ${step} failed: ${errno}`, { path: this.path, cause: err, errno, syscall: step });
+      }
+      throw ioError(step, this.path, err);
+    }
+    try {
+      await this.#io.fdatasync(handle);
+    } catch (err) {
+      throw this.#syncFailed(err, null);
+    }
+    this.stats.fdatasyncs++;
+    this.#fileSizeBytes = Math.max(fileBytes, newBytes);
+    this.volumeSizeBytes = newBytes;
+    this.volumeBlocks = newBlocks;
+    this.#free.grow(newBlocks);
+    // The next volume sync publishes a superblock even if nothing else changed, so the size is
+    // recorded at the next checkpoint (until then a crash leaves the old size, E4).
+    this.#metaVersion++;
+    this.stats.grows++;
+    this.stats.grownBytes += newBytes - oldBytes;
   }
 
   /** The growth step when `st` needs `target` blocks: in place after its last extent, else best fit (A4). */
@@ -729,12 +847,14 @@ export class Volume {
   async create(relIn: RelFileLocator, forkIn: ForkNumber, host: VolumeHost): Promise<void> {
     const rel = checkLocator(relIn);
     const fork = checkFork(forkIn);
+    const room = this.#roomFor(() => (this.#forks.has(forkKey(rel, fork)) ? 0 : this.#reserveBlocks(1, 0) - this.#free.freeBlocks)); // V6
+    if (room) await room;
     this.#checkWritable();
     if (this.#forks.has(forkKey(rel, fork))) return;
     // V5 for the catalog entry the new fork adds.
     const reserve = this.#reserveBlocks(1, 0);
     if (this.#free.freeBlocks < reserve) {
-      throw new LamstoreError(ErrorCode.VOLUME_FULL, `${this.path}: volume is full: no room left in the catalog for ${describeForkKey({ ...rel, fork })} (${this.#free.freeBlocks} blocks free, ${reserve} kept for the next checkpoint)`, { path: this.path });
+      throw new LamstoreError(ErrorCode.VOLUME_FULL, `${this.path}: volume is full: no room left in the catalog for ${describeForkKey({ ...rel, fork })} (${this.#free.freeBlocks} blocks free, ${reserve} kept for the next checkpoint)${this.#growHint()}`, { path: this.path });
     }
     const st = this.#newFork(rel, fork);
     this.#tree.addFork(st.key, { ...rel, fork });
@@ -838,6 +958,12 @@ export class Volume {
     const fork = checkFork(forkIn);
     const blk = checkBlock(blockNum);
     this.#checkPage(page, 'page');
+    // V6: the room the check below asks for (0 when a check below refuses the call anyway).
+    const room = this.#roomFor(() => {
+      const s = this.#forks.get(forkKey(rel, fork));
+      return !s || blk < s.nblocks ? 0 : this.#reserveBlocks(0, blk + 1 - s.nblocks) + Math.max(0, blk + 1 - s.capacity) - this.#free.freeBlocks;
+    });
+    if (room) await room;
     this.#checkWritable();
     const handle = this.#checkOpen();
     const st = this.#fork(rel, fork);
@@ -920,6 +1046,8 @@ export class Volume {
    * freed, and the first error is thrown (W3).
    */
   async writeBuffers(items: readonly PageWrite[], host: VolumeHost, origin: WriteOrigin = 'eviction'): Promise<WriteResult> {
+    const room = this.#roomFor(() => items.length + this.#writeReserveBlocks(items.length, origin) - this.#free.freeBlocks); // V6
+    if (room) await room;
     this.#checkWritable();
     const handle = this.#checkOpen();
     const n = items.length;
@@ -939,8 +1067,7 @@ export class Volume {
       if (blk >= st.nblocks) throw this.#outOfRange(st, blk, 'write');
       forks[i] = st;
     }
-    // V5: a checkpoint's own writes draw on the reserve kept for them; any other write keeps it.
-    const reserve = origin === 'checkpoint' ? CatalogTree.blocksForBuild(this.blockSize, this.#forks.size, this.#extentCount + n, this.#tree.leafCount) : this.#reserveBlocks(0, 0);
+    const reserve = this.#writeReserveBlocks(n, origin);
     if (this.#free.freeBlocks - n < reserve) throw this.#full(`write ${n} page${n === 1 ? '' : 's'}`, n, reserve);
     const placed = this.#free.takeStream(n, this.#cursor);
     this.#cursor = placed.cursor;
@@ -989,6 +1116,11 @@ export class Volume {
     this.stats.pagesRelocated += relocated;
     this.stats.runsWritten += placed.runs.length;
     return { writes: calls.length, runs: placed.runs.length, relocated };
+  }
+
+  /** V5: a checkpoint's own writes draw on the reserve kept for them; any other write keeps it. */
+  #writeReserveBlocks(n: number, origin: WriteOrigin): number {
+    return origin === 'checkpoint' ? CatalogTree.blocksForBuild(this.blockSize, this.#forks.size, this.#extentCount + n, this.#tree.leafCount) : this.#reserveBlocks(0, 0);
   }
 
   /** A write of items[from, to) to volume blocks vb.. returned: move the maps (V3). */
