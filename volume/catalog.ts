@@ -38,12 +38,19 @@ import {
   itemExtentsMax,
 } from './format.js';
 
-/** A fork as the tree names it: the volume's key string and the fork's key. */
-export interface ForkRef extends ForkKey {
-  key: string;
+/**
+ * A fork as the tree knows it: the volume's own fork object (ForkState), which carries the
+ * pages the tree put it in (`catPages`: one page, or several for a fork too large for one; null
+ * when dropped). Keeping them on the fork spares a map of 100,000 entries and its lookups.
+ */
+export interface ForkRef {
+  readonly key: string;
+  readonly rel: { spcOid: number; dbOid: number; relNumber: number };
+  readonly fork: number;
+  catPages: CatPage | CatPage[] | null;
 }
 
-interface CatPage {
+export interface CatPage {
   /** The page's block, or -1 when it has none yet (T2). */
   block: number;
   crc: number;
@@ -57,7 +64,7 @@ interface CatPage {
 /** What the catalog needs from the volume at a capture: a fork's map as it is now. */
 export interface CatalogSource {
   /** nblocks and extents holding exactly nblocks blocks (F4). */
-  forkMap(key: string): CatalogFork;
+  forkMap(ref: ForkRef): CatalogFork;
 }
 
 export interface BuiltCatalog {
@@ -75,49 +82,68 @@ export interface BuiltCatalog {
   readonly indexBlocks: readonly number[];
 }
 
-function lo(k: ForkKey): ForkKey {
-  return { spcOid: k.spcOid, dbOid: k.dbOid, relNumber: k.relNumber, fork: k.fork };
+/** compareForkKeys for a ForkRef, without making a key object. */
+function compareRef(a: ForkRef, k: ForkKey): number {
+  return a.rel.spcOid - k.spcOid || a.rel.dbOid - k.dbOid || a.rel.relNumber - k.relNumber || a.fork - k.fork;
 }
 
-function ref(key: string, k: ForkKey): ForkRef {
-  return { key, ...lo(k) };
+function loOf(f: ForkRef, firstBlock: number): ForkKey & { firstBlock: number } {
+  return { spcOid: f.rel.spcOid, dbOid: f.rel.dbOid, relNumber: f.rel.relNumber, fork: f.fork, firstBlock };
+}
+
+function pagesOf(f: ForkRef): readonly CatPage[] {
+  const p = f.catPages;
+  return p === null ? [] : Array.isArray(p) ? p : [p];
+}
+
+function addPage(f: ForkRef, page: CatPage): void {
+  const p = f.catPages;
+  if (p === null) f.catPages = page;
+  else if (Array.isArray(p)) {
+    if (p[p.length - 1] !== page) p.push(page);
+  } else if (p !== page) f.catPages = [p, page];
+}
+
+/** An item and the fork it belongs to. */
+interface Owned {
+  item: CatalogItem;
+  owner: ForkRef;
 }
 
 export class CatalogTree {
   readonly blockSize: number;
   readonly #leafBytes: number;
   readonly #extentsMax: number;
-  readonly #keyOf: (k: ForkKey) => string;
   #pages: CatPage[] = [];
-  readonly #forkPages = new Map<string, CatPage[]>();
   /** Index pages of the newest built catalog. */
   #indexBlocks: number[];
   #forkCount = 0;
 
   /**
-   * From an examined catalog: `leaves` in index order with their items; `indexBlocks` the chain.
+   * From an examined catalog: `leaves` in index order with their items, `indexBlocks` the chain,
+   * and `forks` the volume's fork objects in catalog order (one per fork the items make: a fork
+   * starts at its item with firstBlock 0, F4).
    */
-  constructor(blockSize: number, leaves: readonly { block: number; crc: number; items: readonly CatalogItem[] }[], indexBlocks: readonly number[], keyOf: (k: ForkKey) => string) {
+  constructor(blockSize: number, leaves: readonly { block: number; crc: number; items: readonly CatalogItem[] }[], indexBlocks: readonly number[], forks: readonly ForkRef[]) {
     this.blockSize = blockSize;
-    this.#keyOf = keyOf;
     this.#leafBytes = blockSize - PAGE_HEADER_BYTES;
     this.#extentsMax = itemExtentsMax(blockSize);
     this.#indexBlocks = [...indexBlocks];
+    let next = 0;
+    let f: ForkRef | undefined;
     for (const leaf of leaves) {
       const first = leaf.items[0]!;
-      const page: CatPage = { block: leaf.block, crc: leaf.crc, lo: { ...lo(first), firstBlock: first.firstBlock }, forks: [], dirty: false };
+      const page: CatPage = { block: leaf.block, crc: leaf.crc, lo: { spcOid: first.spcOid, dbOid: first.dbOid, relNumber: first.relNumber, fork: first.fork, firstBlock: first.firstBlock }, forks: [], dirty: false };
       for (const it of leaf.items) {
-        const key = keyOf(it);
-        if (page.forks[page.forks.length - 1]?.key !== key) page.forks.push(ref(key, it));
-        let list = this.#forkPages.get(key);
-        if (!list) {
-          this.#forkPages.set(key, (list = []));
-          this.#forkCount++;
-        }
-        if (list[list.length - 1] !== page) list.push(page);
+        if (it.firstBlock === 0) f = forks[next++];
+        assert(f !== undefined && compareRef(f, it) === 0, 'the forks are given in catalog order');
+        if (page.forks[page.forks.length - 1] !== f) page.forks.push(f);
+        addPage(f, page);
       }
       this.#pages.push(page);
     }
+    assert(next === forks.length, 'every fork given has items');
+    this.#forkCount = forks.length;
   }
 
   get forkCount(): number {
@@ -156,41 +182,43 @@ export class CatalogTree {
   }
 
   /** A fork was created: it goes into the page its key belongs to (T1). */
-  addFork(key: string, k: ForkKey): void {
-    assert(!this.#forkPages.has(key), `fork ${key} is new to the catalog`);
+  addFork(f: ForkRef): void {
+    assert(f.catPages === null, `fork ${f.key} is new to the catalog`);
     this.#forkCount++;
+    const k: ForkKey = { spcOid: f.rel.spcOid, dbOid: f.rel.dbOid, relNumber: f.rel.relNumber, fork: f.fork };
     if (this.#pages.length === 0) {
-      const page: CatPage = { block: -1, crc: 0, lo: { ...lo(k), firstBlock: 0 }, forks: [ref(key, k)], dirty: true };
+      const page: CatPage = { block: -1, crc: 0, lo: loOf(f, 0), forks: [f], dirty: true };
       this.#pages.push(page);
-      this.#forkPages.set(key, [page]);
+      f.catPages = page;
       return;
     }
     const page = this.#pages[this.#pageFor(k)]!;
     // Insert in key order: the forks of a page are few (a page's worth), a linear search is fine.
     let i = page.forks.length;
-    while (i > 0 && compareForkKeys(page.forks[i - 1]!, k) > 0) i--;
-    page.forks.splice(i, 0, ref(key, k));
-    if (compareForkKeys(k, page.lo) < 0) page.lo = { ...lo(k), firstBlock: 0 };
+    while (i > 0 && compareRef(page.forks[i - 1]!, k) > 0) i--;
+    page.forks.splice(i, 0, f);
+    if (compareForkKeys(k, page.lo) < 0) page.lo = loOf(f, 0);
     page.dirty = true;
-    this.#forkPages.set(key, [page]);
+    f.catPages = page;
   }
 
   /** A fork's map, size or existence changed: its pages are rewritten at the next build. */
-  touch(key: string): void {
-    const pages = this.#forkPages.get(key);
-    assert(pages !== undefined, `fork ${key} is in the catalog`);
-    for (const p of pages) p.dirty = true;
+  touch(f: ForkRef): void {
+    const p = f.catPages;
+    assert(p !== null, `fork ${f.key} is in the catalog`);
+    if (Array.isArray(p)) for (const x of p) x.dirty = true;
+    else p.dirty = true;
   }
 
   /** A fork was dropped: its pages lose it and are rewritten at the next build. */
-  removeFork(key: string): void {
-    const pages = this.#forkPages.get(key);
-    assert(pages !== undefined, `fork ${key} is in the catalog`);
+  removeFork(f: ForkRef): void {
+    const pages = pagesOf(f);
+    assert(pages.length > 0, `fork ${f.key} is in the catalog`);
     for (const p of pages) {
-      p.forks = p.forks.filter((f) => f.key !== key);
+      p.forks = p.forks.filter((x) => x !== f);
       p.dirty = true;
     }
-    this.#forkPages.delete(key);
+    f.catPages = null;
     this.#forkCount--;
   }
 
@@ -246,8 +274,8 @@ export class CatalogTree {
     }
     this.#pages = out;
     // Fork -> pages, for the pages just made (the others did not change).
-    for (const p of newPages) for (const f of p.forks) this.#forkPages.set(f.key, []);
-    for (const p of newPages) for (const f of p.forks) this.#forkPages.get(f.key)!.push(p);
+    for (const p of newPages) for (const f of p.forks) f.catPages = null;
+    for (const p of newPages) for (const f of p.forks) addPage(f, p);
     // The index chain, written last to first: each page carries the next one's CRC.
     const entries: IndexEntry[] = this.#pages.map((p) => ({ ...p.lo, block: p.block, crc: p.crc }));
     const perPage = indexEntriesMax(this.blockSize);
@@ -278,49 +306,47 @@ export class CatalogTree {
     return blocks;
   }
 
-  #itemsOf(pages: readonly CatPage[], src: CatalogSource): CatalogItem[] {
-    const items: CatalogItem[] = [];
-    let last: string | undefined;
+  /** The items of the pages' forks as they are now, each with the fork it belongs to. */
+  #itemsOf(pages: readonly CatPage[], src: CatalogSource): Owned[] {
+    const items: Owned[] = [];
+    let last: ForkRef | undefined;
     for (const p of pages) {
       for (const f of p.forks) {
-        if (f.key === last) continue; // a fork spanning two pages of the run
-        last = f.key;
-        items.push(...forkItems(src.forkMap(f.key), this.#extentsMax));
+        if (f === last) continue; // a fork spanning two pages of the run
+        last = f;
+        for (const item of forkItems(src.forkMap(f), this.#extentsMax)) items.push({ item, owner: f });
       }
     }
     return items;
   }
 
-  #bytesOf(items: readonly CatalogItem[]): number {
+  #bytesOf(items: readonly Owned[]): number {
     let n = 0;
-    for (const it of items) n += itemBytes(it.extents.length);
+    for (const it of items) n += itemBytes(it.item.extents.length);
     return n;
   }
 
   /** Pack items into full pages (greedy, key order), write them, and return the pages. */
-  #pack(items: readonly CatalogItem[], generation: number, alloc: () => number, writes: { block: number; bytes: Uint8Array }[]): CatPage[] {
+  #pack(items: readonly Owned[], generation: number, alloc: () => number, writes: { block: number; bytes: Uint8Array }[]): CatPage[] {
     const pages: CatPage[] = [];
-    let cur: CatalogItem[] = [];
+    let cur: Owned[] = [];
     let used = 0;
     const flush = (): void => {
       if (cur.length === 0) return;
-      const bytes = encodeLeafPage({ generation, items: cur }, this.blockSize);
+      const bytes = encodeLeafPage({ generation, items: cur.map((o) => o.item) }, this.blockSize);
       const block = alloc();
       writes.push({ block, bytes });
-      const first = cur[0]!;
+      const first = cur[0]!.item;
       const forks: ForkRef[] = [];
-      for (const it of cur) {
-        const key = this.#keyOf(it);
-        if (forks[forks.length - 1]?.key !== key) forks.push(ref(key, it));
-      }
-      pages.push({ block, crc: crc32c(bytes), lo: { ...lo(first), firstBlock: first.firstBlock }, forks, dirty: false });
+      for (const o of cur) if (forks[forks.length - 1] !== o.owner) forks.push(o.owner);
+      pages.push({ block, crc: crc32c(bytes), lo: { spcOid: first.spcOid, dbOid: first.dbOid, relNumber: first.relNumber, fork: first.fork, firstBlock: first.firstBlock }, forks, dirty: false });
       cur = [];
       used = 0;
     };
-    for (const it of items) {
-      const n = itemBytes(it.extents.length);
+    for (const o of items) {
+      const n = itemBytes(o.item.extents.length);
       if (used + n > this.#leafBytes) flush();
-      cur.push(it);
+      cur.push(o);
       used += n;
     }
     flush();
@@ -338,16 +364,16 @@ export class CatalogTree {
     return leaves + Math.ceil(leaves / indexEntriesMax(blockSize)) + 1;
   }
 
-  /** T1-T2. */
-  checkInvariants(forkKeys: Iterable<string>): void {
+  /** T1-T2, for the volume's forks `forks`. */
+  checkInvariants(forks: Iterable<ForkRef>): void {
     let n = 0;
-    for (const key of forkKeys) {
+    for (const f of forks) {
       n++;
-      const pages = this.#forkPages.get(key);
-      assert(pages !== undefined && pages.length > 0, `T1: fork ${key} is in a page`);
-      for (const p of pages) assert(p.forks.some((f) => f.key === key), `T1: fork ${key} is listed by its page`);
+      const pages = pagesOf(f);
+      assert(pages.length > 0, `T1: fork ${f.key} is in a page`);
+      for (const p of pages) assert(p.forks.includes(f), `T1: fork ${f.key} is listed by its page`);
     }
-    assert(n === this.#forkCount && n === this.#forkPages.size, 'T1: the tree knows every fork once');
+    assert(n === this.#forkCount, 'T1: the tree knows every fork once');
     for (const p of this.#pages) assert(p.block >= 0 || p.dirty, 'T2: a page without a block is dirty');
   }
 }

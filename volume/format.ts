@@ -468,6 +468,7 @@ export function joinItems(items: readonly CatalogItem[], path: string): CatalogF
   const forks: CatalogFork[] = [];
   let cur: CatalogFork | null = null;
   let covered = 0;
+  let shared = false;
   const finish = (): void => {
     if (cur && covered !== cur.nblocks) throw corrupt(path, `${describeForkKey(cur)}: its extents hold ${covered} blocks but nblocks is ${cur.nblocks}`);
   };
@@ -476,15 +477,25 @@ export function joinItems(items: readonly CatalogItem[], path: string): CatalogF
       finish();
       if (cur !== null && compareForkKeys(cur, it) > 0) throw corrupt(path, `${describeForkKey(it)}: items are out of order`);
       if (it.firstBlock !== 0) throw corrupt(path, `${describeForkKey(it)}: its first item starts at block ${it.firstBlock}, not 0`);
-      cur = { spcOid: it.spcOid, dbOid: it.dbOid, relNumber: it.relNumber, fork: it.fork, nblocks: it.nblocks, extents: [] };
+      if (it.extents.length === 0 && it.nblocks !== 0) throw corrupt(path, `${describeForkKey(it)}: an item of a fork with ${it.nblocks} blocks holds no extents`);
+      // Most forks are one item: the fork shares the item's extents, copied only if a second
+      // item follows (the items themselves are never changed).
+      cur = { spcOid: it.spcOid, dbOid: it.dbOid, relNumber: it.relNumber, fork: it.fork, nblocks: it.nblocks, extents: it.extents };
+      shared = true;
       forks.push(cur);
       covered = 0;
+      for (const e of it.extents) covered += e.lengthBlocks;
+      continue;
     } else if (it.nblocks !== cur.nblocks) {
       throw corrupt(path, `${describeForkKey(it)}: items disagree on nblocks (${cur.nblocks}, ${it.nblocks})`);
     } else if (it.firstBlock !== covered) {
       throw corrupt(path, `${describeForkKey(it)}: an item starts at block ${it.firstBlock}, the previous ones end at ${covered}`);
     }
     if (it.extents.length === 0 && it.nblocks !== 0) throw corrupt(path, `${describeForkKey(it)}: an item of a fork with ${it.nblocks} blocks holds no extents`);
+    if (shared) {
+      cur.extents = [...cur.extents];
+      shared = false;
+    }
     for (const e of it.extents) {
       cur.extents.push(e);
       covered += e.lengthBlocks;

@@ -110,7 +110,7 @@ import { EXTENT_BLOCKS_FIRST, METADATA_BLOCKS, SLOT_COUNT, checkGrowOptions, com
 import type { CatalogFork, Extent, ForkKey, VolumeGrowOptions } from './format.js';
 import { FreeSpace, growthBlocks } from './extent-allocator.js';
 import { CatalogTree } from './catalog.js';
-import type { BuiltCatalog } from './catalog.js';
+import type { BuiltCatalog, CatPage } from './catalog.js';
 import { examineVolume } from './examine.js';
 import type { SlotInfo, VolumeExamination } from './examine.js';
 import { checkCreateOptions, createVolumeFile, zeroFill } from './create.js';
@@ -216,6 +216,8 @@ interface ForkState {
   capacity: number;
   /** Bumped whenever the map moves a block (D2: a copy made meanwhile is stale). */
   moves: number;
+  /** The catalog leaves holding this fork (catalog.ts keeps it). */
+  catPages: CatPage | CatPage[] | null;
 }
 
 /** A new catalog written and waiting for its superblock (the second half of a volume sync). */
@@ -418,18 +420,22 @@ export class Volume {
     this.#generation = sb.generation;
     this.#timeMs = sb.timeMs;
     const used: Extent[] = [];
-    for (const b of [...ex.indexBlocks!, ...ex.leaves!.map((l) => l.block)]) used.push({ startBlock: b, lengthBlocks: 1 });
+    for (const b of ex.indexBlocks!) used.push({ startBlock: b, lengthBlocks: 1 });
+    for (const l of ex.leaves!) used.push({ startBlock: l.block, lengthBlocks: 1 });
+    const states: ForkState[] = [];
     for (const f of ex.forks!) {
-      const rel = { spcOid: f.spcOid, dbOid: f.dbOid, relNumber: f.relNumber };
-      const st = this.#newFork(rel, f.fork as ForkNumber);
+      const st = this.#newFork(f, f.fork as ForkNumber);
       st.nblocks = f.nblocks;
       this.#liveBlocks += f.nblocks;
       // Durable blocks carry era -1: never fresh (V3).
-      for (const e of f.extents) this.#appendExtent(st, { startBlock: e.startBlock, lengthBlocks: e.lengthBlocks, era: -1 });
-      used.push(...f.extents);
+      for (const e of f.extents) {
+        this.#appendExtent(st, { startBlock: e.startBlock, lengthBlocks: e.lengthBlocks, era: -1 });
+        used.push(e);
+      }
+      states.push(st);
     }
     this.#free = new FreeSpace(this.volumeBlocks, used);
-    this.#tree = new CatalogTree(this.blockSize, ex.leaves!, ex.indexBlocks!, (k) => forkKey(k, k.fork as ForkNumber));
+    this.#tree = new CatalogTree(this.blockSize, ex.leaves!, ex.indexBlocks!, states);
   }
 
   /** Open (or, with `create`, create) a volume file: lock, read, validate. Writes nothing to an existing file. */
@@ -483,7 +489,7 @@ export class Volume {
   #newFork(rel: RelFileLocator, fork: ForkNumber): ForkState {
     const key = forkKey(rel, fork);
     assert(!this.#forks.has(key), `fork ${key} is new`);
-    const st: ForkState = { key, rel: { spcOid: rel.spcOid, dbOid: rel.dbOid, relNumber: rel.relNumber }, fork, nblocks: 0, extents: [], firstBlock: [], capacity: 0, moves: 0 };
+    const st: ForkState = { key, rel: { spcOid: rel.spcOid, dbOid: rel.dbOid, relNumber: rel.relNumber }, fork, nblocks: 0, extents: [], firstBlock: [], capacity: 0, moves: 0, catPages: null };
     this.#forks.set(key, st);
     return st;
   }
@@ -524,7 +530,7 @@ export class Volume {
   /** A fork's map, size or existence changed (V4, and its catalog leaf). */
   #changedMeta(st: ForkState): void {
     this.#metaVersion++;
-    this.#tree.touch(st.key);
+    this.#tree.touch(st);
     this.#changed.add(st);
     this.#noteMeta(st.key);
   }
@@ -857,7 +863,7 @@ export class Volume {
       throw new LamstoreError(ErrorCode.VOLUME_FULL, `${this.path}: volume is full: no room left in the catalog for ${describeForkKey({ ...rel, fork })} (${this.#free.freeBlocks} blocks free, ${reserve} kept for the next checkpoint)${this.#growHint()}`, { path: this.path });
     }
     const st = this.#newFork(rel, fork);
-    this.#tree.addFork(st.key, { ...rel, fork });
+    this.#tree.addFork(st);
     this.#changedMeta(st);
     await this.#registerSync(rel, fork, host);
   }
@@ -1178,7 +1184,7 @@ export class Volume {
       this.#liveBlocks -= st.nblocks;
       st.nblocks = 0;
       this.#metaVersion++;
-      this.#tree.removeFork(st.key);
+      this.#tree.removeFork(st);
       this.#changed.delete(st);
       this.#forks.delete(st.key);
       this.#noteMeta(st.key);
@@ -1261,7 +1267,7 @@ export class Volume {
         const capture = ++this.#captures;
         this.#changed.clear();
         const generation = this.#generation + 1;
-        const built = this.#tree.build(generation, { forkMap: (key) => this.#forkMap(this.#forks.get(key)!) }, () => this.#free.takeOne());
+        const built = this.#tree.build(generation, { forkMap: (ref) => this.#forkMap(ref as ForkState) }, () => this.#free.takeOne());
         unpublished = built;
         // The pages the previous catalog had and this one does not: free once this is durable (A3).
         for (const b of built.replaced) this.#free.deferFree({ startBlock: b, lengthBlocks: 1 }, capture);
@@ -1423,7 +1429,7 @@ export class Volume {
             this.#writeSeq++;
             this.#remap(st, updates);
             this.#metaVersion++;
-            this.#tree.touch(st.key);
+            this.#tree.touch(st);
             this.#noteMeta(st.key);
             this.#noteWrite(st.key);
             this.stats.pagesDefragmented += updates.length;
@@ -1506,7 +1512,7 @@ export class Volume {
   /** V1, V2, V4, the allocator's A1-A3 and the catalog tree's T1-T2. */
   checkInvariants(): void {
     this.#free.checkInvariants();
-    this.#tree.checkInvariants(this.#forks.keys());
+    this.#tree.checkInvariants(this.#forks.values());
     assert(this.#syncedSeq <= this.#writeSeq && this.#durableMeta <= this.#metaVersion, 'V4: sync marks never run ahead');
     const spans: Extent[] = [{ startBlock: 0, lengthBlocks: METADATA_BLOCKS }];
     for (const b of this.#tree.pageBlocks()) spans.push({ startBlock: b, lengthBlocks: 1 });
