@@ -369,7 +369,7 @@ export class Volume {
    * else.
    */
   #switchInDoubt: PendingSwitch | null = null;
-  /** Forks whose map changed since the last capture: the candidates for defragmentation (D1). */
+  /** Forks whose map changed since the last defragmentation pass began: its candidates (D1). */
   readonly #changed = new Set<ForkState>();
 
   private constructor(io: FileIO, handle: FileHandle, path: string, options: VolumeOpenOptions, ex: VolumeExamination) {
@@ -1071,7 +1071,12 @@ export class Volume {
 
   /** Run a volume sync (serialized: one at a time). */
   syncNow(): Promise<void> {
-    const run = this.#syncChain.then(() => this.#syncOnce());
+    return this.#chainSync(false);
+  }
+
+  /** A volume sync after those queued; `pass`: with the defragmentation pass even outside a checkpoint. */
+  #chainSync(pass: boolean): Promise<void> {
+    const run = this.#syncChain.then(() => this.#syncOnce(pass));
     this.#syncChain = run.catch(() => {});
     return run;
   }
@@ -1106,7 +1111,7 @@ export class Volume {
     if (this.#covered(key)) this.#needs.delete(key);
   }
 
-  async #syncOnce(): Promise<void> {
+  async #syncOnce(pass: boolean): Promise<void> {
     if (this.#failure) throw this.#failure;
     const handle = this.#checkOpen();
     if (this.readOnly) return;
@@ -1115,7 +1120,7 @@ export class Volume {
     let unpublished: BuiltCatalog | null = null;
     try {
       if (this.#switchInDoubt) await this.#switchSuperblock(handle, this.#switchInDoubt, flush);
-      if (this.#inCheckpoint) await this.#defragment(handle);
+      if (this.#inCheckpoint || pass) await this.#defragment(handle);
       // The capture: what this sync makes durable, taken synchronously (V4, catalog.ts T3).
       const seq = this.#writeSeq;
       const meta = this.#metaVersion;
@@ -1124,7 +1129,6 @@ export class Volume {
       let next: PendingSwitch | null = null;
       if (metaChanged) {
         const capture = ++this.#captures;
-        this.#changed.clear();
         const generation = this.#generation + 1;
         const built = this.#tree.build(generation, { forkMap: (key) => this.#forkMap(this.#forks.get(key)!) }, () => this.#free.takeOne());
         unpublished = built;
@@ -1224,19 +1228,29 @@ export class Volume {
    *  D1 A fork whose map (as a catalog would record it) has more than
    *     max(DEFRAG_EXTENTS_MIN, nblocks / DEFRAG_BLOCKS_PER_EXTENT) extents is rewritten whole,
    *     in fork-block order, into one stream (A4), when the free space beyond the reserve (V5)
-   *     holds it; else it waits for a later checkpoint. Only forks changed since the last
-   *     capture are looked at: a fork nobody wrote does not scatter.
+   *     holds it and the stream takes at most that many runs (free space in short runs only
+   *     would scatter the copy wider than the map it replaces); else it waits for a later pass.
+   *     Only forks changed since the last pass began are looked at: a fork nobody wrote does
+   *     not scatter. A fork changed while a pass runs, or before a sync outside a checkpoint
+   *     (which runs no pass), is a candidate of the next pass; a fork that had to wait is one
+   *     again at its next write (only writes add extents).
    *  D2 A page is copied from the block the map names when the copy starts; if a write moved the
    *     page meanwhile, the copy is dropped (its block freed) and the newer page stays.
    */
   async #defragment(handle: FileHandle): Promise<void> {
-    for (const st of [...this.#changed]) {
+    // Taken and cleared here, not at the capture: a capture outside a checkpoint, or a write
+    // landing while this pass runs, must leave its fork a candidate of the next pass.
+    const candidates = [...this.#changed];
+    this.#changed.clear();
+    for (const st of candidates) {
       if (this.#forks.get(st.key) !== st || st.nblocks === 0) continue;
       const bound = Math.max(DEFRAG_EXTENTS_MIN, Math.ceil(st.nblocks / DEFRAG_BLOCKS_PER_EXTENT));
       // The map's extent count bounds the recorded one (merging only lowers it): most forks stop here.
       if (st.extents.length <= bound || trimmedMap(st.extents, st.nblocks).length <= bound) continue;
       const n = st.nblocks;
       if (this.#free.freeBlocks - n < this.#reserveBlocks(0, 0)) continue;
+      // Free space in short runs only would scatter the copy wider than the map it replaces.
+      if (this.#free.streamRunCount(n, this.#cursor, bound) > bound) continue;
       const placed = this.#free.takeStream(n, this.#cursor);
       this.#cursor = placed.cursor;
       const target: number[] = [];
@@ -1313,7 +1327,8 @@ export class Volume {
     // fsync off: the sync phase called no handler, yet the catalog and superblock must still be
     // written, or a clean close would lose every change of the volume's metadata. syncNow writes
     // them without a flush (no crash safety is promised with fsync off, as in PostgreSQL).
-    if (!this.#enableFsync) await this.syncNow();
+    // It runs the checkpoint's defragmentation pass too, which the sync phase runs with fsync on.
+    if (!this.#enableFsync) await this.#chainSync(true);
     for (const key of [...this.#needs.keys()]) if (this.#covered(key)) this.#needs.delete(key);
   }
 
