@@ -22,7 +22,9 @@
  *    available (not Linux, koffi missing) the reads are warm and the result says why;
  *  - a warm read of each set (page cache kept, after one unrecorded pass): what the engine's
  *    own per-extent work costs, with no device in the way.
- * Rates are MB/s (10^6 bytes) of the whole set; the ratio is aged / fresh of the medians.
+ * Rates are MB/s (10^6 bytes) of the whole set. The ratio is the median over rounds of aged /
+ * fresh within the round: both sets of a round ran side by side under the same load, so their
+ * ratio is steadier than a ratio of medians on a machine shared with others.
  *
  * Invariants:
  *  A1 The engine is closed before the function returns or throws (the caller removes `dir`).
@@ -35,7 +37,7 @@ import { getSystemErrorMap } from 'node:util';
 import { Engine, ForkNumber, type RelFileLocator, type StorageManager } from '../engine/index.js';
 import { openLibc, prng } from '../engine/testing.js';
 import { volumeExtension, type Volume } from '../volume/index.js';
-import { nowMs, ratio, summarize, type Summary } from './stats.js';
+import { median, nowMs, ratio, summarize, type Summary } from './stats.js';
 import { patternPage } from './page-path-measure.js';
 
 /** The issue's fork size: 64 pages. */
@@ -56,7 +58,7 @@ export interface AgedReadOptions {
   blockSize?: number;
   /** Random single-page updates per aged fork, on average. @default 16 */
   updatesPerFork?: number;
-  /** Timed reads of each set. @default 3 */
+  /** Timed reads of each set. @default 5 */
   rounds?: number;
   seed?: number;
   /** Drop the page cache before each fork's timed read when it can be. @default true */
@@ -91,8 +93,10 @@ export interface AgedReadResult {
   cache: { dropped: boolean; via?: string; reason?: string };
   fresh: AgedSetResult;
   aged: AgedSetResult;
+  /** Aged / fresh read rate of each round (the two sets were read side by side, fork by fork). */
+  roundRatios: number[];
   ratios: {
-    /** Aged / fresh sequential read rate (medians of the timed reads): the issue's >= 0.7. */
+    /** Median of roundRatios: the issue's aged >= 0.7x fresh. */
     agedToFreshRead: number;
     agedToFreshWarmRead: number;
   };
@@ -178,7 +182,7 @@ export async function measureAgedRead(options: AgedReadOptions): Promise<AgedRea
   const pages = options.pages ?? AGED_READ_PAGES;
   const blockSize = options.blockSize ?? 8192;
   const updatesPerFork = options.updatesPerFork ?? 16;
-  const rounds = options.rounds ?? 3;
+  const rounds = options.rounds ?? 5;
   const fork = ForkNumber.MAIN;
   const path = join(dir, 'aged-read.lamvol');
   const wantDrop = options.dropCache !== false;
@@ -268,6 +272,7 @@ export async function measureAgedRead(options: AgedReadOptions): Promise<AgedRea
       const ex = extentsOf(volume, set);
       return { forks: set.length, extentsPerFork: { mean: ex.reduce((a, b) => a + b, 0) / ex.length, max: Math.max(...ex) }, samples: s, readMBps: summarize(s), warmReadMBps: warmMBps };
     };
+    const roundRatios = samples.aged.map((a, k) => ratio(a, samples.fresh[k]!));
     const freshResult = setResult(fresh, samples.fresh, warmFresh);
     const agedResult = setResult(aged, samples.aged, warmAged);
     result = {
@@ -283,8 +288,9 @@ export async function measureAgedRead(options: AgedReadOptions): Promise<AgedRea
       cache: probe.drop !== null ? { dropped: true, via: probe.via } : { dropped: false, reason: probe.reason },
       fresh: freshResult,
       aged: agedResult,
+      roundRatios,
       ratios: {
-        agedToFreshRead: ratio(agedResult.readMBps.median, freshResult.readMBps.median),
+        agedToFreshRead: median(roundRatios),
         agedToFreshWarmRead: ratio(agedResult.warmReadMBps, freshResult.warmReadMBps),
       },
     };

@@ -157,7 +157,7 @@ export function agedReadLine(result: BenchResult): string {
   return (
     `Aged sequential read: ${r.forks} forks of ${r.pages} pages (${r.blockSize} B) per set, fresh (written once, contiguous) and aged ` +
     `(${r.updates} random single-page updates over ${r.checkpoints} checkpoints; the defragmentation pass rewrote ${r.forksDefragmented} forks, ${r.pagesDefragmented} pages); ` +
-    `every block in order through smgr.read, medians of ${r.rounds} rounds; ${how}`
+    `every block in order through smgr.read, the two sets side by side; medians of ${r.rounds} rounds (aged / fresh: of each round's ratio); ${how}`
   );
 }
 
@@ -170,7 +170,8 @@ export function agedReadTable(result: BenchResult): string {
   ] as const) {
     t.push([name, `${s.extentsPerFork.mean.toFixed(2)} / ${s.extentsPerFork.max}`, mbps(s.readMBps.median), `${mbps(s.readMBps.min)} - ${mbps(s.readMBps.max)}`, mbps(s.warmReadMBps)]);
   }
-  t.push(['aged / fresh', `most after any checkpoint: ${r.agingExtentsMax}`, x(r.ratios.agedToFreshRead), '', x(r.ratios.agedToFreshWarmRead)]);
+  const q = r.roundRatios.filter(Number.isFinite);
+  t.push(['aged / fresh', `most after any checkpoint: ${r.agingExtentsMax}`, x(r.ratios.agedToFreshRead), q.length > 0 ? `${x(Math.min(...q))} - ${x(Math.max(...q))}` : 'n/a', x(r.ratios.agedToFreshWarmRead)]);
   return t.toString();
 }
 

@@ -73,7 +73,7 @@ export const BENCH_DEFAULTS = {
   pagePathPages: 1024,
   pagePathOps: 3000,
   agedReadForks: 128,
-  agedReadRounds: 3,
+  agedReadRounds: 5,
   crcScale: 1,
   latencySamples: 100,
   warmupRounds: 1,

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { AGED_EXTENTS_MAX, AGED_READ_PAGES, loadPageCacheDrop, measureAgedRead, type AgedReadResult } from '../bench/aged-read.js';
 import { agedReadChecks, type BenchResult } from '../bench/run.js';
+import { median } from '../bench/stats.js';
 import { agedReadLine, agedReadTable } from '../bench/report.js';
 import { tempDir } from './helpers/index.js';
 
@@ -41,7 +42,9 @@ function expectShape(r: AgedReadResult, rounds: number): void {
   expect(r.agingExtentsMax).toBeGreaterThan(1);
   expect(r.agingExtentsMax).toBeLessThanOrEqual(AGED_EXTENTS_MAX);
   expect(r.aged.extentsPerFork.max).toBeLessThanOrEqual(r.agingExtentsMax);
-  expect(r.ratios.agedToFreshRead).toBeCloseTo(r.aged.readMBps.median / r.fresh.readMBps.median, 9);
+  expect(r.roundRatios).toHaveLength(rounds);
+  r.roundRatios.forEach((q, k) => expect(q).toBeCloseTo(r.aged.samples[k]! / r.fresh.samples[k]!, 9));
+  expect(r.ratios.agedToFreshRead).toBeCloseTo(median(r.roundRatios), 9);
   expect(r.ratios.agedToFreshWarmRead).toBeCloseTo(r.aged.warmReadMBps / r.fresh.warmReadMBps, 9);
 }
 
