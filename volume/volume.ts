@@ -35,8 +35,9 @@
  * Checkpoint order (the volume sync, `#syncOnce`), and why:
  *  1. BufferSync handed the dirty pages over (writeBuffers): each batch went, in (fork, block)
  *     order, to the next blocks of one stream (A4), one pwritev per run of up to IOV_MAX pages.
- *  2. Forks whose maps have scattered past their bound are rewritten whole into one run (the
- *     defragmentation pass, D1-D2 at #defragment).
+ *  2. Forks whose maps have scattered past their bound are rewritten whole into one run, or a
+ *     few within the bound when free space has no run that long (the defragmentation pass,
+ *     D1-D2 at #defragment).
  *  3. Capture: the current maps become a new catalog (catalog.ts T3), synchronously, so it
  *     describes one instant; writes that land after it belong to the next capture and are never
  *     referenced by it. The changed leaves and the index chain go to free blocks.
