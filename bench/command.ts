@@ -113,6 +113,8 @@ export async function benchOptionsFrom(flags: RawFlags): Promise<BenchOptions> {
     blockSize: base.blockSize,
     pagePathPages: base.pagePathPages,
     pagePathOps: base.pagePathOps,
+    agedReadForks: base.agedReadForks,
+    agedReadRounds: base.agedReadRounds,
     crcScale: base.crcScale,
     latencySamples: base.latencySamples,
     warmupRounds: base.warmupRounds,

@@ -4,7 +4,7 @@
  * colours), so the output pastes into BENCHMARKS.md and reads the same in a pipe.
  */
 import Table from 'cli-table3';
-import type { BenchResult } from './run.js';
+import type { BenchCheck, BenchResult } from './run.js';
 import { MD_CONCURRENT_SYNCS, STALL_TARGET_MS, type CellResult, type RowResult } from './matrix.js';
 
 const PLAIN = { head: [] as string[], border: [] as string[] };
@@ -145,6 +145,36 @@ export function pagePathTable(result: BenchResult): string {
   return t.toString();
 }
 
+/** MB/s with one decimal below 100. */
+function mbps(v: number): string {
+  return Number.isFinite(v) ? `${v >= 100 ? v.toFixed(0) : v.toFixed(1)} MB/s` : 'n/a';
+}
+
+/** The aged sequential read (aged-read.ts): how the sets were made and read, in one line. */
+export function agedReadLine(result: BenchResult): string {
+  const r = result.agedRead;
+  const how = r.cache.dropped ? `page cache dropped before each fork's read (${r.cache.via})` : `page cache NOT dropped, warm reads only: ${r.cache.reason}`;
+  return (
+    `Aged sequential read: ${r.forks} forks of ${r.pages} pages (${r.blockSize} B) per set, fresh (written once, contiguous) and aged ` +
+    `(${r.updates} random single-page updates over ${r.checkpoints} checkpoints; the defragmentation pass rewrote ${r.forksDefragmented} forks, ${r.pagesDefragmented} pages); ` +
+    `every block in order through smgr.read, the two sets side by side; medians of ${r.rounds} rounds (aged / fresh: of each round's ratio); ${how}`
+  );
+}
+
+export function agedReadTable(result: BenchResult): string {
+  const r = result.agedRead;
+  const t = new Table({ head: ['set', 'extents per fork (mean / max)', 'sequential read', 'min-max', 'warm read'], style: PLAIN });
+  for (const [name, s] of [
+    ['fresh', r.fresh],
+    ['aged', r.aged],
+  ] as const) {
+    t.push([name, `${s.extentsPerFork.mean.toFixed(2)} / ${s.extentsPerFork.max}`, mbps(s.readMBps.median), `${mbps(s.readMBps.min)} - ${mbps(s.readMBps.max)}`, mbps(s.warmReadMBps)]);
+  }
+  const q = r.roundRatios.filter(Number.isFinite);
+  t.push(['aged / fresh', `most after any checkpoint: ${r.agingExtentsMax}`, x(r.ratios.agedToFreshRead), q.length > 0 ? `${x(Math.min(...q))} - ${x(Math.max(...q))}` : 'n/a', x(r.ratios.agedToFreshWarmRead)]);
+  return t.toString();
+}
+
 export function machineLine(result: BenchResult): string {
   const m = result.machine;
   const gib = (m.memoryBytes / 1024 ** 3).toFixed(0);
@@ -177,16 +207,21 @@ export function formatReport(result: BenchResult): string {
   lines.push(`Page path: ${o.pagePathPages} pages, ${o.pagePathOps} random operations each (ratio to raw RealIO of the same pages; readInto hits: ratio to read hits, and per second of process CPU with the ratio to the floor of a hit, a Map lookup and an 8 KiB copy with no engine)`);
   lines.push(pagePathTable(result));
   lines.push('');
+  lines.push(agedReadLine(result));
+  lines.push(agedReadTable(result));
+  lines.push('');
   const c = result.crc32c;
   lines.push(`CRC-32C on 8 KiB pages: native ${c.nativeMBps.toFixed(0)} MB/s, table ${c.tableMBps.toFixed(0)} MB/s (${x(c.speedup)})`);
   lines.push(`Machine: ${machineLine(result)}`);
   const failed = result.checks.filter((k) => !k.pass);
+  // The aged-read checks name forks per set and pages per fork where the others name R and P.
+  const where = (k: BenchCheck) => (k.name.startsWith('aged') ? `forks=${k.relations} pages=${k.pages}` : `R=${k.relations} P=${k.pages}`);
   const counts = result.checks.filter((k) => k.kind === 'count');
   const timings = result.checks.filter((k) => k.kind === 'timing');
   lines.push(
-    `Checks: sync counts ${counts.filter((k) => k.pass).length}/${counts.length} as designed; timing shape ${timings.filter((k) => k.pass).length}/${timings.length} as expected`,
+    `Checks: counts ${counts.filter((k) => k.pass).length}/${counts.length} as designed (sync counts, aged extents); timing shape ${timings.filter((k) => k.pass).length}/${timings.length} as expected`,
   );
-  for (const k of failed) lines.push(`  ${k.kind === 'count' ? 'FAIL' : 'miss'} R=${k.relations} P=${k.pages} ${k.name}: ${k.detail}`);
+  for (const k of failed) lines.push(`  ${k.kind === 'count' ? 'FAIL' : 'miss'} ${where(k)} ${k.name}: ${k.detail}`);
   lines.push(`Ran ${(result.durationMs / 1000).toFixed(1)} s, ${result.startedAt}`);
   return lines.join('\n');
 }

@@ -1,5 +1,5 @@
 /**
- * One bench run: machine, checkpoint matrix, page path, CRC-32C, in a temporary
+ * One bench run: machine, checkpoint matrix, page path, aged sequential read, CRC-32C, in a temporary
  * directory under `options.dir`. Knows nothing of the command line (bench/command.ts does).
  *
  * Invariants:
@@ -8,7 +8,8 @@
  *     closed before it is removed. `hooks.onRoot` hands the path out so an exit handler can
  *     remove it synchronously if the process must stop harder.
  *  B2 The matrix runs before the page-path measurements and its files are removed first, so
- *     the page cache and disk are not crowded by one part while the other is measured.
+ *     the page cache and disk are not crowded by one part while the other is measured; the
+ *     aged sequential read runs last, its files removed as soon as it is done.
  *  B3 The result holds every raw number (each round of each row), plus summaries, ratios and
  *     the expected-shape checks (BENCHMARKS.md); nothing in it is a formatting of another
  *     field only.
@@ -24,6 +25,7 @@ import { machineInfo, type MachineInfo } from './machine.js';
 import { CheckpointMatrix, MD_CONCURRENT_SYNCS, STALL_TARGET_MS, summarizeCell, type CellResult, type RoundSample, type RowKind } from './matrix.js';
 import { findPostgres, searchedWhere, type PgInstall } from './postgres.js';
 import { compareCrc32c, measurePagePath, type CrcResult, type PagePathResult } from './page-path-measure.js';
+import { AGED_EXTENTS_MAX, AGED_READ_RATIO_MIN, measureAgedRead, type AgedReadResult } from './aged-read.js';
 
 export interface BenchOptions {
   /** R values of the matrix. */
@@ -37,6 +39,9 @@ export interface BenchOptions {
   /** Part 4: pages in the relation, operations per measurement. */
   pagePathPages: number;
   pagePathOps: number;
+  /** Part 4's aged sequential read (aged-read.ts): forks in each set (fresh, aged), timed rounds. */
+  agedReadForks: number;
+  agedReadRounds: number;
   /** CRC-32C measurement length (1 is about 0.3 s). */
   crcScale: number;
   /** fdatasync latency samples. */
@@ -67,6 +72,8 @@ export const BENCH_DEFAULTS = {
   blockSize: 8192,
   pagePathPages: 1024,
   pagePathOps: 3000,
+  agedReadForks: 128,
+  agedReadRounds: 5,
   crcScale: 1,
   latencySamples: 100,
   warmupRounds: 1,
@@ -80,15 +87,29 @@ export const BENCH_QUICK = {
   rounds: 2,
   pagePathPages: 256,
   pagePathOps: 1000,
+  agedReadForks: 16,
+  agedReadRounds: 3,
   crcScale: 0.1,
   latencySamples: 100,
   warmupRounds: 1,
 } as const;
 
 export interface BenchCheck {
+  /** The cell's R and P; for the aged-read checks, forks per set and pages per fork. */
   relations: number;
   pages: number;
-  name: 'mdFsyncsAtLeastR' | 'volumeFdatasyncsAtMost2' | 'volumeFsyncOnlyControlFile' | 'syncRatioWithin20Percent' | 'volumeWithin1.3xFloor' | 'checkpointStallAtMost20ms' | 'mdConcurrentWithin1.3xRawSegments' | 'mdWithin1.5xPostgres' | 'volumeWriteWithin1.5xRawVolume';
+  name:
+    | 'mdFsyncsAtLeastR'
+    | 'volumeFdatasyncsAtMost2'
+    | 'volumeFsyncOnlyControlFile'
+    | 'syncRatioWithin20Percent'
+    | 'volumeWithin1.3xFloor'
+    | 'checkpointStallAtMost20ms'
+    | 'mdConcurrentWithin1.3xRawSegments'
+    | 'mdWithin1.5xPostgres'
+    | 'volumeWriteWithin1.5xRawVolume'
+    | 'agedExtentsAtMost16'
+    | 'agedReadAtLeast0.7xFresh';
   /** Design facts (counts) must pass; timing shapes are expectations that may miss on a noisy machine. */
   kind: 'count' | 'timing';
   pass: boolean;
@@ -105,12 +126,13 @@ export interface BenchResult {
   machine: MachineInfo;
   cells: CellResult[];
   pagePath: { md: PagePathResult; volume: PagePathResult };
+  agedRead: AgedReadResult;
   crc32c: CrcResult;
   checks: BenchCheck[];
   postgres: PostgresInfo;
 }
 
-export type BenchStep = 'machine' | 'setup' | 'round' | 'page-path' | 'crc32c';
+export type BenchStep = 'machine' | 'setup' | 'round' | 'page-path' | 'aged-read' | 'crc32c';
 
 export interface BenchHooks {
   onRoot?(root: string): void;
@@ -167,6 +189,28 @@ export function shapeChecks(cells: readonly CellResult[]): BenchCheck[] {
   return out;
 }
 
+/** The expected shape of the aged sequential read (BENCHMARKS.md, the issue's part 4). */
+export function agedReadChecks(r: AgedReadResult): BenchCheck[] {
+  const base = { relations: r.forks, pages: r.pages };
+  const how = r.cache.dropped ? 'page cache dropped before each fork' : `warm reads: ${r.cache.reason}`;
+  return [
+    {
+      ...base,
+      name: 'agedExtentsAtMost16',
+      kind: 'count',
+      pass: r.agingExtentsMax <= AGED_EXTENTS_MAX && r.aged.extentsPerFork.max <= AGED_EXTENTS_MAX,
+      detail: `most extents of an aged fork after any of ${r.checkpoints} checkpoints ${r.agingExtentsMax}, at the read ${r.aged.extentsPerFork.max} (mean ${r.aged.extentsPerFork.mean.toFixed(2)}); bound ${AGED_EXTENTS_MAX}`,
+    },
+    {
+      ...base,
+      name: 'agedReadAtLeast0.7xFresh',
+      kind: 'timing',
+      pass: r.ratios.agedToFreshRead >= AGED_READ_RATIO_MIN,
+      detail: `aged / fresh sequential read ${r.ratios.agedToFreshRead.toFixed(2)} (${how}; target ${AGED_READ_RATIO_MIN})`,
+    },
+  ];
+}
+
 /** Seams for tests: where the postgres binaries come from. */
 export interface BenchDeps {
   findPostgres?: () => Promise<PgInstall | null>;
@@ -179,7 +223,7 @@ export async function runBench(options: BenchOptions, hooks: BenchHooks = {}, de
   const root = await makeTempDir(options.dir, 'lamstore-bench-');
   hooks.onRoot?.(root);
   const cellsPlanned = options.relations.length * options.pages.length;
-  hooks.onPlan?.(1 + 1 + options.warmupRounds + cellsPlanned * options.rounds + 2 + 1);
+  hooks.onPlan?.(1 + 1 + options.warmupRounds + cellsPlanned * options.rounds + 2 + 1 + 1);
   try {
     // Latency measured inside root (B1); the file system reported is the directory the user chose.
     const machine = await machineInfo(options.dir, root, options.latencySamples);
@@ -204,6 +248,10 @@ export async function runBench(options: BenchOptions, hooks: BenchHooks = {}, de
     const volume = await measurePagePath({ dir: join(root, 'page-path-volume'), storage: 'volume', pages: options.pagePathPages, ops: options.pagePathOps, blockSize: options.blockSize });
     hooks.onStep?.('page-path', 'page path volume');
     abort();
+    const agedRead = await measureAgedRead({ dir: join(root, 'aged-read'), forks: options.agedReadForks, rounds: options.agedReadRounds, blockSize: options.blockSize, checkAbort: hooks.checkAbort });
+    await removeTree(join(root, 'aged-read'));
+    hooks.onStep?.('aged-read', 'aged sequential read');
+    abort();
     const crc = compareCrc32c(options.crcScale);
     hooks.onStep?.('crc32c', 'crc32c');
 
@@ -217,8 +265,9 @@ export async function runBench(options: BenchOptions, hooks: BenchHooks = {}, de
       machine,
       cells,
       pagePath: { md, volume },
+      agedRead,
       crc32c: crc,
-      checks: shapeChecks(cells),
+      checks: [...shapeChecks(cells), ...agedReadChecks(agedRead)],
       postgres,
     };
   } finally {

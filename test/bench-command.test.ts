@@ -4,7 +4,8 @@
  * checkpoint; volume: at most 2 fdatasyncs and no fsync on the volume per checkpoint, its one
  * fsync the control file's), it leaves no temporary files behind (also when stopped by SIGINT,
  * SIGTERM or SIGHUP, exit 128 + the signal), and it refuses bad flags, and an --svg it could not
- * write, with exit 2 and one line before measuring.
+ * write, with exit 2 and one line before measuring; the aged sequential read is in the JSON with
+ * its two checks.
  * Method: spawn the built CLI (dist/, built here if missing) on a small matrix in a temp dir and
  * read its stdout, stderr and exit code; then list the --dir. Timings are never asserted.
  */
@@ -111,6 +112,20 @@ describe('lamstore bench', () => {
     }
     expect(out.crc32c.nativeMBps).toBeGreaterThan(0);
     expect(out.crc32c.tableMBps).toBeGreaterThan(0);
+    // The aged sequential read at --quick's size (its own suite: bench-aged-read.test.ts).
+    expect(out.agedRead).toMatchObject({ forks: 16, pages: 64, blockSize: 8192, rounds: 3, updates: 256 });
+    for (const set of ['fresh', 'aged']) {
+      expect(out.agedRead[set].samples).toHaveLength(3);
+      expect(Object.keys(out.agedRead[set].readMBps).sort()).toEqual(['max', 'median', 'min']);
+    }
+    expect(out.agedRead.fresh.extentsPerFork).toEqual({ mean: 1, max: 1 });
+    expect(out.agedRead.agingExtentsMax).toBeLessThanOrEqual(16);
+    expect(typeof out.agedRead.cache.dropped).toBe('boolean');
+    expect(Object.keys(out.agedRead.ratios).sort()).toEqual(['agedToFreshRead', 'agedToFreshWarmRead']);
+    expect(out.checks.filter((c: { name: string }) => c.name.startsWith('aged')).map((c: { name: string; kind: string }) => [c.name, c.kind])).toEqual([
+      ['agedExtentsAtMost16', 'count'],
+      ['agedReadAtLeast0.7xFresh', 'timing'],
+    ]);
 
     expect(await readdir(dir)).toEqual([]);
   });

@@ -244,6 +244,38 @@ export class FreeSpace {
     return (this.#bySize[this.#bySize.length - 1]?.length ?? 0) >= n;
   }
 
+  /**
+   * How many runs `takeStream(n, cursor)` would take now, counted up to `limit + 1` (the caller
+   * only asks whether it stays within `limit`); takes nothing. It follows takeStream: one run when
+   * the cursor's run or the largest holds `n`, else the rest of the cursor's run and then the
+   * largest runs in turn (the part of the cursor's run before the cursor among them).
+   */
+  streamRunCount(n: number, cursor: number, limit: number): number {
+    assert(n <= this.freeBlocks, 'a stream fits the free space');
+    const here = this.runContaining(cursor);
+    if ((here && here.start + here.length - cursor >= n) || this.largestRunBlocks() >= n) return 1;
+    let left = n;
+    let runs = 0;
+    let before = 0;
+    if (here) {
+      left -= here.start + here.length - cursor;
+      runs++;
+      before = cursor - here.start;
+    }
+    for (let i = this.#bySize.length - 1; i >= 0 && left > 0 && runs <= limit; i--) {
+      const r = this.#bySize[i]!;
+      if (r === here) continue;
+      if (before >= r.length) {
+        left -= before;
+        before = 0;
+        i++; // r is still to come
+      } else left -= r.length;
+      runs++;
+    }
+    if (left > 0 && before > 0 && runs <= limit) runs++;
+    return runs;
+  }
+
   /** A4: one block from the smallest run (catalog pages fill holes). */
   takeOne(): number {
     const r = this.#bySize[0];

@@ -44,8 +44,9 @@
  * Checkpoint order (the volume sync, `#syncOnce`), and why:
  *  1. BufferSync handed the dirty pages over (writeBuffers): each batch went, in (fork, block)
  *     order, to the next blocks of one stream (A4), one pwritev per run of up to IOV_MAX pages.
- *  2. Forks whose maps have scattered past their bound are rewritten whole into one run (the
- *     defragmentation pass, D1-D2 at #defragment).
+ *  2. Forks whose maps have scattered past their bound are rewritten whole into one run, or a
+ *     few within the bound when free space has no run that long (the defragmentation pass,
+ *     D1-D2 at #defragment).
  *  3. Capture: the current maps become a new catalog (catalog.ts T3), synchronously, so it
  *     describes one instant; writes that land after it belong to the next capture and are never
  *     referenced by it. The changed leaves and the index chain go to free blocks.
@@ -393,7 +394,7 @@ export class Volume {
    * else.
    */
   #switchInDoubt: PendingSwitch | null = null;
-  /** Forks whose map changed since the last capture: the candidates for defragmentation (D1). */
+  /** Forks whose map changed since the last defragmentation pass began: its candidates (D1). */
   readonly #changed = new Set<ForkState>();
   /** VolumeOpenOptions.grow, checked against the volume at open (V6); null: never grows. */
   readonly #grow: VolumeGrowOptions | null;
@@ -1212,7 +1213,12 @@ export class Volume {
 
   /** Run a volume sync (serialized: one at a time). */
   syncNow(): Promise<void> {
-    const run = this.#syncChain.then(() => this.#syncOnce());
+    return this.#chainSync(false);
+  }
+
+  /** A volume sync after those queued; `pass`: with the defragmentation pass even outside a checkpoint. */
+  #chainSync(pass: boolean): Promise<void> {
+    const run = this.#syncChain.then(() => this.#syncOnce(pass));
     this.#syncChain = run.catch(() => {});
     return run;
   }
@@ -1247,7 +1253,7 @@ export class Volume {
     if (this.#covered(key)) this.#needs.delete(key);
   }
 
-  async #syncOnce(): Promise<void> {
+  async #syncOnce(pass: boolean): Promise<void> {
     if (this.#failure) throw this.#failure;
     const handle = this.#checkOpen();
     if (this.readOnly) return;
@@ -1256,7 +1262,7 @@ export class Volume {
     let unpublished: BuiltCatalog | null = null;
     try {
       if (this.#switchInDoubt) await this.#switchSuperblock(handle, this.#switchInDoubt, flush);
-      if (this.#inCheckpoint) await this.#defragment(handle);
+      if (this.#inCheckpoint || pass) await this.#defragment(handle);
       // The capture: what this sync makes durable, taken synchronously (V4, catalog.ts T3).
       const seq = this.#writeSeq;
       const meta = this.#metaVersion;
@@ -1265,7 +1271,6 @@ export class Volume {
       let next: PendingSwitch | null = null;
       if (metaChanged) {
         const capture = ++this.#captures;
-        this.#changed.clear();
         const generation = this.#generation + 1;
         const built = this.#tree.build(generation, { forkMap: (ref) => this.#forkMap(ref as ForkState) }, () => this.#free.takeOne());
         unpublished = built;
@@ -1365,20 +1370,30 @@ export class Volume {
    *  D1 A fork whose map (as a catalog would record it) has more than
    *     max(DEFRAG_EXTENTS_MIN, nblocks / DEFRAG_BLOCKS_PER_EXTENT) extents is rewritten whole,
    *     in fork-block order, into one stream (A4), when the free space beyond the reserve (V5)
-   *     holds it; else it waits for a later checkpoint. Only forks changed since the last
-   *     capture are looked at: a fork nobody wrote does not scatter.
+   *     holds it and the stream takes at most that many runs (free space in short runs only
+   *     would scatter the copy wider than the map it replaces); else it waits for a later pass.
+   *     Only forks changed since the last pass began are looked at: a fork nobody wrote does
+   *     not scatter. A fork changed while a pass runs, or before a sync outside a checkpoint
+   *     (which runs no pass), is a candidate of the next pass; a fork that had to wait is one
+   *     again at its next write (only writes add extents).
    *  D2 A chunk of pages is copied from the blocks the map names when its copy starts; if anything
    *     moved a block of the fork meanwhile (a write, a truncate, a drop), the chunk's copies are
    *     dropped (their blocks freed) and the newer pages stay.
    */
   async #defragment(handle: FileHandle): Promise<void> {
-    for (const st of [...this.#changed]) {
+    // Taken and cleared here, not at the capture: a capture outside a checkpoint, or a write
+    // landing while this pass runs, must leave its fork a candidate of the next pass.
+    const candidates = [...this.#changed];
+    this.#changed.clear();
+    for (const st of candidates) {
       if (this.#forks.get(st.key) !== st || st.nblocks === 0) continue;
       const bound = Math.max(DEFRAG_EXTENTS_MIN, Math.ceil(st.nblocks / DEFRAG_BLOCKS_PER_EXTENT));
       // The map's extent count bounds the recorded one (merging only lowers it): most forks stop here.
       if (st.extents.length <= bound || trimmedMap(st.extents, st.nblocks).length <= bound) continue;
       const n = st.nblocks;
       if (this.#free.freeBlocks - n < this.#reserveBlocks(0, 0)) continue;
+      // Free space in short runs only would scatter the copy wider than the map it replaces.
+      if (this.#free.streamRunCount(n, this.#cursor, bound) > bound) continue;
       const placed = this.#free.takeStream(n, this.#cursor);
       this.#cursor = placed.cursor;
       const target: number[] = [];
@@ -1458,7 +1473,8 @@ export class Volume {
     // fsync off: the sync phase called no handler, yet the catalog and superblock must still be
     // written, or a clean close would lose every change of the volume's metadata. syncNow writes
     // them without a flush (no crash safety is promised with fsync off, as in PostgreSQL).
-    if (!this.#enableFsync) await this.syncNow();
+    // It runs the checkpoint's defragmentation pass too, which the sync phase runs with fsync on.
+    if (!this.#enableFsync) await this.#chainSync(true);
     for (const key of [...this.#needs.keys()]) if (this.#covered(key)) this.#needs.delete(key);
   }
 

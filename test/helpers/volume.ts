@@ -38,9 +38,11 @@ export async function openVolumeEngine(options: {
   create?: VolumeCreateOptions;
   readOnly?: boolean;
   blockSize?: number;
+  /** The pool's pages, also the volume's reserve for dirty pages (volume.ts V5). @default 256 */
+  sharedBuffers?: number;
 }): Promise<VolumeEngine> {
   const ext = volumeExtension({ path: options.path, create: options.create, readOnly: options.readOnly });
-  const engine = await Engine.open({ dataDir: options.dataDir, blockSize: options.blockSize ?? SMALL_BS, sharedBuffers: 256, io: options.io, preload: [ext] });
+  const engine = await Engine.open({ dataDir: options.dataDir, blockSize: options.blockSize ?? SMALL_BS, sharedBuffers: options.sharedBuffers ?? 256, io: options.io, preload: [ext] });
   return { engine, smgr: engine.storageManager('volume'), volume: ext.volume! };
 }
 
