@@ -68,7 +68,7 @@ describe('FreeSpace', () => {
     );
   });
 
-  it('takeStream continues at the cursor while its run lasts, then takes the largest run from its start (A4)', () => {
+  it('takeStream continues at the cursor when its run holds the stream, else takes the lowest run that does (first fit), else the cursor run and then the largest runs (A4)', () => {
     // Free runs: 10..14 (5), 20..49 (30), 60..69 (10).
     const fs = new FreeSpace(100, [
       { startBlock: 2, lengthBlocks: 8 },
@@ -83,26 +83,23 @@ describe('FreeSpace', () => {
     ]);
     // Inside a run: continue there, even though it is the smallest.
     expect(fs.takeStream(3, 10)).toEqual({ runs: [{ startBlock: 10, lengthBlocks: 3 }], cursor: 13 });
-    // The run ends after 2 blocks: the rest goes to the start of the largest run, in fill order.
-    expect(fs.takeStream(4, 13)).toEqual({
+    // The cursor's run holds only 2 of 4: the lowest run that holds all 4 (20..49), whole.
+    expect(fs.takeStream(4, 13)).toEqual({ runs: [{ startBlock: 20, lengthBlocks: 4 }], cursor: 24 });
+    // A cursor on a used block, 8 blocks: first fit again (24..49), not the cursor's neighbour.
+    expect(fs.takeStream(8, 5)).toEqual({ runs: [{ startBlock: 24, lengthBlocks: 8 }], cursor: 32 });
+    // No run holds 25 (13..14: 2, 32..49: 18, 60..69: 10): the cursor's run, then the largest
+    // runs in turn, in fill order.
+    expect(fs.takeStream(25, 32)).toEqual({
       runs: [
-        { startBlock: 13, lengthBlocks: 2 },
-        { startBlock: 20, lengthBlocks: 2 },
+        { startBlock: 32, lengthBlocks: 18 },
+        { startBlock: 60, lengthBlocks: 7 },
       ],
-      cursor: 22,
-    });
-    // A cursor on a used block: the largest run (22..49, 28 blocks), then the next largest.
-    expect(fs.takeStream(33, 5)).toEqual({
-      runs: [
-        { startBlock: 22, lengthBlocks: 28 },
-        { startBlock: 60, lengthBlocks: 5 },
-      ],
-      cursor: 65,
+      cursor: 67,
     });
     expect(fs.freeBlocks).toBe(5);
     fs.checkInvariants();
     // More than is free is a programmer error: the volume checks its reserve first (V5).
-    expect(() => fs.takeStream(6, 65)).toThrow(/stream fits/);
+    expect(() => fs.takeStream(6, 67)).toThrow(/stream fits/);
   });
 
   it('takeOne takes the first block of the smallest run, the lowest among equals (A4: catalog pages fill holes)', () => {
@@ -172,11 +169,19 @@ describe('FreeSpace', () => {
             if (n === 0) continue;
             // Either where the last stream stopped (as the volume calls it) or anywhere.
             const at0 = o.fromLast ? cursor : o.cursor;
-            // Model: from the cursor while its run lasts, then the start of the largest run (the
-            // highest start among equals: the last in (length, start) order).
+            // Model: from the cursor when the rest of its run holds all n; else the lowest run
+            // that holds n (first fit); else from the cursor while its run lasts, then the start
+            // of the largest run (the highest start among equals: the last in (length, start)
+            // order).
             const want: [number, number][] = [];
             let at = at0;
             let left = n;
+            let room = 0;
+            if (at >= 2 && at < N) while (at + room < N && free[at + room]) room++;
+            if (room < n) {
+              const first = runsOf(free).find((r) => r[1] >= n);
+              if (first) at = first[0];
+            }
             while (left > 0) {
               if (at < 2 || at >= N || !free[at]) {
                 let best: [number, number] | null = null;

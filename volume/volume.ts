@@ -215,8 +215,8 @@ interface ForkState {
   /** V2: fork block number of each extent's first block. */
   firstBlock: number[];
   capacity: number;
-  /** Bumped whenever the map moves a block (D2: a copy made meanwhile is stale). */
-  moves: number;
+  /** The defragmentation pass is copying this fork (D2). */
+  copying: boolean;
   /** The catalog leaves holding this fork (catalog.ts keeps it). */
   catPages: CatPage | CatPage[] | null;
 }
@@ -490,7 +490,7 @@ export class Volume {
   #newFork(rel: RelFileLocator, fork: ForkNumber): ForkState {
     const key = forkKey(rel, fork);
     assert(!this.#forks.has(key), `fork ${key} is new`);
-    const st: ForkState = { key, rel: { spcOid: rel.spcOid, dbOid: rel.dbOid, relNumber: rel.relNumber }, fork, nblocks: 0, extents: [], firstBlock: [], capacity: 0, moves: 0, catPages: null };
+    const st: ForkState = { key, rel: { spcOid: rel.spcOid, dbOid: rel.dbOid, relNumber: rel.relNumber }, fork, nblocks: 0, extents: [], firstBlock: [], capacity: 0, copying: false, catPages: null };
     this.#forks.set(key, st);
     return st;
   }
@@ -542,9 +542,11 @@ export class Volume {
    * A block the current map no longer uses (A3, V3): free at once if written since the last
    * capture (no catalog can name it), else pending until a capture without it is durable.
    */
-  #release(startBlock: number, lengthBlocks: number, era: number): void {
+  #release(startBlock: number, lengthBlocks: number, era: number, st: ForkState): void {
     if (lengthBlocks < 1) return;
-    if (era === this.#captures) this.#free.give(startBlock, lengthBlocks);
+    // While the defragmentation pass copies the fork, nothing of it is reused before the next
+    // durable capture (D2: a block freed and taken again would look unmoved to the copy).
+    if (era === this.#captures && !st.copying) this.#free.give(startBlock, lengthBlocks);
     else this.#free.deferFree({ startBlock, lengthBlocks }, this.#captures + 1);
   }
 
@@ -732,7 +734,7 @@ export class Volume {
       if (keep > 0) kept.push({ startBlock: e.startBlock, lengthBlocks: keep, era: e.era });
       // Blocks at or past nblocks were never captured (F4): free at once. The others may be.
       const dataEnd = Math.max(keep, Math.min(e.lengthBlocks, st.nblocks - at));
-      if (dataEnd > keep) this.#release(e.startBlock + keep, dataEnd - keep, e.era);
+      if (dataEnd > keep) this.#release(e.startBlock + keep, dataEnd - keep, e.era, st);
       if (e.lengthBlocks > dataEnd) this.#free.give(e.startBlock + dataEnd, e.lengthBlocks - dataEnd);
       at += e.lengthBlocks;
     }
@@ -740,7 +742,6 @@ export class Volume {
   }
 
   #setExtents(st: ForkState, extents: MapExtent[]): void {
-    st.moves++;
     this.#extentCount += extents.length - st.extents.length;
     st.extents = extents;
     st.firstBlock = [];
@@ -776,7 +777,7 @@ export class Volume {
         const blk = at + i;
         if (u < updates.length && updates[u]!.blk === blk) {
           const vb = updates[u]!.vb;
-          this.#release(e.startBlock + i, 1, e.era);
+          this.#release(e.startBlock + i, 1, e.era, st);
           push(vb, 1, era);
           u++;
           i++;
@@ -1376,9 +1377,11 @@ export class Volume {
    *     not scatter. A fork changed while a pass runs, or before a sync outside a checkpoint
    *     (which runs no pass), is a candidate of the next pass; a fork that had to wait is one
    *     again at its next write (only writes add extents).
-   *  D2 A chunk of pages is copied from the blocks the map names when its copy starts; if anything
-   *     moved a block of the fork meanwhile (a write, a truncate, a drop), the chunk's copies are
-   *     dropped (their blocks freed) and the newer pages stay.
+   *  D2 A page is copied from the block the map names when the copy starts; if a write moved the
+   *     page meanwhile, the copy is dropped (its block freed) and the newer page stays. While a
+   *     fork is being copied, the blocks its writes replace are never reused before the next
+   *     durable capture (pending, A3, even when fresh), so a page found in its old block after
+   *     the copy is the page that was copied: no block can have been freed and taken again.
    */
   async #defragment(handle: FileHandle): Promise<void> {
     // Taken and cleared here, not at the capture: a capture outside a checkpoint, or a write
@@ -1400,12 +1403,12 @@ export class Volume {
       for (const r of placed.runs) for (let i = 0; i < r.lengthBlocks; i++) target.push(r.startBlock + i);
       this.#inFlightBlocks += n;
       let copied = 0;
+      st.copying = true;
       try {
         for (let from = 0; from < n; from += DEFRAG_CHUNK_BLOCKS) {
           const to = Math.min(n, from + DEFRAG_CHUNK_BLOCKS);
           const source: number[] = [];
           const alive = this.#forks.get(st.key) === st;
-          const moves = st.moves;
           for (let b = from; b < to; b++) source.push(alive && b < st.nblocks ? this.#locate(st, b).volumeBlock : -1);
           const buf = new Uint8Array((to - from) * this.blockSize);
           // Read: one pread per stretch of consecutive source blocks.
@@ -1428,14 +1431,13 @@ export class Volume {
             await this.#io.pwritev(handle, pages.slice(i, j), target[from + i]! * this.blockSize);
             i = j;
           }
-          // D2: the copy stands only if nothing moved a block of the fork meanwhile (a page moved
-          // away and back to a freed block would look unmoved block by block); else the chunk is
-          // dropped, and the next checkpoint tries again.
+          // D2: move only the pages still where the copy found them. No block of the fork was
+          // reused meanwhile (st.copying), so a page in its old block is the page copied.
           const updates: { blk: number; vb: number }[] = [];
-          const stillHere = this.#forks.get(st.key) === st && st.moves === moves;
+          const stillHere = this.#forks.get(st.key) === st;
           for (let b = from; b < to; b++) {
             const src = source[b - from]!;
-            if (stillHere && src !== -1 && b < st.nblocks) updates.push({ blk: b, vb: target[b]! });
+            if (stillHere && src !== -1 && b < st.nblocks && this.#locate(st, b).volumeBlock === src) updates.push({ blk: b, vb: target[b]! });
             else this.#free.give(target[b]!, 1);
           }
           this.#inFlightBlocks -= to - from;
@@ -1454,6 +1456,8 @@ export class Volume {
         for (let b = copied; b < n; b++) this.#free.give(target[b]!, 1);
         this.#inFlightBlocks -= n - copied;
         throw err;
+      } finally {
+        st.copying = false;
       }
       this.stats.forksDefragmented++;
     }
