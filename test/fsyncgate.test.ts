@@ -15,7 +15,11 @@
  *    superblock never switched, so the failed checkpoint's pages sit in free space, referenced by
  *    nothing. A power loss (in every crash mode) and a reopen without one both read the volume
  *    exactly as of the last completed checkpoint: the same fork sizes, the same pages, block 0 at
- *    the same volume block; a later checkpoint builds on that.
+ *    the same volume block; a later checkpoint builds on that. When the superblock's fdatasync
+ *    is the one that fails, the switch was written and then forgotten: the volume undoes it in
+ *    the cache (volume.ts #undoSwitch), so the reopen again finds the last completed checkpoint
+ *    and a power loss during the reopened volume's next checkpoint finds it or that checkpoint,
+ *    never a catalog whose blocks were reused.
  * Method: SimDisk with one injected fault in fsyncgate mode on the relation's file; durable bytes
  * inspected with readFileDurable; SimDisk.crash for the power loss.
  */
@@ -149,6 +153,47 @@ describe("fsyncgate: md's known limit (no WAL), the copy-on-write volume recover
     await withEngine(optionsOn(disk.crash('drop'), 'volume'), async (afterPowerLoss) => {
       expect(afterPowerLoss.openStats.uncleanStop).toBe(false);
       expect(await versions(afterPowerLoss, 'volume')).toEqual([1, 4]);
+    });
+  });
+
+  it('volume, recovered: an fsyncgate failure of the superblock\'s fdatasync (the switch written, then forgotten) fails the engine; a reopen without a crash reads the last completed checkpoint, not the forgotten switch, and a power loss at any I/O call of the next checkpoint reads it or that checkpoint exactly', async () => {
+    const { disk, engine, error } = await failSyncInFsyncgateMode('volume', 2);
+    expect(error).toMatchObject({ code: 'IO_ERROR', message: expect.stringContaining(`EIO: injected fault, fdatasync '${VOLUME_PATH}'`) });
+    expect(engine.failed).toBe(true);
+    await expect(engine.close()).rejects.toMatchObject({ code: 'ENGINE_FAILED' });
+    for (const mode of CRASH_MODES) {
+      await withEngine(optionsOn(disk.crash(mode, 1), 'volume'), async (afterPowerLoss) => {
+        expect(await versions(afterPowerLoss, 'volume'), mode).toEqual([1, 1]);
+      });
+    }
+
+    // Reopen, no crash. The failed checkpoint's pages and catalog were durable, but its
+    // superblock never will be: serving it from the cache would build the reopened volume on a
+    // switch that a power loss undoes, after the older catalog's blocks were reused.
+    await withEngine(optionsOn(disk, 'volume'), async (reopened) => {
+      expect(reopened.openStats.uncleanStop).toBe(true);
+      expect(await versions(reopened, 'volume')).toEqual([1, 1]);
+      const rel = reopened.relation(REL, { storage: 'volume' });
+      await rel.write(ForkNumber.MAIN, 0, page(5));
+      await rel.write(ForkNumber.MAIN, 1, page(5));
+      for (let b = 2; b < 8; b++) await rel.extend(ForkNumber.MAIN, page(6));
+      const next = [5, 5, 6, 6, 6, 6, 6, 6];
+      let images = 0;
+      disk.beforeCall = async (index) => {
+        for (const mode of CRASH_MODES) {
+          images++;
+          await withEngine(optionsOn(disk.crash(mode, index), 'volume'), async (afterPowerLoss) => {
+            expect([[1, 1], next], `crash before call ${index}, ${mode}`).toContainEqual(await versions(afterPowerLoss, 'volume'));
+          });
+        }
+      };
+      try {
+        await reopened.checkpoint();
+      } finally {
+        disk.beforeCall = undefined;
+      }
+      expect(images).toBeGreaterThan(0);
+      expect(await versions(reopened, 'volume')).toEqual(next);
     });
   });
 });
