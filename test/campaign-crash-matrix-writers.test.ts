@@ -16,7 +16,9 @@
  * synchronously after the capture, and records every fork's nblocks and pages (read from the
  * disk at the blocks the capture maps) as that checkpoint's candidate state. The capture itself is
  * checked against the model: the forks of the checkpoint's start, each page its image at the
- * start or one written since, a page not written since exactly its image at the start.
+ * start or one written since, a page not written since exactly its image at the start; and after
+ * each checkpoint the running engine reads every page as the model has it (no write lost to a
+ * race with the checkpoint).
  * Before every FileIO call (SimDisk.beforeCall) crash images in the 5 modes x LAMSTORE_CRASH_SEEDS
  * seeds are reopened and judged (judgeVolume): the whole volume must equal the last completed
  * checkpoint's capture or, once taken, the capture of the one running.
@@ -90,7 +92,7 @@ class CaptureIO extends ForwardingIO {
 }
 
 function newTally() {
-  return { ioCalls: 0, checkpoints: 0, captures: 0, writerOps: 0, racedOps: 0, racedIntoCapture: 0, defragmented: 0, states: 0, pagesVerified: 0, tornDetected: 0, tornReturned: 0, metaMixed: 0, lost: 0, reopenFailed: 0, checkErrors: 0, choseCompleting: 0, crashImages: 0 };
+  return { ioCalls: 0, checkpoints: 0, captures: 0, writerOps: 0, racedOps: 0, racedIntoCapture: 0, defragmented: 0, liveChecked: 0, states: 0, pagesVerified: 0, tornDetected: 0, tornReturned: 0, metaMixed: 0, lost: 0, reopenFailed: 0, checkErrors: 0, choseCompleting: 0, crashImages: 0 };
 }
 type Tally = ReturnType<typeof newTally>;
 
@@ -241,6 +243,19 @@ async function runVariant(fault: Fault, run: number, t: Tally, failures: string[
     else if (n > 0) await truncate(r, f, Math.floor(rand() * n));
   };
 
+  /** The running engine reads every volume fork as the model has it: no write was lost to a race with the checkpoint. */
+  const checkLive = async (when: string): Promise<void> => {
+    for (const [k, f] of model.state.forks) {
+      const h = handle(f.relNumber);
+      const n = await h.nblocks(f.fork as ForkNumber);
+      if (n !== f.nblocks) fail(`${when}: ${k} has ${n} blocks, the model ${f.nblocks}`);
+      for (let b = 0; b < Math.min(n, f.nblocks); b++) {
+        t.liveChecked++;
+        if (sha256(await h.read(f.fork as ForkNumber, b)) !== f.pages[b]) fail(`${when}: ${k} block ${b} reads back another image than the model's`);
+      }
+    }
+  };
+
   /** A checkpoint with the writer running; resolves with the checkpoint's error, if any. */
   const checkpointWithWriters = async (): Promise<unknown> => {
     model.beginCheckpoint();
@@ -279,6 +294,7 @@ async function runVariant(fault: Fault, run: number, t: Tally, failures: string[
       else fail(`checkpoint ${inflight.id} with writers captured nothing`);
       inflight = null;
       if (writerError !== undefined) fail(`the writer failed: ${(writerError as Error).message}`);
+      await checkLive(`after checkpoint ${model.committed}`);
     } else if (!engine.failed || (writerError !== undefined && (writerError as { code?: string }).code !== 'ENGINE_FAILED')) {
       fail(`checkpoint ${inflight.id} failed (${(error as Error).message}); engine failed ${engine.failed}; writer ${(writerError as Error | undefined)?.message}`);
     }
@@ -373,7 +389,7 @@ async function runVariant(fault: Fault, run: number, t: Tally, failures: string[
 function line(name: string, t: Tally): string {
   return (
     `crash-matrix-writers (${name}): runs=${RUNS} io-calls=${t.ioCalls} checkpoints=${t.checkpoints} captures=${t.captures} writer-ops=${t.writerOps} (during checkpoints ${t.racedOps}, in a capture ${t.racedIntoCapture}) ` +
-    `forks-defragmented=${t.defragmented} modes=${CRASH_MODES.length} seeds=${SEEDS} states=${t.states} pages-verified=${t.pagesVerified} ` +
+    `forks-defragmented=${t.defragmented} live-pages-checked=${t.liveChecked} modes=${CRASH_MODES.length} seeds=${SEEDS} states=${t.states} pages-verified=${t.pagesVerified} ` +
     `volume: torn-detected=${t.tornDetected} torn-returned=${t.tornReturned} meta-mixed=${t.metaMixed} lost=${t.lost} reopen-failed=${t.reopenFailed} check-errors=${t.checkErrors} chose-completing=${t.choseCompleting}`
   );
 }
