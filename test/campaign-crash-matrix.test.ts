@@ -10,11 +10,15 @@
  * (SimDisk.beforeCall, awaited) it takes crash images in the 5 modes x LAMSTORE_CRASH_SEEDS seeds
  * (once when nothing is pending), dedupes them by the hash of every file plus the model
  * position, reopens each in a fresh Engine and checks:
- *  D1 the volume's forks and nblocks equal the model at C_k or C_k+1, exactly (else meta-mixed);
- *  D2 volume pages of the chosen checkpoint read back as their image or one written since;
- *     md pages below nblocks read back as C_k's image, an image written since, or (past the
- *     smallest nblocks since C_k) zeros; a page written since may fail with CHECKSUM_MISMATCH
- *     (torn-detected); a sector mix returned as data is torn-returned, other data lost;
+ *  D1-D2 on the volume, strict (copy-on-write, format 2): the whole volume equals the model's
+ *     snapshot of C_k or of C_k+1, exactly one of them for every fork: the same forks, nblocks
+ *     and pages (judgeVolume). A volume page that fails its checksum (volume torn-detected), a
+ *     sector mix returned as data (torn-returned), forks, sizes or pages of two checkpoints
+ *     together (meta-mixed) or other data (lost) all count, and all must be 0;
+ *  D2 on md (in place, no WAL): pages below nblocks read back as C_k's image, an image written
+ *     since, or (past the smallest nblocks since C_k) zeros; a page written since may fail with
+ *     CHECKSUM_MISMATCH (md torn-detected); a sector mix returned as data is torn-returned,
+ *     other data lost;
  *  D3 vol.checkInvariants() and checkVolume find nothing (a damaged inactive superblock slot,
  *     left by an interrupted switch, is counted apart: check cannot tell it from media damage);
  *  D4 md forks of C_k not dropped since exist with nblocks >= their smallest since C_k; clog
@@ -24,7 +28,8 @@
  *     the image's pending-unlink log names the drop (the drop began; it returned once it had
  *     truncated), the reopen removes it, whatever size the crash left: the drop is done after
  *     the next open (md/pending-unlinks.ts PU5).
- * Prints the crash-matrix line of reliability-anchors 8(a) and asserts its zero counts.
+ * Prints the crash-matrix line of reliability-anchors 8(a), its torn and mixed figures apart for
+ * the volume and for md, and asserts its zero counts.
  */
 import { describe, expect, it } from 'vitest';
 import { Engine } from '../engine/index.js';
@@ -33,7 +38,7 @@ import type { ForkNumber, RelFileLocator } from '../engine/index.js';
 import { checkVolume, volumeExtension } from '../volume/index.js';
 import type { VolumeExtension } from '../volume/index.js';
 import { makePage, rel } from './helpers/volume.js';
-import { CrashModel, forkKey, judgePage, sha256 } from './helpers/campaign-crash-model.js';
+import { CrashModel, forkKey, judgePage, judgeVolume, readVolume, sha256, volumeCandidate } from './helpers/campaign-crash-model.js';
 import { PENDING_UNLINKS_FILE, pendingOf } from '../engine/md/pending-unlinks.js';
 import type { Storage } from './helpers/campaign-crash-model.js';
 import { SMALL_BS } from './helpers/engine.js';
@@ -65,9 +70,13 @@ function tally() {
     xidsVerified: 0,
     slruSkipped: 0,
     lost: 0,
-    tornDetected: 0,
-    tornReturned: 0,
-    metaMixed: 0,
+    volumePages: 0,
+    volumeTornDetected: 0,
+    volumeTornReturned: 0,
+    volumeMetaMixed: 0,
+    mdPages: 0,
+    mdTornDetected: 0,
+    mdTornReturned: 0,
     reopenFailed: 0,
     checkErrors: 0,
     interruptedSwitch: 0,
@@ -218,26 +227,18 @@ describe('campaign: crash matrix over volume, md and SLRU', () => {
         activeSlot = info.activeSlot;
         if (info.usedBlocks + info.freeBlocks + info.metadataBlocks + info.pendingFreeBlocks !== info.volumeBlocks) fail('volume blocks do not add up');
 
-        // D1: the volume's metadata is exactly C_k or C_k+1.
-        const got = new Map(info.forks.map((f) => [forkKey('volume', f.relNumber, f.fork), f.nblocks]));
-        const candidates = [img.committed, ...(img.inflight === null ? [] : [img.inflight])];
-        const volumeForks = (c: number) => [...model.snapshots[c]!.forks].filter(([, v]) => v.storage === 'volume');
-        const chosen = candidates.find((c) => {
-          const s = volumeForks(c);
-          return s.length === got.size && s.every(([k, v]) => got.get(k) === v.nblocks);
-        });
-        if (chosen === undefined) {
-          t.metaMixed++;
-          fail(`volume metadata ${JSON.stringify([...got])} matches none of checkpoints ${candidates.join(',')}`);
-        } else {
-          if (chosen !== img.committed) t.choseCompleting++;
-          // D2 on the volume.
-          const since = model.since[chosen]!;
-          for (const [k, v] of volumeForks(chosen)) {
-            const h = eng.relation(rel(v.relNumber), { storage: 'volume' });
-            for (let b = 0; b < v.nblocks; b++) await readAndJudge(h, v.fork as ForkNumber, b, new Set([v.pages[b]!, ...(since.written.get(`${k}/${b}`) ?? [])]), since.written.has(`${k}/${b}`), `${k} block ${b}`);
-          }
-        }
+        // D1 and D2 on the volume, strict (copy-on-write): exactly C_k or C_k+1, whole.
+        const observed = await readVolume(eng, info.forks);
+        const candidates = [img.committed, ...(img.inflight === null ? [] : [img.inflight])].map((c) => volumeCandidate(model.snapshots[c]!, c));
+        const verdict = judgeVolume(observed, candidates, model.images);
+        t.volumePages += verdict.pagesVerified;
+        t.pagesVerified += verdict.pagesVerified;
+        t.volumeTornDetected += verdict.tornDetected;
+        t.volumeTornReturned += verdict.tornReturned;
+        t.lost += verdict.lost;
+        if (verdict.metaMixed) t.volumeMetaMixed++;
+        if (verdict.chosen === null) for (const p of verdict.problems.slice(0, 4)) fail(`volume: ${p}`);
+        else if (verdict.chosen !== img.committed) t.choseCompleting++;
 
         // D2/D4 on md, against C_k (md has no metadata switch: C_k+1's syncs may be partial).
         const base = model.snapshots[img.committed]!;
@@ -317,13 +318,14 @@ describe('campaign: crash matrix over volume, md and SLRU', () => {
 
       async function readAndJudge(h: ReturnType<Engine['relation']>, fork: ForkNumber, b: number, allowed: Set<string>, writtenSince: boolean, what: string): Promise<void> {
         t.pagesVerified++;
+        t.mdPages++;
         let page: Uint8Array;
         try {
           page = await h.read(fork, b);
         } catch (err) {
           // A torn page must fail its checksum, and only a page written since may be torn.
           if ((err as { code?: string }).code === 'CHECKSUM_MISMATCH' && writtenSince) {
-            t.tornDetected++;
+            t.mdTornDetected++;
             return;
           }
           t.lost++;
@@ -332,7 +334,7 @@ describe('campaign: crash matrix over volume, md and SLRU', () => {
         }
         const verdict = judgePage(page, allowed, model.images);
         if (verdict === 'ok') return;
-        if (verdict === 'torn-returned') t.tornReturned++;
+        if (verdict === 'torn-returned') t.mdTornReturned++;
         else t.lost++;
         fail(`${what}: ${verdict}`);
       }
@@ -370,8 +372,9 @@ describe('campaign: crash matrix over volume, md and SLRU', () => {
 
     const seconds = ((Date.now() - started) / 1000).toFixed(1);
     console.log(
-      `crash-matrix: io-calls=${ioCalls} modes=${CRASH_MODES.length} seeds=${SEEDS} states=${t.states} pages-verified=${t.pagesVerified} ` +
-        `lost=${t.lost} torn-detected=${t.tornDetected} torn-returned=${t.tornReturned} meta-mixed=${t.metaMixed} reopen-failed=${t.reopenFailed} check-errors=${t.checkErrors}`,
+      `crash-matrix: io-calls=${ioCalls} modes=${CRASH_MODES.length} seeds=${SEEDS} states=${t.states} pages-verified=${t.pagesVerified} lost=${t.lost} ` +
+        `volume: pages=${t.volumePages} torn-detected=${t.volumeTornDetected} torn-returned=${t.volumeTornReturned} meta-mixed=${t.volumeMetaMixed} ` +
+        `md: pages=${t.mdPages} torn-detected=${t.mdTornDetected} torn-returned=${t.mdTornReturned} reopen-failed=${t.reopenFailed} check-errors=${t.checkErrors}`,
     );
     console.log(
       `crash-matrix detail: crash-images=${t.crashImages} distinct=${t.states} xids-verified=${t.xidsVerified} slru-garbage-skipped=${t.slruSkipped} ` +
@@ -379,12 +382,17 @@ describe('campaign: crash matrix over volume, md and SLRU', () => {
     );
     expect(failures.slice(0, 10)).toEqual([]);
     expect(t.lost).toBe(0);
-    expect(t.tornReturned).toBe(0);
-    expect(t.metaMixed).toBe(0);
+    // The volume is copy-on-write: every crash state is exactly one checkpoint, never torn.
+    expect(t.volumeTornDetected).toBe(0);
+    expect(t.volumeTornReturned).toBe(0);
+    expect(t.volumeMetaMixed).toBe(0);
+    expect(t.volumePages).toBeGreaterThan(0);
+    // md writes in place: a torn page must fail its checksum (detected), never come back as data.
+    expect(t.mdTornReturned).toBe(0);
+    expect(t.mdTornDetected).toBeGreaterThan(0);
     expect(t.reopenFailed).toBe(0);
     expect(t.checkErrors).toBe(0);
     expect(t.choseCompleting).toBeGreaterThan(0);
-    expect(t.tornDetected).toBeGreaterThan(0);
     expect(t.tombstoneChecks).toBeGreaterThan(0);
     expect(t.placeholdersRemoved).toBeGreaterThan(0);
     expect([...tombstones], 'the tombstone\'s unlink call was seen').toEqual([]);

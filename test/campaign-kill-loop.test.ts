@@ -8,9 +8,10 @@
  * worker's header). After each kill this process checks the files (checkVolume with page
  * checksums), reopens them through a fresh Engine (which must report openStats.uncleanStop and
  * so run the startup sync), and verifies every fork against the model (helpers/durability-model.ts:
- * the last acknowledged checkpoint's pages all match; pages written after it read back as their
- * old or one of their new images, never torn data; volume metadata is the acknowledged or the
- * in-flight checkpoint's, never a mix). The next child continues on the recovered files and
+ * the volume, copy-on-write, is exactly the acknowledged or the in-flight checkpoint, every fork's
+ * nblocks and every page, one of them for the whole volume, never a torn page or a mix; on md the
+ * last acknowledged checkpoint's pages all match and pages written after it read back as their
+ * old or one of their new images, never torn data). The next child continues on the recovered files and
  * first reads every fork back itself: a second, independent reopen compared with the first.
  *
  * After the last kill and reopen it counts orphans: md relations the workload dropped of which a
@@ -36,6 +37,7 @@ import { prng } from '../engine/testing.js';
 import { checkVolume, volumeExtension } from '../volume/index.js';
 import { tempDir } from './helpers/index.js';
 import { DurabilityModel, newTally, pageDigest, parseForkKey } from './helpers/durability-model.js';
+import type { RecoveredFork } from './helpers/durability-model.js';
 import { SMALL_BS } from './helpers/engine.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -202,40 +204,37 @@ describe('kill -9 loop on real files', () => {
       try {
         if (engine.openStats.uncleanStop) counts.uncleanSeen++;
         else failures.push(`${where}: the reopen did not see the unclean stop`);
+        // The volume's forks are judged together (one checkpoint, whole), md's one by one.
+        const volumeForks = new Map<string, RecoveredFork>();
+        const seen: { k: string; exists: boolean; nblocks: number; digests: string[] }[] = [];
         for (const k of model.keys()) {
           const { storage, rel, fork: f } = parseForkKey(k);
           const handle = engine.relation(rel, { storage });
           const exists = await handle.exists(f);
           const nblocks = exists ? await handle.nblocks(f) : 0;
           const digests: string[] = [];
-          let whole = true;
-          await model.verify(
-            k,
-            {
-              exists,
-              nblocks,
-              read: async (b) => {
-                try {
-                  const d = pageDigest(await handle.read(f, b));
-                  digests[b] = d;
-                  return d;
-                } catch (err) {
-                  if (isLamstoreError(err, 'CHECKSUM_MISMATCH')) {
-                    whole = false;
-                    return 'torn';
-                  }
-                  throw err;
-                }
-              },
+          seen.push({ k, exists, nblocks, digests });
+          const rec: RecoveredFork = {
+            exists,
+            nblocks,
+            read: async (b) => {
+              try {
+                return (digests[b] = pageDigest(await handle.read(f, b)));
+              } catch (err) {
+                if (isLamstoreError(err, 'CHECKSUM_MISMATCH')) return (digests[b] = 'torn');
+                throw err;
+              }
             },
-            tally,
-            where,
-          );
-          // Forks that live on: not dropped, present, every page readable.
-          if (exists && model.cur.has(k)) {
-            if (whole && digests.length === nblocks) recovered.set(k, digests);
-            else failures.push(`${where}: ${k} could not be read back whole`);
-          }
+          };
+          if (storage === 'volume') volumeForks.set(k, rec);
+          else await model.verify(k, rec, tally, where);
+        }
+        await model.verifyVolume(volumeForks, tally, where);
+        // Forks that live on: not dropped, present, every page readable.
+        for (const { k, exists, nblocks, digests } of seen) {
+          if (!exists || !model.cur.has(k)) continue;
+          if (digests.length === nblocks && !digests.includes('torn')) recovered.set(k, digests);
+          else failures.push(`${where}: ${k} could not be read back whole`);
         }
       } finally {
         await engine.close();
@@ -257,12 +256,14 @@ describe('kill -9 loop on real files', () => {
       `acked-checkpoints=${counts.acked} pages-verified=${tally.pagesVerified} lost=${tally.lost} check-errors=${counts.checkErrors} reopen-failed=${counts.reopenFailed} orphans=${orphans}`;
     console.log(line);
     console.log(
-      `kill-loop detail: unclean-stop-seen=${counts.uncleanSeen}/${counts.kills} torn-detected=${tally.tornDetected} meta-mixed=${tally.metaMixed} ` +
+      `kill-loop detail: unclean-stop-seen=${counts.uncleanSeen}/${counts.kills} volume: states=${tally.volumeStates} torn-detected=${tally.volumeTornDetected} meta-mixed=${tally.metaMixed} at-the-checkpoint-in-flight=${tally.volumeChoseInflight} md: torn-detected=${tally.tornDetected} ` +
         `second-reopen-mismatch=${counts.secondReopenMismatch} per-point=${JSON.stringify(perPoint)} (process crash only: the page cache survives SIGKILL)`,
     );
     expect(failures.slice(0, 10)).toEqual([]);
     expect(counts.kills).toBe(KILLS);
     expect(tally.lost + counts.checkErrors + counts.reopenFailed + tally.metaMixed + counts.secondReopenMismatch).toBe(0);
+    expect(tally.volumeTornDetected).toBe(0);
+    expect(tally.volumeStates).toBe(counts.kills);
     expect(counts.uncleanSeen).toBe(counts.kills);
     expect(orphans).toBe(0);
     expect(droppedMd.size).toBeGreaterThan(0); // drops happened, so 0 means something

@@ -73,7 +73,8 @@
  * sync throws ENGINE_FAILED naming the volume; reads keep working. The sync handler rethrows, so
  * the engine enters its own failed state too (F1 of engine.ts). Because nothing durable was ever
  * overwritten, reopening finds the last published checkpoint whole (fsyncgate: a page whose
- * fdatasync failed was never referenced by a durable superblock).
+ * fdatasync failed was never referenced by a durable superblock). A failed switch is undone in
+ * the page cache (#undoSwitch), so a reopen without a power loss finds that checkpoint too.
  *
  * dataSyncRetry (PostgreSQL's data_sync_retry, for kernels that keep failed pages dirty):
  *  R1 A failed volume sync fails only its checkpoint. Nothing it covered is marked durable; the
@@ -107,7 +108,7 @@ import {
   locatorKey,
 } from '../engine/index.js';
 import type { FileHandle, FileIO, FileTag, PageWrite, Persistence, RelFileLocator, WriteOrigin, WriteResult } from '../engine/index.js';
-import { EXTENT_BLOCKS_FIRST, METADATA_BLOCKS, SLOT_COUNT, checkGrowOptions, compareForkKeys, describeForkKey, encodeSuperblock, extentBlocksMax } from './format.js';
+import { EXTENT_BLOCKS_FIRST, METADATA_BLOCKS, SLOT_COUNT, SLOT_NEVER_WRITTEN, SUPERBLOCK_BYTES, checkGrowOptions, compareForkKeys, describeForkKey, encodeSuperblock, extentBlocksMax } from './format.js';
 import type { CatalogFork, Extent, ForkKey, VolumeGrowOptions } from './format.js';
 import { FreeSpace, growthBlocks } from './extent-allocator.js';
 import { CatalogTree } from './catalog.js';
@@ -1309,7 +1310,33 @@ export class Volume {
         await this.#switchSuperblock(handle, next, flush);
       }
     } catch (err) {
+      if (!this.#dataSyncRetry && this.#switchInDoubt) await this.#undoSwitch(handle, this.#switchInDoubt);
       throw this.#syncFailed(err, unpublished);
+    }
+  }
+
+  /**
+   * A superblock switch failed (its write or its fdatasync) and the volume is failed: overwrite
+   * the slot with zeros, an invalid slot, as LMDB writes the old meta page back after a failed
+   * meta write. Without this, a reopen without a power loss could read the new superblock from
+   * the page cache although it may never reach the disk (fsyncgate: the kernel forgot the write
+   * yet serves it, and the unclean open's fdatasync has nothing left to write): the reopened
+   * volume would then reuse the blocks of the older catalog, the one a power loss goes back to,
+   * and that power loss finds a catalog whose blocks were overwritten (VOLUME_CORRUPT). With the
+   * slot invalid, the reopen picks the other slot: the last completed checkpoint, whose blocks
+   * this volume never released (A3 releases them only after a durable switch). Best effort and
+   * never synced (no fdatasync after a failed one): the unclean open's fdatasync makes the zeros
+   * durable before anything is written on the reopened volume; a power loss before that keeps
+   * either superblock, and each names an intact catalog. Not with dataSyncRetry: R2 redoes the
+   * switch instead.
+   */
+  async #undoSwitch(handle: FileHandle, sw: PendingSwitch): Promise<void> {
+    const slot = sw.generation % SLOT_COUNT;
+    try {
+      await this.#io.pwrite(handle, new Uint8Array(SUPERBLOCK_BYTES), slot * this.blockSize);
+      this.#slots[slot] = { slot, valid: false, reason: SLOT_NEVER_WRITTEN };
+    } catch {
+      // The slot keeps whatever the failed switch left; the failure reported is the switch's.
     }
   }
 

@@ -15,7 +15,8 @@
  *     the one running (C_k+1), or null.
  */
 import { createHash } from 'node:crypto';
-import { FORKS } from '../../engine/index.js';
+import { FORKS, isLamstoreError } from '../../engine/index.js';
+import type { Engine, ForkNumber } from '../../engine/index.js';
 
 export type Storage = 'md' | 'volume';
 
@@ -146,4 +147,119 @@ export function judgePage(page: Uint8Array, allowed: Set<string>, images: Map<st
     if (!candidates.some((c) => Buffer.compare(c.subarray(at, at + sectorBytes), sector) === 0)) return 'lost';
   }
   return 'torn-returned';
+}
+
+/** A volume fork read back after a crash: each page, or null when it failed its checksum. */
+export interface ObservedFork {
+  nblocks: number;
+  pages: (Uint8Array | null)[];
+}
+
+/** A state the volume may be in after a crash: one checkpoint's capture of every volume fork. */
+export interface VolumeCandidate {
+  /** The checkpoint's number (the model's snapshot index). */
+  id: number;
+  /** forkKey -> nblocks and the sha256 of each page. */
+  forks: Map<string, { nblocks: number; pages: string[] }>;
+}
+
+export interface VolumeVerdict {
+  /** The candidate the whole volume equals (every fork's nblocks and every page), or null. */
+  chosen: number | null;
+  /** No single candidate explains the volume: its forks and sizes match none, or its pages mix two. */
+  metaMixed: boolean;
+  /** Pages that failed their checksum, sector mixes returned as data, and other data. */
+  tornDetected: number;
+  tornReturned: number;
+  lost: number;
+  pagesVerified: number;
+  problems: string[];
+}
+
+/**
+ * The strict copy-on-write rule (DESIGN.md section 8, D2 for format 2): after a crash the volume
+ * reads back exactly as one of `candidates` (the last completed checkpoint, or the one that was
+ * completing), every fork's nblocks and every page, chosen once for the whole volume, never page
+ * by page. When none fits, each page is judged against the candidate whose forks and sizes match
+ * (the first one, else the first candidate) to say what went wrong.
+ */
+export function judgeVolume(observed: Map<string, ObservedFork>, candidates: readonly VolumeCandidate[], images: Map<string, Uint8Array>): VolumeVerdict {
+  const v: VolumeVerdict = { chosen: null, metaMixed: false, tornDetected: 0, tornReturned: 0, lost: 0, pagesVerified: 0, problems: [] };
+  const hashes = new Map([...observed].map(([k, f]) => [k, f.pages.map((p) => (p === null ? null : sha256(p)))]));
+  for (const f of observed.values()) v.pagesVerified += f.nblocks;
+  const metaEqual = (c: VolumeCandidate) => c.forks.size === observed.size && [...c.forks].every(([k, f]) => observed.get(k)?.nblocks === f.nblocks);
+  const pagesEqual = (c: VolumeCandidate) => [...c.forks].every(([k, f]) => f.pages.every((h, b) => hashes.get(k)![b] === h));
+  const exact = candidates.find((c) => metaEqual(c) && pagesEqual(c));
+  if (exact) {
+    v.chosen = exact.id;
+    return v;
+  }
+  const describe = (c: VolumeCandidate) => `checkpoint ${c.id} {${[...c.forks].map(([k, f]) => `${k}=${f.nblocks}`).join(' ')}}`;
+  const metaMatches = candidates.filter(metaEqual);
+  if (metaMatches.length === 0) {
+    v.metaMixed = true;
+    v.problems.push(`volume forks {${[...observed].map(([k, f]) => `${k}=${f.nblocks}`).join(' ')}} match none of ${candidates.map(describe).join(', ')}`);
+  }
+  const base = metaMatches[0] ?? candidates[0]!;
+  const others = candidates.filter((c) => c !== base);
+  for (const [k, f] of base.forks) {
+    const obs = observed.get(k);
+    if (!obs) continue;
+    for (let b = 0; b < Math.min(f.nblocks, obs.nblocks); b++) {
+      const h = hashes.get(k)![b];
+      if (h === f.pages[b]) continue;
+      const page = obs.pages[b] ?? null;
+      if (page === null || h === null) {
+        v.tornDetected++;
+        v.problems.push(`${k} block ${b} fails its checksum (checkpoint ${base.id})`);
+        continue;
+      }
+      const other = others.find((c) => c.forks.get(k)?.pages[b] === h);
+      if (other) {
+        v.metaMixed = true;
+        v.problems.push(`${k} block ${b} is checkpoint ${other.id}'s page while the volume is checkpoint ${base.id}'s (a mix of two checkpoints)`);
+        continue;
+      }
+      const allowed = new Set([f.pages[b]!, ...others.map((c) => c.forks.get(k)?.pages[b]).filter((x): x is string => x !== undefined)]);
+      const verdict = judgePage(page, allowed, images);
+      if (verdict === 'torn-returned') v.tornReturned++;
+      else v.lost++;
+      v.problems.push(`${k} block ${b}: ${verdict === 'torn-returned' ? 'a sector mix returned as data' : 'data of no checkpoint'} (checkpoint ${base.id})`);
+    }
+  }
+  if (v.problems.length === 0) {
+    v.metaMixed = true;
+    v.problems.push(`the volume matches none of ${candidates.map(describe).join(', ')}`);
+  }
+  return v;
+}
+
+/** The volume forks of a model snapshot, as a candidate state of the volume. */
+export function volumeCandidate(snapshot: Snapshot, id: number): VolumeCandidate {
+  const forks = new Map<string, { nblocks: number; pages: string[] }>();
+  for (const [k, f] of snapshot.forks) if (f.storage === 'volume') forks.set(k, { nblocks: f.nblocks, pages: f.pages.slice(0, f.nblocks) });
+  return { id, forks };
+}
+
+/**
+ * Every volume fork an engine shows (`forks`: the volume's info().forks), read through the
+ * engine, so checksums are verified: a page that fails its checksum is null; any other error is
+ * thrown.
+ */
+export async function readVolume(engine: Engine, forks: readonly { spcOid: number; dbOid: number; relNumber: number; fork: number; nblocks: number }[]): Promise<Map<string, ObservedFork>> {
+  const out = new Map<string, ObservedFork>();
+  for (const f of forks) {
+    const h = engine.relation({ spcOid: f.spcOid, dbOid: f.dbOid, relNumber: f.relNumber }, { storage: 'volume' });
+    const pages: (Uint8Array | null)[] = [];
+    for (let b = 0; b < f.nblocks; b++) {
+      try {
+        pages.push(await h.read(f.fork as ForkNumber, b));
+      } catch (err) {
+        if (!isLamstoreError(err, 'CHECKSUM_MISMATCH')) throw err;
+        pages.push(null);
+      }
+    }
+    out.set(forkKey('volume', f.relNumber, f.fork), { nblocks: f.nblocks, pages });
+  }
+  return out;
 }

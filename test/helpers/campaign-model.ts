@@ -16,13 +16,14 @@
  *
  * Allowed states after a crash (drop or prefix mode) or after close+reopen of a failed engine
  * (MA = model allowed; these are D1/D2 of DESIGN.md section 8 written for this model):
- *  MA1 volume: the set of existing volume forks and their nblocks equal exactly `snap` or one of
- *      the `candidates`, for all volume forks together (D1: never a mixture).
+ *  MA1 volume, strict (copy-on-write, D1-D2 for format 2): the volume forks equal exactly `snap`
+ *      or one of the `candidates`, one of them for all volume forks together: the same forks,
+ *      nblocks and pages (never a mixture, never a torn or other page).
  *  MA2 md: each fork's nblocks (or absence) is its value in `snap` or a value it went through
  *      since (md has no metadata switch: a crash keeps each segment file's size from some point
  *      after the checkpoint; truncation passes through every segment boundary it crosses, since
  *      md shortens segments from the last one down, and a drop passes through 0 and absence).
- *  MA3 every page below the observed nblocks reads back as its image in `snap` (or a
+ *  MA3 md: every page below the observed nblocks reads back as its image in `snap` (or a
  *      candidate), or as an image written to that block since `snap` (D2). A torn page would
  *      have to fail its checksum; the PBT uses only the drop and prefix crash modes, which never
  *      tear a write, so CHECKSUM_MISMATCH is never allowed here (the crash matrix covers the
@@ -43,12 +44,15 @@
  *  MF4 a failed extend (pwrite/open) leaves nblocks unchanged; a failed read (pread) returns no
  *      data and caches nothing (the next read is correct); a failed eviction write during a
  *      page write fails that write or not at all.
- *  MF5 (not generated: fsyncgate) a failed sync that also drops the file's pending writes, as
- *      Linux does, leaves pages that reads still return but that no later sync will ever write;
- *      reopen (whose startup sync then "succeeds") cannot tell them from durable ones, so a later
- *      crash can revert them even after later checkpoints completed. The engine cannot repair
- *      that without a WAL or a rewrite of every file at an unclean start; test/fsyncgate.test.ts
- *      records today's behaviour and the fault loop checks fsyncgate's failed state.
+ *  MF5 fsyncgate (a failed sync that also drops the file's pending writes, as Linux does) is
+ *      generated for the volume's fdatasync only, the first or the second of a checkpoint: the
+ *      copy-on-write volume recovers (MA1 holds after a reopen with or without a crash, and
+ *      after later crashes). On md's fsync it is not generated: md leaves pages that reads still
+ *      return but that no later sync will ever write; reopen (whose startup sync then
+ *      "succeeds") cannot tell them from durable ones, so a later crash can revert them even
+ *      after later checkpoints completed. The engine cannot repair that without a WAL or a
+ *      rewrite of every file at an unclean start; test/fsyncgate.test.ts records md's behaviour
+ *      and the fault loop checks fsyncgate's failed state.
  */
 import { createHash } from 'node:crypto';
 import { Engine, SyncHandlerId, SyncRequestType, setPageChecksum } from '../../engine/index.js';
@@ -110,11 +114,17 @@ export interface PbtStats {
   failedStates: number;
   uncleanReopens: number;
   pagesVerified: number;
+  /** The strict volume rule: states judged, their pages, torn pages and mixed states (both must stay 0), states at a failed checkpoint's capture. */
+  volumeStates: number;
+  volumePages: number;
+  volumeTornDetected: number;
+  volumeMetaMixed: number;
+  volumeChoseCandidate: number;
   kinds: Set<CmdKind>;
 }
 
 export function newStats(): PbtStats {
-  return { runs: 0, commands: 0, crashes: 0, faultsInjected: 0, faultsFired: 0, failedStates: 0, uncleanReopens: 0, pagesVerified: 0, kinds: new Set() };
+  return { runs: 0, commands: 0, crashes: 0, faultsInjected: 0, faultsFired: 0, failedStates: 0, uncleanReopens: 0, pagesVerified: 0, volumeStates: 0, volumePages: 0, volumeTornDetected: 0, volumeMetaMixed: 0, volumeChoseCandidate: 0, kinds: new Set() };
 }
 
 export interface Model {
@@ -267,11 +277,31 @@ export function allowedProblems(m: Model, obs: Store): string[] {
   for (const storage of STORAGES) for (const rel of RELS) for (const fork of FORKS_USED) all.push(keyOf(storage, rel, fork));
   const volKeys = all.filter((k) => k.startsWith('volume:'));
   const cands = [m.snap, ...m.candidates];
-  // MA1
-  if (!cands.some((c) => volKeys.every((k) => sizeOf(c, k) === sizeOf(obs, k)))) {
+  m.stats.volumeStates++;
+  for (const k of volKeys) m.stats.volumePages += obs.get(k)?.length ?? 0;
+  // MA1 and MA3 on the volume, strict: exactly one candidate, every fork's size and every page.
+  const sizesMatch = cands.filter((c) => volKeys.every((k) => sizeOf(c, k) === sizeOf(obs, k)));
+  const exact = sizesMatch.find((c) => volKeys.every((k) => (obs.get(k) ?? []).every((fp, b) => c.get(k)![b] === fp)));
+  if (sizesMatch.length === 0) {
+    m.stats.volumeMetaMixed++;
     problems.push(`MA1: volume forks {${describe(obs, volKeys)}} match none of ${cands.map((c) => `{${describe(c, volKeys)}}`).join(', ')}`);
-  }
+  } else if (exact === undefined) {
+    const c = sizesMatch[0]!;
+    for (const k of volKeys) {
+      (obs.get(k) ?? []).forEach((fp, b) => {
+        if (fp === c.get(k)![b]) return;
+        if (fp === TORN) {
+          m.stats.volumeTornDetected++;
+          problems.push(`MA3: volume ${k} block ${b} fails its checksum (the volume never tears)`);
+        } else if (sizesMatch.some((o) => o.get(k)![b] === fp)) {
+          m.stats.volumeMetaMixed++;
+          problems.push(`MA3: volume ${k} block ${b} is another checkpoint's page (a mix of two checkpoints)`);
+        } else problems.push(`MA3: volume ${k} block ${b} reads back an image of none of the ${sizesMatch.length} checkpoints its sizes match`);
+      });
+    }
+  } else if (exact !== m.snap) m.stats.volumeChoseCandidate++;
   for (const k of all) {
+    if (k.startsWith('volume:')) continue; // judged whole above
     const n = sizeOf(obs, k);
     const since = m.since.get(k);
     // MA2
@@ -526,10 +556,14 @@ async function runFault(spec: Extract<CmdSpec, { kind: 'fault' }>, m: Model, r: 
   m.stats.faultsInjected++;
   const t = { ...targetOf(spec, m)!, pick: spec.pick };
   let fired = false;
+  // A checkpoint's volume sync makes two fdatasyncs (pages and catalog, then the superblock):
+  // `pick` chooses which one fails. fsyncgate only on the volume's fdatasync (MF5).
+  const nth = spec.io === 'fdatasync' && spec.target === 'checkpoint' ? 1 + (spec.pick % 2) : 1;
+  let calls = 0;
   r.disk.onCall = (_i, kind) => {
-    if (kind === spec.io) fired = true;
+    if (kind === spec.io && ++calls >= nth) fired = true;
   };
-  r.disk.injectFault({ kind: spec.io, code: spec.code, fsyncgate: spec.fsyncgate && (spec.io === 'fsync' || spec.io === 'fdatasync') });
+  r.disk.injectFault({ kind: spec.io, nth, code: spec.code, fsyncgate: spec.fsyncgate && spec.io === 'fdatasync' });
   let error: unknown;
   // Model effects are applied only when the operation succeeds.
   const shadow: Model = { ...m, cur: clone(m.cur), since: new Map([...m.since].map(([k, v]) => [k, { sizes: new Set(v.sizes), written: new Map([...v.written].map(([b, s]) => [b, new Set(s)])) }])) };

@@ -16,12 +16,20 @@
  *  CM3 Every checkpoint begun since the ack (none resolved) is in flight: its nblocks per fork are
  *      kept, as the volume may have switched its metadata to them before the process died.
  *
- * What `verify` allows after a crash (anything else is counted as lost or meta-mixed):
+ *  CM4 A change whose engine call failed (the fault loop) may or may not have happened: `uncertain`
+ *      keeps the image an overwritten block had before it, which the checkpoints begun after it may
+ *      hold instead of the intended one.
+ *
+ * What `verifyVolume` allows after a crash, for all volume forks together (copy-on-write, DESIGN.md
+ * section 8 D1-D2 strict for format 2): exactly the acknowledged checkpoint or one in flight, the
+ * same forks, nblocks and pages, one of them for the whole volume; a page that fails its checksum
+ * (volume torn-detected), pages of two checkpoints (meta-mixed) or anything else (lost) fail.
+ *
+ * What `verify` allows for an md fork (anything else is counted as lost or meta-mixed):
  *  - a fork in `acked` exists unless it was dropped since; a fork created since may be missing;
- *  - nblocks: unchanged forks exactly the acked nblocks; a volume fork the acked one or that of a
- *    checkpoint in flight (D1: the volume's metadata is one switch or the other, never a mix);
- *    an md fork anything between the smallest and largest size it had since (md's segment sizes
- *    are whatever the kernel kept or the sync phase reached: D4 covers only completed checkpoints);
+ *  - nblocks: unchanged forks exactly the acked nblocks; otherwise anything between the smallest
+ *    and largest size it had since (md's segment sizes are whatever the kernel kept or the sync
+ *    phase reached: D4 covers only completed checkpoints);
  *  - each block below nblocks reads back as its acked image or as an image written to it since
  *    (D2); a checksum failure only for a block written since (torn-detected), never returned.
  */
@@ -66,13 +74,24 @@ export interface RecoveredFork {
 export interface VerifyTally {
   pagesVerified: number;
   lost: number;
+  /** md pages written since the acknowledged checkpoint that failed their checksum (allowed). */
   tornDetected: number;
   metaMixed: number;
+  /** Volume states judged, volume pages that failed their checksum (never allowed), states at a checkpoint in flight. */
+  volumeStates: number;
+  volumeTornDetected: number;
+  volumeChoseInflight: number;
   failures: string[];
 }
 
 export function newTally(): VerifyTally {
-  return { pagesVerified: 0, lost: 0, tornDetected: 0, metaMixed: 0, failures: [] };
+  return { pagesVerified: 0, lost: 0, tornDetected: 0, metaMixed: 0, volumeStates: 0, volumeTornDetected: 0, volumeChoseInflight: 0, failures: [] };
+}
+
+/** A checkpoint begun and not acknowledged: every fork's digests, and the other image an uncertain block may hold (CM4). */
+interface Inflight {
+  forks: Map<string, string[]>;
+  uncertain: Map<string, string>;
 }
 
 export class DurabilityModel {
@@ -83,7 +102,11 @@ export class DurabilityModel {
   /** Acks seen in all. */
   acks = 0;
   readonly #since = new Map<string, Since>();
-  #inflight: Map<string, number>[] = [];
+  #inflight: Inflight[] = [];
+  /** CM4: `${key}/${block}` -> the image the block had before a change that failed. */
+  readonly #uncertain = new Map<string, string>();
+  /** The last overwrite of an existing block, for CM4. */
+  #lastWrite: { key: string; block: number; before: string } | null = null;
 
   #touch(key: string): Since {
     let s = this.#since.get(key);
@@ -110,6 +133,7 @@ export class DurabilityModel {
     const pages = this.cur.get(key);
     if (!pages) throw new Error(`model: write to unknown fork ${key}`);
     if (block > pages.length) throw new Error(`model: write past the end of ${key} (block ${block}, nblocks ${pages.length})`);
+    this.#lastWrite = block < pages.length ? { key, block, before: pages[block]! } : null;
     pages[block] = digest;
     const s = this.#touch(key);
     let set = s.written.get(block);
@@ -144,9 +168,19 @@ export class DurabilityModel {
     else if (nblocks < pages.length) pages.length = nblocks;
   }
 
+  /**
+   * The change made last failed (CM4): if it overwrote a block, that block may still hold its
+   * image from before, in every checkpoint begun from now on.
+   */
+  lastChangeFailed(): void {
+    const w = this.#lastWrite;
+    if (w && this.cur.get(w.key)?.[w.block] !== undefined) this.#uncertain.set(`${w.key}/${w.block}`, w.before);
+    this.#lastWrite = null;
+  }
+
   /** A checkpoint begins (CM3). */
   begin(): void {
-    this.#inflight.push(new Map([...this.cur].map(([k, v]) => [k, v.length])));
+    this.#inflight.push({ forks: new Map([...this.cur].map(([k, v]) => [k, [...v]])), uncertain: new Map(this.#uncertain) });
   }
 
   /**
@@ -166,18 +200,76 @@ export class DurabilityModel {
     this.acked = new Map([...this.cur].map(([k, v]) => [k, [...v]]));
     this.#since.clear();
     this.#inflight = [];
+    this.#uncertain.clear();
     this.acks++;
     return mismatch;
   }
 
-  /** Every fork the model knows (current and acknowledged). */
+  /** Every fork the model knows (current, acknowledged and in flight). */
   keys(): string[] {
-    return [...new Set([...this.cur.keys(), ...this.acked.keys()])].sort();
+    return [...new Set([...this.cur.keys(), ...this.acked.keys(), ...this.#inflight.flatMap((f) => [...f.forks.keys()])])].sort();
   }
 
-  /** Check one recovered fork against the rules in the header; tallies go into `t`. */
+  /**
+   * Judge every volume fork together (the strict rule in the header); `forks` holds every volume
+   * fork of keys(). Returns the digests read of the forks that exist ('torn' for a page that
+   * failed its checksum).
+   */
+  async verifyVolume(forks: Map<string, RecoveredFork>, t: VerifyTally, where: string): Promise<Map<string, string[]>> {
+    t.volumeStates++;
+    const read = new Map<string, string[]>();
+    for (const [k, f] of forks) {
+      if (!f.exists) continue;
+      const ds: string[] = [];
+      for (let b = 0; b < f.nblocks; b++) {
+        t.pagesVerified++;
+        ds.push(await f.read(b));
+      }
+      read.set(k, ds);
+    }
+    const volume = (m: Map<string, string[]>) => new Map([...m].filter(([k]) => parseForkKey(k).storage === 'volume'));
+    const candidates: { name: string; forks: Map<string, string[]>; uncertain: Map<string, string> }[] = [
+      { name: 'acknowledged', forks: volume(this.acked), uncertain: new Map() },
+      ...this.#inflight.map((f, i) => ({ name: `in flight #${i + 1}`, forks: volume(f.forks), uncertain: f.uncertain })),
+    ];
+    const sizesEqual = (c: (typeof candidates)[number]) => c.forks.size === read.size && [...c.forks].every(([k, ds]) => read.get(k)?.length === ds.length);
+    const pageOk = (c: (typeof candidates)[number], k: string, b: number, got: string) => got === c.forks.get(k)![b] || got === c.uncertain.get(`${k}/${b}`);
+    const exact = candidates.find((c) => sizesEqual(c) && [...c.forks].every(([k]) => read.get(k)!.every((got, b) => pageOk(c, k, b, got))));
+    if (exact) {
+      if (exact !== candidates[0]) t.volumeChoseInflight++;
+      return read;
+    }
+    const describe = (m: Map<string, string[]>) => `{${[...m].map(([k, ds]) => `${k}=${ds.length}`).join(' ')}}`;
+    const matches = candidates.filter(sizesEqual);
+    if (matches.length === 0) {
+      t.metaMixed++;
+      t.failures.push(`${where}: volume forks ${describe(read)} match none of ${candidates.map((c) => `${c.name} ${describe(c.forks)}`).join(', ')}`);
+      return read;
+    }
+    const c = matches[0]!;
+    let mixed = false;
+    for (const [k, ds] of read) {
+      ds.forEach((got, b) => {
+        if (pageOk(c, k, b, got)) return;
+        if (got === 'torn') {
+          t.volumeTornDetected++;
+          t.failures.push(`${where}: volume ${k} block ${b} fails its checksum (the volume never tears)`);
+        } else if (matches.some((o) => o !== c && pageOk(o, k, b, got))) {
+          mixed = true;
+          t.failures.push(`${where}: volume ${k} block ${b} is another checkpoint's page than the ${c.name} one the volume's sizes match (a mix)`);
+        } else {
+          t.lost++;
+          t.failures.push(`${where}: volume ${k} block ${b} reads back ${got}, the ${c.name} checkpoint has ${c.forks.get(k)![b]}`);
+        }
+      });
+    }
+    if (mixed) t.metaMixed++;
+    return read;
+  }
+
+  /** Check one recovered md fork against the rules in the header; tallies go into `t`. */
   async verify(key: string, rec: RecoveredFork, t: VerifyTally, where: string): Promise<void> {
-    const { storage } = parseForkKey(key);
+    if (parseForkKey(key).storage !== 'md') throw new Error(`model: ${key} is judged by verifyVolume, with every volume fork`);
     const a = this.acked.get(key);
     const s = this.#since.get(key);
     if (!rec.exists) {
@@ -189,13 +281,10 @@ export class DurabilityModel {
     }
     if (s?.dropped) return; // a drop in flight: either side is fine, nothing to compare
     const ackedN = a?.length ?? 0;
-    let ok: boolean;
-    if (!s) ok = rec.nblocks === ackedN;
-    else if (storage === 'volume') ok = rec.nblocks === ackedN || this.#inflight.some((m) => m.get(key) === rec.nblocks);
-    else ok = rec.nblocks >= Math.min(ackedN, s.minNblocks) && rec.nblocks <= Math.max(ackedN, s.maxNblocks);
+    const ok = !s ? rec.nblocks === ackedN : rec.nblocks >= Math.min(ackedN, s.minNblocks) && rec.nblocks <= Math.max(ackedN, s.maxNblocks);
     if (!ok) {
       t.metaMixed++;
-      t.failures.push(`${where}: ${key} has ${rec.nblocks} blocks; acknowledged ${ackedN}, in flight ${this.#inflight.map((m) => m.get(key)).join('/') || '-'}, since ${s ? `${s.minNblocks}..${s.maxNblocks}` : 'unchanged'}`);
+      t.failures.push(`${where}: ${key} has ${rec.nblocks} blocks; acknowledged ${ackedN}, since ${s ? `${s.minNblocks}..${s.maxNblocks}` : 'unchanged'}`);
       return;
     }
     for (let b = 0; b < rec.nblocks; b++) {
@@ -223,5 +312,7 @@ export class DurabilityModel {
     this.acked = new Map([...recovered].map(([k, v]) => [k, [...v]]));
     this.#since.clear();
     this.#inflight = [];
+    this.#uncertain.clear();
+    this.#lastWrite = null;
   }
 }
