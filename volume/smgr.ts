@@ -14,11 +14,13 @@
  *     next checkpoint too, and the sync handler is where the catalog is written. Exception: the
  *     forks of an unlogged relation other than INIT register none; the shutdown checkpoint
  *     syncs them (Volume.syncUnlogged).
- *  S2 writeBuffers (the one write contract) locates each page once, writes in volume-offset
- *     order, and coalesces adjacent pages of different forks into one pwritev.
+ *  S2 writeBuffers (the one write contract) is copy-on-write: the batch, in BufferSync's (fork,
+ *     block) order, goes to the next free blocks of one stream, one pwritev per run of at most
+ *     IOV_MAX pages; `origin` says whether it may draw on the checkpoint's reserve (V5).
  *  S3 The sync handler never cancels on FILTER (no fileTagMatches): a dropped database's forks
  *     still need their drop made durable. It receives no UNLINK requests: freed space returns to
- *     the allocator at checkpointEnd, not through post-checkpoint unlinks.
+ *     the allocator once the superblock switch that stopped referencing it is durable (A3), not
+ *     through post-checkpoint unlinks.
  */
 import { SyncRequestType } from '../engine/index.js';
 import type { FileTag, PageWrite, SmgrContext, StorageManager, SyncOps } from '../engine/index.js';
