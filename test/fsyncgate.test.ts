@@ -62,11 +62,11 @@ async function versions(engine: Engine, storage: Storage): Promise<number[]> {
  * file (the volume's checkpoint makes two: the pages and catalog, then the superblock).
  * `physical`: the volume block that holds block 0 at the completed checkpoint (volume only).
  */
-async function failSyncInFsyncgateMode(storage: Storage, nth = 1): Promise<{ disk: SimDisk; engine: Engine; error: unknown; physical: number | undefined }> {
+async function failSyncInFsyncgateMode(storage: Storage, nth = 1, extra: Partial<EngineOptions> = {}): Promise<{ disk: SimDisk; engine: Engine; error: unknown; physical: number | undefined }> {
   const disk = new SimDisk();
   await disk.mkdir('/vol');
   const extensions = preload(storage);
-  const engine = await Engine.open(onDisk(disk, { blockSize: SMALL_BS, preload: extensions }));
+  const engine = await Engine.open(onDisk(disk, { blockSize: SMALL_BS, preload: extensions, ...extra }));
   const rel = engine.relation(REL, { storage });
   await rel.create(ForkNumber.MAIN);
   await rel.extend(ForkNumber.MAIN, page(1));
@@ -195,5 +195,23 @@ describe("fsyncgate: md's known limit (no WAL), the copy-on-write volume recover
       expect(images).toBeGreaterThan(0);
       expect(await versions(reopened, 'volume')).toEqual(next);
     });
+  });
+
+  it('volume, recovered with dataSyncRetry too: the superblock\'s fdatasync fails in fsyncgate mode, only the checkpoint fails, and the process is killed before any retry; the reopen reads the last completed checkpoint, and so does a power loss after it', async () => {
+    const { disk, engine, error } = await failSyncInFsyncgateMode('volume', 2, { dataSyncRetry: true });
+    expect(error).toMatchObject({ code: 'IO_ERROR' });
+    expect(engine.failed).toBe(false); // dataSyncRetry: the switch is in doubt, to be redone (R2)
+    // kill -9 before the next sync redoes it: the forgotten switch must not be served from the
+    // page cache to the next process (#undoSwitch wrote zeros over its slot).
+    disk.processCrash();
+    await withEngine(optionsOn(disk, 'volume'), async (reopened) => {
+      expect(reopened.openStats.uncleanStop).toBe(true);
+      expect(await versions(reopened, 'volume')).toEqual([1, 1]);
+    });
+    for (const mode of CRASH_MODES) {
+      await withEngine(optionsOn(disk.crash(mode, 1), 'volume'), async (afterPowerLoss) => {
+        expect(await versions(afterPowerLoss, 'volume'), mode).toEqual([1, 1]);
+      });
+    }
   });
 });

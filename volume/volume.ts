@@ -62,6 +62,11 @@
  * the checkpoint registered a request of its own for the next cycle. So a checkpoint costs at
  * most 2 fdatasyncs with writers running. Outside a checkpoint a tag syncs until its fork is
  * covered (V4).
+ * A volume sync outside a checkpoint (immediateSync, the sync a writer makes itself when the
+ * request queue is full, a handler called directly) publishes a capture exactly as a checkpoint's
+ * does: for the crash contract (DESIGN.md section 8) it is a completed checkpoint of the volume,
+ * and a crash after it leaves that state, whole, as PostgreSQL's backend fsync makes a segment's
+ * writes durable before the next checkpoint.
  *
  * fsync off (the engine's `fsync`, VolumeOpenOptions.enableFsync false): no sync handler is
  * called, so checkpointEnd runs the volume sync itself without its fdatasyncs: the catalog and
@@ -1310,13 +1315,13 @@ export class Volume {
         await this.#switchSuperblock(handle, next, flush);
       }
     } catch (err) {
-      if (!this.#dataSyncRetry && this.#switchInDoubt) await this.#undoSwitch(handle, this.#switchInDoubt);
+      if (this.#switchInDoubt) await this.#undoSwitch(handle, this.#switchInDoubt);
       throw this.#syncFailed(err, unpublished);
     }
   }
 
   /**
-   * A superblock switch failed (its write or its fdatasync) and the volume is failed: overwrite
+   * A superblock switch failed (its write or its fdatasync): overwrite
    * the slot with zeros, an invalid slot, as LMDB writes the old meta page back after a failed
    * meta write. Without this, a reopen without a power loss could read the new superblock from
    * the page cache although it may never reach the disk (fsyncgate: the kernel forgot the write
@@ -1327,8 +1332,9 @@ export class Volume {
    * this volume never released (A3 releases them only after a durable switch). Best effort and
    * never synced (no fdatasync after a failed one): the unclean open's fdatasync makes the zeros
    * durable before anything is written on the reopened volume; a power loss before that keeps
-   * either superblock, and each names an intact catalog. Not with dataSyncRetry: R2 redoes the
-   * switch instead.
+   * either superblock, and each names an intact catalog. With dataSyncRetry too: R2 redoes the
+   * switch at the next sync (which writes the superblock over the zeros), but a process killed
+   * before that sync would otherwise leave the same trap in the page cache.
    */
   async #undoSwitch(handle: FileHandle, sw: PendingSwitch): Promise<void> {
     const slot = sw.generation % SLOT_COUNT;
