@@ -191,7 +191,7 @@ async function readCatalog(io: FileIO, handle: FileHandle, path: string, sb: Sup
     if (bytes.length !== bs || crc32c(bytes) !== at.crc) throw new CatalogProblem(`catalog index page ${k} at block ${at.block}: CRC mismatch (${where})`);
     const page = decode(() => decodeIndexPage(bytes, path, `catalog index page ${k} at block ${at!.block}`, sb.generation));
     indexBlocks.push(at.block);
-    for (const e of page.entries) entries.push({ block: e.block, crc: e.crc, key: { ...e, nblocks: 0, extents: [] } });
+    for (const e of page.entries) entries.push({ block: e.block, crc: e.crc, key: { spcOid: e.spcOid, dbOid: e.dbOid, relNumber: e.relNumber, fork: e.fork, firstBlock: e.firstBlock, nblocks: 0, extents: [] } });
     at = page.next;
   }
   if (indexBlocks.length !== sb.indexPages) throw new CatalogProblem(`catalog index chain has ${indexBlocks.length} pages, its superblock records ${sb.indexPages} (${where})`);

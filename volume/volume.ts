@@ -531,7 +531,9 @@ export class Volume {
 
   /** The fork's map as a catalog records it (F4). */
   #forkMap(st: ForkState): CatalogFork {
-    return { ...st.rel, fork: st.fork, nblocks: st.nblocks, extents: trimmedMap(st.extents, st.nblocks) };
+    // Fields spelt out: an object spread followed by more fields is V8's slow path, 50x slower
+    // here, and this runs for every changed fork at every capture.
+    return { spcOid: st.rel.spcOid, dbOid: st.rel.dbOid, relNumber: st.rel.relNumber, fork: st.fork, nblocks: st.nblocks, extents: trimmedMap(st.extents, st.nblocks) };
   }
 
   /** A fork's map, size or existence changed (V4, and its catalog leaf). */
@@ -1531,12 +1533,12 @@ export class Volume {
   info(): VolumeInfo {
     let usedBlocks = 0;
     const forks: ForkInfo[] = [];
-    const sorted = [...this.#forks.values()].sort((a, b) => compareForkKeys({ ...a.rel, fork: a.fork }, { ...b.rel, fork: b.fork }));
+    const sorted = [...this.#forks.values()].sort((a, b) => a.rel.spcOid - b.rel.spcOid || a.rel.dbOid - b.rel.dbOid || a.rel.relNumber - b.rel.relNumber || a.fork - b.fork);
     for (const st of sorted) {
       for (const e of st.extents) usedBlocks += e.lengthBlocks;
       // The whole map, reserved capacity included (usedBlocks counts it too); offline, capacity
       // equals nblocks.
-      forks.push({ ...st.rel, fork: st.fork, forkName: FORK_NAMES[st.fork], nblocks: st.nblocks, extents: trimmedMap(st.extents, st.capacity) });
+      forks.push({ spcOid: st.rel.spcOid, dbOid: st.rel.dbOid, relNumber: st.rel.relNumber, fork: st.fork, forkName: FORK_NAMES[st.fork], nblocks: st.nblocks, extents: trimmedMap(st.extents, st.capacity) });
     }
     const treeBlocks = this.#tree.pageBlocks();
     const pageBlocks = [...treeBlocks].sort((a, b) => a - b);
