@@ -38,7 +38,11 @@ export class FiguresReporter implements Reporter {
     if (this.#lines.length === 0) return;
     const minutes = (Date.now() - this.#startMs) / 60_000;
     const event = process.env.npm_lifecycle_event;
-    const command = event && event !== 'npx' ? `npm run ${event}` : `npx vitest ${process.argv.slice(2).join(' ')}`;
+    // The shell expanded test/campaign-*.test.ts: say it as it was typed.
+    const args = process.argv.slice(2);
+    const campaign = args.filter((a) => /(^|\/)test\/campaign-[^/]*\.test\.ts$/.test(a));
+    const shown = campaign.length > 1 ? [...args.filter((a) => !campaign.includes(a)), 'test/campaign-*.test.ts'] : args;
+    const command = event && event !== 'npx' ? `npm run ${event}` : `npx vitest ${shown.join(' ')}`;
     const soak = process.env.LAMSTORE_SOAK === '1' ? ', LAMSTORE_SOAK=1' : '';
     const lines = [...this.#lines].sort((a, b) => a.suite - b.suite || a.seq - b.seq).map((l) => l.text);
     process.stdout.write(`\nCampaign figures (${this.#started.toISOString()}, ${minutes.toFixed(1)} min, \`${command}\`${soak}, ${reason}):\n${lines.join('\n')}\n`);
