@@ -19,8 +19,8 @@
  * unknown key, test/options-unknown-keys.test.ts).
  *
  * Sizes: LAMSTORE_VOLUME_PBT_RUNS (CI 200 runs of up to 60 commands, ~2 s) with a fixed seed
- * LAMSTORE_VOLUME_PBT_SEED (default 20251202, printed); LAMSTORE_SOAK=1 runs 20,000 with a random
- * seed (~2 min). Replay a failure with LAMSTORE_VOLUME_PBT_SEED, LAMSTORE_VOLUME_PBT_PATH and
+ * LAMSTORE_VOLUME_PBT_SEED (default 20251202, printed); LAMSTORE_SOAK=1 runs 50,000 with a random
+ * seed (~1.5 min). Replay a failure with LAMSTORE_VOLUME_PBT_SEED, LAMSTORE_VOLUME_PBT_PATH and
  * LAMSTORE_VOLUME_PBT_REPLAY (fast-check's seed, path and replayPath); the shrunk sequence then
  * goes into a regression test as an explicit list (`runVolumeSequence`).
  */
@@ -42,7 +42,7 @@ import {
 import type { VolCmdSpec, VolFaultTarget, VolumeRunConfig } from './helpers/campaign-volume-model.js';
 
 const SOAK = process.env.LAMSTORE_SOAK === '1';
-const RUNS = Number(process.env.LAMSTORE_VOLUME_PBT_RUNS ?? (SOAK ? 20_000 : 200));
+const RUNS = Number(process.env.LAMSTORE_VOLUME_PBT_RUNS ?? (SOAK ? 50_000 : 200));
 const SEED = process.env.LAMSTORE_VOLUME_PBT_SEED !== undefined ? Number(process.env.LAMSTORE_VOLUME_PBT_SEED) : SOAK ? (Date.now() ^ (Math.random() * 0x7fffffff)) | 0 : 20251202;
 const PATH = process.env.LAMSTORE_VOLUME_PBT_PATH;
 const REPLAY = process.env.LAMSTORE_VOLUME_PBT_REPLAY;

@@ -560,14 +560,26 @@ async function doSync(m: VolumeModel, r: VolumeReal, onCapture?: (s: State) => v
 }
 
 /**
+ * The size an offline grow by `byBlocks` goes to: from the size the file records (the last
+ * sync's), at most grow.max (a reopen refuses a volume past it) and VM_SIZE_BLOCKS_MAX; null when
+ * that is no growth (the checkpoint before it may have grown the volume online to the limit).
+ */
+function growTargetBytes(m: VolumeModel, byBlocks: number): number | null {
+  const limitBlocks = Math.min(VM_SIZE_BLOCKS_MAX, m.cfg.grow?.maxBlocks ?? VM_SIZE_BLOCKS_MAX);
+  const target = Math.min(m.snap.sizeBytes + byBlocks * VM_BS, limitBlocks * VM_BS);
+  return target > m.snap.sizeBytes ? target : null;
+}
+
+/**
  * Offline growth (VM5): optionally a checkpoint, then close (the volume's last sync is what the
  * file holds), growVolumeFile, reopen. The pool and changes since the last sync are gone, as
- * after any close without a checkpoint. Returns the sizes the file may have if this is cut short.
+ * after any close without a checkpoint.
  */
 async function doGrow(spec: { byBlocks: number; checkpointFirst: boolean }, m: VolumeModel, r: VolumeReal): Promise<void> {
   if (spec.checkpointFirst) await doCheckpoint(m, r);
+  const newBytes = growTargetBytes(m, spec.byBlocks);
+  if (newBytes === null) return;
   await r.volume.close();
-  const newBytes = m.snap.sizeBytes + spec.byBlocks * VM_BS;
   const res = await growVolumeFile(VM_PATH, { sizeBytes: newBytes, io: r.disk });
   if (res.oldSizeBytes !== m.snap.sizeBytes || res.newSizeBytes !== newBytes) fail(`grow: ${res.oldSizeBytes} -> ${res.newSizeBytes} bytes, model ${m.snap.sizeBytes} -> ${newBytes}`);
   m.stats.growsOffline++;
@@ -642,10 +654,13 @@ async function doCrashDuring(spec: Extract<VolCmdSpec, { kind: 'crashDuring' }>,
     else if (inner.kind === 'sync') await doSync(m, r, captured);
     else if (inner.kind === 'grow') {
       if (inner.checkpointFirst) await doCheckpoint(m, r, captured);
-      // The checkpoint (if any) completed: from here the old size or the new one (VM5).
-      const base = cloneState(m.snap);
-      allowedNow = [base, { forks: cloneForks(base.forks), sizeBytes: base.sizeBytes + inner.byBlocks * VM_BS }];
-      await doGrowNoReopen(inner.byBlocks, m, r);
+      const newBytes = growTargetBytes(m, inner.byBlocks);
+      if (newBytes !== null) {
+        // The checkpoint (if any) completed: from here the old size or the new one (VM5).
+        const base = cloneState(m.snap);
+        allowedNow = [base, { forks: cloneForks(base.forks), sizeBytes: newBytes }];
+        await doGrowNoReopen(newBytes, m, r);
+      }
     } else await runVolSpec(inner, m, r);
   } finally {
     disk.beforeCall = undefined;
@@ -662,9 +677,8 @@ async function doCrashDuring(spec: Extract<VolCmdSpec, { kind: 'crashDuring' }>,
 }
 
 /** growVolumeFile on the closed volume, without the reopen (crashDuring reopens on its image). */
-async function doGrowNoReopen(byBlocks: number, m: VolumeModel, r: VolumeReal): Promise<void> {
+async function doGrowNoReopen(newBytes: number, m: VolumeModel, r: VolumeReal): Promise<void> {
   await r.volume.close();
-  const newBytes = m.snap.sizeBytes + byBlocks * VM_BS;
   await growVolumeFile(VM_PATH, { sizeBytes: newBytes, io: r.disk });
   m.stats.growsOffline++;
   m.snap.sizeBytes = newBytes;
@@ -732,7 +746,7 @@ async function runFault(spec: Extract<VolCmdSpec, { kind: 'fault' }>, m: VolumeM
   if (!isLamstoreError(error)) throw new Error(`fault ${spec.io} during ${spec.target}: not a LamstoreError: ${String(error)}`, { cause: error });
   if (spec.target === 'grow') {
     // G4: the old size or the new one, the last checkpoint's contents; the volume is closed.
-    const grown = { forks: cloneForks(m.snap.forks), sizeBytes: m.snap.sizeBytes + (1 + (spec.pick % 8)) * VM_BS };
+    const grown = { forks: cloneForks(m.snap.forks), sizeBytes: growTargetBytes(m, 1 + (spec.pick % 8)) ?? m.snap.sizeBytes };
     const base = cloneState(m.snap);
     await reopenOn(r, m, r.disk, true);
     await judgeAndAdopt(m, r, [base, grown], `reopen after a failed growVolumeFile (${spec.io} ${spec.code})`);
