@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import { FiguresReporter } from './test/helpers/figures-reporter.js';
 
 export default defineConfig({
   test: {
@@ -8,5 +9,7 @@ export default defineConfig({
     pool: 'forks',
     // The sync ledger is on in every test: a missing fsync fails the checkpoint.
     env: { LAMSTORE_VERIFY_SYNC: '1' },
+    // The campaign suites' figure lines, gathered at the end of the run (test/helpers/figures-reporter.ts).
+    reporters: ['default', new FiguresReporter()],
   },
 });

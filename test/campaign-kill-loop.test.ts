@@ -25,7 +25,8 @@
  * cache, so every write the child made before dying is still there; this is process-crash
  * semantics only. Power loss is the SimDisk crash matrix's job (campaign-crash-matrix.test.ts).
  *
- * Size: LAMSTORE_KILLS kills (CI 40; 2000 with LAMSTORE_SOAK=1). Prints the kill-loop line.
+ * Size: LAMSTORE_KILLS kills (CI 40; 2000 with LAMSTORE_SOAK=1, about 17 of the 30 minutes
+ * `npm run soak` takes on 2 cores). Prints the kill-loop line.
  */
 import { execFileSync, fork } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';

@@ -1,10 +1,12 @@
 /**
  * Goal: the model-based property test (reliability-anchors.md 8(e)): random sequences of
  * create / extend / write / read / truncate / drop / checkpoint / close-reopen / crash / fault /
- * md sync requests, through the Engine facade with md AND volume relations mixed in every run,
+ * md sync requests / SLRU commands (clog and commit_ts set and get, multixact create and members,
+ * truncation of each), through the Engine facade with md AND volume relations mixed in every run,
  * agree with a small in-memory model; after every crash or failed-state reopen the engine's state
- * is one the model allows (MA1-MA4 and MF1-MF4 in test/helpers/campaign-model.ts, where the model
- * and the "allowed states" are documented).
+ * is one the model allows (MA1-MA4, MS1-MS3 and MF1-MF5 in test/helpers/campaign-model.ts, where
+ * the model and the "allowed states" are documented). SLRU truncation cutoffs live in the control
+ * file: an xid or mxid below one stays refused after every restart, clean or not.
  *
  * Method: fast-check model-based testing (fc.commands + fc.asyncModelRun) on SimDisk; engine
  * with sharedBuffers 16 (evictions happen), relSegBlocks 4, blockSize 4096, a 4 MiB volume on
@@ -25,8 +27,8 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import type { ForkNumber, IoKind } from '../engine/index.js';
 import type { CrashMode, FaultCode } from '../engine/testing.js';
-import { CMD_KINDS, FORKS_USED, ModelCommand, RELS, STORAGES, newStats, setup } from './helpers/campaign-model.js';
-import type { CmdSpec, FaultTarget } from './helpers/campaign-model.js';
+import { CMD_KINDS, FORKS_USED, ModelCommand, RELS, SLRU_XIDS, STORAGES, newStats, setup } from './helpers/campaign-model.js';
+import type { CmdSpec, FaultTarget, SlruWhich } from './helpers/campaign-model.js';
 
 const SOAK = process.env.LAMSTORE_SOAK === '1';
 const RUNS = Number(process.env.LAMSTORE_PBT_RUNS ?? (SOAK ? 10_000 : 100));
@@ -40,6 +42,7 @@ const rel = fc.constantFrom(...RELS);
 const fork = fc.constantFrom(...FORKS_USED) as fc.Arbitrary<ForkNumber>;
 const pick = fc.nat({ max: 63 });
 const at = fc.nat({ max: 23 });
+const xid = fc.nat({ max: SLRU_XIDS.length - 1 });
 const cmd = (a: fc.Arbitrary<CmdSpec>) => a.map((spec) => new ModelCommand(spec));
 
 const FAULTS: { target: FaultTarget; io: IoKind }[] = [
@@ -79,6 +82,15 @@ const arbitraries = [
     }).map(({ f, ...rest }) => ({ ...rest, io: f.io, target: f.target })),
   ),
   cmd(fc.record({ kind: fc.constant('syncRequest' as const), type: fc.constantFrom('sync' as const, 'forget' as const), rel, fork, segno: fc.nat({ max: 2 }) })),
+  // The SLRUs (MS1-MS3).
+  cmd(fc.record({ kind: fc.constant('clogSet' as const), x: xid, status: fc.nat({ max: 3 }) })),
+  cmd(fc.record({ kind: fc.constant('clogSet' as const), x: xid, status: fc.nat({ max: 3 }) })),
+  cmd(fc.record({ kind: fc.constant('clogGet' as const), x: xid })),
+  cmd(fc.record({ kind: fc.constant('commitTsSet' as const), x: xid })),
+  cmd(fc.record({ kind: fc.constant('commitTsGet' as const), x: xid })),
+  cmd(fc.record({ kind: fc.constant('multixactCreate' as const), members: fc.array(fc.record({ x: fc.nat({ max: 999 }), status: fc.nat({ max: 5 }) }), { minLength: 1, maxLength: 5 }) })),
+  cmd(fc.record({ kind: fc.constant('multixactMembers' as const), pick })),
+  cmd(fc.record({ kind: fc.constant('slruTruncate' as const), which: fc.constantFrom<SlruWhich>('clog', 'commitTs', 'multixact'), pick })),
 ];
 
 describe('model-based property test', () => {
@@ -101,11 +113,17 @@ describe('model-based property test', () => {
       `model-pbt volume (strict): states=${stats.volumeStates} pages=${stats.volumePages} torn-detected=${stats.volumeTornDetected} meta-mixed=${stats.volumeMetaMixed} ` +
         `at-a-failed-checkpoint's-capture=${stats.volumeChoseCandidate}`,
     );
+    console.log(
+      `model-pbt slru: values-verified=${stats.slruValuesVerified} mxids-verified=${stats.mxidsVerified} truncations=${stats.slruTruncations} refusals-verified=${stats.slruRefusalsVerified} ` +
+        `lost-after-unclean-stop (allowed, set since the last checkpoint): values=${stats.slruValuesLost} mxids=${stats.mxidsLost}`,
+    );
     if (details.failed) throw new Error(`${fc.defaultReportMessage(details)}\nError: ${String((details.errorInstance as Error)?.stack ?? details.errorInstance)}`);
     expect(stats.kinds.size).toBe(CMD_KINDS.length);
     expect(stats.crashes).toBeGreaterThan(0);
     expect(stats.faultsFired).toBeGreaterThan(0);
     expect(stats.volumeTornDetected + stats.volumeMetaMixed).toBe(0);
     expect(stats.volumeStates).toBeGreaterThan(0);
+    expect(stats.slruTruncations).toBeGreaterThan(0);
+    expect(stats.slruRefusalsVerified).toBeGreaterThan(0);
   }, SOAK ? 24 * 3600_000 : 180_000);
 });

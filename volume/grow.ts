@@ -25,14 +25,21 @@
  *     had (best effort, not synced; if that fails or a crash comes first, the longer file is still
  *     a valid volume of the old size, E4, and the next grow zero-fills that tail again). A
  *     failure at (4) or (5) leaves the old or the new size, both valid (reported as an error:
- *     `lamstore inspect` says which).
+ *     `lamstore inspect` says which). The slot of (4) is then overwritten with zeros, best effort
+ *     and not synced, as volume.ts #undoSwitch does after a failed switch: after a failed
+ *     fdatasync the kernel may serve the new superblock from its cache without ever writing it
+ *     (fsyncgate), so a reopen without a power loss would see the new size, build on it, and its
+ *     next checkpoint would overwrite slot g, the only durable superblock, while g + 1 is not
+ *     durable. With the slot zeroed the reopen reads generation g (the old size), and its unclean
+ *     open's fdatasync makes the zeros durable before anything is written; a power loss before
+ *     that leaves g, or g + 1 if it did reach the disk: the same catalog, either size.
  *  G5 The new superblock keeps the catalog pointers, the fork count and the checkpoint time of
  *     generation g: a grow publishes no new checkpoint, only a larger volume around the same one.
  */
 import { resolve } from 'node:path';
 import { ErrorCode, LamstoreError, RealIO, ioError } from '../engine/index.js';
 import type { FileHandle, FileIO } from '../engine/index.js';
-import { SLOT_COUNT, checkVolumeGeometry, encodeSuperblock } from './format.js';
+import { SLOT_COUNT, SUPERBLOCK_BYTES, checkVolumeGeometry, encodeSuperblock } from './format.js';
 import { examineVolume } from './examine.js';
 import { openHandleExclusive } from './volume.js';
 import { zeroFill } from './create.js';
@@ -117,6 +124,8 @@ async function growOpen(io: FileIO, handle: FileHandle, path: string, newSizeByt
     step = 'fdatasync superblock';
     await io.fdatasync(handle);
   } catch (err) {
+    // G4: never leave a superblock in the cache that may not be on the disk.
+    await io.pwrite(handle, new Uint8Array(SUPERBLOCK_BYTES), (generation % SLOT_COUNT) * bs).catch(() => {});
     const cause = ioError(step, path, err);
     throw new LamstoreError(cause.code, `${cause.message}; the volume now has its old size (${oldSizeBytes} bytes) or its new one (${newSizeBytes}), either valid: lamstore inspect shows which`, {
       cause: err,

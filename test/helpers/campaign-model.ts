@@ -32,6 +32,27 @@
  *      stop fsyncs every file, and a crash image is durable as a whole).
  * A clean close+reopen must give back `cur` exactly.
  *
+ * The SLRUs (clog, commit_ts, multixact through `engine.clog`, `engine.commitTs`,
+ * `engine.multixact`), the same way: `slru` (now), `slruSnap` (at the last completed checkpoint,
+ * or found by a reopen), `slruSince` (every value set, every mxid created since), and the
+ * truncation cutoffs `cut`. Their contract (slru.ts S6, multixact.ts M3-M5, control-file.ts
+ * CF5 d): what a completed checkpoint covered survives; what came after may be lost (an xid then
+ * reads as never set); a truncation's cutoff is durable before the call returns.
+ *  MS1 clog and commit_ts after an unclean stop: every xid below its cutoff is refused
+ *      (BAD_ARGUMENT), every other xid reads back its value in `slruSnap` (never set: IN_PROGRESS,
+ *      no timestamp) or a value set since (a page written by an eviction, or by a failed
+ *      checkpoint), never anything else. MA4 applies: what is read becomes `slru` and `slruSnap`.
+ *  MS2 multixact after an unclean stop: nextMxid lies between `slruSnap.nextMxid` (no mxid durable
+ *      at a completed checkpoint is handed out again, M3) and `slru.nextMxid`; oldestMxid is the
+ *      truncation cutoff; an mxid created before the last completed checkpoint (and not truncated)
+ *      reads back its members exactly; one created since reads back its members exactly, or is
+ *      BAD_ARGUMENT at or above nextMxid, or DATA_CORRUPT below it (M4: its offsets were lost);
+ *      never other members. The model keeps those that read back; new mxids continue from nextMxid.
+ *  MS3 A clean close+reopen gives back every value, every mxid, nextMxid and every cutoff exactly;
+ *      while the engine runs every read agrees with `slru`, every create returns `slru.nextMxid`.
+ * In the failed state SLRU reads still run (an eviction they need may be refused: ENGINE_FAILED)
+ * and changes are ENGINE_FAILED.
+ *
  * Faults (one injected fault, on the first call of one I/O kind during one operation):
  *  MF1 a fault that fires fails that operation with a LamstoreError; nothing reports success
  *      after it fired.
@@ -57,7 +78,7 @@
 import { createHash } from 'node:crypto';
 import { Engine, SyncHandlerId, SyncRequestType, setPageChecksum } from '../../engine/index.js';
 import { ManualClock, SimDisk } from '../../engine/testing.js';
-import type { ForkNumber, IoKind, RelFileLocator } from '../../engine/index.js';
+import type { ClogStatus, CommitTsEntry, ForkNumber, IoKind, MultiXactMember, MultiXactStatus, RelFileLocator } from '../../engine/index.js';
 import type { CrashMode, FaultCode } from '../../engine/testing.js';
 import type { MdStorageManager } from '../../engine/md/md.js';
 import { volumeExtension } from '../../volume/index.js';
@@ -81,6 +102,17 @@ const TORN = 'torn';
 
 export type FaultTarget = 'checkpoint' | 'extend' | 'read' | 'write';
 
+/**
+ * The xids of the SLRU commands: clog pages 0, 1, 32, 33, 64, 67 (segments 0-2 at 4 KiB: 16384
+ * xids a page, 32 pages a segment) and commit_ts pages over 80 segments (409 a page), so
+ * truncation removes whole segments and 4 SLRU buffers evict.
+ */
+export const SLRU_XIDS = [1, 2, 5, 409, 500, 16383, 16384, 20000, 524287, 524288, 530000, 1048576, 1100000] as const;
+const CLOG_XIDS_PER_PAGE = BLOCK_SIZE * 4;
+const COMMIT_TS_XIDS_PER_PAGE = Math.floor(BLOCK_SIZE / 10);
+const SLRU_SEGMENT_PAGES = 32;
+export type SlruWhich = 'clog' | 'commitTs' | 'multixact';
+
 export type CmdSpec =
   | { kind: 'create'; storage: Storage; rel: number; fork: ForkNumber }
   // `at` picks among the forks (or relations, for drop) the command applies to, in key order,
@@ -94,10 +126,22 @@ export type CmdSpec =
   | { kind: 'closeReopen' }
   | { kind: 'crash'; mode: CrashMode; seed: number }
   | { kind: 'fault'; io: IoKind; code: FaultCode; fsyncgate: boolean; target: FaultTarget; at: number; pick: number }
-  | { kind: 'syncRequest'; type: 'sync' | 'forget'; rel: number; fork: ForkNumber; segno: number };
+  | { kind: 'syncRequest'; type: 'sync' | 'forget'; rel: number; fork: ForkNumber; segno: number }
+  // `x` picks an xid of SLRU_XIDS; `pick` an mxid among those the model knows (or, one time in
+  // eight, one never created or truncated away).
+  | { kind: 'clogSet'; x: number; status: number }
+  | { kind: 'clogGet'; x: number }
+  | { kind: 'commitTsSet'; x: number }
+  | { kind: 'commitTsGet'; x: number }
+  | { kind: 'multixactCreate'; members: { x: number; status: number }[] }
+  | { kind: 'multixactMembers'; pick: number }
+  | { kind: 'slruTruncate'; which: SlruWhich; pick: number };
 
 export type CmdKind = CmdSpec['kind'];
-export const CMD_KINDS: readonly CmdKind[] = ['create', 'extend', 'write', 'read', 'truncate', 'drop', 'checkpoint', 'closeReopen', 'crash', 'fault', 'syncRequest'];
+export const CMD_KINDS: readonly CmdKind[] = [
+  'create', 'extend', 'write', 'read', 'truncate', 'drop', 'checkpoint', 'closeReopen', 'crash', 'fault', 'syncRequest',
+  'clogSet', 'clogGet', 'commitTsSet', 'commitTsGet', 'multixactCreate', 'multixactMembers', 'slruTruncate',
+];
 
 type Store = Map<string, string[]>;
 interface Since {
@@ -120,12 +164,48 @@ export interface PbtStats {
   volumeTornDetected: number;
   volumeMetaMixed: number;
   volumeChoseCandidate: number;
+  /** SLRU values (xid statuses and timestamps) and mxids judged or read back; refusals of truncated xids checked. */
+  slruValuesVerified: number;
+  mxidsVerified: number;
+  slruRefusalsVerified: number;
+  /** After unclean stops: values set since the last checkpoint that read back unset, and mxids lost (MS1-MS2 allow both). */
+  slruValuesLost: number;
+  mxidsLost: number;
+  slruTruncations: number;
   kinds: Set<CmdKind>;
 }
 
 export function newStats(): PbtStats {
-  return { runs: 0, commands: 0, crashes: 0, faultsInjected: 0, faultsFired: 0, failedStates: 0, uncleanReopens: 0, pagesVerified: 0, volumeStates: 0, volumePages: 0, volumeTornDetected: 0, volumeMetaMixed: 0, volumeChoseCandidate: 0, kinds: new Set() };
+  return {
+    runs: 0, commands: 0, crashes: 0, faultsInjected: 0, faultsFired: 0, failedStates: 0, uncleanReopens: 0, pagesVerified: 0, volumeStates: 0, volumePages: 0, volumeTornDetected: 0, volumeMetaMixed: 0, volumeChoseCandidate: 0,
+    slruValuesVerified: 0, mxidsVerified: 0, slruRefusalsVerified: 0, slruValuesLost: 0, mxidsLost: 0, slruTruncations: 0, kinds: new Set(),
+  };
 }
+
+/** The SLRUs as the model keeps them. */
+export interface SlruState {
+  /** xid -> clog status (absent: IN_PROGRESS, 0). */
+  clog: Map<number, number>;
+  /** xid -> commit_ts entry as `timestamp:origin` (absent: none). */
+  ts: Map<number, string>;
+  /** mxid -> its members as JSON. */
+  mx: Map<number, string>;
+  nextMxid: number;
+}
+interface SlruSince {
+  clog: Map<number, Set<number>>;
+  ts: Map<number, Set<string>>;
+  mx: Set<number>;
+}
+/** Truncation cutoffs: clog and commit_ts the oldest page kept, multixact the oldest mxid. Durable once the call returns. */
+interface SlruCut {
+  clogPage: number;
+  tsPage: number;
+  mxOldest: number;
+}
+const newSlru = (): SlruState => ({ clog: new Map(), ts: new Map(), mx: new Map(), nextMxid: 1 });
+const cloneSlru = (s: SlruState): SlruState => ({ clog: new Map(s.clog), ts: new Map(s.ts), mx: new Map(s.mx), nextMxid: s.nextMxid });
+const newSlruSince = (): SlruSince => ({ clog: new Map(), ts: new Map(), mx: new Set() });
 
 export interface Model {
   cur: Store;
@@ -136,6 +216,10 @@ export interface Model {
   /** md relations dropped since the last completed checkpoint (their main fork is a tombstone). */
   tombstones: Set<number>;
   version: number;
+  slru: SlruState;
+  slruSnap: SlruState;
+  slruSince: SlruSince;
+  cut: SlruCut;
   stats: PbtStats;
 }
 
@@ -168,7 +252,7 @@ function makePage(storage: Storage, rel: number, fork: number, blk: number, vers
 }
 
 export function newModel(stats: PbtStats): Model {
-  return { cur: new Map(), snap: new Map(), candidates: [], since: new Map(), failed: false, tombstones: new Set(), version: 0, stats };
+  return { cur: new Map(), snap: new Map(), candidates: [], since: new Map(), failed: false, tombstones: new Set(), version: 0, slru: newSlru(), slruSnap: newSlru(), slruSince: newSlruSince(), cut: { clogPage: 0, tsPage: 0, mxOldest: 1 }, stats };
 }
 
 function sinceOf(m: Model, k: string): Since {
@@ -190,6 +274,8 @@ function commit(m: Model): void {
   m.since.clear();
   m.candidates = [];
   m.tombstones.clear();
+  m.slruSnap = cloneSlru(m.slru);
+  m.slruSince = newSlruSince();
 }
 
 // ------------------------------------------------------------------ the real system
@@ -325,13 +411,15 @@ export function allowedProblems(m: Model, obs: Store): string[] {
   return problems;
 }
 
-/** Reopen after an unclean stop: check MA1-MA3, then adopt what is there (MA4). */
+/** Reopen after an unclean stop: check MA1-MA3 and MS1-MS2, then adopt what is there (MA4). */
 async function verifyUncleanReopen(m: Model, r: Real, what: string): Promise<void> {
   m.stats.uncleanReopens++;
   const obs = await observe(m, r);
   const problems = allowedProblems(m, obs);
+  const slru = await judgeSlrus(m, r, false, problems);
   if (problems.length > 0) fail(`${what}: state not allowed:\n  ${problems.slice(0, 8).join('\n  ')}`);
   m.cur = obs;
+  m.slru = slru;
   m.failed = false;
   commit(m);
 }
@@ -344,6 +432,218 @@ async function verifyExact(m: Model, r: Real, what: string): Promise<void> {
     const e = m.cur.get(k);
     if (!a || !e || a.length !== e.length) fail(`${what}: ${k} nblocks ${a?.length ?? 'absent'}, model ${e?.length ?? 'absent'}`);
     for (let b = 0; b < e.length; b++) if (a[b] !== e[b]) fail(`${what}: ${k} block ${b} differs from the model`);
+  }
+  const problems: string[] = [];
+  await judgeSlrus(m, r, true, problems);
+  if (problems.length > 0) fail(`${what}:\n  ${problems.slice(0, 8).join('\n  ')}`);
+}
+
+// ------------------------------------------------------------------ SLRUs
+
+const clogPageOf = (xid: number) => Math.floor(xid / CLOG_XIDS_PER_PAGE);
+const tsPageOf = (xid: number) => Math.floor(xid / COMMIT_TS_XIDS_PER_PAGE);
+const xidOf = (x: number): number => SLRU_XIDS[x % SLRU_XIDS.length]!;
+const clogKept = (m: Model, xid: number) => clogPageOf(xid) >= m.cut.clogPage;
+const tsKept = (m: Model, xid: number) => tsPageOf(xid) >= m.cut.tsPage;
+/** Truncation keeps whole segments: the first page kept is the first of the cutoff's segment. */
+const segmentStart = (page: number) => Math.floor(page / SLRU_SEGMENT_PAGES) * SLRU_SEGMENT_PAGES;
+const tsText = (e: CommitTsEntry | null): string | null => (e === null ? null : `${e.timestampUs}:${e.originId}`);
+const membersText = (list: readonly MultiXactMember[]): string => JSON.stringify(list.map((x) => [x.xid, x.status]));
+
+/** A read that may be refused: its value, or the refusal's code. */
+async function attempt<T>(p: () => Promise<T>): Promise<{ value: T; code?: undefined } | { value?: undefined; code: string }> {
+  try {
+    return { value: await p() };
+  } catch (err) {
+    const code = codeOf(err);
+    if (code === undefined) throw err;
+    return { code };
+  }
+}
+
+/**
+ * MS1-MS3: the SLRUs as the engine shows them now. `exact` (a clean reopen): every value equals
+ * `slru`. Otherwise (an unclean stop) the allowed states of MS1-MS2. Problems go to `problems`;
+ * returns the state found, for the model to adopt.
+ */
+async function judgeSlrus(m: Model, r: Real, exact: boolean, problems: string[]): Promise<SlruState> {
+  const e = r.engine;
+  const out = newSlru();
+  const rule = exact ? 'MS3' : 'MS1';
+  for (const xid of SLRU_XIDS) {
+    const checks = [
+      { name: 'clog', kept: clogKept(m, xid), read: async () => e.clog.getStatus(xid) as Promise<number | string | null>, now: m.slru.clog.get(xid) ?? 0, snap: m.slruSnap.clog.get(xid) ?? 0, since: m.slruSince.clog.get(xid), unset: 0, put: (v: unknown) => v !== 0 && out.clog.set(xid, v as number) },
+      { name: 'commit_ts', kept: tsKept(m, xid), read: async () => tsText(await e.commitTs.get(xid)), now: m.slru.ts.get(xid) ?? null, snap: m.slruSnap.ts.get(xid) ?? null, since: m.slruSince.ts.get(xid), unset: null, put: (v: unknown) => v !== null && out.ts.set(xid, v as string) },
+    ];
+    for (const c of checks) {
+      const got = await attempt(c.read);
+      if (!c.kept) {
+        m.stats.slruRefusalsVerified++;
+        if (got.code !== 'BAD_ARGUMENT') problems.push(`${rule}: ${c.name} xid ${xid} lies below the truncation cutoff but reads ${got.code ?? String(got.value)}`);
+        continue;
+      }
+      m.stats.slruValuesVerified++;
+      if (got.code !== undefined) {
+        problems.push(`${rule}: ${c.name} xid ${xid}: ${got.code}`);
+        continue;
+      }
+      const v = got.value;
+      if (exact) {
+        if (v !== c.now) problems.push(`MS3: ${c.name} xid ${xid} reads ${String(v)}, model ${String(c.now)}`);
+      } else {
+        const allowed = new Set<unknown>([c.snap, ...((c.since ?? []) as Iterable<unknown>)]);
+        if (!allowed.has(v)) problems.push(`MS1: ${c.name} xid ${xid} reads ${String(v)}: neither its value at the last checkpoint (${String(c.snap)}) nor one set since`);
+        else if (v !== c.now) m.stats.slruValuesLost++;
+      }
+      c.put(v);
+    }
+  }
+  // multixact (MS2, MS3)
+  const mx = e.multixact;
+  const next = mx.nextMxid;
+  if (exact ? next !== m.slru.nextMxid : next < m.slruSnap.nextMxid || next > m.slru.nextMxid) {
+    problems.push(`${exact ? 'MS3' : 'MS2'}: nextMxid ${next}, model ${exact ? m.slru.nextMxid : `${m.slruSnap.nextMxid}..${m.slru.nextMxid}`}`);
+  }
+  if (mx.oldestMxid !== m.cut.mxOldest) problems.push(`${exact ? 'MS3' : 'MS2'}: oldestMxid ${mx.oldestMxid}, the truncation cutoff is ${m.cut.mxOldest}`);
+  out.nextMxid = next;
+  const ids = [...new Set([...m.slru.mx.keys(), ...m.slruSnap.mx.keys()])].filter((id) => id >= m.cut.mxOldest).sort((a, b) => a - b);
+  for (const id of ids) {
+    m.stats.mxidsVerified++;
+    const got = await attempt(async () => membersText(await mx.getMembers(id)));
+    const durable = m.slruSnap.mx.get(id);
+    const now = m.slru.mx.get(id);
+    if (exact || durable !== undefined) {
+      const want = exact ? now : durable;
+      if (got.value === undefined || got.value !== want) problems.push(`${exact ? 'MS3' : 'MS2'}: mxid ${id} reads ${got.value ?? got.code}, ${exact ? 'model' : 'durable since the last checkpoint:'} ${want}`);
+      else out.mx.set(id, got.value);
+      continue;
+    }
+    // Created since the last completed checkpoint.
+    if (got.value !== undefined) {
+      if (got.value !== now) problems.push(`MS2: mxid ${id} reads other members ${got.value}, created with ${now}`);
+      else out.mx.set(id, got.value);
+    } else if ((got.code === 'BAD_ARGUMENT' && id >= next) || (got.code === 'DATA_CORRUPT' && id < next)) m.stats.mxidsLost++;
+    else problems.push(`MS2: mxid ${id} created since the last checkpoint: ${got.code} with nextMxid ${next}`);
+  }
+  if (m.cut.mxOldest > 1) {
+    m.stats.slruRefusalsVerified++;
+    const below = await attempt(() => mx.getMembers(m.cut.mxOldest - 1));
+    if (below.code !== 'BAD_ARGUMENT') problems.push(`${exact ? 'MS3' : 'MS2'}: mxid ${m.cut.mxOldest - 1} lies below the truncation cutoff but reads ${below.code ?? 'members'}`);
+  }
+  return out;
+}
+
+function noteSince<V>(map: Map<number, Set<V>>, xid: number, v: V): void {
+  let set = map.get(xid);
+  if (!set) map.set(xid, (set = new Set()));
+  set.add(v);
+}
+
+/** The SLRU commands (MS3 while the engine runs). In the failed state only the reads run. */
+async function runSlru(spec: Extract<CmdSpec, { kind: 'clogSet' | 'clogGet' | 'commitTsSet' | 'commitTsGet' | 'multixactCreate' | 'multixactMembers' | 'slruTruncate' }>, m: Model, r: Real): Promise<void> {
+  const e = r.engine;
+  switch (spec.kind) {
+    case 'clogSet': {
+      const xid = xidOf(spec.x);
+      const status = spec.status & 3;
+      if (!clogKept(m, xid)) {
+        await expectCode(`clog.setStatus(${xid}) below the cutoff`, e.clog.setStatus(xid, status as ClogStatus), ['BAD_ARGUMENT']);
+        return;
+      }
+      await e.clog.setStatus(xid, status as ClogStatus);
+      if (status === 0) m.slru.clog.delete(xid);
+      else m.slru.clog.set(xid, status);
+      noteSince(m.slruSince.clog, xid, status);
+      return;
+    }
+    case 'clogGet': {
+      const xid = xidOf(spec.x);
+      const got = await attempt(() => e.clog.getStatus(xid));
+      if (!clogKept(m, xid)) {
+        if (got.code !== 'BAD_ARGUMENT') fail(`clog.getStatus(${xid}) below the cutoff: ${got.code ?? got.value}`);
+        m.stats.slruRefusalsVerified++;
+        return;
+      }
+      if (m.failed && got.code === 'ENGINE_FAILED') return; // an eviction write it needed was refused
+      m.stats.slruValuesVerified++;
+      if (got.value !== (m.slru.clog.get(xid) ?? 0)) fail(`clog.getStatus(${xid}): ${got.code ?? got.value}, model ${m.slru.clog.get(xid) ?? 0}`);
+      return;
+    }
+    case 'commitTsSet': {
+      const xid = xidOf(spec.x);
+      const v = ++m.version;
+      const timestampUs = BigInt(v) * 1000n + 1n;
+      const originId = v & 0xffff;
+      if (!tsKept(m, xid)) {
+        await expectCode(`commitTs.set(${xid}) below the cutoff`, e.commitTs.set(xid, timestampUs, originId), ['BAD_ARGUMENT']);
+        return;
+      }
+      await e.commitTs.set(xid, timestampUs, originId);
+      const text = `${timestampUs}:${originId}`;
+      m.slru.ts.set(xid, text);
+      noteSince(m.slruSince.ts, xid, text);
+      return;
+    }
+    case 'commitTsGet': {
+      const xid = xidOf(spec.x);
+      const got = await attempt(async () => tsText(await e.commitTs.get(xid)));
+      if (!tsKept(m, xid)) {
+        if (got.code !== 'BAD_ARGUMENT') fail(`commitTs.get(${xid}) below the cutoff: ${got.code ?? got.value}`);
+        m.stats.slruRefusalsVerified++;
+        return;
+      }
+      if (m.failed && got.code === 'ENGINE_FAILED') return;
+      m.stats.slruValuesVerified++;
+      if (got.value !== (m.slru.ts.get(xid) ?? null)) fail(`commitTs.get(${xid}): ${got.code ?? got.value}, model ${m.slru.ts.get(xid) ?? null}`);
+      return;
+    }
+    case 'multixactCreate': {
+      const members = spec.members.map((x) => ({ xid: 1000 + x.x, status: (x.status % 6) as MultiXactStatus }));
+      const mxid = await e.multixact.create(members);
+      if (mxid !== m.slru.nextMxid) fail(`multixact.create returned ${mxid}, model's next mxid ${m.slru.nextMxid}`);
+      m.slru.mx.set(mxid, membersText(members));
+      m.slru.nextMxid = mxid + 1;
+      m.slruSince.mx.add(mxid);
+      return;
+    }
+    case 'multixactMembers': {
+      const ids = [...m.slru.mx.keys()].sort((a, b) => a - b);
+      if (ids.length === 0 || spec.pick % 8 === 7) {
+        // Never created, or truncated away (or 0, InvalidMultiXactId).
+        const id = spec.pick % 16 === 7 ? m.cut.mxOldest - 1 : m.slru.nextMxid;
+        const got = await attempt(() => e.multixact.getMembers(id));
+        if (got.code !== 'BAD_ARGUMENT') fail(`multixact.getMembers(${id}) (outside oldest ${m.cut.mxOldest} .. next ${m.slru.nextMxid}): ${got.code ?? 'members'}`);
+        m.stats.slruRefusalsVerified++;
+        return;
+      }
+      const id = ids[spec.pick % ids.length]!;
+      const got = await attempt(async () => membersText(await e.multixact.getMembers(id)));
+      if (m.failed && got.code === 'ENGINE_FAILED') return;
+      m.stats.mxidsVerified++;
+      if (got.value !== m.slru.mx.get(id)) fail(`multixact.getMembers(${id}): ${got.value ?? got.code}, model ${m.slru.mx.get(id)}`);
+      return;
+    }
+    case 'slruTruncate': {
+      m.stats.slruTruncations++;
+      if (spec.which === 'multixact') {
+        const oldest = m.cut.mxOldest + (spec.pick % (m.slru.nextMxid - m.cut.mxOldest + 1));
+        await e.multixact.truncate(oldest);
+        m.cut.mxOldest = Math.max(m.cut.mxOldest, oldest);
+        for (const id of [...m.slru.mx.keys()]) if (id < m.cut.mxOldest) m.slru.mx.delete(id);
+        return;
+      }
+      const xid = xidOf(spec.pick);
+      if (spec.which === 'clog') {
+        await e.clog.truncate(xid);
+        m.cut.clogPage = Math.max(m.cut.clogPage, segmentStart(clogPageOf(xid)));
+        for (const x of [...m.slru.clog.keys()]) if (!clogKept(m, x)) m.slru.clog.delete(x);
+      } else {
+        await e.commitTs.truncate(xid);
+        m.cut.tsPage = Math.max(m.cut.tsPage, segmentStart(tsPageOf(xid)));
+        for (const x of [...m.slru.ts.keys()]) if (!tsKept(m, x)) m.slru.ts.delete(x);
+      }
+      return;
+    }
   }
 }
 
@@ -395,7 +695,7 @@ function targetOf(spec: CmdSpec, m: Model): (ForkRef & { key: string }) | null {
 
 /** Whether the command may run in this model state (fast-check's `check`). */
 export function applicable(spec: CmdSpec, m: Model): boolean {
-  if (m.failed && !(spec.kind === 'read' || spec.kind === 'closeReopen' || spec.kind === 'crash')) return false;
+  if (m.failed && !(spec.kind === 'read' || spec.kind === 'closeReopen' || spec.kind === 'crash' || spec.kind === 'clogGet' || spec.kind === 'commitTsGet' || spec.kind === 'multixactMembers')) return false;
   switch (spec.kind) {
     case 'extend':
     case 'write':
@@ -547,6 +847,14 @@ async function runSpec(spec: CmdSpec, m: Model, r: Real): Promise<void> {
     }
     case 'fault':
       return runFault(spec, m, r);
+    case 'clogSet':
+    case 'clogGet':
+    case 'commitTsSet':
+    case 'commitTsGet':
+    case 'multixactCreate':
+    case 'multixactMembers':
+    case 'slruTruncate':
+      return runSlru(spec, m, r);
   }
 }
 
@@ -558,7 +866,9 @@ async function runFault(spec: Extract<CmdSpec, { kind: 'fault' }>, m: Model, r: 
   let fired = false;
   // A checkpoint's volume sync makes two fdatasyncs (pages and catalog, then the superblock):
   // `pick` chooses which one fails. fsyncgate only on the volume's fdatasync (MF5).
-  const nth = spec.io === 'fdatasync' && spec.target === 'checkpoint' ? 1 + (spec.pick % 2) : 1;
+  // fsync: `pick` chooses among the first three (md segments and SLRU segments, in the sync
+  // phase's order).
+  const nth = spec.target !== 'checkpoint' ? 1 : spec.io === 'fdatasync' ? 1 + (spec.pick % 2) : spec.io === 'fsync' ? 1 + (spec.pick % 3) : 1;
   let calls = 0;
   r.disk.onCall = (_i, kind) => {
     if (kind === spec.io && ++calls >= nth) fired = true;
@@ -584,7 +894,7 @@ async function runFault(spec: Extract<CmdSpec, { kind: 'fault' }>, m: Model, r: 
     // Not fired, or absorbed where that is allowed: a page write whose eviction write failed
     // may still succeed through another victim.
     if (fired && spec.target !== 'write') fail(`fault ${spec.io} ${spec.code} fired during ${spec.target} but it reported success (MF1)`);
-    Object.assign(m, { cur: shadow.cur, snap: shadow.snap, since: shadow.since, candidates: shadow.candidates, tombstones: shadow.tombstones, version: shadow.version });
+    Object.assign(m, { cur: shadow.cur, snap: shadow.snap, since: shadow.since, candidates: shadow.candidates, tombstones: shadow.tombstones, version: shadow.version, slruSnap: shadow.slruSnap, slruSince: shadow.slruSince });
     return;
   }
   m.version = shadow.version;
