@@ -30,7 +30,13 @@
  *     could write, plus one block for every page that could be dirty in the buffer pool
  *     (min(sharedBuffers, the blocks of all forks)), which the checkpoint must relocate. So a
  *     write that would make the next checkpoint impossible fails with VOLUME_FULL, and nothing
- *     already written is lost; a checkpoint never runs out of room.
+ *     already written is lost; a checkpoint never runs out of room. Known limit (found by
+ *     test/campaign-volume-model.test.ts, pinned down in campaign-volume-model-regressions): the
+ *     reserve is computed from the catalog as it is, and a capture that adds a leaf takes its
+ *     pages from free space and raises the reserve, so on a nearly full volume free space can end
+ *     below it; the next checkpoint's page writes are then refused with VOLUME_FULL (nothing
+ *     changed) until the volume grows. Covering it needs a reserve that also counts what a build
+ *     can add to the catalog.
  *  V6 Online growth (`grow: { step, max }`, the methods under "growth"): where an allocation
  *     would fail with VOLUME_FULL, the file first grows by the fewest whole steps that make room
  *     (never past max; one growth at a time): extend it, zero-fill the new tail, fdatasync (which
