@@ -295,8 +295,9 @@ export class CatalogTree {
   /** T3: a built catalog was never published. Its pages need writing again; returns its blocks. */
   abandon(built: BuiltCatalog): number[] {
     const blocks: number[] = [...built.indexBlocks];
+    const live = new Set(this.#pages);
     for (const p of built.newPages) {
-      if (p.block >= 0 && this.#pages.includes(p)) {
+      if (p.block >= 0 && live.has(p)) {
         blocks.push(p.block);
         p.block = -1;
         p.dirty = true;

@@ -220,7 +220,7 @@ export class FreeSpace {
     const here = this.runContaining(cursor);
     let at = cursor;
     if (!here || here.start + here.length - cursor < n) {
-      const first = this.#largestFits(n) ? this.#byStart.find((r) => r.length >= n) : undefined;
+      const first = this.largestRunBlocks() >= n ? this.#byStart.find((r) => r.length >= n) : undefined;
       if (first) at = first.start;
     }
     while (n > 0) {
@@ -238,10 +238,6 @@ export class FreeSpace {
       n -= len;
     }
     return { runs, cursor: at };
-  }
-
-  #largestFits(n: number): boolean {
-    return (this.#bySize[this.#bySize.length - 1]?.length ?? 0) >= n;
   }
 
   /**
