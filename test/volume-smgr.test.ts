@@ -71,7 +71,8 @@ describe('volume storage manager', () => {
   });
 
   it('growth is geometric: the first extent is at most 8 blocks and capacity doubles; free space after the last extent is used in place', async () => {
-    const { engine, smgr, volume } = await fresh();
+    // 6 MiB: the 500 blocks below, their reserve (a pool of 256 pages, V5) and room to spare.
+    const { engine, smgr, volume } = await fresh(6 * 1024 * 1024);
     const a = rel(1);
     const b = rel(2);
     await smgr.create(a, 0);

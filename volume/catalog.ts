@@ -4,7 +4,7 @@
  * in proportion to what changed: the changed leaves (repacked) and the index chain; every other
  * leaf is referenced where it already is (copy-on-write pages, as in LMDB).
  *
- * Invariants (checkInvariants() verifies T1-T3):
+ * Invariants (checkInvariants() verifies T1, T2 and T4):
  *  T1 `#pages` is in key order: page i's forks all sort before page i+1's, a fork's items may
  *     span consecutive pages (a fork too large for one page), and every fork of the volume is in
  *     the pages listed for it in `#forkPages`, which are exactly the pages holding it.
@@ -15,6 +15,12 @@
  *     is no longer durable (V3 of volume.ts). If the new catalog is never published, `abandon`
  *     marks its pages dirty and blockless again and returns their blocks (free at once: no
  *     superblock ever named them).
+ *  T4 Two adjacent leaves never fit in one (the B-tree merge rule): after every build, the bytes
+ *     of leaf i and leaf i+1 together exceed a leaf's room. Greedy packing gives it inside a run
+ *     of rewritten leaves; `build` restores it where a rewritten leaf meets a kept one by taking
+ *     the kept one into the rewrite. So a catalog whose items take P leaves' worth of bytes has
+ *     at most 2P - 1 leaves, whatever its history, and `maxBlocks` bounds it from the fork count
+ *     and the blocks of all forks alone (what V5 of volume.ts reserves).
  *
  * Metadata per checkpoint: the leaves holding changed forks plus every index page. An index
  * entry is 32 bytes (255 per 8 KiB page), so 100,000 forks of one extent each, packed into 491
@@ -58,6 +64,8 @@ export interface CatPage {
   lo: ForkKey & { firstBlock: number };
   /** The forks with items in this page, in key order. */
   forks: ForkRef[];
+  /** Bytes of its items as written (exact while the page is clean; T4). */
+  bytes: number;
   dirty: boolean;
 }
 
@@ -110,6 +118,21 @@ interface Owned {
   owner: ForkRef;
 }
 
+/** Pages a build rewrites: the items they will hold and the pages they replace. */
+interface ItemsSeg {
+  kind: 'items';
+  items: Owned[];
+  pages: CatPage[];
+}
+
+/** A build's segment of the leaf list: pages kept as they are, or items to repack. */
+type Seg = { kind: 'kept'; pages: CatPage[] } | ItemsSeg;
+
+/** A fork continues from page a into page b. */
+function sharesFork(a: CatPage, b: CatPage): boolean {
+  return a.forks.length > 0 && b.forks.length > 0 && a.forks[a.forks.length - 1] === b.forks[0];
+}
+
 export class CatalogTree {
   readonly blockSize: number;
   readonly #leafBytes: number;
@@ -133,8 +156,9 @@ export class CatalogTree {
     let f: ForkRef | undefined;
     for (const leaf of leaves) {
       const first = leaf.items[0]!;
-      const page: CatPage = { block: leaf.block, crc: leaf.crc, lo: { spcOid: first.spcOid, dbOid: first.dbOid, relNumber: first.relNumber, fork: first.fork, firstBlock: first.firstBlock }, forks: [], dirty: false };
+      const page: CatPage = { block: leaf.block, crc: leaf.crc, lo: { spcOid: first.spcOid, dbOid: first.dbOid, relNumber: first.relNumber, fork: first.fork, firstBlock: first.firstBlock }, forks: [], bytes: 0, dirty: false };
       for (const it of leaf.items) {
+        page.bytes += itemBytes(it.extents.length);
         if (it.firstBlock === 0) f = forks[next++];
         assert(f !== undefined && compareRef(f, it) === 0, 'the forks are given in catalog order');
         if (page.forks[page.forks.length - 1] !== f) page.forks.push(f);
@@ -144,6 +168,13 @@ export class CatalogTree {
     }
     assert(next === forks.length, 'every fork given has items');
     this.#forkCount = forks.length;
+    // T4 for a catalog some other writer left: neighbours that fit in one leaf are rewritten at
+    // the next build, so the bound holds from then on.
+    for (let k = 0; k + 1 < this.#pages.length; k++) {
+      const a = this.#pages[k]!;
+      const b = this.#pages[k + 1]!;
+      if (a.bytes + b.bytes <= this.#leafBytes) a.dirty = b.dirty = true;
+    }
   }
 
   get forkCount(): number {
@@ -156,6 +187,13 @@ export class CatalogTree {
 
   get leafCount(): number {
     return this.#pages.length;
+  }
+
+  /** Blocks of the newest built catalog (leaves that have a block, and the index chain). */
+  get pageCount(): number {
+    let n = this.#indexBlocks.length;
+    for (const p of this.#pages) if (p.block >= 0) n++;
+    return n;
   }
 
   get dirty(): boolean {
@@ -187,7 +225,7 @@ export class CatalogTree {
     this.#forkCount++;
     const k: ForkKey = { spcOid: f.rel.spcOid, dbOid: f.rel.dbOid, relNumber: f.rel.relNumber, fork: f.fork };
     if (this.#pages.length === 0) {
-      const page: CatPage = { block: -1, crc: 0, lo: loOf(f, 0), forks: [f], dirty: true };
+      const page: CatPage = { block: -1, crc: 0, lo: loOf(f, 0), forks: [f], bytes: 0, dirty: true };
       this.#pages.push(page);
       f.catPages = page;
       return;
@@ -227,7 +265,7 @@ export class CatalogTree {
    * map): spread dirtiness to neighbours that share a fork with a dirty page.
    */
   #spreadDirty(): void {
-    const shares = (a: CatPage, b: CatPage): boolean => a.forks.length > 0 && b.forks.length > 0 && a.forks[a.forks.length - 1]!.key === b.forks[0]!.key;
+    const shares = sharesFork;
     for (let i = 1; i < this.#pages.length; i++) if (this.#pages[i - 1]!.dirty && shares(this.#pages[i - 1]!, this.#pages[i]!)) this.#pages[i]!.dirty = true;
     for (let i = this.#pages.length - 2; i >= 0; i--) if (this.#pages[i + 1]!.dirty && shares(this.#pages[i]!, this.#pages[i + 1]!)) this.#pages[i]!.dirty = true;
   }
@@ -242,35 +280,32 @@ export class CatalogTree {
     const newPages: CatPage[] = [];
     const out: CatPage[] = [];
     this.#spreadDirty();
-    let i = 0;
-    while (i < this.#pages.length) {
-      if (!this.#pages[i]!.dirty) {
-        out.push(this.#pages[i++]!);
+    // The new leaf list as segments: kept pages (a clean page, with the clean pages a fork it
+    // holds spans) and runs of items to repack (the dirty pages' forks as they are now).
+    const segs: Seg[] = [];
+    for (let i = 0; i < this.#pages.length; ) {
+      const p = this.#pages[i]!;
+      const last = segs[segs.length - 1];
+      if (p.dirty) {
+        const items = this.#itemsOf([p], src, last?.kind === 'items' ? last.items : null);
+        if (last?.kind === 'items') last.items.push(...items);
+        else segs.push({ kind: 'items', items, pages: [] });
+        (segs[segs.length - 1] as ItemsSeg).pages.push(p);
+      } else if (last?.kind === 'kept' && sharesFork(last.pages[last.pages.length - 1]!, p)) last.pages.push(p);
+      else segs.push({ kind: 'kept', pages: [p] });
+      i++;
+    }
+    this.#mergeNeighbours(segs, src);
+    for (const seg of segs) {
+      if (seg.kind === 'kept') {
+        out.push(...seg.pages);
         continue;
       }
-      // A run of consecutive dirty pages; a small result absorbs the next clean page too, so
-      // leaves emptied by drops merge instead of lingering one fork each.
-      let j = i;
-      while (j < this.#pages.length && this.#pages[j]!.dirty) j++;
-      let items = this.#itemsOf(this.#pages.slice(i, j), src);
-      while (j < this.#pages.length && this.#bytesOf(items) < this.#leafBytes / 4) {
-        items = items.concat(this.#itemsOf([this.#pages[j]!], src));
-        j++;
-      }
-      // The run's last page may end inside a fork that continues in the next page: take it too.
-      while (j < this.#pages.length && this.#pages[j]!.forks.length > 0 && this.#pages[j]!.forks[0]!.key === this.#pages[j - 1]!.forks[this.#pages[j - 1]!.forks.length - 1]?.key) {
-        items = items.concat(this.#itemsOf([this.#pages[j]!], src));
-        j++;
-      }
-      for (let k = i; k < j; k++) {
-        const p = this.#pages[k]!;
-        if (p.block >= 0) replaced.push(p.block);
-      }
-      for (const p of this.#pack(items, generation, alloc, writes)) {
+      for (const p of seg.pages) if (p.block >= 0) replaced.push(p.block);
+      for (const p of this.#pack(seg.items, generation, alloc, writes)) {
         out.push(p);
         newPages.push(p);
       }
-      i = j;
     }
     this.#pages = out;
     // Fork -> pages, for the pages just made (the others did not change).
@@ -307,10 +342,13 @@ export class CatalogTree {
     return blocks;
   }
 
-  /** The items of the pages' forks as they are now, each with the fork it belongs to. */
-  #itemsOf(pages: readonly CatPage[], src: CatalogSource): Owned[] {
+  /**
+   * The items of the pages' forks as they are now, each with the fork it belongs to. `before`,
+   * the items these follow, ends with a fork spanning into the first page: it is not repeated.
+   */
+  #itemsOf(pages: readonly CatPage[], src: CatalogSource, before: readonly Owned[] | null = null): Owned[] {
     const items: Owned[] = [];
-    let last: ForkRef | undefined;
+    let last: ForkRef | undefined = before !== null && before.length > 0 ? before[before.length - 1]!.owner : undefined;
     for (const p of pages) {
       for (const f of p.forks) {
         if (f === last) continue; // a fork spanning two pages of the run
@@ -321,10 +359,70 @@ export class CatalogTree {
     return items;
   }
 
-  #bytesOf(items: readonly Owned[]): number {
-    let n = 0;
-    for (const it of items) n += itemBytes(it.item.extents.length);
-    return n;
+  /** Bytes of each page greedy packing makes of `items` (what #pack writes). */
+  #layout(items: readonly Owned[]): number[] {
+    const pages: number[] = [];
+    let used = 0;
+    for (const o of items) {
+      const n = itemBytes(o.item.extents.length);
+      if (used > 0 && used + n > this.#leafBytes) {
+        pages.push(used);
+        used = 0;
+      }
+      used += n;
+    }
+    if (used > 0) pages.push(used);
+    return pages;
+  }
+
+  /**
+   * T4 where repacked items meet kept pages: a kept neighbour that would share a leaf with the
+   * run's first or last new leaf joins the run; a run left with no items (its forks dropped)
+   * joins its two kept neighbours when they fit in one leaf. Repeats until no pair fits (each
+   * step turns kept pages into items, so it ends).
+   */
+  #mergeNeighbours(segs: Seg[], src: CatalogSource): void {
+    const room = this.#leafBytes;
+    for (let k = 0; k < segs.length; k++) {
+      const s = segs[k]!;
+      if (s.kind !== 'items') continue;
+      const prev = segs[k - 1];
+      const next = segs[k + 1];
+      const lay = this.#layout(s.items);
+      const head = lay.length > 0 ? lay[0]! : prev?.kind === 'kept' ? prev.pages[prev.pages.length - 1]!.bytes : room + 1;
+      const tail = lay.length > 0 ? lay[lay.length - 1]! : head;
+      if (next?.kind === 'kept' && tail + next.pages[0]!.bytes <= room) {
+        this.#absorb(s, next, src, 'after');
+        segs.splice(k + 1, 1);
+        const after = segs[k + 1];
+        if (after?.kind === 'items') {
+          this.#absorb(s, after, src, 'after');
+          segs.splice(k + 1, 1);
+        }
+        k--; // look at this run again
+      } else if (prev?.kind === 'kept' && lay.length > 0 && prev.pages[prev.pages.length - 1]!.bytes + head <= room) {
+        this.#absorb(s, prev, src, 'before');
+        segs.splice(--k, 1);
+        const before = segs[k - 1];
+        if (before?.kind === 'items') {
+          this.#absorb(s, before, src, 'before');
+          segs.splice(--k, 1);
+        }
+        k--;
+      }
+    }
+  }
+
+  /** Segment `o`, next to run `s` (before or after it), joins the run. */
+  #absorb(s: ItemsSeg, o: Seg, src: CatalogSource, where: 'before' | 'after'): void {
+    const items = o.kind === 'items' ? o.items : this.#itemsOf(o.pages, src);
+    if (where === 'after') {
+      s.items.push(...items);
+      s.pages.push(...o.pages);
+    } else {
+      s.items = items.concat(s.items);
+      s.pages = o.pages.concat(s.pages);
+    }
   }
 
   /** Pack items into full pages (greedy, key order), write them, and return the pages. */
@@ -340,7 +438,7 @@ export class CatalogTree {
       const first = cur[0]!.item;
       const forks: ForkRef[] = [];
       for (const o of cur) if (forks[forks.length - 1] !== o.owner) forks.push(o.owner);
-      pages.push({ block, crc: crc32c(bytes), lo: { spcOid: first.spcOid, dbOid: first.dbOid, relNumber: first.relNumber, fork: first.fork, firstBlock: first.firstBlock }, forks, dirty: false });
+      pages.push({ block, crc: crc32c(bytes), lo: { spcOid: first.spcOid, dbOid: first.dbOid, relNumber: first.relNumber, fork: first.fork, firstBlock: first.firstBlock }, forks, bytes: used, dirty: false });
       cur = [];
       used = 0;
     };
@@ -355,14 +453,19 @@ export class CatalogTree {
   }
 
   /**
-   * Blocks a build could need now at most: every leaf rewritten (the items of all forks, with
-   * `extents` extents in all, packed into pages, plus one page per dirty run for the partly
-   * filled page each run ends with) and the index chain over them.
+   * The most blocks a catalog of `forks` forks holding `blocks` blocks in all can take, and so the
+   * most any build of it writes (T4). A catalog extent holds at least one block (F4 records
+   * exactly nblocks), so there are at most `blocks` extents, cut into at most
+   * forks + ceil(blocks / itemExtentsMax) items; P leaves' worth of item bytes make at most
+   * 2P - 1 leaves, and the index chain names them. It depends on neither the leaves there are
+   * now nor the extent count, which checkpoints change, so the reserve built on it (V5 of
+   * volume.ts) stays enough across checkpoints.
    */
-  static blocksForBuild(blockSize: number, forks: number, extents: number, leafPagesNow: number): number {
-    const bytes = (forks + Math.ceil(extents / itemExtentsMax(blockSize))) * ITEM_HEADER_BYTES + extents * EXTENT_BYTES;
-    const leaves = Math.ceil(bytes / (blockSize - PAGE_HEADER_BYTES)) + leafPagesNow + 1;
-    return leaves + Math.ceil(leaves / indexEntriesMax(blockSize)) + 1;
+  static maxBlocks(blockSize: number, forks: number, blocks: number): number {
+    const items = forks + Math.ceil(blocks / itemExtentsMax(blockSize));
+    const bytes = items * ITEM_HEADER_BYTES + blocks * EXTENT_BYTES;
+    const leaves = Math.max(0, 2 * Math.ceil(bytes / (blockSize - PAGE_HEADER_BYTES)) - 1);
+    return leaves + Math.max(1, Math.ceil(leaves / indexEntriesMax(blockSize)));
   }
 
   /** T1-T2, for the volume's forks `forks`. */
@@ -376,5 +479,10 @@ export class CatalogTree {
     }
     assert(n === this.#forkCount, 'T1: the tree knows every fork once');
     for (const p of this.#pages) assert(p.block >= 0 || p.dirty, 'T2: a page without a block is dirty');
+    for (let k = 0; k + 1 < this.#pages.length; k++) {
+      const a = this.#pages[k]!;
+      const b = this.#pages[k + 1]!;
+      assert(a.dirty || b.dirty || a.bytes + b.bytes > this.#leafBytes, 'T4: two clean neighbours never fit in one leaf');
+    }
   }
 }

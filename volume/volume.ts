@@ -26,17 +26,17 @@
  *     volume sync iff its sequence number is <= `#syncedSeq`; a metadata change iff its version
  *     is <= `#durableMeta`.
  *  V5 The reserve that keeps the next checkpoint possible: every allocation except a
- *     checkpoint's own page writes leaves at least `#reserveBlocks()` free: the catalog a build
- *     could write, plus one block for every page that could be dirty in the buffer pool
- *     (min(sharedBuffers, the blocks of all forks)), which the checkpoint must relocate. So a
- *     write that would make the next checkpoint impossible fails with VOLUME_FULL, and nothing
- *     already written is lost; a checkpoint never runs out of room. Known limit (found by
- *     test/campaign-volume-model.test.ts, pinned down in campaign-volume-model-regressions): the
- *     reserve is computed from the catalog as it is, and a capture that adds a leaf takes its
- *     pages from free space and raises the reserve, so on a nearly full volume free space can end
- *     below it; the next checkpoint's page writes are then refused with VOLUME_FULL (nothing
- *     changed) until the volume grows. Covering it needs a reserve that also counts what a build
- *     can add to the catalog.
+ *     checkpoint's own page writes leaves at least `#reserveBlocks()` free: one block for every
+ *     page that could be dirty in the buffer pool (min(sharedBuffers, the blocks of all forks)),
+ *     which the checkpoint must relocate, plus M + (M - the catalog's blocks now), M being the
+ *     most blocks any catalog of these forks and blocks can take (catalog.ts T4, maxBlocks). M
+ *     depends only on the fork count and the blocks of all forks, which only reserve-checked
+ *     calls raise; a checkpoint frees as many data blocks as it relocates and grows the catalog
+ *     by at most the last term. So the reserve still holds after every checkpoint: a write that
+ *     would make the next checkpoint impossible fails with VOLUME_FULL, nothing already written
+ *     is lost, and a checkpoint never runs out of room (the volume model's VM3; a reserve
+ *     counted from the leaves of the moment did not hold after a capture that added a leaf,
+ *     test/campaign-volume-model-regressions.test.ts).
  *  V6 Online growth (`grow: { step, max }`, the methods under "growth"): where an allocation
  *     would fail with VOLUME_FULL, the file first grows by the fewest whole steps that make room
  *     (never past max; one growth at a time): extend it, zero-fill the new tail, fdatasync (which
@@ -564,10 +564,17 @@ export class Volume {
     else this.#free.deferFree({ startBlock, lengthBlocks }, this.#captures + 1);
   }
 
-  /** V5: blocks to keep free so the next checkpoint can run, after adding `extraBlocks` to forks. */
+  /**
+   * V5: blocks to keep free so the next checkpoint can run, after adding `extraForks` forks and
+   * `extraBlocks` blocks to forks: a block for every page the pool could hold dirty, the largest
+   * catalog a build could write (M, catalog.ts T4), and what the catalog may still grow by
+   * (M less the blocks it takes now). The last term is what keeps the reserve enough from one
+   * checkpoint to the next: a checkpoint frees as many data blocks as it relocates, and its
+   * catalog grows by at most that term, which it uses up.
+   */
   #reserveBlocks(extraForks: number, extraBlocks: number): number {
-    const catalog = CatalogTree.blocksForBuild(this.blockSize, this.#forks.size + extraForks, this.#extentCount + extraForks + (extraBlocks > 0 ? 1 : 0), this.#tree.leafCount);
-    return catalog + Math.min(this.#poolPages, this.#liveBlocks + extraBlocks);
+    const m = CatalogTree.maxBlocks(this.blockSize, this.#forks.size + extraForks, this.#liveBlocks + extraBlocks);
+    return Math.min(this.#poolPages, this.#liveBlocks + extraBlocks) + m + Math.max(0, m - this.#tree.pageCount);
   }
 
   #full(what: string, wanted: number, reserve: number): LamstoreError {
@@ -1142,7 +1149,7 @@ export class Volume {
 
   /** V5: a checkpoint's own writes draw on the reserve kept for them; any other write keeps it. */
   #writeReserveBlocks(n: number, origin: WriteOrigin): number {
-    return origin === 'checkpoint' ? CatalogTree.blocksForBuild(this.blockSize, this.#forks.size, this.#extentCount + n, this.#tree.leafCount) : this.#reserveBlocks(0, 0);
+    return origin === 'checkpoint' ? CatalogTree.maxBlocks(this.blockSize, this.#forks.size, this.#liveBlocks) : this.#reserveBlocks(0, 0);
   }
 
   /** A write of items[from, to) to volume blocks vb.. returned: move the maps (V3). */
