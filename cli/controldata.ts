@@ -86,7 +86,13 @@ export async function runControldata(dataDir: string, options: ControldataOption
   }
   if (!st) throw new CliFailure(EXIT_VOLUME, ErrorCode.IO_ERROR, dataDir, 'no such file or directory (ENOENT)');
   if (st.kind !== 'directory') throw new CliFailure(EXIT_VOLUME, ErrorCode.BAD_ARGUMENT, dataDir, 'not a directory: a data directory was expected');
-  if (!(await io.stat(join(dir, CONTROL_FILE_NAME)).catch(() => null))) {
+  let controlStat;
+  try {
+    controlStat = await io.stat(join(dir, CONTROL_FILE_NAME));
+  } catch (err) {
+    throw toFailure(err, controlFile); // EACCES and the like: not the same as no control file
+  }
+  if (!controlStat) {
     throw new CliFailure(EXIT_VOLUME, ErrorCode.IO_ERROR, dataDir, `no control file (${CONTROL_FILE_NAME}): not a lamstore data directory, or one no engine has opened since the control file came`);
   }
   let read: Awaited<ReturnType<typeof readControlFile>>;

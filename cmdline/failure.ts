@@ -14,7 +14,7 @@
  *     diff and cmp keep 1 for "different" and 2 for trouble; 128 + the signal's number when
  *     stopped by SIGINT, SIGTERM or SIGHUP (signals.ts: 130 for Ctrl-C).
  */
-import { ErrorCode, isLamstoreError } from '../engine/index.js';
+import { ErrorCode, isLamstoreError, suppressedOf } from '../engine/index.js';
 import { UsageError } from './args.js';
 
 export const EXIT_OK = 0;
@@ -122,12 +122,15 @@ export interface FailureOutput {
 /** Print a failure (E1): one stderr line, the JSON object on stdout when asked for. */
 export function printFailure(f: CliFailure, json: boolean, out: FailureOutput = process): void {
   out.stderr.write(`lamstore: ${f.file !== undefined ? `${f.file}: ` : ''}${f.message}\n`);
+  // Clean-up steps that failed after the error (errors.ts suppress): one line each, under it.
+  const also = suppressedOf(f.cause);
+  for (const line of also) out.stderr.write(`lamstore: also: ${oneLine(line)}\n`);
   if (process.env.LAMSTORE_DEBUG === '1') {
     const inner = f.cause instanceof Error ? f.cause : f;
     out.stderr.write(`${inner.stack ?? String(inner)}\n`);
   }
   if (json) {
     const message = f.file !== undefined ? `${f.file}: ${f.message}` : f.message;
-    out.stdout.write(`${JSON.stringify({ error: { code: f.code, message } }, null, 2)}\n`);
+    out.stdout.write(`${JSON.stringify({ error: also.length > 0 ? { code: f.code, message, suppressed: also } : { code: f.code, message } }, null, 2)}\n`);
   }
 }

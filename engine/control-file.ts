@@ -61,7 +61,7 @@
  */
 import { join } from 'node:path';
 import { crc32c } from './checksum.js';
-import { ErrorCode, LamstoreError, assert, errnoOf, ioError } from './errors.js';
+import { ErrorCode, LamstoreError, assert, cleanUp, errnoOf, ioError } from './errors.js';
 import type { FileHandle, FileIO } from './io/file-io.js';
 import { RealIO } from './io/real-io.js';
 import { CLOG_XACTS_PER_BYTE } from './slru/clog.js';
@@ -332,7 +332,7 @@ export class ControlFile {
           throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `${path}: the data directory has block size ${record.blockSize}; option blockSize is ${options.blockSize}`, { path });
         }
       } catch (err) {
-        await io.close(read.handle!).catch(() => undefined); // the refusal is the error to report
+        await cleanUp(err, `${path}: close`, () => io.close(read.handle!)); // the refusal is the error to report
         throw err;
       }
     }
@@ -384,8 +384,8 @@ export class ControlFile {
     if (!error) return;
     // CF4: the kernel may keep serving the new record from its cache although it never became
     // durable (a failed fsync): blank the slot, so that whoever reads the file next, crash or
-    // not, finds the record before it. Best effort; the first error is the one to report.
-    await io.pwrite(h, new Uint8Array(CONTROL_RECORD_BYTES), slot * CONTROL_RECORD_BYTES).catch(() => undefined);
+    // not, finds the record before it. The first error is the one to report; this one rides on it.
+    await cleanUp(error, `${this.path}: blank control slot ${slot}`, () => io.pwrite(h, new Uint8Array(CONTROL_RECORD_BYTES), slot * CONTROL_RECORD_BYTES));
     throw error;
   }
 

@@ -70,6 +70,11 @@ export class LamstoreError extends Error {
   readonly path: string | undefined;
   readonly errno: string | undefined;
   readonly syscall: string | undefined;
+  /**
+   * Errors of clean-up steps that failed after this error (closing a handle, cutting a file
+   * back, blanking a slot): never the error to report first, never dropped (`cleanUp`).
+   */
+  readonly suppressed: Error[] = [];
 
   constructor(code: ErrorCode, message: string, options: LamstoreErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -110,6 +115,51 @@ export function ioError(syscall: string, path: string, cause: unknown): Lamstore
     errno,
     syscall,
   });
+}
+
+/**
+ * Keep `err`, the failure of a clean-up step `what` run because of `primary`, on primary's
+ * `suppressed` list (as Java's addSuppressed): the first error stays the one reported, the
+ * second is not lost. A primary that is not an object (a thrown string) cannot carry it: then
+ * the clean-up error is thrown, rather than dropped.
+ */
+export function suppress(primary: unknown, what: string, err: unknown): void {
+  const cause = err instanceof Error ? err : new Error(String(err));
+  const second = isLamstoreError(err) ? err : new LamstoreError(ErrorCode.IO_ERROR, `${what} failed: ${errnoOf(err) ?? 'EUNKNOWN'} (${cause.message})`, { cause: err, errno: errnoOf(err) });
+  if (isLamstoreError(primary)) primary.suppressed.push(second);
+  else if (typeof primary === 'object' && primary !== null) {
+    const p = primary as { suppressed?: Error[] };
+    (p.suppressed ??= []).push(second);
+  } else throw second;
+}
+
+/**
+ * Run a clean-up step on an error path, `primary` being the error on its way out. The step's
+ * own failure is kept with suppress(); resolves to whether the step succeeded.
+ */
+export async function cleanUp(primary: unknown, what: string, step: () => Promise<unknown>): Promise<boolean> {
+  try {
+    await step();
+    return true;
+  } catch (err) {
+    suppress(primary, what, err);
+    return false;
+  }
+}
+
+/**
+ * The messages of the clean-up errors suppressed on an error or on any error of its `cause`
+ * chain (a layer that wraps an error keeps what rode on it). Empty for most errors.
+ */
+export function suppressedOf(err: unknown): string[] {
+  const out: string[] = [];
+  const seen = new Set<unknown>();
+  for (let e = err; typeof e === 'object' && e !== null && !seen.has(e); e = (e as { cause?: unknown }).cause) {
+    seen.add(e);
+    const list = (e as { suppressed?: unknown }).suppressed;
+    if (Array.isArray(list)) for (const x of list) out.push(x instanceof Error ? x.message : String(x));
+  }
+  return out;
 }
 
 /** Programmer errors: a broken invariant, never bad input. Kept on in production. */

@@ -21,13 +21,13 @@ export { systemClock } from './clock.js';
 export type { Clock } from './clock.js';
 
 // Errors and option checking (engine/README.md lists the codes).
-export { LamstoreError, ErrorCode, isLamstoreError, errnoOf, ioError, assert } from './errors.js';
+export { LamstoreError, ErrorCode, isLamstoreError, errnoOf, ioError, assert, cleanUp, suppress, suppressedOf } from './errors.js';
 export type { LamstoreErrorOptions } from './errors.js';
 export { checkOptionKeys, optionKeys } from './options.js';
 
 // Files: the FileIO contract and the real file system.
 export type { FileIO, FileHandle, OpenOptions, FileStat, LockMode, IoKind } from './io/file-io.js';
-export { IO_KINDS, carriesWriteback, fsError, openFile } from './io/file-io.js';
+export { IO_KINDS, carriesWriteback, closeAfter, closeOrThrow, fsError, openFile } from './io/file-io.js';
 export { RealIO } from './io/real-io.js';
 export type { RealIOOptions } from './io/real-io.js';
 export type { SyncFileRangeFn } from './io/sync-file-range.js';

@@ -15,7 +15,7 @@
  *     checksum for its block number (an all-zero page is valid).
  * The older slot's catalog is not checked: copy-on-write may already have reused its space (F5).
  */
-import { RealIO, ioError, verifyPageChecksum } from '../engine/index.js';
+import { RealIO, cleanUp, closeOrThrow, ioError, verifyPageChecksum } from '../engine/index.js';
 import type { FileIO } from '../engine/index.js';
 import { resolve } from 'node:path';
 import type { Finding } from './format.js';
@@ -41,6 +41,7 @@ export async function checkVolume(rawPath: string, options: CheckVolumeOptions =
   const io = options.io ?? new RealIO();
   const path = resolve(rawPath);
   const handle = await openHandleShared(io, path);
+  let closed = false;
   try {
     const ex = await examineVolume(io, handle, path);
     const findings = [...ex.findings];
@@ -82,7 +83,11 @@ export async function checkVolume(rawPath: string, options: CheckVolumeOptions =
     }
     if (bad > max) findings.push({ severity: 'error', part: 'pages', message: `${bad} pages fail their checksum (${max} listed)` });
     return findings;
+  } catch (err) {
+    closed = true;
+    await cleanUp(err, `${path}: close`, () => io.close(handle));
+    throw err;
   } finally {
-    await io.close(handle).catch(() => {});
+    if (!closed) await closeOrThrow(io, handle, path);
   }
 }

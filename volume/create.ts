@@ -12,7 +12,7 @@
  *     are still zero, so it is refused (examine.ts), never opened as an empty volume.
  */
 import { dirname, resolve } from 'node:path';
-import { ErrorCode, LamstoreError, checkOptionKeys, crc32c, errnoOf, ioError, optionKeys } from '../engine/index.js';
+import { ErrorCode, LamstoreError, checkOptionKeys, crc32c, errnoOf, ioError, optionKeys, suppress } from '../engine/index.js';
 import type { FileHandle, FileIO } from '../engine/index.js';
 import { BLOCK_SIZE_BYTES_MAX, BLOCK_SIZE_BYTES_MIN, METADATA_BLOCKS, SLOT_COUNT, checkVolumeGeometry, encodeIndexPage, encodeSuperblock } from './format.js';
 
@@ -137,7 +137,8 @@ export async function createVolumeFile(io: FileIO, rawPath: string, create: Volu
     step = 'fsync directory';
     await io.fsyncDir(dirname(path));
   } catch (err) {
-    if (handle !== undefined) await io.close(handle).catch(() => {});
+    const closeFailures: unknown[] = [];
+    if (handle !== undefined) await io.close(handle).catch((closeErr: unknown) => closeFailures.push(closeErr));
     let removal = '';
     try {
       await io.unlink(path);
@@ -145,9 +146,8 @@ export async function createVolumeFile(io: FileIO, rawPath: string, create: Volu
       removal = `; could not remove the partial file: ${errnoOf(unlinkErr) ?? String(unlinkErr)}`;
     }
     const e = ioError(step, path, err);
-    if (removal && e.code === ErrorCode.IO_ERROR) {
-      throw new LamstoreError(e.code, `${e.message}${removal}`, { cause: err, path, errno: e.errno, syscall: e.syscall });
-    }
-    throw e;
+    const reported = removal && e.code === ErrorCode.IO_ERROR ? new LamstoreError(e.code, `${e.message}${removal}`, { cause: err, path, errno: e.errno, syscall: e.syscall }) : e;
+    for (const closeErr of closeFailures) suppress(reported, `${path}: close`, closeErr);
+    throw reported;
   }
 }

@@ -22,11 +22,12 @@
  *     retrieval to be correctly handled", which includes st_size after ftruncate, so no fsync of
  *     the file is needed; the file keeps its name, so no directory fsync either.
  *  G4 A failure or a stop before (4) leaves the old size: the file is cut back to the length it
- *     had (best effort, not synced; if that fails or a crash comes first, the longer file is still
- *     a valid volume of the old size, E4, and the next grow zero-fills that tail again). A
+ *     had (not synced; if that fails, the failure rides on the reported error's `suppressed`
+ *     list, and either way, or if a crash comes first, the longer file is still a valid volume
+ *     of the old size, E4, and the next grow zero-fills that tail again). A
  *     failure at (4) or (5) leaves the old or the new size, both valid (reported as an error:
- *     `lamstore inspect` says which). The slot of (4) is then overwritten with zeros, best effort
- *     and not synced, as volume.ts #undoSwitch does after a failed switch: after a failed
+ *     `lamstore inspect` says which). The slot of (4) is then overwritten with zeros, not synced
+ *     (a failure to is kept on the reported error's `suppressed` list), as volume.ts #undoSwitch does after a failed switch: after a failed
  *     fdatasync the kernel may serve the new superblock from its cache without ever writing it
  *     (fsyncgate), so a reopen without a power loss would see the new size, build on it, and its
  *     next checkpoint would overwrite slot g, the only durable superblock, while g + 1 is not
@@ -37,7 +38,7 @@
  *     generation g: a grow publishes no new checkpoint, only a larger volume around the same one.
  */
 import { resolve } from 'node:path';
-import { ErrorCode, LamstoreError, RealIO, ioError } from '../engine/index.js';
+import { ErrorCode, LamstoreError, RealIO, cleanUp, closeAfter, ioError } from '../engine/index.js';
 import type { FileHandle, FileIO } from '../engine/index.js';
 import { SLOT_COUNT, SUPERBLOCK_BYTES, checkVolumeGeometry, encodeSuperblock } from './format.js';
 import { examineVolume } from './examine.js';
@@ -81,11 +82,7 @@ export async function growVolumeFile(rawPath: string, options: GrowVolumeOptions
   const io = options.io ?? new RealIO();
   const path = resolve(rawPath);
   const handle = await openHandleExclusive(io, path);
-  try {
-    return await growOpen(io, handle, path, sizeBytes, options.onProgress);
-  } finally {
-    await io.close(handle).catch(() => {});
-  }
+  return closeAfter(io, handle, path, () => growOpen(io, handle, path, sizeBytes, options.onProgress));
 }
 
 async function growOpen(io: FileIO, handle: FileHandle, path: string, newSizeBytes: number, onProgress: GrowVolumeOptions['onProgress']): Promise<GrowVolumeResult> {
@@ -112,9 +109,10 @@ async function growOpen(io: FileIO, handle: FileHandle, path: string, newSizeByt
     step = 'fdatasync';
     await io.fdatasync(handle); // G3: covers the size change too
   } catch (err) {
-    // G4: nothing names the tail; give the space back if we can.
-    if (fileSizeBytes < newSizeBytes) await io.ftruncate(handle, fileSizeBytes).catch(() => {});
-    throw ioError(step, path, err);
+    // G4: nothing names the tail; give the space back if we can (a failure to is kept on the error).
+    const e = ioError(step, path, err);
+    if (fileSizeBytes < newSizeBytes) await cleanUp(e, `${path}: cut back to ${fileSizeBytes} bytes`, () => io.ftruncate(handle, fileSizeBytes));
+    throw e;
   }
 
   // G2 (4)-(5): the switch. From the write on, the old or the new size may be durable (G4).
@@ -124,15 +122,16 @@ async function growOpen(io: FileIO, handle: FileHandle, path: string, newSizeByt
     step = 'fdatasync superblock';
     await io.fdatasync(handle);
   } catch (err) {
-    // G4: never leave a superblock in the cache that may not be on the disk.
-    await io.pwrite(handle, new Uint8Array(SUPERBLOCK_BYTES), (generation % SLOT_COUNT) * bs).catch(() => {});
     const cause = ioError(step, path, err);
-    throw new LamstoreError(cause.code, `${cause.message}; the volume now has its old size (${oldSizeBytes} bytes) or its new one (${newSizeBytes}), either valid: lamstore inspect shows which`, {
+    const e = new LamstoreError(cause.code, `${cause.message}; the volume now has its old size (${oldSizeBytes} bytes) or its new one (${newSizeBytes}), either valid: lamstore inspect shows which`, {
       cause: err,
       path,
       errno: cause.errno,
       syscall: cause.syscall,
     });
+    // G4: never leave a superblock in the cache that may not be on the disk.
+    await cleanUp(e, `${path}: blank superblock slot ${generation % SLOT_COUNT}`, () => io.pwrite(handle, new Uint8Array(SUPERBLOCK_BYTES), (generation % SLOT_COUNT) * bs));
+    throw e;
   }
   return { path, blockSizeBytes: bs, oldSizeBytes, newSizeBytes, generation };
 }

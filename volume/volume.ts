@@ -110,6 +110,7 @@ import {
   crc32c,
   forEachInFlight,
   IN_FLIGHT_DEFAULT,
+  cleanUp,
   errnoOf,
   forkKey,
   fsError,
@@ -312,11 +313,12 @@ async function openHandle(io: FileIO, path: string, readOnly: boolean): Promise<
   try {
     await io.flock(handle, readOnly ? 'shared' : 'exclusive');
   } catch (err) {
-    await io.close(handle).catch(() => {});
-    if (errnoOf(err) === 'EAGAIN') {
-      throw new LamstoreError(ErrorCode.VOLUME_LOCKED, `${path}: volume is locked by another process or handle (${readOnly ? 'shared' : 'exclusive'} flock refused)`, { path, cause: err, errno: 'EAGAIN' });
-    }
-    throw ioError('flock', path, err);
+    const e =
+      errnoOf(err) === 'EAGAIN'
+        ? new LamstoreError(ErrorCode.VOLUME_LOCKED, `${path}: volume is locked by another process or handle (${readOnly ? 'shared' : 'exclusive'} flock refused)`, { path, cause: err, errno: 'EAGAIN' })
+        : ioError('flock', path, err);
+    await cleanUp(e, `${path}: close`, () => io.close(handle));
+    throw e;
   }
   return handle;
 }
@@ -492,7 +494,7 @@ export class Volume {
       }
       return vol;
     } catch (err) {
-      await options.io.close(handle).catch(() => {});
+      await cleanUp(err, `${path}: close`, () => options.io.close(handle));
       throw err;
     }
   }
@@ -615,6 +617,7 @@ export class Volume {
    */
   async #growFor(deficitBlocks: number): Promise<boolean> {
     if (this.#growing) {
+      // The growth's failure goes to the allocation that started it; this one just looks again.
       await this.#growing.catch(() => {});
       return true;
     }
@@ -651,12 +654,13 @@ export class Volume {
       step = 'write';
       await zeroFill(this.#io, handle, oldBytes, newBytes);
     } catch (err) {
-      if (fileBytes < newBytes) await this.#io.ftruncate(handle, fileBytes).catch(() => {});
       const errno = errnoOf(err);
-      if (errno === 'ENOSPC' || errno === 'EDQUOT') {
-        throw new LamstoreError(ErrorCode.VOLUME_FULL, `${this.path}: volume is full and could not grow from ${oldBytes} to ${newBytes} bytes: ${step} failed: ${errno}`, { path: this.path, cause: err, errno, syscall: step });
-      }
-      throw ioError(step, this.path, err);
+      const e =
+        errno === 'ENOSPC' || errno === 'EDQUOT'
+          ? new LamstoreError(ErrorCode.VOLUME_FULL, `${this.path}: volume is full and could not grow from ${oldBytes} to ${newBytes} bytes: ${step} failed: ${errno}`, { path: this.path, cause: err, errno, syscall: step })
+          : ioError(step, this.path, err);
+      if (fileBytes < newBytes) await cleanUp(e, `${this.path}: cut back to ${fileBytes} bytes`, () => this.#io.ftruncate(handle, fileBytes));
+      throw e;
     }
     try {
       await this.#io.fdatasync(handle);
@@ -1241,7 +1245,7 @@ export class Volume {
   /** A volume sync after those queued; `pass`: with the defragmentation pass even outside a checkpoint. */
   #chainSync(pass: boolean): Promise<void> {
     const run = this.#syncChain.then(() => this.#syncOnce(pass));
-    this.#syncChain = run.catch(() => {});
+    this.#syncChain = run.catch(() => {}); // the chain only orders syncs; `run`'s caller gets its failure
     return run;
   }
 
@@ -1330,8 +1334,9 @@ export class Volume {
         await this.#switchSuperblock(handle, next, flush);
       }
     } catch (err) {
-      if (this.#switchInDoubt) await this.#undoSwitch(handle, this.#switchInDoubt);
-      throw this.#syncFailed(err, unpublished);
+      const failure = this.#syncFailed(err, unpublished);
+      if (this.#switchInDoubt) await this.#undoSwitch(handle, this.#switchInDoubt, failure);
+      throw failure;
     }
   }
 
@@ -1344,20 +1349,19 @@ export class Volume {
    * volume would then reuse the blocks of the older catalog, the one a power loss goes back to,
    * and that power loss finds a catalog whose blocks were overwritten (VOLUME_CORRUPT). With the
    * slot invalid, the reopen picks the other slot: the last completed checkpoint, whose blocks
-   * this volume never released (A3 releases them only after a durable switch). Best effort and
-   * never synced (no fdatasync after a failed one): the unclean open's fdatasync makes the zeros
+   * this volume never released (A3 releases them only after a durable switch). Its own failure
+   * rides on the reported error (`suppressed`); it is never synced (no fdatasync after a failed one): the unclean open's fdatasync makes the zeros
    * durable before anything is written on the reopened volume; a power loss before that keeps
    * either superblock, and each names an intact catalog. With dataSyncRetry too: R2 redoes the
    * switch at the next sync (which writes the superblock over the zeros), but a process killed
    * before that sync would otherwise leave the same trap in the page cache.
    */
-  async #undoSwitch(handle: FileHandle, sw: PendingSwitch): Promise<void> {
+  async #undoSwitch(handle: FileHandle, sw: PendingSwitch, failure: unknown): Promise<void> {
     const slot = sw.generation % SLOT_COUNT;
-    try {
-      await this.#io.pwrite(handle, new Uint8Array(SUPERBLOCK_BYTES), slot * this.blockSize);
+    // If the zero write fails too, the slot keeps whatever the failed switch left; the failure
+    // reported is the switch's, with this one on its `suppressed` list.
+    if (await cleanUp(failure, `${this.path}: blank superblock slot ${slot} after the failed switch`, () => this.#io.pwrite(handle, new Uint8Array(SUPERBLOCK_BYTES), slot * this.blockSize))) {
       this.#slots[slot] = { slot, valid: false, reason: SLOT_NEVER_WRITTEN };
-    } catch {
-      // The slot keeps whatever the failed switch left; the failure reported is the switch's.
     }
   }
 

@@ -20,7 +20,7 @@
  *     count on it in place of fsync/fdatasync. An implementation that cannot do it leaves it out
  *     (or, for a wrapper, says `writebackSupported: false`).
  */
-import { ioError } from '../errors.js';
+import { cleanUp, ioError } from '../errors.js';
 
 /** An open file. Opaque: only the implementation that returned it may use it. */
 export interface FileHandle {
@@ -118,6 +118,32 @@ export async function openFile(io: FileIO, path: string, options?: OpenOptions):
     return await io.open(path, options);
   } catch (err) {
     throw ioError('open', path, err);
+  }
+}
+
+/**
+ * Run `work` on an open handle, then close it. A close that fails after `work` succeeded is an
+ * IO_ERROR naming the file; one that fails after `work` threw is kept on that error's
+ * `suppressed` list (errors.ts cleanUp): the first error is the one reported, none is dropped.
+ */
+export async function closeAfter<T>(io: FileIO, handle: FileHandle, path: string, work: () => Promise<T>): Promise<T> {
+  let result: T;
+  try {
+    result = await work();
+  } catch (err) {
+    await cleanUp(err, `${path}: close`, () => io.close(handle));
+    throw err;
+  }
+  await closeOrThrow(io, handle, path);
+  return result;
+}
+
+/** Close a handle whose work succeeded: a failure is an IO_ERROR naming the file. */
+export async function closeOrThrow(io: FileIO, handle: FileHandle, path: string): Promise<void> {
+  try {
+    await io.close(handle);
+  } catch (err) {
+    throw ioError('close', path, err);
   }
 }
 

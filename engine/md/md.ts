@@ -105,7 +105,7 @@
  */
 import { dirname, join } from 'node:path';
 import { LRUCache } from 'lru-cache';
-import { ErrorCode, LamstoreError, assert, errnoOf, ioError } from '../errors.js';
+import { ErrorCode, LamstoreError, assert, cleanUp, errnoOf, ioError } from '../errors.js';
 import type { FileHandle } from '../io/file-io.js';
 import type { FileTag } from '../sync/file-tag.js';
 import { SyncHandlerId, SyncRequestType } from '../sync/registry.js';
@@ -751,7 +751,7 @@ export class MdStorageManager implements StorageManager {
         if (!(await this.#truncateToZero(seg0))) return;
       } catch (err) {
         // No placeholder: the relation lives on, and no later open may take it for dropped.
-        await this.#unlinkLog.creating(loc).catch(() => undefined); // the truncation's error is the one to report
+        await cleanUp(err, `${this.#unlinkLog.path}: record ${describeFork(loc, 0)} as living again`, () => this.#unlinkLog.creating(loc)); // the truncation's error is the one to report
         throw err;
       }
     } else if (!(await this.#truncateToZero(seg0))) return;

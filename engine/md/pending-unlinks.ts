@@ -57,6 +57,7 @@ import { dirname, join } from 'node:path';
 import { crc32c } from '../checksum.js';
 import { ErrorCode, LamstoreError, assert, errnoOf, ioError } from '../errors.js';
 import type { FileHandle, FileIO } from '../io/file-io.js';
+import { closeAfter } from '../io/file-io.js';
 import { Mutex } from '../mutex.js';
 import type { RelFileLocator } from '../relfile.js';
 import { FORK_NAMES, locatorKey } from '../relfile.js';
@@ -339,7 +340,8 @@ export class PendingUnlinkLog {
     } catch (err) {
       throw ioError('open', tmp, err);
     }
-    try {
+    // An earlier error is the one to report; a failed close rides on it (or is the error).
+    await closeAfter(io, h, tmp, async () => {
       try {
         await io.ftruncate(h, 0);
         await io.pwrite(h, bytes, 0);
@@ -347,9 +349,7 @@ export class PendingUnlinkLog {
         throw ioError('pwrite', tmp, err);
       }
       if (this.#ctx.enableFsync) await io.fsync(h).catch((err: unknown) => this.#ctx.reportSyncFailure(ioError('fsync', tmp, err)));
-    } finally {
-      await io.close(h).catch(() => undefined); // an earlier error is the one to report
-    }
+    });
     await this.close();
     try {
       await io.rename(tmp, this.path);
