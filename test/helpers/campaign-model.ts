@@ -84,6 +84,7 @@ import type { MdStorageManager } from '../../engine/md/md.js';
 import { volumeExtension } from '../../volume/index.js';
 import type { VolumeExtension } from '../../volume/index.js';
 import { locator } from './engine.js';
+import { withOneFault } from './io-doubles.js';
 
 export type Storage = 'md' | 'volume';
 export const STORAGES: readonly Storage[] = ['md', 'volume'];
@@ -863,32 +864,19 @@ const SYNC_KINDS: readonly IoKind[] = ['fsync', 'fdatasync', 'fsyncDir'];
 async function runFault(spec: Extract<CmdSpec, { kind: 'fault' }>, m: Model, r: Real): Promise<void> {
   m.stats.faultsInjected++;
   const t = { ...targetOf(spec, m)!, pick: spec.pick };
-  let fired = false;
   // A checkpoint's volume sync makes two fdatasyncs (pages and catalog, then the superblock):
   // `pick` chooses which one fails. fsyncgate only on the volume's fdatasync (MF5).
   // fsync: `pick` chooses among the first three (md segments and SLRU segments, in the sync
   // phase's order).
   const nth = spec.target !== 'checkpoint' ? 1 : spec.io === 'fdatasync' ? 1 + (spec.pick % 2) : spec.io === 'fsync' ? 1 + (spec.pick % 3) : 1;
-  let calls = 0;
-  r.disk.onCall = (_i, kind) => {
-    if (kind === spec.io && ++calls >= nth) fired = true;
-  };
-  r.disk.injectFault({ kind: spec.io, nth, code: spec.code, fsyncgate: spec.fsyncgate && spec.io === 'fdatasync' });
-  let error: unknown;
   // Model effects are applied only when the operation succeeds.
   const shadow: Model = { ...m, cur: clone(m.cur), since: new Map([...m.since].map(([k, v]) => [k, { sizes: new Set(v.sizes), written: new Map([...v.written].map(([b, s]) => [b, new Set(s)])) }])) };
-  try {
+  const { fired, error } = await withOneFault(r.disk, { kind: spec.io, nth, code: spec.code, fsyncgate: spec.fsyncgate && spec.io === 'fdatasync' }, async () => {
     if (spec.target === 'checkpoint') await doCheckpoint(shadow, r);
     else if (spec.target === 'extend') await doExtend(t, shadow, r);
     else if (spec.target === 'write') await doWrite(t, shadow, r);
     else await doRead(t, shadow, r);
-  } catch (err) {
-    error = err;
-  } finally {
-    r.disk.onCall = undefined;
-    r.disk.clearFaults();
-  }
-  if (error !== undefined && !fired) throw error;
+  });
   if (fired) m.stats.faultsFired++;
   if (error === undefined) {
     // Not fired, or absorbed where that is allowed: a page write whose eviction write failed

@@ -53,6 +53,7 @@ import { SMALL_BS } from './engine.js';
 import { STUB_HOST, makePage, rel } from './volume.js';
 import { forkKey, judgeVolume } from './campaign-crash-model.js';
 import type { ObservedFork, VolumeCandidate } from './campaign-crash-model.js';
+import { withOneFault } from './io-doubles.js';
 
 export const VM_BS = SMALL_BS;
 export const VM_PATH = '/vol/model.vol';
@@ -685,20 +686,13 @@ const SYNC_KINDS: readonly IoKind[] = ['fsync', 'fdatasync', 'fsyncDir'];
 async function runFault(spec: Extract<VolCmdSpec, { kind: 'fault' }>, m: VolumeModel, r: VolumeReal): Promise<void> {
   m.stats.faultsInjected++;
   const v = r.volume;
-  let fired = false;
-  let calls = 0;
-  r.disk.onCall = (_i, kind) => {
-    if (kind === spec.io && ++calls >= spec.nth) fired = true;
-  };
-  r.disk.injectFault({ kind: spec.io, nth: spec.nth, code: spec.code, fsyncgate: spec.fsyncgate && spec.io === 'fdatasync' });
   const fdatasyncsBefore = v.stats.fdatasyncs;
   const switchesBefore = v.stats.metadataSwitches;
   const volBefore = cloneState(m.vol);
   const poolBefore = new Map(m.pool);
   let capture: State | null = null;
   let written: PoolPage[] = [];
-  let error: unknown;
-  try {
+  const { fired, error } = await withOneFault(r.disk, { kind: spec.io, nth: spec.nth, code: spec.code, fsyncgate: spec.fsyncgate && spec.io === 'fdatasync' }, async () => {
     switch (spec.target) {
       case 'checkpoint':
         written = [...m.pool.values()];
@@ -722,13 +716,7 @@ async function runFault(spec: Extract<VolCmdSpec, { kind: 'fault' }>, m: VolumeM
         await doGrow({ byBlocks: 1 + (spec.pick % 8), checkpointFirst: false }, m, r);
         break;
     }
-  } catch (err) {
-    error = err;
-  } finally {
-    r.disk.onCall = undefined;
-    r.disk.clearFaults();
-  }
-  if (error !== undefined && !fired) throw error;
+  });
   if (fired) m.stats.faultsFired++;
   if (error === undefined) {
     // A fault the command never reached, or one it got round (an eviction write that ended

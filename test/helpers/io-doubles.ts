@@ -12,7 +12,7 @@
  */
 import { fsError } from '../../engine/index.js';
 import type { FileHandle, FileIO, FileStat } from '../../engine/index.js';
-import { ForwardingIO, type ManualClock } from '../../engine/testing.js';
+import { ForwardingIO, type FaultSpec, type ManualClock, type SimDisk } from '../../engine/testing.js';
 
 /** Forwards every call (ForwardingIO); the doubles below override what they change. */
 export class PassThroughIO extends ForwardingIO {}
@@ -162,4 +162,29 @@ export class SparseIO implements FileIO {
     return [];
   }
   async flock(): Promise<void> {}
+}
+
+/**
+ * Run `op` with one fault armed on `disk` (the campaigns' fault commands): whether it fired
+ * (the fault's call was reached) and what `op` threw. Faults and the call hook are cleared after;
+ * an error thrown although the fault never fired is not the fault's, so it is thrown on.
+ */
+export async function withOneFault(disk: SimDisk, fault: FaultSpec & { nth: number }, op: () => Promise<unknown>): Promise<{ fired: boolean; error: unknown }> {
+  let fired = false;
+  let calls = 0;
+  disk.onCall = (_i, kind) => {
+    if (kind === fault.kind && ++calls >= fault.nth) fired = true;
+  };
+  disk.injectFault(fault);
+  let error: unknown;
+  try {
+    await op();
+  } catch (err) {
+    error = err;
+  } finally {
+    disk.onCall = undefined;
+    disk.clearFaults();
+  }
+  if (error !== undefined && !fired) throw error;
+  return { fired, error };
 }
