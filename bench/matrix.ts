@@ -12,7 +12,11 @@
  *                the volume's size zero-filled at setup: adjacent ones in one pwritev, 64 in
  *                flight, one fdatasync (what the volume's write phase could cost at best)
  *   rawExtent    no engine: the same bytes pwritten into one preallocated file, one fdatasync
- *                (the floor: nothing can make these bytes durable with less work)
+ *                (the floor: nothing can make these bytes durable with less work); then, outside
+ *                its timings, one 512-byte write at the file's start and a second fdatasync,
+ *                timed apart (`switchMs`): what a copy-on-write commit adds to the floor at
+ *                least (the superblock after the data, DESIGN.md §8), so floor + switch is the
+ *                least any volume meeting that contract can cost
  *   postgres     (when the server binaries are given) R tables with P dirty heap pages each in a
  *                throwaway PostgreSQL cluster, CHECKPOINT, the server's own log line
  *                (bench/postgres.ts)
@@ -88,6 +92,8 @@ export interface RoundSample {
   buffersWritten?: number;
   syncFiles?: number;
   tagsDispatched?: Record<string, number>;
+  /** rawExtent: the superblock-sized write and second fdatasync after the floor's, ms (not in totalMs). */
+  switchMs?: number;
   /** Engine rows: the longest event-loop stall during engine.checkpoint(), ms (M8). */
   maxStallMs?: number;
   io?: Pick<IoCounts, 'open' | 'close' | 'pwrite' | 'fsync' | 'fdatasync' | 'fsyncDir' | 'bytesWritten'>;
@@ -119,6 +125,10 @@ export interface CellRatios {
   syncRatioAgreement: number;
   volumeToFloorTotal: number;
   volumeToFloorSync: number;
+  /** volume total / (floor total + the floor row's switchMs), medians: against the least a copy-on-write commit costs. */
+  volumeToCowFloorTotal: number;
+  /** (floor total + switchMs) / floor total, medians: what the second fdatasync costs here. */
+  cowFloorToFloorTotal: number;
   mdToRawSegmentsTotal: number;
   mdToRawSegmentsSync: number;
   /** mdConcurrent / rawSegments and / postgres, medians of totals. */
@@ -515,16 +525,21 @@ export class CheckpointMatrix {
     const t0 = nowMs();
     const h = await io.open(this.#extentPath);
     let t1: number;
+    let t2: number;
+    let t3: number;
     let calls: number;
     try {
       calls = await this.#writeContiguous(h, page, R * P);
       t1 = nowMs();
       await io.fdatasync(h);
+      t2 = nowMs();
+      await io.pwrite(h, page.subarray(0, 512), 0);
+      await io.fdatasync(h);
+      t3 = nowMs();
     } finally {
       await io.close(h);
     }
-    const t2 = nowMs();
-    return { writeMs: t1 - t0, syncMs: t2 - t1, totalMs: t2 - t0, fsyncCalls: 0, fdatasyncCalls: 1, bytesWritten: R * P * page.length, rangesWritten: calls };
+    return { writeMs: t1 - t0, syncMs: t2 - t1, totalMs: t2 - t0, switchMs: t3 - t2, fsyncCalls: 0, fdatasyncCalls: 1, bytesWritten: R * P * page.length, rangesWritten: calls };
   }
 
   /**
@@ -586,6 +601,8 @@ export function summarizeCell(relations: number, pages: number, blockSize: numbe
   const med = (k: RowKind, f: 'syncMs' | 'totalMs') => rows[k]?.[f].median ?? NaN;
   const mdToVolumeSync = ratio(med('md', 'syncMs'), med('volume', 'syncMs'));
   const rawSegmentsToExtentSync = ratio(med('rawSegments', 'syncMs'), med('rawExtent', 'syncMs'));
+  const switches = (rows.rawExtent?.samples ?? []).map((s) => s.switchMs).filter((v): v is number => v !== undefined);
+  const switchMedian = switches.length > 0 ? summarize(switches).median : NaN;
   return {
     relations,
     pages,
@@ -600,6 +617,8 @@ export function summarizeCell(relations: number, pages: number, blockSize: numbe
       syncRatioAgreement: ratio(mdToVolumeSync, rawSegmentsToExtentSync),
       volumeToFloorTotal: ratio(med('volume', 'totalMs'), med('rawExtent', 'totalMs')),
       volumeToFloorSync: ratio(med('volume', 'syncMs'), med('rawExtent', 'syncMs')),
+      volumeToCowFloorTotal: ratio(med('volume', 'totalMs'), med('rawExtent', 'totalMs') + switchMedian),
+      cowFloorToFloorTotal: ratio(med('rawExtent', 'totalMs') + switchMedian, med('rawExtent', 'totalMs')),
       mdToRawSegmentsTotal: ratio(med('md', 'totalMs'), med('rawSegments', 'totalMs')),
       mdToRawSegmentsSync: ratio(med('md', 'syncMs'), med('rawSegments', 'syncMs')),
       mdConcurrentToRawSegmentsTotal: ratio(med('mdConcurrent', 'totalMs'), med('rawSegments', 'totalMs')),

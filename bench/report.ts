@@ -45,6 +45,7 @@ export function ratioTable(cells: readonly CellResult[]): string {
     ...(pg ? ['md/postgres total', 'postgres/volume total'] : []),
     'raw seg/extent sync',
     'volume/floor total',
+    'volume/(floor+switch) total',
     'md/raw seg total',
     `md(sync×${MD_CONCURRENT_SYNCS})/raw seg total`,
     ...(pg ? [`md(sync×${MD_CONCURRENT_SYNCS})/postgres total`] : []),
@@ -62,6 +63,7 @@ export function ratioTable(cells: readonly CellResult[]): string {
       ...(pg ? [x(r.mdToPostgresTotal), x(r.postgresToVolumeTotal)] : []),
       x(r.rawSegmentsToExtentSync),
       x(r.volumeToFloorTotal),
+      x(r.volumeToCowFloorTotal),
       x(r.mdToRawSegmentsTotal),
       x(r.mdConcurrentToRawSegmentsTotal),
       ...(pg ? [x(r.mdConcurrentToPostgresTotal)] : []),
@@ -230,5 +232,5 @@ export function formatReport(result: BenchResult): string {
 export function cellLine(c: CellResult): string {
   const r = c.ratios;
   const pg = c.rows.postgres ? `, postgres total ${ms(c.rows.postgres.totalMs.median)} ms (md/postgres ${x(r.mdToPostgresTotal)}, postgres/volume ${x(r.postgresToVolumeTotal)})` : '';
-  return `R=${c.relations} P=${c.pages}: md sync ${ms(c.rows.md.syncMs.median)} ms, volume sync ${ms(c.rows.volume.syncMs.median)} ms, floor sync ${ms(c.rows.rawExtent.syncMs.median)} ms; md/volume sync ${x(r.mdToVolumeSync)}, volume/floor total ${x(r.volumeToFloorTotal)}${pg}`;
+  return `R=${c.relations} P=${c.pages}: md sync ${ms(c.rows.md.syncMs.median)} ms, volume sync ${ms(c.rows.volume.syncMs.median)} ms, floor sync ${ms(c.rows.rawExtent.syncMs.median)} ms; md/volume sync ${x(r.mdToVolumeSync)}, volume/floor total ${x(r.volumeToFloorTotal)} (floor + switch: ${x(r.volumeToCowFloorTotal)})${pg}`;
 }

@@ -68,9 +68,12 @@ describe('lamstore bench', () => {
       expect(row.samples[0].bytesWritten).toBeGreaterThanOrEqual(R * 8192);
       expect(row.samples[0].rangesWritten).toBeGreaterThan(0);
     }
-    for (const k of ['mdToVolumeSync', 'mdToVolumeTotal', 'rawSegmentsToExtentSync', 'syncRatioAgreement', 'volumeToFloorTotal', 'mdToRawSegmentsTotal', 'mdConcurrentToRawSegmentsTotal', 'volumeToRawVolumeWrite']) {
+    for (const k of ['mdToVolumeSync', 'mdToVolumeTotal', 'rawSegmentsToExtentSync', 'syncRatioAgreement', 'volumeToFloorTotal', 'volumeToCowFloorTotal', 'cowFloorToFloorTotal', 'mdToRawSegmentsTotal', 'mdConcurrentToRawSegmentsTotal', 'volumeToRawVolumeWrite']) {
       expect(cell.ratios).toHaveProperty(k);
     }
+    // The floor row times the copy-on-write commit's second fdatasync apart from its own.
+    expect(typeof cell.rows.rawExtent.samples[0].switchMs).toBe('number');
+    expect(cell.rows.rawExtent.samples[0].fdatasyncCalls).toBe(1);
 
     // The counts the design fixes, per checkpoint.
     const md = cell.rows.md.samples[0];
