@@ -1,7 +1,7 @@
 /**
  * Goal: the buffer pool's concurrency rules (buffer-pool.ts B1-B6) hold when operations
  * interleave at awaits: a page being read in is not handed out half-filled, a buffer being
- * written is not evicted or reused, a page modified while BufferSync writes it stays dirty, a
+ * written is not evicted or reused, a change of a page BufferSync writes waits for it and leaves it dirty, a
  * failed write leaves buffers dirty, truncate and drop discard buffers; more operations in flight
  * than buffers are refused with BUFFERS_EXHAUSTED.
  * Method: Engine on a SimDisk behind GatedIO, which holds a chosen pread/pwrite until the test
@@ -62,16 +62,25 @@ describe('buffer pool concurrency', () => {
     });
   });
 
-  it('a page modified while BufferSync writes it stays dirty and the next checkpoint writes it', async () => {
+  it('a change of a page BufferSync is writing waits for the write (B3: it goes out from the pool, uncopied); the page stays dirty and the next checkpoint writes it', async () => {
     await withRelation(4, async ({ disk, io, engine, rel }) => {
       await engine.checkpoint();
       await rel.write(ForkNumber.MAIN, 1, pageOf(20));
       const gate = io.hold('pwrite', isRel);
       const ckpt = engine.checkpoint();
-      await gate.reached; // BufferSync's write of block 1 is in flight, from its copy
-      await rel.write(ForkNumber.MAIN, 1, pageOf(30));
+      await gate.reached; // BufferSync's write of block 1 is in flight, from the pool's memory
+      let changed = false;
+      const change = rel.write(ForkNumber.MAIN, 1, pageOf(30)).then(() => (changed = true));
+      for (let i = 0; i < 5; i++) await tick();
+      expect(changed).toBe(false); // waits for the write, as a content lock would
+      expect((await rel.read(ForkNumber.MAIN, 1))[100]).toBe(20); // readable meanwhile (B8)
       gate.release();
+      await change;
       const s1 = await ckpt;
+      // The first checkpoint made 20 durable, whole.
+      await withEngine({ dataDir: '/data', io: disk.crash('drop'), sharedBuffers: 16 }, async (after) => {
+        expect((await after.relation(REL).read(ForkNumber.MAIN, 1))[100]).toBe(20);
+      });
       expect(s1.buffersWritten).toBe(1);
       expect(engine.bufferPool.dirtyCount()).toBe(1);
       const s2 = await engine.checkpoint();

@@ -17,10 +17,15 @@
  *     out; a failed read (I/O error or checksum mismatch) unmaps the buffer before waking waiters.
  *  B2 A pinned buffer is never chosen as a victim, so a buffer being written (its writer pins it)
  *     is never evicted or reused under the write.
- *  B3 Writes go out from a copy taken at write start (as PostgreSQL's PageSetChecksumCopy takes
- *     one), so a page may be modified while it is being written. The write start
- *     clears JUST_DIRTIED; a modification sets DIRTY|JUST_DIRTIED; the write's completion clears
- *     DIRTY only if JUST_DIRTIED is still clear. So a page modified during a write stays dirty.
+ *  B3 A page never changes while a write of it is in flight: a change (write, writeHit) waits
+ *     for it, holding its pin, as a PostgreSQL backend's exclusive content lock waits for the
+ *     share lock FlushBuffer holds while it writes. So writes go out from the pool's own memory,
+ *     with no copy: PostgreSQL copies a page on its way out (PageSetChecksumCopy) only because
+ *     hint bits may change under that share lock, and lamstore has none, while its checksum is
+ *     set when the page enters the pool (B8). At 16,000 pages a checkpoint the copy was 128 MiB
+ *     of memory traffic on the main thread. The write start clears JUST_DIRTIED and its
+ *     completion clears DIRTY only if JUST_DIRTIED is still clear, as PostgreSQL does; with
+ *     changes waiting, that second test is a safeguard.
  *  B4 At most one write of a buffer is in flight (io kind WRITE); a second writer waits for it
  *     and looks again. Two in-flight writes of different versions could land out of order.
  *  B5 A failed write leaves the buffer dirty (and its CHECKPOINT_NEEDED flag); the error goes to
@@ -35,7 +40,7 @@
  *     as it is and computes no checksum (at 16,000 pages a checkpoint, recomputing cost more
  *     than the copy). Every change of a pool page goes through #install: keep it that way.
  *  B8 A hit copies out only a VALID buffer that is not being read in; a buffer being written
- *     (io kind WRITE) is readable, since the write goes out from its own copy (B3). A miss copies
+ *     (io kind WRITE) is readable, since nothing changes it until the write is done (B3). A miss copies
  *     into the caller's array only after the page passed its checksum, so a failed read leaves
  *     the caller's array untouched.
  *
@@ -111,9 +116,8 @@ export interface BufferPoolStats {
 
 export const USAGE_COUNT_MAX = 5;
 
-/** One BufferSync pass: its scratch pages, counters, writeback context and pacing. */
+/** One BufferSync pass: its counters, writeback context and pacing. */
 interface SyncRun {
-  slots: Uint8Array;
   /** Most blocks handed out in one write (range or batch) before `pace` is called again. */
   writeBlocksMax: number;
   result: BufferSyncResult;
@@ -123,12 +127,9 @@ interface SyncRun {
   wb: WritebackContext | null;
   pace: (progress: number) => Promise<void>;
 }
-/** BufferSync's batch (256 pages): its scratch copies are allocated once, at the first checkpoint. */
+/** BufferSync's batch: 256 pages handed to a storage manager at once. */
 export const WRITE_COMBINE_MAX_BLOCKS = 256;
-/**
- * Batches BufferSync keeps in flight (#writeAll): 4, libuv's pool. The scratch holds that many
- * batches (8 MiB at 8 KiB pages), allocated once, at the first checkpoint.
- */
+/** Batches BufferSync keeps in flight (#writeAll): 4, libuv's pool. */
 const BATCHES_IN_FLIGHT = LIBUV_POOL_THREADS;
 /**
  * The same limit for a bounded BufferSync (a shutdown checkpoint with a deadline, checkpointer
@@ -276,8 +277,6 @@ export class BufferPool {
   readonly #forks = new Map<string, ForkEntry>();
   #hand = 0;
   /** Single-page copies for eviction writes (one per concurrent writer, reused). */
-  readonly #scratch: Uint8Array[] = [];
-  #batchScratch: Uint8Array | null = null;
   #syncRunning = false;
   readonly stats: BufferPoolStats = { hits: 0, misses: 0, evictionWrites: 0, writebackIssues: 0, writebackRanges: 0 };
   readonly #flushAfter: number;
@@ -366,6 +365,11 @@ export class BufferPool {
   }
 
   /** The I/O running on buffer `id`, as a promise to wait on (made on first ask), or null. */
+  /** The write in flight on buffer `id` (B3), or null. */
+  #writeOf(id: number): Promise<void> | null {
+    return this.#ioKind[id] === IO_WRITE ? this.#ioOf(id) : null;
+  }
+
   #ioOf(id: number): Promise<void> | null {
     if (this.#ioKind[id] === IO_NONE) return null;
     let wait = this.#ioWait[id];
@@ -395,10 +399,6 @@ export class BufferPool {
     this.#tags[id] = null;
     this.#setFlags(id, 0);
     this.#usage[id] = 0;
-  }
-
-  #takeScratch(): Uint8Array {
-    return this.#scratch.pop() ?? new Uint8Array(this.blockSize);
   }
 
   // ------------------------------------------------------------------ replacement
@@ -458,16 +458,14 @@ export class BufferPool {
     for (let wait = this.#ioOf(id); wait; wait = this.#ioOf(id)) await wait;
     if (!(this.#flags[id]! & F_DIRTY)) return false;
     const tag = this.#tags[id]!;
-    const copy = this.#takeScratch();
     this.#beginIo(id, IO_WRITE);
     this.#setFlags(id, this.#flags[id]! & ~F_JUST_DIRTIED);
-    copy.set(this.#page(id)); // checksum included (B8)
     try {
-      await this.#smgr(tag.storage).writeBuffers([{ rel: tag.rel, fork: tag.fork, blockNum: tag.block, page: copy }], 'eviction');
-      // B3: modified meanwhile -> stays dirty (and keeps CHECKPOINT_NEEDED: this copy may predate the checkpoint).
+      // From the pool's memory, checksum included (B3, B8).
+      await this.#smgr(tag.storage).writeBuffers([{ rel: tag.rel, fork: tag.fork, blockNum: tag.block, page: this.#page(id) }], 'eviction');
+      // B3's safeguard: modified meanwhile -> stays dirty (and keeps CHECKPOINT_NEEDED).
       if (!(this.#flags[id]! & F_JUST_DIRTIED)) this.#setFlags(id, this.#flags[id]! & ~(F_DIRTY | F_CHECKPOINT_NEEDED));
     } finally {
-      this.#scratch.push(copy);
       this.#endIo(id);
     }
     return true;
@@ -576,10 +574,12 @@ export class BufferPool {
    * await, it could find the buffer taken by a BufferSync or discarded since. Resolves false when
    * `stillValid()` failed before a buffer was mapped.
    */
-  async #usePinned(entry: ForkEntry, block: number, persistence: Persistence, fill: Uint8Array | null, stillValid: () => boolean, use: (id: number) => boolean): Promise<boolean> {
+  async #usePinned(entry: ForkEntry, block: number, persistence: Persistence, fill: Uint8Array | null, stillValid: () => boolean, use: (id: number) => boolean, change = false): Promise<boolean> {
     for (;;) {
       const id = await this.#pin(entry, block, persistence, fill, stillValid);
       if (id < 0) return false;
+      // B3: a change waits, pinned, for a write of the page in flight.
+      if (change) for (let w = this.#writeOf(id); w; w = this.#writeOf(id)) await w;
       if (entry.blocks.get(block) === id && (this.#flags[id]! & F_VALID) !== 0) return use(id);
       this.#unpin(id);
     }
@@ -604,7 +604,8 @@ export class BufferPool {
   writeHit(fb: ForkBuffers, block: number, persistence: Persistence, page: Uint8Array): boolean {
     assert(page.length === this.blockSize, 'buffer pool write: page is one block');
     const id = this.#own(fb).blocks.get(block);
-    if (id === undefined || this.#ioKind[id] === IO_READ || !(this.#flags[id]! & F_VALID)) return false;
+    // Being read in, or being written (B3: the async write waits for it).
+    if (id === undefined || this.#ioKind[id] !== IO_NONE || !(this.#flags[id]! & F_VALID)) return false;
     this.#install(id, block, page);
     this.#setFlags(id, this.#flags[id]! | (F_DIRTY | F_JUST_DIRTIED));
     this.#tags[id]!.persistence = persistence;
@@ -632,7 +633,7 @@ export class BufferPool {
       this.#tags[id]!.persistence = persistence;
       this.#unpin(id);
       return true;
-    });
+    }, true);
   }
 
   /**
@@ -669,9 +670,9 @@ export class BufferPool {
 
   /**
    * Pin the items that still need writing, wait out other I/O on them, then (synchronously)
-   * start a write on each: clear JUST_DIRTIED, copy with checksum into `slots`.
+   * start a write on each: clear JUST_DIRTIED. The write goes out from the pool's memory (B3).
    */
-  async #prepare(items: readonly SyncItem[], slots: Uint8Array): Promise<SyncItem[]> {
+  async #prepare(items: readonly SyncItem[]): Promise<SyncItem[]> {
     const pinned: SyncItem[] = [];
     for (const it of items) {
       for (let wait = this.#qualifies(it) ? this.#ioOf(it.id) : null; wait; wait = this.#qualifies(it) ? this.#ioOf(it.id) : null) await wait;
@@ -686,10 +687,8 @@ export class BufferPool {
         this.#unpin(it.id);
         continue;
       }
-      const slot = slots.subarray(ready.length * this.blockSize, (ready.length + 1) * this.blockSize);
       this.#beginIo(it.id, IO_WRITE);
       this.#flags[it.id]! &= ~F_JUST_DIRTIED;
-      slot.set(this.#page(it.id)); // checksum included (B8)
       ready.push(it);
     }
     return ready;
@@ -736,10 +735,9 @@ export class BufferPool {
     let total = 0;
     for (const l of byStorage.values()) total += l.length;
     if (total === 0) return result;
-    this.#batchScratch ??= new Uint8Array(BATCHES_IN_FLIGHT * WRITE_COMBINE_MAX_BLOCKS * this.blockSize);
     // WritebackContextInit: a fresh context per BufferSync; none at all when fsync is off.
     const wb = this.#enableFsync && this.#flushAfter > 0 ? new WritebackContext(this.#flushAfter, this.#smgr) : null;
-    const run: SyncRun = { slots: this.#batchScratch, writeBlocksMax, result, total, processed: 0, wb, pace };
+    const run: SyncRun = { writeBlocksMax, result, total, processed: 0, wb, pace };
     try {
       await this.#writeAll(byStorage, run);
       await wb?.issue();
@@ -763,14 +761,12 @@ export class BufferPool {
 
   /**
    * Each storage manager gets its buffers in BufferSync order, in batches (smgr.ts W1). Up to
-   * BATCHES_IN_FLIGHT batches are written at once, each from its own part of the scratch, so
-   * the next batch is copied while the previous ones are on their way: a batch the volume turns
-   * into one long pwritev no longer waits for the one before it. One at a time where order
+   * BATCHES_IN_FLIGHT batches are written at once, so a batch the volume turns into one long
+   * pwritev does not wait for the one before it. One at a time where order
    * matters: when the storage manager takes writeback hints (behaviour 40: a hint follows the
    * writes it covers) and when the checkpoint is bounded (K5: overshoot one batch at most).
    */
   async #writeAll(byStorage: Map<string, SyncItem[]>, run: SyncRun): Promise<void> {
-    const pageCount = WRITE_COMBINE_MAX_BLOCKS;
     for (const storage of [...byStorage.keys()].sort()) {
       const smgr = this.#smgr(storage);
       const order = syncOrder(byStorage.get(storage)!, run.writeBlocksMax);
@@ -781,35 +777,24 @@ export class BufferPool {
       const chunks: SyncItem[][] = [];
       for (let i = 0; i < order.length; i += batchMax) chunks.push(order.slice(i, i + batchMax));
       const inFlight = hinted || run.writeBlocksMax < WRITE_COMBINE_MAX_BLOCKS ? 1 : BATCHES_IN_FLIGHT;
-      // Exactly `inFlight` scratch parts for at most `inFlight` batches at once: one is always free.
-      const free = Array.from({ length: inFlight }, (_, k) => run.slots.subarray(k * pageCount * this.blockSize, (k + 1) * pageCount * this.blockSize));
       await forEachInFlight(chunks, inFlight, async (chunk) => {
-        const slots = free.pop()!;
-        try {
-          const ready = await this.#prepare(chunk, slots);
-          if (ready.length > 0) {
-            const batch: PageWrite[] = ready.map((it, k) => ({
-              rel: it.tag.rel,
-              fork: it.tag.fork,
-              blockNum: it.tag.block,
-              page: slots.subarray(k * this.blockSize, (k + 1) * this.blockSize),
-            }));
-            let written: WriteResult;
-            try {
-              written = await smgr.writeBuffers(batch, 'checkpoint');
-            } catch (err) {
-              this.#finish(ready, false);
-              throw err;
-            }
-            this.#finish(ready, true);
-            run.result.rangesWritten += written.writes;
-            run.result.runsWritten += written.runs;
-            run.result.pagesRelocated += written.relocated;
+        const ready = await this.#prepare(chunk);
+        if (ready.length > 0) {
+          // From the pool's memory (B3): nothing changes these pages until #finish.
+          const batch: PageWrite[] = ready.map((it) => ({ rel: it.tag.rel, fork: it.tag.fork, blockNum: it.tag.block, page: this.#page(it.id) }));
+          let written: WriteResult;
+          try {
+            written = await smgr.writeBuffers(batch, 'checkpoint');
+          } catch (err) {
+            this.#finish(ready, false);
+            throw err;
           }
-          await this.#written(run, ready, chunk.length);
-        } finally {
-          free.push(slots);
+          this.#finish(ready, true);
+          run.result.rangesWritten += written.writes;
+          run.result.runsWritten += written.runs;
+          run.result.pagesRelocated += written.relocated;
         }
+        await this.#written(run, ready, chunk.length);
       });
     }
   }

@@ -17,8 +17,8 @@
  * Writes kept in flight by md and the volume. Measured (BENCHMARKS.md, "The I/O candidates, side
  * by side"): with libuv's 4 threads, 1000 one-page writes to 1000 files took 68 ms awaited one
  * by one, 20 ms at 8 in flight, 14 ms at 64; scattered pwrites into one file 66, 27 and 14 ms.
- * Queued requests cost libuv nothing but a list entry, and every page is already in BufferSync's
- * scratch, so more in flight only lets the pool start the next call without a round trip.
+ * Queued requests cost libuv nothing but a list entry, and every page BufferSync hands over is
+ * already in the pool, unchanging until its write is done (buffer-pool.ts B3), so more in flight only lets the pool start the next call without a round trip.
  */
 export const IN_FLIGHT_DEFAULT = 64;
 
