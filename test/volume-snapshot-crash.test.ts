@@ -1,0 +1,160 @@
+/**
+ * Goal: a crash at any point of snapshot create, drop or rollback (volume/snapshots.ts S4) leaves
+ * either the state before or the state after, exactly: the same snapshot names and every
+ * snapshot's and the live state's every page; never a snapshot whose blocks were reused, also
+ * once the reopened volume has rewritten every live page (so the free space rebuilt after the
+ * crash cannot include a block a snapshot names); and the volume checks clean.
+ * Method: SimDisk; a crash image in every mode (prefix and subset with two seeds) before every
+ * FileIO call of the operation (open, switch, close), plus the state after; each image is
+ * opened, its state read (the live fingerprint and each snapshot's, test/helpers/snapshots.ts)
+ * and compared with both allowed states; checkInvariants; checkVolume errors except on the
+ * inactive slot (a crash while it was rewritten leaves it damaged, which check cannot tell from
+ * media damage); then every live page is rewritten twice with syncs between and every surviving
+ * snapshot must still read back as it was taken.
+ */
+import { describe, expect, it } from 'vitest';
+import { CRASH_MODES, SimDisk } from '../engine/testing.js';
+import { checkVolume } from '../volume/index.js';
+import type { Volume } from '../volume/index.js';
+import { extendPages, fingerprint, openVol, rewritePages, snapshotFingerprint } from './helpers/snapshots.js';
+import { rel } from './helpers/volume.js';
+import { ForkNumber } from '../engine/index.js';
+
+const VOL = '/vol/lam.vol';
+const KiB = 1024;
+
+interface State {
+  live: Record<string, string>;
+  snapshots: Record<string, Record<string, string>>;
+}
+
+async function stateOf(disk: SimDisk): Promise<{ state: State; activeSlot: number }> {
+  const vol = await openVol(disk, VOL, { readOnly: true });
+  const live = await fingerprint(vol);
+  const names = vol.listSnapshots().map((s) => s.name);
+  const activeSlot = vol.info().activeSlot;
+  vol.checkInvariants();
+  await vol.close();
+  const snapshots: State['snapshots'] = {};
+  for (const name of names) snapshots[name] = await snapshotFingerprint(disk, VOL, name);
+  return { state: { live, snapshots }, activeSlot };
+}
+
+/** The base: two forks, snapshot a, changes, snapshot b, more changes (all durable). */
+async function baseDisk(): Promise<SimDisk> {
+  const disk = new SimDisk();
+  await disk.mkdir('/vol');
+  await disk.fsyncDir('/');
+  const vol = await openVol(disk, VOL, { create: 1024 * KiB });
+  await extendPages(vol, 16384, 12);
+  await extendPages(vol, 16385, 6);
+  await vol.syncNow();
+  await vol.createSnapshot('a');
+  await rewritePages(vol, 16384, [0, 1, 2, 3, 10], 2);
+  await extendPages(vol, 16386, 4, 2);
+  await vol.syncNow();
+  await vol.createSnapshot('b');
+  await rewritePages(vol, 16384, [4, 5, 6], 3);
+  await vol.truncate(rel(16385), ForkNumber.MAIN, 2, { requestSync: async () => true, countBackendSync() {}, reportSyncFailure: (e) => { throw e; }, exemptFromLedger() {} });
+  await vol.syncNow();
+  await vol.close();
+  return disk;
+}
+
+/** Rewrite every live page twice (new blocks each time, so free space is used up and reused). */
+async function churn(vol: Volume): Promise<void> {
+  for (const version of [50, 51]) {
+    for (const f of vol.info().forks) {
+      if (f.nblocks === 0) continue;
+      await rewritePages(vol, f.relNumber, [...Array(f.nblocks).keys()], version);
+    }
+    await vol.syncNow();
+    vol.checkInvariants();
+  }
+}
+
+async function crashMatrix(label: string, op: (disk: SimDisk) => Promise<void>): Promise<{ before: number; after: number }> {
+  const disk = await baseDisk();
+  const { state: before } = await stateOf(disk);
+  const images: { index: number; mode: string; disk: SimDisk }[] = [];
+  disk.onCall = (index) => {
+    for (const mode of CRASH_MODES) for (const seed of mode === 'prefix' || mode === 'subset' ? [1, 2] : [1]) images.push({ index, mode, disk: disk.crash(mode, index * 10 + seed) });
+  };
+  await op(disk);
+  disk.onCall = undefined;
+  images.push({ index: disk.callCount + 1, mode: 'after', disk: disk.crash('drop') });
+  const { state: after } = await stateOf(disk);
+  expect(after, `${label} changes something`).not.toEqual(before);
+  const outcomes = { before: 0, after: 0 };
+  for (const img of images) {
+    const what = `${label}: crash before call ${img.index} (${img.mode})`;
+    const { state, activeSlot } = await stateOf(img.disk);
+    if (JSON.stringify(state) === JSON.stringify(before)) outcomes.before++;
+    else {
+      expect(state, what).toEqual(after);
+      outcomes.after++;
+    }
+    const findings = (await checkVolume(VOL, { io: img.disk, checkPages: true })).filter((f) => f.severity === 'error' && f.part !== `superblock slot ${1 - activeSlot}`);
+    expect(findings, what).toEqual([]);
+    // No block a surviving snapshot names is free: rewriting everything reuses free space only.
+    const vol = await openVol(img.disk, VOL);
+    await churn(vol);
+    await vol.close();
+    for (const [name, fp] of Object.entries(state.snapshots)) expect(await snapshotFingerprint(img.disk, VOL, name), `${what}: snapshot ${name} after churn`).toEqual(fp);
+  }
+  console.log(`snapshot-crash ${label}: states=${images.length} before=${outcomes.before} after=${outcomes.after}`);
+  expect(outcomes.before).toBeGreaterThan(0);
+  expect(outcomes.after).toBeGreaterThan(0);
+  return outcomes;
+}
+
+describe('a crash at any point of a snapshot operation leaves the state before or after', () => {
+  it('create', async () => {
+    await crashMatrix('create', async (disk) => {
+      const vol = await openVol(disk, VOL);
+      await vol.createSnapshot('c');
+      await vol.close();
+    });
+  });
+
+  it('drop', async () => {
+    await crashMatrix('drop', async (disk) => {
+      const vol = await openVol(disk, VOL);
+      await vol.dropSnapshot('a');
+      await vol.close();
+    });
+  });
+
+  it('rollback', async () => {
+    await crashMatrix('rollback', async (disk) => {
+      const vol = await openVol(disk, VOL);
+      await vol.rollbackToSnapshot('a');
+    });
+  });
+
+  it('an online create: the volume sync it runs first, then the switch (three allowed states: before, synced, after)', async () => {
+    const disk = await baseDisk();
+    const vol0 = await openVol(disk, VOL);
+    await rewritePages(vol0, 16386, [0, 1], 7);
+    const images: { index: number; mode: string; disk: SimDisk }[] = [];
+    disk.onCall = (index) => {
+      for (const mode of CRASH_MODES) images.push({ index, mode, disk: disk.crash(mode, index * 10 + 1) });
+    };
+    await vol0.createSnapshot('online');
+    disk.onCall = undefined;
+    await vol0.close();
+    const { state: after } = await stateOf(disk);
+    let seen = 0;
+    for (const img of images) {
+      const what = `online create: crash before call ${img.index} (${img.mode})`;
+      const { state } = await stateOf(img.disk);
+      const names = Object.keys(state.snapshots).sort();
+      if (names.includes('online')) {
+        expect(state, what).toEqual(after);
+        seen++;
+      } else expect(names, what).toEqual(['a', 'b']);
+      for (const [name, fp] of Object.entries(state.snapshots)) if (name !== 'online') expect(fp, what).toEqual(after.snapshots[name]);
+    }
+    expect(seen).toBeGreaterThan(0);
+  });
+});
