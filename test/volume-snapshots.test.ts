@@ -77,6 +77,7 @@ describe('snapshots in the format', () => {
       expectAccounting(vol);
     }
     const [snap] = vol.listSnapshots();
+    console.log(`snapshot-figure one: 25 data blocks, 20 rewritten in each of 2 checkpoints -> the snapshot holds ${snap!.exclusiveBlocks} blocks alone, ${snap!.blocks} in all`);
     // It alone holds the 20 pages rewritten and the catalog pages replaced since (leaf + index).
     expect(snap!.exclusiveBlocks).toBeGreaterThanOrEqual(20);
     expect(snap!.exclusiveBlocks).toBeLessThanOrEqual(20 + 4);
@@ -133,6 +134,11 @@ describe('snapshots in the format', () => {
     }
     expectAccounting(vol);
     const list = vol.listSnapshots();
+    {
+      const info = vol.info();
+      const live = info.forks.reduce((t, f) => t + f.nblocks, 0);
+      console.log(`snapshot-figure hundred: ${list.length} snapshots over 100 checkpoints of random updates; live data ${live} blocks; snapshots hold ${info.snapshotHeldBlocks} blocks (${list.reduce((t, x) => t + x.exclusiveBlocks, 0)} exclusive in all, at most ${Math.max(...list.map((x) => x.exclusiveBlocks))} for one); table ${info.snapshotTableBlocks!.length} pages`);
+    }
     expect(list.map((s) => s.name)).toEqual([...taken.keys()].sort());
     const live = await fingerprint(vol);
     await vol.close();
