@@ -36,6 +36,11 @@ interface ListDoc {
   snapshots: { name: string; generation: number; checkpointTimeMs: number; createdMs: number; blocks: number; exclusiveBlocks: number; forkCount: number }[];
 }
 
+async function mustRun(args: string[], dir: string): Promise<void> {
+  const r = await lamstore(args, dir);
+  expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(0);
+}
+
 async function listJson(dir: string, file = 'vol.lam'): Promise<ListDoc> {
   const r = await lamstore(['snapshot', 'list', file, '--json'], dir);
   expect(r.code, r.stderr).toBe(0);
@@ -88,6 +93,9 @@ describe('lamstore snapshot create | list | drop, rollback', () => {
     const inspect = await lamstore(['inspect', 'vol.lam'], dir);
     expect(inspect.stdout).toMatch(/\nsnapshots\s+1, holding \d+ blocks/);
     expect(inspect.stdout).toMatch(/\nbase\s+\d+\s+\S+\s+\d+\s+1[012]\n/);
+    const map = await lamstore(['map', 'vol.lam', '--width', '64'], dir);
+    expect(map.code, map.stderr).toBe(0);
+    expect(map.stdout).toMatch(/\* +held by snapshots only/);
     const inspectDoc = JSON.parse((await lamstore(['inspect', 'vol.lam', '--json'], dir)).stdout) as { snapshots: { name: string; exclusiveBlocks: number }[] };
     expect(inspectDoc.snapshots.map((s) => s.name)).toEqual(['base']);
     expect((await lamstore(['check', 'vol.lam', '--pages'], dir)).code).toBe(0);
@@ -117,7 +125,7 @@ describe('lamstore snapshot create | list | drop, rollback', () => {
   it('a bad, taken or missing name is exit 2 with one line, and the volume is unchanged byte for byte', async () => {
     const dir = await tempDir();
     const path = await makeVolume(dir);
-    expect((await lamstore(['snapshot', 'create', 'vol.lam', 'a'], dir)).code).toBe(0);
+    await mustRun(['snapshot', 'create', 'vol.lam', 'a'], dir);
     const before = await hashFile(path);
     const cases: [string[], RegExp][] = [
       [['snapshot', 'create', 'vol.lam', '.dot'], /bad snapshot name "\.dot"/],
@@ -144,7 +152,7 @@ describe('lamstore snapshot create | list | drop, rollback', () => {
   it('a volume an engine holds is VOLUME_LOCKED, exit 1, unchanged; a missing volume is exit 1', async () => {
     const dir = await tempDir();
     const path = await makeVolume(dir);
-    expect((await lamstore(['snapshot', 'create', 'vol.lam', 'a'], dir)).code).toBe(0);
+    await mustRun(['snapshot', 'create', 'vol.lam', 'a'], dir);
     const before = await hashFile(path);
     const holder = await holdVolume(path, join(dir, 'holder'));
     try {
@@ -171,7 +179,7 @@ describe('lamstore clone', () => {
   it("writes a new compact volume holding the snapshot's forks, each fork one extent; the source is unchanged; a target that exists is exit 2", async () => {
     const dir = await tempDir();
     const path = await makeVolume(dir);
-    expect((await lamstore(['snapshot', 'create', 'vol.lam', 'base'], dir)).code).toBe(0);
+    await mustRun(['snapshot', 'create', 'vol.lam', 'base'], dir);
     await changeVolume(dir, 2);
     const before = await hashFile(path);
     const r = await lamstore(['clone', 'vol.lam', 'base', 'copy.lam', '--json'], dir);
@@ -204,7 +212,7 @@ describe('lamstore clone', () => {
   ] as const)('%s during a clone removes the new file and exits %i with one line', async (signal, exitCode) => {
     const dir = await tempDir();
     const path = await makeVolume(dir);
-    expect((await lamstore(['snapshot', 'create', 'vol.lam', 'base'], dir)).code).toBe(0);
+    await mustRun(['snapshot', 'create', 'vol.lam', 'base'], dir);
     const before = await hashFile(path);
     const target = join(dir, 'big.lam');
     // 1 TiB (sparse until written): the zero-fill cannot finish before the signal arrives.
@@ -273,7 +281,7 @@ describe('check and inspect know snapshots', () => {
   async function volumeWithSnapshot(): Promise<{ dir: string; path: string }> {
     const dir = await tempDir();
     const path = await makeVolume(dir);
-    expect((await lamstore(['snapshot', 'create', 'vol.lam', 'snap'], dir)).code).toBe(0);
+    await mustRun(['snapshot', 'create', 'vol.lam', 'snap'], dir);
     await changeVolume(dir, 2);
     // A new relation in the live state only: fresh blocks no snapshot names.
     const { engine, smgr } = await openVolumeEngine({ dataDir: join(dir, 'more.data'), path, sharedBuffers: 16 });

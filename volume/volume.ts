@@ -247,6 +247,8 @@ export interface VolumeInfo {
   snapshots?: SnapshotInfo[];
   /** Blocks the snapshots hold, shared or not, and the snapshot table's pages. */
   snapshotHeldBlocks?: number;
+  /** Those blocks as runs (live ones among them), and the snapshot table's pages. */
+  snapshotHeldRuns?: Extent[];
   snapshotTableBlocks?: number[];
   /** The snapshot this volume was opened on (VolumeOpenOptions.snapshot), else null. */
   openedSnapshot?: string | null;
@@ -1902,6 +1904,7 @@ export class Volume {
       forks,
       snapshots: this.listSnapshots(),
       snapshotHeldBlocks: this.#held.blocks,
+      snapshotHeldRuns: this.#held.runs(),
       snapshotTableBlocks: [...this.#tableBlocks],
       openedSnapshot: this.openedSnapshot,
     };
