@@ -334,6 +334,49 @@ describe('embedded: volumeExtension({ snapshot }) and a snapshot of a running en
     expect(await errorFindings(disk)).toEqual([]);
   });
 
+  it('a failed fdatasync during an online snapshot fails the volume, then the engine at its next checkpoint', async () => {
+    const disk = await freshDisk();
+    const r = rel(16384);
+    const { engine, volume } = await engineOn(disk, { create: 1024 * KiB });
+    const relation = engine.relation(r, { storage: 'volume' });
+    await relation.create(ForkNumber.MAIN);
+    for (let b = 0; b < 4; b++) await relation.extend(ForkNumber.MAIN, makePage(r, ForkNumber.MAIN, b, 1));
+    await engine.checkpoint();
+    disk.injectFault({ kind: 'fdatasync', code: 'EIO' });
+    expect(await codeOf(volume.createSnapshot('x'))).toBe('ENGINE_FAILED');
+    disk.clearFaults();
+    await relation.write(ForkNumber.MAIN, 0, makePage(r, ForkNumber.MAIN, 0, 2));
+    expect(await codeOf(engine.checkpoint())).toBe('ENGINE_FAILED');
+    await engine.close().catch(() => {});
+  });
+
+  it('writes racing an online snapshot: the snapshot stays as it was when taken, whatever is rewritten after', async () => {
+    const disk = await freshDisk();
+    const vol = await openVol(disk, VOL, { create: 2048 * KiB });
+    await extendPages(vol, 16384, 30);
+    await extendPages(vol, 16385, 10);
+    await vol.syncNow();
+    const creating = vol.createSnapshot('raced');
+    // Writes land while the snapshot's sync, catalog read and switch are under way.
+    const racing = (async () => {
+      for (let k = 0; k < 10; k++) await rewritePages(vol, 16384, [k, k + 10], 100 + k);
+      await extendPages(vol, 16386, 5, 7);
+    })();
+    await Promise.all([creating, racing]);
+    vol.checkInvariants();
+    await vol.close();
+    const taken = await snapshotFingerprint(disk, VOL, 'raced');
+    const again = await openVol(disk, VOL);
+    for (let round = 0; round < 3; round++) {
+      for (const f of again.info().forks) await rewritePages(again, f.relNumber, [...Array(f.nblocks).keys()], 200 + round);
+      await again.syncNow();
+      again.checkInvariants();
+    }
+    await again.close();
+    expect(await snapshotFingerprint(disk, VOL, 'raced')).toEqual(taken);
+    expect(await errorFindings(disk)).toEqual([]);
+  });
+
   it('volumeExtension refuses a bad snapshot name, snapshot with create, and readOnly: false, naming the option', () => {
     expect(() => volumeExtension({ path: VOL, snapshot: '../x' })).toThrow(/bad snapshot name/);
     expect(() => volumeExtension({ path: VOL, snapshot: 'a', create: { sizeBytes: 1 << 20 } })).toThrow(/snapshot and create exclude each other/);
