@@ -10,11 +10,12 @@
  * and compared with both allowed states; checkInvariants; checkVolume errors except on the
  * inactive slot (a crash while it was rewritten leaves it damaged, which check cannot tell from
  * media damage); then every live page is rewritten twice with syncs between and every surviving
- * snapshot must still read back as it was taken.
+ * snapshot must still read back as it was taken. A crash at any point of a clone leaves no new
+ * file, a file refused as never completed, or the whole clone; the source never changes.
  */
 import { describe, expect, it } from 'vitest';
 import { CRASH_MODES, SimDisk } from '../engine/testing.js';
-import { checkVolume } from '../volume/index.js';
+import { checkVolume, cloneSnapshot } from '../volume/index.js';
 import type { Volume } from '../volume/index.js';
 import { extendPages, fingerprint, openVol, rewritePages, snapshotFingerprint } from './helpers/snapshots.js';
 import { rel } from './helpers/volume.js';
@@ -156,5 +157,41 @@ describe('a crash at any point of a snapshot operation leaves the state before o
       for (const [name, fp] of Object.entries(state.snapshots)) if (name !== 'online') expect(fp, what).toEqual(after.snapshots[name]);
     }
     expect(seen).toBeGreaterThan(0);
+  });
+
+  it('clone: a crash at any point leaves no new file, a file refused as never completed, or the whole clone; the source is unchanged', async () => {
+    const disk = await baseDisk();
+    const source = disk.readFileNow(VOL)!;
+    const expected = await snapshotFingerprint(disk, VOL, 'b');
+    const images: { index: number; mode: string; disk: SimDisk }[] = [];
+    disk.onCall = (index) => {
+      for (const mode of CRASH_MODES) images.push({ index, mode, disk: disk.crash(mode, index * 10 + 1) });
+    };
+    await cloneSnapshot(VOL, 'b', '/vol/copy.vol', { io: disk });
+    disk.onCall = undefined;
+    images.push({ index: disk.callCount + 1, mode: 'after', disk: disk.crash('drop') });
+    const outcomes = { absent: 0, refused: 0, whole: 0 };
+    for (const img of images) {
+      const what = `clone: crash before call ${img.index} (${img.mode})`;
+      expect(Buffer.from(img.disk.readFileNow(VOL)!).equals(Buffer.from(source)), what).toBe(true);
+      if (img.disk.readFileNow('/vol/copy.vol') === null) {
+        outcomes.absent++;
+        continue;
+      }
+      const opened = await openVol(img.disk, '/vol/copy.vol', { readOnly: true }).catch((e: unknown) => e);
+      if (!(opened && typeof opened === 'object' && 'info' in opened)) {
+        expect((opened as { code?: string }).code, what).toBe('VOLUME_CORRUPT');
+        outcomes.refused++;
+        continue;
+      }
+      const vol = opened as Volume;
+      const fp = await fingerprint(vol);
+      await vol.close();
+      expect(fp, what).toEqual(expected);
+      outcomes.whole++;
+    }
+    console.log(`snapshot-crash clone: states=${images.length} absent=${outcomes.absent} refused=${outcomes.refused} whole=${outcomes.whole}`);
+    expect(outcomes.refused).toBeGreaterThan(0);
+    expect(outcomes.whole).toBeGreaterThan(0);
   });
 });

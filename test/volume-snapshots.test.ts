@@ -15,7 +15,7 @@ import { describe, expect, it } from 'vitest';
 import { Engine, ForkNumber } from '../engine/index.js';
 import { SimDisk, prng } from '../engine/testing.js';
 import { checkVolume, listSnapshots, volumeExtension } from '../volume/index.js';
-import type { Volume } from '../volume/index.js';
+import { Volume } from '../volume/index.js';
 import { SMALL_BS, codeOf } from './helpers/engine.js';
 import { makePage, rel, sha256 } from './helpers/volume.js';
 import { extendPages, fingerprint, openVol, rewritePages, snapshotFingerprint } from './helpers/snapshots.js';
@@ -260,6 +260,26 @@ describe('rollback and refusals', () => {
     await vol.syncNow();
     await vol.createSnapshot('small');
     expectAccounting(vol);
+    await vol.close();
+  });
+
+  it('with grow: { step, max } a snapshot that needs room grows the volume first (V6)', async () => {
+    const disk = await freshDisk();
+    const grow = { step: 64 * KiB, max: 1024 * KiB };
+    let vol = await openVol(disk, VOL, { create: 256 * KiB });
+    await extendPages(vol, 16384, 36);
+    await vol.syncNow();
+    await vol.close();
+    vol = await Volume.open({ io: disk, path: VOL, blockSize: SMALL_BS, grow });
+    await vol.createSnapshot('grown');
+    expect(vol.volumeSizeBytes).toBeGreaterThan(256 * KiB);
+    expect(vol.stats.grows).toBeGreaterThan(0);
+    expectAccounting(vol);
+    await vol.close();
+    expect(await errorFindings(disk)).toEqual([]);
+    vol = await openVol(disk, VOL);
+    expect(vol.volumeSizeBytes).toBeGreaterThan(256 * KiB);
+    expect(vol.listSnapshots().map((x) => x.name)).toEqual(['grown']);
     await vol.close();
   });
 

@@ -1728,11 +1728,19 @@ export class Volume {
       // The durable catalog's blocks are live or pending, never free (A3).
       for (const e of extents) assert(this.#free.runContaining(e.startBlock) === undefined, `V7: block ${e.startBlock} of the durable catalog is not free`);
       // V5 with the new snapshot: every live block it shares may need relocating later.
-      const heldBefore = this.#held;
-      this.#held = held;
-      const heldLive = this.#countHeldLive();
-      this.#held = heldBefore;
+      const heldLiveWith = (): number => {
+        const heldBefore = this.#held;
+        this.#held = held;
+        const n = this.#countHeldLive();
+        this.#held = heldBefore;
+        return n;
+      };
       const pages = Math.ceil(snaps.length / snapshotEntriesMax(this.blockSize));
+      // V6: a volume that may grow grows for it first.
+      const room = this.#roomFor(() => this.#reserveBlocks(0, 0) - this.#heldLive + heldLiveWith() + pages - this.#free.freeBlocks);
+      if (room) await room;
+      this.#checkWritable();
+      const heldLive = heldLiveWith();
       const reserve = this.#reserveBlocks(0, 0) - this.#heldLive + heldLive;
       if (this.#free.freeBlocks - pages < reserve) {
         throw new LamstoreError(
