@@ -6,7 +6,9 @@
  * block counts say what dropping frees; drop frees exactly that; rollback makes a snapshot the
  * live state and keeps it; refusals (bad, taken or missing name, no room) write nothing; the
  * embedded API opens a snapshot read-only and takes one of a running engine; a failed fdatasync
- * during a snapshot switch fails the volume.
+ * during a snapshot switch fails the volume; random online sequences of writes, truncations,
+ * fork drops, syncs, snapshot creates and drops keep every snapshot as taken
+ * (`LAMSTORE_SNAPSHOT_SEEDS` seeds, 3 by default).
  * Method: SimDisk; volumes built through the Volume API (test/helpers/snapshots.ts) or a real
  * Engine; every state compared page by page (hashes) with what it was when taken; the file
  * compared byte for byte where nothing may be written; checkVolume must find nothing.
@@ -174,6 +176,58 @@ describe('snapshots in the format', () => {
     expect(info.freeBlocks + forkBlocks + info.catalog.blocks + 2).toBe(info.volumeBlocks);
     await vol.close();
     expect(await errorFindings(disk)).toEqual([]);
+  });
+});
+
+describe('snapshots among random online operations', () => {
+  it.each(Array.from({ length: Number(process.env.LAMSTORE_SNAPSHOT_SEEDS ?? 3) }, (_, i) => i + 1))('seed %i: creates and drops interleaved with writes, truncations, drops of forks and syncs keep every snapshot intact and the accounting exact', async (seed) => {
+    const disk = await freshDisk();
+    const rand = prng(seed * 7919);
+    const host = { requestSync: async () => true, countBackendSync() {}, reportSyncFailure: (e: unknown): never => { throw e; }, exemptFromLedger() {} };
+    let vol = await openVol(disk, VOL, { create: 4096 * KiB });
+    const rels = [16384, 16385, 16386];
+    for (const r of rels) await extendPages(vol, r, 6);
+    await vol.syncNow();
+    const model = new Map<string, Record<string, string>>();
+    let version = 2;
+    let next = 0;
+    for (let step = 0; step < 300; step++) {
+      const r = rels[Math.floor(rand() * rels.length)]!;
+      const exists = vol.exists(rel(r), ForkNumber.MAIN);
+      const n = exists ? vol.nblocks(rel(r), ForkNumber.MAIN) : 0;
+      const roll = rand();
+      if (roll < 0.3 && n > 0) await rewritePages(vol, r, Array.from({ length: 1 + Math.floor(rand() * 3) }, () => Math.floor(rand() * n)), version++);
+      else if (roll < 0.45) await extendPages(vol, r, 1 + Math.floor(rand() * 3), version++);
+      else if (roll < 0.5 && n > 1) await vol.truncate(rel(r), ForkNumber.MAIN, Math.floor(n / 2), host);
+      else if (roll < 0.53 && exists) await vol.unlink(rel(r), ForkNumber.MAIN, host);
+      else if (roll < 0.7) await vol.syncNow();
+      else if (roll < 0.85 && model.size < 12) {
+        // The snapshot names what the volume holds once its own sync ran: take the state then.
+        await vol.syncNow();
+        const name = `r${next++}`;
+        const fp = await fingerprint(vol);
+        await vol.createSnapshot(name);
+        model.set(name, fp);
+      } else if (model.size > 0) {
+        const names = [...model.keys()];
+        const name = names[Math.floor(rand() * names.length)]!;
+        await vol.dropSnapshot(name);
+        model.delete(name);
+      }
+      vol.checkInvariants();
+      expect(vol.listSnapshots().map((x) => x.name)).toEqual([...model.keys()].sort());
+      if (step % 50 === 49) {
+        await vol.syncNow();
+        const live = await fingerprint(vol);
+        await vol.close();
+        for (const [name, fp] of model) expect(await snapshotFingerprint(disk, VOL, name), `seed ${seed} step ${step} snapshot ${name}`).toEqual(fp);
+        expect(await errorFindings(disk)).toEqual([]);
+        vol = await openVol(disk, VOL);
+        expect(await fingerprint(vol)).toEqual(live);
+        vol.checkInvariants();
+      }
+    }
+    await vol.close();
   });
 });
 

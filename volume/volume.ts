@@ -1760,6 +1760,8 @@ export class Volume {
     this.#checkSnapshotWritable('drop a snapshot');
     return this.#inSyncChain(async () => {
       const dropped = this.#findSnapshot(name);
+      // R2: a switch in doubt carries the old table; settle it before the table changes.
+      if (this.#switchInDoubt) await this.#syncOnce(false);
       const handle = this.#checkOpen();
       const snaps = this.#snapshots.filter((x) => x !== dropped);
       const held = new HeldSet(snaps.flatMap((x) => x.extents));
