@@ -1694,15 +1694,19 @@ export class Volume {
 
   /**
    * Take snapshot `name` of the volume's durable state: a volume sync first (so it names what
-   * the volume holds now; an engine runs `engine.checkpoint()` before, to hand the volume its
-   * dirty pages), then the name is recorded with that catalog in one superblock switch (S4).
+   * the volume holds now; an engine runs `engine.checkpoint()` before, or passes it as
+   * `checkpoint`, to hand the volume its dirty pages), then the name is recorded with that
+   * catalog in one superblock switch (S4).
    * BAD_ARGUMENT for a bad or taken name; VOLUME_FULL when the table's pages, or the reserve the
    * shared blocks add to V5, do not fit (nothing written). A failed write or fdatasync puts the
    * volume in its failed state.
    */
-  async createSnapshot(nameIn: string, options: { nowMs?: number } = {}): Promise<SnapshotInfo> {
+  async createSnapshot(nameIn: string, options: { nowMs?: number; checkpoint?: () => Promise<unknown> } = {}): Promise<SnapshotInfo> {
     const name = checkSnapshotName(nameIn);
     this.#checkSnapshotWritable('create a snapshot');
+    // `checkpoint: () => engine.checkpoint()` hands the volume the engine's dirty pages first;
+    // it runs outside the sync chain, which the checkpoint's own volume sync goes through.
+    if (options.checkpoint) await options.checkpoint();
     return this.#inSyncChain(async () => {
       if (this.#snapshots.some((x) => x.entry.name === name)) throw badArg(`a snapshot named ${name} exists already in the volume`);
       if (this.#snapshots.length >= SNAPSHOTS_MAX) throw badArg(`the volume holds ${SNAPSHOTS_MAX} snapshots, the most it can; drop one first`);
