@@ -245,10 +245,11 @@ export interface VolumeInfo {
   forks: ForkInfo[];
   /** The snapshots, in name order (V7); Volume.info always sets the snapshot fields. */
   snapshots?: SnapshotInfo[];
-  /** Blocks the snapshots hold, shared or not, and the snapshot table's pages. */
+  /** Blocks the snapshots' catalogs reference, shared with the live state or not. */
   snapshotHeldBlocks?: number;
-  /** Those blocks as runs (live ones among them), and the snapshot table's pages. */
+  /** Those blocks as runs (live ones among them). */
   snapshotHeldRuns?: Extent[];
+  /** The snapshot table's pages (no catalog's blocks). */
   snapshotTableBlocks?: number[];
   /** The snapshot this volume was opened on (VolumeOpenOptions.snapshot), else null. */
   openedSnapshot?: string | null;
