@@ -11,11 +11,13 @@
  * inactive slot (a crash while it was rewritten leaves it damaged, which check cannot tell from
  * media damage); then every live page is rewritten twice with syncs between and every surviving
  * snapshot must still read back as it was taken. A crash at any point of a clone leaves no new
- * file, a file refused as never completed, or the whole clone; the source never changes.
+ * file, a file refused as never completed, or the whole clone; the source never changes. An
+ * online drop followed by checkpoints that write over blocks only the dropped snapshot held:
+ * after a crash anywhere, that snapshot is whole or gone and the other one whole.
  */
 import { describe, expect, it } from 'vitest';
 import { CRASH_MODES, SimDisk } from '../engine/testing.js';
-import { checkVolume, cloneSnapshot } from '../volume/index.js';
+import { checkVolume, cloneSnapshot, examineVolume } from '../volume/index.js';
 import type { Volume } from '../volume/index.js';
 import { extendPages, fingerprint, openVol, rewritePages, snapshotFingerprint } from './helpers/snapshots.js';
 import { rel } from './helpers/volume.js';
@@ -193,5 +195,50 @@ describe('a crash at any point of a snapshot operation leaves the state before o
     console.log(`snapshot-crash clone: states=${images.length} absent=${outcomes.absent} refused=${outcomes.refused} whole=${outcomes.whole}`);
     expect(outcomes.refused).toBeGreaterThan(0);
     expect(outcomes.whole).toBeGreaterThan(0);
+  });
+
+  it('an online drop followed by checkpoints that reuse its blocks: after a crash anywhere the dropped snapshot is whole or gone, the other whole, the volume clean', async () => {
+    const disk = await baseDisk();
+    const { state: before } = await stateOf(disk);
+    const blocksOf = async (d: SimDisk) => {
+      const handle = await d.open(VOL, { readOnly: true });
+      const ex = await examineVolume(d, handle, VOL);
+      await d.close(handle);
+      const set = (pages: number[], forks: { extents: { startBlock: number; lengthBlocks: number }[] }[]) => {
+        const out = new Set(pages);
+        for (const f of forks) for (const e of f.extents) for (let k = 0; k < e.lengthBlocks; k++) out.add(e.startBlock + k);
+        return out;
+      };
+      const live = set([...ex.indexBlocks!, ...ex.leaves!.map((l) => l.block)], ex.forks!);
+      const snaps = new Map(ex.snapshots!.map((x) => [x.entry.name, set([...x.indexBlocks, ...x.leaves.map((l) => l.block)], x.forks)]));
+      return { live, snaps };
+    };
+    const initial = await blocksOf(disk);
+    const onlyA = [...initial.snaps.get('a')!].filter((b) => !initial.live.has(b) && !initial.snaps.get('b')!.has(b));
+    expect(onlyA.length).toBeGreaterThan(0);
+    const images: { index: number; mode: string; disk: SimDisk }[] = [];
+    const vol = await openVol(disk, VOL);
+    disk.onCall = (index) => {
+      for (const mode of CRASH_MODES) images.push({ index, mode, disk: disk.crash(mode, index * 10 + 1) });
+    };
+    await vol.dropSnapshot('a');
+    await churn(vol); // the blocks only 'a' held become pending, then free, then written again
+    disk.onCall = undefined;
+    await vol.close();
+    // The churn did write over blocks only 'a' held: the case the crash images must survive.
+    const final = await blocksOf(disk);
+    expect(onlyA.some((b) => final.live.has(b))).toBe(true);
+    let gone = 0;
+    for (const img of images) {
+      const what = `online drop + churn: crash before call ${img.index} (${img.mode})`;
+      const { state, activeSlot } = await stateOf(img.disk);
+      expect(state.snapshots['b'], what).toEqual(before.snapshots['b']);
+      if (state.snapshots['a'] === undefined) gone++;
+      else expect(state.snapshots['a'], what).toEqual(before.snapshots['a']);
+      const findings = (await checkVolume(VOL, { io: img.disk, checkPages: true })).filter((f) => f.severity === 'error' && f.part !== `superblock slot ${1 - activeSlot}`);
+      expect(findings, what).toEqual([]);
+    }
+    expect(gone).toBeGreaterThan(0);
+    expect(gone).toBeLessThan(images.length);
   });
 });
