@@ -13,10 +13,13 @@
  *     shows 0 here.
  *  I5 A file longer than the volume it records is not damage: a grow stopped before its
  *     superblock switch leaves it (volume/grow.ts G4); the text says so next to the sizes.
+ *  I6 Snapshots (volume/snapshots.ts): the text lists each with its name, generation, when it
+ *     was taken and the blocks it holds alone (what dropping it frees); the JSON document has
+ *     `snapshots` (each with `exclusiveBlocks`), `snapshotHeldBlocks` and `snapshotTableBlocks`.
  */
 import type { Command } from 'commander';
 import { openVolumeReadOnly } from '../volume/index.js';
-import type { ForkInfo, VolumeInfo } from '../volume/index.js';
+import type { ForkInfo, SnapshotInfo, VolumeInfo } from '../volume/index.js';
 import { formatBytes } from '../cmdline/args.js';
 import { withFile } from '../cmdline/failure.js';
 
@@ -95,8 +98,11 @@ export function formatInspect(file: string, info: VolumeInfo, withRelations: boo
     ['extents per fork', s.forkCount === 0 ? 'no forks' : `average ${s.extentsPerForkAverage}, max ${s.extentsPerForkMax} (${s.extentCount} extents)`],
     ['largest free run', s.largestFreeRunStartBlock === null ? 'none (volume full)' : `${blocks(info.largestFreeRunBlocks, bs)} at block ${s.largestFreeRunStartBlock}`],
   );
+  const snaps = info.snapshots ?? [];
+  if (snaps.length > 0) rows.push(['snapshots', `${snaps.length}, holding ${blocks(info.snapshotHeldBlocks ?? 0, bs, info.volumeBlocks)} (shared with the live state or not)`]);
   const width = Math.max(...rows.map(([k]) => k.length)) + 2;
   const lines = rows.map(([k, v]) => `${k.padEnd(width)}${v}`);
+  if (snaps.length > 0) lines.push('', ...formatSnapshotTable(snaps));
   if (withRelations) {
     lines.push('');
     if (info.forks.length === 0) lines.push('no relation forks');
@@ -119,6 +125,15 @@ export function formatInspect(file: string, info: VolumeInfo, withRelations: boo
     }
   }
   return `${lines.join('\n')}\n`;
+}
+
+/** I6: one row per snapshot (also `lamstore snapshot list`). */
+export function formatSnapshotTable(snaps: readonly SnapshotInfo[]): string[] {
+  const table = [['snapshot', 'generation', 'taken', 'blocks', 'exclusive']];
+  for (const x of snaps) table.push([x.name, String(x.generation), new Date(x.createdMs).toISOString(), String(x.blocks), String(x.exclusiveBlocks)]);
+  const widths = table[0]!.map((_, c) => Math.max(...table.map((r) => r[c]!.length)));
+  const numeric = new Set([1, 3, 4]);
+  return table.map((r) => r.map((cell, c) => (numeric.has(c) ? cell.padStart(widths[c]!) : cell.padEnd(widths[c]!))).join('  ').trimEnd());
 }
 
 export function inspectJson(file: string, info: VolumeInfo, withRelations: boolean): object {

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
- * The `lamstore` command: create, grow, inspect, check and map volumes; show a data directory's
+ * The `lamstore` command: create, grow, inspect, check and map volumes, snapshot, roll back and
+ * clone them; show a data directory's
  * control file (controldata). Each command lives in its own
  * file `cli/<name>.ts` exporting `add<Name>Command(program)`; a new command (bench) is one more
  * import and one more call in `buildProgram`.
@@ -23,6 +24,7 @@ import { addGrowCommand } from './grow.js';
 import { CliFailure, CliCode, EXIT_OK, EXIT_USAGE, FindingsFailure, printFailure, toFailure } from '../cmdline/failure.js';
 import { addInspectCommand } from './inspect.js';
 import { addMapCommand } from './map.js';
+import { addCloneCommand, addRollbackCommand, addSnapshotCommand } from './snapshot.js';
 import { addBenchCommand } from '../bench/command.js';
 
 const pkg = createRequire(import.meta.url)('../../package.json') as { version: string };
@@ -31,7 +33,7 @@ export function buildProgram(): Command {
   const program = new Command();
   program
     .name('lamstore')
-    .description('Create, grow, inspect, check and map lamstore volumes; show a data directory\'s control file.')
+    .description('Create, grow, inspect, check and map lamstore volumes; snapshot, roll back and clone them; show a data directory\'s control file.')
     .version(pkg.version, '-V, --version', 'print the package version')
     .helpOption('-h, --help', 'show help')
     .exitOverride()
@@ -46,6 +48,9 @@ Examples:
   $ lamstore inspect data.lam --relations
   $ lamstore check data.lam --pages
   $ lamstore map data.lam --svg data-map.svg
+  $ lamstore snapshot create data.lam before-upgrade
+  $ lamstore rollback data.lam before-upgrade
+  $ lamstore clone data.lam before-upgrade copy.lam
   $ lamstore controldata /var/lib/lamstore`,
     );
   addCreateCommand(program);
@@ -53,6 +58,9 @@ Examples:
   addInspectCommand(program);
   addCheckCommand(program);
   addMapCommand(program);
+  addSnapshotCommand(program);
+  addRollbackCommand(program);
+  addCloneCommand(program);
   addControldataCommand(program);
   addBenchCommand(program);
   return program;
@@ -60,11 +68,18 @@ Examples:
 
 /** The command named on the line and its first operand (the file), for commander's errors. */
 function commandContext(program: Command, argv: string[]): { name?: string; file?: string } {
-  const name = argv.slice(2).find((a) => !a.startsWith('-'));
-  const sub = program.commands.find((c) => c.name() === name);
+  const words = argv.slice(2).filter((a) => !a.startsWith('-'));
+  let sub = program.commands.find((c) => c.name() === words[0]);
   if (!sub) return {};
+  let name = sub.name();
+  // A command with subcommands (`snapshot create`): the file is the subcommand's first operand.
+  const nested = sub.commands.find((c) => c.name() === words[1]);
+  if (nested) {
+    sub = nested;
+    name = `${name} ${nested.name()}`;
+  }
   const file = sub.args.find((a) => !a.startsWith('-'));
-  return { name: sub.name(), file };
+  return { name, file };
 }
 
 function fromCommander(err: CommanderError, program: Command, argv: string[]): CliFailure {

@@ -6,8 +6,9 @@
  *  M1 The grid has `width` cells per row and at most ROWS_MAX rows; each cell covers the same
  *     number of consecutive blocks (the last may cover fewer), so cell i starts at block
  *     i * blocksPerCell.
- *  M2 Every block has exactly one owner: metadata (superblocks, catalog), a relation (any of
- *     its forks), free, or pending free (blocks in no extent and no free run: space freed in a
+ *  M2 Every block has exactly one owner: metadata (superblocks, catalog, snapshot table), a
+ *     relation (any of its forks), held by snapshots only (`*`, listed only when there are
+ *     some), free, or pending free (blocks in no extent and no free run: space freed in a
  *     running engine and not yet reusable; 0 for a volume read offline). The legend's counts
  *     add up to the volume's blocks.
  *  M3 A cell shows the owner of most of its blocks, except that a cell with any used block
@@ -81,6 +82,7 @@ export function buildMap(info: VolumeInfo, width: number): OccupancyMap {
     { start: 0, end: METADATA_BLOCKS, owner: Owner.METADATA },
   ];
   for (const b of info.catalog.pageBlocks) spans.push({ start: b, end: b + 1, owner: Owner.METADATA });
+  for (const b of info.snapshotTableBlocks ?? []) spans.push({ start: b, end: b + 1, owner: Owner.METADATA });
   for (const r of info.freeRuns) spans.push({ start: r.startBlock, end: r.startBlock + r.lengthBlocks, owner: Owner.FREE });
   const relationOwner = new Map<string, number>();
   for (const f of info.forks) {
@@ -96,16 +98,33 @@ export function buildMap(info: VolumeInfo, width: number): OccupancyMap {
     for (const e of f.extents) spans.push({ start: e.startBlock, end: e.startBlock + e.lengthBlocks, owner });
   }
   spans.sort((a, b) => a.start - b.start);
-  // Gaps between the known spans are pending free (M2).
+  // Gaps between the known spans are pending free (M2), except what only snapshots hold.
+  const held = info.snapshotHeldRuns ?? [];
+  const snapshotOwner = owners.length;
+  if (held.length > 0) owners.push({ char: '*', label: 'held by snapshots only', blocks: 0, fill: '#7f7f7f' });
   const full: Span[] = [];
+  let hi = 0;
+  const gap = (start: number, end: number): void => {
+    let at = start;
+    while (hi < held.length && held[hi]!.startBlock + held[hi]!.lengthBlocks <= at) hi++;
+    for (let k = hi; k < held.length && held[k]!.startBlock < end; k++) {
+      const h = held[k]!;
+      const hs = Math.max(at, h.startBlock);
+      const he = Math.min(end, h.startBlock + h.lengthBlocks);
+      if (hs > at) full.push({ start: at, end: hs, owner: Owner.PENDING });
+      if (he > hs) full.push({ start: hs, end: he, owner: snapshotOwner });
+      at = Math.max(at, he);
+    }
+    if (at < end) full.push({ start: at, end, owner: Owner.PENDING });
+  };
   let at = 0;
   for (const s of spans) {
-    if (s.start > at) full.push({ start: at, end: s.start, owner: Owner.PENDING });
+    if (s.start > at) gap(at, s.start);
     const start = Math.max(s.start, at);
     if (s.end > start) full.push({ start, end: s.end, owner: s.owner });
     at = Math.max(at, s.end);
   }
-  if (at < volumeBlocks) full.push({ start: at, end: volumeBlocks, owner: Owner.PENDING });
+  if (at < volumeBlocks) gap(at, volumeBlocks);
   for (const s of full) owners[s.owner]!.blocks += s.end - s.start;
 
   const cells = new Uint32Array(cellCount);

@@ -85,7 +85,7 @@ function problemOf(err: { message: string; path?: string | undefined; code?: str
   return message;
 }
 
-export type CommandKind = 'create' | 'grow' | 'inspect' | 'check' | 'map';
+export type CommandKind = 'create' | 'grow' | 'inspect' | 'check' | 'map' | 'snapshot' | 'rollback' | 'clone';
 
 /** Classify any error thrown while a command worked on `file` (E3). */
 export function toFailure(err: unknown, file: string | undefined, command?: CommandKind): CliFailure {

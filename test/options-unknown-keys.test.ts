@@ -1,10 +1,10 @@
 /**
  * Goal: an options object with a key the API does not know (a typo, or an option of a newer
- * version, such as `snapshot` that DESIGN.md lists before it exists) is refused with
+ * version) is refused with
  * BAD_ARGUMENT naming the key and the known ones, before anything is touched, in Engine.open,
  * volumeExtension (and its `create` and `grow`), createVolumeFile, engine.relation(),
  * engine.checkpoint() and engine.close(). Every known key is still accepted (`grow` too, now
- * that volumes grow).
+ * that volumes grow, and `snapshot`, now that volumes have snapshots).
  * Method: real engines in temporary directories; after each refusal, check that no file or
  * directory was made and that the engine still works.
  */
@@ -71,13 +71,14 @@ describe('unknown option keys are refused with BAD_ARGUMENT naming the key', () 
     await engine.close();
   });
 
-  it('volumeExtension: snapshot (in DESIGN.md, not implemented yet) and a typo are refused at the call, so is a misspelt grow key; grow is accepted; nothing is created', async () => {
+  it('volumeExtension: a typo is refused at the call, so is a misspelt grow key; grow and snapshot are accepted; nothing is created', async () => {
     const dir = await tempDir();
     const path = join(dir, 'v.lam');
-    for (const extra of [{ snapshot: 'x' }, { readonly: true }]) {
+    for (const extra of [{ snapshots: 'x' }, { readonly: true }]) {
       const message = await badArgument(() => volumeExtension({ path, create: { sizeBytes: 1 << 20 }, ...extra } as Parameters<typeof volumeExtension>[0]));
-      expect(message).toBe(`unknown option "${Object.keys(extra)[0]}" for volumeExtension() (known: path, create, readOnly, grow)`);
+      expect(message).toBe(`unknown option "${Object.keys(extra)[0]}" for volumeExtension() (known: path, create, readOnly, grow, snapshot)`);
     }
+    expect(volumeExtension({ path, snapshot: 'x' }).name).toBe('volume');
     const growTypo = await badArgument(() => volumeExtension({ path, grow: { step: 1 << 20, maximum: 1 << 30 } as unknown as { step: number; max: number } }));
     expect(growTypo).toBe('unknown option "maximum" for volumeExtension({ grow }) (known: step, max)');
     expect(await readdir(dir)).toEqual([]);

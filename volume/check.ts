@@ -13,6 +13,11 @@
  *     each other nor the superblocks (F6);
  *  K4 optionally (`checkPages`), every page below nblocks of every fork carries a valid page
  *     checksum for its block number (an all-zero page is valid).
+ *  K5 snapshots (examine.ts E5, snapshots.ts S1-S6): the snapshot table and every snapshot's
+ *     catalog as strictly as the live one (part `snapshot NAME` or `snapshot table`), and the
+ *     blocks catalogs share: within one catalog none twice (K3), across catalogs only a catalog
+ *     page in both or the same fork's same block; the table's pages shared with none. Pages of
+ *     a snapshot's forks are not read by `checkPages` (they were checked when they were live).
  * The older slot's catalog is not checked: copy-on-write may already have reused its space (F5).
  */
 import { RealIO, cleanUp, closeOrThrow, ioError, verifyPageChecksum } from '../engine/index.js';

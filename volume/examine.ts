@@ -17,11 +17,18 @@
  *     leaves exactly that (grow.ts G2), and the tail is simply not part of the volume until a
  *     later grow zero-fills it again and records it. The older slot may record a smaller
  *     volume than the active one (the size before a grow), never a larger one.
+ *  E5 Snapshots (snapshots.ts S1-S6): the snapshot table the active superblock names is read
+ *     page by page against its parents' CRCs, and every snapshot's catalog exactly as the live
+ *     one (E1, F3, F4, F6 within it); a problem in any of them is fatal, since the blocks a
+ *     snapshot holds must be known before anything is allocated. Across catalogs, a shared
+ *     block must mean the same thing in each (S6), and the table's pages are shared with none.
  */
-import { crc32c, forEachInFlight, ioError } from '../engine/index.js';
+import { ErrorCode, LamstoreError, crc32c, forEachInFlight, ioError } from '../engine/index.js';
 import type { FileHandle, FileIO } from '../engine/index.js';
 import type { CatalogFork, CatalogItem, Finding, SlotResult, Superblock } from './format.js';
 import { SLOT_COUNT, SLOT_NEVER_WRITTEN, SUPERBLOCK_BYTES, catalogFindings, compareItemKeys, decodeIndexPage, decodeLeafPage, decodeSuperblock, joinItems } from './format.js';
+import { decodeSnapshotTablePage, sharingFindings } from './snapshots.js';
+import type { SnapshotEntry } from './snapshots.js';
 
 export interface SlotInfo {
   slot: number;
@@ -38,6 +45,26 @@ export interface ExaminedLeaf {
   items: CatalogItem[];
 }
 
+/** A snapshot as read: its table entry and its catalog, checked as strictly as the live one (E5). */
+export interface ExaminedSnapshot {
+  entry: SnapshotEntry;
+  forks: CatalogFork[];
+  indexBlocks: number[];
+  leaves: ExaminedLeaf[];
+}
+
+/** A catalog root: what a superblock or a snapshot entry names. */
+export interface CatalogRoot {
+  generation: number;
+  volumeSizeBytes: number;
+  blockSizeBytes: number;
+  indexBlock: number;
+  indexCrc: number;
+  indexPages: number;
+  leafPages: number;
+  forkCount: number;
+}
+
 export interface VolumeExamination {
   fileSizeBytes: number;
   slots: SlotInfo[];
@@ -48,6 +75,9 @@ export interface VolumeExamination {
   /** Its index chain (blocks, in chain order) and leaves (in index order). */
   indexBlocks?: number[];
   leaves?: ExaminedLeaf[];
+  /** The snapshots the active superblock's table names, in name order (E5), and the table's pages. */
+  snapshots?: ExaminedSnapshot[];
+  snapshotTableBlocks?: number[];
   findings: Finding[];
   /** Set when the volume cannot be opened: the problem, in one line. */
   fatal?: string;
@@ -153,7 +183,10 @@ export async function examineVolume(io: FileIO, handle: FileHandle, path: string
     return ex;
   }
   try {
-    await readCatalog(io, handle, path, sb, ex);
+    const cat = await readCatalog(io, handle, path, sb, `superblock slot ${sb.slot}, generation ${sb.generation}`);
+    ex.forks = cat.forks;
+    ex.indexBlocks = cat.indexBlocks;
+    ex.leaves = cat.leaves;
   } catch (err) {
     if (!(err instanceof CatalogProblem)) throw err;
     ex.fatal = err.message;
@@ -164,16 +197,68 @@ export async function examineVolume(io: FileIO, handle: FileHandle, path: string
   ex.findings.push(...placement);
   const firstError = placement.find((f) => f.severity === 'error');
   if (firstError) ex.fatal = `${firstError.part} ${firstError.message}`;
+  await examineSnapshots(io, handle, path, sb, ex);
   return ex;
+}
+
+/** E5: the snapshot table and every snapshot's catalog, then the sharing across catalogs (S6). */
+async function examineSnapshots(io: FileIO, handle: FileHandle, path: string, sb: Superblock, ex: VolumeExamination): Promise<void> {
+  ex.snapshots = [];
+  ex.snapshotTableBlocks = [];
+  const ref = sb.snapshots;
+  if (!ref) return;
+  const bs = sb.blockSizeBytes;
+  const volumeBlocks = sb.volumeSizeBytes / bs;
+  const fail = (part: string, message: string): void => {
+    ex.findings.push({ severity: 'error', part, message });
+    ex.fatal ??= `${part}: ${message}`;
+  };
+  const entries: SnapshotEntry[] = [];
+  let at: { block: number; crc: number } | null = { block: ref.block, crc: ref.crc };
+  for (let k = 0; at !== null; k++) {
+    if (k >= ref.pages) return fail('snapshot table', `its chain is longer than the ${ref.pages} pages its superblock records`);
+    if (at.block < 2 || at.block >= volumeBlocks) return fail('snapshot table', `page ${k} at block ${at.block} lies outside the volume`);
+    const bytes = await readAt(io, handle, path, bs, at.block * bs);
+    if (bytes.length !== bs || crc32c(bytes) !== at.crc) return fail('snapshot table', `page ${k} at block ${at.block}: CRC mismatch`);
+    let page;
+    try {
+      page = decodeSnapshotTablePage(bytes, path, `snapshot table page ${k} at block ${at.block}`, sb);
+    } catch (err) {
+      return fail('snapshot table', (err as Error).message.replace(`${path}: volume is corrupt: `, ''));
+    }
+    if (entries.length > 0 && page.entries[0]!.name <= entries[entries.length - 1]!.name) return fail('snapshot table', `page ${k}: snapshot names are out of order or duplicated`);
+    entries.push(...page.entries);
+    ex.snapshotTableBlocks.push(at.block);
+    at = page.next;
+  }
+  if (ex.snapshotTableBlocks.length !== ref.pages) return fail('snapshot table', `its chain has ${ex.snapshotTableBlocks.length} pages, its superblock records ${ref.pages}`);
+  if (entries.length !== ref.count) return fail('snapshot table', `it names ${entries.length} snapshots, its superblock records ${ref.count}`);
+  for (const entry of entries) {
+    const part = `snapshot ${entry.name}`;
+    const root = { ...entry, blockSizeBytes: bs };
+    try {
+      const cat = await readCatalog(io, handle, path, root, `snapshot ${entry.name}, generation ${entry.generation}`);
+      ex.snapshots.push({ entry, ...cat });
+      for (const f of catalogFindings(cat.forks, [...cat.indexBlocks, ...cat.leaves.map((l) => l.block)], entry.volumeSizeBytes / bs)) fail(`${part}: ${f.part}`, f.message);
+    } catch (err) {
+      if (!(err instanceof CatalogProblem)) throw err;
+      fail(part, err.message);
+    }
+  }
+  if (ex.snapshots.length !== entries.length || !ex.forks) return;
+  const catalogs = [
+    { name: 'the live catalog', pageBlocks: [...ex.indexBlocks!, ...ex.leaves!.map((l) => l.block)], forks: ex.forks },
+    ...ex.snapshots.map((s) => ({ name: `snapshot ${s.entry.name}`, pageBlocks: [...s.indexBlocks, ...s.leaves.map((l) => l.block)], forks: s.forks })),
+  ];
+  for (const f of sharingFindings(catalogs, ex.snapshotTableBlocks.map((block) => ({ block, owner: `the snapshot table page at block ${block}` })))) fail(f.part, f.message);
 }
 
 class CatalogProblem extends Error {}
 
-/** Read the index chain and the leaves it names, verifying each page against its parent (E1). */
-async function readCatalog(io: FileIO, handle: FileHandle, path: string, sb: Superblock, ex: VolumeExamination): Promise<void> {
+/** Read the index chain and the leaves a root names, verifying each page against its parent (E1). */
+async function readCatalog(io: FileIO, handle: FileHandle, path: string, sb: CatalogRoot, where: string): Promise<{ forks: CatalogFork[]; indexBlocks: number[]; leaves: ExaminedLeaf[] }> {
   const bs = sb.blockSizeBytes;
   const volumeBlocks = sb.volumeSizeBytes / bs;
-  const where = `superblock slot ${sb.slot}, generation ${sb.generation}`;
   const decode = <T>(fn: () => T): T => {
     try {
       return fn();
@@ -217,7 +302,15 @@ async function readCatalog(io: FileIO, handle: FileHandle, path: string, sb: Sup
   for (const l of leaves) for (const it of l.items) items.push(it);
   const forks = decode(() => joinItems(items, path));
   if (forks.length !== sb.forkCount) throw new CatalogProblem(`catalog holds ${forks.length} forks, its superblock records ${sb.forkCount} (${where})`);
-  ex.forks = forks;
-  ex.indexBlocks = indexBlocks;
-  ex.leaves = leaves;
+  return { forks, indexBlocks, leaves };
+}
+
+/** Read and check one catalog named by a root (the durable one, for an online snapshot). */
+export async function readCatalogRoot(io: FileIO, handle: FileHandle, path: string, root: CatalogRoot, where: string): Promise<{ forks: CatalogFork[]; indexBlocks: number[]; leaves: ExaminedLeaf[] }> {
+  try {
+    return await readCatalog(io, handle, path, root, where);
+  } catch (err) {
+    if (err instanceof CatalogProblem) throw new LamstoreError(ErrorCode.VOLUME_CORRUPT, `${path}: volume is corrupt: ${err.message}`, { path });
+    throw err;
+  }
 }

@@ -20,6 +20,9 @@
  *     takes the space right after its last extent when free, else the best fit (volume.ts).
  *     The reserve that keeps a checkpoint possible is a number of free blocks, wherever they
  *     are (every catalog page is one block), checked by the volume (V5).
+ *  A5 Blocks a snapshot holds (snapshots.ts S3, `setHeld`) are never free: `give` (and so
+ *     `releaseUpTo` and `grow`) returns only the parts of a range that no snapshot holds; the
+ *     rest stays with the snapshots until one that is dropped lets them go.
  *
  * Costs: best fit and in-place lookup are binary searches, O(log runs); taking or releasing a
  * run is a binary search plus an array splice.
@@ -27,6 +30,13 @@
 import { assert } from '../engine/index.js';
 import type { Extent } from './format.js';
 import { METADATA_BLOCKS } from './format.js';
+
+/** What the free space needs of the snapshots' blocks (snapshots.ts HeldSet). */
+export interface HeldBlocks {
+  readonly empty: boolean;
+  unheld(start: number, length: number): Extent[];
+  countIn(start: number, length: number): number;
+}
 
 interface Run {
   start: number;
@@ -60,6 +70,8 @@ export class FreeSpace {
   #byStart: Run[] = [];
   #bySize: Run[] = [];
   #pending: PendingFree[] = [];
+  /** A5: blocks the snapshots hold; null when there are none. */
+  #held: HeldBlocks | null = null;
   freeBlocks = 0;
 
   /** Free space = every block from METADATA_BLOCKS up that `used` does not cover. */
@@ -153,8 +165,19 @@ export class FreeSpace {
     if (end < r.start + r.length) this.#insert({ start: end, length: r.start + r.length - end });
   }
 
-  /** Return space to the free runs at once (only for space no durable catalog references). */
+  /** A5: from now on, `held` blocks are never returned to the free runs. */
+  setHeld(held: HeldBlocks | null): void {
+    this.#held = held !== null && !held.empty ? held : null;
+    if (this.#held) for (const r of this.#byStart) assert(this.#held.countIn(r.start, r.length) === 0, `A5: free blocks ${r.start}.. are not held by a snapshot`);
+  }
+
+  /** Return space to the free runs at once (only for space no durable catalog references), except what a snapshot holds (A5). */
   give(startBlock: number, lengthBlocks: number): void {
+    if (this.#held === null) return this.#give(startBlock, lengthBlocks);
+    for (const piece of this.#held.unheld(startBlock, lengthBlocks)) this.#give(piece.startBlock, piece.lengthBlocks);
+  }
+
+  #give(startBlock: number, lengthBlocks: number): void {
     assert(lengthBlocks >= 1 && startBlock >= METADATA_BLOCKS && startBlock + lengthBlocks <= this.#volumeBlocks, 'given space lies inside the data area');
     let start = startBlock;
     let length = lengthBlocks;

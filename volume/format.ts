@@ -80,7 +80,12 @@ const SB_OFF = {
   leafPages: 56,
   forkCount: 60,
   timeMs: 64,
-  reserved2: 72,
+  // The snapshot table root (snapshots.ts S1): all zero when the volume has no snapshots.
+  snapBlock: 72,
+  snapPages: 80,
+  snapCrc: 84,
+  snapCount: 88,
+  reserved2: 92,
   crc: SUPERBLOCK_BYTES - 4,
 } as const;
 assert(SB_OFF.reserved2 < SB_OFF.crc, 'superblock fields end before its CRC');
@@ -101,6 +106,26 @@ export interface Superblock {
   forkCount: number;
   /** When the checkpoint that wrote this superblock published it (ms since 1970). */
   timeMs: number;
+  /** The snapshot table (snapshots.ts S1); absent when the volume has no snapshots. */
+  snapshots?: SnapshotTableRef;
+}
+
+/** Where the snapshot table starts, its page count, the first page's CRC and the snapshots in it. */
+export interface SnapshotTableRef {
+  block: number;
+  pages: number;
+  crc: number;
+  count: number;
+}
+
+/** Bytes of one snapshot table entry (volume/README.md "Snapshot table"). */
+export const SNAPSHOT_ENTRY_BYTES = 128;
+/** Most snapshots a volume holds: each is a catalog read and checked at every open. */
+export const SNAPSHOTS_MAX = 1000;
+
+/** Snapshot entries one table page holds. */
+export function snapshotEntriesMax(blockSizeBytes: number): number {
+  return Math.floor((blockSizeBytes - PAGE_HEADER_BYTES) / SNAPSHOT_ENTRY_BYTES);
 }
 
 export interface Extent {
@@ -237,6 +262,13 @@ export function encodeSuperblock(sb: Superblock): Uint8Array {
   v.setUint32(SB_OFF.leafPages, sb.leafPages, true);
   v.setUint32(SB_OFF.forkCount, sb.forkCount, true);
   v.setBigUint64(SB_OFF.timeMs, BigInt(Math.max(0, Math.floor(sb.timeMs))), true);
+  if (sb.snapshots) {
+    assert(sb.snapshots.count >= 1 && sb.snapshots.pages >= 1 && sb.snapshots.block >= METADATA_BLOCKS, 'a snapshot table names at least one snapshot');
+    v.setBigUint64(SB_OFF.snapBlock, BigInt(sb.snapshots.block), true);
+    v.setUint32(SB_OFF.snapPages, sb.snapshots.pages, true);
+    v.setUint32(SB_OFF.snapCrc, sb.snapshots.crc, true);
+    v.setUint32(SB_OFF.snapCount, sb.snapshots.count, true);
+  }
   v.setUint32(SB_OFF.crc, crc32c(out.subarray(0, SB_OFF.crc)), true);
   // Pair assertion: what we write must decode to what we meant.
   const back = decodeSuperblock(out, sb.slot);
@@ -279,7 +311,8 @@ export function decodeSuperblock(bytes: Uint8Array, slot: number): SlotResult {
   const generation = u64(v, SB_OFF.generation);
   const indexBlock = u64(v, SB_OFF.indexBlock);
   const timeMs = u64(v, SB_OFF.timeMs);
-  if (volumeSizeBytes === null || generation === null || indexBlock === null || timeMs === null) return { ok: false, reason: 'a 64-bit field is above 2^53' };
+  const snapBlock = u64(v, SB_OFF.snapBlock);
+  if (volumeSizeBytes === null || generation === null || indexBlock === null || timeMs === null || snapBlock === null) return { ok: false, reason: 'a 64-bit field is above 2^53' };
   if (writtenSlot !== slot) return { ok: false, reason: `written for slot ${writtenSlot}, found in slot ${slot}` };
   if (generation % SLOT_COUNT !== slot) return { ok: false, reason: `generation ${generation} does not belong in slot ${slot} (generation g lives in slot g % 2)` };
   const geometry = checkVolumeGeometry(volumeSizeBytes, blockSizeBytes);
@@ -304,6 +337,16 @@ export function decodeSuperblock(bytes: Uint8Array, slot: number): SlotResult {
   // allocation sized by them before a page is read).
   if (sb.indexPages < 1 || sb.indexPages + sb.leafPages > volumeBlocks - METADATA_BLOCKS) {
     return { ok: false, reason: `catalog of ${sb.indexPages} index and ${sb.leafPages} leaf pages does not fit a volume of ${volumeBlocks} blocks` };
+  }
+  const snapPages = v.getUint32(SB_OFF.snapPages, true);
+  const snapCrc = v.getUint32(SB_OFF.snapCrc, true);
+  const snapCount = v.getUint32(SB_OFF.snapCount, true);
+  if (snapBlock !== 0 || snapPages !== 0 || snapCrc !== 0 || snapCount !== 0) {
+    // snapshots.ts S1: a table names 1..SNAPSHOTS_MAX snapshots in exactly as many pages as they fill.
+    if (snapBlock < METADATA_BLOCKS || snapBlock >= volumeBlocks) return { ok: false, reason: `snapshot table at block ${snapBlock} is outside ${METADATA_BLOCKS}..${volumeBlocks - 1}` };
+    if (snapCount < 1 || snapCount > SNAPSHOTS_MAX) return { ok: false, reason: `snapshot count ${snapCount} is outside 1..${SNAPSHOTS_MAX}` };
+    if (snapPages !== Math.ceil(snapCount / snapshotEntriesMax(blockSizeBytes))) return { ok: false, reason: `snapshot table of ${snapPages} pages does not match its ${snapCount} snapshots` };
+    sb.snapshots = { block: snapBlock, pages: snapPages, crc: snapCrc, count: snapCount };
   }
   return { ok: true, sb };
 }

@@ -10,6 +10,7 @@
  */
 import { ErrorCode, LamstoreError, checkOptionKeys, optionKeys } from '../engine/index.js';
 import { checkGrowOptions } from './format.js';
+import { checkSnapshotName } from './snapshots.js';
 import type { VolumeGrowOptions } from './format.js';
 import type { Extension, PreloadContext } from '../engine/index.js';
 import { Volume } from './volume.js';
@@ -24,9 +25,12 @@ export type { GrowVolumeOptions, GrowVolumeResult } from './grow.js';
 export { examineVolume } from './examine.js';
 /** The forks' names (ForkInfo.forkName): the engine's list, here for callers of `inspectVolume`. */
 export { FORK_NAMES } from '../engine/index.js';
-export type { VolumeInfo, ForkInfo, VolumeOpenOptions, VolumeStats, VolumeHost } from './volume.js';
+export type { VolumeInfo, ForkInfo, VolumeOpenOptions, VolumeStats, VolumeHost, SnapshotInfo } from './volume.js';
+export { cloneSnapshot, createSnapshot, dropSnapshot, listSnapshots, rollbackVolume } from './clone.js';
+export type { CloneSnapshotOptions, CloneSnapshotResult, SnapshotFileOptions } from './clone.js';
+export { checkSnapshotName, SNAPSHOT_NAME_BYTES_MAX } from './snapshots.js';
 export type { CreateProgress, VolumeCreateOptions } from './create.js';
-export type { SlotInfo, VolumeExamination } from './examine.js';
+export type { SlotInfo, VolumeExamination, ExaminedSnapshot } from './examine.js';
 export { checkVolume } from './check.js';
 export type { CheckVolumeOptions } from './check.js';
 export type { Finding, Extent, VolumeGrowOptions } from './format.js';
@@ -55,6 +59,12 @@ export interface VolumeExtensionOptions {
    * is at least the volume's size. @default never grows
    */
   grow?: VolumeGrowOptions;
+  /**
+   * Open this snapshot of the volume instead of its live state: read-only (shared lock), every
+   * write, extend, create, truncate and unlink refused with VOLUME_READ_ONLY, nothing ever written
+   * to the file (volume.ts V7). Not with `create`, nor with `readOnly: false`. @default the live state
+   */
+  snapshot?: string;
 }
 
 export interface VolumeExtension extends Extension {
@@ -62,17 +72,12 @@ export interface VolumeExtension extends Extension {
   readonly volume: Volume | undefined;
 }
 
-/**
- * Exactly the fields of VolumeExtensionOptions. DESIGN.md section 6 also shows `snapshot`: it is
- * not implemented yet, so it is refused like any unknown key (accepted and ignored, a caller
- * would believe the volume is snapshotted). Its issue adds it to VolumeExtensionOptions, and the
- * compiler then asks for it here.
- */
-const VOLUME_EXTENSION_OPTION_KEYS = optionKeys<VolumeExtensionOptions>({ path: true, create: true, readOnly: true, grow: true });
+/** Exactly the fields of VolumeExtensionOptions (the compiler asks for a new one here). */
+const VOLUME_EXTENSION_OPTION_KEYS = optionKeys<VolumeExtensionOptions>({ path: true, create: true, readOnly: true, grow: true, snapshot: true });
 
 /** The volume extension for `Engine.open({ preload: [...] })`. */
 export function volumeExtension(options: VolumeExtensionOptions): VolumeExtension {
-  if (typeof options !== 'object' || options === null) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, 'volumeExtension needs an options object { path, create?, readOnly?, grow? }');
+  if (typeof options !== 'object' || options === null) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, 'volumeExtension needs an options object { path, create?, readOnly?, grow?, snapshot? }');
   checkOptionKeys(options, VOLUME_EXTENSION_OPTION_KEYS, 'volumeExtension()');
   // The rest of create is checked at preload (its block size must match the engine's); a
   // misspelt key is refused here, where the caller wrote it.
@@ -82,6 +87,11 @@ export function volumeExtension(options: VolumeExtensionOptions): VolumeExtensio
   // The multiples of the block size and max >= the volume's size are checked at preload, once
   // the volume is known; a misspelt key or a bad number is refused here.
   if (options.grow !== undefined) checkGrowOptions(options.grow, 'volumeExtension({ grow })');
+  if (options.snapshot !== undefined) {
+    checkSnapshotName(options.snapshot);
+    if (options.create !== undefined) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, 'options snapshot and create exclude each other: a snapshot is opened in an existing volume');
+    if (options.readOnly === false) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, 'option snapshot opens a snapshot read-only: readOnly cannot be false');
+  }
   let volume: Volume | undefined;
   return {
     name: 'volume',
@@ -100,6 +110,7 @@ export function volumeExtension(options: VolumeExtensionOptions): VolumeExtensio
         dataSyncRetry: ctx.dataSyncRetry,
         poolPages: ctx.sharedBuffers,
         grow: options.grow,
+        snapshot: options.snapshot,
       });
       try {
         // The order of volume/smgr.ts: the handler's id first, then the storage manager that

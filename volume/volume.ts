@@ -37,6 +37,13 @@
  *     is lost, and a checkpoint never runs out of room (the volume model's VM3; a reserve
  *     counted from the leaves of the moment did not hold after a capture that added a leaf,
  *     test/campaign-volume-model-regressions.test.ts).
+ *  V7 Snapshots (the methods under "snapshots", snapshots.ts S1-S6): the blocks the snapshots
+ *     hold (`#held`) are never free (extent-allocator.ts A5), whatever the live state releases;
+ *     a snapshot operation is one superblock switch made inside the sync chain, so it never
+ *     interleaves with a volume sync; the superblock every volume sync writes names the current
+ *     snapshot table. V5's reserve counts `#heldLive`, the live data blocks a snapshot also
+ *     holds: each may have to be relocated by a checkpoint without its old block coming free,
+ *     so with it reserved every later checkpoint still has room whatever is rewritten.
  *  V6 Online growth (`grow: { step, max }`, the methods under "growth"): where an allocation
  *     would fail with VOLUME_FULL, the file first grows by the fewest whole steps that make room
  *     (never past max; one growth at a time): extend it, zero-fill the new tail, fdatasync (which
@@ -125,8 +132,12 @@ import type { CatalogFork, Extent, ForkKey, VolumeGrowOptions } from './format.j
 import { FreeSpace, growthBlocks } from './extent-allocator.js';
 import { CatalogTree } from './catalog.js';
 import type { BuiltCatalog, CatPage } from './catalog.js';
-import { examineVolume } from './examine.js';
-import type { SlotInfo, VolumeExamination } from './examine.js';
+import { examineVolume, readCatalogRoot } from './examine.js';
+import type { CatalogRoot, SlotInfo, VolumeExamination } from './examine.js';
+import { HeldSet, catalogExtents, checkSnapshotName, encodeSnapshotTable, exclusiveBlocks } from './snapshots.js';
+import type { SnapshotEntry } from './snapshots.js';
+import { SNAPSHOTS_MAX, snapshotEntriesMax } from './format.js';
+import type { SnapshotTableRef, Superblock } from './format.js';
 import { checkCreateOptions, createVolumeFile, zeroFill } from './create.js';
 import type { VolumeCreateOptions } from './create.js';
 
@@ -159,6 +170,27 @@ export interface VolumeOpenOptions {
    * write reaches the volume at once)
    */
   poolPages?: number;
+  /**
+   * Open this snapshot instead of the live state: read-only (shared lock), every write refused
+   * with VOLUME_READ_ONLY; the file is never written (V7).
+   */
+  snapshot?: string;
+}
+
+/** A snapshot as `listSnapshots` and `inspect` show it. */
+export interface SnapshotInfo {
+  name: string;
+  /** The generation of the checkpoint it names, and when that was published (ms since 1970). */
+  generation: number;
+  checkpointTimeMs: number;
+  /** When the snapshot was taken (ms since 1970). */
+  createdMs: number;
+  volumeSizeBytes: number;
+  forkCount: number;
+  /** Blocks its catalog references (pages and extents). */
+  blocks: number;
+  /** Of those, the blocks neither the live state nor another snapshot references: what dropping it frees. */
+  exclusiveBlocks: number;
 }
 
 /**
@@ -212,6 +244,27 @@ export interface VolumeInfo {
   largestFreeRunBlocks: number;
   freeRuns: Extent[];
   forks: ForkInfo[];
+  /** The snapshots, in name order (V7); Volume.info always sets the snapshot fields. */
+  snapshots?: SnapshotInfo[];
+  /** Blocks the snapshots' catalogs reference, shared with the live state or not. */
+  snapshotHeldBlocks?: number;
+  /** Those blocks as runs (live ones among them). */
+  snapshotHeldRuns?: Extent[];
+  /** The snapshot table's pages (no catalog's blocks). */
+  snapshotTableBlocks?: number[];
+  /** The snapshot this volume was opened on (VolumeOpenOptions.snapshot), else null. */
+  openedSnapshot?: string | null;
+}
+
+/** A snapshot as the running volume keeps it: its entry and every block its catalog references. */
+interface SnapState {
+  entry: SnapshotEntry;
+  extents: Extent[];
+}
+
+/** The catalog the newest durable superblock names (what a snapshot taken now names). */
+interface DurableRoot extends CatalogRoot {
+  timeMs: number;
 }
 
 /** A fork's map extent: `era` is the capture count when it was written (V3: fresh iff current). */
@@ -242,6 +295,8 @@ interface PendingSwitch {
   built: BuiltCatalog;
   /** The metadata version the catalog describes. */
   meta: number;
+  /** What the superblock names, for #durableRoot. */
+  root: DurableRoot;
 }
 
 interface SyncNeed {
@@ -343,6 +398,18 @@ export async function openVolumeReadOnly(path: string, options: { io?: FileIO } 
   }
 }
 
+/** The examination of a volume seen as one of its snapshots (VolumeOpenOptions.snapshot, V7). */
+function snapshotView(ex: VolumeExamination, name: string): VolumeExamination {
+  const snap = ex.snapshots?.find((x) => x.entry.name === name);
+  if (!snap) {
+    const names = (ex.snapshots ?? []).map((x) => x.entry.name);
+    throw badArg(`no snapshot named ${name} in the volume (${names.length === 0 ? 'it has none' : `it has ${names.join(', ')}`})`);
+  }
+  const e = snap.entry;
+  const active: Superblock = { ...ex.active!, generation: e.generation, timeMs: e.checkpointTimeMs, indexBlock: e.indexBlock, indexCrc: e.indexCrc, indexPages: e.indexPages, leafPages: e.leafPages, forkCount: e.forkCount };
+  return { ...ex, active, forks: snap.forks, indexBlocks: snap.indexBlocks, leaves: snap.leaves };
+}
+
 /** The extents of `extents` that hold fork blocks [0, nblocks), physically adjacent ones merged (F4). */
 function trimmedMap(extents: readonly Extent[], nblocks: number): Extent[] {
   const out: Extent[] = [];
@@ -414,6 +481,15 @@ export class Volume {
   readonly #grow: VolumeGrowOptions | null;
   /** The growth under way (V6: one at a time). */
   #growing: Promise<void> | null = null;
+  /** V7: the snapshots in name order, their table, the blocks they hold, the live data among those. */
+  #snapshots: SnapState[] = [];
+  #tableRef: SnapshotTableRef | null = null;
+  #tableBlocks: number[] = [];
+  #held: HeldSet = HeldSet.EMPTY;
+  #heldLive = 0;
+  #durableRoot: DurableRoot;
+  /** VolumeOpenOptions.snapshot: the snapshot this read-only volume shows, else null. */
+  readonly openedSnapshot: string | null;
 
   private constructor(io: FileIO, handle: FileHandle, path: string, options: VolumeOpenOptions, ex: VolumeExamination) {
     const sb = ex.active!;
@@ -449,8 +525,18 @@ export class Volume {
       }
       states.push(st);
     }
-    this.#free = new FreeSpace(this.volumeBlocks, used);
+    this.openedSnapshot = options.snapshot ?? null;
+    this.#durableRoot = { generation: sb.generation, timeMs: sb.timeMs, volumeSizeBytes: sb.volumeSizeBytes, blockSizeBytes: sb.blockSizeBytes, indexBlock: sb.indexBlock, indexCrc: sb.indexCrc, indexPages: sb.indexPages, leafPages: sb.leafPages, forkCount: sb.forkCount };
+    // V7: the snapshots' blocks and the table's pages are not free; the live state shares some.
+    this.#snapshots = (ex.snapshots ?? []).map((x) => ({ entry: x.entry, extents: catalogExtents([...x.indexBlocks, ...x.leaves.map((l) => l.block)], x.forks) }));
+    this.#tableRef = sb.snapshots ?? null;
+    this.#tableBlocks = [...(ex.snapshotTableBlocks ?? [])];
+    this.#held = new HeldSet(this.#snapshots.flatMap((x) => x.extents));
+    const taken = new HeldSet([...used, ...this.#held.runs(), ...this.#tableBlocks.map((b) => ({ startBlock: b, lengthBlocks: 1 }))]);
+    this.#free = new FreeSpace(this.volumeBlocks, taken.runs());
+    this.#free.setHeld(this.#held);
     this.#tree = new CatalogTree(this.blockSize, ex.leaves!, ex.indexBlocks!, states);
+    this.#heldLive = this.#countHeldLive();
   }
 
   /** Open (or, with `create`, create) a volume file: lock, read, validate. Writes nothing to an existing file. */
@@ -458,6 +544,12 @@ export class Volume {
     if (typeof options !== 'object' || options === null) throw badArg('volume options must be an object { path, create?, readOnly? }');
     if (typeof options.path !== 'string' || options.path.length === 0) throw badArg('option path must be a non-empty file path');
     const path = resolve(options.path);
+    if (options.snapshot !== undefined) {
+      checkSnapshotName(options.snapshot);
+      if (options.readOnly === false) throw badArg('option snapshot opens a snapshot read-only: readOnly cannot be false');
+      if (options.create !== undefined) throw badArg('options snapshot and create exclude each other: a snapshot is opened in an existing volume');
+      options = { ...options, readOnly: true, grow: undefined };
+    }
     const readOnly = options.readOnly === true;
     if (options.grow !== undefined && !readOnly) checkGrowOptions(options.grow, 'volume grow options');
     if (options.create !== undefined && !readOnly) {
@@ -477,7 +569,7 @@ export class Volume {
     try {
       const ex = await examineVolume(options.io, handle, path);
       if (ex.fatal !== undefined) throw new LamstoreError(ErrorCode.VOLUME_CORRUPT, `${path}: volume is corrupt: ${ex.fatal}`, { path });
-      const vol = new Volume(options.io, handle, path, options, ex);
+      const vol = new Volume(options.io, handle, path, options, options.snapshot !== undefined ? snapshotView(ex, options.snapshot) : ex);
       if (options.blockSize !== undefined && vol.blockSize !== options.blockSize) {
         throw badArg(`${path}: volume block size is ${vol.blockSize} but the engine's blockSize is ${options.blockSize}`);
       }
@@ -560,6 +652,8 @@ export class Volume {
    */
   #release(startBlock: number, lengthBlocks: number, era: number, st: ForkState): void {
     if (lengthBlocks < 1) return;
+    // V7: live data a snapshot holds stops being live; the block stays the snapshot's (A5).
+    if (!this.#held.empty) this.#heldLive -= this.#held.countIn(startBlock, lengthBlocks);
     // While the defragmentation pass copies the fork, nothing of it is reused before the next
     // durable capture (D2: a block freed and taken again would look unmoved to the copy).
     if (era === this.#captures && !st.copying) this.#free.give(startBlock, lengthBlocks);
@@ -576,7 +670,7 @@ export class Volume {
    */
   #reserveBlocks(extraForks: number, extraBlocks: number): number {
     const m = CatalogTree.maxBlocks(this.blockSize, this.#forks.size + extraForks, this.#liveBlocks + extraBlocks);
-    return Math.min(this.#poolPages, this.#liveBlocks + extraBlocks) + m + Math.max(0, m - this.#tree.pageCount);
+    return Math.min(this.#poolPages, this.#liveBlocks + extraBlocks) + m + Math.max(0, m - this.#tree.pageCount) + this.#heldLive;
   }
 
   #full(what: string, wanted: number, reserve: number): LamstoreError {
@@ -824,7 +918,10 @@ export class Volume {
   #checkWritable(): void {
     if (this.#failure) throw this.#failure;
     if (this.#handle === null) throw new LamstoreError(ErrorCode.ENGINE_CLOSED, `${this.path}: volume is closed`, { path: this.path });
-    if (this.readOnly) throw new LamstoreError(ErrorCode.VOLUME_READ_ONLY, `${this.path}: volume is open read-only`, { path: this.path });
+    if (this.readOnly) {
+      const what = this.openedSnapshot !== null ? `snapshot ${this.openedSnapshot} is open (read-only)` : 'volume is open read-only';
+      throw new LamstoreError(ErrorCode.VOLUME_READ_ONLY, `${this.path}: ${what}`, { path: this.path });
+    }
   }
 
   #checkOpen(): FileHandle {
@@ -1308,6 +1405,7 @@ export class Volume {
           capture,
           meta,
           built,
+          root: { generation, timeMs, volumeSizeBytes: this.volumeSizeBytes, blockSizeBytes: this.blockSize, indexBlock: built.indexBlock, indexCrc: built.indexCrc, indexPages: built.indexPages, leafPages: built.leafPages, forkCount: built.forkCount },
           superblock: encodeSuperblock({
             slot: generation % SLOT_COUNT,
             blockSizeBytes: this.blockSize,
@@ -1319,6 +1417,7 @@ export class Volume {
             leafPages: built.leafPages,
             forkCount: built.forkCount,
             timeMs,
+            snapshots: this.#tableRef ?? undefined, // V7: every switch keeps the table
           }),
         };
         await this.#writeCatalog(handle, built);
@@ -1400,6 +1499,7 @@ export class Volume {
     this.#timeMs = Date.now();
     this.#durableMeta = Math.max(this.#durableMeta, sw.meta);
     this.#durableCapture = sw.capture;
+    this.#durableRoot = sw.root;
     this.#free.releaseUpTo(sw.capture);
     this.#slots[slot] = { slot, valid: true, generation: sw.generation };
   }
@@ -1545,6 +1645,249 @@ export class Volume {
     }
   }
 
+  // ------------------------------------------------------------ snapshots (V7, snapshots.ts)
+
+  /** Live data blocks (below nblocks) a snapshot also holds (V5's last term). */
+  #countHeldLive(): number {
+    if (this.#held.empty) return 0;
+    let n = 0;
+    for (const st of this.#forks.values()) for (const e of trimmedMap(st.extents, st.nblocks)) n += this.#held.countIn(e.startBlock, e.lengthBlocks);
+    return n;
+  }
+
+  /** Every block the live state owns: its maps (capacity too), its newest catalog, pending space. */
+  #liveExtents(): Extent[] {
+    const out: Extent[] = [];
+    for (const st of this.#forks.values()) for (const e of st.extents) out.push({ startBlock: e.startBlock, lengthBlocks: e.lengthBlocks });
+    for (const b of this.#tree.pageBlocks()) out.push({ startBlock: b, lengthBlocks: 1 });
+    for (const p of this.#free.pendingList()) out.push({ startBlock: p.startBlock, lengthBlocks: p.lengthBlocks });
+    return out;
+  }
+
+  /** Run `work` in the sync chain: never while a volume sync runs (V7). */
+  #inSyncChain<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.#syncChain.then(work);
+    this.#syncChain = run.then(
+      () => {},
+      () => {},
+    );
+    return run;
+  }
+
+  #checkSnapshotWritable(op: string): void {
+    if (this.openedSnapshot !== null) throw new LamstoreError(ErrorCode.VOLUME_READ_ONLY, `${this.path}: cannot ${op}: snapshot ${this.openedSnapshot} is open (read-only)`, { path: this.path });
+    this.#checkWritable();
+  }
+
+  #findSnapshot(name: string): SnapState {
+    const snap = this.#snapshots.find((x) => x.entry.name === name);
+    if (!snap) throw badArg(`no snapshot named ${name} in the volume (${this.#snapshots.length === 0 ? 'it has none' : `it has ${this.#snapshots.map((x) => x.entry.name).join(', ')}`})`);
+    return snap;
+  }
+
+  /** The snapshots in name order, each with the blocks it alone holds (what dropping it frees). */
+  listSnapshots(): SnapshotInfo[] {
+    const owners: Extent[][] = [this.#snapshots.length === 0 ? [] : this.#liveExtents(), ...this.#snapshots.map((x) => x.extents)];
+    const exclusive = this.#snapshots.length === 0 ? [] : exclusiveBlocks(owners);
+    return this.#snapshots.map((x, i) => {
+      let blocks = 0;
+      for (const e of x.extents) blocks += e.lengthBlocks;
+      const e = x.entry;
+      return { name: e.name, generation: e.generation, checkpointTimeMs: e.checkpointTimeMs, createdMs: e.createdMs, volumeSizeBytes: e.volumeSizeBytes, forkCount: e.forkCount, blocks, exclusiveBlocks: exclusive[i + 1]! };
+    });
+  }
+
+  /**
+   * Take snapshot `name` of the volume's durable state: a volume sync first (so it names what
+   * the volume holds now; an engine runs `engine.checkpoint()` before, or passes it as
+   * `checkpoint`, to hand the volume its dirty pages), then the name is recorded with that
+   * catalog in one superblock switch (S4).
+   * BAD_ARGUMENT for a bad or taken name; VOLUME_FULL when the table's pages, or the reserve the
+   * shared blocks add to V5, do not fit (nothing written). A failed write or fdatasync puts the
+   * volume in its failed state.
+   */
+  async createSnapshot(nameIn: string, options: { nowMs?: number; checkpoint?: () => Promise<unknown> } = {}): Promise<SnapshotInfo> {
+    const name = checkSnapshotName(nameIn);
+    this.#checkSnapshotWritable('create a snapshot');
+    // `checkpoint: () => engine.checkpoint()` hands the volume the engine's dirty pages first;
+    // it runs outside the sync chain, which the checkpoint's own volume sync goes through.
+    if (options.checkpoint) await options.checkpoint();
+    return this.#inSyncChain(async () => {
+      if (this.#snapshots.some((x) => x.entry.name === name)) throw badArg(`a snapshot named ${name} exists already in the volume`);
+      if (this.#snapshots.length >= SNAPSHOTS_MAX) throw badArg(`the volume holds ${SNAPSHOTS_MAX} snapshots, the most it can; drop one first`);
+      await this.#syncOnce(false);
+      const handle = this.#checkOpen();
+      const root = this.#durableRoot;
+      const cat = await readCatalogRoot(this.#io, handle, this.path, root, `the durable catalog, generation ${root.generation}`);
+      const extents = catalogExtents([...cat.indexBlocks, ...cat.leaves.map((l) => l.block)], cat.forks);
+      const entry: SnapshotEntry = {
+        name,
+        generation: root.generation,
+        checkpointTimeMs: root.timeMs,
+        createdMs: options.nowMs ?? Date.now(),
+        volumeSizeBytes: root.volumeSizeBytes,
+        indexBlock: root.indexBlock,
+        indexCrc: root.indexCrc,
+        indexPages: root.indexPages,
+        leafPages: root.leafPages,
+        forkCount: root.forkCount,
+      };
+      const snaps = [...this.#snapshots, { entry, extents }].sort((a, b) => (a.entry.name < b.entry.name ? -1 : 1));
+      const held = new HeldSet(snaps.flatMap((x) => x.extents));
+      // The durable catalog's blocks are live or pending, never free (A3).
+      for (const e of extents) assert(this.#free.runContaining(e.startBlock) === undefined, `V7: block ${e.startBlock} of the durable catalog is not free`);
+      // V5 with the new snapshot: every live block it shares may need relocating later.
+      const heldLiveWith = (): number => {
+        const heldBefore = this.#held;
+        this.#held = held;
+        const n = this.#countHeldLive();
+        this.#held = heldBefore;
+        return n;
+      };
+      const pages = Math.ceil(snaps.length / snapshotEntriesMax(this.blockSize));
+      // V6: a volume that may grow grows for it first.
+      const room = this.#roomFor(() => this.#reserveBlocks(0, 0) - this.#heldLive + heldLiveWith() + pages - this.#free.freeBlocks);
+      if (room) await room;
+      this.#checkWritable();
+      const heldLive = heldLiveWith();
+      const reserve = this.#reserveBlocks(0, 0) - this.#heldLive + heldLive;
+      if (this.#free.freeBlocks - pages < reserve) {
+        throw new LamstoreError(
+          ErrorCode.VOLUME_FULL,
+          `${this.path}: volume is full: no room for snapshot ${name} (${this.#free.freeBlocks} blocks free; ${pages} for the snapshot table and ${reserve} kept so that every later checkpoint can run, ${heldLive} of them because later writes may relocate every live block the snapshots share)${this.#growHint()}`,
+          { path: this.path },
+        );
+      }
+      await this.#switchSnapshots(handle, snaps, root, held);
+      return this.listSnapshots().find((x) => x.name === name)!;
+    });
+  }
+
+  /** Drop snapshot `name`: after the switch the blocks it alone held become pending, free after the next durable capture (S4). */
+  async dropSnapshot(nameIn: string): Promise<void> {
+    const name = checkSnapshotName(nameIn);
+    this.#checkSnapshotWritable('drop a snapshot');
+    return this.#inSyncChain(async () => {
+      const dropped = this.#findSnapshot(name);
+      // R2: a switch in doubt carries the old table; settle it before the table changes.
+      if (this.#switchInDoubt) await this.#syncOnce(false);
+      const handle = this.#checkOpen();
+      const snaps = this.#snapshots.filter((x) => x !== dropped);
+      const held = new HeldSet(snaps.flatMap((x) => x.extents));
+      await this.#switchSnapshots(handle, snaps, this.#durableRoot, held);
+      // Blocks no one names any more: not free before a capture without them is durable (A3).
+      const live = new HeldSet(this.#liveExtents());
+      for (const e of dropped.extents) {
+        for (const a of held.unheld(e.startBlock, e.lengthBlocks)) for (const b of live.unheld(a.startBlock, a.lengthBlocks)) this.#free.deferFree(b, this.#captures + 1);
+      }
+    });
+  }
+
+  /**
+   * Make snapshot `name` the volume's state: one superblock switch naming its catalog, generation
+   * + 1; the snapshot stays. Only on a volume nothing has changed since it was opened (no engine
+   * runs it: `lamstore rollback`), which is closed afterwards (its maps are the old state's):
+   * reopen it. VOLUME_FULL (nothing written) when V5 would not hold after it.
+   */
+  async rollbackToSnapshot(nameIn: string): Promise<void> {
+    const name = checkSnapshotName(nameIn);
+    this.#checkSnapshotWritable('roll back');
+    return this.#inSyncChain(async () => {
+      if (this.#metaVersion !== 0 || this.#writeSeq !== 0 || this.#captures !== 0) {
+        throw badArg('rollback needs a volume nothing has changed since it was opened: close the engine, then roll back (lamstore rollback)');
+      }
+      const snap = this.#findSnapshot(name);
+      const handle = this.#checkOpen();
+      const e = snap.entry;
+      // V5 after it: every live block is the snapshot's, so the reserve counts all of them.
+      let liveBlocks = 0;
+      const cat = await readCatalogRoot(this.#io, handle, this.path, { ...e, blockSizeBytes: this.blockSize }, `snapshot ${name}`);
+      for (const f of cat.forks) liveBlocks += f.nblocks;
+      const m = CatalogTree.maxBlocks(this.blockSize, e.forkCount, liveBlocks);
+      const reserve = Math.min(this.#poolPages, liveBlocks) + m + Math.max(0, m - e.indexPages - e.leafPages) + liveBlocks;
+      const free = this.volumeBlocks - METADATA_BLOCKS - this.#held.blocks - this.#tableBlocks.length;
+      if (free < reserve) {
+        throw new LamstoreError(
+          ErrorCode.VOLUME_FULL,
+          `${this.path}: volume is full: rolled back to ${name} it would have ${free} blocks free, and ${reserve} must stay free so that every later checkpoint can run (${liveBlocks} of them because the snapshot shares every live block)${this.#growHint()}`,
+          { path: this.path },
+        );
+      }
+      const root: DurableRoot = { generation: e.generation, timeMs: e.checkpointTimeMs, volumeSizeBytes: this.volumeSizeBytes, blockSizeBytes: this.blockSize, indexBlock: e.indexBlock, indexCrc: e.indexCrc, indexPages: e.indexPages, leafPages: e.leafPages, forkCount: e.forkCount };
+      await this.#switchSnapshots(handle, this.#snapshots, root, this.#held, true);
+      await this.close();
+    });
+  }
+
+  /**
+   * S4: write the table of `snaps` to free blocks (unless `keepTable`), fdatasync, the superblock
+   * (generation + 1, catalog `root`, the table) into the older slot, fdatasync. Then the old
+   * table's pages are free. On failure the switch is undone in the page cache and the volume
+   * fails (its state in memory may not be the durable one).
+   */
+  async #switchSnapshots(handle: FileHandle, snaps: SnapState[], root: DurableRoot, held: HeldSet, keepTable = false): Promise<void> {
+    const flush = this.#enableFsync;
+    const generation = this.#generation + 1;
+    // Hold the new set at once: holding more than is durable is safe; less is not (drop frees after the switch).
+    const grows = held.blocks >= this.#held.blocks;
+    if (grows) this.#setHeld(held);
+    const table = keepTable ? { writes: [], ref: this.#tableRef } : encodeSnapshotTable(snaps.map((x) => x.entry), generation, this.blockSize, () => this.#free.takeOne());
+    const superblock = encodeSuperblock({
+      slot: generation % SLOT_COUNT,
+      blockSizeBytes: this.blockSize,
+      volumeSizeBytes: this.volumeSizeBytes,
+      generation,
+      indexBlock: root.indexBlock,
+      indexCrc: root.indexCrc,
+      indexPages: root.indexPages,
+      leafPages: root.leafPages,
+      forkCount: root.forkCount,
+      timeMs: root.timeMs,
+      snapshots: table.ref ?? undefined,
+    });
+    const slot = generation % SLOT_COUNT;
+    let switching = false;
+    try {
+      for (const w of table.writes) await this.#io.pwrite(handle, w.bytes, w.block * this.blockSize);
+      if (flush && table.writes.length > 0) {
+        await this.#io.fdatasync(handle);
+        this.stats.fdatasyncs++;
+      }
+      switching = true;
+      await this.#io.pwrite(handle, superblock, slot * this.blockSize);
+      if (flush) {
+        await this.#io.fdatasync(handle);
+        this.stats.fdatasyncs++;
+      }
+    } catch (err) {
+      if (switching) {
+        // #undoSwitch's reasoning: never leave a superblock in the cache the disk may not get.
+        await this.#io.pwrite(handle, new Uint8Array(SUPERBLOCK_BYTES), slot * this.blockSize).catch(() => {});
+        this.#slots[slot] = { slot, valid: false, reason: SLOT_NEVER_WRITTEN };
+      }
+      throw this.#fail(err);
+    }
+    this.stats.metadataSwitches++;
+    this.#generation = generation;
+    this.#timeMs = root.timeMs;
+    this.#slots[slot] = { slot, valid: true, generation };
+    // A snapshot entry keeps the generation of the checkpoint that published its catalog.
+    this.#durableRoot = root;
+    if (!keepTable) {
+      for (const b of this.#tableBlocks) this.#free.give(b, 1);
+      this.#tableBlocks = table.writes.map((w) => w.block);
+      this.#tableRef = table.ref;
+    }
+    this.#snapshots = snaps;
+    if (!grows) this.#setHeld(held);
+  }
+
+  #setHeld(held: HeldSet): void {
+    this.#held = held;
+    this.#free.setHeld(held);
+    this.#heldLive = this.#countHeldLive();
+  }
+
   // ------------------------------------------------------------ inspection
 
   info(): VolumeInfo {
@@ -1578,6 +1921,11 @@ export class Volume {
       largestFreeRunBlocks: this.#free.largestRunBlocks(),
       freeRuns: this.#free.runs(),
       forks,
+      snapshots: this.listSnapshots(),
+      snapshotHeldBlocks: this.#held.blocks,
+      snapshotHeldRuns: this.#held.runs(),
+      snapshotTableBlocks: [...this.#tableBlocks],
+      openedSnapshot: this.openedSnapshot,
     };
   }
 
@@ -1588,7 +1936,12 @@ export class Volume {
     assert(this.#syncedSeq <= this.#writeSeq && this.#durableMeta <= this.#metaVersion, 'V4: sync marks never run ahead');
     const spans: Extent[] = [{ startBlock: 0, lengthBlocks: METADATA_BLOCKS }];
     for (const b of this.#tree.pageBlocks()) spans.push({ startBlock: b, lengthBlocks: 1 });
+    for (const b of this.#tableBlocks) spans.push({ startBlock: b, lengthBlocks: 1 });
     spans.push(...this.#free.runs(), ...this.#free.pendingList());
+    // V7: a held block is never free nor a table page; held blocks no live owner names are the snapshots' alone.
+    for (const r of this.#free.runs()) assert(this.#held.countIn(r.startBlock, r.lengthBlocks) === 0, `V7: free blocks ${r.startBlock}.. are not held by a snapshot`);
+    for (const b of this.#tableBlocks) assert(!this.#held.has(b), `V7: table page ${b} is no catalog's block`);
+    assert(this.#heldLive === this.#countHeldLive(), 'V7: the count of live blocks a snapshot holds');
     let extents = 0;
     let live = 0;
     for (const st of this.#forks.values()) {
@@ -1608,14 +1961,16 @@ export class Volume {
     spans.sort((a, b) => a.startBlock - b.startBlock);
     let at = 0;
     let gaps = 0;
+    let heldShared = 0;
     for (const s of spans) {
       assert(s.startBlock >= at, `V1: block ${s.startBlock} belongs to one owner only`);
       gaps += s.startBlock - at;
       at = s.startBlock + s.lengthBlocks;
+      if (!this.#held.empty) heldShared += this.#held.countIn(s.startBlock, s.lengthBlocks);
     }
     gaps += this.volumeBlocks - at;
-    // The gaps are exactly the blocks allocated to writes in flight.
-    assert(gaps === this.#inFlightBlocks, `V1: ${gaps} unowned blocks are the ${this.#inFlightBlocks} being written`);
+    // The gaps are exactly the blocks allocated to writes in flight and those only snapshots hold (V7).
+    assert(gaps === this.#inFlightBlocks + this.#held.blocks - heldShared, `V1: ${gaps} unowned blocks are the ${this.#inFlightBlocks} being written and the ${this.#held.blocks - heldShared} only snapshots hold`);
   }
 }
 
