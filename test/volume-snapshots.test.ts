@@ -295,7 +295,7 @@ describe('rollback and refusals', () => {
     expect(await errorFindings(disk)).toEqual([]);
   });
 
-  it('a snapshot needs room for every later checkpoint (V5 counts the live blocks it shares): VOLUME_FULL writes nothing; a rollback likewise', async () => {
+  it('a snapshot needs room for every later checkpoint (V5 counts the live blocks it shares, 36, and the catalog pages, a leaf and an index page): VOLUME_FULL writes nothing; a rollback likewise', async () => {
     const disk = await freshDisk();
     let vol = await openVol(disk, VOL, { create: 256 * KiB }); // 64 blocks of 4 KiB
     await extendPages(vol, 16384, 36);
@@ -304,7 +304,7 @@ describe('rollback and refusals', () => {
     const before = sha256(disk.readFileNow(VOL)!);
     vol = await openVol(disk, VOL);
     const err = await vol.createSnapshot('big').catch((e: unknown) => e);
-    expect(err).toMatchObject({ code: 'VOLUME_FULL', message: expect.stringMatching(/no room for snapshot big .* 36 of them because later writes may relocate every live block the snapshots share/) });
+    expect(err).toMatchObject({ code: 'VOLUME_FULL', message: expect.stringMatching(/no room for snapshot big .* 38 of them because later checkpoints may relocate every live block and rewrite every catalog page the snapshots share/) });
     expect(vol.failure).toBeNull();
     await vol.close();
     expect(sha256(disk.readFileNow(VOL)!)).toBe(before);
@@ -448,6 +448,38 @@ describe('embedded: volumeExtension({ snapshot }) and a snapshot of a running en
     }
     await again.close();
     expect(await snapshotFingerprint(disk, VOL, 'raced')).toEqual(taken);
+    expect(await errorFindings(disk)).toEqual([]);
+  });
+
+  it('V5 with a snapshot sharing the catalog: on a volume filled up to its reserve, every checkpoint that rewrites every leaf still has room (V5 counts the data and the catalog pages the snapshot holds: replacing either frees no block)', async () => {
+    const disk = await freshDisk();
+    const forks = 300; // about 4 leaves at 4 KiB
+    const ext = volumeExtension({ path: VOL, create: { sizeBytes: 16 * 1024 * KiB } }); // first extents of 8 blocks: 2400 blocks
+    const engine = await Engine.open({ dataDir: '/data', blockSize: SMALL_BS, sharedBuffers: forks, io: disk, preload: [ext] });
+    const volume = ext.volume!;
+    const rels = Array.from({ length: forks }, (_, i) => engine.relation(rel(20000 + i), { storage: 'volume' }));
+    for (const [i, r] of rels.entries()) {
+      await r.create(ForkNumber.MAIN);
+      await r.extend(ForkNumber.MAIN, makePage(rel(20000 + i), ForkNumber.MAIN, 0, 1));
+    }
+    await volume.createSnapshot('held', { checkpoint: () => engine.checkpoint() });
+    // Fill the volume until the reserve refuses an extend: free space is the reserve, no more.
+    const filler = engine.relation(rel(19999), { storage: 'volume' });
+    await filler.create(ForkNumber.MAIN);
+    for (let b = 0; ; b++) {
+      const err = await filler.extend(ForkNumber.MAIN, makePage(rel(19999), ForkNumber.MAIN, b, 1)).then(() => null, (e: unknown) => e);
+      if (err !== null) {
+        expect(err).toMatchObject({ code: 'VOLUME_FULL' });
+        break;
+      }
+    }
+    // Every checkpoint dirties every fork (so every leaf is rewritten) and must find room.
+    for (let round = 2; round < 6; round++) {
+      for (const [i, r] of rels.entries()) await r.write(ForkNumber.MAIN, 0, makePage(rel(20000 + i), ForkNumber.MAIN, 0, round));
+      await engine.checkpoint();
+      volume.checkInvariants();
+    }
+    await engine.close();
     expect(await errorFindings(disk)).toEqual([]);
   });
 

@@ -43,7 +43,9 @@
  *     interleaves with a volume sync; the superblock every volume sync writes names the current
  *     snapshot table. V5's reserve counts `#heldLive`, the live data blocks a snapshot also
  *     holds: each may have to be relocated by a checkpoint without its old block coming free,
- *     so with it reserved every later checkpoint still has room whatever is rewritten.
+ *     so with it reserved every later checkpoint still has room whatever is rewritten; and, for
+ *     the same reason, the pages of the live catalog a snapshot holds (`#countHeldCatalog`): a
+ *     build that replaces one gets no block back, which V5's catalog terms alone assume it does.
  *  V6 Online growth (`grow: { step, max }`, the methods under "growth"): where an allocation
  *     would fail with VOLUME_FULL, the file first grows by the fewest whole steps that make room
  *     (never past max; one growth at a time): extend it, zero-fill the new tail, fdatasync (which
@@ -670,7 +672,7 @@ export class Volume {
    */
   #reserveBlocks(extraForks: number, extraBlocks: number): number {
     const m = CatalogTree.maxBlocks(this.blockSize, this.#forks.size + extraForks, this.#liveBlocks + extraBlocks);
-    return Math.min(this.#poolPages, this.#liveBlocks + extraBlocks) + m + Math.max(0, m - this.#tree.pageCount) + this.#heldLive;
+    return Math.min(this.#poolPages, this.#liveBlocks + extraBlocks) + m + Math.max(0, m - this.#tree.pageCount) + this.#heldLive + this.#countHeldCatalog(this.#held);
   }
 
   #full(what: string, wanted: number, reserve: number): LamstoreError {
@@ -1647,6 +1649,18 @@ export class Volume {
 
   // ------------------------------------------------------------ snapshots (V7, snapshots.ts)
 
+  /**
+   * Pages of the live catalog that `held` holds (V5, with #heldLive): a build that replaces one
+   * frees no block for it, so the catalog's growth term alone would not cover that build.
+   * Counted when asked (the tree's pages change at every build), and only with snapshots.
+   */
+  #countHeldCatalog(held: HeldSet): number {
+    if (held.empty) return 0;
+    let n = 0;
+    for (const b of this.#tree.pageBlocks()) if (held.has(b)) n++;
+    return n;
+  }
+
   /** Live data blocks (below nblocks) a snapshot also holds (V5's last term). */
   #countHeldLive(): number {
     if (this.#held.empty) return 0;
@@ -1746,15 +1760,18 @@ export class Volume {
       };
       const pages = Math.ceil(snaps.length / snapshotEntriesMax(this.blockSize));
       // V6: a volume that may grow grows for it first.
-      const room = this.#roomFor(() => this.#reserveBlocks(0, 0) - this.#heldLive + heldLiveWith() + pages - this.#free.freeBlocks);
+      // The catalog pages the new snapshot shares count as the live ones do (#countHeldCatalog).
+      const heldNow = (): number => this.#heldLive + this.#countHeldCatalog(this.#held);
+      const heldWith = (): number => heldLiveWith() + this.#countHeldCatalog(held);
+      const room = this.#roomFor(() => this.#reserveBlocks(0, 0) - heldNow() + heldWith() + pages - this.#free.freeBlocks);
       if (room) await room;
       this.#checkWritable();
-      const heldLive = heldLiveWith();
-      const reserve = this.#reserveBlocks(0, 0) - this.#heldLive + heldLive;
+      const heldLive = heldWith();
+      const reserve = this.#reserveBlocks(0, 0) - heldNow() + heldLive;
       if (this.#free.freeBlocks - pages < reserve) {
         throw new LamstoreError(
           ErrorCode.VOLUME_FULL,
-          `${this.path}: volume is full: no room for snapshot ${name} (${this.#free.freeBlocks} blocks free; ${pages} for the snapshot table and ${reserve} kept so that every later checkpoint can run, ${heldLive} of them because later writes may relocate every live block the snapshots share)${this.#growHint()}`,
+          `${this.path}: volume is full: no room for snapshot ${name} (${this.#free.freeBlocks} blocks free; ${pages} for the snapshot table and ${reserve} kept so that every later checkpoint can run, ${heldLive} of them because later checkpoints may relocate every live block and rewrite every catalog page the snapshots share)${this.#growHint()}`,
           { path: this.path },
         );
       }
@@ -1804,7 +1821,8 @@ export class Volume {
       const cat = await readCatalogRoot(this.#io, handle, this.path, { ...e, blockSizeBytes: this.blockSize }, `snapshot ${name}`);
       for (const f of cat.forks) liveBlocks += f.nblocks;
       const m = CatalogTree.maxBlocks(this.blockSize, e.forkCount, liveBlocks);
-      const reserve = Math.min(this.#poolPages, liveBlocks) + m + Math.max(0, m - e.indexPages - e.leafPages) + liveBlocks;
+      // ... and so is every page of its catalog, which the live state then shares (#countHeldCatalog).
+      const reserve = Math.min(this.#poolPages, liveBlocks) + m + Math.max(0, m - e.indexPages - e.leafPages) + liveBlocks + e.indexPages + e.leafPages;
       const free = this.volumeBlocks - METADATA_BLOCKS - this.#held.blocks - this.#tableBlocks.length;
       if (free < reserve) {
         throw new LamstoreError(
