@@ -23,6 +23,11 @@ import type { CloneSnapshotResult } from '../volume/index.js';
 import { formatBytes, parseSize } from '../cmdline/args.js';
 import { CliCode, CliFailure, EXIT_USAGE, usageFailure, withFile } from '../cmdline/failure.js';
 import { onStopSignals, signalExitCode, type StopSignal } from '../cmdline/signals.js';
+
+/** `1 block`, `2 blocks`. */
+function plural(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
+}
 import { formatSnapshotTable } from './inspect.js';
 
 interface JsonOption {
@@ -35,7 +40,7 @@ function print(json: boolean | undefined, doc: object, line: string): void {
 
 export async function runSnapshotCreate(file: string, name: string, options: JsonOption): Promise<void> {
   const s = await createSnapshot(file, name);
-  print(options.json, { volume: file, created: s }, `created snapshot ${s.name} of ${file}: generation ${s.generation}, ${s.blocks} blocks (shared with the live state)`);
+  print(options.json, { volume: file, created: s }, `created snapshot ${s.name} of ${file}: generation ${s.generation}, ${plural(s.blocks, 'block')} (shared with the live state)`);
 }
 
 export async function runSnapshotList(file: string, options: JsonOption): Promise<void> {
@@ -51,7 +56,7 @@ export async function runSnapshotDrop(file: string, name: string, options: JsonO
   const before = (await listSnapshots(file)).find((x) => x.name === name);
   await dropSnapshot(file, name);
   const freed = before?.exclusiveBlocks ?? 0;
-  print(options.json, { volume: file, dropped: name, freedBlocks: freed }, `dropped snapshot ${name} of ${file}: ${freed} blocks it alone held are free`);
+  print(options.json, { volume: file, dropped: name, freedBlocks: freed }, `dropped snapshot ${name} of ${file}: ${plural(freed, 'block')} it alone held ${freed === 1 ? 'is' : 'are'} free`);
 }
 
 export async function runRollback(file: string, name: string, options: JsonOption): Promise<void> {
@@ -107,7 +112,7 @@ export async function runClone(file: string, name: string, target: string, optio
   print(
     options.json,
     { volume: file, snapshot: name, clone: target, sizeBytes: result.sizeBytes, forks: result.forks, dataBlocks: result.dataBlocks, catalogPages: result.catalogPages },
-    `cloned snapshot ${name} of ${file} into ${target}: ${result.forks} forks, ${result.dataBlocks} data blocks, ${formatBytes(result.sizeBytes)} (${result.sizeBytes} bytes)`,
+    `cloned snapshot ${name} of ${file} into ${target}: ${plural(result.forks, 'fork')}, ${plural(result.dataBlocks, 'data block')}, ${formatBytes(result.sizeBytes)} (${result.sizeBytes} bytes)`,
   );
 }
 
