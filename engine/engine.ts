@@ -712,6 +712,7 @@ export class Engine {
       dataSyncRetry: this.#options.dataSyncRetry === true,
       sharedBuffers: this.sharedBuffers,
       registerSyncRequest: (tag, type, retryOnError) => this.#register(tag, type, retryOnError),
+      trySyncRequest: (tag, type) => this.#tryRegister(tag, type),
       countBackendFsync: () => this.#checkpointer.countBackendFsync(),
       exemptFromLedger: (path, offsetBytes, lengthBytes) => this.ledger?.exemptNextWrite(path, offsetBytes, lengthBytes),
       reportSyncFailure: (err) => {
@@ -749,20 +750,26 @@ export class Engine {
     return this.#register(t, type, true);
   }
 
-  async #register(tag: FileTag, type: SyncRequestType, retryOnError: boolean): Promise<boolean> {
+  /** One try, never waiting: false when the queue is full. */
+  #tryRegister(tag: FileTag, type: SyncRequestType): boolean {
     // The checkpointer's own writes go straight into its table (behaviour 30).
     if (inCheckpointer.getStore() === this) {
       this.#pending.remember(tag, type);
       return true;
     }
     this.#checkpointer.noteActivity();
+    return this.#checkpointer.queue.forward({ type, tag });
+  }
+
+  async #register(tag: FileTag, type: SyncRequestType, retryOnError: boolean): Promise<boolean> {
+    if (this.#tryRegister(tag, type)) return true;
+    if (!retryOnError) return false;
     for (;;) {
-      if (this.#checkpointer.queue.forward({ type, tag })) return true;
-      if (!retryOnError) return false;
       // Give the checkpointer a chance to absorb; there is no fallback for this request.
       this.#checkpointer.absorb();
       if (this.#checkpointer.queue.forward({ type, tag })) return true;
       await this.clock.sleep(SYNC_REQUEST_RETRY_MS);
+      if (this.#checkpointer.queue.forward({ type, tag })) return true;
     }
   }
 

@@ -53,6 +53,10 @@ function harness(): Harness {
       log.push(`${TYPE_NAMES[type]} fork=${tag.forkNum} seg=${tag.segno} retry=${retryOnError}`);
       return type === SyncRequestType.SYNC && !retryOnError ? accept.value : true;
     },
+    trySyncRequest(tag: FileTag, type) {
+      log.push(`${TYPE_NAMES[type]} fork=${tag.forkNum} seg=${tag.segno} retry=false`);
+      return type === SyncRequestType.SYNC ? accept.value : true;
+    },
     countBackendFsync: () => backendFsyncs.n++,
     reportSyncFailure(err): never {
       failures.push(err);

@@ -58,7 +58,7 @@ async function baseDisk(): Promise<SimDisk> {
   await vol.syncNow();
   await vol.createSnapshot('b');
   await rewritePages(vol, 16384, [4, 5, 6], 3);
-  await vol.truncate(rel(16385), ForkNumber.MAIN, 2, { requestSync: async () => true, countBackendSync() {}, reportSyncFailure: (e) => { throw e; }, exemptFromLedger() {} });
+  await vol.truncate(rel(16385), ForkNumber.MAIN, 2, { requestSync: () => true, countBackendSync() {}, reportSyncFailure: (e) => { throw e; }, exemptFromLedger() {} });
   await vol.syncNow();
   await vol.close();
   return disk;

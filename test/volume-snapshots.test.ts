@@ -124,7 +124,7 @@ describe('snapshots in the format', () => {
       const r = rels[Math.floor(rand() * rels.length)]!;
       const n = vol.nblocks(rel(r), ForkNumber.MAIN);
       const roll = rand();
-      if (roll < 0.1 && n > 2) await vol.truncate(rel(r), ForkNumber.MAIN, n - 2, { requestSync: async () => true, countBackendSync() {}, reportSyncFailure: (e) => { throw e; }, exemptFromLedger() {} });
+      if (roll < 0.1 && n > 2) await vol.truncate(rel(r), ForkNumber.MAIN, n - 2, { requestSync: () => true, countBackendSync() {}, reportSyncFailure: (e) => { throw e; }, exemptFromLedger() {} });
       else if (roll < 0.25) await extendPages(vol, r, 1 + Math.floor(rand() * 3), version);
       else if (n > 0) await rewritePages(vol, r, Array.from({ length: 1 + Math.floor(rand() * 4) }, () => Math.floor(rand() * n)), version);
       version++;
@@ -183,7 +183,7 @@ describe('snapshots among random online operations', () => {
   it.each(Array.from({ length: Number(process.env.LAMSTORE_SNAPSHOT_SEEDS ?? 3) }, (_, i) => i + 1))('seed %i: creates and drops interleaved with writes, truncations, drops of forks and syncs keep every snapshot intact and the accounting exact', async (seed) => {
     const disk = await freshDisk();
     const rand = prng(seed * 7919);
-    const host = { requestSync: async () => true, countBackendSync() {}, reportSyncFailure: (e: unknown): never => { throw e; }, exemptFromLedger() {} };
+    const host = { requestSync: () => true, countBackendSync() {}, reportSyncFailure: (e: unknown): never => { throw e; }, exemptFromLedger() {} };
     let vol = await openVol(disk, VOL, { create: 4096 * KiB });
     const rels = [16384, 16385, 16386];
     for (const r of rels) await extendPages(vol, r, 6);
@@ -310,7 +310,7 @@ describe('rollback and refusals', () => {
     expect(sha256(disk.readFileNow(VOL)!)).toBe(before);
     // With room, the shared blocks count in the reserve: a write that would eat into it is refused.
     vol = await openVol(disk, VOL);
-    await vol.truncate(rel(16384), ForkNumber.MAIN, 12, { requestSync: async () => true, countBackendSync() {}, reportSyncFailure: (e) => { throw e; }, exemptFromLedger() {} });
+    await vol.truncate(rel(16384), ForkNumber.MAIN, 12, { requestSync: () => true, countBackendSync() {}, reportSyncFailure: (e) => { throw e; }, exemptFromLedger() {} });
     await vol.syncNow();
     await vol.createSnapshot('small');
     expectAccounting(vol);

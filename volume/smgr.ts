@@ -38,7 +38,7 @@ export function volumeStorageManager(volume: Volume, ctx: SmgrContext, handlerId
   const host: VolumeHost = {
     requestSync: (rel, fork) => {
       const tag: FileTag = { handler: handlerId, forkNum: fork, rlocator: { spcOid: rel.spcOid, dbOid: rel.dbOid, relNumber: rel.relNumber }, segno: 0 };
-      return ctx.registerSyncRequest(tag, SyncRequestType.SYNC, false);
+      return ctx.trySyncRequest(tag, SyncRequestType.SYNC);
     },
     countBackendSync: () => ctx.countBackendFsync(),
     reportSyncFailure: (err) => ctx.reportSyncFailure(err),

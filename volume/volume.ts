@@ -201,8 +201,8 @@ export interface SnapshotInfo {
  * volume holds no engine state of its own: it knows neither its handler id nor the engine.
  */
 export interface VolumeHost {
-  /** RegisterSyncRequest: a SYNC request for one fork of this volume; false when the queue is full. */
-  requestSync(rel: RelFileLocator, fork: ForkNumber): Promise<boolean>;
+  /** RegisterSyncRequest, not waiting: a SYNC request for one fork of this volume; false when the queue is full. */
+  requestSync(rel: RelFileLocator, fork: ForkNumber): boolean;
   /** Count a volume sync made at once because the queue was full (a backend fsync). */
   countBackendSync(): void;
   /** A volume sync made outside a checkpoint failed: the engine enters its failed state (throws). */
@@ -694,15 +694,19 @@ export class Volume {
 
   /**
    * V6: with growth on, grow the file until `deficit()` (free blocks still missing for the
-   * caller's allocation) is <= 0, or growth cannot help. The caller then runs its own check,
-   * synchronously after this settles, and throws VOLUME_FULL if room is still short. Returns
-   * undefined when there is nothing to do, so that the caller awaits nothing then: without
-   * growth (or with room enough) an operation keeps exactly its old interleaving.
+   * caller's allocation) is <= 0 (true), or growth cannot help (false). Undefined when there is
+   * nothing to do, so that the caller awaits nothing then: without growth (or with room enough)
+   * an operation keeps exactly its old interleaving. Callers loop
+   * `for (let room = #roomFor(d); room !== undefined && (await room); room = #roomFor(d));` and
+   * then run their own check in the same turn: between this promise settling and the caller
+   * resuming, another caller may take what the growth added, so the deficit is asked again
+   * with no await in between (found when fewer awaits on the write path changed the order).
    */
-  #roomFor(deficit: () => number): Promise<void> | undefined {
+  #roomFor(deficit: () => number): Promise<boolean> | undefined {
     if (this.#grow === null || deficit() <= 0) return undefined;
     return (async () => {
-      for (let d = deficit(); d > 0; d = deficit()) if (!(await this.#growFor(d))) return;
+      for (let d = deficit(); d > 0; d = deficit()) if (!(await this.#growFor(d))) return false;
+      return true;
     })();
   }
 
@@ -960,12 +964,22 @@ export class Volume {
    * the shutdown checkpoint's syncUnlogged (U1). A full queue makes us sync the volume ourselves,
    * as md does for a segment.
    */
-  async #registerSync(rel: RelFileLocator, fork: ForkNumber, host: VolumeHost): Promise<void> {
+  /**
+   * A fork's SYNC request (W4). Undefined when it is taken at once, the common case, so a
+   * checkpoint writing a thousand forks makes no promise for each; the promise of the sync made
+   * in its place when the queue is full.
+   */
+  #registerSync(rel: RelFileLocator, fork: ForkNumber, host: VolumeHost): Promise<void> | undefined {
     if (this.#isUnlogged(rel, fork)) {
       this.#unloggedDirty = true; // synced at shutdown only (U1)
-      return;
+      return undefined;
     }
-    if (await host.requestSync(rel, fork)) return;
+    if (host.requestSync(rel, fork)) return undefined;
+    return this.#syncInsteadOfRequest(host);
+  }
+
+  /** The queue is full: a volume sync now, counted as a backend fsync. */
+  async #syncInsteadOfRequest(host: VolumeHost): Promise<void> {
     try {
       await this.syncNow();
     } catch (err) {
@@ -979,8 +993,8 @@ export class Volume {
   async create(relIn: RelFileLocator, forkIn: ForkNumber, host: VolumeHost): Promise<void> {
     const rel = checkLocator(relIn);
     const fork = checkFork(forkIn);
-    const room = this.#roomFor(() => (this.#forks.has(forkKey(rel, fork)) ? 0 : this.#reserveBlocks(1, 0) - this.#free.freeBlocks)); // V6
-    if (room) await room;
+    const deficit = () => (this.#forks.has(forkKey(rel, fork)) ? 0 : this.#reserveBlocks(1, 0) - this.#free.freeBlocks); // V6
+    for (let room = this.#roomFor(deficit); room !== undefined && (await room); room = this.#roomFor(deficit));
     this.#checkWritable();
     if (this.#forks.has(forkKey(rel, fork))) return;
     // V5 for the catalog entry the new fork adds.
@@ -1019,6 +1033,7 @@ export class Volume {
 
   /** isUnloggedFork (the engine's rule) for a relation the volume was opened on. */
   #isUnlogged(rel: RelFileLocator, fork: number): boolean {
+    if (this.#unloggedRels.size === 0) return false; // the common case, without a key string per page
     return isUnloggedFork(this.#unloggedRels.has(locatorKey(rel)) ? 'unlogged' : 'permanent', fork);
   }
 
@@ -1091,11 +1106,11 @@ export class Volume {
     const blk = checkBlock(blockNum);
     this.#checkPage(page, 'page');
     // V6: the room the check below asks for (0 when a check below refuses the call anyway).
-    const room = this.#roomFor(() => {
+    const deficit = () => {
       const s = this.#forks.get(forkKey(rel, fork));
       return !s || blk < s.nblocks ? 0 : this.#reserveBlocks(0, blk + 1 - s.nblocks) + Math.max(0, blk + 1 - s.capacity) - this.#free.freeBlocks;
-    });
-    if (room) await room;
+    };
+    for (let room = this.#roomFor(deficit); room !== undefined && (await room); room = this.#roomFor(deficit));
     this.#checkWritable();
     const handle = this.#checkOpen();
     const st = this.#fork(rel, fork);
@@ -1178,8 +1193,8 @@ export class Volume {
    * freed, and the first error is thrown (W3).
    */
   async writeBuffers(items: readonly PageWrite[], host: VolumeHost, origin: WriteOrigin = 'eviction'): Promise<WriteResult> {
-    const room = this.#roomFor(() => items.length + this.#writeReserveBlocks(items.length, origin) - this.#free.freeBlocks); // V6
-    if (room) await room;
+    const deficit = () => items.length + this.#writeReserveBlocks(items.length, origin) - this.#free.freeBlocks; // V6
+    for (let room = this.#roomFor(deficit); room !== undefined && (await room); room = this.#roomFor(deficit));
     this.#checkWritable();
     const handle = this.#checkOpen();
     const n = items.length;
@@ -1243,7 +1258,10 @@ export class Volume {
       throw ioError('write', this.path, err);
     } finally {
       // W4: every fork with a write that landed is registered, failure or not.
-      for (const f of landed.values()) await this.#registerSync(f.rel, f.fork, host);
+      for (const f of landed.values()) {
+        const fallback = this.#registerSync(f.rel, f.fork, host);
+        if (fallback) await fallback;
+      }
     }
     this.stats.pagesRelocated += relocated;
     this.stats.runsWritten += placed.runs.length;
@@ -1355,8 +1373,8 @@ export class Volume {
   }
 
   /** The sync handler callback: the first tag of a checkpoint pays, the rest return at once. */
-  async syncTag(tag: FileTag): Promise<void> {
-    if (this.#failure) throw this.#failure;
+  syncTag(tag: FileTag): Promise<void> {
+    if (this.#failure) return Promise.reject(this.#failure);
     if (this.#inCheckpoint) {
       // Every tag the sync phase visits was registered before the phase began (P1 of
       // pending-ops.ts), and a fork registers only after its write or metadata change is done.
@@ -1365,11 +1383,14 @@ export class Volume {
       // request of its own, which the next checkpoint serves (PostgreSQL skips entries added
       // during the cycle). Do not go back to "sync until this fork is covered": with a writer
       // running, that made a checkpoint pay one sync per raced fork.
-      this.#epochSync ??= this.syncNow();
-      await this.#epochSync;
-      return;
+      // The one promise for every tag of the phase: a thousand tags cost no promise each.
+      return (this.#epochSync ??= this.syncNow());
     }
-    // Outside a checkpoint (a handler called directly): sync until this fork is covered.
+    return this.#syncUntilCovered(tag);
+  }
+
+  /** Outside a checkpoint (a handler called directly): sync until this fork is covered. */
+  async #syncUntilCovered(tag: FileTag): Promise<void> {
     const key = forkKey(tag.rlocator, tag.forkNum);
     // One sync covers everything captured at its start. A write to this fork that raced it
     // (issued after the capture) needs one more; give up after that: such a write re-registered
@@ -1763,8 +1784,8 @@ export class Volume {
       // The catalog pages the new snapshot shares count as the live ones do (#countHeldCatalog).
       const heldNow = (): number => this.#heldLive + this.#countHeldCatalog(this.#held);
       const heldWith = (): number => heldLiveWith() + this.#countHeldCatalog(held);
-      const room = this.#roomFor(() => this.#reserveBlocks(0, 0) - heldNow() + heldWith() + pages - this.#free.freeBlocks);
-      if (room) await room;
+      const deficit = () => this.#reserveBlocks(0, 0) - heldNow() + heldWith() + pages - this.#free.freeBlocks;
+      for (let room = this.#roomFor(deficit); room !== undefined && (await room); room = this.#roomFor(deficit));
       this.#checkWritable();
       const heldLive = heldWith();
       const reserve = this.#reserveBlocks(0, 0) - heldNow() + heldLive;

@@ -385,7 +385,7 @@ export class MdStorageManager implements StorageManager {
       this.#unloggedDirty.add(this.#segPath(loc, fork, segno));
       return;
     }
-    if (await this.#ctx.registerSyncRequest(this.#tag(loc, fork, segno), SyncRequestType.SYNC, false)) return;
+    if (this.#ctx.trySyncRequest(this.#tag(loc, fork, segno), SyncRequestType.SYNC)) return;
     // The queue is full of distinct requests: sync the segment ourselves, now.
     this.#ctx.countBackendFsync();
     try {

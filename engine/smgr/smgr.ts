@@ -6,7 +6,7 @@
  *  - Pages are `blockSize` bytes. A storage manager moves bytes; it does not compute or verify
  *    page checksums (the buffer pool does, on every write and every read from disk).
  *  - Every write or extend that dirties a file registers a SYNC request for it (through
- *    `ctx.registerSyncRequest`), unless the relation is unlogged. If the queue refuses the
+ *    `ctx.trySyncRequest` or `ctx.registerSyncRequest`), unless the relation is unlogged. If the queue refuses the
  *    request, the storage manager syncs the file itself at once and counts it with
  *    `ctx.countBackendFsync()`; a failure of that sync goes to `ctx.reportSyncFailure`.
  *  - Errors are LamstoreErrors: RELATION_NOT_FOUND for a fork never created, BLOCK_OUT_OF_RANGE
@@ -148,6 +148,12 @@ export interface SmgrContext {
    * retry every 10 ms until accepted.
    */
   registerSyncRequest(tag: FileTag, type: SyncRequestType, retryOnError: boolean): Promise<boolean>;
+  /**
+   * The same without waiting (`retryOnError` false): true when the request was taken, false when
+   * the queue is full (sync the file yourself). What a write path registering every file it
+   * wrote calls: a thousand files cost no promise each.
+   */
+  trySyncRequest(tag: FileTag, type: SyncRequestType): boolean;
   /** Count a file the storage manager synced itself because the queue was full. */
   countBackendFsync(): void;
   /**

@@ -43,6 +43,8 @@ export const UNLINKS_PER_ABSORB = 10;
 const CYCLE_MOD = 0x1_0000;
 
 interface PendingFsync {
+  /** Its key in the table (fileTagKey of `tag`). */
+  key: string;
   tag: FileTag;
   cycle: number;
   canceled: boolean;
@@ -122,7 +124,7 @@ export class PendingOps {
         const key = fileTagKey(tag);
         const e = this.#pending.get(key);
         // New or canceled: (re)initialise with the current cycle. Otherwise leave it (P2).
-        if (!e || e.canceled) this.#pending.set(key, { tag, cycle: this.#syncCycle, canceled: false });
+        if (!e || e.canceled) this.#pending.set(key, { key, tag, cycle: this.#syncCycle, canceled: false });
         return;
       }
       case SyncRequestType.FORGET: {
@@ -181,11 +183,11 @@ export class PendingOps {
     // The entries that existed when the phase began: each is exactly one cycle old (P1). Those
     // created from here on carry the new cycle and wait for the next phase, exactly as the
     // dynahash scan skips them.
-    const eligible: [string, PendingFsync][] = [];
-    for (const [key, e] of this.#pending) {
+    const eligible: PendingFsync[] = [];
+    for (const e of this.#pending.values()) {
       // The message (a tag description) is built only on failure: this runs for every entry.
       if ((e.cycle + 1) % CYCLE_MOD !== this.#syncCycle) assert(false, `pending entry ${describeTag(e.tag)} is exactly one sync cycle old`);
-      eligible.push([key, e]);
+      eligible.push(e);
     }
     let absorbCounter = FSYNCS_PER_ABSORB;
     const done = (key: string, e: PendingFsync): void => {
@@ -196,9 +198,9 @@ export class PendingOps {
       if (current === e) this.#pending.delete(key);
     };
     if (!enableFsync) {
-      for (const [key, e] of eligible) done(key, e);
+      for (const e of eligible) done(e.key, e);
     } else {
-      await forEachInFlight(eligible, Math.max(1, options.concurrency ?? 1), async ([key, e]) => {
+      await forEachInFlight(eligible, Math.max(1, options.concurrency ?? 1), async (e) => {
         if (--absorbCounter <= 0) {
           absorb();
           absorbCounter = FSYNCS_PER_ABSORB;
@@ -230,7 +232,7 @@ export class PendingOps {
           options.onSyncFile?.(`checkpoint sync: number=${stats.syncFiles} file=${describe(ops, e.tag)} time=${(us / 1000).toFixed(3)} ms`);
           break;
         }
-        done(key, e);
+        done(e.key, e);
       });
     }
 

@@ -180,7 +180,7 @@ export function itemOffsets(leaf: Uint8Array): number[] {
  * Volume API directly.
  */
 export const STUB_HOST: VolumeHost = {
-  requestSync: async () => true,
+  requestSync: () => true,
   countBackendSync() {},
   reportSyncFailure: (e: unknown) => {
     throw e;
