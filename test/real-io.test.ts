@@ -60,6 +60,26 @@ describe('RealIO', () => {
     await io.close(h);
   });
 
+  it('pwritev of views side by side in one ArrayBuffer (pool pages) writes the same bytes as separate buffers, in order, out-of-order views included', async () => {
+    const io = new RealIO();
+    const path = join(await tempDir(), 'f');
+    const h = await io.open(path, { create: true });
+    const arena = bytes(8 * 512, 7);
+    const page = (i: number) => arena.subarray(i * 512, (i + 1) * 512);
+    // 0,1,2 adjacent; then 5 (a gap), 3 (backwards), 4 (adjacent to 3), a separate buffer, 6, 7.
+    const order = [page(0), page(1), page(2), page(5), page(3), page(4), bytes(100, 9), page(6), page(7)];
+    await io.pwritev(h, order, 0);
+    const expected = new Uint8Array(order.reduce((n, b) => n + b.length, 0));
+    let at = 0;
+    for (const b of order) {
+      expected.set(b, at);
+      at += b.length;
+    }
+    expect(new Uint8Array(await readFile(path))).toEqual(expected);
+    expect(order.map((b) => b.byteOffset)).toEqual([0, 512, 1024, 2560, 1536, 2048, 0, 3072, 3584]); // the caller's views untouched
+    await io.close(h);
+  });
+
   it('a zero-length write past the end does not change the size (SimDisk does the same)', async () => {
     const io = new RealIO();
     const path = join(await tempDir(), 'f');

@@ -32,6 +32,29 @@ interface FsExt {
 }
 const fsExt = createRequire(import.meta.url)('fs-ext') as FsExt;
 
+/**
+ * The same bytes in fewer iovecs: neighbours that are consecutive views of one ArrayBuffer (a
+ * run of buffer-pool pages, which sit side by side in one ArrayBuffer) become one view. Node's
+ * writev binding costs about half a microsecond of main-thread time per iovec: 16,000 pages a
+ * checkpoint were 8-9 ms of it. Always a new array (the caller's is never changed).
+ */
+function joinAdjacent(buffers: readonly Uint8Array[]): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let run: Uint8Array | undefined;
+  let runLength = 0;
+  for (const b of buffers) {
+    if (run !== undefined && b.buffer === run.buffer && b.byteOffset === run.byteOffset + runLength) {
+      runLength += b.byteLength;
+      continue;
+    }
+    if (run !== undefined) out.push(runLength === run.byteLength ? run : new Uint8Array(run.buffer, run.byteOffset, runLength));
+    run = b;
+    runLength = b.byteLength;
+  }
+  if (run !== undefined) out.push(runLength === run.byteLength ? run : new Uint8Array(run.buffer, run.byteOffset, runLength));
+  return out;
+}
+
 class RealHandle implements FileHandle {
   constructor(
     readonly path: string,
@@ -145,7 +168,7 @@ export class RealIO implements FileIO {
 
   async pwritev(h: FileHandle, buffers: readonly Uint8Array[], offsetBytes: number): Promise<void> {
     const rh = this.#handle(h, 'writev');
-    let pending = buffers.slice();
+    let pending = joinAdjacent(buffers);
     let position = offsetBytes;
     while (pending.length > 0) {
       const n = await call<number>((cb) => fs.writev(rh.fd, pending as Uint8Array[] as NodeJS.ArrayBufferView[], position, cb));
