@@ -1,6 +1,7 @@
 /**
  * A steady A/B harness for the checkpoint path: one storage (md or volume), R relations x P
- * dirty pages, many rounds, and per checkpoint its total, write and sync phase (CheckpointStats)
+ * dirty pages, many rounds, and per checkpoint its total, write and sync phase (CheckpointStats),
+ * the longest event-loop stall during it (monitorEventLoopDelay, as the bench),
  * and, with `--heap`, the bytes allocated inside `engine.checkpoint()` (V8's sampling heap
  * profiler through the inspector, 512-byte interval, started and stopped around each
  * checkpoint), with the functions that allocated most (the timings then include the
@@ -16,7 +17,7 @@
 import { Session } from 'node:inspector/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { Engine, ForkNumber, type Relation } from '../engine/index.js';
 import { makeTempDir, removeTree } from '../engine/testing.js';
 import { volumeExtension } from '../volume/index.js';
@@ -106,6 +107,7 @@ async function main(): Promise<void> {
     const writes: number[] = [];
     const syncs: number[] = [];
     const allocated: number[] = [];
+    const stalls: number[] = [];
     const byFunction = new Map<string, number>();
     for (let round = 0; round < o.rounds; round++) {
       for (const rel of rels) {
@@ -114,20 +116,26 @@ async function main(): Promise<void> {
       }
       const measured = round >= WARMUP_ROUNDS;
       if (session && measured) await session.post('HeapProfiler.startSampling', { samplingInterval: 512, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+      // The longest event-loop stall during the checkpoint, as the bench measures it (matrix.ts M8).
+      const delay = monitorEventLoopDelay({ resolution: 1 });
+      delay.enable();
       const t0 = performance.now();
       const st = await engine.checkpoint();
       const t1 = performance.now();
+      await new Promise<void>((resolve) => setTimeout(resolve, 2));
+      delay.disable();
       if (session && measured) {
         const { profile } = await session.post('HeapProfiler.stopSampling');
         allocated.push(allocationsBy(profile.head as SampledNode, byFunction));
       }
       if (!measured) continue;
       totals.push(t1 - t0);
+      stalls.push(delay.count > 0 ? delay.max / 1e6 : 0);
       writes.push(st.writeMs);
       syncs.push(st.syncMs);
     }
     const n = totals.length;
-    const lines = [`${o.storage} R=${o.relations} P=${o.pages}: total ${median(totals).toFixed(1)} ms, write ${median(writes).toFixed(1)}, sync ${median(syncs).toFixed(1)} (medians of ${n} checkpoints after ${WARMUP_ROUNDS} warm-up)`];
+    const lines = [`${o.storage} R=${o.relations} P=${o.pages}: total ${median(totals).toFixed(1)} ms, write ${median(writes).toFixed(1)}, sync ${median(syncs).toFixed(1)} (medians of ${n} checkpoints after ${WARMUP_ROUNDS} warm-up); longest stall median ${median(stalls).toFixed(1)} ms, max ${Math.max(...stalls).toFixed(1)}`];
     if (session) {
       lines.push(`allocated per checkpoint: ${(median(allocated) / 1024).toFixed(0)} KiB (median; sampled)`);
       for (const [k, v] of [...byFunction.entries()].sort((a, b) => b[1] - a[1]).slice(0, o.top)) lines.push(`  ${(v / 1024 / n).toFixed(1).padStart(8)} KiB  ${k}`);
