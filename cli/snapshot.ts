@@ -17,7 +17,7 @@
  */
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { RealIO, ioError } from '../engine/index.js';
+import { RealIO, errnoOf, ioError, suppressedOf } from '../engine/index.js';
 import { cloneSnapshot, createSnapshot, dropSnapshot, listSnapshots, rollbackVolume } from '../volume/index.js';
 import type { CloneSnapshotResult } from '../volume/index.js';
 import { formatBytes, parseSize } from '../cmdline/args.js';
@@ -95,12 +95,17 @@ export async function runClone(file: string, name: string, target: string, optio
     });
     if (interrupted !== null) {
       // N3: the user asked to stop; the finished copy goes too.
-      await new RealIO().unlink(resolve(target)).catch(() => {});
+      try {
+        await new RealIO().unlink(resolve(target));
+      } catch (unlinkErr) {
+        throw new CliFailure(signalExitCode(interrupted), CliCode.INTERRUPTED, target, `interrupted (${interrupted}) after the clone was complete; could not remove it: ${errnoOf(unlinkErr) ?? String(unlinkErr)}`, { cause: unlinkErr });
+      }
       throw new Interrupted('interrupted');
     }
   } catch (err) {
     if (interrupted !== null && (err instanceof Interrupted || (err instanceof Error && err.cause instanceof Interrupted))) {
-      throw new CliFailure(signalExitCode(interrupted), CliCode.INTERRUPTED, target, `interrupted (${interrupted}); the partial clone was removed`, { cause: err });
+      const kept = suppressedOf(err).some((m) => m.includes('remove the partial clone'));
+      throw new CliFailure(signalExitCode(interrupted), CliCode.INTERRUPTED, target, `interrupted (${interrupted}); ${kept ? 'the partial clone could not be removed' : 'the partial clone was removed'}`, { cause: err });
     }
     if (err instanceof Error && 'code' in err && err.code === 'BAD_ARGUMENT' && (err as { path?: string }).path === undefined && options.size !== undefined && /clone size/.test(err.message)) {
       throw usageFailure(`--size ${options.size}: ${err.message}`, file);

@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { Engine, ErrorCode, LamstoreError, cleanUp, fsError, suppressedOf } from '../engine/index.js';
 import type { FileHandle, FileIO } from '../engine/index.js';
 import { ForwardingIO, ManualClock, SimDisk } from '../engine/testing.js';
-import { growVolumeFile, volumeExtension } from '../volume/index.js';
+import { cloneSnapshot, createSnapshot, growVolumeFile, volumeExtension } from '../volume/index.js';
 import { printFailure, toFailure } from '../cmdline/failure.js';
 import { makePage, rel } from './helpers/volume.js';
 import { SMALL_BS } from './helpers/engine.js';
@@ -54,6 +54,10 @@ class FailThenCleanupFails extends ForwardingIO {
   override async ftruncate(h: FileHandle, len: number): Promise<void> {
     this.#trip(h, 'ftruncate');
     return this.inner.ftruncate(h, len);
+  }
+  override async unlink(path: string): Promise<void> {
+    if (this.armed && this.broken && path.includes(this.path)) throw fsError('EIO', 'unlink', path, 'clean-up fault');
+    return this.inner.unlink(path);
   }
 }
 
@@ -102,6 +106,26 @@ describe('clean-up errors ride on the error reported', () => {
     );
     expect(err).toMatchObject({ code: 'IO_ERROR', syscall: 'write' });
     expect(suppressedOf(err)).toEqual([expect.stringMatching(/cut back to \d+ bytes failed: EIO/)]);
+  });
+
+  it('cloneSnapshot: a write of the clone fails and removing the partial clone fails too: the error says so, and the file is still there', async () => {
+    const disk = new SimDisk();
+    await disk.mkdir('/vol');
+    const engine = await Engine.open({ dataDir: '/data', io: disk, clock: new ManualClock(), blockSize: SMALL_BS, preload: [volumeExtension({ path: '/vol/v', create: { sizeBytes: 64 * SMALL_BS, blockSize: SMALL_BS } })] });
+    const r = engine.relation(rel(1), { storage: 'volume' });
+    await r.create(0);
+    await r.extend(0, makePage(rel(1), 0, 0, 1));
+    await engine.close();
+    await createSnapshot('/vol/v', 'base', { io: disk });
+    const io = new FailThenCleanupFails(disk, 'pwrite', 1, '/vol/c');
+    io.armed = true;
+    const err = await cloneSnapshot('/vol/v', 'base', '/vol/c', { io }).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(err).toMatchObject({ code: 'IO_ERROR' });
+    expect(suppressedOf(err)).toEqual(expect.arrayContaining([expect.stringMatching(/remove the partial clone failed: EIO/)]));
+    expect(await disk.stat('/vol/c')).not.toBeNull(); // left behind, and the error says so
   });
 
   it('the CLI prints each suppressed error on a line of its own under the message, and in the --json document', () => {

@@ -23,7 +23,7 @@
  *     catalog and that catalog reserve need is BAD_ARGUMENT (no path: the size is what is wrong).
  */
 import { dirname, resolve } from 'node:path';
-import { ErrorCode, LamstoreError, RealIO, errnoOf, ioError } from '../engine/index.js';
+import { ErrorCode, LamstoreError, RealIO, cleanUp, errnoOf, ioError } from '../engine/index.js';
 import type { FileHandle, FileIO, ForkNumber } from '../engine/index.js';
 import { SLOT_COUNT, VOLUME_SIZE_BYTES_MAX, VOLUME_SIZE_BYTES_MIN, checkVolumeGeometry, encodeSuperblock } from './format.js';
 import type { CatalogFork } from './format.js';
@@ -202,10 +202,13 @@ export async function cloneSnapshot(rawPath: string, name: string, rawNewPath: s
       step = 'fsync directory';
       await io.fsyncDir(dirname(newPath));
     } catch (err) {
-      if (handle !== undefined) await io.close(handle).catch(() => {});
-      await io.unlink(newPath).catch(() => {});
-      if (err instanceof LamstoreError) throw err;
-      throw ioError(step, newPath, err);
+      const e = err instanceof LamstoreError ? err : ioError(step, newPath, err);
+      // Clean-up failures ride on the error (errors.ts cleanUp): a partial clone left behind is
+      // refused by every open as never completed, and the user is told it is there.
+      const h = handle;
+      if (h !== undefined) await cleanUp(e, `${newPath}: close`, () => io.close(h));
+      await cleanUp(e, `${newPath}: remove the partial clone`, () => io.unlink(newPath));
+      throw e;
     }
     return { path, newPath, name, blockSizeBytes: bs, sizeBytes, forks: forks.length, dataBlocks, catalogPages: built.writes.length };
   } finally {

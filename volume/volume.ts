@@ -1899,12 +1899,13 @@ export class Volume {
         this.stats.fdatasyncs++;
       }
     } catch (err) {
-      if (switching) {
-        // #undoSwitch's reasoning: never leave a superblock in the cache the disk may not get.
-        await this.#io.pwrite(handle, new Uint8Array(SUPERBLOCK_BYTES), slot * this.blockSize).catch(() => {});
+      const failure = this.#fail(err);
+      // #undoSwitch's reasoning: never leave a superblock in the cache the disk may not get. If
+      // the blank fails too, it rides on the failure (`suppressed`).
+      if (switching && (await cleanUp(failure, `${this.path}: blank superblock slot ${slot} after the failed switch`, () => this.#io.pwrite(handle, new Uint8Array(SUPERBLOCK_BYTES), slot * this.blockSize)))) {
         this.#slots[slot] = { slot, valid: false, reason: SLOT_NEVER_WRITTEN };
       }
-      throw this.#fail(err);
+      throw failure;
     }
     this.stats.metadataSwitches++;
     this.#generation = generation;
