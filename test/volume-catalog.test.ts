@@ -49,7 +49,6 @@ describe('catalog tree (catalog.ts T4)', () => {
       const forks = new Map<number, Fork>();
       let next = 1;
       let block = 10;
-      let worst = 0;
       for (let round = 0; round < 300; round++) {
         const ops = 1 + Math.floor(rand() * 20);
         for (let k = 0; k < ops; k++) {
@@ -80,9 +79,7 @@ describe('catalog tree (catalog.ts T4)', () => {
         const bound = CatalogTree.maxBlocks(BS, forks.size, blocks);
         expect(built.leafPages + built.indexPages).toBeLessThanOrEqual(bound);
         expect(tree.pageCount).toBe(built.leafPages + built.indexPages);
-        worst = Math.max(worst, (built.leafPages + built.indexPages) / bound);
       }
-      expect(worst).toBeGreaterThan(0);
     });
   }
 });

@@ -141,6 +141,7 @@ export class CatalogTree {
   /** Index pages of the newest built catalog. */
   #indexBlocks: number[];
   #forkCount = 0;
+  #version = 0;
 
   /**
    * From an examined catalog: `leaves` in index order with their items, `indexBlocks` the chain,
@@ -183,6 +184,11 @@ export class CatalogTree {
 
   get indexPageCount(): number {
     return this.#indexBlocks.length;
+  }
+
+  /** Grows at every build and abandon: what the pages are can only change then. */
+  get version(): number {
+    return this.#version;
   }
 
   get leafCount(): number {
@@ -275,6 +281,7 @@ export class CatalogTree {
    * the superblock will carry.
    */
   build(generation: number, src: CatalogSource, alloc: () => number): BuiltCatalog {
+    this.#version++;
     const writes: { block: number; bytes: Uint8Array }[] = [];
     const replaced: number[] = [];
     const newPages: CatPage[] = [];
@@ -329,6 +336,7 @@ export class CatalogTree {
 
   /** T3: a built catalog was never published. Its pages need writing again; returns its blocks. */
   abandon(built: BuiltCatalog): number[] {
+    this.#version++;
     const blocks: number[] = [...built.indexBlocks];
     const live = new Set(this.#pages);
     for (const p of built.newPages) {

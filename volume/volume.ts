@@ -489,6 +489,8 @@ export class Volume {
   #tableBlocks: number[] = [];
   #held: HeldSet = HeldSet.EMPTY;
   #heldLive = 0;
+  /** #countHeldCatalog(#held) as of the tree's build `version` (#heldByLive). */
+  #heldCatalogCache: { held: HeldSet; tree: CatalogTree; version: number; count: number } | null = null;
   #durableRoot: DurableRoot;
   /** VolumeOpenOptions.snapshot: the snapshot this read-only volume shows, else null. */
   readonly openedSnapshot: string | null;
@@ -670,9 +672,9 @@ export class Volume {
    * checkpoint to the next: a checkpoint frees as many data blocks as it relocates, and its
    * catalog grows by at most that term, which it uses up.
    */
-  #reserveBlocks(extraForks: number, extraBlocks: number): number {
+  #reserveBlocks(extraForks: number, extraBlocks: number, held: HeldSet = this.#held): number {
     const m = CatalogTree.maxBlocks(this.blockSize, this.#forks.size + extraForks, this.#liveBlocks + extraBlocks);
-    return Math.min(this.#poolPages, this.#liveBlocks + extraBlocks) + m + Math.max(0, m - this.#tree.pageCount) + this.#heldLive + this.#countHeldCatalog(this.#held);
+    return Math.min(this.#poolPages, this.#liveBlocks + extraBlocks) + m + Math.max(0, m - this.#tree.pageCount) + this.#heldByLive(held);
   }
 
   #full(what: string, wanted: number, reserve: number): LamstoreError {
@@ -1457,7 +1459,7 @@ export class Volume {
       }
     } catch (err) {
       const failure = this.#syncFailed(err, unpublished);
-      if (this.#switchInDoubt) await this.#undoSwitch(handle, this.#switchInDoubt, failure);
+      if (this.#switchInDoubt) await this.#undoSwitch(handle, this.#switchInDoubt.generation, failure);
       throw failure;
     }
   }
@@ -1478,8 +1480,8 @@ export class Volume {
    * switch at the next sync (which writes the superblock over the zeros), but a process killed
    * before that sync would otherwise leave the same trap in the page cache.
    */
-  async #undoSwitch(handle: FileHandle, sw: PendingSwitch, failure: unknown): Promise<void> {
-    const slot = sw.generation % SLOT_COUNT;
+  async #undoSwitch(handle: FileHandle, generation: number, failure: unknown): Promise<void> {
+    const slot = generation % SLOT_COUNT;
     // If the zero write fails too, the slot keeps whatever the failed switch left; the failure
     // reported is the switch's, with this one on its `suppressed` list.
     if (await cleanUp(failure, `${this.path}: blank superblock slot ${slot} after the failed switch`, () => this.#io.pwrite(handle, new Uint8Array(SUPERBLOCK_BYTES), slot * this.blockSize))) {
@@ -1682,11 +1684,24 @@ export class Volume {
     return n;
   }
 
-  /** Live data blocks (below nblocks) a snapshot also holds (V5's last term). */
-  #countHeldLive(): number {
-    if (this.#held.empty) return 0;
+  /**
+   * V5's snapshot term: the live data blocks and catalog pages `held` holds. For the volume's
+   * own set, #heldLive is kept exact and the catalog count is cached per catalog build (the
+   * reserve is asked on every allocation; the tree's pages change only at a build).
+   */
+  #heldByLive(held: HeldSet): number {
+    if (held.empty) return 0;
+    if (held !== this.#held) return this.#countHeldLive(held) + this.#countHeldCatalog(held);
+    const c = this.#heldCatalogCache;
+    if (c === null || c.held !== held || c.tree !== this.#tree || c.version !== this.#tree.version) this.#heldCatalogCache = { held, tree: this.#tree, version: this.#tree.version, count: this.#countHeldCatalog(held) };
+    return this.#heldLive + this.#heldCatalogCache!.count;
+  }
+
+  /** Live data blocks (below nblocks) `held` also holds (V5's last term). */
+  #countHeldLive(held: HeldSet = this.#held): number {
+    if (held.empty) return 0;
     let n = 0;
-    for (const st of this.#forks.values()) for (const e of trimmedMap(st.extents, st.nblocks)) n += this.#held.countIn(e.startBlock, e.lengthBlocks);
+    for (const st of this.#forks.values()) for (const e of trimmedMap(st.extents, st.nblocks)) n += held.countIn(e.startBlock, e.lengthBlocks);
     return n;
   }
 
@@ -1771,24 +1786,14 @@ export class Volume {
       const held = new HeldSet(snaps.flatMap((x) => x.extents));
       // The durable catalog's blocks are live or pending, never free (A3).
       for (const e of extents) assert(this.#free.runContaining(e.startBlock) === undefined, `V7: block ${e.startBlock} of the durable catalog is not free`);
-      // V5 with the new snapshot: every live block it shares may need relocating later.
-      const heldLiveWith = (): number => {
-        const heldBefore = this.#held;
-        this.#held = held;
-        const n = this.#countHeldLive();
-        this.#held = heldBefore;
-        return n;
-      };
+      // V5 with the new snapshot: every live block and catalog page it shares may need
+      // relocating later (#heldByLive). V6: a volume that may grow grows for it first.
       const pages = Math.ceil(snaps.length / snapshotEntriesMax(this.blockSize));
-      // V6: a volume that may grow grows for it first.
-      // The catalog pages the new snapshot shares count as the live ones do (#countHeldCatalog).
-      const heldNow = (): number => this.#heldLive + this.#countHeldCatalog(this.#held);
-      const heldWith = (): number => heldLiveWith() + this.#countHeldCatalog(held);
-      const deficit = () => this.#reserveBlocks(0, 0) - heldNow() + heldWith() + pages - this.#free.freeBlocks;
+      const deficit = () => this.#reserveBlocks(0, 0, held) + pages - this.#free.freeBlocks;
       for (let room = this.#roomFor(deficit); room !== undefined && (await room); room = this.#roomFor(deficit));
       this.#checkWritable();
-      const heldLive = heldWith();
-      const reserve = this.#reserveBlocks(0, 0) - heldNow() + heldLive;
+      const heldLive = this.#heldByLive(held);
+      const reserve = this.#reserveBlocks(0, 0, held);
       if (this.#free.freeBlocks - pages < reserve) {
         throw new LamstoreError(
           ErrorCode.VOLUME_FULL,
@@ -1900,11 +1905,7 @@ export class Volume {
       }
     } catch (err) {
       const failure = this.#fail(err);
-      // #undoSwitch's reasoning: never leave a superblock in the cache the disk may not get. If
-      // the blank fails too, it rides on the failure (`suppressed`).
-      if (switching && (await cleanUp(failure, `${this.path}: blank superblock slot ${slot} after the failed switch`, () => this.#io.pwrite(handle, new Uint8Array(SUPERBLOCK_BYTES), slot * this.blockSize)))) {
-        this.#slots[slot] = { slot, valid: false, reason: SLOT_NEVER_WRITTEN };
-      }
+      if (switching) await this.#undoSwitch(handle, generation, failure);
       throw failure;
     }
     this.stats.metadataSwitches++;
@@ -1982,6 +1983,7 @@ export class Volume {
     for (const r of this.#free.runs()) assert(this.#held.countIn(r.startBlock, r.lengthBlocks) === 0, `V7: free blocks ${r.startBlock}.. are not held by a snapshot`);
     for (const b of this.#tableBlocks) assert(!this.#held.has(b), `V7: table page ${b} is no catalog's block`);
     assert(this.#heldLive === this.#countHeldLive(), 'V7: the count of live blocks a snapshot holds');
+    assert(this.#heldByLive(this.#held) === this.#heldLive + this.#countHeldCatalog(this.#held), 'V7: the cached count of catalog pages a snapshot holds');
     let extents = 0;
     let live = 0;
     for (const st of this.#forks.values()) {
