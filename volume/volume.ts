@@ -471,6 +471,8 @@ export class Volume {
   #inCheckpoint = false;
   /** That checkpoint's volume sync, started by the first tag it visits (see syncTag). */
   #epochSync: Promise<void> | null = null;
+  /** `#epochSync` fulfilled: the phase's later tags are covered already and return no promise. */
+  #epochSynced = false;
   /**
    * A superblock switch whose write or fdatasync failed under dataSyncRetry (R2): the slot may
    * hold either generation, so the next sync writes the same superblock again before anything
@@ -1375,7 +1377,7 @@ export class Volume {
   }
 
   /** The sync handler callback: the first tag of a checkpoint pays, the rest return at once. */
-  syncTag(tag: FileTag): Promise<void> {
+  syncTag(tag: FileTag): Promise<void> | undefined {
     if (this.#failure) return Promise.reject(this.#failure);
     if (this.#inCheckpoint) {
       // Every tag the sync phase visits was registered before the phase began (P1 of
@@ -1385,8 +1387,21 @@ export class Volume {
       // request of its own, which the next checkpoint serves (PostgreSQL skips entries added
       // during the cycle). Do not go back to "sync until this fork is covered": with a writer
       // running, that made a checkpoint pay one sync per raced fork.
-      // The one promise for every tag of the phase: a thousand tags cost no promise each.
-      return (this.#epochSync ??= this.syncNow());
+      // The one promise for every tag of the phase: a thousand tags cost no promise each, and
+      // once it is fulfilled no await either (the sync phase takes a plain return as done).
+      if (this.#epochSynced) return undefined;
+      if (this.#epochSync === null) {
+        const epoch = this.syncNow();
+        this.#epochSync = epoch;
+        // Only this epoch's own success counts: checkpointBegin/End start a new one.
+        epoch.then(
+          () => {
+            if (this.#epochSync === epoch) this.#epochSynced = true;
+          },
+          () => {}, // its failure reaches every caller through `epoch` itself
+        );
+      }
+      return this.#epochSync;
     }
     return this.#syncUntilCovered(tag);
   }
@@ -1644,12 +1659,14 @@ export class Volume {
     this.stats.epoch++;
     this.#inCheckpoint = true;
     this.#epochSync = null;
+    this.#epochSynced = false;
   }
 
   /** The end of a checkpoint: with fsync off, the catalog is published here (see the header). */
   async checkpointEnd(completed: boolean): Promise<void> {
     this.#inCheckpoint = false;
     this.#epochSync = null;
+    this.#epochSynced = false;
     if (!completed || this.#failure) return;
     // fsync off: the sync phase called no handler, yet the catalog and superblock must still be
     // written, or a clean close would lose every change of the volume's metadata. syncNow writes

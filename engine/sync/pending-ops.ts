@@ -200,40 +200,75 @@ export class PendingOps {
     if (!enableFsync) {
       for (const e of eligible) done(e.key, e);
     } else {
-      await forEachInFlight(eligible, Math.max(1, options.concurrency ?? 1), async (e) => {
+      const synced = (e: PendingFsync, ops: SyncOps, started: number): void => {
+        // Whole microseconds, as PostgreSQL's instr_time gives: rounding drops the
+        // floating-point noise of a millisecond clock (1.1 - 0.1 is not exactly 1), which
+        // would otherwise push an exact 1000 µs over into 2 ms when rounded up (behaviour 23).
+        const us = Math.round((clock.now() - started) * 1000);
+        stats.syncFiles++;
+        stats.totalSyncUs += us;
+        if (us > stats.longestSyncUs) stats.longestSyncUs = us;
+        options.onSyncFile?.(`checkpoint sync: number=${stats.syncFiles} file=${describe(ops, e.tag)} time=${(us / 1000).toFixed(3)} ms`);
+        done(e.key, e);
+      };
+      // The slow path, after a first failure: ENOENT once, since the file may have been dropped
+      // with its FORGET still in the queue: absorb and look again. A second miss, or any other
+      // error, is fatal.
+      const retry = async (e: PendingFsync, ops: SyncOps, err: unknown): Promise<void> => {
+        if (errnoOf(err) !== 'ENOENT') throw syncFailure(ops, e.tag, err);
+        absorb();
+        absorbCounter = FSYNCS_PER_ABSORB;
+        if (e.canceled) return done(e.key, e);
+        const started = clock.now();
+        try {
+          await ops.syncFileTag(e.tag);
+        } catch (again) {
+          throw syncFailure(ops, e.tag, again);
+        }
+        synced(e, ops, started);
+      };
+      // One entry: undefined when it is finished already. A handler that answers without a
+      // promise (the volume once its checkpoint's one sync is done, volume.ts "Sync epoch")
+      // costs no await: a thousand such entries are a loop, not a thousand event-loop turns.
+      const visit = (e: PendingFsync): Promise<void> | undefined => {
         if (--absorbCounter <= 0) {
           absorb();
           absorbCounter = FSYNCS_PER_ABSORB;
         }
-        const ops = this.#registry.ops(e.tag.handler);
-        for (let failures = 0; !e.canceled; ) {
-          const started = clock.now();
-          try {
-            stats.tagsDispatched[ops.name] = (stats.tagsDispatched[ops.name] ?? 0) + (failures === 0 ? 1 : 0);
-            await ops.syncFileTag(e.tag);
-          } catch (err) {
-            // ENOENT once: the file may have been dropped with its FORGET still in the queue.
-            // Absorb and look again; a second miss, or any other error, is fatal.
-            if (errnoOf(err) === 'ENOENT' && failures === 0) {
-              failures++;
-              absorb();
-              absorbCounter = FSYNCS_PER_ABSORB;
-              continue;
-            }
-            throw syncFailure(ops, e.tag, err);
-          }
-          // Whole microseconds, as PostgreSQL's instr_time gives: rounding drops the
-          // floating-point noise of a millisecond clock (1.1 - 0.1 is not exactly 1), which
-          // would otherwise push an exact 1000 µs over into 2 ms when rounded up (behaviour 23).
-          const us = Math.round((clock.now() - started) * 1000);
-          stats.syncFiles++;
-          stats.totalSyncUs += us;
-          if (us > stats.longestSyncUs) stats.longestSyncUs = us;
-          options.onSyncFile?.(`checkpoint sync: number=${stats.syncFiles} file=${describe(ops, e.tag)} time=${(us / 1000).toFixed(3)} ms`);
-          break;
+        if (e.canceled) {
+          done(e.key, e); // P3
+          return undefined;
         }
-        done(e.key, e);
-      });
+        const ops = this.#registry.ops(e.tag.handler);
+        stats.tagsDispatched[ops.name] = (stats.tagsDispatched[ops.name] ?? 0) + 1;
+        const started = clock.now();
+        let result: void | Promise<void>;
+        try {
+          result = ops.syncFileTag(e.tag);
+        } catch (err) {
+          return retry(e, ops, err);
+        }
+        if (result === undefined) {
+          synced(e, ops, started);
+          return undefined;
+        }
+        return Promise.resolve(result).then(
+          () => synced(e, ops, started),
+          (err: unknown) => retry(e, ops, err),
+        );
+      };
+      const limit = Math.max(1, options.concurrency ?? 1);
+      if (limit === 1) {
+        // PostgreSQL's loop: one entry after another.
+        for (const e of eligible) {
+          const pending = visit(e);
+          if (pending !== undefined) await pending;
+        }
+      } else {
+        await forEachInFlight(eligible, limit, async (e) => {
+          await visit(e);
+        });
+      }
     }
 
     this.#syncInProgress = false;
