@@ -45,6 +45,7 @@ interface RawFlags {
   relations?: string;
   pages?: string;
   rounds?: string;
+  warmup?: string;
   dir?: string;
   json?: boolean;
   svg?: string;
@@ -89,6 +90,12 @@ export async function benchOptionsFrom(flags: RawFlags): Promise<BenchOptions> {
   const relations = flags.relations !== undefined ? parseIntList(flags.relations, '--relations', RELATIONS_MAX) : [...base.relations];
   const pages = flags.pages !== undefined ? parseIntList(flags.pages, '--pages', PAGES_MAX) : [...base.pages];
   const rounds = flags.rounds !== undefined ? parsePositiveInt(flags.rounds, '--rounds', ROUNDS_MAX) : base.rounds;
+  // 0 turns the per-cell warm-up off; anything else is a count like --rounds.
+  let cellWarmupRounds: number = base.cellWarmupRounds;
+  if (flags.warmup !== undefined) {
+    cellWarmupRounds = /^\d+$/.test(flags.warmup) ? Number(flags.warmup) : NaN;
+    if (!(cellWarmupRounds <= ROUNDS_MAX)) throw new UsageError(`--warmup '${flags.warmup}' must be a whole number in 0..${ROUNDS_MAX}`);
+  }
   const cellPagesMax = Math.max(...relations) * Math.max(...pages);
   if (cellPagesMax > CELL_PAGES_MAX) {
     throw new UsageError(`--relations x --pages: the largest cell is ${cellPagesMax} dirty pages, more than ${CELL_PAGES_MAX} (each engine's buffer pool must hold one cell)`);
@@ -118,6 +125,7 @@ export async function benchOptionsFrom(flags: RawFlags): Promise<BenchOptions> {
     crcScale: base.crcScale,
     latencySamples: base.latencySamples,
     warmupRounds: base.warmupRounds,
+    cellWarmupRounds,
     postgres: flags.postgres === true ? 'on' : flags.postgres === false ? 'off' : BENCH_DEFAULTS.postgres,
   };
 }
@@ -163,6 +171,7 @@ export function addBenchCommand(program: Command): Command {
     .option('--relations <list>', `dirty relation counts R, comma-separated (default ${BENCH_DEFAULTS.relations.join(',')})`)
     .option('--pages <list>', `dirty pages per relation P, comma-separated (default ${BENCH_DEFAULTS.pages.join(',')})`)
     .option('--rounds <n>', `rounds per cell, md and volume alternating (default ${BENCH_DEFAULTS.rounds})`)
+    .option('--warmup <n>', `unrecorded rounds at the start of each cell, every row: the first checkpoints at a new size run while V8 re-optimises (default ${BENCH_DEFAULTS.cellWarmupRounds}; --quick ${BENCH_QUICK.cellWarmupRounds}; 0: none)`)
     .option('--dir <dir>', 'directory on the file system to measure (default: the OS temp directory)')
     .option('--json', 'print every raw number as one JSON document instead of the tables')
     .option('--svg <file>', 'also write a bar chart of sync-phase time by R (log scale)')

@@ -194,7 +194,7 @@ export function postgresLine(result: BenchResult): string {
 export function formatReport(result: BenchResult): string {
   const o = result.options;
   const lines: string[] = [];
-  lines.push(`lamstore bench: checkpoint of R relations x P dirty pages (${o.blockSize} B), md segment files vs one volume file; medians of ${o.rounds} rounds`);
+  lines.push(`lamstore bench: checkpoint of R relations x P dirty pages (${o.blockSize} B), md segment files vs one volume file; medians of ${o.rounds} rounds${o.cellWarmupRounds > 0 ? ` after ${o.cellWarmupRounds} unrecorded warm-up rounds per cell` : ''}`);
   lines.push('');
   lines.push('Ratios (the headline; floor = raw extent: same bytes, one preallocated file, one fdatasync)');
   lines.push(ratioTable(result.cells));

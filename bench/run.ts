@@ -48,6 +48,13 @@ export interface BenchOptions {
   latencySamples: number;
   /** Unrecorded rounds before the first cell (JIT, page cache). */
   warmupRounds: number;
+  /**
+   * Unrecorded rounds at the start of every cell, all rows: the first checkpoints at a new R and P
+   * run slower while V8 re-optimises the paths for the new sizes (a volume-only process at
+   * R=1000 P=1: 45, 26, 31, 33, 21 ms, then 14-16 ms from the ninth round on), and a long-running
+   * engine is what the matrix measures, not its first checkpoints at a new size.
+   */
+  cellWarmupRounds: number;
   /** The postgres row (B4): 'auto' when the server binaries are found. */
   postgres: 'auto' | 'on' | 'off';
 }
@@ -77,6 +84,7 @@ export const BENCH_DEFAULTS = {
   crcScale: 1,
   latencySamples: 100,
   warmupRounds: 1,
+  cellWarmupRounds: 2,
   postgres: 'auto',
 } as const;
 
@@ -92,6 +100,7 @@ export const BENCH_QUICK = {
   crcScale: 0.1,
   latencySamples: 100,
   warmupRounds: 1,
+  cellWarmupRounds: 0,
 } as const;
 
 export interface BenchCheck {
@@ -223,7 +232,7 @@ export async function runBench(options: BenchOptions, hooks: BenchHooks = {}, de
   const root = await makeTempDir(options.dir, 'lamstore-bench-');
   hooks.onRoot?.(root);
   const cellsPlanned = options.relations.length * options.pages.length;
-  hooks.onPlan?.(1 + 1 + options.warmupRounds + cellsPlanned * options.rounds + 2 + 1 + 1);
+  hooks.onPlan?.(1 + 1 + options.warmupRounds + cellsPlanned * (options.cellWarmupRounds + options.rounds) + 2 + 1 + 1);
   try {
     // Latency measured inside root (B1); the file system reported is the directory the user chose.
     const machine = await machineInfo(options.dir, root, options.latencySamples);
@@ -302,6 +311,10 @@ async function runMatrix(dir: string, root: string, options: BenchOptions, hooks
     for (const R of options.relations) {
       for (const P of options.pages) {
         const rounds: Map<RowKind, RoundSample>[] = [];
+        for (let w = 0; w < options.cellWarmupRounds; w++) {
+          await matrix.runRound(R, P, w);
+          hooks.onStep?.('round', `R=${R} P=${P} warm-up ${w + 1}/${options.cellWarmupRounds}`);
+        }
         for (let k = 0; k < options.rounds; k++) {
           rounds.push(await matrix.runRound(R, P, k));
           hooks.onStep?.('round', `R=${R} P=${P} round ${k + 1}/${options.rounds}`);

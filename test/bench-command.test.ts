@@ -40,10 +40,11 @@ describe('lamstore bench', () => {
     const dir = await tempDir('lamstore-bench-test-');
     const R = 10;
     // --no-postgres: the postgres row has its own tests (bench-postgres.test.ts).
-    const run = await runCli(['bench', '--quick', '--json', '--no-postgres', '--relations', String(R), '--pages', '1', '--rounds', '1', '--dir', dir]);
+    const run = await runCli(['bench', '--quick', '--json', '--no-postgres', '--relations', String(R), '--pages', '1', '--rounds', '1', '--warmup', '1', '--dir', dir]);
     expect(run.stderr).not.toMatch(/Error|at .*\.js:\d+/);
     expect(run.code).toBe(0);
     const out = JSON.parse(run.stdout);
+    expect(out.options.cellWarmupRounds).toBe(1);
 
     expect(out.tool).toBe('lamstore bench');
     expect(out.formatVersion).toBe(1);
@@ -155,6 +156,8 @@ describe('lamstore bench', () => {
     [['--relations', ''], /^lamstore: bench: --relations/],
     [['--pages', '0'], /^lamstore: bench: --pages '0'/],
     [['--rounds', '1.5'], /^lamstore: bench: --rounds '1.5'/],
+    [['--warmup', '-1'], /^lamstore: bench: --warmup '-1' must be a whole number in 0\.\.1000/],
+    [['--warmup', '1001'], /^lamstore: bench: --warmup '1001' must be a whole number in 0\.\.1000/],
     [['--relations', '100000', '--pages', '16'], /^lamstore: bench: --relations x --pages/],
     [['--dir', '/nonexistent/lamstore-bench'], /^lamstore: bench: --dir '\/nonexistent\/lamstore-bench' does not exist/],
     [['--bogus'], /^lamstore: bench: unknown option '--bogus'/],
