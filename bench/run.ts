@@ -50,9 +50,10 @@ export interface BenchOptions {
   warmupRounds: number;
   /**
    * Unrecorded rounds at the start of every cell, all rows: the first checkpoints at a new R and P
-   * run slower while V8 re-optimises the paths for the new sizes (a volume-only process at
-   * R=1000 P=1: 45, 26, 31, 33, 21 ms, then 14-16 ms from the ninth round on), and a long-running
-   * engine is what the matrix measures, not its first checkpoints at a new size.
+   * run before V8's optimising compiler has caught up with the paths at the new sizes (the
+   * volume row alone at R=1000 P=1, after 3 rounds: 28, 40, 32, 17, 29, 25, 14, 36, 25, then
+   * 13-16 ms; under `node --no-opt` every round stays at 21-30 ms), and a long-running engine is
+   * what the matrix measures, not its first checkpoints at a new size.
    */
   cellWarmupRounds: number;
   /** The postgres row (B4): 'auto' when the server binaries are found. */
@@ -84,7 +85,7 @@ export const BENCH_DEFAULTS = {
   crcScale: 1,
   latencySamples: 100,
   warmupRounds: 1,
-  cellWarmupRounds: 2,
+  cellWarmupRounds: 5,
   postgres: 'auto',
 } as const;
 

@@ -331,7 +331,7 @@ export class Engine {
     // The five built-ins first, so they hold ids 0..4 whatever the extensions do (R1). md syncs
     // and unlinks its tags itself (fd cache, directory durability: md.ts M6, M9).
     this.#registry = new SyncHandlerRegistry([
-      mdSyncOps({ io: this.io, dataDir: this.dataDir, syncSegment: (tag) => md.syncSegment(tag), unlinkSegment: (tag) => md.unlinkTombstone(tag) }),
+      mdSyncOps({ io: this.io, dataDir: this.dataDir, syncSegment: (tag) => md.syncSegment(tag), syncSegments: (tags) => md.syncSegments(tags), unlinkSegment: (tag) => md.unlinkTombstone(tag) }),
       slruSyncOps('clog', this.io, this.dataDir, SLRU_DIRS[SyncHandlerId.CLOG]!),
       slruSyncOps('commit_ts', this.io, this.dataDir, SLRU_DIRS[SyncHandlerId.COMMIT_TS]!),
       slruSyncOps('multixact_offset', this.io, this.dataDir, SLRU_DIRS[SyncHandlerId.MULTIXACT_OFFSET]!),

@@ -26,8 +26,8 @@ export type { LamstoreErrorOptions } from './errors.js';
 export { checkOptionKeys, optionKeys } from './options.js';
 
 // Files: the FileIO contract and the real file system.
-export type { FileIO, FileHandle, OpenOptions, FileStat, LockMode, IoKind } from './io/file-io.js';
-export { IO_KINDS, carriesWriteback, closeAfter, closeOrThrow, fsError, openFile } from './io/file-io.js';
+export type { FileIO, FileHandle, OpenOptions, FileStat, LockMode, IoKind, FsyncEachResult } from './io/file-io.js';
+export { IO_KINDS, carriesWriteback, closeAfter, closeOrThrow, fsError, fsyncEach, openFile } from './io/file-io.js';
 export { RealIO } from './io/real-io.js';
 export type { RealIOOptions } from './io/real-io.js';
 export type { SyncFileRangeFn } from './io/sync-file-range.js';
@@ -46,7 +46,7 @@ export type { StorageManager, StorageManagerFactory, SmgrContext, Persistence, P
 export { isUnloggedFork } from './smgr/smgr.js';
 export { MD_NAME } from './md/md.js';
 export { SyncHandlerId, SyncRequestType, BUILTIN_HANDLER_NAMES } from './sync/registry.js';
-export type { SyncOps, SyncHandlerInfo } from './sync/registry.js';
+export type { SyncOps, SyncHandlerInfo, SyncTagsResult } from './sync/registry.js';
 export { encodeFileTag, decodeFileTag, fileTagKey, checkFileTag, FILE_TAG_BYTES } from './sync/file-tag.js';
 export type { FileTag } from './sync/file-tag.js';
 

@@ -682,6 +682,102 @@ describe('pending ops: absorbing during long phases', () => {
   });
 });
 
+describe('pending ops: handlers that sync several tags in one call (P6)', () => {
+  /** Handler "a" with syncFileTags: each call's segnos are recorded; `fail` may fail tag segno. */
+  function batched(t: Harness, fail?: (tag: FileTag) => Error | undefined): number[][] {
+    const calls: number[][] = [];
+    const ops = t.registry.ops(t.a);
+    ops.syncFileTags = async (tags) => {
+      calls.push(tags.map((tag) => tag.segno));
+      const us: number[] = [];
+      for (const tag of tags) {
+        t.attempts.push(describeTag(tag));
+        await t.onSync?.(tag);
+        const error = fail?.(tag);
+        if (error) return { done: us.length, error, us };
+        t.syncs.push(describeTag(tag));
+        us.push(1000);
+      }
+      return { done: us.length, us };
+    };
+    return calls;
+  }
+  const syncedSegs = (t: Harness): number[] => t.syncs.map((n) => Number(/seg=(\d+)/.exec(n)![1])).sort((x, y) => x - y);
+
+  it('behaviour 22 holds: one call per stretch between absorb points, and a FORGET queued meanwhile cancels an entry not yet visited', async () => {
+    const t = new Harness();
+    const calls = batched(t);
+    for (let i = 1; i <= 25; i++) t.remember(testTag(t.a, i));
+    t.onSync = (tag) => {
+      if (tag.segno === 3) for (const seg of [9, 10, 12, 22]) t.forward(testTag(t.a, seg), FORGET);
+    };
+    const s = await t.sync();
+    // As the one-call-per-entry loop: 9 was synced before the FORGET became visible; 10, 12, 22 never.
+    expect(calls).toEqual([[1, 2, 3, 4, 5, 6, 7, 8, 9], [11, 13, 14, 15, 16, 17, 18, 19], [20, 21, 23, 24, 25]]);
+    expect(t.absorbs).toBe(3);
+    expect(syncedSegs(t)).toEqual(Array.from({ length: 25 }, (_, i) => i + 1).filter((n) => ![10, 12, 22].includes(n)));
+    expect(s).toMatchObject({ syncFiles: 22, tagsDispatched: { a: 22 }, totalSyncUs: 22_000, longestSyncUs: 1000 });
+    expect(t.pending.pendingCount).toBe(0);
+  });
+
+  it('an ENOENT in a call is absorbed and retried alone; the entries after it are looked at again (a FORGET then cancels them)', async () => {
+    const t = new Harness();
+    let enoents = 0;
+    const calls = batched(t, (tag) => {
+      if (tag.segno !== 4 || enoents > 0) return undefined;
+      enoents++;
+      t.forward(testTag(t.a, 4), FORGET);
+      t.forward(testTag(t.a, 6), FORGET);
+      return enoent(tag);
+    });
+    for (let i = 1; i <= 8; i++) t.remember(testTag(t.a, i));
+    const s = await t.sync();
+    // 4 failed, its FORGET absorbed, so not retried; 6 was never started and is canceled too.
+    expect(calls).toEqual([[1, 2, 3, 4, 5, 6, 7, 8], [5, 7, 8]]);
+    expect(syncedSegs(t)).toEqual([1, 2, 3, 5, 7, 8]);
+    expect(s.syncFiles).toBe(6);
+    expect(t.pending.pendingCount).toBe(0);
+  });
+
+  it('an ENOENT of an entry still wanted is retried with syncFileTag, once', async () => {
+    const t = new Harness();
+    const calls = batched(t, (tag) => (tag.segno === 2 && !t.attempts.slice(0, -1).includes(describeTag(tag)) ? enoent(tag) : undefined));
+    for (let i = 1; i <= 3; i++) t.remember(testTag(t.a, i));
+    const s = await t.sync();
+    expect(calls).toEqual([[1, 2, 3], [3]]);
+    expect(syncedSegs(t)).toEqual([1, 2, 3]); // 2 by the retry (syncFileTag), 3 by the second call
+    expect(s.syncFiles).toBe(3);
+  });
+
+  it('any other failure: no call after it, the successes before it are counted and removed, the rest stay for the next phase', async () => {
+    const t = new Harness();
+    const calls = batched(t, (tag) => (tag.segno === 5 ? eio(tag) : undefined));
+    for (let i = 1; i <= 25; i++) t.remember(testTag(t.a, i));
+    const err = await t.sync().catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: ErrorCode.IO_ERROR });
+    expect(calls).toEqual([[1, 2, 3, 4, 5, 6, 7, 8, 9]]);
+    expect(syncedSegs(t)).toEqual([1, 2, 3, 4]);
+    expect(t.pending.pendingCount).toBe(21);
+  });
+
+  it('a call that rejects outright leaves every entry of it unsynced', async () => {
+    const t = new Harness();
+    t.registry.ops(t.a).syncFileTags = () => Promise.reject(Object.assign(new Error('EIO: thread died'), { code: 'EIO' }));
+    for (let i = 1; i <= 3; i++) t.remember(testTag(t.a, i));
+    await expect(t.sync()).rejects.toMatchObject({ code: ErrorCode.IO_ERROR });
+    expect(t.pending.pendingCount).toBe(3);
+  });
+
+  it('with concurrency > 1 each entry has its own syncFileTag call, as before', async () => {
+    const t = new Harness();
+    const calls = batched(t);
+    for (let i = 1; i <= 5; i++) t.remember(testTag(t.a, i));
+    const s = await t.pending.processSyncRequests({ absorb: t.absorb, enableFsync: true, clock: t.clock, concurrency: 4 });
+    expect(calls).toEqual([]);
+    expect(s.syncFiles).toBe(5);
+  });
+});
+
 describe('pending ops: statistics and log lines', () => {
   it('behaviour 23: syncFiles counts successful syncs; longest and average are rounded up to whole ms; average 0 with no files', async () => {
     // Start the clock off a whole number so that ms differences carry floating-point noise.

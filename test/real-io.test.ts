@@ -4,12 +4,13 @@
  * Method: a temporary directory per test; round trips through the FileIO calls and comparison
  * with what node:fs sees (tests may use node:fs; engine code may not).
  */
+import { closeSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { RealIO } from '../engine/io/real-io.js';
 import { CountingIO, ForwardingIO, SimDisk, type FileIOMethod } from '../engine/testing.js';
-import type { FileHandle, FileIO } from '../engine/index.js';
+import { fsyncEach, type FileHandle, type FileIO } from '../engine/index.js';
 import { tempDir } from './helpers/index.js';
 
 function bytes(length: number, seed: number): Uint8Array {
@@ -169,6 +170,63 @@ describe('RealIO', () => {
     await io.close(a); // closing releases a's lock
     await io.flock(b, 'exclusive');
     await io.close(b);
+  });
+});
+
+describe('fsyncEach (C8)', () => {
+  it('RealIO fsyncs every handle on its sync thread, in order, with a time for each', async () => {
+    const io = new RealIO();
+    const dir = await tempDir();
+    const hs: FileHandle[] = [];
+    for (let i = 0; i < 3; i++) {
+      const h = await io.open(join(dir, `f${i}`), { create: true });
+      await io.pwrite(h, bytes(8192, i), 0);
+      hs.push(h);
+    }
+    const r = await io.fsyncEach(hs);
+    expect(r.error).toBeUndefined();
+    expect(r.done).toBe(3);
+    expect(r.us).toHaveLength(3);
+    for (const us of r.us) expect(Number.isInteger(us) && us >= 0).toBe(true);
+    expect(await io.fsyncEach([])).toEqual({ done: 0, us: [] });
+    for (const h of hs) await io.close(h);
+  });
+
+  it('RealIO stops at the first failure: an fsync the kernel refuses (EBADF) and a closed handle each fail in place, after the ones before them', async () => {
+    const io = new RealIO();
+    const dir = await tempDir();
+    const hs: FileHandle[] = [];
+    for (let i = 0; i < 3; i++) hs.push(await io.open(join(dir, `f${i}`), { create: true }));
+    // The descriptor closed behind RealIO's back: the sync thread's fsync answers EBADF.
+    closeSync((hs[1] as unknown as { fd: number }).fd);
+    const r = await io.fsyncEach(hs);
+    expect(r.done).toBe(1);
+    expect(r.us).toHaveLength(1);
+    expect(r.error).toMatchObject({ code: 'EBADF', syscall: 'fsync', path: join(dir, 'f1') });
+    expect((r.error as Error).message).toBe(`EBADF: bad file descriptor, fsync '${join(dir, 'f1')}'`);
+    // A handle RealIO knows is closed is refused before the thread is asked.
+    await io.close(hs[2]!);
+    const r2 = await io.fsyncEach([hs[0]!, hs[2]!]);
+    expect(r2).toMatchObject({ done: 1, error: { code: 'EBADF', syscall: 'fsync', path: join(dir, 'f2') } });
+    await io.close(hs[0]!);
+  });
+
+  it('the fsyncEach function loops fsync where a FileIO has no fsyncEach, and CountingIO counts every fsync attempted either way', async () => {
+    const disk = new SimDisk();
+    const hs = [await disk.open('/a', { create: true }), await disk.open('/b', { create: true })];
+    await disk.close(hs[1]!);
+    const looped = await fsyncEach(disk, hs);
+    expect(looped).toMatchObject({ done: 1, error: { code: 'EBADF' } });
+    const counting = new CountingIO(new RealIO());
+    const dir = await tempDir();
+    const rh = [await counting.open(join(dir, 'x'), { create: true }), await counting.open(join(dir, 'y'), { create: true })];
+    expect(await counting.fsyncEach(rh)).toMatchObject({ done: 2 });
+    expect(counting.counts().fsync).toBe(2);
+    const overSim = new CountingIO(new SimDisk());
+    const sh = [await overSim.open('/c', { create: true })];
+    expect(await overSim.fsyncEach(sh)).toMatchObject({ done: 1 });
+    expect(overSim.counts().fsync).toBe(1);
+    for (const h of rh) await counting.close(h);
   });
 });
 

@@ -17,6 +17,7 @@ import { Engine, ErrorCode, ForkNumber, RealIO, type FileHandle, type FileIO, ty
 import { CountingIO, SimDisk } from '../engine/testing.js';
 import { WritebackContext, type WritebackTag } from '../engine/buffer/writeback.js';
 import { SyncLedgerIO } from '../engine/io/sync-ledger.js';
+import { MdStorageManager } from '../engine/md/md.js';
 import { tempDir } from './helpers/index.js';
 import { withEngine, BS, pageOf, locator } from './helpers/engine.js';
 
@@ -173,6 +174,15 @@ describe('writeback hints through the engine (md on SimDisk)', () => {
         if (kind === 'close') openNow.set(rel, (openNow.get(rel) ?? 1) - 1);
       };
       for (const p of ['base/5/100', ...[1, 2, 3, 4, 5].map((n) => `base/5/100.${n}`)]) openNow.set(p, 0);
+      // The sync phase opens its batch's segments before their first fsync (md.syncSegments):
+      // with no hint at all, the write phase ends where md is asked to sync.
+      const md = engine.storageManager('md') as MdStorageManager;
+      const syncSegments = md.syncSegments.bind(md);
+      md.syncSegments = (tags) => {
+        if (phase === 'write') openAtFirstHint = new Set([...openNow].filter(([, n]) => n > 0).map(([p]) => p));
+        phase = 'sync';
+        return syncSegments(tags);
+      };
       await engine.checkpoint();
       expect(engine.bufferPool.stats.writebackRanges - rangesBefore).toBe(1); // md got its range ...
       // ... and hinted segments from the first on while they were open, stopping at the first

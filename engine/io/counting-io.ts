@@ -5,8 +5,8 @@
  * differences of these counters taken around the checkpoint, and the bench and tests read them to check the numbers
  * the design fixes (one fsync per dirty md segment, at most two fdatasyncs per volume).
  */
-import type { FileHandle, FileIO, IoKind, OpenOptions } from './file-io.js';
-import { IO_KINDS, totalLength } from './file-io.js';
+import type { FileHandle, FileIO, FsyncEachResult, IoKind, OpenOptions } from './file-io.js';
+import { IO_KINDS, fsyncEach, totalLength } from './file-io.js';
 import { ForwardingIO, type FileIOMethod } from './forwarding-io.js';
 
 export type IoCounts = Record<IoKind, number> & {
@@ -71,6 +71,14 @@ export class CountingIO extends ForwardingIO {
     if (method === 'pwritev') this.#counts.pwrite++;
     else if (method !== 'rmdir') this.#counts[method]++;
     return call();
+  }
+
+  /** C8 through the inner FileIO's own fsyncEach when it has one: each fsync attempted counts once. */
+  override async fsyncEach(handles: readonly FileHandle[]): Promise<FsyncEachResult> {
+    if (!this.inner.fsyncEach) return fsyncEach({ fsync: (h: FileHandle) => this.fsync(h) } as FileIO, handles);
+    const r = await this.inner.fsyncEach(handles);
+    this.#counts.fsync += r.done + (r.error === undefined ? 0 : 1);
+    return r;
   }
 
   override async open(path: string, options?: OpenOptions): Promise<FileHandle> {

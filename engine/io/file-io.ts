@@ -19,6 +19,10 @@
  *     later fsync has less to do. It makes nothing durable and changes no contents; callers never
  *     count on it in place of fsync/fdatasync. An implementation that cannot do it leaves it out
  *     (or, for a wrapper, says `writebackSupported: false`).
+ *  C8 `fsyncEach` (optional) is `fsync` of each handle, one after another in order, as one call:
+ *     it stops at the first failure and never starts an fsync after one. What it answers says
+ *     which succeeded (the first `done`), the failure of the next one, and each success's time.
+ *     Callers use the `fsyncEach` function below, which falls back to a loop of `fsync`.
  */
 import { cleanUp, ioError } from '../errors.js';
 
@@ -102,6 +106,37 @@ export interface FileIO {
    * the FileIO is in use (RealIO after the kernel answers ENOSYS), never back to true.
    */
   readonly writebackSupported?: boolean;
+  /** Optional (C8): fsync every handle in order, stopping at the first failure. */
+  fsyncEach?(handles: readonly FileHandle[]): Promise<FsyncEachResult>;
+}
+
+/** What `fsyncEach` answers (C8). */
+export interface FsyncEachResult {
+  /** How many handles, from the first, were fsynced successfully. */
+  done: number;
+  /** The failure of handle `done`, when there is one (done < handles.length exactly then). */
+  error?: unknown;
+  /** Each success's duration in microseconds (length `done`). */
+  us: number[];
+}
+
+/**
+ * fsync `handles` one after another (C8): `io.fsyncEach` where the FileIO has it (RealIO: one
+ * round trip to an I/O thread for the lot), otherwise a loop of `io.fsync` timed with `now` (ms).
+ */
+export async function fsyncEach(io: FileIO, handles: readonly FileHandle[], now: () => number = () => performance.now()): Promise<FsyncEachResult> {
+  if (io.fsyncEach) return io.fsyncEach(handles);
+  const us: number[] = [];
+  for (const h of handles) {
+    const started = now();
+    try {
+      await io.fsync(h);
+    } catch (error) {
+      return { done: us.length, error, us };
+    }
+    us.push(Math.round((now() - started) * 1000));
+  }
+  return { done: us.length, us };
 }
 
 /** Whether `io`'s writeback hints go anywhere (see FileIO.writebackSupported). */

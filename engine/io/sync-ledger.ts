@@ -19,8 +19,8 @@
  *     checkpoint syncs) are never reported; nor is a write announced with exemptNextWrite (an
  *     unlogged fork's page inside a shared file such as the volume).
  */
-import type { FileHandle, FileIO, FileStat, LockMode, OpenOptions } from './file-io.js';
-import { carriesWriteback, fsError, totalLength } from './file-io.js';
+import type { FileHandle, FileIO, FileStat, FsyncEachResult, LockMode, OpenOptions } from './file-io.js';
+import { carriesWriteback, fsError, fsyncEach, totalLength } from './file-io.js';
 import { ErrorCode, LamstoreError } from '../errors.js';
 
 interface UnsyncedRange {
@@ -117,6 +117,12 @@ export class SyncLedgerIO implements FileIO {
   async fsync(h: FileHandle): Promise<void> {
     await this.#inner.fsync(h);
     this.#unsynced.delete(h.path);
+  }
+  /** C8: only the handles whose fsync succeeded are covered (L1). */
+  async fsyncEach(handles: readonly FileHandle[]): Promise<FsyncEachResult> {
+    const r = await fsyncEach(this.#inner, handles);
+    for (let i = 0; i < r.done; i++) this.#unsynced.delete(handles[i]!.path);
+    return r;
   }
   async fdatasync(h: FileHandle): Promise<void> {
     await this.#inner.fdatasync(h);

@@ -107,8 +107,9 @@ import { dirname, join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { ErrorCode, LamstoreError, assert, cleanUp, errnoOf, ioError } from '../errors.js';
 import type { FileHandle } from '../io/file-io.js';
+import { fsyncEach } from '../io/file-io.js';
 import type { FileTag } from '../sync/file-tag.js';
-import { SyncHandlerId, SyncRequestType } from '../sync/registry.js';
+import { SyncHandlerId, SyncRequestType, type SyncTagsResult } from '../sync/registry.js';
 import type { ForkNumber, RelFileLocator } from '../relfile.js';
 import { FORKS, INVALID_BLOCK_NUMBER, describeFork, forkKey, locatorKey } from '../relfile.js';
 import { isUnloggedFork } from '../smgr/smgr.js';
@@ -415,6 +416,47 @@ export class MdStorageManager implements StorageManager {
     await this.#syncPath(path);
     // A tombstone is about to be unlinked by this checkpoint: do not keep its fd cached.
     if (tag.forkNum === 0 && tag.segno === 0 && this.#tombstones.has(locatorKey(tag.rlocator))) await this.#forget(path);
+  }
+
+  /**
+   * syncSegment for several tags, one after another (SyncOps.syncFileTags): every segment is
+   * taken from the fd cache (opened where needed) and pinned, the lot is fsynced in order in one
+   * FileIO fsyncEach (RealIO: one round trip to its sync thread), then released; for the tags
+   * synced, in order, new names are made durable (M6) and tombstones' handles dropped. Stops at
+   * the first failure: a segment that cannot be opened (raw ENOENT, as syncSegment) fails its
+   * tag once the tags before it are synced, and nothing after a failure is reported synced.
+   */
+  async syncSegments(tags: readonly FileTag[]): Promise<SyncTagsResult> {
+    const paths: string[] = [];
+    const segs: Seg[] = [];
+    let openError: unknown;
+    let r: SyncTagsResult;
+    try {
+      for (const tag of tags) {
+        const path = this.#segPath(tag.rlocator, tag.forkNum, tag.segno);
+        try {
+          segs.push((await this.#acquire(path, false)).seg);
+        } catch (err) {
+          openError = err;
+          break;
+        }
+        paths.push(path);
+      }
+      r = await fsyncEach(this.#ctx.io, segs.map((seg) => seg.handle));
+    } finally {
+      for (const seg of segs) await this.#release(seg);
+    }
+    if (r.error === undefined && openError !== undefined) r = { done: r.done, error: openError, us: r.us };
+    for (let k = 0; k < r.done; k++) {
+      const tag = tags[k]!;
+      try {
+        await this.#makeNameDurable(paths[k]!);
+        if (tag.forkNum === 0 && tag.segno === 0 && this.#tombstones.has(locatorKey(tag.rlocator))) await this.#forget(paths[k]!);
+      } catch (err) {
+        return { done: k, error: err, us: r.us.slice(0, k) };
+      }
+    }
+    return r;
   }
 
   // ------------------------------------------------------------------ sizes

@@ -23,6 +23,12 @@
  *     retried once, done entries removed. A failure starts no new call; the calls in flight are
  *     waited for and their successes counted and removed before the first error is thrown, so
  *     no result is dropped and only entries not synced stay for the next phase.
+ *  P6 With `concurrency` 1, the entries of a handler with `syncFileTags` that lie between two
+ *     absorb points go to it in one call, in table order. Equivalent to one call per entry:
+ *     cancel flags change only when the queue is absorbed, so each entry is checked exactly as
+ *     it would be right before its own call; the successes before a failure are counted and
+ *     removed; an ENOENT is absorbed and retried alone, and the entries after it (which the call
+ *     never started: syncFileTags stops at the first failure) are looked at again.
  *
  * `absorb` is the checkpointer's AbsorbSyncRequests: it drains the request queue into
  * `remember`. It is passed in because the queue lives in checkpointer/.
@@ -30,7 +36,7 @@
 import { ErrorCode, LamstoreError, assert, errnoOf } from '../errors.js';
 import type { FileTag } from './file-tag.js';
 import { describeTag, fileTagKey } from './file-tag.js';
-import type { SyncHandlerRegistry, SyncOps } from './registry.js';
+import type { SyncHandlerRegistry, SyncOps, SyncTagsResult } from './registry.js';
 import { SyncRequestType } from './registry.js';
 import type { Clock } from '../clock.js';
 import { forEachInFlight } from '../io/in-flight.js';
@@ -204,7 +210,9 @@ export class PendingOps {
         // Whole microseconds, as PostgreSQL's instr_time gives: rounding drops the
         // floating-point noise of a millisecond clock (1.1 - 0.1 is not exactly 1), which
         // would otherwise push an exact 1000 µs over into 2 ms when rounded up (behaviour 23).
-        const us = Math.round((clock.now() - started) * 1000);
+        syncedIn(e, ops, Math.round((clock.now() - started) * 1000));
+      };
+      const syncedIn = (e: PendingFsync, ops: SyncOps, us: number): void => {
         stats.syncFiles++;
         stats.totalSyncUs += us;
         if (us > stats.longestSyncUs) stats.longestSyncUs = us;
@@ -239,7 +247,9 @@ export class PendingOps {
           done(e.key, e); // P3
           return undefined;
         }
-        const ops = this.#registry.ops(e.tag.handler);
+        return dispatch(e, this.#registry.ops(e.tag.handler));
+      };
+      const dispatch = (e: PendingFsync, ops: SyncOps): Promise<void> | undefined => {
         stats.tagsDispatched[ops.name] = (stats.tagsDispatched[ops.name] ?? 0) + 1;
         const started = clock.now();
         let result: void | Promise<void>;
@@ -257,13 +267,64 @@ export class PendingOps {
           (err: unknown) => retry(e, ops, err),
         );
       };
+      // P6: the tags of one handler with syncFileTags between two absorb points, as one call.
+      const syncBatch = async (ops: SyncOps, entries: PendingFsync[]): Promise<void> => {
+        let rest = entries;
+        while (rest.length > 0) {
+          let r: SyncTagsResult;
+          try {
+            r = await ops.syncFileTags!(rest.map((e) => e.tag));
+          } catch (err) {
+            // No answer at all: nothing of it is known to be durable.
+            r = { done: 0, error: err, us: [] };
+          }
+          assert(r.done <= rest.length && (r.done === rest.length) === (r.error === undefined), `sync handler "${ops.name}": syncFileTags answered done=${r.done} of ${rest.length}`);
+          for (let k = 0; k < r.done; k++) syncedIn(rest[k]!, ops, r.us[k] ?? 0);
+          if (r.done === rest.length) return;
+          await retry(rest[r.done]!, ops, r.error);
+          // The retry absorbed: look at the rest again, as the loop would at each one's turn.
+          rest = rest.slice(r.done + 1).filter((e) => {
+            if (!e.canceled) return true;
+            done(e.key, e);
+            return false;
+          });
+        }
+      };
       const limit = Math.max(1, options.concurrency ?? 1);
       if (limit === 1) {
-        // PostgreSQL's loop: one entry after another.
+        // PostgreSQL's loop: one entry after another; a handler with syncFileTags gets the
+        // entries between two absorb points at once (P6).
+        let batch: PendingFsync[] = [];
+        let batchOps: SyncOps | null = null;
+        const flush = async (): Promise<void> => {
+          if (batch.length === 0) return;
+          const entries = batch;
+          batch = [];
+          await syncBatch(batchOps!, entries);
+        };
         for (const e of eligible) {
-          const pending = visit(e);
-          if (pending !== undefined) await pending;
+          if (--absorbCounter <= 0) {
+            await flush();
+            absorb();
+            absorbCounter = FSYNCS_PER_ABSORB;
+          }
+          if (e.canceled) {
+            done(e.key, e); // P3
+            continue;
+          }
+          const ops = this.#registry.ops(e.tag.handler);
+          if (!ops.syncFileTags) {
+            await flush();
+            const pending = dispatch(e, ops);
+            if (pending !== undefined) await pending;
+            continue;
+          }
+          if (batchOps !== ops) await flush();
+          batchOps = ops;
+          stats.tagsDispatched[ops.name] = (stats.tagsDispatched[ops.name] ?? 0) + 1;
+          batch.push(e);
         }
+        await flush();
       } else {
         await forEachInFlight(eligible, limit, async (e) => {
           await visit(e);

@@ -21,6 +21,11 @@
  *  - `fileTagMatches(filter, candidate)` decides FILTER requests; it is only ever asked about
  *    candidates of its own handler (behaviour 16). A handler without it ignores FILTERs.
  *  - `describeTag(tag)` (optional) names the file in log lines and errors.
+ *  - `syncFileTags(tags)` (optional) is `syncFileTag` of each tag, one after another in order, as
+ *    one call (md hands the fsyncs to its sync thread as one batch, io/sync-thread.ts). It stops at
+ *    the first failure and says which tags succeeded (the first `done`), the failure of the next
+ *    one (raw, so ENOENT is seen), and each success's time. The sync phase uses it for the tags
+ *    between two of its absorb points (pending-ops.ts P6), never across one.
  */
 import { ErrorCode, LamstoreError, assert } from '../errors.js';
 import type { FileTag } from './file-tag.js';
@@ -47,6 +52,17 @@ export interface SyncOps {
   unlinkFileTag?(tag: FileTag): void | Promise<void>;
   fileTagMatches?(filterTag: FileTag, candidateTag: FileTag): boolean;
   describeTag?(tag: FileTag): string;
+  syncFileTags?(tags: readonly FileTag[]): Promise<SyncTagsResult>;
+}
+
+/** What `syncFileTags` answers: as FileIO's FsyncEachResult, per tag. */
+export interface SyncTagsResult {
+  /** How many tags, from the first, were synced successfully. */
+  done: number;
+  /** The failure of tag `done`, when there is one (done < tags.length exactly then). */
+  error?: unknown;
+  /** Each success's duration in microseconds (length `done`). */
+  us: number[];
 }
 
 export interface SyncHandlerInfo {
@@ -66,7 +82,7 @@ function checkOps(ops: unknown): SyncOps {
   if (typeof o !== 'object' || o === null) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, 'sync handler ops must be an object');
   if (typeof o.name !== 'string' || o.name.length === 0) throw new LamstoreError(ErrorCode.BAD_ARGUMENT, 'sync handler name must be a non-empty string');
   if (typeof o.syncFileTag !== 'function') throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `sync handler "${o.name}" has no syncFileTag callback`);
-  for (const k of ['unlinkFileTag', 'fileTagMatches', 'describeTag'] as const) {
+  for (const k of ['unlinkFileTag', 'fileTagMatches', 'describeTag', 'syncFileTags'] as const) {
     if (o[k] !== undefined && typeof o[k] !== 'function') throw new LamstoreError(ErrorCode.BAD_ARGUMENT, `sync handler "${o.name}": ${k} must be a function`);
   }
   return o as SyncOps;
