@@ -6,7 +6,8 @@
  *                with the engine's defaults: PostgreSQL's sync loop, one fsync after another
  *   mdConcurrent the same with `syncConcurrency` MD_CONCURRENT_SYNCS: fsyncs overlap on the pool
  *   volume       the same in one volume file, engine.checkpoint()
- *   rawSegments  no engine: the same bytes pwritten into R files, then one fsync per file, the
+ *   rawSegments  no engine: the same bytes pwritten into R files, a writeback hint per file
+ *                (sync_file_range, as md and PostgreSQL issue them), then one fsync per file, the
  *                fastest way this machine allows (M6)
  *   rawVolume    no engine: the same pages at the same offsets as the volume row's, in a file of
  *                the volume's size zero-filled at setup: adjacent ones in one pwritev, 64 in
@@ -35,8 +36,9 @@
  *     large enough that every rewrite is a buffer hit, no timed checkpoints, no sync ledger.
  *  M6 Raw segments keep every file open (as md's fd cache does up to maxOpenFiles) and issue the
  *     calls the fastest way measured here (BENCHMARKS.md, "The I/O candidates, side by side"):
- *     IN_FLIGHT_DEFAULT writes in flight, then LIBUV_POOL_THREADS fsyncs in flight (libuv's pool
- *     of 4 runs that many; more in flight added nothing there).
+ *     IN_FLIGHT_DEFAULT writes in flight, a writeback hint per file (where RealIO has them),
+ *     then LIBUV_POOL_THREADS fsyncs in flight (libuv's pool of 4 runs that many; more in flight
+ *     added nothing there).
  *  M7 The postgres row is optional: a cell has it in every round or in none, and it rotates with
  *     the others (M3). Its times are the server's (log_checkpoints), not timed here.
  *  M8 Engine rows also record the longest event-loop stall during the checkpoint: a
@@ -481,6 +483,10 @@ export class CheckpointMatrix {
     const files = this.#segHandles.slice(0, R);
     const t0 = nowMs();
     await forEachInFlight(files, IN_FLIGHT_DEFAULT, (h) => (P === 1 ? io.pwrite(h, page, 0) : io.pwritev(h, pages, 0)));
+    // The hints md and PostgreSQL give before their fsyncs (checkpoint_flush_after): without
+    // them the fsyncs start the writeback themselves, 1.6-2.1x slower here (BENCHMARKS.md,
+    // "The md sync loop on a sync thread"), and the row would not be the floor it claims to be.
+    if (io.writeback) for (const h of files) await io.writeback(h, 0, P * page.length);
     const t1 = nowMs();
     await forEachInFlight(files, LIBUV_POOL_THREADS, (h) => io.fsync(h));
     const t2 = nowMs();
