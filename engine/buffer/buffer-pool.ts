@@ -758,7 +758,12 @@ export class BufferPool {
     run.result.buffersWritten += ready.length;
     run.result.bytesWritten += ready.length * this.blockSize;
     // A storage manager without `writeback` would drop every hint: its buffers are not scheduled.
-    if (hinted) for (const it of ready) await run.wb!.schedule(it.tag);
+    if (hinted) {
+      for (const it of ready) {
+        const issuing = run.wb!.schedule(it.tag);
+        if (issuing !== undefined) await issuing;
+      }
+    }
     run.processed += examined;
     await run.pace(run.processed / run.total);
   }

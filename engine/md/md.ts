@@ -115,7 +115,7 @@ import { FORKS, INVALID_BLOCK_NUMBER, describeFork, forkKey, locatorKey } from '
 import { isUnloggedFork } from '../smgr/smgr.js';
 import type { PageWrite, Persistence, SmgrContext, StorageManager, WriteResult } from '../smgr/smgr.js';
 import { IN_FLIGHT_DEFAULT, forEachInFlight } from '../io/in-flight.js';
-import { relDirRelative, relPath } from './paths.js';
+import { dataDirPrefix, relDirRelative, relPathRelative } from './paths.js';
 import { PendingUnlinkLog } from './pending-unlinks.js';
 
 interface Seg {
@@ -151,6 +151,8 @@ export function defaultMaxOpenFiles(openFilesLimit: number | null): number {
 export class MdStorageManager implements StorageManager {
   readonly name = MD_NAME;
   readonly #ctx: SmgrContext;
+  /** The data directory with a separator after it (paths.ts dataDirPrefix). */
+  readonly #dataDirPrefix: string;
   readonly #blockSize: number;
   readonly #segBlocks: number;
   readonly #maxOpenFiles: number;
@@ -186,6 +188,7 @@ export class MdStorageManager implements StorageManager {
     this.#maxOpenFiles = ctx.maxOpenFiles;
     assert(Number.isInteger(this.#segBlocks) && this.#segBlocks >= 1, 'relSegBlocks is a positive integer');
     assert(Number.isInteger(this.#maxOpenFiles) && this.#maxOpenFiles >= 1, 'maxOpenFiles is a positive integer');
+    this.#dataDirPrefix = dataDirPrefix(ctx.dataDir);
     this.#unlinkLog = new PendingUnlinkLog({ io: ctx.io, dataDir: ctx.dataDir, enableFsync: ctx.enableFsync, reportSyncFailure: (err) => ctx.reportSyncFailure(err) });
     this.#cache = new LRUCache<string, Seg>({
       max: this.#maxOpenFiles,
@@ -206,7 +209,7 @@ export class MdStorageManager implements StorageManager {
   // ------------------------------------------------------------------ fd cache
 
   #segPath(loc: RelFileLocator, fork: number, segno: number): string {
-    return relPath(this.#ctx.dataDir, loc, fork, segno);
+    return this.#dataDirPrefix + relPathRelative(loc, fork, segno);
   }
 
   async #closeSeg(seg: Seg): Promise<void> {
