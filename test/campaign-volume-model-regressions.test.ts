@@ -24,6 +24,13 @@
  * checkpoint raises (the most blocks any catalog of these forks and blocks can take, T4, kept
  * twice less what the catalog takes now), so the catalog's growth is paid for when the fork or
  * block that needs it is added, and a checkpoint's own writes never fail for room (VM3).
+ *
+ * Found and fixed (volume.ts createSnapshot, with snapshots in the model): a create under a
+ * taken name ran its `checkpoint` option (the engine's checkpoint: the pool's pages written, a
+ * volume sync) before answering BAD_ARGUMENT, where README "Snapshots" says the refusals come
+ * before anything is written. Now the name is checked first, and again inside the sync chain.
+ * Shrunk case: a pool of 1 page; create, extend 1, snapshot s0, a page write into the pool,
+ * snapshot s0 again: the refusal must leave the page in the pool.
  */
 import { describe, expect, it } from 'vitest';
 import { Engine } from '../engine/index.js';
@@ -54,6 +61,22 @@ describe('volume model-based PBT regressions', () => {
       { kind: 'reopen', how: 'clean' },
     ]);
     expect(stats.checkpointWrites).toBe(2);
+  });
+
+  it('createSnapshot under a taken name is refused before its checkpoint option runs: the pool page stays dirty, nothing is written (volume.ts createSnapshot; found with snapshots in the model, seed 20251202)', async () => {
+    const stats = await runVolumeSequence({ sizeBlocks: 32, poolPages: 1, grow: null }, [
+      { kind: 'create', rel: 1, fork: 0 },
+      { kind: 'extend', at: 0, skip: 0, count: 1 },
+      { kind: 'snapCreate', slot: 0 },
+      { kind: 'write', picks: [{ at: 0, pick: 0 }], pooled: true },
+      { kind: 'snapCreate', slot: 0 },
+      { kind: 'reopen', how: 'close' },
+    ]);
+    expect(stats.snapCreated).toBe(1);
+    expect(stats.snapNameTaken).toBe(1);
+    // Only the first create's checkpoint ran (it had no pool page); the page written after stays in the pool.
+    expect(stats.checkpointWrites).toBe(0);
+    expect(stats.snapshotsVerified).toBe(1);
   });
 
   it('V5 through the engine: on a nearly full volume every checkpoint writes its page and close succeeds; the extend that would take the room is VOLUME_FULL and changes nothing', async () => {

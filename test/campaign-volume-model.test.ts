@@ -4,8 +4,10 @@
  * through a checkpoint) / read / truncate / unlink / checkpoint / bare sync / power loss between
  * commands and before any I/O call inside one / reopen (clean, close, kill) / offline and online
  * growth / injected faults (fdatasync with and without fsyncgate, pwrite, pread, ftruncate)
+ * / online snapshot create (with the harness's checkpoint as its `checkpoint` option) and drop
  * agree with a small model, and every state a crash or a reopen leaves is exactly one checkpoint
- * of the whole volume (VM1-VM5 in test/helpers/campaign-volume-model.ts). No Engine: a `Volume`
+ * of the whole volume, its snapshots included: each opened read-only and compared page by page
+ * (VM1-VM6 in test/helpers/campaign-volume-model.ts). No Engine: a `Volume`
  * on SimDisk driven as the engine drives it (STUB_HOST; checkpointBegin, writeBuffers
  * 'checkpoint', syncNow, checkpointEnd), `checkInvariants()` after every command.
  *
@@ -15,8 +17,8 @@
  * garbage included: the copy-on-write volume never tears, so every page must read back whole.
  * A checkpoint refused with VOLUME_FULL is the V5 known limit (doCheckpoint in the helper,
  * test/campaign-volume-model-regressions.test.ts): counted in the figure, not a failure.
- * Snapshots are not part of it yet: DESIGN.md's `snapshot` option does not exist (refused as an
- * unknown key, test/options-unknown-keys.test.ts).
+ * Snapshot names come from three (s0-s2), so creates meet taken names (BAD_ARGUMENT, nothing
+ * run) and drops are followed by re-creates; a snapshot create may end VOLUME_FULL (V5/V7).
  *
  * Sizes: LAMSTORE_VOLUME_PBT_RUNS (CI 200 runs of up to 60 commands, ~2 s) with a fixed seed
  * LAMSTORE_VOLUME_PBT_SEED (default 20251202, printed); LAMSTORE_SOAK=1 runs 50,000 with a random
@@ -34,6 +36,7 @@ import {
   VM_FORKS,
   VM_RELS,
   VM_SIZE_BLOCKS_MAX,
+  VM_SNAPSHOT_NAMES,
   VOL_CMD_KINDS,
   VolumeModelCommand,
   newVolumeModelStats,
@@ -72,7 +75,10 @@ const checkpoint = fc.constant({ kind: 'checkpoint' as const });
 const sync = fc.constant({ kind: 'sync' as const });
 const grow = fc.record({ kind: fc.constant('grow' as const), byBlocks: fc.integer({ min: 1, max: 16 }), checkpointFirst: fc.boolean() });
 
-const inner: fc.Arbitrary<VolCmdSpec> = fc.oneof(checkpoint, checkpoint, sync, write, extend, grow);
+const snapCreate = fc.record({ kind: fc.constant('snapCreate' as const), slot: fc.nat({ max: VM_SNAPSHOT_NAMES.length - 1 }) });
+const snapDrop = fc.record({ kind: fc.constant('snapDrop' as const), at });
+
+const inner: fc.Arbitrary<VolCmdSpec> = fc.oneof(checkpoint, checkpoint, sync, write, extend, grow, snapCreate, snapDrop);
 
 /** Each fault target with the I/O kinds it makes and how many of each (nth up to that). */
 const FAULTS: { target: VolFaultTarget; io: IoKind; nthMax: number }[] = [
@@ -114,6 +120,8 @@ const arbitraries = [
   cmd(grow),
   cmd(fault),
   cmd(fault),
+  cmd(snapCreate),
+  cmd(snapDrop),
 ];
 
 describe('volume model-based property test (the Volume API alone)', () => {
@@ -138,6 +146,10 @@ describe('volume model-based property test (the Volume API alone)', () => {
       `volume-model (strict): states=${s.states} pages-verified=${s.pagesVerified} torn-detected=${s.tornDetected} torn-returned=${s.tornReturned} meta-mixed=${s.metaMixed} lost=${s.lost} ` +
         `check-errors=${s.checkErrors} interrupted-switch-slot-reported=${s.interruptedSwitch} chose-completing=${s.choseCompleting}`,
     );
+    console.log(
+      `volume-model (snapshots): created=${s.snapCreated} name-taken=${s.snapNameTaken} volume-full=${s.snapFull} dropped=${s.snapDropped} ` +
+        `snapshots-verified=${s.snapshotsVerified} states-with-snapshots=${s.snapshotStates} chose-snapshot-op-under-way=${s.snapChoseCompleting}`,
+    );
     console.log(`volume-model commands per kind: ${JSON.stringify(s.perKind)}`);
     if (details.failed) throw new Error(`${fc.defaultReportMessage(details)}\nError: ${String((details.errorInstance as Error)?.stack ?? details.errorInstance)}`);
     expect(s.kinds.size).toBe(VOL_CMD_KINDS.length);
@@ -149,6 +161,10 @@ describe('volume model-based property test (the Volume API alone)', () => {
     expect(s.growsOnline).toBeGreaterThan(0);
     expect(s.volumeFull).toBeGreaterThan(0);
     expect(s.choseCompleting).toBeGreaterThan(0);
+    expect(s.snapCreated).toBeGreaterThan(0);
+    expect(s.snapNameTaken).toBeGreaterThan(0);
+    expect(s.snapDropped).toBeGreaterThan(0);
+    expect(s.snapshotsVerified).toBeGreaterThan(0);
     expect(s.tornDetected + s.tornReturned + s.metaMixed + s.lost + s.checkErrors).toBe(0);
   }, SOAK ? 24 * 3600_000 : 300_000);
 });

@@ -280,6 +280,11 @@ describe('rollback and refusals', () => {
       expect((err as { path?: string }).path).toBeUndefined();
     }
     expect(await vol.createSnapshot('a').catch((e: unknown) => e)).toMatchObject({ code: 'BAD_ARGUMENT', message: 'a snapshot named a exists already in the volume' });
+    // The refusal comes before the `checkpoint` option runs (the engine's checkpoint would write).
+    let checkpoints = 0;
+    const taken = await vol.createSnapshot('a', { checkpoint: async () => void checkpoints++ }).catch((e: unknown) => e);
+    expect(taken).toMatchObject({ code: 'BAD_ARGUMENT', message: 'a snapshot named a exists already in the volume' });
+    expect(checkpoints).toBe(0);
     expect(await vol.dropSnapshot('b').catch((e: unknown) => e)).toMatchObject({ code: 'BAD_ARGUMENT', message: 'no snapshot named b in the volume (it has a)' });
     expect(await vol.rollbackToSnapshot('b').catch((e: unknown) => e)).toMatchObject({ code: 'BAD_ARGUMENT' });
     expect(await codeOf(openVol(disk, VOL, { snapshot: 'b' }))).toBe('VOLUME_LOCKED'); // the writer holds it

@@ -1776,6 +1776,10 @@ export class Volume {
   async createSnapshot(nameIn: string, options: { nowMs?: number; checkpoint?: () => Promise<unknown> } = {}): Promise<SnapshotInfo> {
     const name = checkSnapshotName(nameIn);
     this.#checkSnapshotWritable('create a snapshot');
+    // A taken name is refused before anything is written, the checkpoint included (README
+    // "Snapshots": refusals come first); the check in the chain below stays for a create that
+    // took the name while this one's checkpoint ran.
+    if (this.#snapshots.some((x) => x.entry.name === name)) throw badArg(`a snapshot named ${name} exists already in the volume`);
     // `checkpoint: () => engine.checkpoint()` hands the volume the engine's dirty pages first;
     // it runs outside the sync chain, which the checkpoint's own volume sync goes through.
     if (options.checkpoint) await options.checkpoint();

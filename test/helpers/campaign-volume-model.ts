@@ -11,7 +11,10 @@
  * write that does not go to the pool goes to the volume at once (`'eviction'`).
  *
  * The model (much simpler than the volume): a state is a map fork -> page fingerprints (sha-256;
- * its length is nblocks) plus the volume's size in bytes.
+ * its length is nblocks), the volume's size in bytes, and the snapshots: per name, the forks it
+ * must show (recorded when it was created, never changed after). Snapshot operations are
+ * durable when they return (each is one superblock switch after a volume sync), so `vol` and
+ * `snap` always name the same snapshots outside a crash judgement.
  *  - `vol`: what the volume shows now (reads, nblocks).
  *  - `pool`: pages written to the harness's pool and not yet to the volume.
  *  - `snap`: `vol` at the last completed volume sync (checkpoint or bare syncNow), with the size
@@ -19,28 +22,47 @@
  *  - `candidates`: captures of syncs that failed after their first fdatasync returned (their
  *    superblock may have reached the page cache, or the disk).
  *
+ * Snapshots (`snapCreate`, `snapDrop`, names from VM_SNAPSHOT_NAMES): a create runs as the engine
+ * runs one, `createSnapshot(name, { checkpoint: <the harness's checkpoint> })`, so the snapshot
+ * records `vol` after that checkpoint, and `snap` becomes that state with the snapshot and the
+ * size the switch recorded. A drop's switch names the durable catalog: `snap` loses the name and
+ * takes the size now; `vol` keeps its forks.
+ *
  * Allowed states (VM = volume model; D1-D2 of DESIGN.md section 8 for format 2, strict):
  *  VM1 After a power loss (SimDisk crash, any of the five modes, between commands or before any
  *      I/O call inside one) the volume equals EXACTLY one of: `snap`, a candidate, or (crash
  *      inside a checkpoint or sync) the capture of the sync under way; one state for the whole
- *      volume: every fork's existence, nblocks and page, and the volume size. Never a torn page
- *      (checksum failure), never a mix of two. A crash after a sync returned allows only its
- *      capture. `lamstore check --pages` (checkVolume) finds no error on the image.
+ *      volume: every fork's existence, nblocks and page, the volume size, and the snapshot set
+ *      with every snapshot's forks (VM6). Never a torn page (checksum failure), never a mix of
+ *      two. A crash after a sync returned allows only its capture. Inside a snapshot create:
+ *      also, from the moment its checkpoint returned, the state with the snapshot (present with
+ *      exactly its recorded forks, or absent); inside a drop, the state without it (absent, or
+ *      present with its forks). `lamstore check --pages` (checkVolume) finds no error on the image.
  *  VM2 After a reopen without a power loss (close without a checkpoint, or a kill: every handle
  *      closed, the page cache kept) the volume equals `snap` exactly, also after a failed sync
- *      (volume.ts #undoSwitch); after a checkpoint and a close, `vol` exactly.
+ *      (volume.ts #undoSwitch); after a checkpoint and a close, `vol` exactly; the snapshots in
+ *      both cases exactly the model's (VM6).
  *  VM3 VOLUME_FULL is an allowed outcome of create, extend and an eviction write, and changes
  *      nothing (forks, maps, free and pending space, size); a checkpoint never fails with it
- *      (V5: the reserve keeps room for every pool page and the catalog).
+ *      (V5: the reserve keeps room for every pool page and the catalog). A snapshot create may
+ *      end VOLUME_FULL (V5/V7: the blocks it would share raise the reserve) after its checkpoint
+ *      completed: no snapshot is recorded and no fork's map or snapshot changes from how that
+ *      checkpoint left them (free space may: the volume may have grown online for it, V6). A
+ *      create under a taken name is BAD_ARGUMENT before anything runs, its checkpoint included.
  *  VM4 A failed fdatasync, or any failure inside a volume sync, is the failed state: every later
- *      change and sync is ENGINE_FAILED, reads still work; only read, reopen and crash follow.
+ *      change, sync and snapshot create or drop is ENGINE_FAILED, reads still work; only
+ *      read, reopen and crash follow. So every candidate names the snapshots `snap` names.
  *      A failed eviction write (W3) fails that call; each of its pages reads back old or new and
  *      the volume keeps working. A failed extend leaves nblocks as it was; a failed read returns
  *      nothing and the next read is right.
  *  VM5 Offline growth (`growVolumeFile` on the closed volume) keeps the last checkpoint's
  *      contents and records the new size (G5); a crash or a failure during it leaves the old or
  *      the new size, the same contents (G4). Online growth never changes what a crash leaves but
- *      the size recorded by the capture that follows it (V6).
+ *      the size recorded by the capture that follows it (V6). Offline growth keeps the snapshots.
+ *  VM6 After every reopen and every crash judgement, `listSnapshots()` names exactly the model's
+ *      snapshots, and each, opened read-only on its own (`snapshot: name`; the live volume is
+ *      closed for it, a writer's lock refuses the open), shows exactly its recorded forks:
+ *      existence, nblocks, every page's fingerprint. A missing or an extra snapshot fails.
  * After every command: `volume.checkInvariants()` (V1, V2, V4, A1-A3, T1-T2).
  */
 import { createHash } from 'node:crypto';
@@ -90,16 +112,23 @@ export type VolCmdSpec =
   | { kind: 'crashDuring'; inner: VolCmdSpec; call: number; mode: CrashMode; seed: number }
   | { kind: 'reopen'; how: 'clean' | 'close' | 'kill' }
   | { kind: 'grow'; byBlocks: number; checkpointFirst: boolean }
-  | { kind: 'fault'; target: VolFaultTarget; io: IoKind; code: FaultCode; fsyncgate: boolean; nth: number; at: number; pick: number };
+  | { kind: 'fault'; target: VolFaultTarget; io: IoKind; code: FaultCode; fsyncgate: boolean; nth: number; at: number; pick: number }
+  // `slot` names one of VM_SNAPSHOT_NAMES (taken or not); `at` picks among the existing ones.
+  | { kind: 'snapCreate'; slot: number }
+  | { kind: 'snapDrop'; at: number };
 
 export type VolCmdKind = VolCmdSpec['kind'];
-export const CRASH_DURING_KINDS: readonly VolCmdKind[] = ['checkpoint', 'sync', 'write', 'extend', 'grow'];
-export const VOL_CMD_KINDS: readonly VolCmdKind[] = ['create', 'extend', 'write', 'read', 'truncate', 'unlink', 'checkpoint', 'sync', 'crash', 'crashDuring', 'reopen', 'grow', 'fault'];
+export const CRASH_DURING_KINDS: readonly VolCmdKind[] = ['checkpoint', 'sync', 'write', 'extend', 'grow', 'snapCreate', 'snapDrop'];
+export const VOL_CMD_KINDS: readonly VolCmdKind[] = ['create', 'extend', 'write', 'read', 'truncate', 'unlink', 'checkpoint', 'sync', 'crash', 'crashDuring', 'reopen', 'grow', 'fault', 'snapCreate', 'snapDrop'];
+/** Few names, so creates often meet a taken name and drops are followed by re-creates. */
+export const VM_SNAPSHOT_NAMES = ['s0', 's1', 's2'] as const;
 
 type Forks = Map<string, string[]>;
 interface State {
   forks: Forks;
   sizeBytes: number;
+  /** Per snapshot name, the forks it must show (never changed once recorded: shared, not copied). */
+  snapshots: Map<string, Forks>;
 }
 interface PoolPage {
   key: string;
@@ -137,6 +166,16 @@ export interface VolumeModelStats {
   reopens: number;
   forksDefragmented: number;
   checkpointWrites: number;
+  /** Snapshots created, refused for a taken name, refused with VOLUME_FULL, dropped. */
+  snapCreated: number;
+  snapNameTaken: number;
+  snapFull: number;
+  snapDropped: number;
+  /** Snapshots opened read-only and compared with the model (VM6), and judgements that had any. */
+  snapshotsVerified: number;
+  snapshotStates: number;
+  /** Crash states judged whose snapshot set was the one of an operation under way (created or dropped). */
+  snapChoseCompleting: number;
   kinds: Set<VolCmdKind>;
   /** Commands run, per kind. */
   perKind: Record<string, number>;
@@ -145,7 +184,8 @@ export interface VolumeModelStats {
 export function newVolumeModelStats(): VolumeModelStats {
   return {
     runs: 0, commands: 0, crashes: 0, crashesDuring: 0, crashesInside: 0, faultsInjected: 0, faultsFired: 0, failedStates: 0, growsOffline: 0, growsOnline: 0, volumeFull: 0,
-    states: 0, pagesVerified: 0, tornDetected: 0, tornReturned: 0, metaMixed: 0, lost: 0, checkErrors: 0, interruptedSwitch: 0, choseCompleting: 0, reopens: 0, forksDefragmented: 0, checkpointWrites: 0, kinds: new Set(), perKind: {},
+    states: 0, pagesVerified: 0, tornDetected: 0, tornReturned: 0, metaMixed: 0, lost: 0, checkErrors: 0, interruptedSwitch: 0, choseCompleting: 0, reopens: 0, forksDefragmented: 0, checkpointWrites: 0,
+    snapCreated: 0, snapNameTaken: 0, snapFull: 0, snapDropped: 0, snapshotsVerified: 0, snapshotStates: 0, snapChoseCompleting: 0, kinds: new Set(), perKind: {},
   };
 }
 
@@ -177,7 +217,7 @@ function parseKey(k: string): { r: number; fork: ForkNumber } {
 }
 const poolKey = (k: string, blk: number) => `${k}#${blk}`;
 const cloneForks = (f: Forks): Forks => new Map([...f].map(([k, v]) => [k, [...v]]));
-const cloneState = (s: State): State => ({ forks: cloneForks(s.forks), sizeBytes: s.sizeBytes });
+const cloneState = (s: State): State => ({ forks: cloneForks(s.forks), sizeBytes: s.sizeBytes, snapshots: new Map(s.snapshots) });
 const ZERO_PAGE = new Uint8Array(VM_BS);
 
 function fingerprint(bytes: Uint8Array): string {
@@ -192,7 +232,8 @@ function codeOf(err: unknown): string | undefined {
   return typeof err === 'object' && err !== null ? (err as { code?: string }).code : undefined;
 }
 function describeState(s: State): string {
-  return `{${[...s.forks].sort().map(([k, v]) => `${k}=${v.length}`).join(' ')} size=${s.sizeBytes / VM_BS}}`;
+  const snaps = s.snapshots.size === 0 ? '' : ` snapshots=${[...s.snapshots.keys()].sort().join(',')}`;
+  return `{${[...s.forks].sort().map(([k, v]) => `${k}=${v.length}`).join(' ')} size=${s.sizeBytes / VM_BS}${snaps}}`;
 }
 
 // ------------------------------------------------------------------ the real system
@@ -221,7 +262,7 @@ export async function setupVolumeModel(cfg: VolumeRunConfig, stats: VolumeModelS
     poolPages: cfg.poolPages,
     ...(cfg.grow ? { grow: { step: cfg.grow.stepBlocks * VM_BS, max: cfg.grow.maxBlocks * VM_BS } } : {}),
   });
-  const empty: State = { forks: new Map(), sizeBytes: cfg.sizeBlocks * VM_BS };
+  const empty: State = { forks: new Map(), sizeBytes: cfg.sizeBlocks * VM_BS, snapshots: new Map() };
   const model: VolumeModel = { cfg, vol: cloneState(empty), pool: new Map(), snap: cloneState(empty), candidates: [], failed: false, version: 0, images: new Map(), stats };
   return { model, real: { disk, volume, grewSeen: 0, defragSeen: 0 } };
 }
@@ -250,6 +291,56 @@ async function readAll(v: Volume): Promise<{ observed: Map<string, ObservedFork>
   return { observed, sizeBytes: v.volumeSizeBytes };
 }
 
+/**
+ * Every snapshot the volume lists, each opened read-only and read whole. A snapshot cannot be
+ * opened while the volume is open for writing (VOLUME_LOCKED), so the live volume is closed (a
+ * close writes nothing) and opened again afterwards; only when it has snapshots, so that runs
+ * without any keep judging the volume as the reopen left it.
+ */
+async function observeSnapshots(m: VolumeModel, r: VolumeReal): Promise<Map<string, Map<string, ObservedFork>>> {
+  const names = r.volume.listSnapshots().map((x) => x.name);
+  const out = new Map<string, Map<string, ObservedFork>>();
+  if (names.length === 0) return out;
+  await r.volume.close();
+  for (const name of names) {
+    const sv = await Volume.open({ io: r.disk, path: VM_PATH, blockSize: VM_BS, snapshot: name });
+    try {
+      if (sv.openedSnapshot !== name) fail(`snapshot ${name} opened as ${String(sv.openedSnapshot)}`);
+      out.set(name, (await readAll(sv)).observed);
+      m.stats.snapshotsVerified++;
+    } finally {
+      await sv.close();
+    }
+  }
+  r.volume = await openVolume(r.disk, m.cfg, false);
+  r.grewSeen = 0;
+  r.defragSeen = 0;
+  return out;
+}
+
+/** Why the observed snapshots are not exactly `expected` (names, forks, nblocks, pages), or null. */
+function snapshotsMismatch(m: VolumeModel, observed: Map<string, Map<string, ObservedFork>>, expected: Map<string, Forks>): string | null {
+  const a = [...observed.keys()].sort().join(',');
+  const e = [...expected.keys()].sort().join(',');
+  if (a !== e) return `snapshots [${a}], model [${e}]`;
+  for (const [name, forks] of expected) {
+    const obs = observed.get(name)!;
+    const keys = new Set([...obs.keys(), ...forks.keys()]);
+    for (const k of keys) {
+      const of = obs.get(k);
+      const ef = forks.get(k);
+      if (!of || !ef || of.nblocks !== ef.length) return `snapshot ${name}: ${k} nblocks ${of?.nblocks ?? 'absent'}, model ${ef?.length ?? 'absent'}`;
+      for (let b = 0; b < ef.length; b++) {
+        m.stats.pagesVerified++;
+        const page = of.pages[b];
+        if (page === null || page === undefined) return `snapshot ${name}: ${k} block ${b} fails its checksum`;
+        if (fingerprint(page) !== ef[b]) return `snapshot ${name}: ${k} block ${b} differs from the model`;
+      }
+    }
+  }
+  return null;
+}
+
 function toCandidate(s: State, id: number): VolumeCandidate {
   return { id, forks: new Map([...s.forks].map(([k, pages]) => [k, { nblocks: pages.length, pages: [...pages] }])) };
 }
@@ -261,7 +352,13 @@ function toCandidate(s: State, id: number): VolumeCandidate {
 async function judgeAndAdopt(m: VolumeModel, r: VolumeReal, allowed: readonly State[], what: string): Promise<void> {
   m.stats.states++;
   const { observed, sizeBytes } = await readAll(r.volume);
-  const sameSize = allowed.map((s, id) => ({ s, id })).filter(({ s }) => s.sizeBytes === sizeBytes);
+  // VM6: the snapshot set belongs to the same superblock as the live state, so it narrows the
+  // allowed states before the live forks are judged.
+  const observedSnaps = await observeSnapshots(m, r);
+  if (observedSnaps.size > 0 || allowed.some((s) => s.snapshots.size > 0)) m.stats.snapshotStates++;
+  const snapProblems = allowed.map((s) => snapshotsMismatch(m, observedSnaps, s.snapshots));
+  if (snapProblems.every((p) => p !== null)) fail(`${what}: the snapshots match none of the allowed states': ${[...new Set(snapProblems)].join('; ')}`);
+  const sameSize = allowed.map((s, id) => ({ s, id })).filter(({ s, id }) => s.sizeBytes === sizeBytes && snapProblems[id] === null);
   for (const f of observed.values()) m.stats.pagesVerified += f.nblocks;
   if (sameSize.length === 0) {
     m.stats.metaMixed++;
@@ -278,6 +375,7 @@ async function judgeAndAdopt(m: VolumeModel, r: VolumeReal, allowed: readonly St
   }
   if (verdict.chosen !== 0) m.stats.choseCompleting++;
   const chosen = allowed[verdict.chosen]!;
+  if (!sameKeys(chosen.snapshots, allowed[0]!.snapshots)) m.stats.snapChoseCompleting++;
   m.vol = cloneState(chosen);
   m.snap = cloneState(chosen);
   m.candidates = [];
@@ -285,9 +383,15 @@ async function judgeAndAdopt(m: VolumeModel, r: VolumeReal, allowed: readonly St
   m.failed = false;
 }
 
-/** The volume shows exactly `vol` (a clean reopen, a completed command). */
+const sameKeys = (a: Map<string, unknown>, b: Map<string, unknown>): boolean => a.size === b.size && [...a.keys()].every((k) => b.has(k));
+
+/** The reopened volume shows exactly `vol`, and its snapshots exactly the model's (VM6). */
 async function verifyExact(m: VolumeModel, r: VolumeReal, what: string): Promise<void> {
   const { observed, sizeBytes } = await readAll(r.volume);
+  const observedSnaps = await observeSnapshots(m, r);
+  if (observedSnaps.size > 0 || m.vol.snapshots.size > 0) m.stats.snapshotStates++;
+  const snapProblem = snapshotsMismatch(m, observedSnaps, m.vol.snapshots);
+  if (snapProblem !== null) fail(`${what}: ${snapProblem}`);
   if (sizeBytes !== m.vol.sizeBytes) fail(`${what}: volume size ${sizeBytes / VM_BS} blocks, model ${m.vol.sizeBytes / VM_BS}`);
   const keys = new Set([...observed.keys(), ...m.vol.forks.keys()]);
   for (const k of keys) {
@@ -363,6 +467,8 @@ export function volApplicable(spec: VolCmdSpec, m: VolumeModel): boolean {
       return m.vol.forks.size > 0;
     case 'grow':
       return growthAllowed(m, spec.byBlocks);
+    case 'snapDrop':
+      return m.vol.snapshots.size > 0;
     case 'crashDuring':
       // Commands that do I/O on the volume (create, truncate and unlink only change memory).
       return CRASH_DURING_KINDS.includes(spec.inner.kind) && volApplicable(spec.inner, m);
@@ -531,7 +637,7 @@ async function doCheckpoint(m: VolumeModel, r: VolumeReal, onCapture?: (s: State
       for (const it of items) m.vol.forks.get(it.key)![it.blk] = it.fp;
       m.pool.clear();
     }
-    onCapture?.(cloneState({ forks: m.vol.forks, sizeBytes: v.volumeSizeBytes }));
+    onCapture?.(cloneState({ ...m.vol, sizeBytes: v.volumeSizeBytes }));
     await v.syncNow();
     completed = true;
   } finally {
@@ -544,11 +650,90 @@ async function doCheckpoint(m: VolumeModel, r: VolumeReal, onCapture?: (s: State
 
 /** A volume sync outside a checkpoint (no pass, no pool writes). */
 async function doSync(m: VolumeModel, r: VolumeReal, onCapture?: (s: State) => void): Promise<void> {
-  onCapture?.(cloneState({ forks: m.vol.forks, sizeBytes: r.volume.volumeSizeBytes }));
+  onCapture?.(cloneState({ ...m.vol, sizeBytes: r.volume.volumeSizeBytes }));
   await r.volume.syncNow();
   m.vol.sizeBytes = r.volume.volumeSizeBytes;
   m.snap = cloneState(m.vol);
   m.candidates = [];
+}
+
+/**
+ * How crashDuring follows a snapshot operation: its captures, its start, the state it made
+ * durable. From `started` a crash image may hold that state too; this is a little wider than
+ * the truth (a create's own volume sync comes before its switch), since the switch cannot be
+ * seen from outside.
+ */
+interface SnapHooks {
+  captured(s: State): void;
+  started(): void;
+  done(s: State): void;
+}
+
+/** What a refused snapshot operation must leave as it was: the forks' maps and the snapshots. */
+function snapFootprint(v: Volume): string {
+  const info = v.info();
+  return JSON.stringify({ forks: info.forks.map((f) => [f.relNumber, f.fork, f.nblocks, f.extents]), snapshots: (info.snapshots ?? []).map((x) => [x.name, x.generation]), held: info.snapshotHeldRuns, table: info.snapshotTableBlocks });
+}
+
+/**
+ * An online snapshot as the engine takes one: createSnapshot with the harness's checkpoint as
+ * its `checkpoint` option, so the snapshot names `vol` after that checkpoint (the pool written,
+ * then the volume's own sync, then one superblock switch, S4). A taken name is BAD_ARGUMENT and
+ * changes nothing, not even a checkpoint (the refusals come before anything is written). VOLUME_FULL
+ * (V5/V7: the shared blocks raise the reserve) records no snapshot and changes no fork; the
+ * checkpoint before it did complete.
+ */
+async function doSnapCreate(spec: { slot: number }, m: VolumeModel, r: VolumeReal, hooks?: SnapHooks): Promise<void> {
+  const name = VM_SNAPSHOT_NAMES[spec.slot % VM_SNAPSHOT_NAMES.length]!;
+  const taken = m.vol.snapshots.has(name);
+  const before = footprint(r.volume) + snapFootprint(r.volume);
+  let afterCheckpoint: string | null = null;
+  let info: Awaited<ReturnType<Volume['createSnapshot']>>;
+  try {
+    info = await r.volume.createSnapshot(name, {
+      checkpoint: async () => {
+        await doCheckpoint(m, r, hooks?.captured);
+        afterCheckpoint = snapFootprint(r.volume);
+        hooks?.started();
+      },
+    });
+  } catch (err) {
+    if (taken && codeOf(err) === 'BAD_ARGUMENT') {
+      m.stats.snapNameTaken++;
+      if (afterCheckpoint !== null) fail(`snapCreate ${name}: the name is taken, yet the checkpoint ran before the refusal`);
+      if (footprint(r.volume) + snapFootprint(r.volume) !== before) fail(`snapCreate ${name}: refused for a taken name, yet the volume changed`);
+      return;
+    }
+    if (!taken && codeOf(err) === 'VOLUME_FULL' && afterCheckpoint !== null) {
+      m.stats.snapFull++;
+      const after = snapFootprint(r.volume);
+      if (after !== afterCheckpoint) fail(`snapCreate ${name}: VOLUME_FULL changed the volume:\n  before ${afterCheckpoint}\n  after  ${after}`);
+      return;
+    }
+    throw err;
+  }
+  if (taken) fail(`snapCreate ${name}: created over a snapshot of that name`);
+  if (info.name !== name || info.forkCount !== m.vol.forks.size) fail(`snapCreate ${name}: returned ${info.name} with ${info.forkCount} forks, model ${m.vol.forks.size}`);
+  m.stats.snapCreated++;
+  // The switch recorded the snapshot with the durable catalog (the checkpoint's) and the size now.
+  m.vol.snapshots.set(name, cloneForks(m.vol.forks));
+  m.vol.sizeBytes = r.volume.volumeSizeBytes;
+  m.snap = cloneState(m.vol);
+  m.candidates = [];
+  hooks?.done(cloneState(m.snap));
+}
+
+/** dropSnapshot: one switch naming the durable catalog (`snap`'s forks) and the size now, without the name. */
+async function doSnapDrop(spec: { at: number }, m: VolumeModel, r: VolumeReal, hooks?: SnapHooks): Promise<void> {
+  const names = [...m.vol.snapshots.keys()].sort();
+  const name = names[spec.at % names.length]!;
+  hooks?.started();
+  await r.volume.dropSnapshot(name);
+  m.stats.snapDropped++;
+  m.vol.snapshots.delete(name);
+  m.snap.snapshots.delete(name);
+  m.snap.sizeBytes = r.volume.volumeSizeBytes;
+  hooks?.done(cloneState(m.snap));
 }
 
 /**
@@ -633,14 +818,19 @@ async function doCrashDuring(spec: Extract<VolCmdSpec, { kind: 'crashDuring' }>,
   m.stats.crashesDuring++;
   const disk = r.disk;
   let allowedNow: State[] = [cloneState(m.snap), ...m.candidates.map(cloneState)];
-  let image: { disk: SimDisk; allowed: State[] } | null = null;
+  let image: { disk: SimDisk; allowed: State[]; afterSnapOp: boolean } | null = null;
   let calls = 0;
+  // A snapshot operation's own switch: from its start, the state it makes durable is allowed
+  // too (known only once it returns: the switch records the size of that moment).
+  let snapOpStarted = false;
+  let snapOpDone: State | null = null;
   disk.beforeCall = () => {
-    if (image === null && ++calls === spec.call) image = { disk: disk.crash(spec.mode, spec.seed), allowed: [...allowedNow] };
+    if (image === null && ++calls === spec.call) image = { disk: disk.crash(spec.mode, spec.seed), allowed: [...allowedNow], afterSnapOp: snapOpStarted };
   };
   const captured = (s: State) => {
     allowedNow = [...allowedNow, s];
   };
+  const hooks: SnapHooks = { captured, started: () => (snapOpStarted = true), done: (s) => (snapOpDone = s) };
   const inner = spec.inner;
   try {
     if (inner.kind === 'checkpoint') await doCheckpoint(m, r, captured);
@@ -651,22 +841,25 @@ async function doCrashDuring(spec: Extract<VolCmdSpec, { kind: 'crashDuring' }>,
       if (newBytes !== null) {
         // The checkpoint (if any) completed: from here the old size or the new one (VM5).
         const base = cloneState(m.snap);
-        allowedNow = [base, { forks: cloneForks(base.forks), sizeBytes: newBytes }];
+        allowedNow = [base, { ...cloneState(base), sizeBytes: newBytes }];
         await doGrowNoReopen(newBytes, m, r);
       }
-    } else await runVolSpec(inner, m, r);
+    } else if (inner.kind === 'snapCreate') await doSnapCreate(inner, m, r, hooks);
+    else if (inner.kind === 'snapDrop') await doSnapDrop(inner, m, r, hooks);
+    else await runVolSpec(inner, m, r);
   } finally {
     disk.beforeCall = undefined;
   }
   const what = `crash(${spec.mode}, ${spec.seed}) before call ${spec.call} of ${volSpecString(inner)}`;
-  const taken = image as { disk: SimDisk; allowed: State[] } | null;
+  const taken = image as { disk: SimDisk; allowed: State[]; afterSnapOp: boolean } | null;
   if (taken === null) {
     // The command finished before call `call`: a power loss now, after it.
     await crashTo(disk.crash(spec.mode, spec.seed), [m.snap, ...m.candidates], m, r, `${what} (after its ${calls} calls)`);
     return;
   }
   m.stats.crashesInside++;
-  await crashTo(taken.disk, taken.allowed, m, r, what);
+  const done = snapOpDone as State | null;
+  await crashTo(taken.disk, taken.afterSnapOp && done !== null ? [...taken.allowed, done] : taken.allowed, m, r, what);
 }
 
 /** growVolumeFile on the closed volume, without the reopen (crashDuring reopens on its image). */
@@ -726,7 +919,7 @@ async function runFault(spec: Extract<VolCmdSpec, { kind: 'fault' }>, m: VolumeM
   if (!isLamstoreError(error)) throw new Error(`fault ${spec.io} during ${spec.target}: not a LamstoreError: ${String(error)}`, { cause: error });
   if (spec.target === 'grow') {
     // G4: the old size or the new one, the last checkpoint's contents; the volume is closed.
-    const grown = { forks: cloneForks(m.snap.forks), sizeBytes: growTargetBytes(m, 1 + (spec.pick % 8)) ?? m.snap.sizeBytes };
+    const grown = { ...cloneState(m.snap), sizeBytes: growTargetBytes(m, 1 + (spec.pick % 8)) ?? m.snap.sizeBytes };
     const base = cloneState(m.snap);
     await reopenOn(r, m, r.disk, true);
     await judgeAndAdopt(m, r, [base, grown], `reopen after a failed growVolumeFile (${spec.io} ${spec.code})`);
@@ -791,6 +984,9 @@ async function expectFailed(m: VolumeModel, r: VolumeReal): Promise<void> {
   };
   await refused('syncNow', () => r.volume.syncNow());
   await refused('create', () => r.volume.create(rel(99), 0, STUB_HOST));
+  // Refused before the name is looked at: the failed volume's snapshot table is not trusted either.
+  await refused('createSnapshot', () => r.volume.createSnapshot(VM_SNAPSHOT_NAMES[0]));
+  await refused('dropSnapshot', () => r.volume.dropSnapshot(VM_SNAPSHOT_NAMES[0]));
 }
 
 // ------------------------------------------------------------------ dispatch
@@ -829,6 +1025,10 @@ async function runVolSpec(spec: VolCmdSpec, m: VolumeModel, r: VolumeReal): Prom
       return doGrow(spec, m, r);
     case 'fault':
       return runFault(spec, m, r);
+    case 'snapCreate':
+      return doSnapCreate(spec, m, r);
+    case 'snapDrop':
+      return doSnapDrop(spec, m, r);
   }
 }
 
