@@ -21,6 +21,9 @@
  *     new thread.
  *  S4 The thread's code is a string evaluated as CommonJS, not a module file: it is the same under
  *     the build (dist/) and when tests run the TypeScript sources.
+ *  S5 One thread per process, not per engine: engines in one process queue their batches behind
+ *     each other (a batch is at most FSYNCS_PER_ABSORB fsyncs, so none waits long), and a test
+ *     run that opens hundreds of engines does not leave hundreds of idle threads behind.
  */
 import { Worker } from 'node:worker_threads';
 
