@@ -18,6 +18,7 @@ import { FSYNCS_PER_ABSORB, PendingOps, UNLINKS_PER_ABSORB } from '../engine/syn
 import type { SyncPhaseStats } from '../engine/sync/pending-ops.js';
 import { describeTag } from '../engine/sync/file-tag.js';
 import { mdSyncOps } from '../engine/md/sync-ops.js';
+import { MdStorageManager } from '../engine/md/md.js';
 import { countingHandler, tempDir, testTag } from './helpers/index.js';
 import type { CountingHandler } from './helpers/index.js';
 import { withEngine, type WithEngineExpectations } from './helpers/engine.js';
@@ -766,6 +767,39 @@ describe('pending ops: handlers that sync several tags in one call (P6)', () => 
     for (let i = 1; i <= 3; i++) t.remember(testTag(t.a, i));
     await expect(t.sync()).rejects.toMatchObject({ code: ErrorCode.IO_ERROR });
     expect(t.pending.pendingCount).toBe(3);
+  });
+
+  it('(Engine, real files) md gets its tags 10 at a time, one fsync each, and a FORGET queued meanwhile still cancels a later tag', async () => {
+    // No sync ledger: the FORGET below cancels a written file's sync without dropping it, which
+    // the ledger rightly reports; here it only marks where the absorb points fall.
+    await withEngine({ dataDir: await tempDir(), relSegBlocks: 8, verifySync: false }, async (engine) => {
+      const md = engine.storageManager('md') as MdStorageManager;
+      const calls: number[][] = [];
+      const syncSegments = md.syncSegments.bind(md);
+      // Dropping relation 16400's tag from inside the first call: its FORGET sits in the queue
+      // until the next absorb point, so it cancels the tag before the second call (behaviour 22).
+      md.syncSegments = async (tags) => {
+        calls.push(tags.map((t) => t.rlocator.relNumber));
+        if (calls.length === 1) await engine.registerSyncRequest({ handler: SyncHandlerId.MD, forkNum: 0, rlocator: { spcOid: 1663, dbOid: 5, relNumber: 16400 }, segno: 0 }, FORGET);
+        return syncSegments(tags);
+      };
+      for (let r = 0; r < 25; r++) {
+        const rel = engine.relation({ spcOid: 1663, dbOid: 5, relNumber: 16384 + r });
+        await rel.create(0);
+        await rel.extend(0, new Uint8Array(engine.blockSize).fill(r + 1));
+      }
+      const before = engine.ioCounts().fsync;
+      const st = await engine.checkpoint();
+      // At most one absorb interval a call (the SLRUs' own entries share the table, so where the
+      // intervals fall among md's tags varies); far fewer calls than tags.
+      expect(calls.length).toBeLessThanOrEqual(4);
+      for (const c of calls) expect(c.length).toBeLessThanOrEqual(FSYNCS_PER_ABSORB);
+      expect(calls.flat()).toHaveLength(24);
+      expect(calls.flat()).not.toContain(16400);
+      expect(st.syncFiles).toBe(24);
+      // 24 segments and the control file: the batches make exactly the fsyncs the loop made.
+      expect(engine.ioCounts().fsync - before).toBe(24 + 1);
+    });
   });
 
   it('with concurrency > 1 each entry has its own syncFileTag call, as before', async () => {
