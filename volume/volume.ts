@@ -1391,15 +1391,12 @@ export class Volume {
       // once it is fulfilled no await either (the sync phase takes a plain return as done).
       if (this.#epochSynced) return undefined;
       if (this.#epochSync === null) {
-        const epoch = this.syncNow();
+        // Only this epoch's own success counts: checkpointBegin/End start a new one. A failure
+        // passes through to every tag that waits on it.
+        const epoch: Promise<void> = this.syncNow().then(() => {
+          if (this.#epochSync === epoch) this.#epochSynced = true;
+        });
         this.#epochSync = epoch;
-        // Only this epoch's own success counts: checkpointBegin/End start a new one.
-        epoch.then(
-          () => {
-            if (this.#epochSync === epoch) this.#epochSynced = true;
-          },
-          () => {}, // its failure reaches every caller through `epoch` itself
-        );
       }
       return this.#epochSync;
     }

@@ -6,7 +6,7 @@
  * the design fixes (one fsync per dirty md segment, at most two fdatasyncs per volume).
  */
 import type { FileHandle, FileIO, FsyncEachResult, IoKind, OpenOptions } from './file-io.js';
-import { IO_KINDS, fsyncEach, totalLength } from './file-io.js';
+import { IO_KINDS, fsyncOneByOne, totalLength } from './file-io.js';
 import { ForwardingIO, type FileIOMethod } from './forwarding-io.js';
 
 export type IoCounts = Record<IoKind, number> & {
@@ -75,7 +75,7 @@ export class CountingIO extends ForwardingIO {
 
   /** C8 through the inner FileIO's own fsyncEach when it has one: each fsync attempted counts once. */
   override async fsyncEach(handles: readonly FileHandle[]): Promise<FsyncEachResult> {
-    if (!this.inner.fsyncEach) return fsyncEach({ fsync: (h: FileHandle) => this.fsync(h) } as FileIO, handles);
+    if (!this.inner.fsyncEach) return fsyncOneByOne(this, handles); // each one counted by around()
     const r = await this.inner.fsyncEach(handles);
     this.#counts.fsync += r.done + (r.error === undefined ? 0 : 1);
     return r;

@@ -40,11 +40,6 @@ export interface SyncThreadReply {
   error?: SyncThreadError;
 }
 
-interface Request {
-  id: number;
-  fds: number[];
-}
-
 const THREAD_SOURCE = `
 const { parentPort } = require('node:worker_threads');
 const { fsyncSync } = require('node:fs');
@@ -93,10 +88,10 @@ function start(): Worker {
 export function fsyncOnThread(fds: readonly number[]): Promise<SyncThreadReply> {
   thread ??= start();
   const w = thread;
-  const req: Request = { id: nextId++, fds: [...fds] };
+  const id = nextId++;
   return new Promise<SyncThreadReply>((resolve, reject) => {
-    waiting.set(req.id, { resolve, reject });
+    waiting.set(id, { resolve, reject });
     w.ref(); // a batch in flight keeps the process alive until it is answered
-    w.postMessage(req);
+    w.postMessage({ id, fds }); // structured clone: the thread gets its own copy
   });
 }

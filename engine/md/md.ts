@@ -415,10 +415,8 @@ export class MdStorageManager implements StorageManager {
    * the sync phase recognises (behaviour 18).
    */
   async syncSegment(tag: FileTag): Promise<void> {
-    const path = this.#segPath(tag.rlocator, tag.forkNum, tag.segno);
-    await this.#syncPath(path);
-    // A tombstone is about to be unlinked by this checkpoint: do not keep its fd cached.
-    if (tag.forkNum === 0 && tag.segno === 0 && this.#tombstones.has(locatorKey(tag.rlocator))) await this.#forget(path);
+    const r = await this.syncSegments([tag]);
+    if (r.error !== undefined) throw r.error;
   }
 
   /**
@@ -454,6 +452,7 @@ export class MdStorageManager implements StorageManager {
       const tag = tags[k]!;
       try {
         await this.#makeNameDurable(paths[k]!);
+        // A tombstone is about to be unlinked by this checkpoint: do not keep its fd cached.
         if (tag.forkNum === 0 && tag.segno === 0 && this.#tombstones.has(locatorKey(tag.rlocator))) await this.#forget(paths[k]!);
       } catch (err) {
         return { done: k, error: err, us: r.us.slice(0, k) };

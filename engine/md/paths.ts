@@ -12,11 +12,12 @@ import { DEFAULTTABLESPACE_OID, FORK_NAMES, GLOBALTABLESPACE_OID } from '../relf
 /** PG_<major>_<catversion>, the per-version directory inside a tablespace. */
 export const TABLESPACE_VERSION_DIRECTORY = 'PG_17_202406281';
 
-/** Directory holding a relation's files, relative to the data directory. */
 // The names below are joined by hand, not with path.join: every component is a number or a fixed
 // word (no separator, no "." or ".."), so the result is what join would give, and md builds a
 // segment's name for every write and every hint (path.join's normalising was 4 MB allocated per
 // checkpoint at R=1000 P=16).
+
+/** Directory holding a relation's files, relative to the data directory. */
 export function relDirRelative(loc: RelFileLocator): string {
   if (loc.spcOid === GLOBALTABLESPACE_OID) return 'global';
   if (loc.spcOid === DEFAULTTABLESPACE_OID) return `base${sep}${loc.dbOid}`;

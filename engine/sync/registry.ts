@@ -29,6 +29,7 @@
  */
 import { ErrorCode, LamstoreError, assert } from '../errors.js';
 import type { FileTag } from './file-tag.js';
+import type { FsyncEachResult } from '../io/file-io.js';
 
 export const SyncHandlerId = {
   NONE: -1,
@@ -55,15 +56,8 @@ export interface SyncOps {
   syncFileTags?(tags: readonly FileTag[]): Promise<SyncTagsResult>;
 }
 
-/** What `syncFileTags` answers: as FileIO's FsyncEachResult, per tag. */
-export interface SyncTagsResult {
-  /** How many tags, from the first, were synced successfully. */
-  done: number;
-  /** The failure of tag `done`, when there is one (done < tags.length exactly then). */
-  error?: unknown;
-  /** Each success's duration in microseconds (length `done`). */
-  us: number[];
-}
+/** What `syncFileTags` answers: FileIO's fsyncEach answer, read per tag (`done` tags synced). */
+export type SyncTagsResult = FsyncEachResult;
 
 export interface SyncHandlerInfo {
   id: number;
