@@ -10,7 +10,7 @@
  * allocations and fewer iovecs"); `lamstore bench` does not run it. From the build:
  *
  *   node dist/bench/checkpoint-alloc.js [--storage md|volume] [--relations 1000] [--pages 1]
- *        [--rounds 30] [--dir DIR] [--heap] [--top 12]
+ *        [--rounds 30] [--dir DIR] [--heap] [--top 12] [--flush-after N (checkpointFlushAfter; 0: no hints)]
  *
  * For an A/B, build the other commit into another directory and alternate runs of the two.
  */
@@ -35,6 +35,8 @@ interface Options {
   dir: string;
   heap: boolean;
   top: number;
+  /** EngineOptions.checkpointFlushAfter; undefined: the engine's default. */
+  flushAfter: number | undefined;
 }
 
 interface SampledNode {
@@ -57,7 +59,7 @@ function parseArgs(argv: string[]): Options {
   if (storage !== 'md' && storage !== 'volume') throw new Error(`--storage must be md or volume, not '${storage}'`);
   const rounds = int('--rounds', 30);
   if (rounds <= WARMUP_ROUNDS) throw new Error(`--rounds must be above ${WARMUP_ROUNDS} (the warm-up rounds)`);
-  return { storage, relations: int('--relations', 1000), pages: int('--pages', 1), rounds, dir: val('--dir', tmpdir()), heap: argv.includes('--heap'), top: int('--top', 12) };
+  return { storage, relations: int('--relations', 1000), pages: int('--pages', 1), rounds, dir: val('--dir', tmpdir()), heap: argv.includes('--heap'), top: int('--top', 12), flushAfter: argv.includes('--flush-after') ? Number(val('--flush-after', '')) : undefined };
 }
 
 /** Bytes allocated per function (name, file:line) in a sampled heap profile. */
@@ -88,6 +90,7 @@ async function main(): Promise<void> {
       sharedBuffers: Math.max(16, o.relations * o.pages + 1024),
       checkpointTimeoutMs: 86_400_000,
       verifySync: false,
+      checkpointFlushAfter: o.flushAfter,
       preload: o.storage === 'volume' ? [volumeExtension({ path: join(root, 'data', 'alloc.lamvol'), create: { sizeBytes: matrixVolumeSizeBytes(o.relations, o.pages, blockSize) } })] : [],
     });
     const rels: Relation[] = [];

@@ -18,7 +18,8 @@
  *   node dist/bench/checkpoint-profile.js --strace ...   same run under `strace -f -ttt -T`:
  *        syscall counts and time per phase, per thread group (main, libuv pool)
  *   node dist/bench/checkpoint-profile.js --cpu-prof ... same run under `node --cpu-prof`:
- *        main-thread samples per phase by category (idle, lamstore JS, node internals, GC...)
+ *        main-thread samples per phase by category (idle, lamstore JS, node internals, GC...);
+ *        with --top N, the N functions with the most self time per phase instead
  *
  * Phase boundaries come from the engine's own clock (an injected Clock that records every
  * now()): CheckpointStats.writeMs and syncMs are differences of two of those readings, so the
@@ -592,7 +593,14 @@ function category(fn: string, url: string): string {
   return 'other';
 }
 
-function runCpuProf(o: Options): string {
+/** A frame as `function (file)`, for --top: which functions, not which kind of work. */
+function frameName(fn: string, url: string): string {
+  const file = url.split('/').slice(-2).join('/');
+  return `${fn || '(anonymous)'}${file ? ` (${file})` : ''}`;
+}
+
+/** `top` > 0: the `top` functions by self time per phase instead of the categories. */
+function runCpuProf(o: Options, top: number): string {
   const tmp = mkdtempSync(join(tmpdir(), 'lamstore-cpuprof-'));
   try {
     const r = spawnSync(process.execPath, ['--cpu-prof', '--cpu-prof-dir', tmp, '--cpu-prof-interval', '100', ...selfArgs([])], { encoding: 'utf8', maxBuffer: 1 << 28 });
@@ -614,7 +622,7 @@ function runCpuProf(o: Options): string {
         if (t < b.start || t > b.end) continue;
         const phase = t >= b.writeStart && t < b.syncStart ? 'write' : t >= b.syncStart && t < b.syncEnd ? 'sync' : 'other';
         const node = byId.get(prof.samples[k]!)!;
-        const cat = category(node.callFrame.functionName, node.callFrame.url);
+        const cat = top > 0 ? frameName(node.callFrame.functionName, node.callFrame.url) : category(node.callFrame.functionName, node.callFrame.url);
         const m = acc.get(phase) ?? new Map<string, number>();
         m.set(cat, (m.get(cat) ?? 0) + dt / 1000);
         acc.set(phase, m);
@@ -626,7 +634,7 @@ function runCpuProf(o: Options): string {
       }
     }
     const n = result.profiles.length;
-    const lines = [`main-thread CPU profile samples (100 us interval), ms per checkpoint, median of ${n}`];
+    const lines = [`main-thread CPU profile samples (100 us interval), ms per checkpoint, median of ${n}${top > 0 ? `, top ${top} functions by self time` : ''}`];
     for (const phase of PHASES) {
       const pm = per.get(phase);
       if (!pm) continue;
@@ -638,6 +646,11 @@ function runCpuProf(o: Options): string {
         .sort((a, b) => b.ms - a.ms);
       const total = items.reduce((s, i) => s + i.ms, 0);
       if (total === 0) continue;
+      if (top > 0) {
+        lines.push(`  ${phase} (${total.toFixed(1)} ms sampled):`);
+        for (const i of items.slice(0, top)) lines.push(`    ${i.ms.toFixed(2).padStart(6)} ms  ${i.cat}`);
+        continue;
+      }
       lines.push(`  ${phase}: ${items.map((i) => `${i.cat} ${i.ms.toFixed(1)} (${((i.ms * 100) / total).toFixed(0)}%)`).join('; ')}`);
     }
     return lines.join('\n');
@@ -648,7 +661,7 @@ function runCpuProf(o: Options): string {
 
 // ---------------------------------------------------------------- main
 
-function parseArgs(argv: string[]): Options & { strace: boolean; cpuProf: boolean } {
+function parseArgs(argv: string[]): Options & { strace: boolean; cpuProf: boolean; top: number } {
   const val = (name: string, dflt: string) => {
     const i = argv.indexOf(name);
     return i >= 0 && argv[i + 1] !== undefined ? argv[i + 1]! : dflt;
@@ -670,6 +683,7 @@ function parseArgs(argv: string[]): Options & { strace: boolean; cpuProf: boolea
     marks: argv.includes('--marks'),
     strace: argv.includes('--strace'),
     cpuProf: argv.includes('--cpu-prof'),
+    top: argv.includes('--top') ? int('--top', 15) : 0,
   };
 }
 
@@ -680,7 +694,7 @@ async function main(): Promise<void> {
     return;
   }
   if (o.cpuProf) {
-    process.stdout.write(`${runCpuProf(o)}\n`);
+    process.stdout.write(`${runCpuProf(o, o.top)}\n`);
     return;
   }
   const pool = await poolThreads();

@@ -48,6 +48,13 @@
  *     has fired once (a stall at its start is then measured), and the histogram is disabled only
  *     after the timer could fire again (a stall right before it resolves is measured too;
  *     disabling at once would drop it). The machine's scheduling lands in it as well.
+ *  M9 Raw rows write the engine rows' bytes from memory like theirs: R*P distinct pages, each
+ *     stamped as the engine rows stamp theirs (M1), laid out as the engines' pools hold them
+ *     (page (r, b) at r * pagesMax + b of one array as large as a pool) and rewritten before the
+ *     timing, as the engine rows rewrite theirs before the checkpoint. One 8 KiB page written
+ *     R*P times (the rows before 2026-12-02 12:50) stays in the CPU's cache and costs the kernel's
+ *     copy nothing to read: at 16,000 pages that alone made a raw row 1.2x faster than writing
+ *     distinct pages (BENCHMARKS.md, "Raw rows write distinct pages").
  */
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -211,6 +218,24 @@ function stamp(page: Uint8Array, generation: number, r: number, b: number): void
   v.setUint32(24, b, true);
 }
 
+/**
+ * M9: the raw rows' R*P pages of generation `gen`, (r, b) at r * P + b of the result, each the
+ * engine rows' page for (gen, r, b), written into its place in `all` (the pool-like array).
+ */
+function rawPagesOf(all: readonly Uint8Array[], pagesMax: number, R: number, P: number, gen: number): Uint8Array[] {
+  const pattern = patternPage(all[0]!.length, gen);
+  const out: Uint8Array[] = new Array(R * P);
+  for (let r = 0; r < R; r++) {
+    for (let b = 0; b < P; b++) {
+      const page = all[r * pagesMax + b]!;
+      page.set(pattern);
+      stamp(page, gen, r, b);
+      out[r * P + b] = page;
+    }
+  }
+  return out;
+}
+
 export class CheckpointMatrix {
   readonly #o: MatrixOptions;
   readonly #io: FileIO = new RealIO();
@@ -224,6 +249,8 @@ export class CheckpointMatrix {
   #volumeBlocks: Float64Array = new Float64Array(0);
   /** rawSegments' files, open for the whole run (M6). */
   #segHandles: FileHandle[] = [];
+  /** The raw rows' pages (M9): page (r, b) is #rawPages[r * pagesMax + b], a view of one array. */
+  #rawPages: Uint8Array[] = [];
   #postgres: PostgresRow | null = null;
   #generation = 0;
 
@@ -356,6 +383,8 @@ export class CheckpointMatrix {
   async #setupRaw(page: Uint8Array): Promise<void> {
     const { relationsMax: R, pagesMax: P } = this.#o;
     const io = this.#io;
+    const source = new Uint8Array(R * P * page.length);
+    this.#rawPages = Array.from({ length: R * P }, (_, i) => source.subarray(i * page.length, (i + 1) * page.length));
     await io.mkdir(this.#segDir);
     for (let r = 0; r < R; r++) {
       this.#o.checkAbort?.();
@@ -478,74 +507,78 @@ export class CheckpointMatrix {
 
   async #rawSegments(R: number, P: number, gen: number): Promise<Omit<RoundSample, 'round' | 'position'>> {
     const io = this.#io;
-    const page = patternPage(this.#o.blockSize, gen);
-    const pages = Array.from({ length: P }, () => page);
+    const blockSize = this.#o.blockSize;
+    const pages = rawPagesOf(this.#rawPages, this.#o.pagesMax, R, P, gen);
     const files = this.#segHandles.slice(0, R);
     const t0 = nowMs();
-    await forEachInFlight(files, IN_FLIGHT_DEFAULT, (h) => (P === 1 ? io.pwrite(h, page, 0) : io.pwritev(h, pages, 0)));
+    await forEachInFlight(files, IN_FLIGHT_DEFAULT, (h, r) => (P === 1 ? io.pwrite(h, pages[r]!, 0) : io.pwritev(h, pages.slice(r * P, (r + 1) * P), 0)));
     // The hints md and PostgreSQL give before their fsyncs (checkpoint_flush_after): without
     // them the fsyncs start the writeback themselves, 1.6-2.1x slower here (BENCHMARKS.md,
     // "The md sync loop on a sync thread"), and the row would not be the floor it claims to be.
-    if (io.writeback) for (const h of files) await io.writeback(h, 0, P * page.length);
+    if (io.writeback) for (const h of files) await io.writeback(h, 0, P * blockSize);
     const t1 = nowMs();
     await forEachInFlight(files, LIBUV_POOL_THREADS, (h) => io.fsync(h));
     const t2 = nowMs();
-    return { writeMs: t1 - t0, syncMs: t2 - t1, totalMs: t2 - t0, fsyncCalls: R, fdatasyncCalls: 0, bytesWritten: R * P * page.length, rangesWritten: R };
+    return { writeMs: t1 - t0, syncMs: t2 - t1, totalMs: t2 - t0, fsyncCalls: R, fdatasyncCalls: 0, bytesWritten: R * P * blockSize, rangesWritten: R };
   }
 
   /** The volume row's pages, at the volume row's offsets, with no engine (see the header). */
   async #rawVolume(R: number, P: number, gen: number): Promise<Omit<RoundSample, 'round' | 'position'>> {
     const io = this.#io;
-    const page = patternPage(this.#o.blockSize, gen);
-    const blocks: number[] = [];
-    for (let r = 0; r < R; r++) for (let b = 0; b < P; b++) blocks.push(this.#volumeBlocks[r * this.#o.pagesMax + b]!);
+    const blockSize = this.#o.blockSize;
+    const pages = rawPagesOf(this.#rawPages, this.#o.pagesMax, R, P, gen);
+    const blocks = new Float64Array(R * P);
+    for (let r = 0; r < R; r++) for (let b = 0; b < P; b++) blocks[r * P + b] = this.#volumeBlocks[r * this.#o.pagesMax + b]!;
     const h = await io.open(this.#rawVolumePath);
     let t0: number;
     let t1: number;
     let t2: number;
-    let runs: { start: number; length: number }[];
+    let runs: { start: number; pages: Uint8Array[] }[];
     try {
       t0 = nowMs();
-      blocks.sort((a, b) => a - b);
+      const order = Array.from({ length: R * P }, (_, i) => i).sort((x, y) => blocks[x]! - blocks[y]!);
       runs = [];
-      for (const b of blocks) {
+      for (const i of order) {
+        const b = blocks[i]!;
         const last = runs[runs.length - 1];
-        if (last && last.start + last.length === b && last.length < IOV_MAX) last.length++;
-        else runs.push({ start: b, length: 1 });
+        if (last && last.start + last.pages.length === b && last.pages.length < IOV_MAX) last.pages.push(pages[i]!);
+        else runs.push({ start: b, pages: [pages[i]!] });
       }
-      await forEachInFlight(runs, IN_FLIGHT_DEFAULT, (run) =>
-        run.length === 1 ? io.pwrite(h, page, run.start * page.length) : io.pwritev(h, Array.from({ length: run.length }, () => page), run.start * page.length),
-      );
+      await forEachInFlight(runs, IN_FLIGHT_DEFAULT, (run) => (run.pages.length === 1 ? io.pwrite(h, run.pages[0]!, run.start * blockSize) : io.pwritev(h, run.pages, run.start * blockSize)));
       t1 = nowMs();
       await io.fdatasync(h);
       t2 = nowMs();
     } finally {
       await io.close(h);
     }
-    return { writeMs: t1 - t0, syncMs: t2 - t1, totalMs: t2 - t0, fsyncCalls: 0, fdatasyncCalls: 1, bytesWritten: R * P * page.length, rangesWritten: runs.length };
+    return { writeMs: t1 - t0, syncMs: t2 - t1, totalMs: t2 - t0, fsyncCalls: 0, fdatasyncCalls: 1, bytesWritten: R * P * blockSize, rangesWritten: runs.length };
   }
 
   async #rawExtent(R: number, P: number, gen: number): Promise<Omit<RoundSample, 'round' | 'position'>> {
     const io = this.#io;
-    const page = patternPage(this.#o.blockSize, gen);
+    const pages = rawPagesOf(this.#rawPages, this.#o.pagesMax, R, P, gen);
     const t0 = nowMs();
     const h = await io.open(this.#extentPath);
     let t1: number;
     let t2: number;
     let t3: number;
-    let calls: number;
+    let calls = 0;
     try {
-      calls = await this.#writeContiguous(h, page, R * P);
+      // In chunks as large as BufferSync's batches, one after another.
+      for (let done = 0; done < pages.length; done += WRITE_COMBINE_MAX_BLOCKS) {
+        await io.pwritev(h, pages.slice(done, done + WRITE_COMBINE_MAX_BLOCKS), done * this.#o.blockSize);
+        calls++;
+      }
       t1 = nowMs();
       await io.fdatasync(h);
       t2 = nowMs();
-      await io.pwrite(h, page.subarray(0, 512), 0);
+      await io.pwrite(h, pages[0]!.subarray(0, 512), 0);
       await io.fdatasync(h);
       t3 = nowMs();
     } finally {
       await io.close(h);
     }
-    return { writeMs: t1 - t0, syncMs: t2 - t1, totalMs: t2 - t0, switchMs: t3 - t2, fsyncCalls: 0, fdatasyncCalls: 1, bytesWritten: R * P * page.length, rangesWritten: calls };
+    return { writeMs: t1 - t0, syncMs: t2 - t1, totalMs: t2 - t0, switchMs: t3 - t2, fsyncCalls: 0, fdatasyncCalls: 1, bytesWritten: R * P * this.#o.blockSize, rangesWritten: calls };
   }
 
   /**
