@@ -634,14 +634,15 @@ function runCpuProf(o: Options, top: number): string {
       }
     }
     const n = result.profiles.length;
-    const lines = [`main-thread CPU profile samples (100 us interval), ms per checkpoint, median of ${n}${top > 0 ? `, top ${top} functions by self time` : ''}`];
+    const lines = [`main-thread CPU profile samples (100 us interval), ms per checkpoint, ${top > 0 ? `mean of ${n}, top ${top} functions by self time` : `median of ${n}`}`];
     for (const phase of PHASES) {
       const pm = per.get(phase);
       if (!pm) continue;
       const items = [...pm.entries()]
         .map(([cat, v]) => {
           while (v.length < n) v.push(0);
-          return { cat, ms: median(v) };
+          // --top ranks functions: the mean keeps the ones sampled in only some checkpoints.
+          return { cat, ms: top > 0 ? v.reduce((s, x) => s + x, 0) / n : median(v) };
         })
         .sort((a, b) => b.ms - a.ms);
       const total = items.reduce((s, i) => s + i.ms, 0);

@@ -36,8 +36,8 @@
  *     large enough that every rewrite is a buffer hit, no timed checkpoints, no sync ledger.
  *  M6 Raw segments keep every file open (as md's fd cache does up to maxOpenFiles) and issue the
  *     calls the fastest way measured here (BENCHMARKS.md, "The I/O candidates, side by side"):
- *     IN_FLIGHT_DEFAULT writes in flight, a writeback hint per file (where RealIO has them),
- *     then LIBUV_POOL_THREADS fsyncs in flight (libuv's pool of 4 runs that many; more in flight
+ *     IN_FLIGHT_DEFAULT writes in flight, a writeback hint per file (where RealIO has them; all
+ *     asked for at once, so they reach the sync thread together), then LIBUV_POOL_THREADS fsyncs in flight (libuv's pool of 4 runs that many; more in flight
  *     added nothing there).
  *  M7 The postgres row is optional: a cell has it in every round or in none, and it rotates with
  *     the others (M3). Its times are the server's (log_checkpoints), not timed here.
@@ -47,7 +47,11 @@
  *     timer, and its first firing records nothing: so the checkpoint starts only after the timer
  *     has fired once (a stall at its start is then measured), and the histogram is disabled only
  *     after the timer could fire again (a stall right before it resolves is measured too;
- *     disabling at once would drop it). The machine's scheduling lands in it as well.
+ *     disabling at once would drop it). The machine's scheduling lands in it as well, and so
+ *     do V8's garbage collection pauses, whoever made the garbage (the bench's process holds
+ *     three engines and the raw rows): the longest GC pause in the same window is recorded
+ *     beside the stall (a PerformanceObserver of 'gc' entries), so a stall can be told apart
+ *     from a collection.
  *  M9 Raw rows write the engine rows' bytes from memory like theirs: R*P distinct pages, each
  *     stamped as the engine rows stamp theirs (M1), laid out as the engines' pools hold them
  *     (page (r, b) at r * pagesMax + b of one array as large as a pool) and rewritten before the
@@ -57,7 +61,7 @@
  *     distinct pages (BENCHMARKS.md, "Raw rows write distinct pages").
  */
 import { join } from 'node:path';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { PerformanceObserver, monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { Engine, ForkNumber, IN_FLIGHT_DEFAULT, LIBUV_POOL_THREADS, RealIO, assert, forEachInFlight, type CheckpointStats, type FileHandle, type FileIO, type IoCounts, type Relation, type RelFileLocator } from '../engine/index.js';
 import { WRITE_COMBINE_MAX_BLOCKS, diffCounts } from '../engine/testing.js';
 import { volumeExtension } from '../volume/index.js';
@@ -105,6 +109,8 @@ export interface RoundSample {
   switchMs?: number;
   /** Engine rows: the longest event-loop stall during engine.checkpoint(), ms (M8). */
   maxStallMs?: number;
+  /** Engine rows: the longest garbage-collection pause in the same window, ms (M8; 0: none). */
+  maxGcPauseMs?: number;
   io?: Pick<IoCounts, 'open' | 'close' | 'pwrite' | 'fsync' | 'fdatasync' | 'fsyncDir' | 'bytesWritten'>;
   /** Postgres row: the server's checkpoint line and CHECKPOINT as the client timed it. */
   postgres?: { clientMs: number; line: PgCheckpointLine };
@@ -121,6 +127,8 @@ export interface RowResult {
   fdatasyncCalls: { min: number; max: number };
   /** Engine rows: the longest event-loop stall of any round's checkpoint, ms (M8); NaN for raw rows. */
   longestStallMs: number;
+  /** Engine rows: the longest GC pause during any round's checkpoint, ms (M8); NaN for raw rows. */
+  longestGcPauseMs: number;
 }
 
 export interface CellRatios {
@@ -458,6 +466,12 @@ export class CheckpointMatrix {
     }
     const before = engine.ioCounts();
     const stalls = monitorEventLoopDelay({ resolution: 1 });
+    const gcPauses: number[] = [];
+    const windowStart = performance.now();
+    const gcs = new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) if (e.startTime >= windowStart) gcPauses.push(e.duration);
+    });
+    gcs.observe({ entryTypes: ['gc'] });
     stalls.enable();
     let st: CheckpointStats;
     try {
@@ -466,9 +480,12 @@ export class CheckpointMatrix {
       await timerTurns(); // M8: a firing after the checkpoint's last synchronous stretch
     } finally {
       stalls.disable();
+      for (const e of gcs.takeRecords()) if (e.startTime >= windowStart) gcPauses.push(e.duration);
+      gcs.disconnect();
     }
     // Histogram values are ns; an empty histogram (a checkpoint shorter than one tick) has max 0.
     const maxStallMs = stalls.count > 0 ? stalls.max / 1e6 : 0;
+    const maxGcPauseMs = gcPauses.length > 0 ? Math.max(...gcPauses) : 0;
     const d = diffCounts(engine.ioCounts(), before);
     assert(st.buffersWritten === R * P, `checkpoint of ${engine.dataDir} wrote ${st.buffersWritten} buffers, expected R*P = ${R * P} (M1)`);
     return {
@@ -483,6 +500,7 @@ export class CheckpointMatrix {
       syncFiles: st.syncFiles,
       tagsDispatched: { ...st.tagsDispatched },
       maxStallMs,
+      maxGcPauseMs,
       io: { open: d.open, close: d.close, pwrite: d.pwrite, fsync: d.fsync, fdatasync: d.fdatasync, fsyncDir: d.fsyncDir, bytesWritten: d.bytesWritten },
     };
   }
@@ -515,7 +533,9 @@ export class CheckpointMatrix {
     // The hints md and PostgreSQL give before their fsyncs (checkpoint_flush_after): without
     // them the fsyncs start the writeback themselves, 1.6-2.1x slower here (BENCHMARKS.md,
     // "The md sync loop on a sync thread"), and the row would not be the floor it claims to be.
-    if (io.writeback) for (const h of files) await io.writeback(h, 0, P * blockSize);
+    // All asked for at once: RealIO sends one turn's hints to the sync thread in one message.
+    const writeback = io.writeback?.bind(io);
+    if (writeback) await forEachInFlight(files, files.length, (h) => writeback(h, 0, P * blockSize));
     const t1 = nowMs();
     await forEachInFlight(files, LIBUV_POOL_THREADS, (h) => io.fsync(h));
     const t2 = nowMs();
@@ -622,8 +642,9 @@ export function summarizeCell(relations: number, pages: number, blockSize: numbe
     if (kind === 'postgres' && !rounds.every((m) => m.has(kind))) continue;
     const samples = rounds
       .map((m) => m.get(kind)!)
-      .map((s) => ({ ...s, writeMs: roundMs(s.writeMs), syncMs: roundMs(s.syncMs), totalMs: roundMs(s.totalMs), ...(s.maxStallMs !== undefined ? { maxStallMs: roundMs(s.maxStallMs) } : {}) }));
+      .map((s) => ({ ...s, writeMs: roundMs(s.writeMs), syncMs: roundMs(s.syncMs), totalMs: roundMs(s.totalMs), ...(s.maxStallMs !== undefined ? { maxStallMs: roundMs(s.maxStallMs) } : {}), ...(s.maxGcPauseMs !== undefined ? { maxGcPauseMs: roundMs(s.maxGcPauseMs) } : {}) }));
     const stalls = samples.flatMap((s) => (s.maxStallMs !== undefined ? [s.maxStallMs] : []));
+    const gcPauses = samples.flatMap((s) => (s.maxGcPauseMs !== undefined ? [s.maxGcPauseMs] : []));
     const fs = samples.map((s) => s.fsyncCalls);
     const fds = samples.map((s) => s.fdatasyncCalls);
     rows[kind] = {
@@ -635,6 +656,7 @@ export function summarizeCell(relations: number, pages: number, blockSize: numbe
       fsyncCalls: { min: Math.min(...fs), max: Math.max(...fs) },
       fdatasyncCalls: { min: Math.min(...fds), max: Math.max(...fds) },
       longestStallMs: stalls.length > 0 ? Math.max(...stalls) : NaN,
+      longestGcPauseMs: gcPauses.length > 0 ? Math.max(...gcPauses) : NaN,
     };
   }
   const med = (k: RowKind, f: 'syncMs' | 'totalMs') => rows[k]?.[f].median ?? NaN;

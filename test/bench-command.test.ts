@@ -100,8 +100,12 @@ describe('lamstore bench', () => {
       expect(typeof cell.rows[kind].samples[0].maxStallMs).toBe('number');
       expect(cell.rows[kind].samples[0].maxStallMs).toBeGreaterThanOrEqual(0);
       expect(cell.rows[kind].longestStallMs).toBe(cell.rows[kind].samples[0].maxStallMs);
+      // Beside it, the longest GC pause of the same window (0 when there was none).
+      expect(cell.rows[kind].samples[0].maxGcPauseMs).toBeGreaterThanOrEqual(0);
+      expect(cell.rows[kind].longestGcPauseMs).toBe(cell.rows[kind].samples[0].maxGcPauseMs);
     }
     expect(cell.rows.rawExtent.samples[0].maxStallMs).toBeUndefined();
+    expect(cell.rows.rawExtent.samples[0].maxGcPauseMs).toBeUndefined();
     expect(out.checks.filter((c: { name: string }) => c.name === 'checkpointStallAtMost20ms')).toHaveLength(1);
     expect(cell.rows.rawSegments.samples[0].fsyncCalls).toBe(R);
     expect(cell.rows.rawExtent.samples[0].fdatasyncCalls).toBe(1);

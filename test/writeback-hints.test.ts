@@ -9,13 +9,13 @@
  * with `onCall` giving the order of writes and hints; CountingIO (engine.ioCounts()) counts them,
  * issued (`writeback`) and carried out (`writebacksIssued`, CheckpointStats.writebacksIssued).
  * Real sync_file_range calls: writeback-sync-file-range.test.ts.
- * The WritebackContext alone against a fake storage manager for the sort/merge rules. Counts
- * only, never timings.
+ * The WritebackContext alone against a fake storage manager for the sort/merge rules, and with
+ * hints held open for W5 (issues in flight while BufferSync writes on). Counts only, never timings.
  */
 import { describe, expect, it } from 'vitest';
 import { Engine, ErrorCode, ForkNumber, RealIO, type FileHandle, type FileIO, type IoKind, type RelFileLocator, type StorageManager } from '../engine/index.js';
 import { CountingIO, SimDisk } from '../engine/testing.js';
-import { WritebackContext, type WritebackTag } from '../engine/buffer/writeback.js';
+import { ISSUES_IN_FLIGHT, WritebackContext, type WritebackTag } from '../engine/buffer/writeback.js';
 import { SyncLedgerIO } from '../engine/io/sync-ledger.js';
 import { MdStorageManager } from '../engine/md/md.js';
 import { tempDir } from './helpers/index.js';
@@ -199,6 +199,35 @@ describe('writeback hints through the engine (md on SimDisk)', () => {
     });
   });
 
+  it('M8: at most hintsHeldMax hints hold a segment while the FileIO answers (a slow sync thread); the rest wait their turn, and every hint is made', async () => {
+    // Hints answered a few turns late, as the sync thread answers them; counted while held.
+    class SlowHints extends HintDisk {
+      held = 0;
+      heldMax = 0;
+      override async writeback(h: FileHandle, offsetBytes: number, lengthBytes: number): Promise<void> {
+        this.held++;
+        this.heldMax = Math.max(this.heldMax, this.held);
+        for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+        this.held--;
+        await super.writeback(h, offsetBytes, lengthBytes);
+      }
+    }
+    const disk = new SlowHints();
+    // 16 dirty one-block segments, no two adjacent: 16 ranges in one issue, all asked for at
+    // once (W4); maxOpenFiles 16 gives 2 turns.
+    await withEngine({ dataDir: '/data', io: disk, sharedBuffers: 256, relSegBlocks: 1, maxOpenFiles: 16 }, async (engine) => {
+      await prepare(engine, LOC, ForkNumber.MAIN, 32, Array.from({ length: 16 }, (_, i) => 2 * i));
+      disk.reset();
+      const md = engine.storageManager('md') as MdStorageManager;
+      expect(md.hintsHeldMax).toBe(2);
+      await engine.checkpoint();
+      expect(disk.hints).toHaveLength(16);
+      expect(disk.heldMax).toBe(2);
+      expect(disk.held).toBe(0);
+      md.checkInvariants();
+    });
+  });
+
   it('behaviour 40: nothing is hinted when fsync is off', async () => {
     const disk = new HintDisk();
     await withEngine({ dataDir: '/data', io: disk, sharedBuffers: 256, fsync: false }, async (engine) => {
@@ -339,6 +368,76 @@ describe('WritebackContext alone', () => {
     expect(calls).toEqual([]);
     expect(none.stats).toEqual({ issues: 1, ranges: 0 });
     expect(() => new WritebackContext(257, fakeSmgr(calls))).toThrow();
+  });
+
+  /** A storage manager whose hints stay running until the test lets each one finish (or fail). */
+  function heldSmgr(): { smgr: (name: string) => StorageManager; started: number[]; finish: (i: number, err?: Error) => void } {
+    const started: number[] = [];
+    const settle: ((err?: Error) => void)[] = [];
+    const smgr = {
+      name: 'fake',
+      writeback: (_rel: RelFileLocator, _fork: ForkNumber, block: number) =>
+        new Promise<void>((resolve, reject) => {
+          started.push(block);
+          settle.push((err) => (err ? reject(err) : resolve()));
+        }),
+    } as unknown as StorageManager;
+    return { smgr: () => smgr, started, finish: (i, err) => settle[i]!(err) };
+  }
+  const turns = async (n = 5) => {
+    for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+  };
+
+  it(`W5: up to ${ISSUES_IN_FLIGHT} issues run while scheduling goes on; the next waits for the oldest; issue() waits for all`, async () => {
+    const held = heldSmgr();
+    const wb = new WritebackContext(1, held.smgr);
+    for (let b = 0; b < ISSUES_IN_FLIGHT; b++) expect(wb.schedule(tag(7, ForkNumber.MAIN, 10 * b))).toBeUndefined();
+    expect(held.started).toEqual([0, 10, 20, 30]); // every hint asked for at once, none awaited
+    wb.checkInvariants();
+    let fifthDone = false;
+    const fifth = wb.schedule(tag(7, ForkNumber.MAIN, 40))!.then(() => (fifthDone = true));
+    expect(held.started).toEqual([0, 10, 20, 30, 40]); // the fifth is asked for before waiting
+    await turns();
+    expect(fifthDone).toBe(false); // ... and waits for the oldest
+    held.finish(1);
+    await turns();
+    expect(fifthDone).toBe(false); // not for any other
+    held.finish(0);
+    await fifth;
+    let allDone = false;
+    const all = wb.issue().then(() => (allDone = true));
+    for (const i of [2, 3]) held.finish(i);
+    await turns();
+    expect(allDone).toBe(false); // the newest is still running
+    held.finish(4);
+    await all;
+    expect(wb.stats).toEqual({ issues: 5, ranges: 5 });
+  });
+
+  it('W5: a failed hint fails the schedule that waits for its issue, or issue(); drain() waits for the rest and throws nothing', async () => {
+    const held = heldSmgr();
+    const wb = new WritebackContext(1, held.smgr);
+    for (let b = 0; b < ISSUES_IN_FLIGHT; b++) wb.schedule(tag(7, ForkNumber.MAIN, b * 10));
+    const fifth = wb.schedule(tag(7, ForkNumber.MAIN, 40))!;
+    held.finish(0, new Error('hint 0 failed'));
+    await expect(fifth).rejects.toThrow('hint 0 failed');
+    let drained = false;
+    const d = wb.drain().then(() => (drained = true));
+    held.finish(1, new Error('hint 1 failed'));
+    for (const i of [2, 3]) held.finish(i);
+    await turns();
+    expect(drained).toBe(false); // the fifth issue is still running
+    held.finish(4);
+    await d;
+    // Nothing left: issue() has nothing to wait for.
+    await expect(wb.issue()).resolves.toBeUndefined();
+    // issue() throws the first failure among the issues it waits for, after all of them.
+    wb.schedule(tag(8, ForkNumber.MAIN, 0));
+    wb.schedule(tag(8, ForkNumber.MAIN, 5));
+    const last = wb.issue();
+    held.finish(5);
+    held.finish(6, new Error('hint 6 failed'));
+    await expect(last).rejects.toThrow('hint 6 failed');
   });
 });
 

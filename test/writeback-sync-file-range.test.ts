@@ -8,13 +8,16 @@
  * Method: real files in a temp dir. The provider RealIO uses is the real one (koffi) or, to see
  * the calls, a recording wrapper around it: each call's descriptor is checked through
  * /proc/self/fd to be the segment file's, and each result is 0. The failure comes from the
- * kernel itself: a wrapper passes descriptor -1 to the real call (EBADF). Counts, never timings.
+ * kernel itself: a wrapper passes descriptor -1 to the real call (EBADF), or, on the sync thread
+ * (RealIO's default, sync-thread.ts S6), a descriptor closed behind RealIO's back. Counts, never
+ * timings.
  */
-import { readlinkSync, realpathSync } from 'node:fs';
+import { closeSync, readlinkSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Engine, ErrorCode, ForkNumber, RealIO, type RelFileLocator, type SyncFileRangeFn } from '../engine/index.js';
 import { SYNC_FILE_RANGE_WRITE, loadSyncFileRange, probeSyncFileRange } from '../engine/testing.js';
+import { syncThreadMessages } from '../engine/io/sync-thread.js';
 import { tempDir } from './helpers/index.js';
 import { withEngine, BS, pageOf, locator } from './helpers/engine.js';
 
@@ -80,13 +83,16 @@ describe.runIf(linux)('writeback hints reach the kernel (Linux, real files)', ()
     });
   });
 
-  it('the default RealIO (no double) counts the same hints as reaching the kernel', async () => {
+  it('the default RealIO (no double) counts the same hints as reaching the kernel, one sync-thread message per issue', async () => {
     const dir = await tempDir();
     await withEngine({ dataDir: dir, sharedBuffers: 256 }, async (engine) => {
       await prepare(engine, 70, Array.from({ length: 35 }, (_, i) => 2 * i)); // no two adjacent
+      const messages = syncThreadMessages;
       const stats = await engine.checkpoint();
       expect(stats.buffersWritten).toBe(35);
       expect(stats.writebacksIssued).toBe(35); // one range per buffer, 32 + 3
+      // Two issues (32 ranges, then 3), each one message; then the sync phase's one fsync batch.
+      expect(syncThreadMessages - messages).toBe(3);
     });
   });
 
@@ -103,6 +109,28 @@ describe.runIf(linux)('writeback hints reach the kernel (Linux, real files)', ()
     await io.close(h);
     await expect(io.writeback!(h, 0, BS)).rejects.toMatchObject({ code: 'EBADF', syscall: 'sync_file_range' });
     expect(calls.length).toBe(2);
+  });
+
+  it('S6: without a provider given, the hints asked for in one turn go to the sync thread in one message, each answered on its own (EBADF for a descriptor closed behind RealIO)', async () => {
+    const dir = await tempDir();
+    const io = new RealIO();
+    const hs = [];
+    for (let i = 0; i < 4; i++) {
+      const h = await io.open(join(dir, `f${i}`), { create: true });
+      await io.pwrite(h, pageOf(i), 0);
+      hs.push(h);
+    }
+    // Closed behind RealIO's back: only the kernel can say EBADF, on the thread.
+    closeSync((hs[2] as unknown as { fd: number }).fd);
+    const before = syncThreadMessages;
+    const results = await Promise.allSettled(hs.map((h) => io.writeback!(h, 0, BS)));
+    expect(syncThreadMessages - before).toBe(1);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
+    expect((results[2] as PromiseRejectedResult).reason).toMatchObject({ code: 'EBADF', errno: -9, syscall: 'sync_file_range', path: join(dir, 'f2') });
+    // The next turn's hints are the next message.
+    await io.writeback!(hs[0]!, 0, BS);
+    expect(syncThreadMessages - before).toBe(2);
+    for (const i of [0, 1, 3]) await io.close(hs[i]!);
   });
 
   it("a failing sync_file_range is a Node-style error with the kernel's errno (EBADF on a bad descriptor)", async () => {

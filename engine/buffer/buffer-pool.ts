@@ -744,6 +744,9 @@ export class BufferPool {
     try {
       await this.#writeAll(byStorage, run);
       await wb?.issue();
+    } catch (err) {
+      await wb?.drain(); // W5: no hint is left running behind the failure
+      throw err;
     } finally {
       if (wb) {
         this.stats.writebackIssues += wb.stats.issues;

@@ -16,6 +16,14 @@
  *     storage managers that have the method (others simply get no hint).
  *  W3 Issue empties the pending list before its first call, so a failing hint leaves nothing
  *     behind to be issued twice.
+ *  W4 An issue asks for every run's hint before it awaits any, then waits for all of them, and
+ *     fails with the first failure in run order.
+ *  W5 Up to ISSUES_IN_FLIGHT issues run while BufferSync goes on writing; `schedule` makes it
+ *     wait for the oldest only past that. So a hint still follows the writes it covers (each is
+ *     asked for once they are written) and the checkpoint still feels a device that cannot keep
+ *     up, a few issues late instead of at once; what it no longer waits for is each hint's
+ *     round trip to the sync thread (RealIO, sync-thread.ts S6). `issue()` (BufferSync's last)
+ *     and `drain()` (after a failure) wait for every issue still running: none is left behind.
  * Where the hints are not scheduled at all (the pool's side): when fsync is off (nothing is
  * synced, so there is nothing to smooth) and when the limit is 0.
  */
@@ -27,6 +35,8 @@ import type { StorageManager } from '../smgr/smgr.js';
 export const WRITEBACK_MAX_PENDING_FLUSHES = 256;
 /** PostgreSQL's checkpoint_flush_after default where sync_file_range exists: 32 blocks (256 KiB at 8 KiB). */
 export const CHECKPOINT_FLUSH_AFTER_DEFAULT = 32;
+/** W5: issues whose hints may run while BufferSync writes on. */
+export const ISSUES_IN_FLIGHT = 4;
 
 export interface WritebackTag {
   storage: string;
@@ -63,6 +73,8 @@ export class WritebackContext {
   readonly limit: number;
   readonly #smgr: (name: string) => StorageManager;
   #pending: WritebackTag[] = [];
+  /** Issues still running (W5), oldest first: each settles to its failure, or undefined. */
+  #running: Promise<unknown>[] = [];
   readonly stats: WritebackStats = { issues: 0, ranges: 0 };
 
   /** `limit` in 0..WRITEBACK_MAX_PENDING_FLUSHES (validated as an option by the engine). */
@@ -85,16 +97,53 @@ export class WritebackContext {
   schedule(tag: WritebackTag): Promise<void> | undefined {
     if (this.limit === 0) return undefined;
     this.#pending.push({ storage: tag.storage, rel: tag.rel, fork: tag.fork, block: tag.block });
-    return this.#pending.length >= this.limit ? this.issue() : undefined;
+    if (this.#pending.length < this.limit) return undefined;
+    this.#start();
+    return this.#running.length > ISSUES_IN_FLIGHT ? this.#waitOldest() : undefined;
   }
 
-  /** IssuePendingWritebacks: sort, merge into runs, one hint per run (W2, W3). */
+  /** IssuePendingWritebacks for what is pending, then wait for every issue still running (W5). */
   async issue(): Promise<void> {
+    this.#start();
+    const running = this.#running;
+    this.#running = [];
+    let first: unknown;
+    for (const p of running) first ??= await p;
+    if (first !== undefined) throw first;
+  }
+
+  /** Wait for every issue still running, their failures left to the one being thrown (W5). */
+  async drain(): Promise<void> {
+    const running = this.#running;
+    this.#running = [];
+    await Promise.all(running);
+  }
+
+  /** Start an issue of the pending tags, if any (W5). */
+  #start(): void {
     if (this.#pending.length === 0) return;
+    this.#running.push(this.#issue().then(
+      () => undefined,
+      (err: unknown) => err ?? new Error('a writeback hint failed without a reason'),
+    ));
+  }
+
+  async #waitOldest(): Promise<void> {
+    const failure = await this.#running.shift();
+    if (failure !== undefined) throw failure;
+  }
+
+  /**
+   * One IssuePendingWritebacks: sort, merge into runs, one hint per run (W2, W3, W4). The hints
+   * are all asked for before any is awaited, so a FileIO that sends them elsewhere (RealIO: the
+   * sync thread) can send them together; they are asked for in order.
+   */
+  async #issue(): Promise<void> {
     const tags = this.#pending;
     this.#pending = [];
     this.stats.issues++;
     tags.sort(compareTags);
+    const asked: Promise<void>[] = [];
     let i = 0;
     while (i < tags.length) {
       const first = tags[i]!;
@@ -112,14 +161,24 @@ export class WritebackContext {
       const smgr = this.#smgr(first.storage);
       if (smgr.writeback) {
         this.stats.ranges++;
-        await smgr.writeback(first.rel, first.fork, first.block, nblocks);
+        let hint: Promise<void>;
+        try {
+          hint = smgr.writeback(first.rel, first.fork, first.block, nblocks);
+        } catch (err) {
+          hint = Promise.reject(err); // thrown at once: still after the hints already asked for
+        }
+        asked.push(hint);
       }
       i = j;
     }
+    // W4: every hint asked for is waited for, and the first failure (in run order) is thrown.
+    const settled = await Promise.allSettled(asked);
+    for (const r of settled) if (r.status === 'rejected') throw r.reason;
   }
 
   checkInvariants(): void {
     assert(this.#pending.length <= WRITEBACK_MAX_PENDING_FLUSHES, 'writeback: pending within WRITEBACK_MAX_PENDING_FLUSHES');
+    assert(this.#running.length <= ISSUES_IN_FLIGHT, `writeback: at most ${ISSUES_IN_FLIGHT} issues running between calls (W5)`);
     assert(this.limit === 0 ? this.#pending.length === 0 : this.#pending.length < this.limit, 'writeback: pending below the limit between calls (W1)');
   }
 }

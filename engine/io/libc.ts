@@ -16,7 +16,7 @@ export interface Koffi {
 }
 
 /** koffi and the C library, or the one-line reason they cannot be had here. */
-export type LibcOpening = { koffi: Koffi; lib: ReturnType<Koffi['load']> } | { koffi: null; reason: string };
+export type LibcOpening = { koffi: Koffi; lib: ReturnType<Koffi['load']>; path: string } | { koffi: null; reason: string };
 
 /**
  * Open the C library through koffi. Callers declare Linux's functions, so they ask only on
@@ -24,13 +24,16 @@ export type LibcOpening = { koffi: Koffi; lib: ReturnType<Koffi['load']> } | { k
  */
 export function openLibc(): LibcOpening {
   let koffi: Koffi;
+  let path: string;
   try {
-    koffi = createRequire(import.meta.url)('koffi') as Koffi;
+    const require = createRequire(import.meta.url);
+    path = require.resolve('koffi');
+    koffi = require(path) as Koffi;
   } catch (err) {
     return { koffi: null, reason: `koffi did not load (${err instanceof Error ? err.message : String(err)})` };
   }
   try {
-    return { koffi, lib: koffi.load(null) };
+    return { koffi, lib: koffi.load(null), path };
   } catch (err) {
     return { koffi: null, reason: `the C library did not load through koffi (${err instanceof Error ? err.message : String(err)})` };
   }

@@ -10,7 +10,9 @@
  *    Linux needs a descriptor of the directory for that, opened read-only.
  *  - `writeback` (FileIO C7) is sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE) on
  *    Linux, called through koffi on the descriptor node:fs gave us (sync-file-range.ts says why
- *    koffi and why in line). A failure throws a Node-style error (code EBADF, EIO, ...; syscall
+ *    koffi), on the sync thread (sync-thread.ts S6 says why not in line): the hints asked for in
+ *    one turn of the event loop go to the thread in one message, each answered on its own. A
+ *    `syncFileRange` given as an option (a test's double) is called in line. A failure throws a Node-style error (code EBADF, EIO, ...; syscall
  *    'sync_file_range'), which md turns into the failed state as PostgreSQL's data_sync_elevel
  *    does: on Linux a failed writeback can consume the error a later fsync would report.
  *    ENOSYS alone is not an error (PostgreSQL's pg_flush_data does the same): the kernel lacks
@@ -25,7 +27,7 @@ import { createRequire } from 'node:module';
 import { getSystemErrorMap } from 'node:util';
 import type { FileHandle, FileIO, FileStat, FsyncEachResult, LockMode, OpenOptions } from './file-io.js';
 import { fsError } from './file-io.js';
-import { fsyncOnThread } from './sync-thread.js';
+import { fsyncOnThread, hintsOnThread } from './sync-thread.js';
 import { ENOSYS, loadSyncFileRange, type SyncFileRangeFn } from './sync-file-range.js';
 
 interface FsExt {
@@ -88,9 +90,23 @@ function errnoError(errno: number, syscall: string, path: string): NodeJS.ErrnoE
   return err;
 }
 
+/** A hint waiting for the sync thread (S6), with what its answer settles. */
+interface QueuedHint {
+  fd: number;
+  offsetBytes: number;
+  lengthBytes: number;
+  path: string;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
 export class RealIO implements FileIO {
   #syncFileRange: SyncFileRangeFn | null;
   #writebackUnsupportedReason: string | null;
+  /** Where koffi is, when hints go to the sync thread; null: they are made in line. */
+  #hintThreadKoffi: string | null = null;
+  /** Hints asked for in this turn of the event loop, sent together at its end. */
+  #hints: QueuedHint[] = [];
   /** Present only where sync_file_range is (FileIO C7: left out, not faked). */
   declare writeback?: (h: FileHandle, offsetBytes: number, lengthBytes: number) => Promise<void>;
 
@@ -102,6 +118,7 @@ export class RealIO implements FileIO {
       const probe = loadSyncFileRange();
       this.#syncFileRange = probe.fn;
       this.#writebackUnsupportedReason = probe.fn ? null : probe.reason;
+      if (probe.fn) this.#hintThreadKoffi = probe.koffiPath;
     }
     if (this.#syncFileRange) this.writeback = (h, offsetBytes, lengthBytes) => this.#writeback(h, offsetBytes, lengthBytes);
   }
@@ -292,26 +309,63 @@ export class RealIO implements FileIO {
   }
 
   /**
-   * sync_file_range(SYNC_FILE_RANGE_WRITE) of `lengthBytes` from `offsetBytes`. Synchronous on
-   * purpose (sync-file-range.ts): it queues writeback and returns; the fd cannot be closed under
-   * it, since nothing else runs until it returns.
+   * sync_file_range(SYNC_FILE_RANGE_WRITE) of `lengthBytes` from `offsetBytes`: on the sync
+   * thread, or in line (a test's double, or a thread that could not load koffi). Resolves once
+   * the call has been made; the caller keeps the handle open until then (S2).
    */
   async #writeback(h: FileHandle, offsetBytes: number, lengthBytes: number): Promise<void> {
     const rh = this.#handle(h, 'sync_file_range');
     if (!(Number.isSafeInteger(offsetBytes) && offsetBytes >= 0 && Number.isSafeInteger(lengthBytes) && lengthBytes >= 0)) {
       throw fsError('EINVAL', 'sync_file_range', rh.path, `bad range ${offsetBytes}+${lengthBytes}`);
     }
-    const call = this.#syncFileRange;
-    if (!call) return; // the kernel said ENOSYS earlier
-    const errno = call(rh.fd, offsetBytes, lengthBytes);
+    if (!this.#syncFileRange) return; // the kernel said ENOSYS earlier
+    if (this.#hintThreadKoffi === null) return this.#hintAnswered(this.#syncFileRange(rh.fd, offsetBytes, lengthBytes), rh.path);
+    return new Promise<void>((resolve, reject) => {
+      if (this.#hints.length === 0) setImmediate(() => this.#sendHints());
+      this.#hints.push({ fd: rh.fd, offsetBytes, lengthBytes, path: rh.path, resolve, reject });
+    });
+  }
+
+  /** One message for the turn's hints; each settles with its own answer (S6). */
+  #sendHints(): void {
+    const batch = this.#hints;
+    this.#hints = [];
+    const ranges: number[] = [];
+    for (const q of batch) ranges.push(q.fd, q.offsetBytes, q.lengthBytes);
+    hintsOnThread(ranges, this.#hintThreadKoffi!).then(
+      (reply) => {
+        if ('unavailable' in reply) {
+          // The thread cannot load koffi: in line from now on, as before the thread existed.
+          this.#hintThreadKoffi = null;
+        }
+        batch.forEach((q, i) => {
+          try {
+            const call = this.#syncFileRange;
+            const errno = 'errnos' in reply ? reply.errnos[i]! : call ? call(q.fd, q.offsetBytes, q.lengthBytes) : 0;
+            this.#hintAnswered(errno, q.path);
+            q.resolve();
+          } catch (err) {
+            q.reject(err);
+          }
+        });
+      },
+      (err: unknown) => {
+        for (const q of batch) q.reject(err); // the thread died: every hint of the batch fails with why
+      },
+    );
+  }
+
+  /** A hint's errno: 0 is done; ENOSYS stops hinting (not an I/O error); anything else throws. */
+  #hintAnswered(errno: number, path: string): void {
     if (errno === 0) return;
     if (errno === ENOSYS) {
       // Not an I/O error: nothing was tried. Stop hinting, and say why (pg_flush_data does the same).
       this.#syncFileRange = null;
+      this.#hintThreadKoffi = null;
       this.#writebackUnsupportedReason = 'the kernel has no sync_file_range (ENOSYS)';
       return;
     }
-    throw errnoError(errno, 'sync_file_range', rh.path);
+    throw errnoError(errno, 'sync_file_range', path);
   }
 }
 

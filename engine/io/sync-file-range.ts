@@ -10,12 +10,15 @@
  *    binary or compiles from source with CMake, and package.json's allowScripts denies it. A
  *    node-gyp addon would need a C compiler and Node's headers on every machine that installs
  *    lamstore, for a per-call cost no lower (both ~0.5 µs over the ~1.1 µs syscall here).
- *  - The call is made on the event loop, as PostgreSQL's checkpointer makes it in line:
- *    SYNC_FILE_RANGE_WRITE only queues the range's dirty pages for writeback and does not wait
- *    for them (median 10-16 µs for a dirty 256 KiB range). It does wait when the device's queue
- *    is full, which is the back-pressure the checkpoint should feel anyway. Through the libuv
- *    pool (koffi's `.async`) every hint costs a thread round trip (~40 µs, 4-7x the total
- *    hint time in the measured stream) and takes a pool thread from the checkpoint's own writes.
+ *  - Where the call is made: SYNC_FILE_RANGE_WRITE only queues the range's dirty pages for
+ *    writeback (median 10-16 µs for a dirty 256 KiB range), but it waits whenever the device's
+ *    queue is full, and on the event loop such a wait is a stall of the embedding program: at
+ *    R=1000 P=16 up to 26-31 ms. So RealIO makes it on the sync thread (sync-thread.ts S6), all
+ *    the hints of one turn of the event loop in one message, and BufferSync keeps a few issues
+ *    in flight while it writes on (writeback.ts W5), so the round trip is not paid per hint as
+ *    it would be through the libuv pool (koffi's `.async`: ~40 µs a hint, 4-7x the hint itself,
+ *    and a pool thread taken from the checkpoint's own writes). A provider given to RealIO (a
+ *    test's double) is called in line, as it was before the thread.
  *
  * Where there is no sync_file_range (not Linux, koffi missing or unable to load, the symbol
  * absent), `loadSyncFileRange` says why once and RealIO leaves `writeback` out: the hints stop
@@ -39,7 +42,11 @@ export const ENOSYS = 38;
  */
 export type SyncFileRangeFn = (fd: number, offsetBytes: number, nbytes: number) => number;
 
-export type SyncFileRangeProbe = { fn: SyncFileRangeFn; via: string } | { fn: null; reason: string };
+/**
+ * `koffiPath`: where koffi was found, so that the sync thread can load it too (sync-thread.ts
+ * S6); null when the function is not koffi's.
+ */
+export type SyncFileRangeProbe = { fn: SyncFileRangeFn; via: string; koffiPath: string | null } | { fn: null; reason: string };
 
 let probed: SyncFileRangeProbe | undefined;
 
@@ -57,13 +64,14 @@ export function probeSyncFileRange(platform: string): SyncFileRangeProbe {
   if (platform !== 'linux') return { fn: null, reason: `sync_file_range is Linux only (platform ${platform})` };
   const opened = openLibc();
   if (opened.koffi === null) return { fn: null, reason: opened.reason };
-  const { koffi, lib } = opened;
+  const { koffi, lib, path } = opened;
   try {
     // off64_t on every Linux ABI koffi supports: the C library's symbol takes 64-bit offsets.
     const call = lib.func('int sync_file_range(int fd, int64_t offset, int64_t nbytes, unsigned int flags)');
     const errno = koffi.errno.bind(koffi);
     return {
       via: 'koffi',
+      koffiPath: path,
       // errno is read at once, before any other call on this thread can change it.
       fn: (fd, offsetBytes, nbytes) => (call(fd, offsetBytes, nbytes, SYNC_FILE_RANGE_WRITE) === 0 ? 0 : errno() || -1),
     };

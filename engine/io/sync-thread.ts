@@ -1,6 +1,7 @@
 /**
  * The sync thread: one worker thread that makes synchronous fsync calls for RealIO.fsyncEach
- * (FileIO C8), PostgreSQL 18's io_method=worker in miniature.
+ * (FileIO C8), PostgreSQL 18's io_method=worker in miniature, and the writeback hints
+ * (sync_file_range, FileIO C7) RealIO gives.
  *
  * Why: the sync phase of an md checkpoint fsyncs one file after another (PostgreSQL's loop).
  * Each fsync through libuv's pool is a round trip, main thread to a pool thread and back, and on
@@ -24,8 +25,18 @@
  *  S5 One thread per process, not per engine: engines in one process queue their batches behind
  *     each other (a batch is at most FSYNCS_PER_ABSORB fsyncs, so none waits long), and a test
  *     run that opens hundreds of engines does not leave hundreds of idle threads behind.
+ *  S6 Hints: a batch of (fd, offset, nbytes) is given to sync_file_range(SYNC_FILE_RANGE_WRITE)
+ *     one after another, every one of them (a hint that fails does not stop the next: each
+ *     answers for itself), and the answer is each call's errno (0: queued). Why here and not in
+ *     line on the event loop: sync_file_range waits whenever the device's queue is full, and at
+ *     R=1000 P=16 one such wait stalled the event loop for 26-31 ms of a checkpoint (BENCHMARKS.md,
+ *     "Hints on the sync thread"). S2 holds for hints too (md pins the segment until answered).
+ *     The thread loads koffi from the path the main thread resolved (a worker evaluated from a
+ *     string resolves modules from the current directory, not from lamstore's); where it cannot,
+ *     the answer says why and RealIO makes its hints in line again.
  */
 import { Worker } from 'node:worker_threads';
+import { SYNC_FILE_RANGE_WRITE } from './sync-file-range.js';
 
 /** One fsync's failure as the thread saw it (a Node error's fields, not the object). */
 export interface SyncThreadError {
@@ -40,11 +51,31 @@ export interface SyncThreadReply {
   error?: SyncThreadError;
 }
 
+/** The answer for a batch of hints (S6): each call's errno (0: queued), or why none was made. */
+export type HintReply = { errnos: number[] } | { unavailable: string };
+
 const THREAD_SOURCE = `
 const { parentPort } = require('node:worker_threads');
 const { fsyncSync } = require('node:fs');
 const { performance } = require('node:perf_hooks');
-parentPort.on('message', ({ id, fds }) => {
+let hint = null;
+function hints(id, koffiPath, ranges) {
+  if (hint === null) {
+    try {
+      const koffi = require(koffiPath);
+      const call = koffi.load(null).func('int sync_file_range(int fd, int64_t offset, int64_t nbytes, unsigned int flags)');
+      hint = (fd, offset, nbytes) => (call(fd, offset, nbytes, ${SYNC_FILE_RANGE_WRITE}) === 0 ? 0 : koffi.errno() || -1);
+    } catch (e) {
+      parentPort.postMessage({ id, unavailable: String(e && e.message) });
+      return;
+    }
+  }
+  const errnos = [];
+  for (let i = 0; i < ranges.length; i += 3) errnos.push(hint(ranges[i], ranges[i + 1], ranges[i + 2]));
+  parentPort.postMessage({ id, errnos });
+}
+parentPort.on('message', ({ id, fds, koffiPath, ranges }) => {
+  if (ranges) return hints(id, koffiPath, ranges);
   const us = [];
   for (const fd of fds) {
     const t = performance.now();
@@ -62,16 +93,17 @@ parentPort.on('message', ({ id, fds }) => {
 
 let thread: Worker | null = null;
 let nextId = 1;
-const waiting = new Map<number, { resolve: (r: SyncThreadReply) => void; reject: (e: unknown) => void }>();
+// Each waiting batch's answer, as the thread sent it (fsyncs: SyncThreadReply; hints: HintReply).
+const waiting = new Map<number, { resolve: (r: never) => void; reject: (e: unknown) => void }>();
 
 function start(): Worker {
   const w = new Worker(THREAD_SOURCE, { eval: true });
-  w.on('message', (m: SyncThreadReply & { id: number }) => {
-    const p = waiting.get(m.id);
+  w.on('message', ({ id, ...reply }: { id: number }) => {
+    const p = waiting.get(id);
     if (!p) return;
-    waiting.delete(m.id);
+    waiting.delete(id);
     if (waiting.size === 0) w.unref();
-    p.resolve({ us: m.us, error: m.error });
+    p.resolve(reply as never);
   });
   const fail = (reason: unknown) => {
     if (thread === w) thread = null;
@@ -84,14 +116,30 @@ function start(): Worker {
   return w;
 }
 
-/** fsync `fds` one after another on the sync thread (S1). */
-export function fsyncOnThread(fds: readonly number[]): Promise<SyncThreadReply> {
+/** Messages sent to the thread so far, fsync batches and hint batches alike (tests count them). */
+export let syncThreadMessages = 0;
+
+function ask<T>(message: object): Promise<T> {
+  syncThreadMessages++;
   thread ??= start();
   const w = thread;
   const id = nextId++;
-  return new Promise<SyncThreadReply>((resolve, reject) => {
-    waiting.set(id, { resolve, reject });
+  return new Promise<T>((resolve, reject) => {
+    waiting.set(id, { resolve: resolve as (r: never) => void, reject });
     w.ref(); // a batch in flight keeps the process alive until it is answered
-    w.postMessage({ id, fds }); // structured clone: the thread gets its own copy
+    w.postMessage({ id, ...message }); // structured clone: the thread gets its own copy
   });
+}
+
+/** fsync `fds` one after another on the sync thread (S1). */
+export function fsyncOnThread(fds: readonly number[]): Promise<SyncThreadReply> {
+  return ask<SyncThreadReply>({ fds });
+}
+
+/**
+ * Writeback hints on the sync thread (S6): `ranges` is (fd, offsetBytes, nbytes) three numbers
+ * per hint; `koffiPath` is where the main thread found koffi.
+ */
+export function hintsOnThread(ranges: readonly number[], koffiPath: string): Promise<HintReply> {
+  return ask<HintReply>({ ranges, koffiPath });
 }

@@ -86,7 +86,11 @@
  * a file just to hint it would cost more than the hint saves, and the file may be being
  * unlinked). A failed hint puts the engine in the failed state (ctx.reportSyncFailure), as
  * PostgreSQL's data_sync_elevel does for sync_file_range: on Linux it can consume the writeback
- * error a later fsync would otherwise report. On RealIO the hint is a no-op (real-io.ts).
+ * error a later fsync would otherwise report. A hint holds its segment open (pinned) until the
+ * FileIO answers, which on RealIO is a round trip to the sync thread (sync-thread.ts S6), and
+ * BufferSync keeps several issues of hints in flight (writeback.ts W5): so at most
+ * hintsHeldMax = max(1, floor(maxOpenFiles / 8)) hints hold a segment at once, the others wait
+ * for a turn, and hints add at most that many fds to what the fd cache holds (M7).
  *
  * Durable removal (M9; lamstore has no WAL to replay a drop, so a completed checkpoint must make
  * it durable, or a crash brings the dropped fork back, even with its old contents: its
@@ -162,6 +166,9 @@ export class MdStorageManager implements StorageManager {
   readonly #opening = new Map<string, Promise<Seg>>();
   /** Evicted-while-pinned handles still open (M7). */
   #doomedCount = 0;
+  /** M8: hints holding a segment until the FileIO answers, and the hints waiting for a turn. */
+  #hintsHeld = 0;
+  readonly #hintTurns: (() => void)[] = [];
   /** Closes started by lru-cache's own eviction, awaited at close(). */
   readonly #pendingCloses = new Set<Promise<void>>();
   readonly #nblocks = new Map<string, number>();
@@ -616,6 +623,16 @@ export class MdStorageManager implements StorageManager {
     return this.#segBlocks - (blockNum % this.#segBlocks);
   }
 
+  /** M8: wake the next hint waiting for a turn, if a turn is free. */
+  #nextHintTurn(): void {
+    if (this.#hintsHeld < this.hintsHeldMax) this.#hintTurns.shift()?.();
+  }
+
+  /** M8: the most hints that hold a segment open at once. */
+  get hintsHeldMax(): number {
+    return Math.max(1, Math.floor(this.#maxOpenFiles / 8));
+  }
+
   /** mdwriteback (M8): hint blocks blockNum..blockNum+nblocks-1, piece by segment, open segments only. */
   async writeback(loc: RelFileLocator, fork: ForkNumber, blockNum: number, nblocks: number): Promise<void> {
     assert(Number.isInteger(nblocks) && nblocks >= 1, `md writeback: ${describeFork(loc, fork)} nblocks ${nblocks} is positive`);
@@ -626,15 +643,22 @@ export class MdStorageManager implements StorageManager {
     while (left > 0) {
       const n = Math.min(left, this.#toSegmentEnd(block));
       const path = this.#segPath(loc, fork, Math.floor(block / this.#segBlocks));
+      while (this.#hintsHeld >= this.hintsHeldMax) await new Promise<void>((turn) => this.#hintTurns.push(turn));
       // peek: a hint neither opens a file nor counts as a use for the LRU order.
       const seg = this.#cache.peek(path);
-      if (!seg) return;
+      if (!seg || this.#closed) {
+        this.#nextHintTurn(); // a turn this hint does not take goes to the next one waiting
+        return;
+      }
       seg.pins++;
+      this.#hintsHeld++;
       try {
         await io.writeback(seg.handle, (block % this.#segBlocks) * this.#blockSize, n * this.#blockSize);
       } catch (err) {
         this.#ctx.reportSyncFailure(ioError('sync_file_range', path, err));
       } finally {
+        this.#hintsHeld--;
+        this.#nextHintTurn();
         await this.#release(seg);
       }
       block += n;
