@@ -963,13 +963,10 @@ export class Volume {
   }
 
   /**
-   * Register a SYNC request for a fork (every write and every metadata change does), except for
+   * Register a fork's SYNC request (W4; every write and every metadata change does), except for
    * an unlogged relation's non-INIT forks: those register nothing and only mark the volume for
    * the shutdown checkpoint's syncUnlogged (U1). A full queue makes us sync the volume ourselves,
-   * as md does for a segment.
-   */
-  /**
-   * A fork's SYNC request (W4). Undefined when it is taken at once, the common case, so a
+   * as md does for a segment. Undefined when the request is taken at once, the common case, so a
    * checkpoint writing a thousand forks makes no promise for each; the promise of the sync made
    * in its place when the queue is full.
    */
