@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Engine, ErrorCode, ForkNumber, RealIO, type RelFileLocator, type SyncFileRangeFn } from '../engine/index.js';
 import { SYNC_FILE_RANGE_WRITE, loadSyncFileRange, probeSyncFileRange } from '../engine/testing.js';
-import { syncThreadMessages } from '../engine/io/sync-thread.js';
+import { hintsOnThread, syncThreadMessages } from '../engine/io/sync-thread.js';
 import { tempDir } from './helpers/index.js';
 import { withEngine, BS, pageOf, locator } from './helpers/engine.js';
 
@@ -131,6 +131,12 @@ describe.runIf(linux)('writeback hints reach the kernel (Linux, real files)', ()
     await io.writeback!(hs[0]!, 0, BS);
     expect(syncThreadMessages - before).toBe(2);
     for (const i of [0, 1, 3]) await io.close(hs[i]!);
+  });
+
+  it('S6: a thread that cannot load koffi from the path it is given answers why and makes no call', async () => {
+    const reply = await hintsOnThread([0, 0, BS], join(await tempDir(), 'no-koffi-here.js'));
+    expect(reply).toMatchObject({ unavailable: expect.stringContaining('no-koffi-here.js') });
+    expect('errnos' in reply).toBe(false);
   });
 
   it("a failing sync_file_range is a Node-style error with the kernel's errno (EBADF on a bad descriptor)", async () => {

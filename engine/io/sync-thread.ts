@@ -58,13 +58,15 @@ const THREAD_SOURCE = `
 const { parentPort } = require('node:worker_threads');
 const { fsyncSync } = require('node:fs');
 const { performance } = require('node:perf_hooks');
-let hint = null;
+const loaded = new Map(); // koffi's path -> sync_file_range through it
 function hints(id, koffiPath, ranges) {
-  if (hint === null) {
+  let hint = loaded.get(koffiPath);
+  if (hint === undefined) {
     try {
       const koffi = require(koffiPath);
       const call = koffi.load(null).func('int sync_file_range(int fd, int64_t offset, int64_t nbytes, unsigned int flags)');
       hint = (fd, offset, nbytes) => (call(fd, offset, nbytes, ${SYNC_FILE_RANGE_WRITE}) === 0 ? 0 : koffi.errno() || -1);
+      loaded.set(koffiPath, hint);
     } catch (e) {
       parentPort.postMessage({ id, unavailable: String(e && e.message) });
       return;
