@@ -37,8 +37,8 @@
  *  M6 Raw segments keep every file open (as md's fd cache does up to maxOpenFiles) and issue the
  *     calls the fastest way measured here (BENCHMARKS.md, "The I/O candidates, side by side"):
  *     IN_FLIGHT_DEFAULT writes in flight, a writeback hint per file (where RealIO has them; all
- *     asked for at once, so they reach the sync thread together), then LIBUV_POOL_THREADS fsyncs in flight (libuv's pool of 4 runs that many; more in flight
- *     added nothing there).
+ *     asked for at once, so they reach the sync thread together), then LIBUV_POOL_THREADS
+ *     fsyncs in flight (libuv's pool of 4 runs that many; more in flight added nothing there).
  *  M7 The postgres row is optional: a cell has it in every round or in none, and it rotates with
  *     the others (M3). Its times are the server's (log_checkpoints), not timed here.
  *  M8 Engine rows also record the longest event-loop stall during the checkpoint: a

@@ -122,10 +122,11 @@ export class WritebackContext {
   /** Start an issue of the pending tags, if any (W5). */
   #start(): void {
     if (this.#pending.length === 0) return;
-    this.#running.push(this.#issue().then(
+    const issue = this.#issue().then(
       () => undefined,
       (err: unknown) => err ?? new Error('a writeback hint failed without a reason'),
-    ));
+    );
+    this.#running.push(issue);
   }
 
   async #waitOldest(): Promise<void> {

@@ -12,9 +12,10 @@
  *    Linux, called through koffi on the descriptor node:fs gave us (sync-file-range.ts says why
  *    koffi), on the sync thread (sync-thread.ts S6 says why not in line): the hints asked for in
  *    one turn of the event loop go to the thread in one message, each answered on its own. A
- *    `syncFileRange` given as an option (a test's double) is called in line. A failure throws a Node-style error (code EBADF, EIO, ...; syscall
- *    'sync_file_range'), which md turns into the failed state as PostgreSQL's data_sync_elevel
- *    does: on Linux a failed writeback can consume the error a later fsync would report.
+ *    `syncFileRange` given as an option (a test's double) is called in line. A failure throws a
+ *    Node-style error (code EBADF, EIO, ...; syscall 'sync_file_range'), which md turns into the
+ *    failed state as PostgreSQL's data_sync_elevel does: on Linux a failed writeback can consume
+ *    the error a later fsync would report.
  *    ENOSYS alone is not an error (PostgreSQL's pg_flush_data does the same): the kernel lacks
  *    the call, the hint only ever saved time, and RealIO stops trying (writebackSupported turns
  *    false). Elsewhere (not Linux, koffi unable to load) RealIO leaves the method out rather than
