@@ -35,10 +35,13 @@ export const SYNC_FILE_RANGE_WRITE = 2;
 /** Linux's ENOSYS: the call exists in the C library but the kernel lacks it (PostgreSQL: WSL1). */
 export const ENOSYS = 38;
 
+/** Linux's EINTR: a signal interrupted the call; pg_flush_data makes it again. */
+export const EINTR = 4;
+
 /**
  * sync_file_range(fd, offsetBytes, nbytes, SYNC_FILE_RANGE_WRITE) on a descriptor of this
- * process. Returns 0, or the errno (positive) the call failed with; never throws for a failed
- * call.
+ * process, made again when a signal interrupts it (EINTR). Returns 0, or the errno (positive)
+ * the call failed with; never throws for a failed call.
  */
 export type SyncFileRangeFn = (fd: number, offsetBytes: number, nbytes: number) => number;
 
@@ -73,7 +76,12 @@ export function probeSyncFileRange(platform: string): SyncFileRangeProbe {
       via: 'koffi',
       koffiPath: path,
       // errno is read at once, before any other call on this thread can change it.
-      fn: (fd, offsetBytes, nbytes) => (call(fd, offsetBytes, nbytes, SYNC_FILE_RANGE_WRITE) === 0 ? 0 : errno() || -1),
+      fn: (fd, offsetBytes, nbytes) => {
+        for (;;) {
+          const e = call(fd, offsetBytes, nbytes, SYNC_FILE_RANGE_WRITE) === 0 ? 0 : errno() || -1;
+          if (e !== EINTR) return e; // interrupted: again, as pg_flush_data does
+        }
+      },
     };
   } catch (err) {
     return { fn: null, reason: `sync_file_range not found in the C library (${err instanceof Error ? err.message : String(err)})` };

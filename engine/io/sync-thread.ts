@@ -36,7 +36,7 @@
  *     the answer says why and RealIO makes its hints in line again.
  */
 import { Worker } from 'node:worker_threads';
-import { SYNC_FILE_RANGE_WRITE } from './sync-file-range.js';
+import { EINTR, SYNC_FILE_RANGE_WRITE } from './sync-file-range.js';
 
 /** One fsync's failure as the thread saw it (a Node error's fields, not the object). */
 export interface SyncThreadError {
@@ -65,7 +65,12 @@ function hints(id, koffiPath, ranges) {
     try {
       const koffi = require(koffiPath);
       const call = koffi.load(null).func('int sync_file_range(int fd, int64_t offset, int64_t nbytes, unsigned int flags)');
-      hint = (fd, offset, nbytes) => (call(fd, offset, nbytes, ${SYNC_FILE_RANGE_WRITE}) === 0 ? 0 : koffi.errno() || -1);
+      hint = (fd, offset, nbytes) => {
+        for (;;) {
+          const errno = call(fd, offset, nbytes, ${SYNC_FILE_RANGE_WRITE}) === 0 ? 0 : koffi.errno() || -1;
+          if (errno !== ${EINTR}) return errno; // interrupted: again, as pg_flush_data does
+        }
+      };
       loaded.set(koffiPath, hint);
     } catch (e) {
       parentPort.postMessage({ id, unavailable: String(e && e.message) });
