@@ -51,7 +51,9 @@
  *     do V8's garbage collection pauses, whoever made the garbage (the bench's process holds
  *     three engines and the raw rows): the longest GC pause in the same window is recorded
  *     beside the stall (a PerformanceObserver of 'gc' entries), so a stall can be told apart
- *     from a collection.
+ *     from a collection, and on Linux the main thread's run-queue wait over the same window
+ *     (/proc/self/task/<pid>/schedstat: time it could have run but another thread had the CPU),
+ *     the scheduler's share.
  *  M9 Raw rows write the engine rows' bytes from memory like theirs: R*P distinct pages, each
  *     stamped as the engine rows stamp theirs (M1), laid out as the engines' pools hold them
  *     (page (r, b) at r * pagesMax + b of one array as large as a pool) and rewritten before the
@@ -60,6 +62,7 @@
  *     copy nothing to read: at 16,000 pages that alone made a raw row 1.2x faster than writing
  *     distinct pages (BENCHMARKS.md, "Raw rows write distinct pages").
  */
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PerformanceObserver, monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { Engine, ForkNumber, IN_FLIGHT_DEFAULT, LIBUV_POOL_THREADS, RealIO, assert, forEachInFlight, type CheckpointStats, type FileHandle, type FileIO, type IoCounts, type Relation, type RelFileLocator } from '../engine/index.js';
@@ -111,6 +114,8 @@ export interface RoundSample {
   maxStallMs?: number;
   /** Engine rows: the longest garbage-collection pause in the same window, ms (M8; 0: none). */
   maxGcPauseMs?: number;
+  /** Engine rows on Linux: the main thread's run-queue wait over the same window, ms (M8). */
+  runQueueWaitMs?: number;
   io?: Pick<IoCounts, 'open' | 'close' | 'pwrite' | 'fsync' | 'fdatasync' | 'fsyncDir' | 'bytesWritten'>;
   /** Postgres row: the server's checkpoint line and CHECKPOINT as the client timed it. */
   postgres?: { clientMs: number; line: PgCheckpointLine };
@@ -129,6 +134,8 @@ export interface RowResult {
   longestStallMs: number;
   /** Engine rows: the longest GC pause during any round's checkpoint, ms (M8); NaN for raw rows. */
   longestGcPauseMs: number;
+  /** Engine rows on Linux: the most run-queue wait of any round's checkpoint, ms (M8); else NaN. */
+  mostRunQueueWaitMs: number;
 }
 
 export interface CellRatios {
@@ -216,6 +223,19 @@ export function matrixVolumeSizeBytes(relationsMax: number, pagesMax: number, bl
  */
 function timerTurns(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 2));
+}
+
+/**
+ * The main thread's run-queue wait so far, ns (M8): the second field of Linux's
+ * /proc/self/task/<tid>/schedstat, whose main thread's tid is the pid. Null elsewhere.
+ */
+function mainRunQueueWaitNs(): number | null {
+  if (process.platform !== 'linux') return null;
+  try {
+    return Number(readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').trim().split(/\s+/)[1]);
+  } catch {
+    return null; // no /proc (a container without it): the figure is left out, nothing else changes
+  }
 }
 
 /** Writes `page` stamped with (generation, relation, block) in bytes 16..27 (M1). */
@@ -472,20 +492,24 @@ export class CheckpointMatrix {
       for (const e of list.getEntries()) if (e.startTime >= windowStart) gcPauses.push(e.duration);
     });
     gcs.observe({ entryTypes: ['gc'] });
+    const waitBefore = mainRunQueueWaitNs();
     stalls.enable();
     let st: CheckpointStats;
+    let waitAfter: number | null = null;
     try {
       await timerTurns(); // M8: the timer's first firing, which records nothing
       st = await engine.checkpoint();
       await timerTurns(); // M8: a firing after the checkpoint's last synchronous stretch
     } finally {
       stalls.disable();
+      waitAfter = mainRunQueueWaitNs();
       for (const e of gcs.takeRecords()) if (e.startTime >= windowStart) gcPauses.push(e.duration);
       gcs.disconnect();
     }
     // Histogram values are ns; an empty histogram (a checkpoint shorter than one tick) has max 0.
     const maxStallMs = stalls.count > 0 ? stalls.max / 1e6 : 0;
     const maxGcPauseMs = gcPauses.length > 0 ? Math.max(...gcPauses) : 0;
+    const runQueueWaitMs = waitBefore !== null && waitAfter !== null ? (waitAfter - waitBefore) / 1e6 : undefined;
     const d = diffCounts(engine.ioCounts(), before);
     assert(st.buffersWritten === R * P, `checkpoint of ${engine.dataDir} wrote ${st.buffersWritten} buffers, expected R*P = ${R * P} (M1)`);
     return {
@@ -501,6 +525,7 @@ export class CheckpointMatrix {
       tagsDispatched: { ...st.tagsDispatched },
       maxStallMs,
       maxGcPauseMs,
+      ...(runQueueWaitMs !== undefined ? { runQueueWaitMs } : {}),
       io: { open: d.open, close: d.close, pwrite: d.pwrite, fsync: d.fsync, fdatasync: d.fdatasync, fsyncDir: d.fsyncDir, bytesWritten: d.bytesWritten },
     };
   }
@@ -642,9 +667,10 @@ export function summarizeCell(relations: number, pages: number, blockSize: numbe
     if (kind === 'postgres' && !rounds.every((m) => m.has(kind))) continue;
     const samples = rounds
       .map((m) => m.get(kind)!)
-      .map((s) => ({ ...s, writeMs: roundMs(s.writeMs), syncMs: roundMs(s.syncMs), totalMs: roundMs(s.totalMs), ...(s.maxStallMs !== undefined ? { maxStallMs: roundMs(s.maxStallMs) } : {}), ...(s.maxGcPauseMs !== undefined ? { maxGcPauseMs: roundMs(s.maxGcPauseMs) } : {}) }));
+      .map((s) => ({ ...s, writeMs: roundMs(s.writeMs), syncMs: roundMs(s.syncMs), totalMs: roundMs(s.totalMs), ...(s.maxStallMs !== undefined ? { maxStallMs: roundMs(s.maxStallMs) } : {}), ...(s.maxGcPauseMs !== undefined ? { maxGcPauseMs: roundMs(s.maxGcPauseMs) } : {}), ...(s.runQueueWaitMs !== undefined ? { runQueueWaitMs: roundMs(s.runQueueWaitMs) } : {}) }));
     const stalls = samples.flatMap((s) => (s.maxStallMs !== undefined ? [s.maxStallMs] : []));
     const gcPauses = samples.flatMap((s) => (s.maxGcPauseMs !== undefined ? [s.maxGcPauseMs] : []));
+    const waits = samples.flatMap((s) => (s.runQueueWaitMs !== undefined ? [s.runQueueWaitMs] : []));
     const fs = samples.map((s) => s.fsyncCalls);
     const fds = samples.map((s) => s.fdatasyncCalls);
     rows[kind] = {
@@ -657,6 +683,7 @@ export function summarizeCell(relations: number, pages: number, blockSize: numbe
       fdatasyncCalls: { min: Math.min(...fds), max: Math.max(...fds) },
       longestStallMs: stalls.length > 0 ? Math.max(...stalls) : NaN,
       longestGcPauseMs: gcPauses.length > 0 ? Math.max(...gcPauses) : NaN,
+      mostRunQueueWaitMs: waits.length > 0 ? Math.max(...waits) : NaN,
     };
   }
   const med = (k: RowKind, f: 'syncMs' | 'totalMs') => rows[k]?.[f].median ?? NaN;

@@ -195,7 +195,8 @@ export function shapeChecks(cells: readonly CellResult[]): BenchCheck[] {
       pass: stall <= STALL_TARGET_MS,
       detail:
         `longest event-loop stall during a checkpoint: md ${md.longestStallMs.toFixed(1)} ms, md (syncConcurrency ${MD_CONCURRENT_SYNCS}) ${c.rows.mdConcurrent.longestStallMs.toFixed(1)} ms, volume ${vol.longestStallMs.toFixed(1)} ms (target ${STALL_TARGET_MS}); ` +
-        `longest GC pause in the same checkpoints ${Math.max(md.longestGcPauseMs, c.rows.mdConcurrent.longestGcPauseMs, vol.longestGcPauseMs).toFixed(1)} ms`,
+        `longest GC pause in the same checkpoints ${Math.max(md.longestGcPauseMs, c.rows.mdConcurrent.longestGcPauseMs, vol.longestGcPauseMs).toFixed(1)} ms, ` +
+        `most main-thread run-queue wait in one of them ${Math.max(md.mostRunQueueWaitMs, c.rows.mdConcurrent.mostRunQueueWaitMs, vol.mostRunQueueWaitMs).toFixed(1)} ms`,
     });
   }
   return out;

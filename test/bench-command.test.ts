@@ -103,6 +103,11 @@ describe('lamstore bench', () => {
       // Beside it, the longest GC pause of the same window (0 when there was none).
       expect(cell.rows[kind].samples[0].maxGcPauseMs).toBeGreaterThanOrEqual(0);
       expect(cell.rows[kind].longestGcPauseMs).toBe(cell.rows[kind].samples[0].maxGcPauseMs);
+      // And, on Linux, the main thread's run-queue wait over the checkpoint.
+      if (process.platform === 'linux') {
+        expect(cell.rows[kind].samples[0].runQueueWaitMs).toBeGreaterThanOrEqual(0);
+        expect(cell.rows[kind].mostRunQueueWaitMs).toBe(cell.rows[kind].samples[0].runQueueWaitMs);
+      }
     }
     expect(cell.rows.rawExtent.samples[0].maxStallMs).toBeUndefined();
     expect(cell.rows.rawExtent.samples[0].maxGcPauseMs).toBeUndefined();
