@@ -12,8 +12,8 @@
  *    lamstore, for a per-call cost no lower (both ~0.5 µs over the ~1.1 µs syscall here).
  *  - Where the call is made: SYNC_FILE_RANGE_WRITE only queues the range's dirty pages for
  *    writeback (median 10-16 µs for a dirty 256 KiB range), but it waits whenever the device's
- *    queue is full, and on the event loop such a wait is a stall of the embedding program: at
- *    R=1000 P=16 up to 26-31 ms. So RealIO makes it on the sync thread (sync-thread.ts S6), all
+ *    queue is full, and on the event loop such a wait blocks the embedding program (at R=1000
+ *    P=16 the device's queue is full for much of md's write phase). So RealIO makes it on the sync thread (sync-thread.ts S6), all
  *    the hints of one turn of the event loop in one message, and BufferSync keeps a few issues
  *    in flight while it writes on (writeback.ts W5), so the round trip is not paid per hint as
  *    it would be through the libuv pool (koffi's `.async`: ~40 µs a hint, 4-7x the hint itself,

@@ -28,9 +28,10 @@
  *  S6 Hints: a batch of (fd, offset, nbytes) is given to sync_file_range(SYNC_FILE_RANGE_WRITE)
  *     one after another, every one of them (a hint that fails does not stop the next: each
  *     answers for itself), and the answer is each call's errno (0: queued). Why here and not in
- *     line on the event loop: sync_file_range waits whenever the device's queue is full, and at
- *     R=1000 P=16 one such wait stalled the event loop for 26-31 ms of a checkpoint (BENCHMARKS.md,
- *     "Hints on the sync thread"). S2 holds for hints too (md pins the segment until answered).
+ *     line on the event loop: sync_file_range waits whenever the device's queue is full, and on
+ *     the event loop such a wait blocks the embedding program; off it, md's write phase at
+ *     R=1000 P=16 also got 25-30 % shorter (BENCHMARKS.md, "Hints on the sync thread"). S2
+ *     holds for hints too (md pins the segment until answered).
  *     The thread loads koffi from the path the main thread resolved (a worker evaluated from a
  *     string resolves modules from the current directory, not from lamstore's); where it cannot,
  *     the answer says why and RealIO makes its hints in line again.
