@@ -53,7 +53,9 @@
  *     beside the stall (a PerformanceObserver of 'gc' entries), so a stall can be told apart
  *     from a collection, and on Linux the main thread's run-queue wait over the same window
  *     (/proc/self/task/<pid>/schedstat: time it could have run but another thread had the CPU),
- *     the scheduler's share.
+ *     the scheduler's share, and the longest busy stretch (BusySampler: the most main-thread CPU
+ *     between two firings of a 1 ms timer), lamstore's own share: the part of a stall that is
+ *     the process working rather than waiting for a CPU.
  *  M9 Raw rows write the engine rows' bytes from memory like theirs: R*P distinct pages, each
  *     stamped as the engine rows stamp theirs (M1), laid out as the engines' pools hold them
  *     (page (r, b) at r * pagesMax + b of one array as large as a pool) and rewritten before the
@@ -116,6 +118,8 @@ export interface RoundSample {
   maxGcPauseMs?: number;
   /** Engine rows on Linux: the main thread's run-queue wait over the same window, ms (M8). */
   runQueueWaitMs?: number;
+  /** Engine rows on Linux: the most main-thread CPU between two firings of a 1 ms timer, ms (M8). */
+  maxBusyMs?: number;
   io?: Pick<IoCounts, 'open' | 'close' | 'pwrite' | 'fsync' | 'fdatasync' | 'fsyncDir' | 'bytesWritten'>;
   /** Postgres row: the server's checkpoint line and CHECKPOINT as the client timed it. */
   postgres?: { clientMs: number; line: PgCheckpointLine };
@@ -136,6 +140,8 @@ export interface RowResult {
   longestGcPauseMs: number;
   /** Engine rows on Linux: the most run-queue wait of any round's checkpoint, ms (M8); else NaN. */
   mostRunQueueWaitMs: number;
+  /** Engine rows on Linux: the longest busy stretch of any round's checkpoint, ms (M8); else NaN. */
+  longestBusyMs: number;
 }
 
 export interface CellRatios {
@@ -226,15 +232,42 @@ function timerTurns(): Promise<void> {
 }
 
 /**
- * The main thread's run-queue wait so far, ns (M8): the second field of Linux's
+ * The main thread's CPU time and run-queue wait so far, ns (M8): the first two fields of Linux's
  * /proc/self/task/<tid>/schedstat, whose main thread's tid is the pid. Null elsewhere.
  */
-function mainRunQueueWaitNs(): number | null {
+function mainSchedstat(): { cpuNs: number; waitNs: number } | null {
   if (process.platform !== 'linux') return null;
   try {
-    return Number(readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').trim().split(/\s+/)[1]);
+    const f = readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').trim().split(/\s+/);
+    return { cpuNs: Number(f[0]), waitNs: Number(f[1]) };
   } catch {
-    return null; // no /proc (a container without it): the figure is left out, nothing else changes
+    return null; // no /proc (a container without it): the figures are left out, nothing else changes
+  }
+}
+
+/**
+ * M8's busy stretches: a 1 ms interval timer reads the main thread's CPU time at each firing;
+ * the most CPU between two firings is the longest stretch the event loop could not run a timer
+ * because the main thread itself was working (JavaScript, a collection, a synchronous call),
+ * whatever the scheduler did meanwhile. About 15 µs a firing (one read of /proc). Linux only.
+ */
+class BusySampler {
+  #last: number;
+  #timer: NodeJS.Timeout;
+  maxNs = 0;
+  constructor(start: number) {
+    this.#last = start;
+    this.#timer = setInterval(() => this.sample(), 1);
+  }
+  sample(): void {
+    const now = mainSchedstat();
+    if (!now) return;
+    if (now.cpuNs - this.#last > this.maxNs) this.maxNs = now.cpuNs - this.#last;
+    this.#last = now.cpuNs;
+  }
+  stop(): void {
+    clearInterval(this.#timer);
+    this.sample();
   }
 }
 
@@ -492,24 +525,27 @@ export class CheckpointMatrix {
       for (const e of list.getEntries()) if (e.startTime >= windowStart) gcPauses.push(e.duration);
     });
     gcs.observe({ entryTypes: ['gc'] });
-    const waitBefore = mainRunQueueWaitNs();
+    const schedBefore = mainSchedstat();
+    const busy = schedBefore ? new BusySampler(schedBefore.cpuNs) : null;
     stalls.enable();
     let st: CheckpointStats;
-    let waitAfter: number | null = null;
+    let schedAfter: { cpuNs: number; waitNs: number } | null = null;
     try {
       await timerTurns(); // M8: the timer's first firing, which records nothing
       st = await engine.checkpoint();
       await timerTurns(); // M8: a firing after the checkpoint's last synchronous stretch
     } finally {
       stalls.disable();
-      waitAfter = mainRunQueueWaitNs();
+      busy?.stop();
+      schedAfter = mainSchedstat();
       for (const e of gcs.takeRecords()) if (e.startTime >= windowStart) gcPauses.push(e.duration);
       gcs.disconnect();
     }
     // Histogram values are ns; an empty histogram (a checkpoint shorter than one tick) has max 0.
     const maxStallMs = stalls.count > 0 ? stalls.max / 1e6 : 0;
     const maxGcPauseMs = gcPauses.length > 0 ? Math.max(...gcPauses) : 0;
-    const runQueueWaitMs = waitBefore !== null && waitAfter !== null ? (waitAfter - waitBefore) / 1e6 : undefined;
+    const runQueueWaitMs = schedBefore && schedAfter ? (schedAfter.waitNs - schedBefore.waitNs) / 1e6 : undefined;
+    const maxBusyMs = busy ? busy.maxNs / 1e6 : undefined;
     const d = diffCounts(engine.ioCounts(), before);
     assert(st.buffersWritten === R * P, `checkpoint of ${engine.dataDir} wrote ${st.buffersWritten} buffers, expected R*P = ${R * P} (M1)`);
     return {
@@ -526,6 +562,7 @@ export class CheckpointMatrix {
       maxStallMs,
       maxGcPauseMs,
       ...(runQueueWaitMs !== undefined ? { runQueueWaitMs } : {}),
+      ...(maxBusyMs !== undefined ? { maxBusyMs } : {}),
       io: { open: d.open, close: d.close, pwrite: d.pwrite, fsync: d.fsync, fdatasync: d.fdatasync, fsyncDir: d.fsyncDir, bytesWritten: d.bytesWritten },
     };
   }
@@ -667,10 +704,11 @@ export function summarizeCell(relations: number, pages: number, blockSize: numbe
     if (kind === 'postgres' && !rounds.every((m) => m.has(kind))) continue;
     const samples = rounds
       .map((m) => m.get(kind)!)
-      .map((s) => ({ ...s, writeMs: roundMs(s.writeMs), syncMs: roundMs(s.syncMs), totalMs: roundMs(s.totalMs), ...(s.maxStallMs !== undefined ? { maxStallMs: roundMs(s.maxStallMs) } : {}), ...(s.maxGcPauseMs !== undefined ? { maxGcPauseMs: roundMs(s.maxGcPauseMs) } : {}), ...(s.runQueueWaitMs !== undefined ? { runQueueWaitMs: roundMs(s.runQueueWaitMs) } : {}) }));
+      .map((s) => ({ ...s, writeMs: roundMs(s.writeMs), syncMs: roundMs(s.syncMs), totalMs: roundMs(s.totalMs), ...(s.maxStallMs !== undefined ? { maxStallMs: roundMs(s.maxStallMs) } : {}), ...(s.maxGcPauseMs !== undefined ? { maxGcPauseMs: roundMs(s.maxGcPauseMs) } : {}), ...(s.runQueueWaitMs !== undefined ? { runQueueWaitMs: roundMs(s.runQueueWaitMs) } : {}), ...(s.maxBusyMs !== undefined ? { maxBusyMs: roundMs(s.maxBusyMs) } : {}) }));
     const stalls = samples.flatMap((s) => (s.maxStallMs !== undefined ? [s.maxStallMs] : []));
     const gcPauses = samples.flatMap((s) => (s.maxGcPauseMs !== undefined ? [s.maxGcPauseMs] : []));
     const waits = samples.flatMap((s) => (s.runQueueWaitMs !== undefined ? [s.runQueueWaitMs] : []));
+    const busies = samples.flatMap((s) => (s.maxBusyMs !== undefined ? [s.maxBusyMs] : []));
     const fs = samples.map((s) => s.fsyncCalls);
     const fds = samples.map((s) => s.fdatasyncCalls);
     rows[kind] = {
@@ -684,6 +722,7 @@ export function summarizeCell(relations: number, pages: number, blockSize: numbe
       longestStallMs: stalls.length > 0 ? Math.max(...stalls) : NaN,
       longestGcPauseMs: gcPauses.length > 0 ? Math.max(...gcPauses) : NaN,
       mostRunQueueWaitMs: waits.length > 0 ? Math.max(...waits) : NaN,
+      longestBusyMs: busies.length > 0 ? Math.max(...busies) : NaN,
     };
   }
   const med = (k: RowKind, f: 'syncMs' | 'totalMs') => rows[k]?.[f].median ?? NaN;

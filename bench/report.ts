@@ -114,11 +114,12 @@ export function timeTable(cells: readonly CellResult[]): string {
 
 /** Longest event-loop stall during any checkpoint of each cell's engine rows (matrix M7). */
 export function stallTable(cells: readonly CellResult[]): string {
-  const t = new Table({ head: ['R', 'P', 'md longest stall (GC; run queue)', `md(sync×${MD_CONCURRENT_SYNCS}) longest stall (GC; run queue)`, 'volume longest stall (GC; run queue)', 'md per round', 'volume per round'], style: PLAIN });
+  const t = new Table({ head: ['R', 'P', 'md longest stall (GC; run queue; busy)', `md(sync×${MD_CONCURRENT_SYNCS}) longest stall (GC; run queue; busy)`, 'volume longest stall (GC; run queue; busy)', 'md per round', 'volume per round'], style: PLAIN });
   const per = (c: CellResult, k: 'md' | 'volume') => c.rows[k].samples.map((s) => ms(s.maxStallMs ?? NaN)).join(' ');
-  // Beside each, the longest GC pause and the most main-thread run-queue wait of the same
-  // windows (matrix.ts M8; the wait is a whole checkpoint's, not one stall's).
-  const withGc = (c: CellResult, k: 'md' | 'mdConcurrent' | 'volume') => `${ms(c.rows[k].longestStallMs)} (${ms(c.rows[k].longestGcPauseMs)}; ${ms(c.rows[k].mostRunQueueWaitMs)})`;
+  // Beside each, the longest GC pause, the most main-thread run-queue wait (a whole
+  // checkpoint's, not one stall's) and the longest busy stretch of the same windows (matrix.ts M8).
+  const withGc = (c: CellResult, k: 'md' | 'mdConcurrent' | 'volume') =>
+    `${ms(c.rows[k].longestStallMs)} (${ms(c.rows[k].longestGcPauseMs)}; ${ms(c.rows[k].mostRunQueueWaitMs)}; ${ms(c.rows[k].longestBusyMs)})`;
   for (const c of cells) t.push([c.relations, c.pages, withGc(c, 'md'), withGc(c, 'mdConcurrent'), withGc(c, 'volume'), per(c, 'md'), per(c, 'volume')]);
   return t.toString();
 }

@@ -115,6 +115,7 @@ export interface BenchCheck {
     | 'syncRatioWithin20Percent'
     | 'volumeWithin1.3xFloor'
     | 'checkpointStallAtMost20ms'
+    | 'checkpointBusyStretchAtMost20ms'
     | 'mdConcurrentWithin1.3xRawSegments'
     | 'mdWithin1.5xPostgres'
     | 'volumeWriteWithin1.5xRawVolume'
@@ -198,6 +199,18 @@ export function shapeChecks(cells: readonly CellResult[]): BenchCheck[] {
         `longest GC pause in the same checkpoints ${Math.max(md.longestGcPauseMs, c.rows.mdConcurrent.longestGcPauseMs, vol.longestGcPauseMs).toFixed(1)} ms, ` +
         `most main-thread run-queue wait in one of them ${Math.max(md.mostRunQueueWaitMs, c.rows.mdConcurrent.mostRunQueueWaitMs, vol.mostRunQueueWaitMs).toFixed(1)} ms`,
     });
+    // lamstore's own share of the stalls (matrix.ts M8): main-thread CPU between two timer
+    // firings, whatever the scheduler did. Linux only (schedstat).
+    const busy = Math.max(md.longestBusyMs, c.rows.mdConcurrent.longestBusyMs, vol.longestBusyMs);
+    if (Number.isFinite(busy)) {
+      out.push({
+        ...base,
+        name: 'checkpointBusyStretchAtMost20ms',
+        kind: 'timing',
+        pass: busy <= STALL_TARGET_MS,
+        detail: `longest main-thread busy stretch during a checkpoint (CPU between two firings of a 1 ms timer): md ${md.longestBusyMs.toFixed(1)} ms, md (syncConcurrency ${MD_CONCURRENT_SYNCS}) ${c.rows.mdConcurrent.longestBusyMs.toFixed(1)} ms, volume ${vol.longestBusyMs.toFixed(1)} ms (target ${STALL_TARGET_MS})`,
+      });
+    }
   }
   return out;
 }

@@ -107,11 +107,14 @@ describe('lamstore bench', () => {
       if (process.platform === 'linux') {
         expect(cell.rows[kind].samples[0].runQueueWaitMs).toBeGreaterThanOrEqual(0);
         expect(cell.rows[kind].mostRunQueueWaitMs).toBe(cell.rows[kind].samples[0].runQueueWaitMs);
+        expect(cell.rows[kind].samples[0].maxBusyMs).toBeGreaterThanOrEqual(0);
+        expect(cell.rows[kind].longestBusyMs).toBe(cell.rows[kind].samples[0].maxBusyMs);
       }
     }
     expect(cell.rows.rawExtent.samples[0].maxStallMs).toBeUndefined();
     expect(cell.rows.rawExtent.samples[0].maxGcPauseMs).toBeUndefined();
     expect(out.checks.filter((c: { name: string }) => c.name === 'checkpointStallAtMost20ms')).toHaveLength(1);
+    expect(out.checks.filter((c: { name: string }) => c.name === 'checkpointBusyStretchAtMost20ms')).toHaveLength(process.platform === 'linux' ? 1 : 0);
     expect(cell.rows.rawSegments.samples[0].fsyncCalls).toBe(R);
     expect(cell.rows.rawExtent.samples[0].fdatasyncCalls).toBe(1);
     expect(cell.rows.rawVolume.samples[0].fdatasyncCalls).toBe(1);
