@@ -9,6 +9,7 @@
  *    ManualClock that the handlers advance inside their sync callbacks (no wall-clock asserts).
  * PendingOps.checkInvariants() runs after every phase.
  */
+import { syncThreadMessages } from '../engine/io/sync-thread.js';
 import { describe, expect, it } from 'vitest';
 import { Engine, ErrorCode, SyncRequestType, isLamstoreError } from '../engine/index.js';
 import { ManualClock, SimDisk } from '../engine/testing.js';
@@ -799,6 +800,23 @@ describe('pending ops: handlers that sync several tags in one call (P6)', () => 
       expect(st.syncFiles).toBe(24);
       // 24 segments and the control file: the batches make exactly the fsyncs the loop made.
       expect(engine.ioCounts().fsync - before).toBe(24 + 1);
+    });
+  });
+
+  it('(Engine, real files) with syncConcurrency 4 md fsyncs through the libuv pool, not the one sync thread: the fsyncs run side by side', async () => {
+    // No hints (checkpointFlushAfter 0): the sync thread would carry those too.
+    await withEngine({ dataDir: await tempDir(), verifySync: false, syncConcurrency: 4, checkpointFlushAfter: 0 }, async (engine) => {
+      for (let r = 0; r < 12; r++) {
+        const rel = engine.relation({ spcOid: 1663, dbOid: 5, relNumber: 16384 + r });
+        await rel.create(0);
+        await rel.extend(0, new Uint8Array(engine.blockSize).fill(r + 1));
+      }
+      const messages = syncThreadMessages;
+      const before = engine.ioCounts().fsync;
+      const st = await engine.checkpoint();
+      expect(st.syncFiles).toBe(12);
+      expect(engine.ioCounts().fsync - before).toBe(12 + 1); // and the control file
+      expect(syncThreadMessages - messages).toBe(0);
     });
   });
 

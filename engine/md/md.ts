@@ -110,8 +110,7 @@
 import { dirname, join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { ErrorCode, LamstoreError, assert, cleanUp, errnoOf, ioError } from '../errors.js';
-import type { FileHandle } from '../io/file-io.js';
-import { fsyncEach } from '../io/file-io.js';
+import { fsyncEach, fsyncOneByOne, type FileHandle, type FsyncEachResult } from '../io/file-io.js';
 import type { FileTag } from '../sync/file-tag.js';
 import { SyncHandlerId, SyncRequestType, type SyncTagsResult } from '../sync/registry.js';
 import type { ForkNumber, RelFileLocator } from '../relfile.js';
@@ -422,7 +421,10 @@ export class MdStorageManager implements StorageManager {
    * the sync phase recognises (behaviour 18).
    */
   async syncSegment(tag: FileTag): Promise<void> {
-    const r = await this.syncSegments([tag]);
+    // The sync phase asks for one tag at a time when it keeps several fsyncs in flight
+    // (syncConcurrency > 1): each goes to the libuv pool, whose threads run them side by side.
+    // Through the one sync thread they would run one after another (S1 of sync-thread.ts).
+    const r = await this.#syncSegments([tag], (handles) => fsyncOneByOne(this.#ctx.io, handles));
     if (r.error !== undefined) throw r.error;
   }
 
@@ -434,7 +436,12 @@ export class MdStorageManager implements StorageManager {
    * the first failure: a segment that cannot be opened (raw ENOENT, as syncSegment) fails its
    * tag once the tags before it are synced, and nothing after a failure is reported synced.
    */
-  async syncSegments(tags: readonly FileTag[]): Promise<SyncTagsResult> {
+  syncSegments(tags: readonly FileTag[]): Promise<SyncTagsResult> {
+    return this.#syncSegments(tags, (handles) => fsyncEach(this.#ctx.io, handles));
+  }
+
+  /** syncSegments with the given way of fsyncing the pinned handles in order (FileIO C8). */
+  async #syncSegments(tags: readonly FileTag[], fsyncInOrder: (handles: FileHandle[]) => Promise<FsyncEachResult>): Promise<SyncTagsResult> {
     const paths: string[] = [];
     const segs: Seg[] = [];
     let openError: unknown;
@@ -450,7 +457,7 @@ export class MdStorageManager implements StorageManager {
         }
         paths.push(path);
       }
-      r = await fsyncEach(this.#ctx.io, segs.map((seg) => seg.handle));
+      r = await fsyncInOrder(segs.map((seg) => seg.handle));
     } finally {
       for (const seg of segs) await this.#release(seg);
     }
