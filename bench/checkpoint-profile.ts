@@ -41,6 +41,7 @@ import { ForwardingIO, makeTempDir, removeTree, type FileIOMethod } from '../eng
 import { volumeExtension } from '../volume/index.js';
 import { matrixVolumeSizeBytes } from './matrix.js';
 import { patternPage } from './page-path-measure.js';
+import { schedstat, type ThreadTimes } from './schedstat.js';
 import { median } from './stats.js';
 
 type Storage = 'md' | 'volume';
@@ -143,22 +144,10 @@ function mark(label: string): void {
   }
 }
 
-interface ThreadTimes {
-  /** ns on CPU, ns waiting on a run queue, times scheduled. */
-  cpu: number;
-  wait: number;
-  slices: number;
-}
-
 function threadTimes(): Map<number, ThreadTimes> {
   const out = new Map<number, ThreadTimes>();
   for (const name of readdirSync('/proc/self/task')) out.set(Number(name), schedstat(Number(name)));
   return out;
-}
-
-function schedstat(tid: number): ThreadTimes {
-  const f = readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').trim().split(/\s+/);
-  return { cpu: Number(f[0]), wait: Number(f[1]), slices: Number(f[2]) };
 }
 
 function mainAndPool(pool: ReadonlySet<number>): { main: ThreadTimes; pool: ThreadTimes } {

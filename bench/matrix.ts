@@ -64,13 +64,13 @@
  *     copy nothing to read: at 16,000 pages that alone made a raw row 1.2x faster than writing
  *     distinct pages (BENCHMARKS.md, "Raw rows write distinct pages").
  */
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PerformanceObserver, monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { Engine, ForkNumber, IN_FLIGHT_DEFAULT, LIBUV_POOL_THREADS, RealIO, assert, forEachInFlight, type CheckpointStats, type FileHandle, type FileIO, type IoCounts, type Relation, type RelFileLocator } from '../engine/index.js';
 import { WRITE_COMBINE_MAX_BLOCKS, diffCounts } from '../engine/testing.js';
 import { volumeExtension } from '../volume/index.js';
 import { patternPage } from './page-path-measure.js';
+import { mainSchedstat, type ThreadTimes } from './schedstat.js';
 import { PostgresRow, type PgInstall } from './postgres.js';
 import type { PgCheckpointLine } from './postgres-log.js';
 import { nowMs, ratio, roundMs, summarize, type Summary } from './stats.js';
@@ -232,20 +232,6 @@ function timerTurns(): Promise<void> {
 }
 
 /**
- * The main thread's CPU time and run-queue wait so far, ns (M8): the first two fields of Linux's
- * /proc/self/task/<tid>/schedstat, whose main thread's tid is the pid. Null elsewhere.
- */
-function mainSchedstat(): { cpuNs: number; waitNs: number } | null {
-  if (process.platform !== 'linux') return null;
-  try {
-    const f = readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').trim().split(/\s+/);
-    return { cpuNs: Number(f[0]), waitNs: Number(f[1]) };
-  } catch {
-    return null; // no /proc (a container without it): the figures are left out, nothing else changes
-  }
-}
-
-/**
  * M8's busy stretches: a 1 ms interval timer reads the main thread's CPU time at each firing;
  * the most CPU between two firings is the longest stretch the event loop could not run a timer
  * because the main thread itself was working (JavaScript, a collection, a synchronous call),
@@ -262,8 +248,8 @@ class BusySampler {
   sample(): void {
     const now = mainSchedstat();
     if (!now) return;
-    if (now.cpuNs - this.#last > this.maxNs) this.maxNs = now.cpuNs - this.#last;
-    this.#last = now.cpuNs;
+    if (now.cpu - this.#last > this.maxNs) this.maxNs = now.cpu - this.#last;
+    this.#last = now.cpu;
   }
   stop(): void {
     clearInterval(this.#timer);
@@ -526,10 +512,10 @@ export class CheckpointMatrix {
     });
     gcs.observe({ entryTypes: ['gc'] });
     const schedBefore = mainSchedstat();
-    const busy = schedBefore ? new BusySampler(schedBefore.cpuNs) : null;
+    const busy = schedBefore ? new BusySampler(schedBefore.cpu) : null;
     stalls.enable();
     let st: CheckpointStats;
-    let schedAfter: { cpuNs: number; waitNs: number } | null = null;
+    let schedAfter: ThreadTimes | null = null;
     try {
       await timerTurns(); // M8: the timer's first firing, which records nothing
       st = await engine.checkpoint();
@@ -544,7 +530,7 @@ export class CheckpointMatrix {
     // Histogram values are ns; an empty histogram (a checkpoint shorter than one tick) has max 0.
     const maxStallMs = stalls.count > 0 ? stalls.max / 1e6 : 0;
     const maxGcPauseMs = gcPauses.length > 0 ? Math.max(...gcPauses) : 0;
-    const runQueueWaitMs = schedBefore && schedAfter ? (schedAfter.waitNs - schedBefore.waitNs) / 1e6 : undefined;
+    const runQueueWaitMs = schedBefore && schedAfter ? (schedAfter.wait - schedBefore.wait) / 1e6 : undefined;
     const maxBusyMs = busy ? busy.maxNs / 1e6 : undefined;
     const d = diffCounts(engine.ioCounts(), before);
     assert(st.buffersWritten === R * P, `checkpoint of ${engine.dataDir} wrote ${st.buffersWritten} buffers, expected R*P = ${R * P} (M1)`);

@@ -231,9 +231,9 @@ export class RealIO implements FileIO {
     const done = reply.us.length;
     if (reply.error) {
       const e = reply.error;
-      // Node's message is "CODE: description, fsync"; fsError adds the code, call and path back.
-      const err = fsError(e.code ?? 'EIO', 'fsync', handles[done]!.path, e.message.replace(/^[A-Z0-9_]+: /, '').replace(/, fsync$/, ''));
-      if (e.errno !== undefined) err.errno = e.errno;
+      // Node's errno is negative; without one (never seen) the thread's message is all there is.
+      const path = handles[done]!.path;
+      const err = e.errno !== undefined ? errnoError(-e.errno, 'fsync', path) : fsError(e.code ?? 'EIO', 'fsync', path, e.message);
       return { done, error: err, us: reply.us };
     }
     return refused === undefined ? { done, us: reply.us } : { done, error: refused, us: reply.us };

@@ -110,7 +110,7 @@
 import { dirname, join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { ErrorCode, LamstoreError, assert, cleanUp, errnoOf, ioError } from '../errors.js';
-import { fsyncEach, fsyncOneByOne, type FileHandle, type FsyncEachResult } from '../io/file-io.js';
+import { fsyncEach, type FileHandle } from '../io/file-io.js';
 import type { FileTag } from '../sync/file-tag.js';
 import { SyncHandlerId, SyncRequestType, type SyncTagsResult } from '../sync/registry.js';
 import type { ForkNumber, RelFileLocator } from '../relfile.js';
@@ -422,10 +422,16 @@ export class MdStorageManager implements StorageManager {
    */
   async syncSegment(tag: FileTag): Promise<void> {
     // The sync phase asks for one tag at a time when it keeps several fsyncs in flight
-    // (syncConcurrency > 1): each goes to the libuv pool, whose threads run them side by side.
-    // Through the one sync thread they would run one after another (S1 of sync-thread.ts).
-    const r = await this.#syncSegments([tag], (handles) => fsyncOneByOne(this.#ctx.io, handles));
-    if (r.error !== undefined) throw r.error;
+    // (syncConcurrency > 1): a plain fsync, on the libuv pool, whose threads run them side by
+    // side. Through the one sync thread (syncSegments) they would run one after another.
+    const path = this.#segPath(tag.rlocator, tag.forkNum, tag.segno);
+    await this.#syncPath(path);
+    await this.#forgetIfTombstone(tag, path);
+  }
+
+  /** A tombstone is about to be unlinked by this checkpoint: do not keep its fd cached. */
+  async #forgetIfTombstone(tag: FileTag, path: string): Promise<void> {
+    if (tag.forkNum === 0 && tag.segno === 0 && this.#tombstones.has(locatorKey(tag.rlocator))) await this.#forget(path);
   }
 
   /**
@@ -436,12 +442,7 @@ export class MdStorageManager implements StorageManager {
    * the first failure: a segment that cannot be opened (raw ENOENT, as syncSegment) fails its
    * tag once the tags before it are synced, and nothing after a failure is reported synced.
    */
-  syncSegments(tags: readonly FileTag[]): Promise<SyncTagsResult> {
-    return this.#syncSegments(tags, (handles) => fsyncEach(this.#ctx.io, handles));
-  }
-
-  /** syncSegments with the given way of fsyncing the pinned handles in order (FileIO C8). */
-  async #syncSegments(tags: readonly FileTag[], fsyncInOrder: (handles: FileHandle[]) => Promise<FsyncEachResult>): Promise<SyncTagsResult> {
+  async syncSegments(tags: readonly FileTag[]): Promise<SyncTagsResult> {
     const paths: string[] = [];
     const segs: Seg[] = [];
     let openError: unknown;
@@ -457,7 +458,7 @@ export class MdStorageManager implements StorageManager {
         }
         paths.push(path);
       }
-      r = await fsyncInOrder(segs.map((seg) => seg.handle));
+      r = await fsyncEach(this.#ctx.io, segs.map((seg) => seg.handle));
     } finally {
       for (const seg of segs) await this.#release(seg);
     }
@@ -466,8 +467,7 @@ export class MdStorageManager implements StorageManager {
       const tag = tags[k]!;
       try {
         await this.#makeNameDurable(paths[k]!);
-        // A tombstone is about to be unlinked by this checkpoint: do not keep its fd cached.
-        if (tag.forkNum === 0 && tag.segno === 0 && this.#tombstones.has(locatorKey(tag.rlocator))) await this.#forget(paths[k]!);
+        await this.#forgetIfTombstone(tag, paths[k]!);
       } catch (err) {
         return { done: k, error: err, us: r.us.slice(0, k) };
       }
