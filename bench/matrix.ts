@@ -9,8 +9,9 @@
  *   rawSegments  no engine: the same bytes pwritten into R files, a writeback hint per file
  *                (sync_file_range, as md and PostgreSQL issue them), then one fsync per file, the
  *                fastest way this machine allows (M6)
- *   rawVolume    no engine: the same pages at the same offsets as the volume row's, in a file of
- *                the volume's size zero-filled at setup: adjacent ones in one pwritev, 64 in
+ *   rawVolume    no engine: the same pages at the same offsets as the volume row's (where its
+ *                last checkpoint wrote them: copy-on-write moves every page it writes), in a file
+ *                of the volume's size zero-filled at setup: adjacent ones in one pwritev, 64 in
  *                flight, one fdatasync (what the volume's write phase could cost at best)
  *   rawExtent    no engine: the same bytes pwritten into one preallocated file, one fdatasync
  *                (the floor: nothing can make these bytes durable with less work); then, outside
@@ -68,7 +69,7 @@ import { join } from 'node:path';
 import { PerformanceObserver, monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { Engine, ForkNumber, IN_FLIGHT_DEFAULT, LIBUV_POOL_THREADS, RealIO, assert, forEachInFlight, type CheckpointStats, type FileHandle, type FileIO, type IoCounts, type Relation, type RelFileLocator } from '../engine/index.js';
 import { WRITE_COMBINE_MAX_BLOCKS, diffCounts } from '../engine/testing.js';
-import { volumeExtension } from '../volume/index.js';
+import { volumeExtension, type VolumeExtension } from '../volume/index.js';
 import { patternPage } from './page-path-measure.js';
 import { mainSchedstat, type ThreadTimes } from './schedstat.js';
 import { PostgresRow, type PgInstall } from './postgres.js';
@@ -292,8 +293,12 @@ export class CheckpointMatrix {
   #mdRels: Relation[] = [];
   #mdConcurrentRels: Relation[] = [];
   #volumeRels: Relation[] = [];
-  /** Volume block of (relation r, block b) at r * pagesMax + b, for the rawVolume row. */
+  /**
+   * Volume block of (relation r, block b) at r * pagesMax + b, for the rawVolume row: where the
+   * volume row's last checkpoint wrote the page (copy-on-write moves it at every checkpoint).
+   */
   #volumeBlocks: Float64Array = new Float64Array(0);
+  #volumeExt: VolumeExtension | null = null;
   /** rawSegments' files, open for the whole run (M6). */
   #segHandles: FileHandle[] = [];
   /** The raw rows' pages (M9): page (r, b) is #rawPages[r * pagesMax + b], a view of one array. */
@@ -372,9 +377,10 @@ export class CheckpointMatrix {
         });
         // One volume relation at a time, so each grows in place into few, long extents.
         await this.#setupRelations(this.#volume, this.#volumeRels, 'volume', page, 1);
-        // Where each page lives, for the rawVolume row (the volume relocates nothing in place).
+        // Where each page lives, for the rawVolume row until the volume row's first checkpoint.
+        this.#volumeExt = ext;
         this.#volumeBlocks = new Float64Array(R * P);
-        for (let r = 0; r < R; r++) for (let b = 0; b < P; b++) this.#volumeBlocks[r * P + b] = ext.volume!.physicalBlock(locator(r), ForkNumber.MAIN, b);
+        this.#trackVolumeBlocks(R, P);
       })(),
       this.#setupRaw(page),
       this.#setupPostgres(),
@@ -485,7 +491,10 @@ export class CheckpointMatrix {
       if (kind === 'md') s = await this.#engineRow(this.#md!, this.#mdRels, R, P, gen);
       else if (kind === 'mdConcurrent') s = await this.#engineRow(this.#mdConcurrent!, this.#mdConcurrentRels, R, P, gen);
       else if (kind === 'rawVolume') s = await this.#rawVolume(R, P, gen);
-      else if (kind === 'volume') s = await this.#engineRow(this.#volume!, this.#volumeRels, R, P, gen);
+      else if (kind === 'volume') {
+        s = await this.#engineRow(this.#volume!, this.#volumeRels, R, P, gen);
+        this.#trackVolumeBlocks(R, P);
+      }
       else if (kind === 'rawSegments') s = await this.#rawSegments(R, P, gen);
       else if (kind === 'postgres') s = await this.#postgresRow(R, P);
       else s = await this.#rawExtent(R, P, gen);
@@ -588,6 +597,16 @@ export class CheckpointMatrix {
     await forEachInFlight(files, LIBUV_POOL_THREADS, (h) => io.fsync(h));
     const t2 = nowMs();
     return { writeMs: t1 - t0, syncMs: t2 - t1, totalMs: t2 - t0, fsyncCalls: R, fdatasyncCalls: 0, bytesWritten: R * P * blockSize, rangesWritten: R };
+  }
+
+  /**
+   * Read where the volume holds the cell's pages now (outside every timing): after a checkpoint
+   * of the volume row, the blocks it has just written them to.
+   */
+  #trackVolumeBlocks(R: number, P: number): void {
+    const vol = this.#volumeExt!.volume!;
+    const pagesMax = this.#o.pagesMax;
+    for (let r = 0; r < R; r++) for (let b = 0; b < P; b++) this.#volumeBlocks[r * pagesMax + b] = vol.physicalBlock(locator(r), ForkNumber.MAIN, b);
   }
 
   /** The volume row's pages, at the volume row's offsets, with no engine (see the header). */

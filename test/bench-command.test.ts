@@ -118,6 +118,9 @@ describe('lamstore bench', () => {
     expect(cell.rows.rawSegments.samples[0].fsyncCalls).toBe(R);
     expect(cell.rows.rawExtent.samples[0].fdatasyncCalls).toBe(1);
     expect(cell.rows.rawVolume.samples[0].fdatasyncCalls).toBe(1);
+    // The raw volume row writes where the volume row's last checkpoint put the pages: copy-on-write
+    // wrote the R pages as one stream (one pwritev), not at the R places setup gave them.
+    expect(cell.rows.rawVolume.samples[0].rangesWritten).toBe(1);
     expect(out.checks.filter((c: { kind: string; pass: boolean }) => c.kind === 'count' && !c.pass)).toEqual([]);
 
     for (const storage of ['md', 'volume']) {
