@@ -1,7 +1,8 @@
 /**
  * A steady A/B harness for the checkpoint path: one storage (md or volume), R relations x P
  * dirty pages, many rounds, and per checkpoint its total, write and sync phase (CheckpointStats),
- * the longest event-loop stall during it (monitorEventLoopDelay, as the bench),
+ * the longest event-loop stall during it (monitorEventLoopDelay, as the bench), the main
+ * thread's GC pauses inside it (the longest and their sum, PerformanceObserver 'gc' entries),
  * and, with `--heap`, the bytes allocated inside `engine.checkpoint()` (V8's sampling heap
  * profiler through the inspector, 512-byte interval, started and stopped around each
  * checkpoint), with the functions that allocated most (the timings then include the
@@ -17,7 +18,7 @@
 import { Session } from 'node:inspector/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { PerformanceObserver, monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { Engine, ForkNumber, type Relation } from '../engine/index.js';
 import { makeTempDir, removeTree } from '../engine/testing.js';
 import { volumeExtension } from '../volume/index.js';
@@ -111,6 +112,15 @@ async function main(): Promise<void> {
     const syncs: number[] = [];
     const allocated: number[] = [];
     const stalls: number[] = [];
+    // Main-thread GC pauses inside each checkpoint (as the bench's maxGcPauseMs): the longest
+    // and their sum.
+    const gcLongest: number[] = [];
+    const gcTotal: number[] = [];
+    let gcWindow: number[] | null = null;
+    const gcs = new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) gcWindow?.push(e.duration);
+    });
+    gcs.observe({ entryTypes: ['gc'] });
     const byFunction = new Map<string, number>();
     for (let round = 0; round < o.rounds; round++) {
       for (const rel of rels) {
@@ -122,11 +132,14 @@ async function main(): Promise<void> {
       // The longest event-loop stall during the checkpoint, as the bench measures it (matrix.ts M8).
       const delay = monitorEventLoopDelay({ resolution: 1 });
       delay.enable();
+      const pauses: number[] = [];
+      gcWindow = pauses;
       const t0 = performance.now();
       const st = await engine.checkpoint();
       const t1 = performance.now();
       await new Promise<void>((resolve) => setTimeout(resolve, 2));
       delay.disable();
+      gcWindow = null; // entries arrive on a later turn: those of the 2 ms wait count too
       if (session && measured) {
         const { profile } = await session.post('HeapProfiler.stopSampling');
         allocated.push(allocationsBy(profile.head as SampledNode, byFunction));
@@ -134,16 +147,19 @@ async function main(): Promise<void> {
       if (!measured) continue;
       totals.push(t1 - t0);
       stalls.push(delay.count > 0 ? delay.max / 1e6 : 0);
+      gcLongest.push(Math.max(0, ...pauses));
+      gcTotal.push(pauses.reduce((a, b) => a + b, 0));
       writes.push(st.writeMs);
       syncs.push(st.syncMs);
     }
     const n = totals.length;
-    const lines = [`${o.storage} R=${o.relations} P=${o.pages}: total ${median(totals).toFixed(1)} ms, write ${median(writes).toFixed(1)}, sync ${median(syncs).toFixed(1)} (medians of ${n} checkpoints after ${WARMUP_ROUNDS} warm-up); longest stall median ${median(stalls).toFixed(1)} ms, max ${Math.max(...stalls).toFixed(1)}`];
+    const lines = [`${o.storage} R=${o.relations} P=${o.pages}: total ${median(totals).toFixed(1)} ms, write ${median(writes).toFixed(1)}, sync ${median(syncs).toFixed(1)} (medians of ${n} checkpoints after ${WARMUP_ROUNDS} warm-up); longest stall median ${median(stalls).toFixed(1)} ms, max ${Math.max(...stalls).toFixed(1)}; GC pauses per checkpoint: longest median ${median(gcLongest).toFixed(1)} ms, max ${Math.max(...gcLongest).toFixed(1)}, sum median ${median(gcTotal).toFixed(1)} ms`];
     if (session) {
       lines.push(`allocated per checkpoint: ${(median(allocated) / 1024).toFixed(0)} KiB (median; sampled)`);
       for (const [k, v] of [...byFunction.entries()].sort((a, b) => b[1] - a[1]).slice(0, o.top)) lines.push(`  ${(v / 1024 / n).toFixed(1).padStart(8)} KiB  ${k}`);
     }
     process.stdout.write(`${lines.join('\n')}\n`);
+    gcs.disconnect();
   } finally {
     session?.disconnect();
     await engine?.close();
