@@ -16,6 +16,7 @@ import { describe, expect, it } from 'vitest';
 import { Engine, ErrorCode, ForkNumber, RealIO, type FileHandle, type FileIO, type IoKind, type RelFileLocator, type StorageManager } from '../engine/index.js';
 import { CountingIO, SimDisk } from '../engine/testing.js';
 import { ISSUES_IN_FLIGHT, WritebackContext, type WritebackTag } from '../engine/buffer/writeback.js';
+import { hintedBatchesInFlight } from '../engine/buffer/buffer-pool.js';
 import { SyncLedgerIO } from '../engine/io/sync-ledger.js';
 import { MdStorageManager } from '../engine/md/md.js';
 import { tempDir } from './helpers/index.js';
@@ -86,6 +87,38 @@ describe('writeback hints through the engine (md on SimDisk)', () => {
       expect(stats.writebacksIssued).toBe(70); // SimDisk carries every hint out
       expect(engine.bufferPool.stats.writebackIssues - issuesBefore).toBe(3);
     });
+  });
+
+  it('behaviour 40 with long runs: batches of few long runs go out side by side (libuv has a thread for each run), and every hint still follows the write it covers', async () => {
+    const disk = new HintDisk();
+    await withEngine({ dataDir: '/data', io: disk, sharedBuffers: 256 }, async (engine) => {
+      // 4 relations of 16 dirty consecutive blocks: 2 batches of 32 buffers, each 2 runs (one
+      // write each), so 2 batches in flight (hintedBatchesInFlight(4, 2)).
+      const locs = [100, 101, 102, 103].map((n) => locator(n));
+      for (const loc of locs) await prepare(engine, loc, ForkNumber.MAIN, 16, []);
+      for (const loc of locs) for (let b = 0; b < 16; b++) await engine.relation(loc).write(ForkNumber.MAIN, b, pageOf(5));
+      disk.reset();
+      const stats = await engine.checkpoint();
+      expect(stats.buffersWritten).toBe(64);
+      const seq = disk.events.filter((e) => e.path.startsWith('/data/base/5/10')).map((e) => `${e.kind === 'writeback' ? 'hint' : 'write'} ${e.path.slice(-3)}`);
+      expect(seq.filter((e) => e.startsWith('write'))).toEqual(['write 100', 'write 101', 'write 102', 'write 103']);
+      // The second batch's writes are asked for before the first batch's hints...
+      expect(seq.indexOf('write 102')).toBeLessThan(seq.indexOf('hint 100'));
+      // ...and each hint after the write it covers.
+      for (const n of ['100', '101', '102', '103']) expect(seq.indexOf(`hint ${n}`)).toBeGreaterThan(seq.indexOf(`write ${n}`));
+      expect(disk.hints).toEqual(locs.map((_, i) => ({ path: `base/5/${100 + i}`, offsetBlocks: 0, lengthBlocks: 16 })));
+      expect(engine.bufferPool.stats.writebackIssues).toBeGreaterThan(0);
+    });
+  });
+
+  it('hintedBatchesInFlight: as many batches as give each of libuv\'s threads a write call, 1 to BATCHES_IN_FLIGHT', () => {
+    expect(hintedBatchesInFlight(1000, 32)).toBe(1); // R=1000 P=1: 32 one-page runs a batch
+    expect(hintedBatchesInFlight(70, 3)).toBe(1);
+    expect(hintedBatchesInFlight(1000, 500)).toBe(2); // R=1000 P=16: two 16-page runs a batch
+    expect(hintedBatchesInFlight(4, 2)).toBe(2);
+    expect(hintedBatchesInFlight(100, 100)).toBe(4); // one run a batch: one batch per thread
+    expect(hintedBatchesInFlight(10, 100)).toBe(4); // never more than BATCHES_IN_FLIGHT
+    expect(hintedBatchesInFlight(0, 0)).toBe(1);
   });
 
   it('behaviour 40: consecutive blocks of one file and fork merge into one range; other files, forks and gaps start new ones', async () => {

@@ -253,6 +253,32 @@ function syncOrder(items: SyncItem[], runMax: number): SyncItem[] {
   return out;
 }
 
+/** Stretches of consecutive blocks of one fork in `order`: the fewest write calls it becomes. */
+function runCount(order: readonly SyncItem[]): number {
+  let runs = 0;
+  for (let i = 0; i < order.length; i++) {
+    const t = order[i]!.tag;
+    const p = i > 0 ? order[i - 1]!.tag : null;
+    if (p === null || t.block !== p.block + 1 || t.fork !== p.fork || t.rel.relNumber !== p.rel.relNumber || t.rel.dbOid !== p.rel.dbOid || t.rel.spcOid !== p.rel.spcOid) runs++;
+  }
+  return runs;
+}
+
+/**
+ * Batches of a hinted storage manager (md) kept in flight: enough that their write calls give
+ * each of libuv's threads one (`runs` calls over `batches` batches, on average), at least 1, at
+ * most BATCHES_IN_FLIGHT. A batch of checkpointFlushAfter one-page runs (one page in each of 32
+ * files, R=1000 P=1) is already 32 calls, so it goes alone, as before: more of them in flight
+ * made no write phase shorter and doubled the longest event-loop stall, the turns that take the
+ * completions growing with them. A batch of two 16-page runs (P=16) leaves two threads idle, and
+ * waiting for it before the next cost md's write phase 15-30% (BENCHMARKS.md, "md's hinted
+ * batches in flight").
+ */
+export function hintedBatchesInFlight(runs: number, batches: number): number {
+  if (batches === 0 || runs === 0) return 1;
+  return Math.max(1, Math.min(BATCHES_IN_FLIGHT, Math.floor((LIBUV_POOL_THREADS * batches) / runs)));
+}
+
 export class BufferPool {
   readonly nBuffers: number;
   readonly blockSize: number;
@@ -774,9 +800,11 @@ export class BufferPool {
   /**
    * Each storage manager gets its buffers in BufferSync order, in batches (smgr.ts W1). Up to
    * BATCHES_IN_FLIGHT batches are written at once, so a batch the volume turns into one long
-   * pwritev does not wait for the one before it. One at a time where order
-   * matters: when the storage manager takes writeback hints (behaviour 40: a hint follows the
-   * writes it covers) and when the checkpoint is bounded (K5: overshoot one batch at most).
+   * pwritev does not wait for the one before it. One at a time when the checkpoint is bounded
+   * (K5: overshoot one batch at most). A storage manager that takes writeback hints gets
+   * batches of checkpointFlushAfter buffers, and as many in flight as keep libuv's threads busy
+   * (`hintedBatchesInFlight`); each batch's hints are still scheduled when its own writes have
+   * returned (#written), so a hint follows the writes it covers (behaviour 40).
    */
   async #writeAll(byStorage: Map<string, SyncItem[]>, run: SyncRun): Promise<void> {
     for (const storage of [...byStorage.keys()].sort()) {
@@ -788,7 +816,7 @@ export class BufferPool {
       const batchMax = hinted ? Math.min(run.writeBlocksMax, this.#flushAfter) : run.writeBlocksMax;
       const chunks: SyncItem[][] = [];
       for (let i = 0; i < order.length; i += batchMax) chunks.push(order.slice(i, i + batchMax));
-      const inFlight = hinted || run.writeBlocksMax < WRITE_COMBINE_MAX_BLOCKS ? 1 : BATCHES_IN_FLIGHT;
+      const inFlight = run.writeBlocksMax < WRITE_COMBINE_MAX_BLOCKS ? 1 : hinted ? hintedBatchesInFlight(runCount(order), chunks.length) : BATCHES_IN_FLIGHT;
       await forEachInFlight(chunks, inFlight, async (chunk) => {
         const ready = await this.#prepare(chunk);
         if (ready.length > 0) {

@@ -22,7 +22,9 @@
  *     wait for the oldest only past that. So a hint still follows the writes it covers (each is
  *     asked for once they are written) and the checkpoint still feels a device that cannot keep
  *     up, a few issues late instead of at once; what it no longer waits for is each hint's
- *     round trip to the sync thread (RealIO, sync-thread.ts S6). `issue()` (BufferSync's last)
+ *     round trip to the sync thread (RealIO, sync-thread.ts S6). With several of BufferSync's
+ *     batches in flight (buffer-pool.ts `hintedBatchesInFlight`), each batch waiting for the
+ *     oldest can have started one issue more: at most ISSUES_IN_FLIGHT + batches - 1 run. `issue()` (BufferSync's last)
  *     and `drain()` (after a failure) wait for every issue still running: none is left behind.
  * Where the hints are not scheduled at all (the pool's side): when fsync is off (nothing is
  * synced, so there is nothing to smooth) and when the limit is 0.
