@@ -1,7 +1,8 @@
 /**
  * Goal: the writeback hints a checkpoint gives after its writes (behaviour 40; reference
  * sections 7 `mdwriteback` and 9 "Writeback coalescing"): with limit 32 one batch goes out after
- * every 32 written buffers and the rest at the end of BufferSync; consecutive blocks of one
+ * every 32 written buffers and the rest at the end of BufferSync (batches of a few long runs go
+ * out several at once, each hint still after the writes it covers); consecutive blocks of one
  * file/fork merge into one range; duplicates collapse; md splits a range at segment boundaries and
  * hints only segments it has open; nothing is hinted with fsync off or with checkpointFlushAfter 0;
  * the option is validated; a failed hint is a failed sync.

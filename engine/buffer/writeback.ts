@@ -24,8 +24,9 @@
  *     up, a few issues late instead of at once; what it no longer waits for is each hint's
  *     round trip to the sync thread (RealIO, sync-thread.ts S6). With several of BufferSync's
  *     batches in flight (buffer-pool.ts `hintedBatchesInFlight`), each batch waiting for the
- *     oldest can have started one issue more: at most ISSUES_IN_FLIGHT + batches - 1 run. `issue()` (BufferSync's last)
- *     and `drain()` (after a failure) wait for every issue still running: none is left behind.
+ *     oldest can have started one issue more: at most ISSUES_IN_FLIGHT + batches - 1 run.
+ *     `issue()` (BufferSync's last) and `drain()` (after a failure) wait for every issue still
+ *     running: none is left behind.
  * Where the hints are not scheduled at all (the pool's side): when fsync is off (nothing is
  * synced, so there is nothing to smooth) and when the limit is 0.
  */
