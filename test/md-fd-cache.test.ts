@@ -5,7 +5,8 @@
  * Method: 1000 relations written, checkpointed and read back with maxOpenFiles 32 on SimDisk;
  * the engine's CountingIO gauge openHandlesMax counts every handle open at once. The engine
  * holds exactly one handle of its own, the data directory lock file (lamstore.lock), so the
- * bound asserted is 32 + 1. The same on real files for 200 relations.
+ * bound asserted is 32 + 1. The same on real files for 200 relations. A close that answers late
+ * keeps its slot (a SimDisk whose close waits a few turns, concurrent opens).
  * The default size (md.ts M7a): a checkpoint over N relations, N below the default, counted
  * with engine.ioCounts() around it after a warm-up checkpoint, makes no open and no close (on
  * SimDisk and on real files), where a cache of the old default 256 opens and closes every file
@@ -14,7 +15,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { Engine, ForkNumber, MAX_OPEN_FILES_DEFAULT, type RelFileLocator } from '../engine/index.js';
+import { Engine, ForkNumber, MAX_OPEN_FILES_DEFAULT, type FileHandle, type RelFileLocator } from '../engine/index.js';
 import { SimDisk, diffCounts } from '../engine/testing.js';
 import { openFilesLimit } from '../engine/io/real-io.js';
 import { MAX_OPEN_FILES_MIN, MdStorageManager, defaultMaxOpenFiles } from '../engine/md/md.js';
@@ -73,6 +74,32 @@ describe('md fd cache', () => {
 
   it('the same bound on real files (200 relations)', async () => {
     await exercise(await tempDir(), undefined, 200);
+  });
+
+  it('a handle still being closed keeps its slot: concurrent opens never pass maxOpenFiles while evicted handles close slowly', async () => {
+    // close answers a few turns late, so other opens run while an evicted handle is still open.
+    class SlowClose extends SimDisk {
+      override async close(h: FileHandle): Promise<void> {
+        for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+        await super.close(h);
+      }
+    }
+    const disk = new SlowClose();
+    await withEngine(onDisk(disk, { sharedBuffers: 64, maxOpenFiles: 4 }), async (engine) => {
+      const md = engine.storageManager('md') as MdStorageManager;
+      for (let r = 0; r < 8; r++) {
+        const rel = engine.relation(loc(r));
+        await rel.create(ForkNumber.MAIN);
+        await rel.extend(ForkNumber.MAIN, pageFor(r, 0));
+      }
+      const before = engine.ioCounts();
+      // The cache holds 4 of the 8 files: reading the other 4 at once evicts and closes 4.
+      await Promise.all(Array.from({ length: 4 }, (_, r) => md.read(loc(r), ForkNumber.MAIN, 0, new Uint8Array(BS))));
+      expect(engine.ioCounts().open - before.open).toBe(4);
+      expect(engine.ioCounts().openHandlesMax).toBeLessThanOrEqual(4 + ENGINE_FILE_HANDLES);
+      md.checkInvariants();
+    });
+    expect(disk.openHandleCount).toBe(0);
   });
 
   it('a handle in use is not closed by eviction; it closes when its user is done', async () => {

@@ -5,7 +5,8 @@
  * out several at once, each hint still after the writes it covers); consecutive blocks of one
  * file/fork merge into one range; duplicates collapse; md splits a range at segment boundaries and
  * hints only segments it has open; nothing is hinted with fsync off or with checkpointFlushAfter 0;
- * the option is validated; a failed hint is a failed sync.
+ * the option is validated; a failed hint is a failed sync; a batch's writes and the hints still
+ * held never open more segment files than maxOpenFiles.
  * Method: Engine on a SimDisk subclass that records every writeback hint (path, offset, length),
  * with `onCall` giving the order of writes and hints; CountingIO (engine.ioCounts()) counts them,
  * issued (`writeback`) and carried out (`writebacksIssued`, CheckpointStats.writebacksIssued).
@@ -258,6 +259,40 @@ describe('writeback hints through the engine (md on SimDisk)', () => {
       expect(disk.hints).toHaveLength(16);
       expect(disk.heldMax).toBe(2);
       expect(disk.held).toBe(0);
+      md.checkInvariants();
+    });
+  });
+
+  it('M7 with M8: a batch\'s writes and the hints still held never pin more segments than maxOpenFiles, so the fd cache never opens past its bound', async () => {
+    // Hints held for many turns, so the next batch's writes run while they are held; writes
+    // held for a few, so a batch's writes are all in flight together.
+    const turns = async (n: number): Promise<void> => {
+      for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+    };
+    class SlowHints extends HintDisk {
+      override async writeback(h: FileHandle, offsetBytes: number, lengthBytes: number): Promise<void> {
+        await turns(40);
+        await super.writeback(h, offsetBytes, lengthBytes);
+      }
+      override async pwritev(h: FileHandle, buffers: readonly Uint8Array[], offsetBytes: number): Promise<void> {
+        await turns(5);
+        await super.pwritev(h, buffers, offsetBytes);
+      }
+    }
+    const disk = new SlowHints();
+    // 48 dirty one-block segments, no two adjacent: batches of 16 one-page writes to 16 files.
+    await withEngine({ dataDir: '/data', io: disk, sharedBuffers: 256, relSegBlocks: 1, maxOpenFiles: 16, checkpointFlushAfter: 16 }, async (engine) => {
+      await prepare(engine, LOC, ForkNumber.MAIN, 96, Array.from({ length: 48 }, (_, i) => 2 * i));
+      const md = engine.storageManager('md') as MdStorageManager;
+      expect(md.hintsHeldMax).toBe(2);
+      expect(md.writesInFlightMax).toBe(14);
+      const before = engine.ioCounts();
+      await engine.checkpoint();
+      // Hints reach only segments still open when they are made (M8): some, not all 48.
+      expect(disk.hints.length).toBeGreaterThan(0);
+      // The segments, plus the engine's own two (the lock file and the control file).
+      expect(engine.ioCounts().openHandlesMax).toBeLessThanOrEqual(16 + 2);
+      expect(engine.ioCounts().open - before.open).toBeGreaterThan(0); // the cache was too small for the 48
       md.checkInvariants();
     });
   });

@@ -50,11 +50,15 @@
  *
  * The fd cache (M7): open segment handles live in an lru-cache keyed by path and bounded by
  * `maxOpenFiles`. Before opening, md evicts least recently used handles that no operation is
- * using (pins = 0) until cache + opens in flight < maxOpenFiles, and closes them. A handle in use
+ * using (pins = 0) until cache + opens in flight + closes under way < maxOpenFiles, and closes
+ * them (a handle being closed is an open fd until close returns: without counting it, another
+ * open could slip in while a victim was closing, one fd past the bound). A handle in use
  * is never closed under its user: if every cached handle is pinned (more operations in flight
  * than maxOpenFiles), the open goes ahead and lru-cache's own eviction marks the pinned victim
  * doomed; it is closed when its last user releases it. So md holds at most maxOpenFiles fds
- * while fewer than maxOpenFiles operations are in flight, and never closes a handle in use.
+ * while fewer than maxOpenFiles operations are in flight, and never closes a handle in use. A
+ * checkpoint's own operations stay under that: a batch's writes (`writesInFlightMax`) and the
+ * hints still held (`hintsHeldMax`, M8) together pin at most maxOpenFiles segments.
  *
  * The default size (M7a, `defaultMaxOpenFiles`): min(1000, half of the process's RLIMIT_NOFILE
  * soft limit). Why: a checkpoint touches every dirty segment twice (BufferSync's write, the sync
@@ -165,6 +169,8 @@ export class MdStorageManager implements StorageManager {
   readonly #opening = new Map<string, Promise<Seg>>();
   /** Evicted-while-pinned handles still open (M7). */
   #doomedCount = 0;
+  /** Closes under way: the fd is open until close returns, so it keeps its slot (M7). */
+  #closingCount = 0;
   /** M8: hints holding a segment until the FileIO answers, and the hints waiting for a turn. */
   #hintsHeld = 0;
   readonly #hintTurns: (() => void)[] = [];
@@ -221,10 +227,13 @@ export class MdStorageManager implements StorageManager {
   async #closeSeg(seg: Seg): Promise<void> {
     if (seg.closed) return;
     seg.closed = true;
+    this.#closingCount++;
     try {
       await this.#ctx.io.close(seg.handle);
     } catch (err) {
       throw ioError('close', seg.path, err);
+    } finally {
+      this.#closingCount--;
     }
   }
 
@@ -257,7 +266,7 @@ export class MdStorageManager implements StorageManager {
       }
       let created = false;
       const p = (async () => {
-        while (this.#cache.size + this.#openingCount + this.#doomedCount >= this.#maxOpenFiles) {
+        while (this.#cache.size + this.#openingCount + this.#doomedCount + this.#closingCount >= this.#maxOpenFiles) {
           const victim = this.#lruUnpinned();
           if (!victim) break; // every handle in use: lru-cache will doom one (M7)
           this.#cache.delete(victim.path);
@@ -586,7 +595,7 @@ export class MdStorageManager implements StorageManager {
   /**
    * The write contract (smgr.ts W1-W4), mdwritev for a whole batch: consecutive blocks of one
    * segment become one vectored write (never past the segment end, PostgreSQL's mdmaxcombine),
-   * and the writes go out IN_FLIGHT_DEFAULT at a time, so a checkpoint over a thousand files
+   * and the writes go out `writesInFlightMax` at a time, so a checkpoint over a thousand files
    * overlaps their round trips on the thread pool instead of paying them one after another.
    * Each write registers its segment's SYNC as soon as it returns (W4).
    */
@@ -613,7 +622,7 @@ export class MdStorageManager implements StorageManager {
       else runs.push({ loc: w.rel, fork: w.fork, segno, firstBlock: w.blockNum, pages: [w.page] });
       prev = w;
     }
-    await forEachInFlight(runs, IN_FLIGHT_DEFAULT, async (run) => {
+    await forEachInFlight(runs, this.writesInFlightMax, async (run) => {
       const path = this.#segPath(run.loc, run.fork, run.segno);
       const offset = (run.firstBlock % this.#segBlocks) * this.#blockSize;
       const io = this.#ctx.io;
@@ -633,6 +642,17 @@ export class MdStorageManager implements StorageManager {
   /** M8: wake the next hint waiting for a turn, if a turn is free. */
   #nextHintTurn(): void {
     if (this.#hintsHeld < this.hintsHeldMax) this.#hintTurns.shift()?.();
+  }
+
+  /**
+   * M7: the most writes one batch keeps in flight, each holding its segment: IN_FLIGHT_DEFAULT,
+   * less when the fd cache is small, so that a batch's writes and the hints still held
+   * (hintsHeldMax) never pin more segments than maxOpenFiles and no open has to go past the
+   * bound. With a cache of 32 and batches of 32 one-page runs, 32 writes beside a held hint
+   * opened a 33rd fd.
+   */
+  get writesInFlightMax(): number {
+    return Math.max(1, Math.min(IN_FLIGHT_DEFAULT, this.#maxOpenFiles - this.hintsHeldMax));
   }
 
   /** M8: the most hints that hold a segment open at once. */
@@ -1007,7 +1027,7 @@ export class MdStorageManager implements StorageManager {
 
   checkInvariants(): void {
     assert(this.#cache.size <= this.#maxOpenFiles, 'md: fd cache within maxOpenFiles');
-    assert(this.#doomedCount >= 0 && this.#openingCount >= 0, 'md: counters are non-negative');
+    assert(this.#doomedCount >= 0 && this.#openingCount >= 0 && this.#closingCount >= 0, 'md: counters are non-negative');
     for (const s of this.#cache.values()) {
       assert(s.pins >= 0, `md: ${s.path} pins >= 0`);
       assert(!s.closed, `md: cached handle ${s.path} is open`);
