@@ -33,6 +33,15 @@ function pageFor(r: number, b: number): Uint8Array {
   return p;
 }
 
+/** Relations 0..n-1, one block each (page r, 0). */
+async function oneBlockRelations(engine: Engine, n: number): Promise<void> {
+  for (let r = 0; r < n; r++) {
+    const rel = engine.relation(loc(r));
+    await rel.create(ForkNumber.MAIN);
+    await rel.extend(ForkNumber.MAIN, pageFor(r, 0));
+  }
+}
+
 async function exercise(dataDir: string, io: SimDisk | undefined, relations: number): Promise<void> {
   const opts = { dataDir, io, sharedBuffers: 64, maxOpenFiles: MAX_OPEN, relSegBlocks: 2 };
   const closed = await withEngine(opts, async (engine) => {
@@ -87,11 +96,7 @@ describe('md fd cache', () => {
     const disk = new SlowClose();
     await withEngine(onDisk(disk, { sharedBuffers: 64, maxOpenFiles: 4 }), async (engine) => {
       const md = engine.storageManager('md') as MdStorageManager;
-      for (let r = 0; r < 8; r++) {
-        const rel = engine.relation(loc(r));
-        await rel.create(ForkNumber.MAIN);
-        await rel.extend(ForkNumber.MAIN, pageFor(r, 0));
-      }
+      await oneBlockRelations(engine, 8);
       const before = engine.ioCounts();
       // The cache holds 4 of the 8 files: reading the other 4 at once evicts and closes 4.
       await Promise.all(Array.from({ length: 4 }, (_, r) => md.read(loc(r), ForkNumber.MAIN, 0, new Uint8Array(BS))));
@@ -106,11 +111,7 @@ describe('md fd cache', () => {
     const disk = new SimDisk();
     await withEngine(onDisk(disk, { sharedBuffers: 64, maxOpenFiles: 4 }), async (engine) => {
       const md = engine.storageManager('md') as MdStorageManager;
-      for (let r = 0; r < 8; r++) {
-        const rel = engine.relation(loc(r));
-        await rel.create(ForkNumber.MAIN);
-        await rel.extend(ForkNumber.MAIN, pageFor(r, 0));
-      }
+      await oneBlockRelations(engine, 8);
       // Eight reads at once of eight files through a cache of four: all succeed.
       const got = await Promise.all(Array.from({ length: 8 }, async (_, r) => {
         const into = new Uint8Array(BS);
