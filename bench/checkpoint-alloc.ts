@@ -83,6 +83,10 @@ async function main(): Promise<void> {
   const blockSize = 8192;
   const session = o.heap ? new Session() : null;
   let engine: Engine | null = null;
+  let gcWindow: number[] | null = null;
+  const gcs = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) gcWindow?.push(e.duration);
+  });
   try {
     // As bench/matrix.ts M5: a pool that holds every page, no timed checkpoints, no ledger.
     engine = await Engine.open({
@@ -116,10 +120,6 @@ async function main(): Promise<void> {
     // and their sum.
     const gcLongest: number[] = [];
     const gcTotal: number[] = [];
-    let gcWindow: number[] | null = null;
-    const gcs = new PerformanceObserver((list) => {
-      for (const e of list.getEntries()) gcWindow?.push(e.duration);
-    });
     gcs.observe({ entryTypes: ['gc'] });
     const byFunction = new Map<string, number>();
     for (let round = 0; round < o.rounds; round++) {
@@ -159,8 +159,8 @@ async function main(): Promise<void> {
       for (const [k, v] of [...byFunction.entries()].sort((a, b) => b[1] - a[1]).slice(0, o.top)) lines.push(`  ${(v / 1024 / n).toFixed(1).padStart(8)} KiB  ${k}`);
     }
     process.stdout.write(`${lines.join('\n')}\n`);
-    gcs.disconnect();
   } finally {
+    gcs.disconnect();
     session?.disconnect();
     await engine?.close();
     await removeTree(root);

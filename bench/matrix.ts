@@ -702,18 +702,31 @@ export class CheckpointMatrix {
 }
 
 /** Summaries and ratios of a cell's rounds. */
+/** M8's figures, on engine rows only (runQueueWaitMs and maxBusyMs on Linux only). */
+const M8_FIELDS = ['maxStallMs', 'maxGcPauseMs', 'runQueueWaitMs', 'maxBusyMs'] as const;
+
+/** A sample with its times and M8 figures rounded; a figure it lacks stays absent. */
+function roundSample(s: RoundSample): RoundSample {
+  const out: RoundSample = { ...s, writeMs: roundMs(s.writeMs), syncMs: roundMs(s.syncMs), totalMs: roundMs(s.totalMs) };
+  for (const f of M8_FIELDS) {
+    const v = s[f];
+    if (v !== undefined) out[f] = roundMs(v);
+  }
+  return out;
+}
+
+/** The largest M8 figure `f` among the samples that have it; NaN when none has (raw rows). */
+function mostOf(samples: readonly RoundSample[], f: (typeof M8_FIELDS)[number]): number {
+  const v = samples.flatMap((s) => (s[f] !== undefined ? [s[f]] : []));
+  return v.length > 0 ? Math.max(...v) : NaN;
+}
+
 export function summarizeCell(relations: number, pages: number, blockSize: number, rounds: readonly Map<RowKind, RoundSample>[]): CellResult {
   const rows = {} as CellResult['rows'];
   for (const kind of ROW_KINDS) {
     // M7: a row is in every round of the cell or in none.
     if (kind === 'postgres' && !rounds.every((m) => m.has(kind))) continue;
-    const samples = rounds
-      .map((m) => m.get(kind)!)
-      .map((s) => ({ ...s, writeMs: roundMs(s.writeMs), syncMs: roundMs(s.syncMs), totalMs: roundMs(s.totalMs), ...(s.maxStallMs !== undefined ? { maxStallMs: roundMs(s.maxStallMs) } : {}), ...(s.maxGcPauseMs !== undefined ? { maxGcPauseMs: roundMs(s.maxGcPauseMs) } : {}), ...(s.runQueueWaitMs !== undefined ? { runQueueWaitMs: roundMs(s.runQueueWaitMs) } : {}), ...(s.maxBusyMs !== undefined ? { maxBusyMs: roundMs(s.maxBusyMs) } : {}) }));
-    const stalls = samples.flatMap((s) => (s.maxStallMs !== undefined ? [s.maxStallMs] : []));
-    const gcPauses = samples.flatMap((s) => (s.maxGcPauseMs !== undefined ? [s.maxGcPauseMs] : []));
-    const waits = samples.flatMap((s) => (s.runQueueWaitMs !== undefined ? [s.runQueueWaitMs] : []));
-    const busies = samples.flatMap((s) => (s.maxBusyMs !== undefined ? [s.maxBusyMs] : []));
+    const samples = rounds.map((m) => roundSample(m.get(kind)!));
     const fs = samples.map((s) => s.fsyncCalls);
     const fds = samples.map((s) => s.fdatasyncCalls);
     rows[kind] = {
@@ -724,10 +737,10 @@ export function summarizeCell(relations: number, pages: number, blockSize: numbe
       totalMs: summarize(samples.map((s) => s.totalMs)),
       fsyncCalls: { min: Math.min(...fs), max: Math.max(...fs) },
       fdatasyncCalls: { min: Math.min(...fds), max: Math.max(...fds) },
-      longestStallMs: stalls.length > 0 ? Math.max(...stalls) : NaN,
-      longestGcPauseMs: gcPauses.length > 0 ? Math.max(...gcPauses) : NaN,
-      mostRunQueueWaitMs: waits.length > 0 ? Math.max(...waits) : NaN,
-      longestBusyMs: busies.length > 0 ? Math.max(...busies) : NaN,
+      longestStallMs: mostOf(samples, 'maxStallMs'),
+      longestGcPauseMs: mostOf(samples, 'maxGcPauseMs'),
+      mostRunQueueWaitMs: mostOf(samples, 'runQueueWaitMs'),
+      longestBusyMs: mostOf(samples, 'maxBusyMs'),
     };
   }
   const med = (k: RowKind, f: 'syncMs' | 'totalMs') => rows[k]?.[f].median ?? NaN;

@@ -202,6 +202,11 @@ function compareSyncItems(a: SyncItem, b: SyncItem): number {
   return x.rel.spcOid - y.rel.spcOid || x.rel.relNumber - y.rel.relNumber || x.rel.dbOid - y.rel.dbOid || x.fork - y.fork || x.block - y.block;
 }
 
+/** Whether `t` is the block after `prev` in the same fork (one run of a write). */
+function nextInFork(prev: BufferTag, t: BufferTag): boolean {
+  return t.block === prev.block + 1 && t.fork === prev.fork && t.rel.relNumber === prev.rel.relNumber && t.rel.dbOid === prev.rel.dbOid && t.rel.spcOid === prev.rel.spcOid;
+}
+
 /**
  * BufferSync's order (W1 of smgr.ts): sorted by (spcOid, relNumber, dbOid, fork, block), dbOid
  * after relNumber only so one file's blocks stay together. With several tablespaces, their runs
@@ -229,9 +234,7 @@ function syncOrder(items: SyncItem[], runMax: number): SyncItem[] {
       run = [it];
       continue;
     }
-    const t = prev!.tag;
-    const consecutive = it.tag.fork === t.fork && it.tag.rel.relNumber === t.rel.relNumber && it.tag.rel.dbOid === t.rel.dbOid && it.tag.block === t.block + 1;
-    if (consecutive && run.length < runMax) {
+    if (nextInFork(prev!.tag, it.tag) && run.length < runMax) {
       run.push(it);
       continue;
     }
@@ -256,11 +259,7 @@ function syncOrder(items: SyncItem[], runMax: number): SyncItem[] {
 /** Stretches of consecutive blocks of one fork in `order`: the fewest write calls it becomes. */
 function runCount(order: readonly SyncItem[]): number {
   let runs = 0;
-  for (let i = 0; i < order.length; i++) {
-    const t = order[i]!.tag;
-    const p = i > 0 ? order[i - 1]!.tag : null;
-    if (p === null || t.block !== p.block + 1 || t.fork !== p.fork || t.rel.relNumber !== p.rel.relNumber || t.rel.dbOid !== p.rel.dbOid || t.rel.spcOid !== p.rel.spcOid) runs++;
-  }
+  for (let i = 0; i < order.length; i++) if (i === 0 || !nextInFork(order[i - 1]!.tag, order[i]!.tag)) runs++;
   return runs;
 }
 

@@ -39,6 +39,12 @@ export const ENOSYS = 38;
 export const EINTR = 4;
 
 /**
+ * The C library's symbol as koffi declares it (off64_t on every Linux ABI koffi supports: it
+ * takes 64-bit offsets). The main thread and the sync thread (sync-thread.ts S6) declare it alike.
+ */
+export const SYNC_FILE_RANGE_DECLARATION = 'int sync_file_range(int fd, int64_t offset, int64_t nbytes, unsigned int flags)';
+
+/**
  * sync_file_range(fd, offsetBytes, nbytes, SYNC_FILE_RANGE_WRITE) on a descriptor of this
  * process, made again when a signal interrupts it (EINTR). Returns 0, or the errno (positive)
  * the call failed with; never throws for a failed call.
@@ -69,8 +75,7 @@ export function probeSyncFileRange(platform: string): SyncFileRangeProbe {
   if (opened.koffi === null) return { fn: null, reason: opened.reason };
   const { koffi, lib, path } = opened;
   try {
-    // off64_t on every Linux ABI koffi supports: the C library's symbol takes 64-bit offsets.
-    const call = lib.func('int sync_file_range(int fd, int64_t offset, int64_t nbytes, unsigned int flags)');
+    const call = lib.func(SYNC_FILE_RANGE_DECLARATION);
     const errno = koffi.errno.bind(koffi);
     return {
       via: 'koffi',

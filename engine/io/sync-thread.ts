@@ -37,7 +37,7 @@
  *     the answer says why and RealIO makes its hints in line again.
  */
 import { Worker } from 'node:worker_threads';
-import { EINTR, SYNC_FILE_RANGE_WRITE } from './sync-file-range.js';
+import { EINTR, SYNC_FILE_RANGE_DECLARATION, SYNC_FILE_RANGE_WRITE } from './sync-file-range.js';
 
 /** One fsync's failure as the thread saw it (a Node error's fields, not the object). */
 export interface SyncThreadError {
@@ -65,7 +65,7 @@ function hints(id, koffiPath, ranges) {
   if (hint === undefined) {
     try {
       const koffi = require(koffiPath);
-      const call = koffi.load(null).func('int sync_file_range(int fd, int64_t offset, int64_t nbytes, unsigned int flags)');
+      const call = koffi.load(null).func('${SYNC_FILE_RANGE_DECLARATION}');
       hint = (fd, offset, nbytes) => {
         for (;;) {
           const errno = call(fd, offset, nbytes, ${SYNC_FILE_RANGE_WRITE}) === 0 ? 0 : koffi.errno() || -1;
