@@ -2,7 +2,8 @@
  * Goal: the writeback hints a checkpoint gives after its writes (behaviour 40; reference
  * sections 7 `mdwriteback` and 9 "Writeback coalescing"): with limit 32 one batch goes out after
  * every 32 written buffers and the rest at the end of BufferSync (batches of a few long runs go
- * out several at once, each hint still after the writes it covers); consecutive blocks of one
+ * out several at once, each hint still after the writes it covers, the hints scheduled in
+ * BufferSync order whichever batch returns first); consecutive blocks of one
  * file/fork merge into one range; duplicates collapse; md splits a range at segment boundaries and
  * hints only segments it has open; nothing is hinted with fsync off or with checkpointFlushAfter 0;
  * the option is validated; a failed hint is a failed sync; a batch's writes and the hints still
@@ -110,6 +111,30 @@ describe('writeback hints through the engine (md on SimDisk)', () => {
       for (const n of ['100', '101', '102', '103']) expect(seq.indexOf(`hint ${n}`)).toBeGreaterThan(seq.indexOf(`write ${n}`));
       expect(disk.hints).toEqual(locs.map((_, i) => ({ path: `base/5/${100 + i}`, offsetBlocks: 0, lengthBlocks: 16 })));
       expect(engine.bufferPool.stats.writebackIssues).toBeGreaterThan(0);
+    });
+  });
+
+  it('behaviour 40: the hints are cut in BufferSync order even when a later batch\'s write returns first', async () => {
+    // The first batch's write answers late, so the second batch (blocks 32..39) returns first.
+    // Scheduled as they returned, the first issue would hold 32..39 and 0..23: three ranges.
+    class LateFirstWrite extends HintDisk {
+      override async pwritev(h: FileHandle, buffers: readonly Uint8Array[], offsetBytes: number): Promise<void> {
+        if (h.path.endsWith('/100') && offsetBytes === 0 && buffers.length === 32) await new Promise((r) => setTimeout(r, 20));
+        return super.pwritev(h, buffers, offsetBytes);
+      }
+    }
+    const disk = new LateFirstWrite();
+    await withEngine({ dataDir: '/data', io: disk, sharedBuffers: 256 }, async (engine) => {
+      await prepare(engine, LOC, ForkNumber.MAIN, 40, Array.from({ length: 40 }, (_, i) => i));
+      disk.reset();
+      const stats = await engine.checkpoint();
+      expect(stats.buffersWritten).toBe(40);
+      const seq = disk.events.filter((e) => e.path === '/data/base/5/100').map((e) => e.kind);
+      expect(seq).toEqual(['pwrite', 'pwrite', 'writeback', 'writeback']); // both batches in flight, then their hints
+      expect(disk.hints).toEqual([
+        { path: 'base/5/100', offsetBlocks: 0, lengthBlocks: 32 },
+        { path: 'base/5/100', offsetBlocks: 32, lengthBlocks: 8 },
+      ]);
     });
   });
 

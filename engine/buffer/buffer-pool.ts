@@ -803,7 +803,8 @@ export class BufferPool {
    * (K5: overshoot one batch at most). A storage manager that takes writeback hints gets
    * batches of checkpointFlushAfter buffers, and as many in flight as keep libuv's threads busy
    * (`hintedBatchesInFlight`); each batch's hints are still scheduled when its own writes have
-   * returned (#written), so a hint follows the writes it covers (behaviour 40).
+   * returned (#written), so a hint follows the writes it covers, and in batch order, so the
+   * hints are the same whichever batch returns first (behaviour 40).
    */
   async #writeAll(byStorage: Map<string, SyncItem[]>, run: SyncRun): Promise<void> {
     for (const storage of [...byStorage.keys()].sort()) {
@@ -816,24 +817,37 @@ export class BufferPool {
       const chunks: SyncItem[][] = [];
       for (let i = 0; i < order.length; i += batchMax) chunks.push(order.slice(i, i + batchMax));
       const inFlight = run.writeBlocksMax < WRITE_COMBINE_MAX_BLOCKS ? 1 : hinted ? hintedBatchesInFlight(runCount(order), chunks.length) : BATCHES_IN_FLIGHT;
+      // Behaviour 40: the hints are scheduled in BufferSync order, as PostgreSQL's one loop
+      // schedules them. A batch whose writes return first waits for the batches before it to
+      // schedule theirs (chunks start in order, so each takes its turn before its first await);
+      // otherwise which write returned first would decide how the hints are cut into ranges.
+      let turn: Promise<void> = Promise.resolve();
       await forEachInFlight(chunks, inFlight, async (chunk) => {
-        const ready = await this.#prepare(chunk);
-        if (ready.length > 0) {
-          // From the pool's memory (B3): nothing changes these pages until #finish.
-          const batch: PageWrite[] = ready.map((it) => ({ rel: it.tag.rel, fork: it.tag.fork, blockNum: it.tag.block, page: this.#page(it.id) }));
-          let written: WriteResult;
-          try {
-            written = await smgr.writeBuffers(batch, 'checkpoint');
-          } catch (err) {
-            this.#finish(ready, false);
-            throw err;
+        const previous = turn;
+        let done!: () => void;
+        turn = new Promise<void>((resolve) => (done = resolve));
+        try {
+          const ready = await this.#prepare(chunk);
+          if (ready.length > 0) {
+            // From the pool's memory (B3): nothing changes these pages until #finish.
+            const batch: PageWrite[] = ready.map((it) => ({ rel: it.tag.rel, fork: it.tag.fork, blockNum: it.tag.block, page: this.#page(it.id) }));
+            let written: WriteResult;
+            try {
+              written = await smgr.writeBuffers(batch, 'checkpoint');
+            } catch (err) {
+              this.#finish(ready, false);
+              throw err;
+            }
+            this.#finish(ready, true);
+            run.result.rangesWritten += written.writes;
+            run.result.runsWritten += written.runs;
+            run.result.pagesRelocated += written.relocated;
           }
-          this.#finish(ready, true);
-          run.result.rangesWritten += written.writes;
-          run.result.runsWritten += written.runs;
-          run.result.pagesRelocated += written.relocated;
+          if (hinted) await previous;
+          await this.#written(run, ready, chunk.length, hinted);
+        } finally {
+          done();
         }
-        await this.#written(run, ready, chunk.length, hinted);
       });
     }
   }
