@@ -10,7 +10,9 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { RealIO } from '../engine/io/real-io.js';
 import { CountingIO, ForwardingIO, SimDisk, type FileIOMethod } from '../engine/testing.js';
-import { fsyncEach, type FileHandle, type FileIO } from '../engine/index.js';
+import { fsyncEach, pwriteEach, type FileHandle, type FileIO } from '../engine/index.js';
+import { SyncLedgerIO } from '../engine/io/sync-ledger.js';
+import { syncThreadMessages } from '../engine/io/sync-thread.js';
 import { tempDir } from './helpers/index.js';
 
 function bytes(length: number, seed: number): Uint8Array {
@@ -227,6 +229,117 @@ describe('fsyncEach (C8)', () => {
     expect(await overSim.fsyncEach(sh)).toMatchObject({ done: 1 });
     expect(overSim.counts().fsync).toBe(1);
     for (const h of rh) await counting.close(h);
+  });
+});
+
+describe('pwriteEach (C9)', () => {
+  /** `n` pages of `size` bytes side by side in one SharedArrayBuffer, as the buffer pool holds them. */
+  function sharedPages(n: number, size: number, seed: number): Uint8Array[] {
+    const mem = new Uint8Array(new SharedArrayBuffer(n * size));
+    const pages: Uint8Array[] = [];
+    for (let i = 0; i < n; i++) {
+      const p = mem.subarray(i * size, (i + 1) * size);
+      p.set(bytes(size, seed + i));
+      pages.push(p);
+    }
+    return pages;
+  }
+
+  it('RealIO writes pages of shared memory on its sync thread, one message for the lot, each write whole where it belongs', async () => {
+    const io = new RealIO();
+    const dir = await tempDir();
+    const hs = [await io.open(join(dir, 'a'), { create: true }), await io.open(join(dir, 'b'), { create: true })];
+    const pages = sharedPages(4, 8192, 1);
+    const before = syncThreadMessages;
+    // A pwrite, a pwritev of two non-adjacent pages, and a pwritev of two adjacent ones (one iovec).
+    const r = await io.pwriteEach([
+      { handle: hs[0]!, buffers: [pages[0]!], offsetBytes: 8192 },
+      { handle: hs[1]!, buffers: [pages[3]!, pages[1]!], offsetBytes: 0 },
+      { handle: hs[0]!, buffers: [pages[2]!, pages[3]!], offsetBytes: 16384 },
+    ]);
+    expect(r).toEqual({ done: 3 });
+    expect(syncThreadMessages - before).toBe(1);
+    const a = new Uint8Array(await readFile(join(dir, 'a')));
+    expect(a.length).toBe(4 * 8192);
+    expect(a.subarray(8192, 16384)).toEqual(pages[0]);
+    expect(a.subarray(16384, 24576)).toEqual(pages[2]);
+    expect(a.subarray(24576)).toEqual(pages[3]);
+    const b = new Uint8Array(await readFile(join(dir, 'b')));
+    expect(b.subarray(0, 8192)).toEqual(pages[3]);
+    expect(b.subarray(8192)).toEqual(pages[1]);
+    expect(await io.pwriteEach([])).toEqual({ done: 0 });
+    for (const h of hs) await io.close(h);
+  });
+
+  it('RealIO writes pages of ordinary memory through libuv instead (no message), with the same result', async () => {
+    const io = new RealIO();
+    const dir = await tempDir();
+    const h = await io.open(join(dir, 'a'), { create: true });
+    const before = syncThreadMessages;
+    const r = await io.pwriteEach([
+      { handle: h, buffers: [bytes(100, 1)], offsetBytes: 0 },
+      { handle: h, buffers: [bytes(50, 2), bytes(50, 3)], offsetBytes: 100 },
+    ]);
+    expect(r).toEqual({ done: 2 });
+    expect(syncThreadMessages - before).toBe(0);
+    expect(new Uint8Array(await readFile(join(dir, 'a')))).toEqual(new Uint8Array([...bytes(100, 1), ...bytes(50, 2), ...bytes(50, 3)]));
+    await io.close(h);
+  });
+
+  it('RealIO stops at the first failure: a write the kernel refuses (EBADF, a read-only handle) fails in place, and no write after it is made', async () => {
+    const io = new RealIO();
+    const dir = await tempDir();
+    await writeFile(join(dir, 'ro'), new Uint8Array(0));
+    const ok = await io.open(join(dir, 'ok'), { create: true });
+    const ro = await io.open(join(dir, 'ro'), { readOnly: true });
+    const pages = sharedPages(3, 4096, 7);
+    const r = await io.pwriteEach([
+      { handle: ok, buffers: [pages[0]!], offsetBytes: 0 },
+      { handle: ro, buffers: [pages[1]!, pages[2]!], offsetBytes: 0 },
+      { handle: ok, buffers: [pages[2]!], offsetBytes: 4096 },
+    ]);
+    expect(r.done).toBe(1);
+    expect(r.error).toMatchObject({ code: 'EBADF', syscall: 'writev', path: join(dir, 'ro') });
+    expect(new Uint8Array(await readFile(join(dir, 'ok')))).toEqual(pages[0]); // the third never made
+    // A handle RealIO knows is closed is refused before the thread is asked.
+    await io.close(ro);
+    const before = syncThreadMessages;
+    const r2 = await io.pwriteEach([{ handle: ro, buffers: [pages[0]!], offsetBytes: 0 }]);
+    expect(r2).toMatchObject({ done: 0, error: { code: 'EBADF', syscall: 'write', path: join(dir, 'ro') } });
+    expect(syncThreadMessages - before).toBe(0);
+    await io.close(ok);
+  });
+
+  it('the pwriteEach function writes in flight where a FileIO has none and answers the first failure in order; CountingIO and SyncLedgerIO count and record each write either way', async () => {
+    const disk = new SimDisk();
+    const hs = [await disk.open('/a', { create: true }), await disk.open('/b', { create: true }), await disk.open('/c', { create: true })];
+    await disk.close(hs[1]!);
+    const looped = await pwriteEach(disk, hs.map((h) => ({ handle: h, buffers: [new Uint8Array(8)], offsetBytes: 0 })), 4);
+    expect(looped).toMatchObject({ done: 1, error: { code: 'EBADF', path: '/b' } });
+    // Over RealIO (which has C9): counted per write attempted, bytes of those written.
+    const dir = await tempDir();
+    const counting = new CountingIO(new RealIO());
+    const h = await counting.open(join(dir, 'x'), { create: true });
+    const pages = sharedPages(3, 4096, 3);
+    expect(await counting.pwriteEach!([{ handle: h, buffers: [pages[0]!], offsetBytes: 0 }, { handle: h, buffers: [pages[1]!, pages[2]!], offsetBytes: 4096 }])).toEqual({ done: 2 });
+    expect(counting.counts()).toMatchObject({ pwrite: 2, bytesWritten: 3 * 4096 });
+    await counting.close(h);
+    // Over SimDisk (no C9): CountingIO leaves it out, and the function's writes are counted one by one.
+    const overSim = new CountingIO(new SimDisk());
+    expect(overSim.pwriteEach).toBeUndefined();
+    const sh = await overSim.open('/c', { create: true });
+    expect(await pwriteEach(overSim, [{ handle: sh, buffers: [new Uint8Array(8)], offsetBytes: 0 }, { handle: sh, buffers: [new Uint8Array(8), new Uint8Array(8)], offsetBytes: 8 }], 4)).toEqual({ done: 2 });
+    expect(overSim.counts()).toMatchObject({ pwrite: 2, bytesWritten: 24 });
+    // The sync ledger records the writes done through RealIO's C9, and a sync covers them.
+    const ledger = new SyncLedgerIO(new RealIO());
+    const lh = await ledger.open(join(dir, 'y'), { create: true });
+    const epoch = ledger.beginEpoch();
+    expect(await ledger.pwriteEach!([{ handle: lh, buffers: [pages[0]!], offsetBytes: 0 }])).toEqual({ done: 1 });
+    ledger.beginEpoch();
+    expect(() => ledger.verify(epoch + 1)).toThrow(/still not synced/);
+    await ledger.fsync(lh);
+    ledger.verify(epoch + 1);
+    await ledger.close(lh);
   });
 });
 

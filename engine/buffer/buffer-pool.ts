@@ -336,8 +336,9 @@ export class BufferPool {
     this.#flushAfter = options.checkpointFlushAfter ?? CHECKPOINT_FLUSH_AFTER_DEFAULT;
     this.#enableFsync = options.enableFsync ?? true;
     assert(Number.isInteger(this.#flushAfter) && this.#flushAfter >= 0 && this.#flushAfter <= WRITEBACK_MAX_PENDING_FLUSHES, 'buffer pool: checkpointFlushAfter is in 0..256 (the engine validates the option)');
-    // Allocated once, here (STYLE 12).
-    this.#memory = new Uint8Array(new ArrayBuffer(this.nBuffers * this.blockSize));
+    // Allocated once, here (STYLE 12). Shared memory, as PostgreSQL's shared buffers are: the
+    // sync thread writes pages straight from it (sync-thread.ts S7), never a copy.
+    this.#memory = new Uint8Array(new SharedArrayBuffer(this.nBuffers * this.blockSize));
     this.#flags = new Uint8Array(this.nBuffers);
     this.#usage = new Uint8Array(this.nBuffers);
     this.#pins = new Uint32Array(this.nBuffers);

@@ -5,7 +5,7 @@
  * differences of these counters taken around the checkpoint, and the bench and tests read them to check the numbers
  * the design fixes (one fsync per dirty md segment, at most two fdatasyncs per volume).
  */
-import type { FileHandle, FileIO, FsyncEachResult, IoKind, OpenOptions } from './file-io.js';
+import type { FileHandle, FileIO, FileWrite, FsyncEachResult, IoKind, OpenOptions, WriteEachResult } from './file-io.js';
 import { IO_KINDS, fsyncOneByOne, totalLength } from './file-io.js';
 import { ForwardingIO, type FileIOMethod } from './forwarding-io.js';
 
@@ -45,8 +45,19 @@ export function diffCounts(after: IoCounts, before: IoCounts): IoCounts {
 export class CountingIO extends ForwardingIO {
   #counts = zeroCounts();
 
+  /** C9, present only where the inner FileIO has it: each write attempted counts as one call. */
+  declare pwriteEach?: (writes: readonly FileWrite[]) => Promise<WriteEachResult>;
+
   constructor(inner: FileIO) {
     super(inner);
+    if (inner.pwriteEach) this.pwriteEach = (writes) => this.#pwriteEach(inner.pwriteEach!.bind(inner), writes);
+  }
+
+  async #pwriteEach(each: (writes: readonly FileWrite[]) => Promise<WriteEachResult>, writes: readonly FileWrite[]): Promise<WriteEachResult> {
+    const r = await each(writes);
+    this.#counts.pwrite += r.done + (r.error === undefined ? 0 : 1);
+    for (let i = 0; i < r.done; i++) this.#counts.bytesWritten += totalLength(writes[i]!.buffers);
+    return r;
   }
 
   /** A snapshot of the counters. */

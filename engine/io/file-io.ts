@@ -23,8 +23,18 @@
  *     it stops at the first failure and never starts an fsync after one. What it answers says
  *     which succeeded (the first `done`), the failure of the next one, and each success's time.
  *     Callers use the `fsyncEach` function below, which falls back to a loop of `fsync`.
+ *  C9 `pwriteEach` (optional) is `pwrite`/`pwritev` of each write, as one call: RealIO makes
+ *     them one after another on its I/O thread when their pages sit in shared memory (the buffer
+ *     pool's), where each call on libuv's pool would cost a thread's wakeup. It stops at the
+ *     first failure and never starts a write after one. What it answers says which succeeded
+ *     (the first `done`) and the failure of the next one. Callers use the `pwriteEach` function
+ *     below, which falls back to the writes in flight together: then a failure is the first in
+ *     order of those that failed, and `done` the writes before it (later ones may have landed
+ *     too, which C9's callers allow: nothing is durable before a sync, and a failed batch is
+ *     written again or the engine fails).
  */
 import { cleanUp, ioError } from '../errors.js';
+import { forEachInFlight } from './in-flight.js';
 
 /** An open file. Opaque: only the implementation that returned it may use it. */
 export interface FileHandle {
@@ -108,6 +118,52 @@ export interface FileIO {
   readonly writebackSupported?: boolean;
   /** Optional (C8): fsync every handle in order, stopping at the first failure. */
   fsyncEach?(handles: readonly FileHandle[]): Promise<FsyncEachResult>;
+  /** Optional (C9): every write in order, stopping at the first failure. */
+  pwriteEach?(writes: readonly FileWrite[]): Promise<WriteEachResult>;
+}
+
+/** One write of C9: `buffers` one after another from `offsetBytes` (one buffer: a pwrite). */
+export interface FileWrite {
+  handle: FileHandle;
+  buffers: readonly Uint8Array[];
+  offsetBytes: number;
+}
+
+/** What `pwriteEach` answers (C9). */
+export interface WriteEachResult {
+  /** How many writes, from the first, were written whole. */
+  done: number;
+  /** The failure of write `done`, when there is one (done < writes.length exactly then). */
+  error?: unknown;
+}
+
+/**
+ * C9: `io.pwriteEach` where the FileIO has it, otherwise the writes through `pwrite`/`pwritev`,
+ * up to `inFlight` at once (see C9 for what a failure answers then).
+ */
+export async function pwriteEach(io: FileIO, writes: readonly FileWrite[], inFlight: number): Promise<WriteEachResult> {
+  return io.pwriteEach ? io.pwriteEach(writes) : pwriteInFlight(io, writes, inFlight);
+}
+
+/** C9 as calls of `pwrite`/`pwritev`, up to `inFlight` at once; every call is waited for. */
+export async function pwriteInFlight(io: Pick<FileIO, 'pwrite' | 'pwritev'>, writes: readonly FileWrite[], inFlight: number): Promise<WriteEachResult> {
+  let failedAt = writes.length;
+  let error: unknown;
+  const write = async (w: FileWrite, i: number): Promise<void> => {
+    try {
+      await (w.buffers.length === 1 ? io.pwrite(w.handle, w.buffers[0]!, w.offsetBytes) : io.pwritev(w.handle, w.buffers, w.offsetBytes));
+    } catch (err) {
+      if (i < failedAt) {
+        failedAt = i;
+        error = err;
+      }
+      throw err; // so that no write starts after it
+    }
+  };
+  // Writes start in order, so every write before the first failed one started, and succeeded.
+  // The failure is kept above: it is the answer's, not lost.
+  await forEachInFlight(writes, inFlight, write).catch(() => undefined);
+  return failedAt === writes.length ? { done: writes.length } : { done: failedAt, error };
 }
 
 /** What `fsyncEach` answers (C8). */

@@ -14,8 +14,8 @@
 import { carriesWriteback, fsError } from './file-io.js';
 import type { FileHandle, FileIO } from './file-io.js';
 
-/** The methods of a FileIO (its one property, writebackSupported, and fsyncEach aside: a wrapper without its own fsyncEach is fsynced one handle at a time, through `around`). */
-export type FileIOMethod = Exclude<keyof FileIO, 'writebackSupported' | 'fsyncEach'>;
+/** The methods of a FileIO (its one property, writebackSupported, and fsyncEach and pwriteEach aside: a wrapper without its own is fsynced one handle at a time, and written one call per write, through `around`). */
+export type FileIOMethod = Exclude<keyof FileIO, 'writebackSupported' | 'fsyncEach' | 'pwriteEach'>;
 
 /** The methods forwarded as they are; rmdir and writeback are optional on `inner` (W2). */
 const FORWARDED = ['open', 'close', 'pread', 'pwrite', 'pwritev', 'fsync', 'fdatasync', 'ftruncate', 'size', 'unlink', 'rename', 'mkdir', 'fsyncDir', 'stat', 'readdir', 'flock'] as const satisfies readonly FileIOMethod[];

@@ -26,9 +26,10 @@
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { getSystemErrorMap } from 'node:util';
-import type { FileHandle, FileIO, FileStat, FsyncEachResult, LockMode, OpenOptions } from './file-io.js';
-import { fsError } from './file-io.js';
-import { fsyncOnThread, hintsOnThread } from './sync-thread.js';
+import type { FileHandle, FileIO, FileStat, FileWrite, FsyncEachResult, LockMode, OpenOptions, WriteEachResult } from './file-io.js';
+import { fsError, pwriteInFlight } from './file-io.js';
+import { IN_FLIGHT_DEFAULT } from './in-flight.js';
+import { fsyncOnThread, hintsOnThread, writesOnThread } from './sync-thread.js';
 import { ENOSYS, loadSyncFileRange, type SyncFileRangeFn } from './sync-file-range.js';
 
 interface FsExt {
@@ -237,6 +238,46 @@ export class RealIO implements FileIO {
       return { done, error: err, us: reply.us };
     }
     return refused === undefined ? { done, us: reply.us } : { done, error: refused, us: reply.us };
+  }
+
+  /**
+   * FileIO C9 on the sync thread (sync-thread.ts S7) when every page is a view of a
+   * SharedArrayBuffer (the buffer pool's): one round trip for the lot instead of a libuv request
+   * and a thread wakeup per write. Otherwise the writes go through libuv, IN_FLIGHT_DEFAULT at
+   * once. A handle that is not open fails in its place, after the writes before it.
+   */
+  async pwriteEach(writes: readonly FileWrite[]): Promise<WriteEachResult> {
+    const sabs: SharedArrayBuffer[] = [];
+    const ops: number[] = [];
+    let refused: unknown;
+    let sent = 0;
+    for (const w of writes) {
+      let rh: RealHandle;
+      try {
+        rh = this.#handle(w.handle, w.buffers.length === 1 ? 'write' : 'writev');
+      } catch (err) {
+        refused = err;
+        break;
+      }
+      const views = joinAdjacent(w.buffers);
+      ops.push(rh.fd, w.offsetBytes, views.length);
+      for (const v of views) {
+        if (!(v.buffer instanceof SharedArrayBuffer)) return pwriteInFlight(this, writes, IN_FLIGHT_DEFAULT);
+        let k = sabs.indexOf(v.buffer);
+        if (k < 0) k = sabs.push(v.buffer) - 1;
+        ops.push(k, v.byteOffset, v.byteLength);
+      }
+      sent++;
+    }
+    const reply = sent > 0 ? await writesOnThread(sabs, ops) : { done: 0 };
+    if (reply.error) {
+      const e = reply.error;
+      const w = writes[reply.done]!;
+      const syscall = w.buffers.length === 1 ? 'write' : 'writev';
+      const err = e.errno !== undefined ? errnoError(-e.errno, syscall, w.handle.path) : fsError(e.code ?? 'EIO', syscall, w.handle.path, e.message);
+      return { done: reply.done, error: err };
+    }
+    return refused === undefined ? { done: reply.done } : { done: reply.done, error: refused };
   }
 
   async fdatasync(h: FileHandle): Promise<void> {

@@ -19,7 +19,7 @@
  *     checkpoint syncs) are never reported; nor is a write announced with exemptNextWrite (an
  *     unlogged fork's page inside a shared file such as the volume).
  */
-import type { FileHandle, FileIO, FileStat, FsyncEachResult, LockMode, OpenOptions } from './file-io.js';
+import type { FileHandle, FileIO, FileStat, FileWrite, FsyncEachResult, LockMode, OpenOptions, WriteEachResult } from './file-io.js';
 import { carriesWriteback, fsError, fsyncEach, totalLength } from './file-io.js';
 import { ErrorCode, LamstoreError } from '../errors.js';
 
@@ -41,9 +41,23 @@ export class SyncLedgerIO implements FileIO {
   readonly #exempt: (path: string) => boolean;
   #epoch = 0;
 
+  /** C9, present only where the inner FileIO has it: the writes done are recorded (L1). */
+  declare pwriteEach?: (writes: readonly FileWrite[]) => Promise<WriteEachResult>;
+
   constructor(inner: FileIO, options: SyncLedgerOptions = {}) {
     this.#inner = inner;
     this.#exempt = options.exempt ?? (() => false);
+    if (inner.pwriteEach) this.pwriteEach = (writes) => this.#pwriteEach(inner.pwriteEach!.bind(inner), writes);
+  }
+
+  async #pwriteEach(each: (writes: readonly FileWrite[]) => Promise<WriteEachResult>, writes: readonly FileWrite[]): Promise<WriteEachResult> {
+    const exempt = writes.map((w) => this.#takeExemption(w.handle.path, w.offsetBytes, totalLength(w.buffers)));
+    const r = await each(writes);
+    for (let i = 0; i < r.done; i++) {
+      const w = writes[i]!;
+      if (!exempt[i]) this.#note(w.handle.path, { startBytes: w.offsetBytes, endBytes: w.offsetBytes + totalLength(w.buffers), kind: 'write' });
+    }
+    return r;
   }
 
   /** Start a new epoch; returns it. Writes issued from now on belong to it. */

@@ -35,6 +35,14 @@
  *     The thread loads koffi from the path the main thread resolved (a worker evaluated from a
  *     string resolves modules from the current directory, not from lamstore's); where it cannot,
  *     the answer says why and RealIO makes its hints in line again.
+ *  S7 Writes (FileIO C9): a batch of pwrite/pwritev calls whose pages sit in shared memory (the
+ *     buffer pool's SharedArrayBuffer, posted with the batch and never copied), made one after
+ *     another; it stops at the first failure and answers how many were written whole. Why:
+ *     md's batch of 32 one-page writes to 32 files cost a libuv thread wakeup each, about 33 µs
+ *     of the main thread per write at R=1000 P=1, where one round trip here costs one
+ *     (BENCHMARKS.md, "md's writes on the sync thread"). The pages do not change until the
+ *     answer (buffer-pool.ts B3) and S2 holds for the descriptors (md pins the segments).
+ *     Hints and writes share the thread's queue, so a hint asked for after a write follows it.
  */
 import { Worker } from 'node:worker_threads';
 import { EINTR, SYNC_FILE_RANGE_DECLARATION, SYNC_FILE_RANGE_WRITE } from './sync-file-range.js';
@@ -52,12 +60,18 @@ export interface SyncThreadReply {
   error?: SyncThreadError;
 }
 
+/** The answer for a batch of writes (S7): how many were written whole, the next one's failure. */
+export interface WriteThreadReply {
+  done: number;
+  error?: SyncThreadError;
+}
+
 /** The answer for a batch of hints (S6): each call's errno (0: queued), or why none was made. */
 export type HintReply = { errnos: number[] } | { unavailable: string };
 
 const THREAD_SOURCE = `
 const { parentPort } = require('node:worker_threads');
-const { fsyncSync } = require('node:fs');
+const { fsyncSync, writevSync } = require('node:fs');
 const { performance } = require('node:perf_hooks');
 const loaded = new Map(); // koffi's path -> sync_file_range through it
 function hints(id, koffiPath, ranges) {
@@ -82,8 +96,42 @@ function hints(id, koffiPath, ranges) {
   for (let i = 0; i < ranges.length; i += 3) errnos.push(hint(ranges[i], ranges[i + 1], ranges[i + 2]));
   parentPort.postMessage({ id, errnos });
 }
-parentPort.on('message', ({ id, fds, koffiPath, ranges }) => {
+function writes(id, sabs, ops) {
+  let done = 0;
+  try {
+    for (let i = 0; i < ops.length; ) {
+      const fd = ops[i];
+      let position = ops[i + 1];
+      const n = ops[i + 2];
+      i += 3;
+      let views = [];
+      for (let k = 0; k < n; k++, i += 3) views.push(new Uint8Array(sabs[ops[i]], ops[i + 1], ops[i + 2]));
+      while (views.length > 0) {
+        const w = writevSync(fd, views, position);
+        if (w <= 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
+        position += w;
+        let left = w;
+        const rest = [];
+        for (const v of views) {
+          if (left >= v.length) left -= v.length;
+          else {
+            rest.push(left > 0 ? v.subarray(left) : v);
+            left = 0;
+          }
+        }
+        views = rest;
+      }
+      done++;
+    }
+  } catch (e) {
+    parentPort.postMessage({ id, done, error: { code: e.code, errno: e.errno, message: String(e.message) } });
+    return;
+  }
+  parentPort.postMessage({ id, done });
+}
+parentPort.on('message', ({ id, fds, koffiPath, ranges, sabs, ops }) => {
   if (ranges) return hints(id, koffiPath, ranges);
+  if (ops) return writes(id, sabs, ops);
   const us = [];
   for (const fd of fds) {
     const t = performance.now();
@@ -150,4 +198,12 @@ export function fsyncOnThread(fds: readonly number[]): Promise<SyncThreadReply> 
  */
 export function hintsOnThread(ranges: readonly number[], koffiPath: string): Promise<HintReply> {
   return ask<HintReply>({ ranges, koffiPath });
+}
+
+/**
+ * Writes on the sync thread (S7): `ops` is, per write, (fd, position, views) and then each view
+ * as (index into `sabs`, byteOffset, byteLength). The shared buffers are posted, not copied.
+ */
+export function writesOnThread(sabs: readonly SharedArrayBuffer[], ops: readonly number[]): Promise<WriteThreadReply> {
+  return ask<WriteThreadReply>({ sabs, ops });
 }
