@@ -55,8 +55,10 @@ export class CountingIO extends ForwardingIO {
 
   async #pwriteEach(each: (writes: readonly FileWrite[]) => Promise<WriteEachResult>, writes: readonly FileWrite[]): Promise<WriteEachResult> {
     const r = await each(writes);
-    this.#counts.pwrite += r.done + (r.error === undefined ? 0 : 1);
+    const later = r.later ?? [];
+    this.#counts.pwrite += r.done + (r.error === undefined ? 0 : 1) + later.length;
     for (let i = 0; i < r.done; i++) this.#counts.bytesWritten += totalLength(writes[i]!.buffers);
+    for (const i of later) this.#counts.bytesWritten += totalLength(writes[i]!.buffers);
     return r;
   }
 

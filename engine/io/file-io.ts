@@ -29,9 +29,8 @@
  *     first failure and never starts a write after one. What it answers says which succeeded
  *     (the first `done`) and the failure of the next one. Callers use the `pwriteEach` function
  *     below, which falls back to the writes in flight together: then a failure is the first in
- *     order of those that failed, and `done` the writes before it (later ones may have landed
- *     too, which C9's callers allow: nothing is durable before a sync, and a failed batch is
- *     written again or the engine fails).
+ *     order of those that failed, `done` the writes before it, and `later` the writes after it
+ *     that were written whole all the same (a caller registers them for sync, smgr.ts W4).
  */
 import { cleanUp, ioError } from '../errors.js';
 import { forEachInFlight } from './in-flight.js';
@@ -135,6 +134,12 @@ export interface WriteEachResult {
   done: number;
   /** The failure of write `done`, when there is one (done < writes.length exactly then). */
   error?: unknown;
+  /**
+   * With a failure, the writes after write `done` that were written whole all the same, in
+   * order (only where the writes ran in flight together: the caller registers them for sync,
+   * smgr.ts W4). Absent: none.
+   */
+  later?: number[];
 }
 
 /**
@@ -149,9 +154,11 @@ export async function pwriteEach(io: FileIO, writes: readonly FileWrite[], inFli
 export async function pwriteInFlight(io: Pick<FileIO, 'pwrite' | 'pwritev'>, writes: readonly FileWrite[], inFlight: number): Promise<WriteEachResult> {
   let failedAt = writes.length;
   let error: unknown;
+  const written: number[] = [];
   const write = async (w: FileWrite, i: number): Promise<void> => {
     try {
       await (w.buffers.length === 1 ? io.pwrite(w.handle, w.buffers[0]!, w.offsetBytes) : io.pwritev(w.handle, w.buffers, w.offsetBytes));
+      written.push(i);
     } catch (err) {
       if (i < failedAt) {
         failedAt = i;
@@ -163,7 +170,9 @@ export async function pwriteInFlight(io: Pick<FileIO, 'pwrite' | 'pwritev'>, wri
   // Writes start in order, so every write before the first failed one started, and succeeded.
   // The failure is kept above: it is the answer's, not lost.
   await forEachInFlight(writes, inFlight, write).catch(() => undefined);
-  return failedAt === writes.length ? { done: writes.length } : { done: failedAt, error };
+  if (failedAt === writes.length) return { done: writes.length };
+  const later = written.filter((i) => i > failedAt).sort((a, b) => a - b);
+  return later.length > 0 ? { done: failedAt, error, later } : { done: failedAt, error };
 }
 
 /** What `fsyncEach` answers (C8). */

@@ -53,10 +53,12 @@ export class SyncLedgerIO implements FileIO {
   async #pwriteEach(each: (writes: readonly FileWrite[]) => Promise<WriteEachResult>, writes: readonly FileWrite[]): Promise<WriteEachResult> {
     const exempt = writes.map((w) => this.#takeExemption(w.handle.path, w.offsetBytes, totalLength(w.buffers)));
     const r = await each(writes);
-    for (let i = 0; i < r.done; i++) {
+    const note = (i: number): void => {
       const w = writes[i]!;
       if (!exempt[i]) this.#note(w.handle.path, { startBytes: w.offsetBytes, endBytes: w.offsetBytes + totalLength(w.buffers), kind: 'write' });
-    }
+    };
+    for (let i = 0; i < r.done; i++) note(i);
+    for (const i of r.later ?? []) note(i);
     return r;
   }
 

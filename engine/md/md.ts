@@ -123,7 +123,7 @@ import type { ForkNumber, RelFileLocator } from '../relfile.js';
 import { FORKS, INVALID_BLOCK_NUMBER, describeFork, forkKey, locatorKey } from '../relfile.js';
 import { isUnloggedFork } from '../smgr/smgr.js';
 import type { PageWrite, Persistence, SmgrContext, StorageManager, WriteResult } from '../smgr/smgr.js';
-import { IN_FLIGHT_DEFAULT, forEachInFlight } from '../io/in-flight.js';
+import { IN_FLIGHT_DEFAULT } from '../io/in-flight.js';
 import { dataDirPrefix, relDirRelative, relPathRelative } from './paths.js';
 import { PendingUnlinkLog } from './pending-unlinks.js';
 
@@ -648,7 +648,9 @@ export class MdStorageManager implements StorageManager {
     } finally {
       for (const seg of segs) await this.#release(seg);
     }
+    // W4: every run written is registered, the ones written after a failure too.
     for (let k = 0; k < r.done; k++) await this.#registerDirty(runs[k]!.loc, runs[k]!.fork, runs[k]!.segno);
+    for (const k of r.later ?? []) await this.#registerDirty(runs[k]!.loc, runs[k]!.fork, runs[k]!.segno);
     if (r.error !== undefined) throw ioError('write', paths[r.done]!, r.error);
   }
 

@@ -24,7 +24,8 @@
  *     checksum and every block is below nblocks.
  *  W2 The storage manager decides how to issue them: which pages become one vectored write,
  *     and how many writes are in flight at once (md: consecutive blocks of one segment per
- *     pwritev, many files at once; the volume: adjacent volume blocks per pwritev, across forks).
+ *     pwritev, a batch's writes to many files as one FileIO pwriteEach, which RealIO makes on
+ *     its sync thread; the volume: adjacent volume blocks per pwritev, across forks).
  *  W3 It resolves once every write it issued has finished. If any failed it rejects with the
  *     first error, and only after the others in flight have finished: a caller never retries a
  *     page while an older copy of it may still land.
