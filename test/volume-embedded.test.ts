@@ -10,6 +10,7 @@ import { Engine, ForkNumber } from '../engine/index.js';
 import { checkVolume, openVolumeReadOnly, volumeExtension } from '../volume/index.js';
 import { tempDir } from './helpers/index.js';
 import { locator } from './helpers/engine.js';
+import { syncThreadMessages } from '../engine/io/sync-thread.js';
 
 describe('volume embedded use', () => {
   it('the README example: create, extend, write, checkpoint, close, reopen, read back', async () => {
@@ -32,6 +33,28 @@ describe('volume embedded use', () => {
     const back = await again.relation(locator(16384), { storage: 'volume' }).read(ForkNumber.MAIN, blk);
     expect(back[0]).toBe(9);
     expect(back[8191]).toBe(9);
+    await again.close();
+    expect(await checkVolume(path, { checkPages: true })).toEqual([]);
+  });
+
+  it('a checkpoint\'s page writes go to the sync thread as one message per batch (the pool is shared memory, FileIO C9), and land where the map says', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'lam.vol');
+    const engine = await Engine.open({ dataDir: join(dir, 'data'), sharedBuffers: 64, preload: [volumeExtension({ path, create: { sizeBytes: 1 << 22 } })] });
+    const rels = [16384, 16385, 16386].map((n) => engine.relation(locator(n), { storage: 'volume' }));
+    for (const rel of rels) {
+      await rel.create(ForkNumber.MAIN);
+      for (let b = 0; b < 2; b++) await rel.extend(ForkNumber.MAIN, new Uint8Array(8192));
+    }
+    await engine.checkpoint();
+    for (let r = 0; r < rels.length; r++) for (let b = 0; b < 2; b++) await rels[r]!.write(ForkNumber.MAIN, b, new Uint8Array(8192).fill(10 * r + b + 1));
+    const before = syncThreadMessages;
+    const stats = await engine.checkpoint();
+    expect(stats.buffersWritten).toBe(6);
+    expect(syncThreadMessages - before).toBe(1); // 6 pages, one batch, one stream: one message
+    await engine.close();
+    const again = await Engine.open({ dataDir: join(dir, 'data'), sharedBuffers: 64, preload: [volumeExtension({ path })] });
+    for (let r = 0; r < 3; r++) for (let b = 0; b < 2; b++) expect((await again.relation(locator(16384 + r), { storage: 'volume' }).read(ForkNumber.MAIN, b))[100]).toBe(10 * r + b + 1);
     await again.close();
     expect(await checkVolume(path, { checkPages: true })).toEqual([]);
   });

@@ -118,6 +118,7 @@ import {
   checkLocator,
   crc32c,
   forEachInFlight,
+  pwriteEach,
   IN_FLIGHT_DEFAULT,
   cleanUp,
   errnoOf,
@@ -128,7 +129,7 @@ import {
   openFile,
   locatorKey,
 } from '../engine/index.js';
-import type { FileHandle, FileIO, FileTag, PageWrite, Persistence, RelFileLocator, WriteOrigin, WriteResult } from '../engine/index.js';
+import type { FileHandle, FileIO, FileTag, FileWrite, PageWrite, Persistence, RelFileLocator, WriteEachResult, WriteOrigin, WriteResult } from '../engine/index.js';
 import { EXTENT_BLOCKS_FIRST, METADATA_BLOCKS, SLOT_COUNT, SLOT_NEVER_WRITTEN, SUPERBLOCK_BYTES, checkGrowOptions, compareForkKeys, describeForkKey, encodeSuperblock, extentBlocksMax } from './format.js';
 import type { CatalogFork, Extent, ForkKey, VolumeGrowOptions } from './format.js';
 import { FreeSpace, growthBlocks } from './extent-allocator.js';
@@ -1187,11 +1188,13 @@ export class Volume {
    * The write contract (smgr.ts W1-W4) for the volume, copy-on-write (V3): the batch, in the
    * (fork, block) order BufferSync gives it, goes to the next blocks of one stream (A4), so a
    * fork's consecutive dirty blocks stay consecutive; each run of volume blocks is written with
-   * pwritev calls of at most IOV_MAX pages, up to IN_FLIGHT_DEFAULT at once. A page's map entry
-   * moves to its new block only once its write has returned (a read meanwhile finds the old
-   * page, whole); a page whose fork was truncated or dropped meanwhile gives its new block back.
-   * On failure the writes still in flight are waited for, the blocks of the failed ones are
-   * freed, and the first error is thrown (W3).
+   * pwritev calls of at most IOV_MAX pages, all of the batch's calls as one FileIO pwriteEach
+   * (RealIO: one message to its sync thread, which makes them one after another from the pool's
+   * shared memory; elsewhere up to IN_FLIGHT_DEFAULT at once). A page's map entry moves to its
+   * new block only once the batch's writes have returned (a read meanwhile finds the old page,
+   * whole); a page whose fork was truncated or dropped meanwhile gives its new block back. On
+   * failure every write is waited for, the blocks of the writes that did not land are freed,
+   * the forks of those that did are registered (W4), and the first error is thrown (W3).
    */
   async writeBuffers(items: readonly PageWrite[], host: VolumeHost, origin: WriteOrigin = 'eviction'): Promise<WriteResult> {
     const deficit = () => items.length + this.#writeReserveBlocks(items.length, origin) - this.#free.freeBlocks; // V6
@@ -1230,33 +1233,37 @@ export class Volume {
         k += len;
       }
     }
-    const done = new Array<boolean>(calls.length).fill(false);
     const landed = new Map<string, ForkState>();
     let relocated = 0;
-    try {
-      await forEachInFlight(calls, IN_FLIGHT_DEFAULT, async ({ from, to, vb }, c) => {
+    const writes: FileWrite[] = calls.map(({ from, to, vb }) => {
+      const pages: Uint8Array[] = [];
+      for (let x = from; x < to; x++) {
+        const f = forks[x]!;
         // An unlogged fork's pages are not owed durability before shutdown (U1): tell the sync
         // ledger not to hold them against a checkpoint.
-        for (let x = from; x < to; x++) {
-          const f = forks[x]!;
-          if (this.#isUnlogged(f.rel, f.fork)) host.exemptFromLedger((vb + x - from) * this.blockSize, this.blockSize);
-        }
-        const pages: Uint8Array[] = [];
-        for (let x = from; x < to; x++) pages.push(items[x]!.page);
-        await (pages.length === 1 ? this.#io.pwrite(handle, pages[0]!, vb * this.blockSize) : this.#io.pwritev(handle, pages, vb * this.blockSize));
-        done[c] = true;
-        this.#inFlightBlocks -= to - from;
-        this.#writeSeq++;
-        relocated += this.#landed(items, forks, from, to, vb, landed);
-      });
+        if (this.#isUnlogged(f.rel, f.fork)) host.exemptFromLedger((vb + x - from) * this.blockSize, this.blockSize);
+        pages.push(items[x]!.page);
+      }
+      return { handle, buffers: pages, offsetBytes: vb * this.blockSize };
+    });
+    let r: WriteEachResult;
+    try {
+      r = await pwriteEach(this.#io, writes, IN_FLIGHT_DEFAULT);
     } catch (err) {
-      // W3: the calls that failed or never started wrote nothing any map names: free again.
+      r = { done: 0, error: err }; // no answer at all: no write is known to have landed
+    }
+    const written = new Array<boolean>(calls.length).fill(false);
+    for (let c = 0; c < r.done; c++) written[c] = true;
+    for (const c of r.later ?? []) written[c] = true;
+    try {
       calls.forEach(({ from, to, vb }, c) => {
-        if (done[c]) return;
         this.#inFlightBlocks -= to - from;
-        this.#free.give(vb, to - from);
+        if (written[c]) {
+          this.#writeSeq++;
+          relocated += this.#landed(items, forks, from, to, vb, landed);
+        } else this.#free.give(vb, to - from); // W3: failed or never made: no map names it
       });
-      throw ioError('write', this.path, err);
+      if (r.error !== undefined) throw ioError('write', this.path, r.error);
     } finally {
       // W4: every fork with a write that landed is registered, failure or not.
       for (const f of landed.values()) {
