@@ -268,6 +268,11 @@ describe('pwriteEach (C9)', () => {
     expect(b.subarray(0, 8192)).toEqual(pages[3]);
     expect(b.subarray(8192)).toEqual(pages[1]);
     expect(await io.pwriteEach([])).toEqual({ done: 0 });
+    // A lone one-page write (an eviction) saves no wakeup: it goes through libuv, no message.
+    const lone = syncThreadMessages;
+    expect(await io.pwriteEach([{ handle: hs[1]!, buffers: [pages[2]!], offsetBytes: 16384 }])).toEqual({ done: 1 });
+    expect(syncThreadMessages - lone).toBe(0);
+    expect(new Uint8Array(await readFile(join(dir, 'b'))).subarray(16384)).toEqual(pages[2]);
     for (const h of hs) await io.close(h);
   });
 

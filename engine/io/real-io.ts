@@ -244,9 +244,13 @@ export class RealIO implements FileIO {
    * FileIO C9 on the sync thread (sync-thread.ts S7) when every page is a view of a
    * SharedArrayBuffer (the buffer pool's): one round trip for the lot instead of a libuv request
    * and a thread wakeup per write. Otherwise the writes go through libuv, IN_FLIGHT_DEFAULT at
-   * once. A handle that is not open fails in its place, after the writes before it.
+   * once; so does a lone write of one page (an eviction): it saves no wakeup, and the thread's
+   * round trip of two messages cost it more than libuv's one request (md's eviction writes
+   * 9-12k/s against 13-17k/s; BENCHMARKS.md, "md's writes on the sync thread"). A handle that
+   * is not open fails in its place, after the writes before it.
    */
   async pwriteEach(writes: readonly FileWrite[]): Promise<WriteEachResult> {
+    if (writes.length === 1 && writes[0]!.buffers.length === 1) return pwriteInFlight(this, writes, 1);
     const sabs: SharedArrayBuffer[] = [];
     const ops: number[] = [];
     let refused: unknown;
