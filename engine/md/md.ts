@@ -127,6 +127,15 @@ import { IN_FLIGHT_DEFAULT } from '../io/in-flight.js';
 import { dataDirPrefix, relDirRelative, relPathRelative } from './paths.js';
 import { PendingUnlinkLog } from './pending-unlinks.js';
 
+/** Consecutive blocks of one segment that BufferSync handed over: one write. */
+interface WriteRun {
+  loc: RelFileLocator;
+  fork: ForkNumber;
+  segno: number;
+  firstBlock: number;
+  pages: Uint8Array[];
+}
+
 interface Seg {
   readonly path: string;
   readonly handle: FileHandle;
@@ -602,14 +611,7 @@ export class MdStorageManager implements StorageManager {
    * Each write registers its segment's SYNC as soon as it returns (W4).
    */
   async writeBuffers(pages: readonly PageWrite[]): Promise<WriteResult> {
-    interface Run {
-      loc: RelFileLocator;
-      fork: ForkNumber;
-      segno: number;
-      firstBlock: number;
-      pages: Uint8Array[];
-    }
-    const runs: Run[] = [];
+    const runs: WriteRun[] = [];
     let prev: PageWrite | null = null;
     let nblocks = 0;
     for (const w of pages) {
@@ -635,7 +637,7 @@ export class MdStorageManager implements StorageManager {
     return { writes: runs.length, runs: runs.length, relocated: 0 };
   }
 
-  async #writeRuns(runs: readonly { loc: RelFileLocator; fork: ForkNumber; segno: number; firstBlock: number; pages: Uint8Array[] }[], inFlight: number): Promise<void> {
+  async #writeRuns(runs: readonly WriteRun[], inFlight: number): Promise<void> {
     const paths = runs.map((run) => this.#segPath(run.loc, run.fork, run.segno));
     const taken = await Promise.allSettled(paths.map((path) => this.#acquire(path, false)));
     const segs: Seg[] = [];
@@ -644,7 +646,9 @@ export class MdStorageManager implements StorageManager {
     try {
       const refused = taken.findIndex((t) => t.status === 'rejected');
       if (refused >= 0) throw ioError('write', paths[refused]!, (taken[refused] as PromiseRejectedResult).reason);
-      r = await pwriteEach(this.#ctx.io, runs.map((run, k) => ({ handle: segs[k]!.handle, buffers: run.pages, offsetBytes: (run.firstBlock % this.#segBlocks) * this.#blockSize })), inFlight);
+      const writes = runs.map((run, k) => ({ handle: segs[k]!.handle, buffers: run.pages, offsetBytes: (run.firstBlock % this.#segBlocks) * this.#blockSize }));
+      // No answer at all (the sync thread died): no write is known to have landed.
+      r = await pwriteEach(this.#ctx.io, writes, inFlight).catch((err: unknown): WriteEachResult => ({ done: 0, error: err }));
     } finally {
       for (const seg of segs) await this.#release(seg);
     }
