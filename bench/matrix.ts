@@ -701,7 +701,6 @@ export class CheckpointMatrix {
   }
 }
 
-/** Summaries and ratios of a cell's rounds. */
 /** M8's figures, on engine rows only (runQueueWaitMs and maxBusyMs on Linux only). */
 const M8_FIELDS = ['maxStallMs', 'maxGcPauseMs', 'runQueueWaitMs', 'maxBusyMs'] as const;
 
@@ -721,6 +720,7 @@ function mostOf(samples: readonly RoundSample[], f: (typeof M8_FIELDS)[number]):
   return v.length > 0 ? Math.max(...v) : NaN;
 }
 
+/** Summaries and ratios of a cell's rounds. */
 export function summarizeCell(relations: number, pages: number, blockSize: number, rounds: readonly Map<RowKind, RoundSample>[]): CellResult {
   const rows = {} as CellResult['rows'];
   for (const kind of ROW_KINDS) {

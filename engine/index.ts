@@ -27,7 +27,7 @@ export { checkOptionKeys, optionKeys } from './options.js';
 
 // Files: the FileIO contract and the real file system.
 export type { FileIO, FileHandle, OpenOptions, FileStat, LockMode, IoKind, FsyncEachResult, FileWrite, WriteEachResult } from './io/file-io.js';
-export { IO_KINDS, carriesWriteback, closeAfter, closeOrThrow, fsError, fsyncEach, openFile, pwriteEach } from './io/file-io.js';
+export { IO_KINDS, carriesWriteback, closeAfter, closeOrThrow, fsError, fsyncEach, openFile, pwriteEach, writtenOf } from './io/file-io.js';
 export { RealIO } from './io/real-io.js';
 export type { RealIOOptions } from './io/real-io.js';
 export type { SyncFileRangeFn } from './io/sync-file-range.js';

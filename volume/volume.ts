@@ -119,6 +119,7 @@ import {
   crc32c,
   forEachInFlight,
   pwriteEach,
+  writtenOf,
   IN_FLIGHT_DEFAULT,
   cleanUp,
   errnoOf,
@@ -1252,13 +1253,11 @@ export class Volume {
     } catch (err) {
       r = { done: 0, error: err }; // no answer at all: no write is known to have landed
     }
-    const written = new Array<boolean>(calls.length).fill(false);
-    for (let c = 0; c < r.done; c++) written[c] = true;
-    for (const c of r.later ?? []) written[c] = true;
+    const written = new Set(writtenOf(r));
     try {
       calls.forEach(({ from, to, vb }, c) => {
         this.#inFlightBlocks -= to - from;
-        if (written[c]) {
+        if (written.has(c)) {
           this.#writeSeq++;
           relocated += this.#landed(items, forks, from, to, vb, landed);
         } else this.#free.give(vb, to - from); // W3: failed or never made: no map names it

@@ -6,7 +6,7 @@
  * the design fixes (one fsync per dirty md segment, at most two fdatasyncs per volume).
  */
 import type { FileHandle, FileIO, FileWrite, FsyncEachResult, IoKind, OpenOptions, WriteEachResult } from './file-io.js';
-import { IO_KINDS, fsyncOneByOne, totalLength } from './file-io.js';
+import { IO_KINDS, fsyncOneByOne, totalLength, writtenOf } from './file-io.js';
 import { ForwardingIO, type FileIOMethod } from './forwarding-io.js';
 
 export type IoCounts = Record<IoKind, number> & {
@@ -50,15 +50,14 @@ export class CountingIO extends ForwardingIO {
 
   constructor(inner: FileIO) {
     super(inner);
-    if (inner.pwriteEach) this.pwriteEach = (writes) => this.#pwriteEach(inner.pwriteEach!.bind(inner), writes);
+    if (inner.pwriteEach) this.pwriteEach = (writes) => this.#pwriteEach(writes);
   }
 
-  async #pwriteEach(each: (writes: readonly FileWrite[]) => Promise<WriteEachResult>, writes: readonly FileWrite[]): Promise<WriteEachResult> {
-    const r = await each(writes);
-    const later = r.later ?? [];
-    this.#counts.pwrite += r.done + (r.error === undefined ? 0 : 1) + later.length;
-    for (let i = 0; i < r.done; i++) this.#counts.bytesWritten += totalLength(writes[i]!.buffers);
-    for (const i of later) this.#counts.bytesWritten += totalLength(writes[i]!.buffers);
+  async #pwriteEach(writes: readonly FileWrite[]): Promise<WriteEachResult> {
+    const r = await this.inner.pwriteEach!(writes);
+    const written = writtenOf(r);
+    this.#counts.pwrite += written.length + (r.error === undefined ? 0 : 1);
+    for (const i of written) this.#counts.bytesWritten += totalLength(writes[i]!.buffers);
     return r;
   }
 

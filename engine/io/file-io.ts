@@ -142,6 +142,13 @@ export interface WriteEachResult {
   later?: number[];
 }
 
+/** The writes of a C9 answer that were written whole, in order: the first `done`, then `later`. */
+export function writtenOf(r: WriteEachResult): number[] {
+  const out = Array.from({ length: r.done }, (_, i) => i);
+  if (r.later) out.push(...r.later);
+  return out;
+}
+
 /**
  * C9: `io.pwriteEach` where the FileIO has it, otherwise the writes through `pwrite`/`pwritev`,
  * up to `inFlight` at once (see C9 for what a failure answers then).

@@ -20,7 +20,7 @@
  *     unlogged fork's page inside a shared file such as the volume).
  */
 import type { FileHandle, FileIO, FileStat, FileWrite, FsyncEachResult, LockMode, OpenOptions, WriteEachResult } from './file-io.js';
-import { carriesWriteback, fsError, fsyncEach, totalLength } from './file-io.js';
+import { carriesWriteback, fsError, fsyncEach, totalLength, writtenOf } from './file-io.js';
 import { ErrorCode, LamstoreError } from '../errors.js';
 
 interface UnsyncedRange {
@@ -47,18 +47,16 @@ export class SyncLedgerIO implements FileIO {
   constructor(inner: FileIO, options: SyncLedgerOptions = {}) {
     this.#inner = inner;
     this.#exempt = options.exempt ?? (() => false);
-    if (inner.pwriteEach) this.pwriteEach = (writes) => this.#pwriteEach(inner.pwriteEach!.bind(inner), writes);
+    if (inner.pwriteEach) this.pwriteEach = (writes) => this.#pwriteEach(writes);
   }
 
-  async #pwriteEach(each: (writes: readonly FileWrite[]) => Promise<WriteEachResult>, writes: readonly FileWrite[]): Promise<WriteEachResult> {
+  async #pwriteEach(writes: readonly FileWrite[]): Promise<WriteEachResult> {
     const exempt = writes.map((w) => this.#takeExemption(w.handle.path, w.offsetBytes, totalLength(w.buffers)));
-    const r = await each(writes);
-    const note = (i: number): void => {
+    const r = await this.#inner.pwriteEach!(writes);
+    for (const i of writtenOf(r)) {
       const w = writes[i]!;
       if (!exempt[i]) this.#note(w.handle.path, { startBytes: w.offsetBytes, endBytes: w.offsetBytes + totalLength(w.buffers), kind: 'write' });
-    };
-    for (let i = 0; i < r.done; i++) note(i);
-    for (const i of r.later ?? []) note(i);
+    }
     return r;
   }
 

@@ -116,7 +116,7 @@
 import { dirname, join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { ErrorCode, LamstoreError, assert, cleanUp, errnoOf, ioError } from '../errors.js';
-import { fsyncEach, pwriteEach, type FileHandle, type WriteEachResult } from '../io/file-io.js';
+import { fsyncEach, pwriteEach, writtenOf, type FileHandle, type WriteEachResult } from '../io/file-io.js';
 import type { FileTag } from '../sync/file-tag.js';
 import { SyncHandlerId, SyncRequestType, type SyncTagsResult } from '../sync/registry.js';
 import type { ForkNumber, RelFileLocator } from '../relfile.js';
@@ -605,10 +605,12 @@ export class MdStorageManager implements StorageManager {
 
   /**
    * The write contract (smgr.ts W1-W4), mdwritev for a whole batch: consecutive blocks of one
-   * segment become one vectored write (never past the segment end, PostgreSQL's mdmaxcombine),
-   * and the writes go out `writesInFlightMax` at a time, so a checkpoint over a thousand files
-   * overlaps their round trips on the thread pool instead of paying them one after another.
-   * Each write registers its segment's SYNC as soon as it returns (W4).
+   * segment become one vectored write (never past the segment end, PostgreSQL's mdmaxcombine).
+   * The writes go out in chunks of `writesInFlightMax` (M7: that many segments pinned at once):
+   * a chunk's segments are taken from the fd cache (opened where needed) and pinned, its writes
+   * made as one FileIO pwriteEach (RealIO: one round trip to the sync thread, S7; elsewhere the
+   * writes in flight together), then the segments released and every segment written registered
+   * for the sync phase, the ones written after a failure too (W4).
    */
   async writeBuffers(pages: readonly PageWrite[]): Promise<WriteResult> {
     const runs: WriteRun[] = [];
@@ -626,10 +628,6 @@ export class MdStorageManager implements StorageManager {
       else runs.push({ loc: w.rel, fork: w.fork, segno, firstBlock: w.blockNum, pages: [w.page] });
       prev = w;
     }
-    // M7: at most writesInFlightMax segments pinned at once. Each chunk's segments are taken from
-    // the fd cache (opened where needed) and pinned, its writes made as one FileIO pwriteEach
-    // (RealIO: one round trip to the sync thread, S7; elsewhere the writes in flight together),
-    // then released; every run written is registered for the sync phase, failure or not.
     const max = this.writesInFlightMax;
     for (let from = 0; from < runs.length; from += max) {
       await this.#writeRuns(runs.slice(from, from + max), max);
@@ -652,9 +650,7 @@ export class MdStorageManager implements StorageManager {
     } finally {
       for (const seg of segs) await this.#release(seg);
     }
-    // W4: every run written is registered, the ones written after a failure too.
-    for (let k = 0; k < r.done; k++) await this.#registerDirty(runs[k]!.loc, runs[k]!.fork, runs[k]!.segno);
-    for (const k of r.later ?? []) await this.#registerDirty(runs[k]!.loc, runs[k]!.fork, runs[k]!.segno);
+    for (const k of writtenOf(r)) await this.#registerDirty(runs[k]!.loc, runs[k]!.fork, runs[k]!.segno);
     if (r.error !== undefined) throw ioError('write', paths[r.done]!, r.error);
   }
 
