@@ -51,6 +51,7 @@ interface RawFlags {
   svg?: string;
   quick?: boolean;
   verbose?: boolean;
+  oneThread?: boolean;
   /** true for --postgres, false for --no-postgres, undefined for neither. */
   postgres?: boolean;
 }
@@ -127,6 +128,7 @@ export async function benchOptionsFrom(flags: RawFlags): Promise<BenchOptions> {
     warmupRounds: base.warmupRounds,
     cellWarmupRounds,
     postgres: flags.postgres === true ? 'on' : flags.postgres === false ? 'off' : BENCH_DEFAULTS.postgres,
+    isolateEngines: flags.oneThread !== true,
   };
 }
 
@@ -177,6 +179,7 @@ export function addBenchCommand(program: Command): Command {
     .option('--svg <file>', 'also write a bar chart of sync-phase time by R (log scale)')
     .option('--quick', `a smaller run, under 20 s (R ${BENCH_QUICK.relations.join(',')}, ${BENCH_QUICK.rounds} rounds); explicit flags still win`)
     .option('--verbose', "print the engines' checkpoint log lines (stderr)")
+    .option('--one-thread', 'run the three engine rows on the main thread, one heap and event loop for all (default: each on a worker thread of its own, as a program embedding one engine runs it)')
     .option('--postgres', `require the postgres row: a throwaway PostgreSQL cluster, timed by its own checkpoint log line (default: measured when the server binaries are found in ${searchedWhere()})`)
     .option('--no-postgres', 'skip the postgres row')
     .showHelpAfterError(false)

@@ -49,14 +49,16 @@
  *     has fired once (a stall at its start is then measured), and the histogram is disabled only
  *     after the timer could fire again (a stall right before it resolves is measured too;
  *     disabling at once would drop it). The machine's scheduling lands in it as well, and so
- *     do V8's garbage collection pauses, whoever made the garbage (the bench's process holds
- *     three engines and the raw rows): the longest GC pause in the same window is recorded
+ *     do V8's garbage collection pauses: the longest GC pause in the same window is recorded
  *     beside the stall (a PerformanceObserver of 'gc' entries), so a stall can be told apart
- *     from a collection, and on Linux the main thread's run-queue wait over the same window
- *     (/proc/self/task/<pid>/schedstat: time it could have run but another thread had the CPU),
- *     the scheduler's share, and the longest busy stretch (BusySampler: the most main-thread CPU
- *     between two firings of a 1 ms timer), lamstore's own share: the part of a stall that is
- *     the process working rather than waiting for a CPU.
+ *     from a collection, and on Linux the row's thread's run-queue wait over the same window
+ *     (/proc/thread-self/schedstat: time it could have run but another thread had the CPU),
+ *     the scheduler's share, and the longest busy stretch (BusySampler: the most CPU of the
+ *     row's thread between two firings of a 1 ms timer), lamstore's own share: the part of a
+ *     stall that is the engine working rather than waiting for a CPU. Each engine row runs on a
+ *     thread of its own (engine-row.ts E1), so its heap, its collections and its event loop
+ *     are its own engine's, as in a program that embeds one engine; `isolate: false` (`lamstore
+ *     bench --one-thread`) runs the three on the main thread as before, one heap for all.
  *  M9 Raw rows write the engine rows' bytes from memory like theirs: R*P distinct pages, each
  *     stamped as the engine rows stamp theirs (M1), laid out as the engines' pools hold them
  *     (page (r, b) at r * pagesMax + b of one array as large as a pool) and rewritten before the
@@ -66,14 +68,12 @@
  *     distinct pages (BENCHMARKS.md, "Raw rows write distinct pages").
  */
 import { join } from 'node:path';
-import { PerformanceObserver, monitorEventLoopDelay, performance } from 'node:perf_hooks';
-import { Engine, ForkNumber, IN_FLIGHT_DEFAULT, LIBUV_POOL_THREADS, RealIO, assert, forEachInFlight, type CheckpointStats, type FileHandle, type FileIO, type IoCounts, type Relation, type RelFileLocator } from '../engine/index.js';
-import { WRITE_COMBINE_MAX_BLOCKS, diffCounts } from '../engine/testing.js';
-import { volumeExtension, type VolumeExtension } from '../volume/index.js';
+import { IN_FLIGHT_DEFAULT, LIBUV_POOL_THREADS, RealIO, assert, forEachInFlight, type FileHandle, type FileIO } from '../engine/index.js';
+import { WRITE_COMBINE_MAX_BLOCKS } from '../engine/testing.js';
+import { matrixVolumeSizeBytes, relFileName, stamp, startEngineRow, type EngineRowKind, type EngineRowRunner } from './engine-row.js';
 import { patternPage } from './page-path-measure.js';
-import { mainSchedstat, type ThreadTimes } from './schedstat.js';
+import type { RoundSample } from './round-sample.js';
 import { PostgresRow, type PgInstall } from './postgres.js';
-import type { PgCheckpointLine } from './postgres-log.js';
 import { nowMs, ratio, roundMs, summarize, type Summary } from './stats.js';
 
 /** The rows every cell has. */
@@ -85,46 +85,10 @@ export type RowKind = (typeof ROW_KINDS)[number];
 /** The longest event-loop stall a checkpoint may cause, ms (the I/O path issue, part 6). */
 export const STALL_TARGET_MS = 20;
 
-/** First relNumber of the bench relations (PostgreSQL's FirstNormalObjectId is 16384). */
-const REL_NUMBER_FIRST = 20000;
-const DB_OID = 5;
-/** md relations created side by side at setup (file creation is latency-bound). */
-const MD_SETUP_CONCURRENCY = 8;
-/** The mdConcurrent row's syncConcurrency: libuv's pool runs that many calls at once. */
-export const MD_CONCURRENT_SYNCS = LIBUV_POOL_THREADS;
+export { MD_CONCURRENT_SYNCS, matrixVolumeSizeBytes } from './engine-row.js';
+export type { RoundSample } from './round-sample.js';
 /** Pages one pwritev may carry (IOV_MAX on Linux). */
 const IOV_MAX = 1024;
-
-export interface RoundSample {
-  round: number;
-  /** 0-based position of the row within its round (M3). */
-  position: number;
-  writeMs: number;
-  syncMs: number;
-  totalMs: number;
-  fsyncCalls: number;
-  fdatasyncCalls: number;
-  bytesWritten: number;
-  /** pwrite/pwritev calls. */
-  rangesWritten: number;
-  /** Engine rows: CheckpointStats (buffersWritten, syncFiles, tagsDispatched) and the io counters' difference. */
-  buffersWritten?: number;
-  syncFiles?: number;
-  tagsDispatched?: Record<string, number>;
-  /** rawExtent: the superblock-sized write and second fdatasync after the floor's, ms (not in totalMs). */
-  switchMs?: number;
-  /** Engine rows: the longest event-loop stall during engine.checkpoint(), ms (M8). */
-  maxStallMs?: number;
-  /** Engine rows: the longest garbage-collection pause in the same window, ms (M8; 0: none). */
-  maxGcPauseMs?: number;
-  /** Engine rows on Linux: the main thread's run-queue wait over the same window, ms (M8). */
-  runQueueWaitMs?: number;
-  /** Engine rows on Linux: the most main-thread CPU between two firings of a 1 ms timer, ms (M8). */
-  maxBusyMs?: number;
-  io?: Pick<IoCounts, 'open' | 'close' | 'pwrite' | 'fsync' | 'fdatasync' | 'fsyncDir' | 'bytesWritten'>;
-  /** Postgres row: the server's checkpoint line and CHECKPOINT as the client timed it. */
-  postgres?: { clientMs: number; line: PgCheckpointLine };
-}
 
 export interface RowResult {
   kind: RowKind;
@@ -203,67 +167,8 @@ export interface MatrixOptions {
    */
   postgresSetupFailure?: 'fail' | 'skip';
   onPostgresSkipped?: (reason: string) => void;
-}
-
-function locator(r: number): RelFileLocator {
-  return { spcOid: 1663, dbOid: DB_OID, relNumber: REL_NUMBER_FIRST + r };
-}
-
-/**
- * Room for every relation's extents and the catalog: a fork's capacity starts at 8 blocks and
- * doubles, so P pages take max(8, next power of two of P) blocks; a quarter more and 8 MiB on
- * top keep the bench clear of VOLUME_FULL if the growth policy changes. Small, because creation
- * zero-fills the whole file and that is setup time.
- */
-export function matrixVolumeSizeBytes(relationsMax: number, pagesMax: number, blockSize: number): number {
-  const MiB = 1 << 20;
-  const perRelationBlocks = Math.max(8, 2 ** Math.ceil(Math.log2(pagesMax)));
-  // The relations' extents, plus the copy-on-write reserve (one free block per page that may be
-  // dirty: every page here), plus a quarter for the catalog and the stream's slack.
-  const bytes = relationsMax * (perRelationBlocks + pagesMax) * blockSize * 1.25 + 8 * MiB;
-  return Math.ceil(bytes / MiB) * MiB;
-}
-
-/**
- * Resolves after a 2 ms timer: the histogram's 1 ms timer, due first, fires before it (timers
- * run in due order), so it has fired at least once since the call.
- */
-function timerTurns(): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, 2));
-}
-
-/**
- * M8's busy stretches: a 1 ms interval timer reads the main thread's CPU time at each firing;
- * the most CPU between two firings is the longest stretch the event loop could not run a timer
- * because the main thread itself was working (JavaScript, a collection, a synchronous call),
- * whatever the scheduler did meanwhile. About 15 µs a firing (one read of /proc). Linux only.
- */
-class BusySampler {
-  #last: number;
-  #timer: NodeJS.Timeout;
-  maxNs = 0;
-  constructor(start: number) {
-    this.#last = start;
-    this.#timer = setInterval(() => this.sample(), 1);
-  }
-  sample(): void {
-    const now = mainSchedstat();
-    if (!now) return;
-    if (now.cpu - this.#last > this.maxNs) this.maxNs = now.cpu - this.#last;
-    this.#last = now.cpu;
-  }
-  stop(): void {
-    clearInterval(this.#timer);
-    this.sample();
-  }
-}
-
-/** Writes `page` stamped with (generation, relation, block) in bytes 16..27 (M1). */
-function stamp(page: Uint8Array, generation: number, r: number, b: number): void {
-  const v = new DataView(page.buffer, page.byteOffset, page.byteLength);
-  v.setUint32(16, generation, true);
-  v.setUint32(20, r, true);
-  v.setUint32(24, b, true);
+  /** Each engine row on a worker thread of its own (engine-row.ts E1); default true. */
+  isolate?: boolean;
 }
 
 /**
@@ -287,18 +192,14 @@ function rawPagesOf(all: readonly Uint8Array[], pagesMax: number, R: number, P: 
 export class CheckpointMatrix {
   readonly #o: MatrixOptions;
   readonly #io: FileIO = new RealIO();
-  #md: Engine | null = null;
-  #mdConcurrent: Engine | null = null;
-  #volume: Engine | null = null;
-  #mdRels: Relation[] = [];
-  #mdConcurrentRels: Relation[] = [];
-  #volumeRels: Relation[] = [];
+  #md: EngineRowRunner | null = null;
+  #mdConcurrent: EngineRowRunner | null = null;
+  #volume: EngineRowRunner | null = null;
   /**
    * Volume block of (relation r, block b) at r * pagesMax + b, for the rawVolume row: where the
    * volume row's last checkpoint wrote the page (copy-on-write moves it at every checkpoint).
    */
   #volumeBlocks: Float64Array = new Float64Array(0);
-  #volumeExt: VolumeExtension | null = null;
   /** rawSegments' files, open for the whole run (M6). */
   #segHandles: FileHandle[] = [];
   /** The raw rows' pages (M9): page (r, b) is #rawPages[r * pagesMax + b], a view of one array. */
@@ -320,19 +221,10 @@ export class CheckpointMatrix {
     return join(this.#o.dir, 'raw-volume.dat');
   }
   #segPath(r: number): string {
-    return join(this.#segDir, String(REL_NUMBER_FIRST + r));
+    return join(this.#segDir, relFileName(r));
   }
 
-  /**
-   * No onLog at all unless the caller wants the lines: with one set, the sync phase formats a
-   * "checkpoint sync: file=..." line per synced file, which at R=1000 is measurable time.
-   */
-  #logTo(storage: 'md' | 'mdConcurrent' | 'volume'): ((line: string) => void) | undefined {
-    const onLog = this.#o.onLog;
-    return onLog ? (line) => onLog(storage, line) : undefined;
-  }
-
-  /** Create both engines, every relation and the raw files (M4), all durable (M2). */
+  /** Create the engines, every relation and the raw files (M4), all durable (M2). */
   static async setup(options: MatrixOptions): Promise<CheckpointMatrix> {
     const m = new CheckpointMatrix(options);
     try {
@@ -346,47 +238,32 @@ export class CheckpointMatrix {
 
   async #setup(): Promise<void> {
     const { dir, relationsMax: R, pagesMax: P, blockSize } = this.#o;
-    const common = {
-      blockSize,
-      sharedBuffers: Math.max(16, R * P + 1024),
-      checkpointTimeoutMs: 86_400_000,
-      verifySync: false,
-    };
-    const page = patternPage(blockSize, 0);
-    // The three parts touch disjoint files: run them side by side, so setup costs the slowest
-    // of them rather than their sum (each is bound by I/O latency, not by the CPU).
+    // The parts touch disjoint files: run them side by side, so setup costs the slowest of them
+    // rather than their sum (each is bound by I/O latency, not by the CPU).
     const results = await Promise.allSettled([
-      (async () => {
-        this.#md = await Engine.open({ ...common, dataDir: join(dir, 'md'), onLog: this.#logTo('md') });
-        await this.#setupRelations(this.#md, this.#mdRels, 'md', page, MD_SETUP_CONCURRENCY);
-        this.#mdConcurrent = await Engine.open({ ...common, dataDir: join(dir, 'md-concurrent'), syncConcurrency: MD_CONCURRENT_SYNCS, onLog: this.#logTo('mdConcurrent') });
-        await this.#setupRelations(this.#mdConcurrent, this.#mdConcurrentRels, 'md', page, MD_SETUP_CONCURRENCY);
-      })(),
-      (async () => {
-        const ext = volumeExtension({
-          path: join(dir, 'volume', 'bench.lamvol'),
-          // The zero-fill is most of setup at large R (8.6 GB at R = 100000): a stop asked
-          // for meanwhile takes effect within a chunk, and createVolumeFile removes the file.
-          create: { sizeBytes: matrixVolumeSizeBytes(R, P, blockSize), onProgress: () => this.#o.checkAbort?.() },
-        });
-        this.#volume = await Engine.open({
-          ...common,
-          dataDir: join(dir, 'volume'),
-          onLog: this.#logTo('volume'),
-          preload: [ext],
-        });
-        // One volume relation at a time, so each grows in place into few, long extents.
-        await this.#setupRelations(this.#volume, this.#volumeRels, 'volume', page, 1);
+      this.#startEngine('md').then((row) => (this.#md = row)),
+      this.#startEngine('mdConcurrent').then((row) => (this.#mdConcurrent = row)),
+      this.#startEngine('volume').then(async (row) => {
+        this.#volume = row;
         // Where each page lives, for the rawVolume row until the volume row's first checkpoint.
-        this.#volumeExt = ext;
         this.#volumeBlocks = new Float64Array(R * P);
-        this.#trackVolumeBlocks(R, P);
-      })(),
-      this.#setupRaw(page),
+        await this.#trackVolumeBlocks(R, P);
+      }),
+      this.#setupRaw(patternPage(blockSize, 0)),
       this.#setupPostgres(),
     ]);
     for (const r of results) if (r.status === 'rejected') throw r.reason;
     await this.#io.fsyncDir(dir);
+  }
+
+  /** An engine row, set up (engine-row.ts), on a thread of its own unless told otherwise (E1). */
+  #startEngine(kind: EngineRowKind): Promise<EngineRowRunner> {
+    const { dir, relationsMax, pagesMax, blockSize, onLog, checkAbort } = this.#o;
+    const hooks = {
+      ...(onLog ? { onLog: (line: string) => onLog(kind, line) } : {}),
+      ...(checkAbort ? { checkAbort } : {}),
+    };
+    return startEngineRow({ kind, dir, relationsMax, pagesMax, blockSize }, hooks, this.#o.isolate !== false);
   }
 
   async #setupPostgres(): Promise<void> {
@@ -415,22 +292,6 @@ export class CheckpointMatrix {
   /** The running postgres row's server, for the report (null when the row is not measured). */
   get postgresUser(): string | null | undefined {
     return this.#postgres ? this.#postgres.user : undefined;
-  }
-
-  async #setupRelations(engine: Engine, rels: Relation[], storage: 'md' | 'volume', page: Uint8Array, concurrency: number): Promise<void> {
-    const { relationsMax: R, pagesMax: P } = this.#o;
-    for (let r = 0; r < R; r++) rels.push(engine.relation(locator(r), { storage }));
-    let next = 0;
-    const worker = async () => {
-      while (next < R) {
-        this.#o.checkAbort?.();
-        const rel = rels[next++]!;
-        await rel.create(ForkNumber.MAIN);
-        for (let b = 0; b < P; b++) await rel.extend(ForkNumber.MAIN, page);
-      }
-    };
-    await Promise.all(Array.from({ length: concurrency }, worker));
-    await engine.checkpoint();
   }
 
   async #setupRaw(page: Uint8Array): Promise<void> {
@@ -488,12 +349,12 @@ export class CheckpointMatrix {
       const kind = kinds[(i + round) % kinds.length]!;
       const gen = ++this.#generation;
       let s: Omit<RoundSample, 'round' | 'position'>;
-      if (kind === 'md') s = await this.#engineRow(this.#md!, this.#mdRels, R, P, gen);
-      else if (kind === 'mdConcurrent') s = await this.#engineRow(this.#mdConcurrent!, this.#mdConcurrentRels, R, P, gen);
+      if (kind === 'md') s = await this.#md!.round(R, P, gen);
+      else if (kind === 'mdConcurrent') s = await this.#mdConcurrent!.round(R, P, gen);
       else if (kind === 'rawVolume') s = await this.#rawVolume(R, P, gen);
       else if (kind === 'volume') {
-        s = await this.#engineRow(this.#volume!, this.#volumeRels, R, P, gen);
-        this.#trackVolumeBlocks(R, P);
+        s = await this.#volume!.round(R, P, gen);
+        await this.#trackVolumeBlocks(R, P);
       }
       else if (kind === 'rawSegments') s = await this.#rawSegments(R, P, gen);
       else if (kind === 'postgres') s = await this.#postgresRow(R, P);
@@ -501,65 +362,6 @@ export class CheckpointMatrix {
       out.set(kind, { round, position: i, ...s });
     }
     return out;
-  }
-
-  async #engineRow(engine: Engine, rels: readonly Relation[], R: number, P: number, gen: number): Promise<Omit<RoundSample, 'round' | 'position'>> {
-    const page = patternPage(this.#o.blockSize, gen);
-    for (let r = 0; r < R; r++) {
-      const rel = rels[r]!;
-      for (let b = 0; b < P; b++) {
-        stamp(page, gen, r, b);
-        await rel.write(ForkNumber.MAIN, b, page);
-      }
-    }
-    const before = engine.ioCounts();
-    const stalls = monitorEventLoopDelay({ resolution: 1 });
-    const gcPauses: number[] = [];
-    const windowStart = performance.now();
-    const gcs = new PerformanceObserver((list) => {
-      for (const e of list.getEntries()) if (e.startTime >= windowStart) gcPauses.push(e.duration);
-    });
-    gcs.observe({ entryTypes: ['gc'] });
-    const schedBefore = mainSchedstat();
-    const busy = schedBefore ? new BusySampler(schedBefore.cpu) : null;
-    stalls.enable();
-    let st: CheckpointStats;
-    let schedAfter: ThreadTimes | null = null;
-    try {
-      await timerTurns(); // M8: the timer's first firing, which records nothing
-      st = await engine.checkpoint();
-      await timerTurns(); // M8: a firing after the checkpoint's last synchronous stretch
-    } finally {
-      stalls.disable();
-      busy?.stop();
-      schedAfter = mainSchedstat();
-      for (const e of gcs.takeRecords()) if (e.startTime >= windowStart) gcPauses.push(e.duration);
-      gcs.disconnect();
-    }
-    // Histogram values are ns; an empty histogram (a checkpoint shorter than one tick) has max 0.
-    const maxStallMs = stalls.count > 0 ? stalls.max / 1e6 : 0;
-    const maxGcPauseMs = gcPauses.length > 0 ? Math.max(...gcPauses) : 0;
-    const runQueueWaitMs = schedBefore && schedAfter ? (schedAfter.wait - schedBefore.wait) / 1e6 : undefined;
-    const maxBusyMs = busy ? busy.maxNs / 1e6 : undefined;
-    const d = diffCounts(engine.ioCounts(), before);
-    assert(st.buffersWritten === R * P, `checkpoint of ${engine.dataDir} wrote ${st.buffersWritten} buffers, expected R*P = ${R * P} (M1)`);
-    return {
-      writeMs: st.writeMs,
-      syncMs: st.syncMs,
-      totalMs: st.totalMs,
-      fsyncCalls: st.fsyncCalls,
-      fdatasyncCalls: st.fdatasyncCalls,
-      bytesWritten: st.bytesWritten,
-      rangesWritten: st.rangesWritten,
-      buffersWritten: st.buffersWritten,
-      syncFiles: st.syncFiles,
-      tagsDispatched: { ...st.tagsDispatched },
-      maxStallMs,
-      maxGcPauseMs,
-      ...(runQueueWaitMs !== undefined ? { runQueueWaitMs } : {}),
-      ...(maxBusyMs !== undefined ? { maxBusyMs } : {}),
-      io: { open: d.open, close: d.close, pwrite: d.pwrite, fsync: d.fsync, fdatasync: d.fdatasync, fsyncDir: d.fsyncDir, bytesWritten: d.bytesWritten },
-    };
   }
 
   async #postgresRow(R: number, P: number): Promise<Omit<RoundSample, 'round' | 'position'>> {
@@ -603,10 +405,10 @@ export class CheckpointMatrix {
    * Read where the volume holds the cell's pages now (outside every timing): after a checkpoint
    * of the volume row, the blocks it has just written them to.
    */
-  #trackVolumeBlocks(R: number, P: number): void {
-    const vol = this.#volumeExt!.volume!;
+  async #trackVolumeBlocks(R: number, P: number): Promise<void> {
+    const blocks = await this.#volume!.blocks(R, P);
     const pagesMax = this.#o.pagesMax;
-    for (let r = 0; r < R; r++) for (let b = 0; b < P; b++) this.#volumeBlocks[r * pagesMax + b] = vol.physicalBlock(locator(r), ForkNumber.MAIN, b);
+    for (let r = 0; r < R; r++) for (let b = 0; b < P; b++) this.#volumeBlocks[r * pagesMax + b] = blocks[r * P + b]!;
   }
 
   /** The volume row's pages, at the volume row's offsets, with no engine (see the header). */
@@ -669,11 +471,11 @@ export class CheckpointMatrix {
   }
 
   /**
-   * Close both engines. `discard` (error or interrupt): bound the shutdown checkpoint, since the
+   * Close the engine rows and the raw files. `discard` (error or interrupt): bound the shutdown checkpoint, since the
    * files are about to be removed; errors of that close are dropped in favour of the first one.
    */
   async close(options: { discard?: boolean } = {}): Promise<void> {
-    const engines = [this.#md, this.#mdConcurrent, this.#volume].filter((e): e is Engine => e !== null);
+    const engines = [this.#md, this.#mdConcurrent, this.#volume].filter((e): e is EngineRowRunner => e !== null);
     const pg = this.#postgres;
     const handles = this.#segHandles;
     this.#md = this.#mdConcurrent = this.#volume = this.#postgres = null;
@@ -690,8 +492,8 @@ export class CheckpointMatrix {
     try {
       for (const h of handles) await attempt(() => this.#io.close(h));
       for (const e of engines) {
-        if (options.discard) await e.close({ timeoutMs: 0 }).catch(() => undefined);
-        else await attempt(() => e.close());
+        if (options.discard) await e.close(true).catch(() => undefined);
+        else await attempt(() => e.close(false));
       }
     } finally {
       // The server goes in every case (bench/postgres.ts G1).

@@ -207,7 +207,8 @@ export function formatReport(result: BenchResult): string {
   lines.push(timeTable(result.cells));
   lines.push(postgresLine(result));
   lines.push('');
-  lines.push(`Longest event-loop stall during the checkpoint, ms (monitorEventLoopDelay, resolution 1 ms; target <= ${STALL_TARGET_MS}): ${ms(longestStallMs(result.cells))} over the matrix`);
+  const rowsOn = result.options.isolateEngines === false ? 'all engine rows on the main thread (--one-thread)' : 'each engine row on a thread of its own';
+  lines.push(`Longest event-loop stall during the checkpoint, ms (monitorEventLoopDelay, resolution 1 ms; ${rowsOn}; target <= ${STALL_TARGET_MS}): ${ms(longestStallMs(result.cells))} over the matrix`);
   lines.push(stallTable(result.cells));
   lines.push('');
   lines.push(`Page path: ${o.pagePathPages} pages, ${o.pagePathOps} random operations each (ratio to raw RealIO of the same pages; readInto hits: ratio to read hits, and per second of process CPU with the ratio to the floor of a hit, a Map lookup and an 8 KiB copy with no engine)`);

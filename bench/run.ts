@@ -58,6 +58,11 @@ export interface BenchOptions {
   cellWarmupRounds: number;
   /** The postgres row (B4): 'auto' when the server binaries are found. */
   postgres: 'auto' | 'on' | 'off';
+  /**
+   * Each engine row on a worker thread of its own (engine-row.ts E1; the default), or all three
+   * on the main thread, one heap for all (`--one-thread`, the yardstick before 2026-12-02 20:00).
+   */
+  isolateEngines?: boolean;
 }
 
 /** What became of the postgres row. */
@@ -197,9 +202,9 @@ export function shapeChecks(cells: readonly CellResult[]): BenchCheck[] {
       detail:
         `longest event-loop stall during a checkpoint: md ${md.longestStallMs.toFixed(1)} ms, md (syncConcurrency ${MD_CONCURRENT_SYNCS}) ${c.rows.mdConcurrent.longestStallMs.toFixed(1)} ms, volume ${vol.longestStallMs.toFixed(1)} ms (target ${STALL_TARGET_MS}); ` +
         `longest GC pause in the same checkpoints ${Math.max(md.longestGcPauseMs, c.rows.mdConcurrent.longestGcPauseMs, vol.longestGcPauseMs).toFixed(1)} ms, ` +
-        `most main-thread run-queue wait in one of them ${Math.max(md.mostRunQueueWaitMs, c.rows.mdConcurrent.mostRunQueueWaitMs, vol.mostRunQueueWaitMs).toFixed(1)} ms`,
+        `most run-queue wait of a row's thread in one of them ${Math.max(md.mostRunQueueWaitMs, c.rows.mdConcurrent.mostRunQueueWaitMs, vol.mostRunQueueWaitMs).toFixed(1)} ms`,
     });
-    // lamstore's own share of the stalls (matrix.ts M8): main-thread CPU between two timer
+    // lamstore's own share of the stalls (matrix.ts M8): the CPU of the row's thread between two timer
     // firings, whatever the scheduler did. Linux only (schedstat).
     const busy = Math.max(md.longestBusyMs, c.rows.mdConcurrent.longestBusyMs, vol.longestBusyMs);
     if (Number.isFinite(busy)) {
@@ -313,6 +318,7 @@ async function runMatrix(dir: string, root: string, options: BenchOptions, hooks
     postgres: install ?? undefined,
     tempRoot: root,
     postgresSetupFailure: options.postgres === 'on' ? 'fail' : 'skip',
+    isolate: options.isolateEngines !== false,
     onPostgresSkipped: (reason) => (postgres.skipped = `postgres row skipped: ${reason}`),
   });
   postgres.measured = matrix.kinds.includes('postgres');

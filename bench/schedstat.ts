@@ -15,16 +15,23 @@ export interface ThreadTimes {
 
 /** Thread `tid`'s counters; throws where there is no such file (not Linux, no /proc). */
 export function schedstat(tid: number): ThreadTimes {
-  const f = readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').trim().split(/\s+/);
-  return { cpu: Number(f[0]), wait: Number(f[1]), slices: Number(f[2]) };
+  return parse(readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8'));
 }
 
-/** The main thread's counters (its tid is the pid), or null where they cannot be read. */
-export function mainSchedstat(): ThreadTimes | null {
+/**
+ * The calling thread's counters (Linux's /proc/thread-self: the main thread's or a worker's), or
+ * null where they cannot be read.
+ */
+export function threadSchedstat(): ThreadTimes | null {
   if (process.platform !== 'linux') return null;
   try {
-    return schedstat(process.pid);
+    return parse(readFileSync('/proc/thread-self/schedstat', 'utf8'));
   } catch {
     return null; // no /proc (a container without it): the figures are left out, nothing else changes
   }
+}
+
+function parse(text: string): ThreadTimes {
+  const f = text.trim().split(/\s+/);
+  return { cpu: Number(f[0]), wait: Number(f[1]), slices: Number(f[2]) };
 }

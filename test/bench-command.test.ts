@@ -45,6 +45,7 @@ describe('lamstore bench', () => {
     expect(run.code).toBe(0);
     const out = JSON.parse(run.stdout);
     expect(out.options.cellWarmupRounds).toBe(1);
+    expect(out.options.isolateEngines).toBe(true); // each engine row on a thread of its own (engine-row.ts E1)
 
     expect(out.tool).toBe('lamstore bench');
     expect(out.formatVersion).toBe(1);
@@ -147,6 +148,22 @@ describe('lamstore bench', () => {
     ]);
 
     expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('--one-thread runs the engine rows on the main thread, and --verbose forwards every engine row\'s checkpoint lines either way', async () => {
+    for (const oneThread of [false, true]) {
+      const dir = await tempDir('lamstore-bench-test-');
+      const run = await runCli(['bench', '--quick', '--json', '--no-postgres', '--relations', '10', '--pages', '1', '--rounds', '1', '--warmup', '0', '--verbose', '--dir', dir, ...(oneThread ? ['--one-thread'] : [])]);
+      expect(run.code, run.stderr).toBe(0);
+      const out = JSON.parse(run.stdout);
+      expect(out.options.isolateEngines).toBe(!oneThread);
+      expect(out.cells[0].rows.volume.samples[0].buffersWritten).toBe(10);
+      // Setup's checkpoint and the round's, of each engine row, wherever it ran.
+      for (const row of ['md', 'mdConcurrent', 'volume']) {
+        expect(run.stderr).toMatch(new RegExp(`^\\[${row}\\] checkpoint complete: wrote 10 buffers`, 'm'));
+      }
+      expect(await readdir(dir)).toEqual([]);
+    }
   });
 
   it('--svg writes a chart with axes, legend and one panel per P', async () => {

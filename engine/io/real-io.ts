@@ -2,6 +2,12 @@
  * RealIO: FileIO over node:fs (callback API, so no call blocks the event loop) and fs-ext's
  * flock. This is the only module that imports node:fs for data files (a test greps for others).
  *
+ * flock is fs-ext's synchronous call: every lock lamstore takes is non-blocking (FileIO C5), so
+ * the syscall returns at once, and fs-ext's asynchronous flock queues its work on the process's
+ * default libuv loop and calls back into whichever isolate that loop belongs to: on a worker
+ * thread it aborted the whole process (V8's "Cannot create a handle without a HandleScope")
+ * the first time an engine opened a volume there.
+ *
  * Durability notes, where the syncs happen:
  *  - fdatasync(2) flushes the data and the metadata needed to read it back (the file size), not
  *    mtime; that is why the volume is zero-filled at creation: later overwrites inside it change
@@ -33,7 +39,8 @@ import { fsyncOnThread, hintsOnThread, writesOnThread } from './sync-thread.js';
 import { ENOSYS, loadSyncFileRange, type SyncFileRangeFn } from './sync-file-range.js';
 
 interface FsExt {
-  flock(fd: number, flags: string, callback: (err: NodeJS.ErrnoException | null) => void): void;
+  /** Throws a Node-style error (code EAGAIN for a lock held elsewhere, EBADF, ...). */
+  flockSync(fd: number, flags: string): void;
 }
 const fsExt = createRequire(import.meta.url)('fs-ext') as FsExt;
 
@@ -344,7 +351,7 @@ export class RealIO implements FileIO {
     const rh = this.#handle(h, 'flock');
     const flag = mode === 'exclusive' ? 'exnb' : mode === 'shared' ? 'shnb' : 'un';
     try {
-      await call<void>((cb) => fsExt.flock(rh.fd, flag, (e) => cb(e, undefined)));
+      fsExt.flockSync(rh.fd, flag); // non-blocking (C5): returns at once; see the header
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       if (e.code === 'EWOULDBLOCK') e.code = 'EAGAIN';
