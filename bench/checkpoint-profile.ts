@@ -36,7 +36,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
-import { Engine, ForkNumber, RealIO, systemClock, type Clock, type Relation } from '../engine/index.js';
+import { Engine, ForkNumber, RealIO, systemClock, type Clock, type FileIO, type FileWrite, type Relation, type WriteEachResult } from '../engine/index.js';
 import { ForwardingIO, makeTempDir, removeTree, type FileIOMethod } from '../engine/testing.js';
 import { volumeExtension } from '../volume/index.js';
 import { matrixVolumeSizeBytes } from './matrix.js';
@@ -68,18 +68,35 @@ interface CallRecord {
   inFlightAtStart: number;
 }
 
-/** libuv requests per FileIO call of RealIO (engine/io/real-io.ts): open also fstats. */
-const UV_REQUESTS: Record<string, number> = { open: 2 };
+/**
+ * libuv requests per FileIO call of RealIO (engine/io/real-io.ts): open also fstats; a
+ * pwriteEach of pool pages is one message to the sync thread, no libuv request.
+ */
+const UV_REQUESTS: Record<string, number> = { open: 2, pwriteEach: 0 };
 
-/** A FileIO that records every call's kind, start and end while `recording`. */
+/**
+ * A FileIO that records every call's kind, start and end while `recording`. It has pwriteEach
+ * (FileIO C9) where the inner FileIO has it, so the engine's writes take the path they take in
+ * the bench (RealIO: the sync thread), recorded as one call each.
+ */
 class TracingIO extends ForwardingIO {
   recording = false;
   calls: CallRecord[] = [];
   #inFlight = 0;
+  declare pwriteEach?: (writes: readonly FileWrite[]) => Promise<WriteEachResult>;
 
-  protected override async around<T>(method: FileIOMethod, call: () => Promise<T>): Promise<T> {
+  constructor(inner: FileIO) {
+    super(inner);
+    if (inner.pwriteEach) this.pwriteEach = (writes) => this.#record('pwriteEach', () => inner.pwriteEach!(writes));
+  }
+
+  protected override around<T>(method: FileIOMethod, call: () => Promise<T>): Promise<T> {
+    return this.#record(method, call);
+  }
+
+  async #record<T>(kind: string, call: () => Promise<T>): Promise<T> {
     if (!this.recording) return call();
-    const rec: CallRecord = { kind: method, t0: performance.now(), t1: 0, inFlightAtStart: this.#inFlight };
+    const rec: CallRecord = { kind, t0: performance.now(), t1: 0, inFlightAtStart: this.#inFlight };
     this.#inFlight++;
     try {
       return await call();
