@@ -8,7 +8,7 @@
  *     heap and event loop, its own RealIO and so its own sync thread; libuv's pool stays the
  *     process's, shared as before. So a checkpoint meets only its own engine's garbage, as in a
  *     program that embeds one engine. On one thread (`isolate: false`, `lamstore bench
- *     --one-thread`, the bench before 2026-12-02 20:00) the three engines' objects and the
+ *     --one-thread`, the bench before 2026-12-02 19:30) the three engines' objects and the
  *     raw rows' made one heap, and a row's collections marked and swept all of them: the
  *     longest GC pause inside a checkpoint reached 15-27 ms at R=1000 P=16, where one engine
  *     alone stays under 5 (BENCHMARKS.md, "Each engine row on a thread of its own"). Both

@@ -60,7 +60,7 @@ export interface BenchOptions {
   postgres: 'auto' | 'on' | 'off';
   /**
    * Each engine row on a worker thread of its own (engine-row.ts E1; the default), or all three
-   * on the main thread, one heap for all (`--one-thread`, the yardstick before 2026-12-02 20:00).
+   * on the main thread, one heap for all (`--one-thread`, the yardstick before 2026-12-02 19:30).
    */
   isolateEngines?: boolean;
 }
