@@ -12,7 +12,9 @@
  *     raw rows' made one heap, and a row's collections marked and swept all of them: the
  *     longest GC pause inside a checkpoint reached 15-27 ms at R=1000 P=16, where one engine
  *     alone stays under 5 (BENCHMARKS.md, "Each engine row on a thread of its own"). Both
- *     ways run this same class; only the hop differs.
+ *     ways run this same class; only the hop differs. The threads live until the matrix closes:
+ *     fs-ext, which RealIO's locks come from, aborts the process when a thread loads it after
+ *     another thread that had loaded it has exited (README.md, "Embedded use").
  *  E2 The worker takes one request at a time and answers each (a value, or the error, rebuilt
  *     on this side as the LamstoreError it was, so the CLI reports it as it would have).
  *  E3 A stop asked for while a worker works (SIGINT during setup): the main thread polls
@@ -320,7 +322,8 @@ export function errorImage(err: unknown): ErrorImage {
   return { message: e.message, stack: e.stack, code: str(e.code), path: str(e.path), errno: str(e.errno), syscall: str(e.syscall), lamstore: e instanceof LamstoreError };
 }
 
-function errorOf(image: ErrorImage): Error {
+/** The error an ErrorImage was taken of, rebuilt on this side of the hop (E2). */
+export function errorOf(image: ErrorImage): Error {
   if (image.lamstore && image.code !== undefined && (Object.values(ErrorCode) as string[]).includes(image.code)) {
     return new LamstoreError(image.code as ErrorCode, image.message, { path: image.path, errno: image.errno, syscall: image.syscall });
   }
