@@ -62,7 +62,7 @@ export interface EngineRowHooks {
   checkAbort?: () => void;
 }
 
-export function locator(r: number): RelFileLocator {
+function locator(r: number): RelFileLocator {
   return { spcOid: 1663, dbOid: DB_OID, relNumber: REL_NUMBER_FIRST + r };
 }
 
@@ -195,11 +195,6 @@ export class EngineRow {
       throw err;
     }
     return new EngineRow(engine, rels, o, volume);
-  }
-
-  /** The engine's data directory (for messages). */
-  get dataDir(): string {
-    return this.#engine.dataDir;
   }
 
   /** Rewrite the cell's R*P pages with generation `gen` (M1), then one measured checkpoint (M8). */

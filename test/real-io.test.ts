@@ -315,6 +315,14 @@ describe('pwriteEach (C9)', () => {
     await io.close(ok);
   });
 
+  it('the pwriteEach function answers a FileIO pwriteEach that rejects (no answer: the sync thread died) as a failure with nothing written', async () => {
+    const disk = new SimDisk();
+    const h = await disk.open('/a', { create: true });
+    const died = new Error('the sync thread exited (code 1)');
+    const io: FileIO = Object.assign(Object.create(disk) as FileIO, { pwriteEach: () => Promise.reject(died) });
+    expect(await pwriteEach(io, [{ handle: h, buffers: [new Uint8Array(8)], offsetBytes: 0 }], 4)).toEqual({ done: 0, error: died });
+  });
+
   it('the pwriteEach function writes in flight where a FileIO has none and answers the first failure in order and the writes made after it; CountingIO and SyncLedgerIO count and record each write either way', async () => {
     const disk = new SimDisk();
     const hs = [await disk.open('/a', { create: true }), await disk.open('/b', { create: true }), await disk.open('/c', { create: true })];

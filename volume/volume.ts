@@ -130,7 +130,7 @@ import {
   openFile,
   locatorKey,
 } from '../engine/index.js';
-import type { FileHandle, FileIO, FileTag, FileWrite, PageWrite, Persistence, RelFileLocator, WriteEachResult, WriteOrigin, WriteResult } from '../engine/index.js';
+import type { FileHandle, FileIO, FileTag, FileWrite, PageWrite, Persistence, RelFileLocator, WriteOrigin, WriteResult } from '../engine/index.js';
 import { EXTENT_BLOCKS_FIRST, METADATA_BLOCKS, SLOT_COUNT, SLOT_NEVER_WRITTEN, SUPERBLOCK_BYTES, checkGrowOptions, compareForkKeys, describeForkKey, encodeSuperblock, extentBlocksMax } from './format.js';
 import type { CatalogFork, Extent, ForkKey, VolumeGrowOptions } from './format.js';
 import { FreeSpace, growthBlocks } from './extent-allocator.js';
@@ -1247,12 +1247,7 @@ export class Volume {
       }
       return { handle, buffers: pages, offsetBytes: vb * this.blockSize };
     });
-    let r: WriteEachResult;
-    try {
-      r = await pwriteEach(this.#io, writes, IN_FLIGHT_DEFAULT);
-    } catch (err) {
-      r = { done: 0, error: err }; // no answer at all: no write is known to have landed
-    }
+    const r = await pwriteEach(this.#io, writes, IN_FLIGHT_DEFAULT);
     const written = new Set(writtenOf(r));
     try {
       calls.forEach(({ from, to, vb }, c) => {

@@ -151,10 +151,17 @@ export function writtenOf(r: WriteEachResult): number[] {
 
 /**
  * C9: `io.pwriteEach` where the FileIO has it, otherwise the writes through `pwrite`/`pwritev`,
- * up to `inFlight` at once (see C9 for what a failure answers then).
+ * up to `inFlight` at once (see C9 for what a failure answers then). Never rejects: a pwriteEach
+ * with no answer at all (RealIO's sync thread died) answers a failure with nothing known to
+ * have landed, `{ done: 0, error }`, which the caller throws like any other.
  */
 export async function pwriteEach(io: FileIO, writes: readonly FileWrite[], inFlight: number): Promise<WriteEachResult> {
-  return io.pwriteEach ? io.pwriteEach(writes) : pwriteInFlight(io, writes, inFlight);
+  if (!io.pwriteEach) return pwriteInFlight(io, writes, inFlight);
+  try {
+    return await io.pwriteEach(writes);
+  } catch (error) {
+    return { done: 0, error };
+  }
 }
 
 /** C9 as calls of `pwrite`/`pwritev`, up to `inFlight` at once; every call is waited for. */

@@ -645,8 +645,7 @@ export class MdStorageManager implements StorageManager {
       const refused = taken.findIndex((t) => t.status === 'rejected');
       if (refused >= 0) throw ioError('write', paths[refused]!, (taken[refused] as PromiseRejectedResult).reason);
       const writes = runs.map((run, k) => ({ handle: segs[k]!.handle, buffers: run.pages, offsetBytes: (run.firstBlock % this.#segBlocks) * this.#blockSize }));
-      // No answer at all (the sync thread died): no write is known to have landed.
-      r = await pwriteEach(this.#ctx.io, writes, inFlight).catch((err: unknown): WriteEachResult => ({ done: 0, error: err }));
+      r = await pwriteEach(this.#ctx.io, writes, inFlight);
     } finally {
       for (const seg of segs) await this.#release(seg);
     }
