@@ -7,7 +7,7 @@
  * a per-path counter; crash images (SimDisk.crash('drop')) show what reached disk.
  */
 import { describe, expect, it } from 'vitest';
-import { Engine, RealIO } from '../engine/index.js';
+import { Engine, RealIO, SyncHandlerId } from '../engine/index.js';
 import { SimDisk } from '../engine/testing.js';
 import type { FileHandle, FileIO, FileStat, LockMode, OpenOptions } from '../engine/index.js';
 import { openVolumeReadOnly, volumeExtension } from '../volume/index.js';
@@ -132,6 +132,39 @@ describe('volume sync handler', () => {
       [2, 0, 7],
       [3, 2, 0],
     ]);
+    await engine.close();
+  });
+
+  it("a fork's sync need outlives checkpoints and its own drop: a tag synced outside a checkpoint still finds a later write, also to the fork made again under the same key", async () => {
+    const { disk, engine, smgr, volume } = await simEngine();
+    const a = rel(7);
+    const tag = { handler: SyncHandlerId.FIRST_DYNAMIC, forkNum: 0, rlocator: a, segno: 0 }; // the volume's, the one extension here
+    const durablePage = async (version: number) => {
+      const image = disk.crash('drop');
+      const ext = volumeExtension({ path: VOL });
+      const again = await Engine.open({ dataDir: '/data', blockSize: SMALL_BS, sharedBuffers: 16, io: image, preload: [ext] });
+      const page = new Uint8Array(SMALL_BS);
+      await again.storageManager('volume').read(a, 0, 0, page);
+      await again.close();
+      return Buffer.compare(page, makePage(a, 0, 0, version)) === 0;
+    };
+    await smgr.create(a, 0);
+    await smgr.extend(a, 0, 0, makePage(a, 0, 0, 1));
+    await engine.checkpoint(); // covers the fork: its need stays (kept while the fork lives)
+    volume.checkInvariants();
+    await writePages(smgr, a, 0, 0, [makePage(a, 0, 0, 2)]);
+    const syncs = volume.stats.volumeSyncs;
+    await volume.syncTag(tag);
+    expect(volume.stats.volumeSyncs).toBe(syncs + 1);
+    expect(await durablePage(2)).toBe(true);
+    // Dropped and made again: the new fork takes over the key's need.
+    await smgr.unlink(a);
+    await engine.checkpoint();
+    await smgr.create(a, 0);
+    await smgr.extend(a, 0, 0, makePage(a, 0, 0, 3));
+    volume.checkInvariants();
+    await volume.syncTag(tag);
+    expect(await durablePage(3)).toBe(true);
     await engine.close();
   });
 

@@ -24,7 +24,9 @@
  *     stop, because its durable contents are void by definition.
  *  V4 `#syncedSeq <= #writeSeq` and `#durableMeta <= #metaVersion`. A write is covered by a
  *     volume sync iff its sequence number is <= `#syncedSeq`; a metadata change iff its version
- *     is <= `#durableMeta`.
+ *     is <= `#durableMeta`. A live fork holds its need (last write, last change) itself, the
+ *     same object `#needs` maps its key to, so a landing write updates it without a lookup; only
+ *     a dropped fork's need leaves `#needs`, once covered.
  *  V5 The reserve that keeps the next checkpoint possible: every allocation except a
  *     checkpoint's own page writes leaves at least `#reserveBlocks()` free: one block for every
  *     page that could be dirty in the buffer pool (min(sharedBuffers, the blocks of all forks)),
@@ -289,6 +291,10 @@ interface ForkState {
   copying: boolean;
   /** The catalog leaves holding this fork (catalog.ts keeps it). */
   catPages: CatPage | CatPage[] | null;
+  /** Unlinked: no longer the volume's fork of that key (a write landing late gives its block back). */
+  dropped: boolean;
+  /** Its entry in the volume's sync needs (V4), made on its first change and kept while it lives. */
+  need: SyncNeed | null;
 }
 
 /** A new catalog written and waiting for its superblock (the second half of a volume sync). */
@@ -467,6 +473,8 @@ export class Volume {
   #writeSeq = 0;
   #syncedSeq = 0;
   readonly #needs = new Map<string, SyncNeed>();
+  /** Keys in #needs whose fork was unlinked: dropped once covered (#forgetNeedIfCovered). */
+  readonly #orphanNeeds = new Set<string>();
   #failure: LamstoreError | null = null;
   #syncChain: Promise<void> = Promise.resolve();
   /** Between checkpointBegin and checkpointEnd: the sync phase's tags share one volume sync. */
@@ -604,7 +612,7 @@ export class Volume {
   #newFork(rel: RelFileLocator, fork: ForkNumber): ForkState {
     const key = forkKey(rel, fork);
     assert(!this.#forks.has(key), `fork ${key} is new`);
-    const st: ForkState = { key, rel: { spcOid: rel.spcOid, dbOid: rel.dbOid, relNumber: rel.relNumber }, fork, nblocks: 0, extents: [], firstBlock: [], capacity: 0, copying: false, catPages: null };
+    const st: ForkState = { key, rel: { spcOid: rel.spcOid, dbOid: rel.dbOid, relNumber: rel.relNumber }, fork, nblocks: 0, extents: [], firstBlock: [], capacity: 0, copying: false, catPages: null, dropped: false, need: null };
     this.#forks.set(key, st);
     return st;
   }
@@ -649,7 +657,7 @@ export class Volume {
     this.#metaVersion++;
     this.#tree.touch(st);
     this.#changed.add(st);
-    this.#noteMeta(st.key);
+    this.#noteMeta(st);
   }
 
   // ------------------------------------------------------------ space
@@ -952,16 +960,34 @@ export class Volume {
 
   // ------------------------------------------------------------ sync requests
 
-  #noteWrite(key: string): void {
-    const n = this.#needs.get(key);
-    if (n) n.seq = this.#writeSeq;
-    else this.#needs.set(key, { seq: this.#writeSeq, meta: 0 });
+  /**
+   * The fork's sync need, held on the fork so that a write landing costs no map lookup. A live
+   * fork's entry is never dropped from #needs (#forgetNeedIfCovered), so the one it holds is the
+   * one #covered reads; a fork made again under a dropped one's key takes over that key's entry.
+   */
+  #need(st: ForkState): SyncNeed {
+    if (st.need !== null) return st.need;
+    let n = this.#needs.get(st.key);
+    if (!n) this.#needs.set(st.key, (n = { seq: 0, meta: 0 }));
+    else this.#orphanNeeds.delete(st.key);
+    st.need = n;
+    return n;
   }
 
-  #noteMeta(key: string): void {
-    const n = this.#needs.get(key);
-    if (n) n.meta = this.#metaVersion;
-    else this.#needs.set(key, { seq: 0, meta: this.#metaVersion });
+  #noteWrite(st: ForkState): void {
+    this.#need(st).seq = this.#writeSeq;
+  }
+
+  #noteMeta(st: ForkState): void {
+    this.#need(st).meta = this.#metaVersion;
+  }
+
+  /** Drop a covered need of a fork that is gone; a live fork keeps its entry (see #need). */
+  #forgetNeedIfCovered(key: string): void {
+    if (this.#orphanNeeds.has(key) && this.#covered(key)) {
+      this.#needs.delete(key);
+      this.#orphanNeeds.delete(key);
+    }
   }
 
   /**
@@ -1097,7 +1123,7 @@ export class Volume {
         await this.extend(rel, ForkNumber.MAIN, b, page, host);
       }
       this.#writeSeq++;
-      this.#noteWrite(main.key);
+      this.#noteWrite(main);
     }
     if (inits.length > 0) await this.immediateSync(host);
     return inits.length;
@@ -1148,12 +1174,12 @@ export class Volume {
       i = j;
     }
     this.#writeSeq++;
-    if (this.#forks.get(st.key) === st && st.nblocks < blk + 1) {
+    if (!st.dropped && st.nblocks < blk + 1) {
       this.#liveBlocks += blk + 1 - st.nblocks;
       st.nblocks = blk + 1;
       this.#changedMeta(st);
     }
-    this.#noteWrite(st.key);
+    this.#noteWrite(st);
     await this.#registerSync(rel, fork, host);
   }
 
@@ -1234,7 +1260,7 @@ export class Volume {
         k += len;
       }
     }
-    const landed = new Map<string, ForkState>();
+    const landed: ForkState[] = [];
     let relocated = 0;
     const writes: FileWrite[] = calls.map(({ from, to, vb }) => {
       const pages: Uint8Array[] = [];
@@ -1260,7 +1286,7 @@ export class Volume {
       if (r.error !== undefined) throw ioError('write', this.path, r.error);
     } finally {
       // W4: every fork with a write that landed is registered, failure or not.
-      for (const f of landed.values()) {
+      for (const f of landed) {
         const fallback = this.#registerSync(f.rel, f.fork, host);
         if (fallback) await fallback;
       }
@@ -1276,7 +1302,7 @@ export class Volume {
   }
 
   /** A write of items[from, to) to volume blocks vb.. returned: move the maps (V3). */
-  #landed(items: readonly PageWrite[], forks: readonly ForkState[], from: number, to: number, vb: number, landed: Map<string, ForkState>): number {
+  #landed(items: readonly PageWrite[], forks: readonly ForkState[], from: number, to: number, vb: number, landed: ForkState[]): number {
     let relocated = 0;
     let x = from;
     while (x < to) {
@@ -1285,15 +1311,17 @@ export class Volume {
       const updates: { blk: number; vb: number }[] = [];
       while (y < to && forks[y] === st) {
         const blk = items[y]!.blockNum;
-        if (this.#forks.get(st.key) === st && blk < st.nblocks) updates.push({ blk, vb: vb + y - from });
+        if (!st.dropped && blk < st.nblocks) updates.push({ blk, vb: vb + y - from });
         else this.#free.give(vb + y - from, 1); // truncated or dropped meanwhile: nothing names it
         y++;
       }
       if (updates.length > 0) {
         this.#remap(st, updates);
         this.#changedMeta(st);
-        this.#noteWrite(st.key);
-        landed.set(st.key, st);
+        this.#noteWrite(st);
+        // W1 keeps a fork's pages together, so a fork is new here unless it is the last one
+        // (a fork seen twice would only register twice, which the pending table coalesces).
+        if (landed[landed.length - 1] !== st) landed.push(st);
         relocated += updates.length;
       }
       x = y;
@@ -1332,8 +1360,10 @@ export class Volume {
       this.#metaVersion++;
       this.#tree.removeFork(st);
       this.#changed.delete(st);
+      this.#noteMeta(st);
       this.#forks.delete(st.key);
-      this.#noteMeta(st.key);
+      this.#orphanNeeds.add(st.key);
+      st.dropped = true;
       await this.#registerSync(rel, fork, host);
     }
   }
@@ -1408,7 +1438,7 @@ export class Volume {
     // (issued after the capture) needs one more; give up after that: such a write re-registered
     // its own request, which the next checkpoint serves.
     for (let attempt = 0; attempt < 2 && !this.#covered(key); attempt++) await this.syncNow();
-    if (this.#covered(key)) this.#needs.delete(key);
+    this.#forgetNeedIfCovered(key);
   }
 
   async #syncOnce(pass: boolean): Promise<void> {
@@ -1576,7 +1606,7 @@ export class Volume {
     const candidates = [...this.#changed];
     this.#changed.clear();
     for (const st of candidates) {
-      if (this.#forks.get(st.key) !== st || st.nblocks === 0) continue;
+      if (st.dropped || st.nblocks === 0) continue;
       const bound = Math.max(DEFRAG_EXTENTS_MIN, Math.ceil(st.nblocks / DEFRAG_BLOCKS_PER_EXTENT));
       // The map's extent count bounds the recorded one (merging only lowers it): most forks stop here.
       if (st.extents.length <= bound || trimmedMap(st.extents, st.nblocks).length <= bound) continue;
@@ -1595,7 +1625,7 @@ export class Volume {
         for (let from = 0; from < n; from += DEFRAG_CHUNK_BLOCKS) {
           const to = Math.min(n, from + DEFRAG_CHUNK_BLOCKS);
           const source: number[] = [];
-          const alive = this.#forks.get(st.key) === st;
+          const alive = !st.dropped;
           for (let b = from; b < to; b++) source.push(alive && b < st.nblocks ? this.#locate(st, b).volumeBlock : -1);
           const buf = new Uint8Array((to - from) * this.blockSize);
           // Read: one pread per stretch of consecutive source blocks.
@@ -1621,7 +1651,7 @@ export class Volume {
           // D2: move only the pages still where the copy found them. No block of the fork was
           // reused meanwhile (st.copying), so a page in its old block is the page copied.
           const updates: { blk: number; vb: number }[] = [];
-          const stillHere = this.#forks.get(st.key) === st;
+          const stillHere = !st.dropped;
           for (let b = from; b < to; b++) {
             const src = source[b - from]!;
             if (stillHere && src !== -1 && b < st.nblocks && this.#locate(st, b).volumeBlock === src) updates.push({ blk: b, vb: target[b]! });
@@ -1634,8 +1664,8 @@ export class Volume {
             this.#remap(st, updates);
             this.#metaVersion++;
             this.#tree.touch(st);
-            this.#noteMeta(st.key);
-            this.#noteWrite(st.key);
+            this.#noteMeta(st);
+            this.#noteWrite(st);
             this.stats.pagesDefragmented += updates.length;
           }
         }
@@ -1668,7 +1698,7 @@ export class Volume {
     // them without a flush (no crash safety is promised with fsync off, as in PostgreSQL).
     // It runs the checkpoint's defragmentation pass too, which the sync phase runs with fsync on.
     if (!this.#enableFsync) await this.#chainSync(true);
-    for (const key of [...this.#needs.keys()]) if (this.#covered(key)) this.#needs.delete(key);
+    for (const key of [...this.#orphanNeeds]) this.#forgetNeedIfCovered(key);
   }
 
   async close(): Promise<void> {
@@ -2011,6 +2041,8 @@ export class Volume {
         spans.push(e);
       });
       assert(cap === st.capacity && st.nblocks <= cap, `V2: capacity of ${st.key}`);
+      assert(!st.dropped && !this.#orphanNeeds.has(st.key), `V4: ${st.key} is live, its sync need no orphan's`);
+      assert(st.need === null || this.#needs.get(st.key) === st.need, `V4: the sync need ${st.key} holds is the one #covered reads`);
       extents += st.extents.length;
       live += st.nblocks;
     }
