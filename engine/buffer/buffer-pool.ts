@@ -698,6 +698,30 @@ export class BufferPool {
   }
 
   /**
+   * #prepare without a turn of the event loop, the common case: when no item that still needs
+   * writing has I/O running, pin them and start their writes now. Null when one has: then
+   * #prepare waits it out. Taking the batch in the same turn lets the first batch's write go
+   * out before the next batches are prepared (an async #prepare yielded once per batch, so
+   * every batch in flight was prepared before the first write started).
+   */
+  #prepareNow(items: readonly SyncItem[]): SyncItem[] | null {
+    for (let i = 0; i < items.length; i++) {
+      const it = items[i]!;
+      if (this.#qualifies(it) && this.#ioKind[it.id] !== IO_NONE) return null;
+    }
+    const ready: SyncItem[] = [];
+    for (let i = 0; i < items.length; i++) {
+      const it = items[i]!;
+      if (!this.#qualifies(it)) continue;
+      this.#pins[it.id]!++;
+      this.#beginIo(it.id, IO_WRITE);
+      this.#flags[it.id]! &= ~F_JUST_DIRTIED;
+      ready.push(it);
+    }
+    return ready;
+  }
+
+  /**
    * Pin the items that still need writing, wait out other I/O on them, then (synchronously)
    * start a write on each: clear JUST_DIRTIED. The write goes out from the pool's memory (B3).
    */
@@ -828,10 +852,14 @@ export class BufferPool {
         let done!: () => void;
         turn = new Promise<void>((resolve) => (done = resolve));
         try {
-          const ready = await this.#prepare(chunk);
+          const ready = this.#prepareNow(chunk) ?? (await this.#prepare(chunk));
           if (ready.length > 0) {
             // From the pool's memory (B3): nothing changes these pages until #finish.
-            const batch: PageWrite[] = ready.map((it) => ({ rel: it.tag.rel, fork: it.tag.fork, blockNum: it.tag.block, page: this.#page(it.id) }));
+            const batch: PageWrite[] = new Array<PageWrite>(ready.length);
+            for (let i = 0; i < ready.length; i++) {
+              const it = ready[i]!;
+              batch[i] = { rel: it.tag.rel, fork: it.tag.fork, blockNum: it.tag.block, page: this.#page(it.id) };
+            }
             let written: WriteResult;
             try {
               written = await smgr.writeBuffers(batch, 'checkpoint');
