@@ -190,15 +190,15 @@ export function bufferKey(tag: BufferTag): string {
   return [`${tag.storage}|${tag.rel.spcOid}`, tag.rel.dbOid, tag.rel.relNumber, tag.fork, tag.block].join('/');
 }
 
-interface SyncItem {
-  id: number;
-  key: string;
-  tag: BufferTag;
-}
+/**
+ * BufferSync's items are buffer ids, not objects: 16,000 of them live through a whole write phase
+ * at R=1000 P=16, and an object each was the largest set of survivors its scavenges copied. The
+ * key each buffer had when BufferSync selected it sits in the pool's `#syncKeys` (#qualifies),
+ * its tag in the pool's `#tags` (the same while the key is).
+ */
+type SyncTags = readonly (BufferTag | null)[];
 
-function compareSyncItems(a: SyncItem, b: SyncItem): number {
-  const x = a.tag;
-  const y = b.tag;
+function compareTags(x: BufferTag, y: BufferTag): number {
   return x.rel.spcOid - y.rel.spcOid || x.rel.relNumber - y.rel.relNumber || x.rel.dbOid - y.rel.dbOid || x.fork - y.fork || x.block - y.block;
 }
 
@@ -211,39 +211,42 @@ function nextInFork(prev: BufferTag, t: BufferTag): boolean {
  * BufferSync's order (W1 of smgr.ts): sorted by (spcOid, relNumber, dbOid, fork, block), dbOid
  * after relNumber only so one file's blocks stay together. With several tablespaces, their runs
  * (consecutive blocks of one fork, at most `runMax`) are interleaved in proportion to their
- * sizes, as PostgreSQL's progress heap does, so every tablespace's disk is kept busy.
+ * sizes, as PostgreSQL's progress heap does, so every tablespace's disk is kept busy. A buffer
+ * whose tag changed since it was selected sorts by its new tag; it no longer qualifies, so where
+ * it sorts changes nothing.
  */
-function syncOrder(items: SyncItem[], runMax: number): SyncItem[] {
-  items.sort(compareSyncItems);
-  if (items.length === 0 || items[0]!.tag.rel.spcOid === items[items.length - 1]!.tag.rel.spcOid) return items;
+function syncOrder(ids: number[], tags: SyncTags, runMax: number): number[] {
+  ids.sort((a, b) => compareTags(tags[a]!, tags[b]!));
+  if (ids.length === 0 || tags[ids[0]!]!.rel.spcOid === tags[ids[ids.length - 1]!]!.rel.spcOid) return ids;
   interface Space {
-    runs: SyncItem[][];
+    runs: number[][];
     next: number;
     progress: number;
     slice: number;
   }
   const spaces: Space[] = [];
   let space: Space | null = null;
-  let run: SyncItem[] = [];
-  for (const it of items) {
-    const prev = run[run.length - 1];
-    if (!space || it.tag.rel.spcOid !== prev!.tag.rel.spcOid) {
+  let run: number[] = [];
+  for (const id of ids) {
+    const tag = tags[id]!;
+    const prev = tags[run[run.length - 1]!];
+    if (!space || tag.rel.spcOid !== prev!.rel.spcOid) {
       if (space) space.runs.push(run);
       space = { runs: [], next: 0, progress: 0, slice: 0 };
       spaces.push(space);
-      run = [it];
+      run = [id];
       continue;
     }
-    if (nextInFork(prev!.tag, it.tag) && run.length < runMax) {
-      run.push(it);
+    if (nextInFork(prev!, tag) && run.length < runMax) {
+      run.push(id);
       continue;
     }
     space.runs.push(run);
-    run = [it];
+    run = [id];
   }
   space!.runs.push(run);
-  for (const s of spaces) s.slice = items.length / s.runs.reduce((n, r) => n + r.length, 0);
-  const out: SyncItem[] = [];
+  for (const s of spaces) s.slice = ids.length / s.runs.reduce((n, r) => n + r.length, 0);
+  const out: number[] = [];
   for (;;) {
     // The tablespace with the least progress goes next (PostgreSQL's progress heap).
     let best: Space | null = null;
@@ -251,15 +254,15 @@ function syncOrder(items: SyncItem[], runMax: number): SyncItem[] {
     if (!best) break;
     const r = best.runs[best.next++]!;
     best.progress += best.slice * r.length;
-    for (const it of r) out.push(it);
+    for (const id of r) out.push(id);
   }
   return out;
 }
 
 /** Stretches of consecutive blocks of one fork in `order`: the fewest write calls it becomes. */
-function runCount(order: readonly SyncItem[]): number {
+function runCount(order: readonly number[], tags: SyncTags): number {
   let runs = 0;
-  for (let i = 0; i < order.length; i++) if (i === 0 || !nextInFork(order[i - 1]!.tag, order[i]!.tag)) runs++;
+  for (let i = 0; i < order.length; i++) if (i === 0 || !nextInFork(tags[order[i - 1]!]!, tags[order[i]!]!)) runs++;
   return runs;
 }
 
@@ -297,6 +300,8 @@ export class BufferPool {
   readonly #ioWake: ((() => void) | null)[];
   readonly #tags: (BufferTag | null)[];
   readonly #keys: (string | null)[];
+  /** Per buffer, its key when the running BufferSync selected it (#qualifies); one BufferSync at a time. */
+  readonly #syncKeys: (string | null)[];
   /** The fork entry a mapped buffer belongs to (null when unmapped). */
   readonly #entries: (ForkEntry | null)[];
   /** One view per buffer, made at open, so copying a page out creates no view object. */
@@ -347,6 +352,7 @@ export class BufferPool {
     this.#ioWake = new Array<(() => void) | null>(this.nBuffers).fill(null);
     this.#tags = new Array<BufferTag | null>(this.nBuffers).fill(null);
     this.#keys = new Array<string | null>(this.nBuffers).fill(null);
+    this.#syncKeys = new Array<string | null>(this.nBuffers).fill(null);
     this.#entries = new Array<ForkEntry | null>(this.nBuffers).fill(null);
     this.#pages = Array.from({ length: this.nBuffers }, (_, id) => this.#memory.subarray(id * this.blockSize, (id + 1) * this.blockSize));
   }
@@ -692,9 +698,9 @@ export class BufferPool {
 
   // ------------------------------------------------------------------ BufferSync
 
-  #qualifies(it: SyncItem): boolean {
-    const f = this.#flags[it.id]!;
-    return this.#keys[it.id] === it.key && (f & F_CHECKPOINT_NEEDED) !== 0 && (f & F_DIRTY) !== 0;
+  #qualifies(id: number): boolean {
+    const f = this.#flags[id]!;
+    return this.#keys[id] === this.#syncKeys[id] && (f & F_CHECKPOINT_NEEDED) !== 0 && (f & F_DIRTY) !== 0;
   }
 
   /**
@@ -704,19 +710,19 @@ export class BufferPool {
    * out before the next batches are prepared (an async #prepare yielded once per batch, so
    * every batch in flight was prepared before the first write started).
    */
-  #prepareNow(items: readonly SyncItem[]): SyncItem[] | null {
-    for (let i = 0; i < items.length; i++) {
-      const it = items[i]!;
-      if (this.#qualifies(it) && this.#ioKind[it.id] !== IO_NONE) return null;
+  #prepareNow(ids: readonly number[]): number[] | null {
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i]!;
+      if (this.#qualifies(id) && this.#ioKind[id] !== IO_NONE) return null;
     }
-    const ready: SyncItem[] = [];
-    for (let i = 0; i < items.length; i++) {
-      const it = items[i]!;
-      if (!this.#qualifies(it)) continue;
-      this.#pins[it.id]!++;
-      this.#beginIo(it.id, IO_WRITE);
-      this.#flags[it.id]! &= ~F_JUST_DIRTIED;
-      ready.push(it);
+    const ready: number[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i]!;
+      if (!this.#qualifies(id)) continue;
+      this.#pins[id]!++;
+      this.#beginIo(id, IO_WRITE);
+      this.#flags[id]! &= ~F_JUST_DIRTIED;
+      ready.push(id);
     }
     return ready;
   }
@@ -725,31 +731,31 @@ export class BufferPool {
    * Pin the items that still need writing, wait out other I/O on them, then (synchronously)
    * start a write on each: clear JUST_DIRTIED. The write goes out from the pool's memory (B3).
    */
-  async #prepare(items: readonly SyncItem[]): Promise<SyncItem[]> {
-    const pinned: SyncItem[] = [];
-    for (const it of items) {
-      for (let wait = this.#qualifies(it) ? this.#ioOf(it.id) : null; wait; wait = this.#qualifies(it) ? this.#ioOf(it.id) : null) await wait;
-      if (!this.#qualifies(it)) continue;
-      this.#pins[it.id]!++;
-      pinned.push(it);
+  async #prepare(ids: readonly number[]): Promise<number[]> {
+    const pinned: number[] = [];
+    for (const id of ids) {
+      for (let wait = this.#qualifies(id) ? this.#ioOf(id) : null; wait; wait = this.#qualifies(id) ? this.#ioOf(id) : null) await wait;
+      if (!this.#qualifies(id)) continue;
+      this.#pins[id]!++;
+      pinned.push(id);
     }
-    const ready: SyncItem[] = [];
-    for (const it of pinned) {
+    const ready: number[] = [];
+    for (const id of pinned) {
       // Re-check: an earlier await may have let a discard or an eviction through.
-      if (!this.#qualifies(it) || this.#ioKind[it.id] !== IO_NONE) {
-        this.#unpin(it.id);
+      if (!this.#qualifies(id) || this.#ioKind[id] !== IO_NONE) {
+        this.#unpin(id);
         continue;
       }
-      this.#beginIo(it.id, IO_WRITE);
-      this.#flags[it.id]! &= ~F_JUST_DIRTIED;
-      ready.push(it);
+      this.#beginIo(id, IO_WRITE);
+      this.#flags[id]! &= ~F_JUST_DIRTIED;
+      ready.push(id);
     }
     return ready;
   }
 
-  #finish(ready: readonly SyncItem[], ok: boolean): void {
+  #finish(ready: readonly number[], ok: boolean): void {
     for (let i = 0; i < ready.length; i++) {
-      const id = ready[i]!.id;
+      const id = ready[i]!;
       if (ok) {
         // This copy was taken after the checkpoint started: CHECKPOINT_NEEDED is satisfied.
         this.#setFlags(id, this.#flags[id]! & ~F_CHECKPOINT_NEEDED);
@@ -773,7 +779,9 @@ export class BufferPool {
 
   async #bufferSync(pace: (progress: number) => Promise<void>, includeUnlogged: boolean, writeBlocksMax: number): Promise<BufferSyncResult> {
     const result: BufferSyncResult = { buffersWritten: 0, bytesWritten: 0, rangesWritten: 0, runsWritten: 0, pagesRelocated: 0 };
-    const byStorage = new Map<string, SyncItem[]>();
+    const byStorage = new Map<string, number[]>();
+    let lastStorage: string | null = null;
+    let list: number[] = [];
     for (let id = 0; id < this.nBuffers; id++) {
       if (!(this.#flags[id]! & F_DIRTY)) continue;
       const tag = this.#tags[id]!;
@@ -781,9 +789,14 @@ export class BufferPool {
       // shutdown checkpoint (or eviction).
       if (!includeUnlogged && isUnloggedFork(tag.persistence, tag.fork)) continue;
       this.#setFlags(id, this.#flags[id]! | (F_CHECKPOINT_NEEDED));
-      let list = byStorage.get(tag.storage);
-      if (!list) byStorage.set(tag.storage, (list = []));
-      list.push({ id, key: this.#keys[id]!, tag });
+      if (tag.storage !== lastStorage) {
+        lastStorage = tag.storage;
+        const known = byStorage.get(lastStorage);
+        if (known) list = known;
+        else byStorage.set(lastStorage, (list = []));
+      }
+      this.#syncKeys[id] = this.#keys[id]!;
+      list.push(id);
     }
     let total = 0;
     for (const l of byStorage.values()) total += l.length;
@@ -807,13 +820,13 @@ export class BufferPool {
   }
 
   /** After a range or chunk is written: count it, schedule its writeback, pace the checkpoint. */
-  async #written(run: SyncRun, ready: readonly SyncItem[], examined: number, hinted: boolean): Promise<void> {
+  async #written(run: SyncRun, ready: readonly number[], examined: number, hinted: boolean): Promise<void> {
     run.result.buffersWritten += ready.length;
     run.result.bytesWritten += ready.length * this.blockSize;
     // A storage manager without `writeback` would drop every hint: its buffers are not scheduled.
     if (hinted) {
-      for (const it of ready) {
-        const issuing = run.wb!.schedule(it.tag);
+      for (const id of ready) {
+        const issuing = run.wb!.schedule(this.#tags[id]!);
         if (issuing !== undefined) await issuing;
       }
     }
@@ -831,17 +844,17 @@ export class BufferPool {
    * returned (#written), so a hint follows the writes it covers, and in batch order, so the
    * hints are the same whichever batch returns first (behaviour 40).
    */
-  async #writeAll(byStorage: Map<string, SyncItem[]>, run: SyncRun): Promise<void> {
+  async #writeAll(byStorage: Map<string, number[]>, run: SyncRun): Promise<void> {
     for (const storage of [...byStorage.keys()].sort()) {
       const smgr = this.#smgr(storage);
-      const order = syncOrder(byStorage.get(storage)!, run.writeBlocksMax);
+      const order = syncOrder(byStorage.get(storage)!, this.#tags, run.writeBlocksMax);
       const hinted = run.wb !== null && smgr.writeback !== undefined;
       // Behaviour 40: hints go out after every checkpointFlushAfter buffers written, so a storage
       // manager that takes hints gets batches no larger than that.
       const batchMax = hinted ? Math.min(run.writeBlocksMax, this.#flushAfter) : run.writeBlocksMax;
-      const chunks: SyncItem[][] = [];
+      const chunks: number[][] = [];
       for (let i = 0; i < order.length; i += batchMax) chunks.push(order.slice(i, i + batchMax));
-      const inFlight = run.writeBlocksMax < WRITE_COMBINE_MAX_BLOCKS ? 1 : hinted ? hintedBatchesInFlight(runCount(order), chunks.length) : BATCHES_IN_FLIGHT;
+      const inFlight = run.writeBlocksMax < WRITE_COMBINE_MAX_BLOCKS ? 1 : hinted ? hintedBatchesInFlight(runCount(order, this.#tags), chunks.length) : BATCHES_IN_FLIGHT;
       // Behaviour 40: the hints are scheduled in BufferSync order, as PostgreSQL's one loop
       // schedules them. A batch whose writes return first waits for the batches before it to
       // schedule theirs (chunks start in order, so each takes its turn before its first await);
@@ -857,8 +870,9 @@ export class BufferPool {
             // From the pool's memory (B3): nothing changes these pages until #finish.
             const batch: PageWrite[] = new Array<PageWrite>(ready.length);
             for (let i = 0; i < ready.length; i++) {
-              const it = ready[i]!;
-              batch[i] = { rel: it.tag.rel, fork: it.tag.fork, blockNum: it.tag.block, page: this.#page(it.id) };
+              const id = ready[i]!;
+              const tag = this.#tags[id]!;
+              batch[i] = { rel: tag.rel, fork: tag.fork, blockNum: tag.block, page: this.#page(id) };
             }
             let written: WriteResult;
             try {
