@@ -59,6 +59,27 @@ describe('sync handler registration', () => {
     expect(a.length).toBe(24);
   });
 
+  it('a tag key is its canonical 24 bytes, one latin1 char each, at the edges of every field; a field out of range is refused as before', () => {
+    const edges = [
+      { handler: -1, forkNum: 0, rlocator: { spcOid: 0, dbOid: 0, relNumber: 0 }, segno: 0 },
+      { handler: 32767, forkNum: -32768, rlocator: { spcOid: 4294967295, dbOid: 2147483648, relNumber: 16384 }, segno: 4294967295 },
+      { handler: 5, forkNum: 3, rlocator: { spcOid: 1663, dbOid: 5, relNumber: 0x01020304 }, segno: 0x80000001 },
+    ];
+    for (const tag of edges) {
+      const key = fileTagKey(tag);
+      expect(key.length).toBe(24);
+      expect(key).toBe(Buffer.from(encodeFileTag(tag)).toString('latin1'));
+      expect(decodeFileTag(Buffer.from(key, 'latin1'))).toEqual(tag);
+    }
+    const base = edges[2]!;
+    for (const bad of [{ ...base, handler: 70000 }, { ...base, segno: -1 }, { ...base, rlocator: { ...base.rlocator, relNumber: 2 ** 32 } }]) {
+      expect(() => fileTagKey(bad)).toThrow(RangeError);
+    }
+    // A fraction goes the Buffer's way too, which truncates it, as it always did.
+    const fraction = { ...base, forkNum: 1.5 };
+    expect(fileTagKey(fraction)).toBe(Buffer.from(encodeFileTag(fraction)).toString('latin1'));
+  });
+
   it('behaviour 6: registration after preload throws REGISTRATION_CLOSED and changes nothing', async () => {
     let late: ((name: string) => number) | undefined;
     const ext = {

@@ -295,6 +295,8 @@ interface ForkState {
   dropped: boolean;
   /** Its entry in the volume's sync needs (V4), made on its first change and kept while it lives. */
   need: SyncNeed | null;
+  /** In #changed: a candidate of the next defragmentation pass (D1). */
+  changed: boolean;
 }
 
 /** A new catalog written and waiting for its superblock (the second half of a volume sync). */
@@ -489,8 +491,13 @@ export class Volume {
    * else.
    */
   #switchInDoubt: PendingSwitch | null = null;
-  /** Forks whose map changed since the last defragmentation pass began: its candidates (D1). */
-  readonly #changed = new Set<ForkState>();
+  /**
+   * Forks whose map changed since the last defragmentation pass began: its candidates (D1), each
+   * once, in the order of their first change; a fork is in it while its `changed` flag is set
+   * (a flag and a list, not a Set: every landing write marks its fork, and the Set's add was
+   * half of that mark's cost).
+   */
+  #changed: ForkState[] = [];
   /** VolumeOpenOptions.grow, checked against the volume at open (V6); null: never grows. */
   readonly #grow: VolumeGrowOptions | null;
   /** The growth under way (V6: one at a time). */
@@ -612,7 +619,7 @@ export class Volume {
   #newFork(rel: RelFileLocator, fork: ForkNumber): ForkState {
     const key = forkKey(rel, fork);
     assert(!this.#forks.has(key), `fork ${key} is new`);
-    const st: ForkState = { key, rel: { spcOid: rel.spcOid, dbOid: rel.dbOid, relNumber: rel.relNumber }, fork, nblocks: 0, extents: [], firstBlock: [], capacity: 0, copying: false, catPages: null, dropped: false, need: null };
+    const st: ForkState = { key, rel: { spcOid: rel.spcOid, dbOid: rel.dbOid, relNumber: rel.relNumber }, fork, nblocks: 0, extents: [], firstBlock: [], capacity: 0, copying: false, catPages: null, dropped: false, need: null, changed: false };
     this.#forks.set(key, st);
     return st;
   }
@@ -656,7 +663,10 @@ export class Volume {
   #changedMeta(st: ForkState): void {
     this.#metaVersion++;
     this.#tree.touch(st);
-    this.#changed.add(st);
+    if (!st.changed) {
+      st.changed = true;
+      this.#changed.push(st);
+    }
     this.#noteMeta(st);
   }
 
@@ -1359,7 +1369,7 @@ export class Volume {
       st.nblocks = 0;
       this.#metaVersion++;
       this.#tree.removeFork(st);
-      this.#changed.delete(st);
+      st.changed = false; // out of #changed: the pass skips it
       this.#noteMeta(st);
       this.#forks.delete(st.key);
       this.#orphanNeeds.add(st.key);
@@ -1603,8 +1613,13 @@ export class Volume {
   async #defragment(handle: FileHandle): Promise<void> {
     // Taken and cleared here, not at the capture: a capture outside a checkpoint, or a write
     // landing while this pass runs, must leave its fork a candidate of the next pass.
-    const candidates = [...this.#changed];
-    this.#changed.clear();
+    const candidates: ForkState[] = [];
+    for (const st of this.#changed) {
+      if (!st.changed) continue;
+      st.changed = false;
+      candidates.push(st);
+    }
+    this.#changed = [];
     for (const st of candidates) {
       if (st.dropped || st.nblocks === 0) continue;
       const bound = Math.max(DEFRAG_EXTENTS_MIN, Math.ceil(st.nblocks / DEFRAG_BLOCKS_PER_EXTENT));
@@ -2047,6 +2062,13 @@ export class Volume {
       live += st.nblocks;
     }
     assert(extents === this.#extentCount, 'extent count');
+    const flagged = new Set<ForkState>();
+    for (const st of this.#changed) {
+      if (!st.changed) continue;
+      assert(!flagged.has(st) && !st.dropped, `D1: ${st.key} is a live candidate, listed once`);
+      flagged.add(st);
+    }
+    for (const st of this.#forks.values()) assert(!st.changed || flagged.has(st), `D1: ${st.key}, flagged changed, is in #changed`);
     assert(live === this.#liveBlocks, 'V5: the live block count');
     spans.sort((a, b) => a.startBlock - b.startBlock);
     let at = 0;
