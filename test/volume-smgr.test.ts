@@ -52,6 +52,12 @@ describe('volume storage manager', () => {
     await expect(smgr.read(r, ForkNumber.INIT, 0, new Uint8Array(SMALL_BS))).rejects.toMatchObject({ code: 'RELATION_NOT_FOUND' });
     await expect(smgr.read(r, ForkNumber.FSM, 5, new Uint8Array(SMALL_BS))).rejects.toMatchObject({ code: 'BLOCK_OUT_OF_RANGE' });
     await expect(writePages(smgr, r, ForkNumber.MAIN, 20, [makePage(r, 0, 20)])).rejects.toMatchObject({ code: 'BLOCK_OUT_OF_RANGE' });
+    // A write finds its fork by relation number: a dropped fork, another database's relation of
+    // the same number and a locator that is no locator are refused as before.
+    await expect(writePages(smgr, r, ForkNumber.INIT, 0, [makePage(r, 3, 0)])).rejects.toMatchObject({ code: 'RELATION_NOT_FOUND' });
+    await expect(writePages(smgr, { ...r, dbOid: r.dbOid + 1 }, ForkNumber.MAIN, 0, [makePage(r, 0, 0)])).rejects.toMatchObject({ code: 'RELATION_NOT_FOUND' });
+    await expect(writePages(smgr, { ...r, spcOid: -1 }, ForkNumber.MAIN, 0, [makePage(r, 0, 0)])).rejects.toMatchObject({ code: 'BAD_ARGUMENT' });
+    await expect(writePages(smgr, r, 7 as ForkNumber, 0, [makePage(r, 0, 0)])).rejects.toMatchObject({ code: 'BAD_ARGUMENT' });
     volume.checkInvariants();
     await engine.close();
 
