@@ -146,4 +146,65 @@ describe('BufferSync', () => {
       for (const i of batches.flat()) expect(verifyPageChecksum(i.page, i.blockNum)).toBe(true);
     });
   });
+
+  it('a relation dropped while BufferSync writes another storage manager: its selected buffers, by then given up, are ordered by the tags they were selected with and skipped', async () => {
+    const written: PageWrite[] = [];
+    const fk = (rel: RelFileLocator, fork: number) => `${rel.relNumber}/${fork}`;
+    const nblocks = new Map<string, number>();
+    const fake: StorageManager = {
+      name: 'zfake', // after md: BufferSync takes its storage managers in name order
+      async create(rel, fork) {
+        if (!nblocks.has(fk(rel, fork))) nblocks.set(fk(rel, fork), 0);
+      },
+      async exists(rel, fork) {
+        return nblocks.has(fk(rel, fork));
+      },
+      async extend(rel, fork, blockNum) {
+        nblocks.set(fk(rel, fork), blockNum + 1);
+      },
+      async read(_rel, _fork, _blockNum, into) {
+        into.fill(0);
+      },
+      open() {},
+      async nblocks(rel, fork) {
+        return nblocks.get(fk(rel, fork)) ?? 0;
+      },
+      async truncate() {},
+      async unlink(rel, fork) {
+        for (const f of fork === undefined ? [0, 1, 2, 3] : [fork]) nblocks.delete(fk(rel, f));
+      },
+      async immediateSync() {},
+      async registerSync() {},
+      async writeBuffers(items) {
+        written.push(...items);
+        return { writes: 1, runs: 1, relocated: 0 };
+      },
+    };
+    const ext = { name: 'zfake', init: (ctx: { registerStorageManager: (n: string, f: () => StorageManager) => void }) => ctx.registerStorageManager('zfake', () => fake) };
+    const io = new GatedIO(new SimDisk());
+    await withEngine({ dataDir: '/data', io, sharedBuffers: 64, preload: [ext] }, async (engine) => {
+      const md = engine.relation(locator(1));
+      await md.create(ForkNumber.MAIN);
+      for (let b = 0; b < 4; b++) await md.extend(ForkNumber.MAIN);
+      // Two tablespaces, so the fake's buffers go through the interleaving too.
+      const kept = engine.relation({ spcOid: 1663, dbOid: 5, relNumber: 2 }, { storage: 'zfake' });
+      const dropped = engine.relation({ spcOid: 16500, dbOid: 5, relNumber: 3 }, { storage: 'zfake' });
+      for (const rel of [kept, dropped]) {
+        await rel.create(ForkNumber.MAIN);
+        for (let b = 0; b < 4; b++) await rel.extend(ForkNumber.MAIN);
+      }
+      await engine.checkpoint();
+      written.length = 0;
+      for (const rel of [md, kept, dropped]) for (let b = 0; b < 4; b++) await rel.write(ForkNumber.MAIN, b, pageOf(7));
+      const gate = io.hold('pwrite', (path) => path.includes('/base/5/1'));
+      const checkpoint = engine.checkpoint();
+      await gate.reached; // BufferSync has selected all 12 buffers and writes md's
+      await dropped.drop(); // the fake's 4 buffers of relation 3 are given up
+      gate.release();
+      const stats = await checkpoint;
+      expect(stats.buffersWritten).toBe(8);
+      expect(written.map((w) => `${w.rel.relNumber}/${w.blockNum}`)).toEqual(['2/0', '2/1', '2/2', '2/3']);
+      engine.bufferPool.checkInvariants(true);
+    });
+  });
 });

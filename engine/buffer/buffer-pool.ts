@@ -193,8 +193,9 @@ export function bufferKey(tag: BufferTag): string {
 /**
  * BufferSync's items are buffer ids, not objects: 16,000 of them live through a whole write phase
  * at R=1000 P=16, and an object each was the largest set of survivors its scavenges copied. The
- * key each buffer had when BufferSync selected it sits in the pool's `#syncKeys` (#qualifies),
- * its tag in the pool's `#tags` (the same while the key is).
+ * key and the tag each buffer had when BufferSync selected it sit in the pool's `#syncKeys` and
+ * `#syncTags` (one BufferSync at a time): the order and the writes use the tag as selected, even
+ * once the buffer has been given to another page (then it no longer qualifies and is skipped).
  */
 type SyncTags = readonly (BufferTag | null)[];
 
@@ -211,9 +212,7 @@ function nextInFork(prev: BufferTag, t: BufferTag): boolean {
  * BufferSync's order (W1 of smgr.ts): sorted by (spcOid, relNumber, dbOid, fork, block), dbOid
  * after relNumber only so one file's blocks stay together. With several tablespaces, their runs
  * (consecutive blocks of one fork, at most `runMax`) are interleaved in proportion to their
- * sizes, as PostgreSQL's progress heap does, so every tablespace's disk is kept busy. A buffer
- * whose tag changed since it was selected sorts by its new tag; it no longer qualifies, so where
- * it sorts changes nothing.
+ * sizes, as PostgreSQL's progress heap does, so every tablespace's disk is kept busy.
  */
 function syncOrder(ids: number[], tags: SyncTags, runMax: number): number[] {
   ids.sort((a, b) => compareTags(tags[a]!, tags[b]!));
@@ -300,8 +299,9 @@ export class BufferPool {
   readonly #ioWake: ((() => void) | null)[];
   readonly #tags: (BufferTag | null)[];
   readonly #keys: (string | null)[];
-  /** Per buffer, its key when the running BufferSync selected it (#qualifies); one BufferSync at a time. */
+  /** Per buffer, its key and tag when the running BufferSync selected it (SyncTags); one BufferSync at a time. */
   readonly #syncKeys: (string | null)[];
+  readonly #syncTags: (BufferTag | null)[];
   /** The fork entry a mapped buffer belongs to (null when unmapped). */
   readonly #entries: (ForkEntry | null)[];
   /** One view per buffer, made at open, so copying a page out creates no view object. */
@@ -353,6 +353,7 @@ export class BufferPool {
     this.#tags = new Array<BufferTag | null>(this.nBuffers).fill(null);
     this.#keys = new Array<string | null>(this.nBuffers).fill(null);
     this.#syncKeys = new Array<string | null>(this.nBuffers).fill(null);
+    this.#syncTags = new Array<BufferTag | null>(this.nBuffers).fill(null);
     this.#entries = new Array<ForkEntry | null>(this.nBuffers).fill(null);
     this.#pages = Array.from({ length: this.nBuffers }, (_, id) => this.#memory.subarray(id * this.blockSize, (id + 1) * this.blockSize));
   }
@@ -796,6 +797,7 @@ export class BufferPool {
         else byStorage.set(lastStorage, (list = []));
       }
       this.#syncKeys[id] = this.#keys[id]!;
+      this.#syncTags[id] = tag;
       list.push(id);
     }
     let total = 0;
@@ -815,6 +817,13 @@ export class BufferPool {
         this.stats.writebackIssues += wb.stats.issues;
         this.stats.writebackRanges += wb.stats.ranges;
       }
+      // The selection ends here: keep no tag or key of a page the pool may have let go.
+      for (const ids of byStorage.values()) {
+        for (let i = 0; i < ids.length; i++) {
+          this.#syncKeys[ids[i]!] = null;
+          this.#syncTags[ids[i]!] = null;
+        }
+      }
     }
     return result;
   }
@@ -826,7 +835,7 @@ export class BufferPool {
     // A storage manager without `writeback` would drop every hint: its buffers are not scheduled.
     if (hinted) {
       for (const id of ready) {
-        const issuing = run.wb!.schedule(this.#tags[id]!);
+        const issuing = run.wb!.schedule(this.#syncTags[id]!);
         if (issuing !== undefined) await issuing;
       }
     }
@@ -847,14 +856,14 @@ export class BufferPool {
   async #writeAll(byStorage: Map<string, number[]>, run: SyncRun): Promise<void> {
     for (const storage of [...byStorage.keys()].sort()) {
       const smgr = this.#smgr(storage);
-      const order = syncOrder(byStorage.get(storage)!, this.#tags, run.writeBlocksMax);
+      const order = syncOrder(byStorage.get(storage)!, this.#syncTags, run.writeBlocksMax);
       const hinted = run.wb !== null && smgr.writeback !== undefined;
       // Behaviour 40: hints go out after every checkpointFlushAfter buffers written, so a storage
       // manager that takes hints gets batches no larger than that.
       const batchMax = hinted ? Math.min(run.writeBlocksMax, this.#flushAfter) : run.writeBlocksMax;
       const chunks: number[][] = [];
       for (let i = 0; i < order.length; i += batchMax) chunks.push(order.slice(i, i + batchMax));
-      const inFlight = run.writeBlocksMax < WRITE_COMBINE_MAX_BLOCKS ? 1 : hinted ? hintedBatchesInFlight(runCount(order, this.#tags), chunks.length) : BATCHES_IN_FLIGHT;
+      const inFlight = run.writeBlocksMax < WRITE_COMBINE_MAX_BLOCKS ? 1 : hinted ? hintedBatchesInFlight(runCount(order, this.#syncTags), chunks.length) : BATCHES_IN_FLIGHT;
       // Behaviour 40: the hints are scheduled in BufferSync order, as PostgreSQL's one loop
       // schedules them. A batch whose writes return first waits for the batches before it to
       // schedule theirs (chunks start in order, so each takes its turn before its first await);
@@ -871,7 +880,7 @@ export class BufferPool {
             const batch: PageWrite[] = new Array<PageWrite>(ready.length);
             for (let i = 0; i < ready.length; i++) {
               const id = ready[i]!;
-              const tag = this.#tags[id]!;
+              const tag = this.#syncTags[id]!;
               batch[i] = { rel: tag.rel, fork: tag.fork, blockNum: tag.block, page: this.#page(id) };
             }
             let written: WriteResult;
