@@ -174,6 +174,8 @@ function start(): Worker {
 
 /** Messages sent to the thread so far, fsync batches and hint batches alike (tests count them). */
 export let syncThreadMessages = 0;
+/** The same, by what they ask for. */
+export const syncThreadMessagesByKind = { fsyncs: 0, hints: 0, writes: 0 };
 
 function ask<T>(message: object): Promise<T> {
   syncThreadMessages++;
@@ -189,6 +191,7 @@ function ask<T>(message: object): Promise<T> {
 
 /** fsync `fds` one after another on the sync thread (S1). */
 export function fsyncOnThread(fds: readonly number[]): Promise<SyncThreadReply> {
+  syncThreadMessagesByKind.fsyncs++;
   return ask<SyncThreadReply>({ fds });
 }
 
@@ -197,6 +200,7 @@ export function fsyncOnThread(fds: readonly number[]): Promise<SyncThreadReply> 
  * per hint; `koffiPath` is where the main thread found koffi.
  */
 export function hintsOnThread(ranges: readonly number[], koffiPath: string): Promise<HintReply> {
+  syncThreadMessagesByKind.hints++;
   return ask<HintReply>({ ranges, koffiPath });
 }
 
@@ -205,5 +209,6 @@ export function hintsOnThread(ranges: readonly number[], koffiPath: string): Pro
  * as (index into `sabs`, byteOffset, byteLength). The shared buffers are posted, not copied.
  */
 export function writesOnThread(sabs: readonly SharedArrayBuffer[], ops: readonly number[]): Promise<WriteThreadReply> {
+  syncThreadMessagesByKind.writes++;
   return ask<WriteThreadReply>({ sabs, ops });
 }
