@@ -24,12 +24,12 @@
  *  E4 The worker's log lines come back as messages, in order, before its answer.
  */
 import { join } from 'node:path';
-import { PerformanceObserver, monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { PerformanceObserver, constants, monitorEventLoopDelay, performance, type PerformanceEntry } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { Engine, ErrorCode, ForkNumber, LIBUV_POOL_THREADS, LamstoreError, assert, type CheckpointStats, type Relation, type RelFileLocator } from '../engine/index.js';
 import { diffCounts } from '../engine/testing.js';
 import { volumeExtension, type VolumeExtension } from '../volume/index.js';
-import type { RoundSample } from './round-sample.js';
+import type { GcKind, RoundSample } from './round-sample.js';
 import { patternPage } from './page-path-measure.js';
 import { threadSchedstat, type ThreadTimes } from './schedstat.js';
 
@@ -108,10 +108,28 @@ function timerTurns(): Promise<void> {
  * because the thread itself was working (JavaScript, a collection, a synchronous call),
  * whatever the scheduler did meanwhile. About 15 µs a firing (one read of /proc). Linux only.
  */
+/** A 'gc' performance entry's kind (perf_hooks constants NODE_PERFORMANCE_GC_*), by name. */
+function gcKindName(kind: number | undefined): GcKind {
+  switch (kind) {
+    case constants.NODE_PERFORMANCE_GC_MINOR:
+      return 'minor';
+    case constants.NODE_PERFORMANCE_GC_MAJOR:
+      return 'major';
+    case constants.NODE_PERFORMANCE_GC_INCREMENTAL:
+      return 'incremental';
+    case constants.NODE_PERFORMANCE_GC_WEAKCB:
+      return 'weakcb';
+    default:
+      return 'unknown';
+  }
+}
+
 class BusySampler {
   #last: number;
   #timer: NodeJS.Timeout;
   maxNs = 0;
+  /** performance.now() when the longest stretch was seen to end. */
+  maxEndedAt = NaN;
   constructor(start: number) {
     this.#last = start;
     this.#timer = setInterval(() => this.sample(), 1);
@@ -119,7 +137,10 @@ class BusySampler {
   sample(): void {
     const now = threadSchedstat();
     if (!now) return;
-    if (now.cpu - this.#last > this.maxNs) this.maxNs = now.cpu - this.#last;
+    if (now.cpu - this.#last > this.maxNs) {
+      this.maxNs = now.cpu - this.#last;
+      this.maxEndedAt = performance.now();
+    }
     this.#last = now.cpu;
   }
   stop(): void {
@@ -210,10 +231,10 @@ export class EngineRow {
     }
     const before = engine.ioCounts();
     const stalls = monitorEventLoopDelay({ resolution: 1 });
-    const gcPauses: number[] = [];
+    const gcPauses: PerformanceEntry[] = [];
     const windowStart = performance.now();
     const gcs = new PerformanceObserver((list) => {
-      for (const e of list.getEntries()) if (e.startTime >= windowStart) gcPauses.push(e.duration);
+      for (const e of list.getEntries()) if (e.startTime >= windowStart) gcPauses.push(e);
     });
     gcs.observe({ entryTypes: ['gc'] });
     const schedBefore = threadSchedstat();
@@ -221,22 +242,28 @@ export class EngineRow {
     stalls.enable();
     let st: CheckpointStats;
     let schedAfter: ThreadTimes | null = null;
+    let checkpointStart = NaN;
     try {
       await timerTurns(); // M8: the timer's first firing, which records nothing
+      checkpointStart = performance.now();
       st = await engine.checkpoint();
       await timerTurns(); // M8: a firing after the checkpoint's last synchronous stretch
     } finally {
       stalls.disable();
       busy?.stop();
       schedAfter = threadSchedstat();
-      for (const e of gcs.takeRecords()) if (e.startTime >= windowStart) gcPauses.push(e.duration);
+      for (const e of gcs.takeRecords()) if (e.startTime >= windowStart) gcPauses.push(e);
       gcs.disconnect();
     }
     // Histogram values are ns; an empty histogram (a checkpoint shorter than one tick) has max 0.
     const maxStallMs = stalls.count > 0 ? stalls.max / 1e6 : 0;
-    const maxGcPauseMs = gcPauses.length > 0 ? Math.max(...gcPauses) : 0;
+    const longestGc = gcPauses.reduce<PerformanceEntry | null>((a, e) => (a === null || e.duration > a.duration ? e : a), null);
+    const maxGcPauseMs = longestGc?.duration ?? 0;
+    const maxGcPauseKind = longestGc === null ? undefined : gcKindName(((longestGc as { detail?: unknown }).detail as { kind?: number } | null | undefined)?.kind);
     const runQueueWaitMs = schedBefore && schedAfter ? (schedAfter.wait - schedBefore.wait) / 1e6 : undefined;
     const maxBusyMs = busy ? busy.maxNs / 1e6 : undefined;
+    // Where in the checkpoint the longest stretch ended (it may end in the turn after it).
+    const maxBusyEndMs = busy && busy.maxNs > 0 ? busy.maxEndedAt - checkpointStart : undefined;
     const d = diffCounts(engine.ioCounts(), before);
     assert(st.buffersWritten === R * P, `checkpoint of ${engine.dataDir} wrote ${st.buffersWritten} buffers, expected R*P = ${R * P} (M1)`);
     return {
@@ -252,8 +279,10 @@ export class EngineRow {
       tagsDispatched: { ...st.tagsDispatched },
       maxStallMs,
       maxGcPauseMs,
+      ...(maxGcPauseKind !== undefined ? { maxGcPauseKind } : {}),
       ...(runQueueWaitMs !== undefined ? { runQueueWaitMs } : {}),
       ...(maxBusyMs !== undefined ? { maxBusyMs } : {}),
+      ...(maxBusyEndMs !== undefined ? { maxBusyEndMs } : {}),
       io: { open: d.open, close: d.close, pwrite: d.pwrite, fsync: d.fsync, fdatasync: d.fdatasync, fsyncDir: d.fsyncDir, bytesWritten: d.bytesWritten },
     };
   }

@@ -504,7 +504,7 @@ export class CheckpointMatrix {
 }
 
 /** M8's figures, on engine rows only (runQueueWaitMs and maxBusyMs on Linux only). */
-const M8_FIELDS = ['maxStallMs', 'maxGcPauseMs', 'runQueueWaitMs', 'maxBusyMs'] as const;
+const M8_FIELDS = ['maxStallMs', 'maxGcPauseMs', 'runQueueWaitMs', 'maxBusyMs', 'maxBusyEndMs'] as const;
 
 /** A sample with its times and M8 figures rounded; a figure it lacks stays absent. */
 function roundSample(s: RoundSample): RoundSample {

@@ -56,6 +56,10 @@ describe('bench engine rows', () => {
           expect(s.buffersWritten).toBe(R * P);
           expect(s.maxStallMs).toBeGreaterThanOrEqual(0);
           expect(s.maxGcPauseMs).toBeGreaterThanOrEqual(0);
+          // The longest pause's kind, when there was one; where the longest busy stretch ended.
+          if (s.maxGcPauseMs! > 0) expect(['minor', 'major', 'incremental', 'weakcb', 'unknown']).toContain(s.maxGcPauseKind);
+          else expect(s.maxGcPauseKind).toBeUndefined();
+          if (s.maxBusyMs !== undefined && s.maxBusyMs > 0) expect(Number.isFinite(s.maxBusyEndMs)).toBe(true);
           if (kind === 'volume') {
             expect(s.fdatasyncCalls).toBeLessThanOrEqual(2);
             const blocks = await row.blocks(R, P);
