@@ -947,11 +947,16 @@ export class Volume {
       while (i < e.lengthBlocks) {
         const blk = at + i;
         if (u < updates.length && updates[u]!.blk === blk) {
+          // A run of updates: the next fork blocks of this extent, moved to the next volume
+          // blocks (a checkpoint's stream writes a fork's consecutive dirty blocks so), released
+          // and mapped as one piece: the same map and free space as block by block.
           const vb = updates[u]!.vb;
-          this.#release(e.startBlock + i, 1, e.era, st);
-          push(vb, 1, era);
-          u++;
-          i++;
+          let n = 1;
+          while (i + n < e.lengthBlocks && u + n < updates.length && updates[u + n]!.blk === blk + n && updates[u + n]!.vb === vb + n) n++;
+          this.#release(e.startBlock + i, n, e.era, st);
+          push(vb, n, era);
+          u += n;
+          i += n;
           continue;
         }
         // Copy the stretch up to the next update (or the extent's end) in one piece.
