@@ -19,6 +19,7 @@
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { parsePositiveInt } from '../cmdline/args.js';
 import * as self from '../engine/index.js';
 import { makeTempDir, removeTree } from '../engine/testing.js';
 import * as selfVolume from '../volume/index.js';
@@ -47,14 +48,19 @@ function parseArgs(argv: string[]): Options {
     if (v === undefined) throw new Error(`${name} needs a value`);
     return v;
   };
-  const int = (name: string, dflt: number, min: number): number => {
-    const v = Number(val(name, String(dflt)));
-    if (!Number.isInteger(v) || v < min) throw new Error(`${name} must be an integer >= ${min}`);
-    return v;
-  };
+  const count = (name: string, dflt: number): number => parsePositiveInt(val(name, String(dflt)), name);
   const storage = val('--storage', 'volume');
   if (storage !== 'md' && storage !== 'volume') throw new Error(`--storage must be md or volume, not '${storage}'`);
-  return { base: resolve(val('--base')), storage, relations: int('--relations', 1000, 1), pages: int('--pages', 1, 1), rounds: int('--rounds', 40, 1), warmup: int('--warmup', 5, 0), dir: val('--dir', tmpdir()) };
+  const warmup = val('--warmup', '5');
+  return {
+    base: resolve(val('--base')),
+    storage,
+    relations: count('--relations', 1000),
+    pages: count('--pages', 1),
+    rounds: count('--rounds', 40),
+    warmup: warmup === '0' ? 0 : parsePositiveInt(warmup, '--warmup'),
+    dir: val('--dir', tmpdir()),
+  };
 }
 
 type EngineModule = typeof self;

@@ -102,12 +102,6 @@ function timerTurns(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 2));
 }
 
-/**
- * M8's busy stretches: a 1 ms interval timer reads this thread's CPU time at each firing; the
- * most CPU between two firings is the longest stretch the event loop could not run a timer
- * because the thread itself was working (JavaScript, a collection, a synchronous call),
- * whatever the scheduler did meanwhile. About 15 µs a firing (one read of /proc). Linux only.
- */
 /** A 'gc' performance entry's kind (perf_hooks constants NODE_PERFORMANCE_GC_*), by name. */
 function gcKindName(kind: number | undefined): GcKind {
   switch (kind) {
@@ -124,6 +118,12 @@ function gcKindName(kind: number | undefined): GcKind {
   }
 }
 
+/**
+ * M8's busy stretches: a 1 ms interval timer reads this thread's CPU time at each firing; the
+ * most CPU between two firings is the longest stretch the event loop could not run a timer
+ * because the thread itself was working (JavaScript, a collection, a synchronous call),
+ * whatever the scheduler did meanwhile. About 15 µs a firing (one read of /proc). Linux only.
+ */
 class BusySampler {
   #last: number;
   #timer: NodeJS.Timeout;
@@ -231,10 +231,11 @@ export class EngineRow {
     }
     const before = engine.ioCounts();
     const stalls = monitorEventLoopDelay({ resolution: 1 });
-    const gcPauses: PerformanceEntry[] = [];
+    const gcPauses: { duration: number; kind: GcKind }[] = [];
+    const pause = (e: PerformanceEntry) => ({ duration: e.duration, kind: gcKindName((e as { detail?: { kind?: number } }).detail?.kind) });
     const windowStart = performance.now();
     const gcs = new PerformanceObserver((list) => {
-      for (const e of list.getEntries()) if (e.startTime >= windowStart) gcPauses.push(e);
+      for (const e of list.getEntries()) if (e.startTime >= windowStart) gcPauses.push(pause(e));
     });
     gcs.observe({ entryTypes: ['gc'] });
     const schedBefore = threadSchedstat();
@@ -252,14 +253,14 @@ export class EngineRow {
       stalls.disable();
       busy?.stop();
       schedAfter = threadSchedstat();
-      for (const e of gcs.takeRecords()) if (e.startTime >= windowStart) gcPauses.push(e);
+      for (const e of gcs.takeRecords()) if (e.startTime >= windowStart) gcPauses.push(pause(e));
       gcs.disconnect();
     }
     // Histogram values are ns; an empty histogram (a checkpoint shorter than one tick) has max 0.
     const maxStallMs = stalls.count > 0 ? stalls.max / 1e6 : 0;
-    const longestGc = gcPauses.reduce<PerformanceEntry | null>((a, e) => (a === null || e.duration > a.duration ? e : a), null);
+    const longestGc = gcPauses.reduce<(typeof gcPauses)[number] | null>((a, e) => (a === null || e.duration > a.duration ? e : a), null);
     const maxGcPauseMs = longestGc?.duration ?? 0;
-    const maxGcPauseKind = longestGc === null ? undefined : gcKindName(((longestGc as { detail?: unknown }).detail as { kind?: number } | null | undefined)?.kind);
+    const maxGcPauseKind = longestGc?.kind;
     const runQueueWaitMs = schedBefore && schedAfter ? (schedAfter.wait - schedBefore.wait) / 1e6 : undefined;
     const maxBusyMs = busy ? busy.maxNs / 1e6 : undefined;
     // Where in the checkpoint the longest stretch ended (it may end in the turn after it).

@@ -729,29 +729,19 @@ export class BufferPool {
   }
 
   /**
-   * Pin the items that still need writing, wait out other I/O on them, then (synchronously)
-   * start a write on each: clear JUST_DIRTIED. The write goes out from the pool's memory (B3).
+   * The batch once no item that still needs writing has I/O running: wait that I/O out, then
+   * take it as #prepareNow does (looking again: a wait may have let another I/O start, a discard
+   * or an eviction through). The write goes out from the pool's memory (B3).
    */
   async #prepare(ids: readonly number[]): Promise<number[]> {
-    const pinned: number[] = [];
-    for (const id of ids) {
-      for (let wait = this.#qualifies(id) ? this.#ioOf(id) : null; wait; wait = this.#qualifies(id) ? this.#ioOf(id) : null) await wait;
-      if (!this.#qualifies(id)) continue;
-      this.#pins[id]!++;
-      pinned.push(id);
-    }
-    const ready: number[] = [];
-    for (const id of pinned) {
-      // Re-check: an earlier await may have let a discard or an eviction through.
-      if (!this.#qualifies(id) || this.#ioKind[id] !== IO_NONE) {
-        this.#unpin(id);
-        continue;
+    for (;;) {
+      for (const id of ids) {
+        const wait = this.#qualifies(id) ? this.#ioOf(id) : null;
+        if (wait) await wait;
       }
-      this.#beginIo(id, IO_WRITE);
-      this.#flags[id]! &= ~F_JUST_DIRTIED;
-      ready.push(id);
+      const ready = this.#prepareNow(ids);
+      if (ready !== null) return ready;
     }
-    return ready;
   }
 
   #finish(ready: readonly number[], ok: boolean): void {

@@ -177,8 +177,9 @@ export let syncThreadMessages = 0;
 /** The same, by what they ask for. */
 export const syncThreadMessagesByKind = { fsyncs: 0, hints: 0, writes: 0 };
 
-function ask<T>(message: object): Promise<T> {
+function ask<T>(kind: keyof typeof syncThreadMessagesByKind, message: object): Promise<T> {
   syncThreadMessages++;
+  syncThreadMessagesByKind[kind]++;
   thread ??= start();
   const w = thread;
   const id = nextId++;
@@ -191,8 +192,7 @@ function ask<T>(message: object): Promise<T> {
 
 /** fsync `fds` one after another on the sync thread (S1). */
 export function fsyncOnThread(fds: readonly number[]): Promise<SyncThreadReply> {
-  syncThreadMessagesByKind.fsyncs++;
-  return ask<SyncThreadReply>({ fds });
+  return ask<SyncThreadReply>('fsyncs', { fds });
 }
 
 /**
@@ -200,8 +200,7 @@ export function fsyncOnThread(fds: readonly number[]): Promise<SyncThreadReply> 
  * per hint; `koffiPath` is where the main thread found koffi.
  */
 export function hintsOnThread(ranges: readonly number[], koffiPath: string): Promise<HintReply> {
-  syncThreadMessagesByKind.hints++;
-  return ask<HintReply>({ ranges, koffiPath });
+  return ask<HintReply>('hints', { ranges, koffiPath });
 }
 
 /**
@@ -209,6 +208,5 @@ export function hintsOnThread(ranges: readonly number[], koffiPath: string): Pro
  * as (index into `sabs`, byteOffset, byteLength). The shared buffers are posted, not copied.
  */
 export function writesOnThread(sabs: readonly SharedArrayBuffer[], ops: readonly number[]): Promise<WriteThreadReply> {
-  syncThreadMessagesByKind.writes++;
-  return ask<WriteThreadReply>({ sabs, ops });
+  return ask<WriteThreadReply>('writes', { sabs, ops });
 }
