@@ -107,7 +107,13 @@ export interface CheckpointParticipants {
   beginVerifyEpoch?(): number;
   /** ... and, after the sync phase, throw if a write from before it is still unsynced. */
   verifySynced?(epoch: number): void;
-  /** Run `fn` as the checkpointer (its own sync requests bypass the queue, behaviour 30). */
+  /**
+   * Run `fn` as the checkpointer (its own sync requests bypass the queue, behaviour 30). Every
+   * step of a checkpoint runs so except BufferSync, whose writes say so themselves (WriteOrigin
+   * 'checkpoint'): the engine marks the checkpointer with an AsyncLocalStorage, and on Node 20
+   * an enabled one runs a promise hook for every promise in the process, 11-19 % of the main
+   * thread's CPU in a checkpoint's write phase (BENCHMARKS.md, 2026-12-03).
+   */
   runAsCheckpointer<T>(fn: () => Promise<T>): Promise<T>;
   /**
    * Step 8 (K7): record the completed checkpoint durably. `startMs` is this checkpointer's
@@ -351,7 +357,7 @@ export class Checkpointer<R> {
     this.#next = null;
     this.#running = (async () => {
       try {
-        req.resolve(await this.#o.participants.runAsCheckpointer(() => this.#run(req.flags)));
+        req.resolve(await this.#run(req.flags));
       } catch (err) {
         this.failed++;
         req.reject(err);
@@ -379,6 +385,8 @@ export class Checkpointer<R> {
     const ioBefore = p.ioCounts();
     const activityAtStart = this.#activity;
     const ledgerEpoch = p.beginVerifyEpoch?.();
+    // Each step but BufferSync as the checkpointer (see CheckpointParticipants.runAsCheckpointer).
+    const asCheckpointer = <T>(fn: () => Promise<T>): Promise<T> => p.runAsCheckpointer(fn);
 
     sync.preCheckpoint(this.absorb);
 
@@ -423,32 +431,32 @@ export class Checkpointer<R> {
     };
 
     let completed = false;
-    await p.storageBegin?.();
+    if (p.storageBegin) await asCheckpointer(() => p.storageBegin!());
     try {
       const writeStart = clock.now();
       const shutdown = (flags & CheckpointFlags.SHUTDOWN) !== 0;
       const bs = p.bufferSync ? await p.bufferSync(pace, { includeUnlogged: shutdown, bounded }) : { buffersWritten: 0, bytesWritten: 0, rangesWritten: 0, runsWritten: 0, pagesRelocated: 0 };
-      await p.checkpointSlrus?.();
-      if (shutdown) await p.syncUnlogged?.();
+      if (p.checkpointSlrus) await asCheckpointer(() => p.checkpointSlrus!());
+      if (shutdown && p.syncUnlogged) await asCheckpointer(() => p.syncUnlogged!());
       if (bounded) this.#checkDeadline('before the sync phase');
 
       const syncStart = clock.now();
       let syncStats: SyncPhaseStatsLike;
       try {
-        syncStats = await sync.processSyncRequests({ absorb: this.absorb, enableFsync: this.#o.enableFsync, clock, onSyncFile: this.#o.onLog });
+        syncStats = await asCheckpointer(() => sync.processSyncRequests({ absorb: this.absorb, enableFsync: this.#o.enableFsync, clock, onSyncFile: this.#o.onLog }));
       } catch (err) {
         p.onSyncFailure(err); // K3
         throw err;
       }
       const syncEnd = clock.now();
       completed = true;
-      await p.storageEnd?.(true);
+      if (p.storageEnd) await asCheckpointer(() => p.storageEnd!(true));
 
-      const unlinks = await sync.postCheckpoint({ absorb: this.absorb, onWarning: this.#o.onLog });
+      const unlinks = await asCheckpointer(() => sync.postCheckpoint({ absorb: this.absorb, onWarning: this.#o.onLog }));
       // The sync ledger looks after the unlinks: a dropped relation's tombstone was truncated
       // without a sync (PostgreSQL does not sync it either) and is gone now.
       if (ledgerEpoch !== undefined && this.#o.enableFsync) p.verifySynced?.(ledgerEpoch);
-      await p.updateControlFile?.({ shutdown, startMs }); // K7
+      if (p.updateControlFile) await asCheckpointer(() => p.updateControlFile!({ shutdown, startMs })); // K7
       this.#activityAtLastCheckpoint = activityAtStart;
       this.completed++;
       const stats = this.#stats(flags, startMs, ioBefore, {
@@ -468,7 +476,7 @@ export class Checkpointer<R> {
       this.#o.onLog?.(formatCheckpointLine(stats, p.bufferCount?.() ?? 0));
       return stats;
     } finally {
-      if (!completed) await p.storageEnd?.(false);
+      if (!completed && p.storageEnd) await asCheckpointer(() => p.storageEnd!(false));
     }
   }
 

@@ -39,7 +39,7 @@ import { SyncHandlerId, SyncHandlerRegistry, SyncRequestType } from './sync/regi
 import { PendingOps } from './sync/pending-ops.js';
 import { mdSyncOps } from './md/sync-ops.js';
 import { SLRU_DIRS, slruSyncOps } from './slru/names.js';
-import type { SmgrContext, StorageManager, StorageManagerFactory } from './smgr/smgr.js';
+import type { SmgrContext, StorageManager, StorageManagerFactory, WriteOrigin } from './smgr/smgr.js';
 import { MAX_OPEN_FILES_DEFAULT, MAX_OPEN_FILES_MIN, MD_NAME, MdStorageManager, defaultMaxOpenFiles } from './md/md.js';
 import { PENDING_UNLINKS_FILE } from './md/pending-unlinks.js';
 import { BufferPool } from './buffer/buffer-pool.js';
@@ -712,7 +712,7 @@ export class Engine {
       dataSyncRetry: this.#options.dataSyncRetry === true,
       sharedBuffers: this.sharedBuffers,
       registerSyncRequest: (tag, type, retryOnError) => this.#register(tag, type, retryOnError),
-      trySyncRequest: (tag, type) => this.#tryRegister(tag, type),
+      trySyncRequest: (tag, type, origin) => this.#tryRegister(tag, type, origin),
       countBackendFsync: () => this.#checkpointer.countBackendFsync(),
       exemptFromLedger: (path, offsetBytes, lengthBytes) => this.ledger?.exemptNextWrite(path, offsetBytes, lengthBytes),
       reportSyncFailure: (err) => {
@@ -751,9 +751,10 @@ export class Engine {
   }
 
   /** One try, never waiting: false when the queue is full. */
-  #tryRegister(tag: FileTag, type: SyncRequestType): boolean {
-    // The checkpointer's own writes go straight into its table (behaviour 30).
-    if (inCheckpointer.getStore() === this) {
+  #tryRegister(tag: FileTag, type: SyncRequestType, origin?: WriteOrigin): boolean {
+    // The checkpointer's own writes go straight into its table (behaviour 30): BufferSync's say
+    // so (origin), the rest of its work runs in inCheckpointer.
+    if (origin === 'checkpoint' || inCheckpointer.getStore() === this) {
       this.#pending.remember(tag, type);
       return true;
     }

@@ -69,7 +69,7 @@ describe('close releases the engine', () => {
     expect(instances.size).toBe(1);
   });
 
-  it('the checkpointer flag is disabled whenever no checkpoint runs, and stays on while any engine still checkpoints', async () => {
+  it('the checkpointer flag is disabled whenever no checkpointer step runs (BufferSync included), and stays on while any engine still runs one', async () => {
     let instance: (AsyncLocalStorage<unknown> & { enabled?: boolean }) | null = null;
     const original = AsyncLocalStorage.prototype.run;
     const spy = vi.spyOn(AsyncLocalStorage.prototype, 'run').mockImplementation(function (this: AsyncLocalStorage<unknown>, store: unknown, fn: (...args: unknown[]) => unknown, ...args: unknown[]) {
@@ -89,8 +89,15 @@ describe('close releases the engine', () => {
       await b.checkpoint();
       expect(instance).not.toBeNull();
       expect(instance!.enabled).toBe(false);
-      const gate = io.hold('pwrite', (p) => p.endsWith('/base/5/42'));
+      // BufferSync runs outside it (its writes say whose they are): no promise hook while a
+      // checkpoint writes its pages.
+      const write = io.hold('pwrite', (p) => p.endsWith('/base/5/42'));
+      const gate = io.hold('fsync', (p) => p.endsWith('/base/5/42'));
       const held = a.checkpoint();
+      await write.reached;
+      expect(instance!.enabled).toBe(false);
+      write.release();
+      // The sync phase runs in it.
       await gate.reached;
       expect(instance!.enabled).toBe(true);
       await b.relation({ spcOid: 1663, dbOid: 5, relNumber: 42 }).write(ForkNumber.MAIN, 0, new Uint8Array(8192).fill(4));

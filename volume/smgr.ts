@@ -36,9 +36,9 @@ export const VOLUME_SYNC_HANDLER_NAME = 'volume';
  */
 export function volumeStorageManager(volume: Volume, ctx: SmgrContext, handlerId: number): StorageManager {
   const host: VolumeHost = {
-    requestSync: (rel, fork) => {
+    requestSync: (rel, fork, origin) => {
       const tag: FileTag = { handler: handlerId, forkNum: fork, rlocator: { spcOid: rel.spcOid, dbOid: rel.dbOid, relNumber: rel.relNumber }, segno: 0 };
-      return ctx.trySyncRequest(tag, SyncRequestType.SYNC);
+      return ctx.trySyncRequest(tag, SyncRequestType.SYNC, origin);
     },
     countBackendSync: () => ctx.countBackendFsync(),
     reportSyncFailure: (err) => ctx.reportSyncFailure(err),

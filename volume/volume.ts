@@ -205,8 +205,11 @@ export interface SnapshotInfo {
  * volume holds no engine state of its own: it knows neither its handler id nor the engine.
  */
 export interface VolumeHost {
-  /** RegisterSyncRequest, not waiting: a SYNC request for one fork of this volume; false when the queue is full. */
-  requestSync(rel: RelFileLocator, fork: ForkNumber): boolean;
+  /**
+   * RegisterSyncRequest, not waiting: a SYNC request for one fork of this volume; false when the
+   * queue is full. `origin` 'checkpoint': for a checkpoint's own batch (SmgrContext.trySyncRequest).
+   */
+  requestSync(rel: RelFileLocator, fork: ForkNumber, origin?: WriteOrigin): boolean;
   /** Count a volume sync made at once because the queue was full (a backend fsync). */
   countBackendSync(): void;
   /** A volume sync made outside a checkpoint failed: the engine enters its failed state (throws). */
@@ -1035,12 +1038,12 @@ export class Volume {
    * checkpoint writing a thousand forks makes no promise for each; the promise of the sync made
    * in its place when the queue is full.
    */
-  #registerSync(rel: RelFileLocator, fork: ForkNumber, host: VolumeHost): Promise<void> | undefined {
+  #registerSync(rel: RelFileLocator, fork: ForkNumber, host: VolumeHost, origin?: WriteOrigin): Promise<void> | undefined {
     if (this.#isUnlogged(rel, fork)) {
       this.#unloggedDirty = true; // synced at shutdown only (U1)
       return undefined;
     }
-    if (host.requestSync(rel, fork)) return undefined;
+    if (host.requestSync(rel, fork, origin)) return undefined;
     return this.#syncInsteadOfRequest(host);
   }
 
@@ -1324,7 +1327,7 @@ export class Volume {
     } finally {
       // W4: every fork with a write that landed is registered, failure or not.
       for (const f of landed) {
-        const fallback = this.#registerSync(f.rel, f.fork, host);
+        const fallback = this.#registerSync(f.rel, f.fork, host, origin);
         if (fallback) await fallback;
       }
     }

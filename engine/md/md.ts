@@ -122,7 +122,7 @@ import { SyncHandlerId, SyncRequestType, type SyncTagsResult } from '../sync/reg
 import type { ForkNumber, RelFileLocator } from '../relfile.js';
 import { FORKS, INVALID_BLOCK_NUMBER, describeFork, forkKey, locatorKey } from '../relfile.js';
 import { isUnloggedFork } from '../smgr/smgr.js';
-import type { PageWrite, Persistence, SmgrContext, StorageManager, WriteResult } from '../smgr/smgr.js';
+import type { PageWrite, Persistence, SmgrContext, StorageManager, WriteOrigin, WriteResult } from '../smgr/smgr.js';
 import { IN_FLIGHT_DEFAULT } from '../io/in-flight.js';
 import { dataDirPrefix, relDirRelative, relPathRelative } from './paths.js';
 import { PendingUnlinkLog } from './pending-unlinks.js';
@@ -407,7 +407,7 @@ export class MdStorageManager implements StorageManager {
   }
 
   /** register_dirty_segment (M5). */
-  async #registerDirty(loc: RelFileLocator, fork: number, segno: number, evenIfUnlogged = false): Promise<void> {
+  async #registerDirty(loc: RelFileLocator, fork: number, segno: number, evenIfUnlogged = false, origin?: WriteOrigin): Promise<void> {
     // Unlogged relations are synced only at shutdown (syncUnlogged); their INIT fork is
     // permanent, since the reset after an unclean stop copies it. registerSync asks for the
     // request whatever the persistence (smgrregistersync after a bulk write).
@@ -415,7 +415,7 @@ export class MdStorageManager implements StorageManager {
       this.#unloggedDirty.add(this.#segPath(loc, fork, segno));
       return;
     }
-    if (this.#ctx.trySyncRequest(this.#tag(loc, fork, segno), SyncRequestType.SYNC)) return;
+    if (this.#ctx.trySyncRequest(this.#tag(loc, fork, segno), SyncRequestType.SYNC, origin)) return;
     // The queue is full of distinct requests: sync the segment ourselves, now.
     this.#ctx.countBackendFsync();
     try {
@@ -612,7 +612,7 @@ export class MdStorageManager implements StorageManager {
    * writes in flight together), then the segments released and every segment written registered
    * for the sync phase, the ones written after a failure too (W4).
    */
-  async writeBuffers(pages: readonly PageWrite[]): Promise<WriteResult> {
+  async writeBuffers(pages: readonly PageWrite[], origin: WriteOrigin): Promise<WriteResult> {
     const runs: WriteRun[] = [];
     let prev: PageWrite | null = null;
     let nblocks = 0;
@@ -630,12 +630,12 @@ export class MdStorageManager implements StorageManager {
     }
     const max = this.writesInFlightMax;
     for (let from = 0; from < runs.length; from += max) {
-      await this.#writeRuns(runs.slice(from, from + max), max);
+      await this.#writeRuns(runs.slice(from, from + max), max, origin);
     }
     return { writes: runs.length, runs: runs.length, relocated: 0 };
   }
 
-  async #writeRuns(runs: readonly WriteRun[], inFlight: number): Promise<void> {
+  async #writeRuns(runs: readonly WriteRun[], inFlight: number, origin: WriteOrigin): Promise<void> {
     const paths = runs.map((run) => this.#segPath(run.loc, run.fork, run.segno));
     const taken = await Promise.allSettled(paths.map((path) => this.#acquire(path, false)));
     const segs: Seg[] = [];
@@ -649,7 +649,7 @@ export class MdStorageManager implements StorageManager {
     } finally {
       for (const seg of segs) await this.#release(seg);
     }
-    for (const k of writtenOf(r)) await this.#registerDirty(runs[k]!.loc, runs[k]!.fork, runs[k]!.segno);
+    for (const k of writtenOf(r)) await this.#registerDirty(runs[k]!.loc, runs[k]!.fork, runs[k]!.segno, false, origin);
     if (r.error !== undefined) throw ioError('write', paths[r.done]!, r.error);
   }
 

@@ -153,8 +153,15 @@ export interface SmgrContext {
    * The same without waiting (`retryOnError` false): true when the request was taken, false when
    * the queue is full (sync the file yourself). What a write path registering every file it
    * wrote calls: a thousand files cost no promise each.
+   *
+   * `origin`: the write's, as writeBuffers got it. 'checkpoint' (a checkpoint's own batch) goes
+   * straight into the checkpointer's table and is always taken, as every request the
+   * checkpointer makes itself (behaviour 30): BufferSync runs outside the async context that
+   * marks the checkpointer's other work (engine.ts, `inCheckpointer`), so this is how its
+   * writes say whose they are. Left out, such a request is queued like a backend's; the queue
+   * is absorbed before the sync phase's cycle bump, so the same checkpoint still syncs it.
    */
-  trySyncRequest(tag: FileTag, type: SyncRequestType): boolean;
+  trySyncRequest(tag: FileTag, type: SyncRequestType, origin?: WriteOrigin): boolean;
   /** Count a file the storage manager synced itself because the queue was full. */
   countBackendFsync(): void;
   /**

@@ -12,7 +12,7 @@ export interface WriteRecord {
   lengthBytes: number;
 }
 
-type Kind = 'pread' | 'pwrite' | 'ftruncate';
+type Kind = 'pread' | 'pwrite' | 'ftruncate' | 'fsync';
 
 export class GatedIO implements FileIO {
   readonly inner: FileIO;
@@ -65,7 +65,8 @@ export class GatedIO implements FileIO {
     this.writes.push({ path: h.path, offsetBytes, lengthBytes: buffers.reduce((n, b) => n + b.length, 0) });
     return this.inner.pwritev(h, buffers, offsetBytes);
   }
-  fsync(h: FileHandle): Promise<void> {
+  async fsync(h: FileHandle): Promise<void> {
+    await this.#gate('fsync', h.path);
     return this.inner.fsync(h);
   }
   fdatasync(h: FileHandle): Promise<void> {
