@@ -221,13 +221,17 @@ export function checkBlockSize(value: unknown, what = 'blockSize'): number {
 }
 
 /**
- * Set while an engine's checkpointer runs (its requests go straight to pendingOps); the store
- * is that engine. One for the module, not one per engine: Node keeps every AsyncLocalStorage
- * that ever ran in a global list until disable(), and walks that list for every promise and
- * async resource created in the process, so one per engine made each Engine.open slow down
- * every later async operation for good (found by the fault loop).
+ * Set while a step of an engine's checkpoint runs (its requests go straight to pendingOps); the
+ * store is that engine. Not during BufferSync: its writes carry WriteOrigin 'checkpoint' to
+ * trySyncRequest instead (checkpointer.ts, runAsCheckpointer), since a checkpoint's write phase
+ * makes most of its promises and each would pay the promise hook described below.
  *
- * And disabled whenever no checkpoint runs in the process (`checkpointsRunning` reaches 0): an
+ * One for the module, not one per engine: Node keeps every AsyncLocalStorage that ever ran in a
+ * global list until disable(), and walks that list for every promise and async resource created
+ * in the process, so one per engine made each Engine.open slow down every later async operation
+ * for good (found by the fault loop).
+ *
+ * And disabled whenever no checkpoint step runs in the process (`checkpointsRunning` reaches 0): an
  * enabled AsyncLocalStorage keeps Node's promise hook on, which runs JavaScript for every promise
  * the process creates, so after the first checkpoint every engine call (a buffer hit's one
  * promise included) and every await of the next checkpoint paid for it: buffer-hit readInto ran
