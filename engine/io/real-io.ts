@@ -35,7 +35,7 @@ import { getSystemErrorMap } from 'node:util';
 import type { FileHandle, FileIO, FileStat, FileWrite, FsyncEachResult, LockMode, OpenOptions, WriteEachResult } from './file-io.js';
 import { fsError, pwriteInFlight } from './file-io.js';
 import { IN_FLIGHT_DEFAULT } from './in-flight.js';
-import { fsyncOnThread, hintsOnThread, writesOnThread } from './sync-thread.js';
+import { fsyncOnThread, hintsOnThread, writesOnThread, type HintReply, type WriteThreadReply } from './sync-thread.js';
 import { ENOSYS, loadSyncFileRange, type SyncFileRangeFn } from './sync-file-range.js';
 
 interface FsExt {
@@ -280,7 +280,16 @@ export class RealIO implements FileIO {
       }
       sent++;
     }
-    const reply = sent > 0 ? await writesOnThread(sabs, ops) : { done: 0 };
+    // S8: the hints asked for since the last message go with these writes, made before them.
+    const hints = sent > 0 ? this.#takeHints() : null;
+    let reply: WriteThreadReply;
+    try {
+      reply = sent > 0 ? await writesOnThread(sabs, ops, hints ?? undefined) : { done: 0 };
+    } catch (err) {
+      if (hints) this.#failHints(hints.batch, err);
+      throw err;
+    }
+    if (hints) this.#settleHints(hints.batch, reply.hints ?? { unavailable: 'the sync thread answered the writes without the hints they carried' });
     if (reply.error) {
       const e = reply.error;
       const w = writes[reply.done]!;
@@ -379,33 +388,60 @@ export class RealIO implements FileIO {
     });
   }
 
-  /** One message for the turn's hints; each settles with its own answer (S6). */
+  /**
+   * One message for the turn's hints; each settles with its own answer (S6). Nothing to send
+   * when a batch of writes has taken them meanwhile (sync-thread.ts S8).
+   */
   #sendHints(): void {
+    if (this.#hints.length > 0 && this.#hintThreadKoffi === null) {
+      // Queued before the thread said it cannot make hints: in line, as every later one.
+      const batch = this.#hints;
+      this.#hints = [];
+      this.#settleHints(batch, { unavailable: 'hints are made in line' });
+      return;
+    }
+    const taken = this.#takeHints();
+    if (taken === null) return;
+    hintsOnThread(taken.ranges, taken.koffiPath).then(
+      (reply) => this.#settleHints(taken.batch, reply),
+      (err: unknown) => this.#failHints(taken.batch, err),
+    );
+  }
+
+  /**
+   * The hints queued for the sync thread, taken to be sent (S6, S8); null when there are none,
+   * or when the thread cannot make them (#sendHints makes those in line).
+   */
+  #takeHints(): { batch: QueuedHint[]; ranges: number[]; koffiPath: string } | null {
+    if (this.#hints.length === 0 || this.#hintThreadKoffi === null) return null;
     const batch = this.#hints;
     this.#hints = [];
     const ranges: number[] = [];
     for (const q of batch) ranges.push(q.fd, q.offsetBytes, q.lengthBytes);
-    hintsOnThread(ranges, this.#hintThreadKoffi!).then(
-      (reply) => {
-        if ('unavailable' in reply) {
-          // The thread cannot load koffi: in line from now on, as before the thread existed.
-          this.#hintThreadKoffi = null;
-        }
-        batch.forEach((q, i) => {
-          try {
-            const call = this.#syncFileRange;
-            const errno = 'errnos' in reply ? reply.errnos[i]! : call ? call(q.fd, q.offsetBytes, q.lengthBytes) : 0;
-            this.#hintAnswered(errno, q.path);
-            q.resolve();
-          } catch (err) {
-            q.reject(err);
-          }
-        });
-      },
-      (err: unknown) => {
-        for (const q of batch) q.reject(err); // the thread died: every hint of the batch fails with why
-      },
-    );
+    return { batch, ranges, koffiPath: this.#hintThreadKoffi };
+  }
+
+  /** Each hint of `batch` settles with its own answer. */
+  #settleHints(batch: readonly QueuedHint[], reply: HintReply): void {
+    if ('unavailable' in reply) {
+      // The thread cannot load koffi: in line from now on, as before the thread existed.
+      this.#hintThreadKoffi = null;
+    }
+    batch.forEach((q, i) => {
+      try {
+        const call = this.#syncFileRange;
+        const errno = 'errnos' in reply ? reply.errnos[i]! : call ? call(q.fd, q.offsetBytes, q.lengthBytes) : 0;
+        this.#hintAnswered(errno, q.path);
+        q.resolve();
+      } catch (err) {
+        q.reject(err);
+      }
+    });
+  }
+
+  /** The thread died: every hint of the batch fails with why. */
+  #failHints(batch: readonly QueuedHint[], err: unknown): void {
+    for (const q of batch) q.reject(err);
   }
 
   /** A hint's errno: 0 is done; ENOSYS stops hinting (not an I/O error); anything else throws. */
