@@ -37,7 +37,6 @@ describe('the checkpointer: BufferSync registers its own writes (behaviour 30)',
       });
       // What the checkpoint made durable survives a crash that drops everything unsynced.
       const after = disk.crash('drop');
-      await after.mkdir('/vol').catch(() => undefined);
       const reopen = storage === 'volume' ? [volumeExtension({ path: '/vol/lam.vol' })] : [];
       await withEngine({ dataDir: '/data', io: after, blockSize: SMALL_BS, sharedBuffers: 64, preload: reopen }, async (engine) => {
         for (let i = 0; i < RELATIONS; i++) {

@@ -34,6 +34,7 @@ import { createRequire } from 'node:module';
 import { getSystemErrorMap } from 'node:util';
 import type { FileHandle, FileIO, FileStat, FileWrite, FsyncEachResult, LockMode, OpenOptions, WriteEachResult } from './file-io.js';
 import { fsError, pwriteInFlight } from './file-io.js';
+import { assert } from '../errors.js';
 import { IN_FLIGHT_DEFAULT } from './in-flight.js';
 import { fsyncOnThread, hintsOnThread, writesOnThread, type HintReply, type WriteThreadReply } from './sync-thread.js';
 import { ENOSYS, loadSyncFileRange, type SyncFileRangeFn } from './sync-file-range.js';
@@ -280,16 +281,20 @@ export class RealIO implements FileIO {
       }
       sent++;
     }
-    // S8: the hints asked for since the last message go with these writes, made before them.
-    const hints = sent > 0 ? this.#takeHints() : null;
+    // S8: the hints asked for since the last message go with these writes, made before them
+    // (those the thread cannot make stay queued, for #sendHints to make in line).
+    const hints = sent > 0 && this.#hintThreadKoffi !== null ? this.#takeHints() : null;
     let reply: WriteThreadReply;
     try {
-      reply = sent > 0 ? await writesOnThread(sabs, ops, hints ?? undefined) : { done: 0 };
+      reply = sent > 0 ? await writesOnThread(sabs, ops, hints ? { ranges: hints.ranges, koffiPath: hints.koffiPath! } : undefined) : { done: 0 };
     } catch (err) {
       if (hints) this.#failHints(hints.batch, err);
       throw err;
     }
-    if (hints) this.#settleHints(hints.batch, reply.hints ?? { unavailable: 'the sync thread answered the writes without the hints they carried' });
+    if (hints) {
+      assert(reply.hints !== undefined, 'the sync thread answers the hints a batch of writes carried (S8)');
+      this.#settleHints(hints.batch, reply.hints);
+    }
     if (reply.error) {
       const e = reply.error;
       const w = writes[reply.done]!;
@@ -393,27 +398,19 @@ export class RealIO implements FileIO {
    * when a batch of writes has taken them meanwhile (sync-thread.ts S8).
    */
   #sendHints(): void {
-    if (this.#hints.length > 0 && this.#hintThreadKoffi === null) {
-      // Queued before the thread said it cannot make hints: in line, as every later one.
-      const batch = this.#hints;
-      this.#hints = [];
-      this.#settleHints(batch, { unavailable: 'hints are made in line' });
-      return;
-    }
     const taken = this.#takeHints();
     if (taken === null) return;
+    // Queued before the thread said it cannot make hints: in line, as every later one.
+    if (taken.koffiPath === null) return this.#settleHints(taken.batch, { unavailable: 'hints are made in line' });
     hintsOnThread(taken.ranges, taken.koffiPath).then(
       (reply) => this.#settleHints(taken.batch, reply),
       (err: unknown) => this.#failHints(taken.batch, err),
     );
   }
 
-  /**
-   * The hints queued for the sync thread, taken to be sent (S6, S8); null when there are none,
-   * or when the thread cannot make them (#sendHints makes those in line).
-   */
-  #takeHints(): { batch: QueuedHint[]; ranges: number[]; koffiPath: string } | null {
-    if (this.#hints.length === 0 || this.#hintThreadKoffi === null) return null;
+  /** The hints queued for the sync thread, taken to be sent (S6, S8); null when there are none. */
+  #takeHints(): { batch: QueuedHint[]; ranges: number[]; koffiPath: string | null } | null {
+    if (this.#hints.length === 0) return null;
     const batch = this.#hints;
     this.#hints = [];
     const ranges: number[] = [];
