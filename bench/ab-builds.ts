@@ -11,7 +11,7 @@
  *
  *   git worktree add /tmp/base <commit> && (cd /tmp/base && npm ci && npx tsc -p .)
  *   node dist/bench/ab-builds.js --base /tmp/base/dist [--storage volume|md] [--relations 1000]
- *        [--pages 1] [--rounds 40] [--warmup 5] [--dir DIR]
+ *        [--pages 1] [--rounds 40] [--warmup 5] [--sync-concurrency 1] [--dir DIR]
  *
  * The base build is loaded from its own files (its engine and volume entry points), so each
  * build runs its own code; they share the process, libuv's pool and the disk.
@@ -34,6 +34,8 @@ interface Options {
   pages: number;
   rounds: number;
   warmup: number;
+  /** EngineOptions.syncConcurrency of both engines (the bench's md (sync×4) row is 4). */
+  syncConcurrency: number;
   dir: string;
 }
 
@@ -59,6 +61,7 @@ function parseArgs(argv: string[]): Options {
     pages: count('--pages', 1),
     rounds: count('--rounds', 40),
     warmup: warmup === '0' ? 0 : parsePositiveInt(warmup, '--warmup'),
+    syncConcurrency: count('--sync-concurrency', 1),
     dir: val('--dir', tmpdir()),
   };
 }
@@ -91,6 +94,7 @@ async function open(name: string, E: EngineModule, V: VolumeModule, o: Options, 
     sharedBuffers: o.relations * o.pages + 1024,
     checkpointTimeoutMs: 86_400_000,
     verifySync: false,
+    syncConcurrency: o.syncConcurrency,
     preload: o.storage === 'volume' ? [V.volumeExtension({ path: join(dir, 'ab.lamvol'), create: { sizeBytes: matrixVolumeSizeBytes(o.relations, o.pages, blockSize) } })] : [],
   });
   const rels: self.Relation[] = [];

@@ -18,8 +18,8 @@
 import { describe, expect, it } from 'vitest';
 import { Engine, ErrorCode, ForkNumber, RealIO, type FileHandle, type FileIO, type IoKind, type RelFileLocator, type StorageManager } from '../engine/index.js';
 import { CountingIO, SimDisk } from '../engine/testing.js';
-import { ISSUES_IN_FLIGHT, WritebackContext, type WritebackTag } from '../engine/buffer/writeback.js';
-import { hintedBatchesInFlight } from '../engine/buffer/buffer-pool.js';
+import { HINTED_BUFFERS_IN_FLIGHT, ISSUES_IN_FLIGHT, WritebackContext, issuesInFlight, type WritebackTag } from '../engine/buffer/writeback.js';
+import { HINTED_BATCH_RUNS, hintedBatches, hintedBatchesInFlight } from '../engine/buffer/buffer-pool.js';
 import { SyncLedgerIO } from '../engine/io/sync-ledger.js';
 import { MdStorageManager } from '../engine/md/md.js';
 import { tempDir } from './helpers/index.js';
@@ -92,59 +92,79 @@ describe('writeback hints through the engine (md on SimDisk)', () => {
     });
   });
 
-  it('behaviour 40 with long runs: batches of few long runs go out side by side (libuv has a thread for each run), and every hint still follows the write it covers', async () => {
+  it('behaviour 40 with long runs: batches of few long runs go out two at a time, and every hint still follows the write it covers', async () => {
     const disk = new HintDisk();
-    await withEngine({ dataDir: '/data', io: disk, sharedBuffers: 256 }, async (engine) => {
-      // 4 relations of 16 dirty consecutive blocks: 2 batches of 32 buffers, each 2 runs (one
-      // write each), so 2 batches in flight (hintedBatchesInFlight(4, 2)).
-      const locs = [100, 101, 102, 103].map((n) => locator(n));
+    await withEngine({ dataDir: '/data', io: disk, sharedBuffers: 1024 }, async (engine) => {
+      // 40 relations of 16 dirty consecutive blocks: 3 batches (256 buffers of 16 runs, 256, then
+      // 128 of 8 runs), two in flight (hintedBatchesInFlight(40, 3)).
+      const locs = Array.from({ length: 40 }, (_, i) => locator(100 + i));
       for (const loc of locs) await prepare(engine, loc, ForkNumber.MAIN, 16, []);
       for (const loc of locs) for (let b = 0; b < 16; b++) await engine.relation(loc).write(ForkNumber.MAIN, b, pageOf(5));
       disk.reset();
       const stats = await engine.checkpoint();
-      expect(stats.buffersWritten).toBe(64);
-      const seq = disk.events.filter((e) => e.path.startsWith('/data/base/5/10')).map((e) => `${e.kind === 'writeback' ? 'hint' : 'write'} ${e.path.slice(-3)}`);
-      expect(seq.filter((e) => e.startsWith('write'))).toEqual(['write 100', 'write 101', 'write 102', 'write 103']);
+      expect(stats.buffersWritten).toBe(640);
+      const seq = disk.events.filter((e) => e.path.startsWith('/data/base/5/1')).map((e) => `${e.kind === 'writeback' ? 'hint' : 'write'} ${e.path.slice(-3)}`);
+      expect(seq.filter((e) => e.startsWith('write'))).toEqual(locs.map((l) => `write ${l.relNumber}`));
       // The second batch's writes are asked for before the first batch's hints...
-      expect(seq.indexOf('write 102')).toBeLessThan(seq.indexOf('hint 100'));
-      // ...and each hint after the write it covers.
-      for (const n of ['100', '101', '102', '103']) expect(seq.indexOf(`hint ${n}`)).toBeGreaterThan(seq.indexOf(`write ${n}`));
-      expect(disk.hints).toEqual(locs.map((_, i) => ({ path: `base/5/${100 + i}`, offsetBlocks: 0, lengthBlocks: 16 })));
-      expect(engine.bufferPool.stats.writebackIssues).toBeGreaterThan(0);
+      expect(seq.indexOf('write 116')).toBeLessThan(seq.indexOf('hint 100'));
+      // ...the third's only once the first has returned...
+      expect(seq.indexOf('write 132')).toBeGreaterThan(seq.indexOf('hint 100'));
+      // ...and each hint comes after the write it covers.
+      for (const l of locs) expect(seq.indexOf(`hint ${l.relNumber}`)).toBeGreaterThan(seq.indexOf(`write ${l.relNumber}`));
+      expect(disk.hints).toEqual(locs.map((l) => ({ path: `base/5/${l.relNumber}`, offsetBlocks: 0, lengthBlocks: 16 })));
+      expect(engine.bufferPool.stats.writebackIssues).toBe(20); // 640 buffers, 32 to an issue
     });
   });
 
   it('behaviour 40: the hints are cut in BufferSync order even when a later batch\'s write returns first', async () => {
-    // The first batch's write answers late, so the second batch (blocks 32..39) returns first.
-    // Scheduled as they returned, the first issue would hold 32..39 and 0..23: three ranges.
+    // 300 dirty consecutive blocks: batches of 256 and 44, both in flight. The first batch's
+    // write answers late, so the second returns first. Scheduled as they returned, the first
+    // issue would hold 256..287, the second 288..299 and 0..19.
     class LateFirstWrite extends HintDisk {
       override async pwritev(h: FileHandle, buffers: readonly Uint8Array[], offsetBytes: number): Promise<void> {
-        if (h.path.endsWith('/100') && offsetBytes === 0 && buffers.length === 32) await new Promise((r) => setTimeout(r, 20));
+        if (h.path.endsWith('/100') && offsetBytes === 0 && buffers.length === 256) await new Promise((r) => setTimeout(r, 20));
         return super.pwritev(h, buffers, offsetBytes);
       }
     }
     const disk = new LateFirstWrite();
-    await withEngine({ dataDir: '/data', io: disk, sharedBuffers: 256 }, async (engine) => {
-      await prepare(engine, LOC, ForkNumber.MAIN, 40, Array.from({ length: 40 }, (_, i) => i));
+    await withEngine({ dataDir: '/data', io: disk, sharedBuffers: 512 }, async (engine) => {
+      await prepare(engine, LOC, ForkNumber.MAIN, 300, Array.from({ length: 300 }, (_, i) => i));
       disk.reset();
       const stats = await engine.checkpoint();
-      expect(stats.buffersWritten).toBe(40);
+      expect(stats.buffersWritten).toBe(300);
       const seq = disk.events.filter((e) => e.path === '/data/base/5/100').map((e) => e.kind);
-      expect(seq).toEqual(['pwrite', 'pwrite', 'writeback', 'writeback']); // both batches in flight, then their hints
+      expect(seq).toEqual(['pwrite', 'pwrite', ...Array<string>(10).fill('writeback')]); // both batches in flight, then their hints
       expect(disk.hints).toEqual([
-        { path: 'base/5/100', offsetBlocks: 0, lengthBlocks: 32 },
-        { path: 'base/5/100', offsetBlocks: 32, lengthBlocks: 8 },
+        ...Array.from({ length: 9 }, (_, i) => ({ path: 'base/5/100', offsetBlocks: 32 * i, lengthBlocks: 32 })),
+        { path: 'base/5/100', offsetBlocks: 288, lengthBlocks: 12 },
       ]);
     });
   });
 
-  it('hintedBatchesInFlight: as many batches as give each of libuv\'s threads a write call, 1 to BATCHES_IN_FLIGHT', () => {
+  it(`hintedBatches: cut after 256 buffers or before the run that would be a batch's ${HINTED_BATCH_RUNS + 1}st`, () => {
+    const rel = (n: number) => ({ spcOid: 1663, dbOid: 5, relNumber: n });
+    // 40 one-page runs, then one run of 600 pages, then 3 runs of 2.
+    const tags = [
+      ...Array.from({ length: 40 }, (_, i) => ({ rel: rel(100 + i), fork: ForkNumber.MAIN, block: 0 })),
+      ...Array.from({ length: 600 }, (_, b) => ({ rel: rel(200), fork: ForkNumber.MAIN, block: b })),
+      ...[300, 301, 302].flatMap((n) => [0, 1].map((b) => ({ rel: rel(n), fork: ForkNumber.MAIN, block: b }))),
+    ];
+    const order = tags.map((_, i) => i);
+    const sizes = hintedBatches(order, tags as never, 256).map((batch) => batch.length);
+    // 32 one-page runs; 8 more and the long run's first 248 (9 runs, 256 buffers); 256 of it;
+    // its last 96 and the 3 short runs.
+    expect(sizes).toEqual([32, 256, 256, 102]);
+    expect(hintedBatches(order, tags as never, 256).flat()).toEqual(order);
+    expect(hintedBatches(order, tags as never, 32).every((batch) => batch.length <= 32)).toBe(true); // a bounded BufferSync
+    expect(hintedBatches([], [], 256)).toEqual([]);
+  });
+
+  it(`hintedBatchesInFlight: as many batches as keep their runs to about ${HINTED_BATCH_RUNS}, 1 to BATCHES_IN_FLIGHT`, () => {
     expect(hintedBatchesInFlight(1000, 32)).toBe(1); // R=1000 P=1: 32 one-page runs a batch
     expect(hintedBatchesInFlight(70, 3)).toBe(1);
-    expect(hintedBatchesInFlight(1000, 500)).toBe(2); // R=1000 P=16: two 16-page runs a batch
-    expect(hintedBatchesInFlight(4, 2)).toBe(2);
-    expect(hintedBatchesInFlight(100, 100)).toBe(4); // one run a batch: one batch per thread
-    expect(hintedBatchesInFlight(10, 100)).toBe(4); // never more than BATCHES_IN_FLIGHT
+    expect(hintedBatchesInFlight(1000, 63)).toBe(2); // R=1000 P=16: 16 runs of 16 pages a batch
+    expect(hintedBatchesInFlight(40, 3)).toBe(2);
+    expect(hintedBatchesInFlight(1, 2)).toBe(4); // one long run: never more than BATCHES_IN_FLIGHT
     expect(hintedBatchesInFlight(0, 0)).toBe(1);
   });
 
@@ -482,46 +502,59 @@ describe('WritebackContext alone', () => {
     for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
   };
 
-  it(`W5: up to ${ISSUES_IN_FLIGHT} issues run while scheduling goes on; the next waits for the oldest; issue() waits for all`, async () => {
+  it(`W5: the bound is HINTED_BUFFERS_IN_FLIGHT buffers' worth of issues, at least ${ISSUES_IN_FLIGHT}`, () => {
+    const held = heldSmgr();
+    expect(HINTED_BUFFERS_IN_FLIGHT).toBe(1024);
+    expect(new WritebackContext(32, held.smgr).issuesInFlight).toBe(32); // 4 batches of 256 buffers, 8 issues each
+    expect(new WritebackContext(256, held.smgr).issuesInFlight).toBe(ISSUES_IN_FLIGHT);
+    expect(new WritebackContext(100, held.smgr).issuesInFlight).toBe(11);
+    expect(new WritebackContext(1, held.smgr).issuesInFlight).toBe(1024);
+    expect(issuesInFlight(0)).toBe(1024);
+  });
+
+  it('W5: up to issuesInFlight issues run while scheduling goes on; the next waits for the oldest; issue() waits for all', async () => {
     const held = heldSmgr();
     const wb = new WritebackContext(1, held.smgr);
-    for (let b = 0; b < ISSUES_IN_FLIGHT; b++) expect(wb.schedule(tag(7, ForkNumber.MAIN, 10 * b))).toBeUndefined();
-    expect(held.started).toEqual([0, 10, 20, 30]); // every hint asked for at once, none awaited
+    const n = wb.issuesInFlight;
+    for (let b = 0; b < n; b++) expect(wb.schedule(tag(7, ForkNumber.MAIN, 10 * b))).toBeUndefined();
+    expect(held.started).toEqual(Array.from({ length: n }, (_, b) => 10 * b)); // every hint asked for at once, none awaited
     wb.checkInvariants();
-    let fifthDone = false;
-    const fifth = wb.schedule(tag(7, ForkNumber.MAIN, 40))!.then(() => (fifthDone = true));
-    expect(held.started).toEqual([0, 10, 20, 30, 40]); // the fifth is asked for before waiting
+    let nextDone = false;
+    const next = wb.schedule(tag(7, ForkNumber.MAIN, 10 * n))!.then(() => (nextDone = true));
+    expect(held.started.length).toBe(n + 1); // the next one is asked for before waiting
+    expect(held.started[n]).toBe(10 * n);
     await turns();
-    expect(fifthDone).toBe(false); // ... and waits for the oldest
+    expect(nextDone).toBe(false); // ... and waits for the oldest
     held.finish(1);
     await turns();
-    expect(fifthDone).toBe(false); // not for any other
+    expect(nextDone).toBe(false); // not for any other
     held.finish(0);
-    await fifth;
+    await next;
     let allDone = false;
     const all = wb.issue().then(() => (allDone = true));
-    for (const i of [2, 3]) held.finish(i);
+    for (let i = 2; i < n; i++) held.finish(i);
     await turns();
     expect(allDone).toBe(false); // the newest is still running
-    held.finish(4);
+    held.finish(n);
     await all;
-    expect(wb.stats).toEqual({ issues: 5, ranges: 5 });
+    expect(wb.stats).toEqual({ issues: n + 1, ranges: n + 1 });
   });
 
   it('W5: a failed hint fails the schedule that waits for its issue, or issue(); drain() waits for the rest and throws nothing', async () => {
     const held = heldSmgr();
     const wb = new WritebackContext(1, held.smgr);
-    for (let b = 0; b < ISSUES_IN_FLIGHT; b++) wb.schedule(tag(7, ForkNumber.MAIN, b * 10));
-    const fifth = wb.schedule(tag(7, ForkNumber.MAIN, 40))!;
+    const n = wb.issuesInFlight;
+    for (let b = 0; b < n; b++) wb.schedule(tag(7, ForkNumber.MAIN, b * 10));
+    const next = wb.schedule(tag(7, ForkNumber.MAIN, 10 * n))!;
     held.finish(0, new Error('hint 0 failed'));
-    await expect(fifth).rejects.toThrow('hint 0 failed');
+    await expect(next).rejects.toThrow('hint 0 failed');
     let drained = false;
     const d = wb.drain().then(() => (drained = true));
     held.finish(1, new Error('hint 1 failed'));
-    for (const i of [2, 3]) held.finish(i);
+    for (let i = 2; i < n; i++) held.finish(i);
     await turns();
-    expect(drained).toBe(false); // the fifth issue is still running
-    held.finish(4);
+    expect(drained).toBe(false); // the last issue is still running
+    held.finish(n);
     await d;
     // Nothing left: issue() has nothing to wait for.
     await expect(wb.issue()).resolves.toBeUndefined();
@@ -529,8 +562,8 @@ describe('WritebackContext alone', () => {
     wb.schedule(tag(8, ForkNumber.MAIN, 0));
     wb.schedule(tag(8, ForkNumber.MAIN, 5));
     const last = wb.issue();
-    held.finish(5);
-    held.finish(6, new Error('hint 6 failed'));
+    held.finish(n + 1);
+    held.finish(n + 2, new Error('hint 6 failed'));
     await expect(last).rejects.toThrow('hint 6 failed');
   });
 });

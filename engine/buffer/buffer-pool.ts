@@ -266,18 +266,53 @@ function runCount(order: readonly number[], tags: SyncTags): number {
 }
 
 /**
- * Batches of a hinted storage manager (md) kept in flight: enough that their write calls give
- * each of libuv's threads one (`runs` calls over `batches` batches, on average), at least 1, at
- * most BATCHES_IN_FLIGHT. A batch of checkpointFlushAfter one-page runs (one page in each of 32
- * files, R=1000 P=1) is already 32 calls, so it goes alone, as before: more of them in flight
- * made no write phase shorter and doubled the longest event-loop stall, the turns that take the
- * completions growing with them. A batch of two 16-page runs (P=16) leaves two threads idle, and
- * waiting for it before the next cost md's write phase 15-30% (BENCHMARKS.md, "md's hinted
- * batches in flight").
+ * The most runs (write calls) in one batch of a hinted storage manager (md): each run is a
+ * segment to pin, a write and, once written, a hint to ask for, all on the main thread when the
+ * batch returns. 32 is what a batch of checkpointFlushAfter one-page runs always had (R=1000
+ * P=1), and at R=1000 P=1 two such batches answered together doubled the longest event-loop
+ * stall (BENCHMARKS.md, "md's batches cut by write calls").
+ */
+export const HINTED_BATCH_RUNS = 32;
+
+/**
+ * A hinted storage manager's batches: `order` cut after `blocksMax` buffers or before the run
+ * that would be the batch's HINTED_BATCH_RUNS + 1st, whichever comes first. Not after every
+ * checkpointFlushAfter buffers: the hints still go out per checkpointFlushAfter buffers written
+ * (behaviour 40, #written schedules each buffer), but a batch of 32 buffers was one round trip
+ * to the sync thread for every 256 KiB, 500 at R=1000 P=16, and the thread sat idle between
+ * them. Batches of 256 buffers (16 runs there) made md's write phase a third shorter.
+ */
+export function hintedBatches(order: readonly number[], tags: SyncTags, blocksMax: number): number[][] {
+  const batches: number[][] = [];
+  let batch: number[] = [];
+  let runs = 0;
+  for (let i = 0; i < order.length; i++) {
+    const id = order[i]!;
+    const newRun = i === 0 || !nextInFork(tags[order[i - 1]!]!, tags[id]!);
+    if (batch.length === blocksMax || (newRun && runs === HINTED_BATCH_RUNS)) {
+      batches.push(batch);
+      batch = [];
+      runs = 0;
+    }
+    if (newRun || batch.length === 0) runs++;
+    batch.push(id);
+  }
+  if (batch.length > 0) batches.push(batch);
+  return batches;
+}
+
+/**
+ * Batches of a hinted storage manager (md) kept in flight: as many as keep the runs of the
+ * batches in flight to about HINTED_BATCH_RUNS, at least 1, at most BATCHES_IN_FLIGHT. The
+ * answers of the batches in flight tend to arrive in one turn of the event loop, and their runs
+ * are the main thread's work in that turn: batches of HINTED_BATCH_RUNS one-page runs (R=1000
+ * P=1) go one at a time. Batches of a few long runs (P=16: 16 runs of 16 pages) go two at a
+ * time, so the sync thread has the next batch when it finishes one instead of waiting for the
+ * main thread to send it.
  */
 export function hintedBatchesInFlight(runs: number, batches: number): number {
   if (batches === 0 || runs === 0) return 1;
-  return Math.max(1, Math.min(BATCHES_IN_FLIGHT, Math.floor((LIBUV_POOL_THREADS * batches) / runs)));
+  return Math.max(1, Math.min(BATCHES_IN_FLIGHT, Math.floor((HINTED_BATCH_RUNS * batches) / runs)));
 }
 
 export class BufferPool {
@@ -838,21 +873,23 @@ export class BufferPool {
    * BATCHES_IN_FLIGHT batches are written at once, so a batch the volume turns into one long
    * pwritev does not wait for the one before it. One at a time when the checkpoint is bounded
    * (K5: overshoot one batch at most). A storage manager that takes writeback hints gets
-   * batches of checkpointFlushAfter buffers, and as many in flight as keep libuv's threads busy
-   * (`hintedBatchesInFlight`); each batch's hints are still scheduled when its own writes have
-   * returned (#written), so a hint follows the writes it covers, and in batch order, so the
-   * hints are the same whichever batch returns first (behaviour 40).
+   * batches of at most HINTED_BATCH_RUNS runs (`hintedBatches`), one or two in flight
+   * (`hintedBatchesInFlight`); each batch's buffers are scheduled for writeback when its own
+   * writes have returned (#written), checkpointFlushAfter to an issue, so a hint follows the
+   * writes it covers, and in batch order, so the hints are the same whichever batch returns
+   * first (behaviour 40).
    */
   async #writeAll(byStorage: Map<string, number[]>, run: SyncRun): Promise<void> {
     for (const storage of [...byStorage.keys()].sort()) {
       const smgr = this.#smgr(storage);
       const order = syncOrder(byStorage.get(storage)!, this.#syncTags, run.writeBlocksMax);
       const hinted = run.wb !== null && smgr.writeback !== undefined;
-      // Behaviour 40: hints go out after every checkpointFlushAfter buffers written, so a storage
-      // manager that takes hints gets batches no larger than that.
-      const batchMax = hinted ? Math.min(run.writeBlocksMax, this.#flushAfter) : run.writeBlocksMax;
-      const chunks: number[][] = [];
-      for (let i = 0; i < order.length; i += batchMax) chunks.push(order.slice(i, i + batchMax));
+      let chunks: number[][];
+      if (hinted) chunks = hintedBatches(order, this.#syncTags, run.writeBlocksMax);
+      else {
+        chunks = [];
+        for (let i = 0; i < order.length; i += run.writeBlocksMax) chunks.push(order.slice(i, i + run.writeBlocksMax));
+      }
       const inFlight = run.writeBlocksMax < WRITE_COMBINE_MAX_BLOCKS ? 1 : hinted ? hintedBatchesInFlight(runCount(order, this.#syncTags), chunks.length) : BATCHES_IN_FLIGHT;
       // Behaviour 40: the hints are scheduled in BufferSync order, as PostgreSQL's one loop
       // schedules them. A batch whose writes return first waits for the batches before it to

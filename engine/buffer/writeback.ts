@@ -18,15 +18,19 @@
  *     behind to be issued twice.
  *  W4 An issue asks for every run's hint before it awaits any, then waits for all of them, and
  *     fails with the first failure in run order.
- *  W5 Up to ISSUES_IN_FLIGHT issues run while BufferSync goes on writing; `schedule` makes it
+ *  W5 Up to `issuesInFlight` issues run while BufferSync goes on writing; `schedule` makes it
  *     wait for the oldest only past that. So a hint still follows the writes it covers (each is
  *     asked for once they are written) and the checkpoint still feels a device that cannot keep
- *     up, a few issues late instead of at once; what it no longer waits for is each hint's
- *     round trip to the sync thread (RealIO, sync-thread.ts S6). With several of BufferSync's
- *     batches in flight (buffer-pool.ts `hintedBatchesInFlight`), each batch waiting for the
- *     oldest can have started one issue more: at most ISSUES_IN_FLIGHT + batches - 1 run.
- *     `issue()` (BufferSync's last) and `drain()` (after a failure) wait for every issue still
- *     running: none is left behind.
+ *     up, a few batches late instead of at once; what it no longer waits for is each hint's
+ *     round trip to the sync thread (RealIO, sync-thread.ts S6). The bound is in buffers,
+ *     HINTED_BUFFERS_IN_FLIGHT (at least ISSUES_IN_FLIGHT issues): a batch of BufferSync's is up
+ *     to 256 buffers, 8 issues at the default limit of 32, and its hints ride on a batch sent
+ *     after it (sync-thread.ts S8); a bound of 4 issues made the fifth wait for hints not sent
+ *     yet, which then went alone. With several of BufferSync's batches in flight
+ *     (buffer-pool.ts `hintedBatchesInFlight`), each batch waiting for the oldest can have
+ *     started one issue more: at most issuesInFlight + batches - 1 run. `issue()` (BufferSync's
+ *     last) and `drain()` (after a failure) wait for every issue still running: none is left
+ *     behind.
  * Where the hints are not scheduled at all (the pool's side): when fsync is off (nothing is
  * synced, so there is nothing to smooth) and when the limit is 0.
  */
@@ -38,8 +42,19 @@ import type { StorageManager } from '../smgr/smgr.js';
 export const WRITEBACK_MAX_PENDING_FLUSHES = 256;
 /** PostgreSQL's checkpoint_flush_after default where sync_file_range exists: 32 blocks (256 KiB at 8 KiB). */
 export const CHECKPOINT_FLUSH_AFTER_DEFAULT = 32;
-/** W5: issues whose hints may run while BufferSync writes on. */
+/** W5: the fewest issues whose hints may run while BufferSync writes on. */
 export const ISSUES_IN_FLIGHT = 4;
+/**
+ * W5: the buffers whose hints may be in flight while BufferSync writes on: four of its batches
+ * of 256 (buffer-pool.ts WRITE_COMBINE_MAX_BLOCKS), the two in flight, the one being scheduled
+ * and one to spare.
+ */
+export const HINTED_BUFFERS_IN_FLIGHT = 1024;
+
+/** W5's bound for a context of `limit` buffers an issue. */
+export function issuesInFlight(limit: number): number {
+  return Math.max(ISSUES_IN_FLIGHT, Math.ceil(HINTED_BUFFERS_IN_FLIGHT / Math.max(1, limit)));
+}
 
 export interface WritebackTag {
   storage: string;
@@ -74,6 +89,8 @@ function sameFork(a: WritebackTag, b: WritebackTag): boolean {
 
 export class WritebackContext {
   readonly limit: number;
+  /** W5: issues that may run before `schedule` waits for the oldest. */
+  readonly issuesInFlight: number;
   readonly #smgr: (name: string) => StorageManager;
   #pending: WritebackTag[] = [];
   /** Issues still running (W5), oldest first: each settles to its failure, or undefined. */
@@ -84,6 +101,7 @@ export class WritebackContext {
   constructor(limit: number, smgr: (name: string) => StorageManager) {
     assert(Number.isInteger(limit) && limit >= 0 && limit <= WRITEBACK_MAX_PENDING_FLUSHES, `writeback limit ${limit} is in 0..${WRITEBACK_MAX_PENDING_FLUSHES}`);
     this.limit = limit;
+    this.issuesInFlight = issuesInFlight(limit);
     this.#smgr = smgr;
   }
 
@@ -102,7 +120,7 @@ export class WritebackContext {
     this.#pending.push({ storage: tag.storage, rel: tag.rel, fork: tag.fork, block: tag.block });
     if (this.#pending.length < this.limit) return undefined;
     this.#start();
-    return this.#running.length > ISSUES_IN_FLIGHT ? this.#waitOldest() : undefined;
+    return this.#running.length > this.issuesInFlight ? this.#waitOldest() : undefined;
   }
 
   /** IssuePendingWritebacks for what is pending, then wait for every issue still running (W5). */
@@ -182,7 +200,7 @@ export class WritebackContext {
 
   checkInvariants(): void {
     assert(this.#pending.length <= WRITEBACK_MAX_PENDING_FLUSHES, 'writeback: pending within WRITEBACK_MAX_PENDING_FLUSHES');
-    assert(this.#running.length <= ISSUES_IN_FLIGHT, `writeback: at most ${ISSUES_IN_FLIGHT} issues running between calls (W5)`);
+    assert(this.#running.length <= this.issuesInFlight, `writeback: at most ${this.issuesInFlight} issues running between calls (W5)`);
     assert(this.limit === 0 ? this.#pending.length === 0 : this.#pending.length < this.limit, 'writeback: pending below the limit between calls (W1)');
   }
 }
