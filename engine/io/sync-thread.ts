@@ -48,8 +48,10 @@
  *     both in one reply. Why: md's write phase at R=1000 P=16 sent a batch of writes and a batch
  *     of hints for every 32 buffers, 1000 messages, and postMessage itself took 13 ms of the
  *     phase's 35 ms of main-thread work (`checkpoint-profile --cpu-prof`; BENCHMARKS.md,
- *     2026-12-03). Now 500 messages, and the write phase 10 % shorter. The hints carried are
- *     for writes already answered (BufferSync asks for them after), so S6's order holds.
+ *     2026-12-03). Then 500 messages, and the write phase 10 % shorter; since BufferSync's
+ *     batches for md are cut by write calls (buffer-pool.ts `hintedBatches`), 63, each
+ *     carrying the previous batch's 8 issues of hints. The hints carried are for writes
+ *     already answered (BufferSync asks for them after), so S6's order holds.
  */
 import { Worker } from 'node:worker_threads';
 import { EINTR, SYNC_FILE_RANGE_DECLARATION, SYNC_FILE_RANGE_WRITE } from './sync-file-range.js';

@@ -59,8 +59,8 @@
  * while fewer than maxOpenFiles operations are in flight, and never closes a handle in use. A
  * checkpoint's batch of writes (`writesInFlightMax` at a time) and the hints still held
  * (`hintsHeldMax`, M8) together pin at most maxOpenFiles segments; BufferSync's batches are at
- * most HINTED_BATCH_RUNS runs (32 writes), and it keeps two in flight only when each is about
- * half that (buffer-pool.ts `hintedBatchesInFlight`).
+ * most HINTED_BATCH_RUNS runs (32 writes), and it keeps more than one in flight only when each
+ * is half that or less (buffer-pool.ts `hintedBatchesInFlight`).
  *
  * The default size (M7a, `defaultMaxOpenFiles`): min(1000, half of the process's RLIMIT_NOFILE
  * soft limit). Why: a checkpoint touches every dirty segment twice (BufferSync's write, the sync
