@@ -26,8 +26,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { UsageError, parsePositiveInt } from '../cmdline/args.js';
+import { onStopSignals, signalExitCode } from '../cmdline/signals.js';
 import { IN_FLIGHT_DEFAULT, RealIO, forEachInFlight, type FileHandle } from '../engine/index.js';
-import { makeTempDir, removeTree } from '../engine/testing.js';
+import { makeTempDir, removeTree, removeTreeSync } from '../engine/testing.js';
 
 /** Gaps shorter than this are the clock's and the loop's own jitter. */
 const GAP_MS = 2;
@@ -120,6 +121,12 @@ async function main(): Promise<void> {
   if (process.platform !== 'linux') throw new Error('cpu-theft reads /proc/thread-self/schedstat: Linux only');
   const io = new RealIO();
   const root = await makeTempDir(o.dir, 'lamstore-cpu-theft-');
+  // A stop signal ends the run at once: the files go, the spinner with the process.
+  const restoreSignals = onStopSignals((signal) => {
+    removeTreeSync(root);
+    process.stderr.write(`cpu-theft: interrupted (${signal}); temporary files removed\n`);
+    process.exit(signalExitCode(signal));
+  });
   const handles: FileHandle[] = [];
   try {
     const pages = Array.from({ length: o.pages }, (_, i) => new Uint8Array(8192).fill(i + 1));
@@ -145,16 +152,21 @@ async function main(): Promise<void> {
       const spinning = spin(o.seconds * 1000);
       let rounds = 0;
       let stop = false;
+      // A failed call ends the load at once; it is thrown once the spinner is done.
+      let failure: { error: unknown } | null = null;
       const loop = (async () => {
         if (!load) return;
         while (!stop) {
           await load();
           rounds++;
         }
-      })();
+      })().catch((error: unknown) => {
+        failure = { error };
+      });
       const gaps = await spinning;
       stop = true;
       await loop;
+      if (failure !== null) throw (failure as { error: unknown }).error;
       const irq1 = blockSoftirqs();
       // Counted as the spinner's own run time (90 % of the window or more) and not waiting:
       // nothing was scheduled in its place.
@@ -174,8 +186,12 @@ async function main(): Promise<void> {
       );
     }
   } finally {
-    for (const h of handles) await io.close(h);
-    await removeTree(root);
+    try {
+      for (const h of handles) await io.close(h);
+    } finally {
+      await removeTree(root);
+      restoreSignals();
+    }
   }
 }
 

@@ -150,13 +150,14 @@ describe('writeback hints through the engine (md on SimDisk)', () => {
       ...[300, 301, 302].flatMap((n) => [0, 1].map((b) => ({ rel: rel(n), fork: ForkNumber.MAIN, block: b }))),
     ];
     const order = tags.map((_, i) => i);
-    const sizes = hintedBatches(order, tags as never, 256).map((batch) => batch.length);
+    const cut = hintedBatches(order, tags as never, 256);
     // 32 one-page runs; 8 more and the long run's first 248 (9 runs, 256 buffers); 256 of it;
     // its last 96 and the 3 short runs.
-    expect(sizes).toEqual([32, 256, 256, 102]);
-    expect(hintedBatches(order, tags as never, 256).flat()).toEqual(order);
-    expect(hintedBatches(order, tags as never, 32).every((batch) => batch.length <= 32)).toBe(true); // a bounded BufferSync
-    expect(hintedBatches([], [], 256)).toEqual([]);
+    expect(cut.batches.map((batch) => batch.length)).toEqual([32, 256, 256, 102]);
+    expect(cut.batches.flat()).toEqual(order);
+    expect(cut.runs).toBe(44); // a run cut across batches counts once
+    expect(hintedBatches(order, tags as never, 32).batches.every((batch) => batch.length <= 32)).toBe(true); // a bounded BufferSync
+    expect(hintedBatches([], [], 256)).toEqual({ batches: [], runs: 0 });
   });
 
   it(`hintedBatchesInFlight: as many batches as keep their runs to about ${HINTED_BATCH_RUNS}, 1 to BATCHES_IN_FLIGHT`, () => {

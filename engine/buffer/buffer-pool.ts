@@ -258,13 +258,6 @@ function syncOrder(ids: number[], tags: SyncTags, runMax: number): number[] {
   return out;
 }
 
-/** Stretches of consecutive blocks of one fork in `order`: the fewest write calls it becomes. */
-function runCount(order: readonly number[], tags: SyncTags): number {
-  let runs = 0;
-  for (let i = 0; i < order.length; i++) if (i === 0 || !nextInFork(tags[order[i - 1]!]!, tags[order[i]!]!)) runs++;
-  return runs;
-}
-
 /**
  * The most runs (write calls) in one batch of a hinted storage manager (md): each run is a
  * segment to pin, a write and, once written, a hint to ask for, all on the main thread when the
@@ -275,30 +268,33 @@ function runCount(order: readonly number[], tags: SyncTags): number {
 export const HINTED_BATCH_RUNS = 32;
 
 /**
- * A hinted storage manager's batches: `order` cut after `blocksMax` buffers or before the run
- * that would be the batch's HINTED_BATCH_RUNS + 1st, whichever comes first. Not after every
+ * A hinted storage manager's batches, and the runs of `order` in all (for
+ * `hintedBatchesInFlight`): `order` cut after `blocksMax` buffers or before the run that would be
+ * the batch's HINTED_BATCH_RUNS + 1st, whichever comes first. Not after every
  * checkpointFlushAfter buffers: the hints still go out per checkpointFlushAfter buffers written
  * (behaviour 40, #written schedules each buffer), but a batch of 32 buffers was one round trip
  * to the sync thread for every 256 KiB, 500 at R=1000 P=16, and the thread sat idle between
  * them. Batches of 256 buffers (16 runs there) made md's write phase a third shorter.
  */
-export function hintedBatches(order: readonly number[], tags: SyncTags, blocksMax: number): number[][] {
+export function hintedBatches(order: readonly number[], tags: SyncTags, blocksMax: number): { batches: number[][]; runs: number } {
   const batches: number[][] = [];
   let batch: number[] = [];
+  let runsInBatch = 0;
   let runs = 0;
   for (let i = 0; i < order.length; i++) {
     const id = order[i]!;
     const newRun = i === 0 || !nextInFork(tags[order[i - 1]!]!, tags[id]!);
-    if (batch.length === blocksMax || (newRun && runs === HINTED_BATCH_RUNS)) {
+    if (newRun) runs++;
+    if (batch.length === blocksMax || (newRun && runsInBatch === HINTED_BATCH_RUNS)) {
       batches.push(batch);
       batch = [];
-      runs = 0;
+      runsInBatch = 0;
     }
-    if (newRun || batch.length === 0) runs++;
+    if (newRun || batch.length === 0) runsInBatch++;
     batch.push(id);
   }
   if (batch.length > 0) batches.push(batch);
-  return batches;
+  return { batches, runs };
 }
 
 /**
@@ -885,12 +881,17 @@ export class BufferPool {
       const order = syncOrder(byStorage.get(storage)!, this.#syncTags, run.writeBlocksMax);
       const hinted = run.wb !== null && smgr.writeback !== undefined;
       let chunks: number[][];
-      if (hinted) chunks = hintedBatches(order, this.#syncTags, run.writeBlocksMax);
-      else {
+      let inFlight: number;
+      if (hinted) {
+        const cut = hintedBatches(order, this.#syncTags, run.writeBlocksMax);
+        chunks = cut.batches;
+        inFlight = hintedBatchesInFlight(cut.runs, chunks.length);
+      } else {
         chunks = [];
         for (let i = 0; i < order.length; i += run.writeBlocksMax) chunks.push(order.slice(i, i + run.writeBlocksMax));
+        inFlight = BATCHES_IN_FLIGHT;
       }
-      const inFlight = run.writeBlocksMax < WRITE_COMBINE_MAX_BLOCKS ? 1 : hinted ? hintedBatchesInFlight(runCount(order, this.#syncTags), chunks.length) : BATCHES_IN_FLIGHT;
+      if (run.writeBlocksMax < WRITE_COMBINE_MAX_BLOCKS) inFlight = 1; // bounded (K5)
       // Behaviour 40: the hints are scheduled in BufferSync order, as PostgreSQL's one loop
       // schedules them. A batch whose writes return first waits for the batches before it to
       // schedule theirs (chunks start in order, so each takes its turn before its first await);
